@@ -1,0 +1,130 @@
+//! DSSE v1: the pre-authentication encoding and the envelope.
+//!
+//! `PAE(type, body) = "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`, lengths as ASCII
+//! decimal byte counts, `body` the raw (not base64) payload. Signatures are always computed over
+//! PAE bytes, never over the payload alone.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+use crate::key::KeySigner;
+use crate::{Error, SignedOperation};
+
+pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+
+/// DSSE pre-authentication encoding.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let type_len = payload_type.len().to_string();
+    let payload_len = payload.len().to_string();
+    let mut out = Vec::with_capacity(10 + type_len.len() + payload_type.len() + payload_len.len() + payload.len());
+    out.extend_from_slice(b"DSSEv1 ");
+    out.extend_from_slice(type_len.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(payload_type.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(payload_len.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(payload);
+    out
+}
+
+/// One signature inside an envelope. `keyid` is omitted from JSON when absent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopeSignature {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyid: Option<String>,
+    #[serde(with = "b64")]
+    pub sig: Vec<u8>,
+}
+
+/// A DSSE envelope. JSON form: `payload` and `sig` are standard base64 with padding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Envelope {
+    pub payload_type: String,
+    #[serde(with = "b64")]
+    pub payload: Vec<u8>,
+    pub signatures: Vec<EnvelopeSignature>,
+}
+
+impl Envelope {
+    /// Signs `payload` with every signer, in order. Returns the envelope and, per signature, the
+    /// operation's verification material (public key or certificate chain).
+    pub fn sign(
+        payload_type: &str,
+        payload: Vec<u8>,
+        signers: &[&dyn KeySigner],
+    ) -> Result<(Envelope, Vec<SignedOperation>), Error> {
+        if signers.is_empty() {
+            return Err(Error::Signing("no signer configured".into()));
+        }
+        let message = pae(payload_type, &payload);
+        let mut signatures = Vec::with_capacity(signers.len());
+        let mut operations = Vec::with_capacity(signers.len());
+        for signer in signers {
+            let op = signer.sign(&message)?;
+            signatures.push(EnvelopeSignature { keyid: Some(op.key_id.clone()), sig: op.signature.clone() });
+            operations.push(op);
+        }
+        let envelope = Envelope { payload_type: payload_type.to_owned(), payload, signatures };
+        Ok((envelope, operations))
+    }
+
+    pub fn pae(&self) -> Vec<u8> {
+        pae(&self.payload_type, &self.payload)
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Envelope, Error> {
+        serde_json::from_slice(bytes).map_err(|e| Error::InvalidInput(format!("DSSE envelope: {e}")))
+    }
+
+    pub fn to_json_pretty(&self) -> Result<Vec<u8>, Error> {
+        Ok(serde_json::to_vec_pretty(self)?)
+    }
+}
+
+pub(crate) mod b64 {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text.as_bytes()).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pae_matches_the_dsse_spec_example() {
+        // From the DSSE protocol document: PAE("http://example.com/HelloWorld", "hello world").
+        assert_eq!(
+            pae("http://example.com/HelloWorld", b"hello world"),
+            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec()
+        );
+    }
+
+    #[test]
+    fn pae_counts_bytes_not_chars() {
+        assert_eq!(pae("t", "é".as_bytes()), b"DSSEv1 1 t 2 \xc3\xa9".to_vec());
+        assert_eq!(pae("", b""), b"DSSEv1 0  0 ".to_vec());
+    }
+
+    #[test]
+    fn envelope_json_rejects_unknown_fields_and_bad_base64() {
+        assert!(Envelope::from_json(br#"{"payloadType":"t","payload":"aGk=","signatures":[],"x":1}"#).is_err());
+        assert!(Envelope::from_json(br#"{"payloadType":"t","payload":"!!","signatures":[]}"#).is_err());
+        let env = Envelope::from_json(br#"{"payloadType":"t","payload":"aGk=","signatures":[{"sig":"AA=="}]}"#)
+            .expect("valid envelope");
+        assert_eq!(env.payload, b"hi");
+        assert_eq!(env.signatures[0].keyid, None);
+    }
+}

@@ -1,0 +1,265 @@
+//! Keys: the [`KeySigner`] trait and the file-key back-end.
+//!
+//! A `KeySigner` is the *long-lived* key (a file key, an HSM object, a keyless issuer, a
+//! threshold group); [`KeySigner::sign`] is *one signing operation* and returns a
+//! [`SignedOperation`] that carries the verification material of that operation only (a keyless
+//! signer mints a fresh certificate per operation, so material cannot live on the key).
+//!
+//! Byte contract of `sign(message)`:
+//! - `message` is the exact DSSE PAE byte string. Back-ends hash it themselves; callers never
+//!   pre-hash.
+//! - For [`SignatureAlgorithm::EcdsaP256Sha256`] the result is an ASN.1 DER `ECDSA-Sig-Value`
+//!   over SHA-256(message), which is what DSSE, cosign, sigstore-js and `openssl dgst -sha256
+//!   -verify` expect. Signatures may be randomized: verifiers must not compare them byte-wise.
+//! - `key_id` is `sha256:<hex of SHA-256(SubjectPublicKeyInfo DER)>`; the Sigstore bundle hint
+//!   is the standard base64 of the same digest.
+
+use std::fmt;
+use std::path::Path;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair, ParsedPublicKey,
+};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{PrivatePkcs8KeyDer, SubjectPublicKeyInfoDer};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::digest::{sha256, sha256_hex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignatureAlgorithm {
+    #[serde(rename = "ECDSA_P256_SHA256")]
+    EcdsaP256Sha256,
+}
+
+impl fmt::Display for SignatureAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SignatureAlgorithm::EcdsaP256Sha256 => "ECDSA_P256_SHA256",
+        })
+    }
+}
+
+/// Where the long-lived key lives; recorded in every audit record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeySource {
+    File,
+}
+
+impl KeySource {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeySource::File => "file",
+        }
+    }
+}
+
+/// What a caller may know about a long-lived key without touching its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyDescriptor {
+    pub key_id: String,
+    pub algorithm: SignatureAlgorithm,
+    pub source: KeySource,
+    pub public_key: PublicKey,
+}
+
+/// The result of one signing operation.
+#[derive(Debug, Clone)]
+pub struct SignedOperation {
+    pub key_id: String,
+    pub algorithm: SignatureAlgorithm,
+    pub signature: Vec<u8>,
+    /// SubjectPublicKeyInfo DER of the key that produced `signature`.
+    pub public_key: PublicKey,
+    /// Leaf first; empty for keyful signatures.
+    pub certificate_chain_der: Vec<Vec<u8>>,
+}
+
+/// A long-lived signing key. See the module documentation for the byte contract.
+pub trait KeySigner: Send + Sync {
+    fn descriptor(&self) -> &KeyDescriptor;
+    fn sign(&self, message: &[u8]) -> Result<SignedOperation, Error>;
+}
+
+/// A P-256 public key (SubjectPublicKeyInfo DER), validated on construction.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    spki_der: Vec<u8>,
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.key_id())
+    }
+}
+
+impl PublicKey {
+    pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, Error> {
+        // Reject anything that is not a valid point on P-256 before it is used anywhere.
+        ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, der)
+            .map_err(|e| Error::Key(format!("not a P-256 public key: {e}")))?;
+        if der.first() != Some(&0x30) {
+            return Err(Error::Key("public key must be a DER SubjectPublicKeyInfo".into()));
+        }
+        Ok(PublicKey { spki_der: der.to_vec() })
+    }
+
+    pub fn from_pem(pem: &str) -> Result<PublicKey, Error> {
+        let der = SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| Error::Key(format!("expected a PEM `PUBLIC KEY`: {e}")))?;
+        PublicKey::from_spki_der(der.as_ref())
+    }
+
+    pub fn from_pem_file(path: &Path) -> Result<PublicKey, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Key(format!("reading {}: {e}", path.display())))?;
+        PublicKey::from_pem(&text)
+    }
+
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki_der
+    }
+
+    pub fn to_pem(&self) -> String {
+        pem_encode("PUBLIC KEY", &self.spki_der)
+    }
+
+    pub fn key_id(&self) -> String {
+        format!("sha256:{}", sha256_hex(&self.spki_der))
+    }
+
+    /// Sigstore bundle `publicKey.hint`: standard base64 of SHA-256(SPKI DER).
+    pub fn hint(&self) -> String {
+        STANDARD.encode(sha256(&self.spki_der))
+    }
+
+    /// Checks an ASN.1 DER ECDSA P-256 signature over SHA-256(message).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        match ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.spki_der) {
+            Ok(key) => key.verify_sig(message, signature).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// ECDSA P-256 key held in a PKCS#8 file (or memory). Signing uses aws-lc-rs (see
+/// `docs/adr/0002-ecdsa-backend.md`).
+pub struct FileKeySigner {
+    key_pair: EcdsaKeyPair,
+    pkcs8_der: Vec<u8>,
+    descriptor: KeyDescriptor,
+    rng: SystemRandom,
+}
+
+impl fmt::Debug for FileKeySigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileKeySigner").field("key_id", &self.descriptor.key_id).finish_non_exhaustive()
+    }
+}
+
+impl FileKeySigner {
+    pub fn generate() -> Result<FileKeySigner, Error> {
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING)
+            .map_err(|_| Error::Key("P-256 key generation failed".into()))?;
+        let pkcs8 = pair.to_pkcs8v1().map_err(|_| Error::Key("PKCS#8 encoding failed".into()))?;
+        FileKeySigner::from_pkcs8_der(pkcs8.as_ref())
+    }
+
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<FileKeySigner, Error> {
+        let key_pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der)
+            .map_err(|e| Error::Key(format!("not a PKCS#8 P-256 private key: {e}")))?;
+        let spki = key_pair
+            .public_key()
+            .as_der()
+            .map_err(|_| Error::Key("public key encoding failed".into()))?;
+        let public_key = PublicKey::from_spki_der(spki.as_ref())?;
+        let descriptor = KeyDescriptor {
+            key_id: public_key.key_id(),
+            algorithm: SignatureAlgorithm::EcdsaP256Sha256,
+            source: KeySource::File,
+            public_key,
+        };
+        Ok(FileKeySigner { key_pair, pkcs8_der: der.to_vec(), descriptor, rng: SystemRandom::new() })
+    }
+
+    pub fn from_pkcs8_pem(pem: &str) -> Result<FileKeySigner, Error> {
+        let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| Error::Key(format!("expected a PEM `PRIVATE KEY` (PKCS#8): {e}")))?;
+        FileKeySigner::from_pkcs8_der(der.secret_pkcs8_der())
+    }
+
+    pub fn from_pem_file(path: &Path) -> Result<FileKeySigner, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Key(format!("reading {}: {e}", path.display())))?;
+        FileKeySigner::from_pkcs8_pem(&text)
+    }
+
+    pub fn to_pkcs8_pem(&self) -> String {
+        pem_encode("PRIVATE KEY", &self.pkcs8_der)
+    }
+
+    pub fn public_key(&self) -> &PublicKey {
+        &self.descriptor.public_key
+    }
+}
+
+impl KeySigner for FileKeySigner {
+    fn descriptor(&self) -> &KeyDescriptor {
+        &self.descriptor
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<SignedOperation, Error> {
+        let signature = self
+            .key_pair
+            .sign(&self.rng, message)
+            .map_err(|_| Error::Signing("ECDSA signing failed".into()))?;
+        Ok(SignedOperation {
+            key_id: self.descriptor.key_id.clone(),
+            algorithm: self.descriptor.algorithm,
+            signature: signature.as_ref().to_vec(),
+            public_key: self.descriptor.public_key.clone(),
+            certificate_chain_der: Vec::new(),
+        })
+    }
+}
+
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_key_round_trips_through_pem_and_signs() {
+        let key = FileKeySigner::generate().expect("generate");
+        let again = FileKeySigner::from_pkcs8_pem(&key.to_pkcs8_pem()).expect("reload");
+        assert_eq!(key.descriptor(), again.descriptor());
+        let public = PublicKey::from_pem(&key.public_key().to_pem()).expect("public pem");
+        let op = again.sign(b"message").expect("sign");
+        assert!(public.verify(b"message", &op.signature));
+        assert!(!public.verify(b"messagf", &op.signature));
+        assert!(op.key_id.starts_with("sha256:") && op.key_id.len() == 71);
+    }
+
+    #[test]
+    fn garbage_keys_are_errors_not_panics() {
+        assert!(FileKeySigner::from_pkcs8_pem("nope").is_err());
+        assert!(PublicKey::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err());
+        assert!(PublicKey::from_spki_der(&[0x30, 0x00]).is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! Signing core of Stella Signer.
+//!
+//! Everything here is deterministic byte work plus the key back-ends: DSSE pre-authentication
+//! encoding, canonical JSON (RFC 8785), in-toto Statement v1, Sigstore bundle v0.3 and offline
+//! verification. There is no network code in this crate and no knowledge of the cluster: the node
+//! hands it a request and a [`KeySigner`], and gets bytes back.
+
+pub mod bundle;
+pub mod canonical;
+pub mod digest;
+pub mod dsse;
+mod error;
+pub mod key;
+pub mod statement;
+pub mod verify;
+
+pub use bundle::{Bundle, BUNDLE_MEDIA_TYPE_V03};
+pub use dsse::{Envelope, EnvelopeSignature, pae, IN_TOTO_PAYLOAD_TYPE};
+pub use error::Error;
+pub use key::{FileKeySigner, KeyDescriptor, KeySigner, KeySource, PublicKey, SignatureAlgorithm, SignedOperation};
+pub use statement::{PredicateType, Statement, Subject};
+pub use verify::{Verified, VerifyFailure};
