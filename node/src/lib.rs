@@ -1,1 +1,23 @@
+//! The `stella-signer` daemon.
+//!
+//! Composition root: [`app::build`] turns a [`config::Config`] into a running HTTP server with
+//! its audit log and keys. Request handling is split into
+//! - `http`: actix-web handlers (a few lines each), extractors, middleware, problem+json edge,
+//! - `pipeline`: the signing decision logic, free of I/O and directly testable,
+//! - `signing`: the service that runs the pipeline against keys and the audit log,
+//! - `audit_log`: the local, hash-chained, fsynced audit log with group commit.
 
+pub mod app;
+pub mod audit_log;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod dev;
+mod error;
+pub mod http;
+pub mod keys;
+pub mod pipeline;
+pub mod signing;
+pub mod telemetry;
+
+pub use error::Error;

@@ -1,0 +1,101 @@
+//! Requests and responses. Field names are camelCase on the wire; requests reject unknown fields.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const SIGN_DSSE_PATH: &str = "/api/v1/signer/sign/dsse";
+
+/// `POST /api/v1/signer/sign/dsse`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignDsseRequest {
+    pub subject: Vec<SubjectWire>,
+    pub predicate_type: String,
+    pub predicate: Value,
+    /// Digest of the scanner image that produced the evidence (checked by release provenance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanner_image_digest: Option<String>,
+    /// Proof of entitlement (checked by admission).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poe: Option<ProofOfEntitlement>,
+    #[serde(default)]
+    pub options: SignOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectWire {
+    pub name: String,
+    pub digest: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProofOfEntitlement {
+    pub format: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignOptions {
+    /// `keyful` (default). Other modes arrive with the key-custody milestone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_mode: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignDsseResponse {
+    /// The DSSE envelope with every signature.
+    pub envelope: Value,
+    /// One Sigstore bundle v0.3 per cosign-verifiable signature, in envelope order.
+    pub bundles: Vec<SignedBundle>,
+    /// `bundles[0].bundleSha256`, the hash Attestor records.
+    pub bundle_sha256: String,
+    /// SHA-256 of the canonical statement (the DSSE payload).
+    pub statement_sha256: String,
+    pub signer_identity: SignerIdentity,
+    pub audit_id: String,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedBundle {
+    pub key_id: String,
+    pub bundle: Value,
+    pub bundle_sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignerIdentity {
+    pub mode: String,
+    pub key_id: String,
+    pub key_source: String,
+    pub algorithm: String,
+    pub public_key_pem: String,
+    /// PEM certificates, leaf first; empty for keyful signatures.
+    pub certificate_chain: Vec<String>,
+}
+
+/// `GET /healthz` and `GET /readyz`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<HealthCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    pub name: String,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}

@@ -1,0 +1,61 @@
+use stella_api::ProblemCode;
+
+/// The node's one error type. Request-level variants map onto stable problem codes through
+/// [`Error::code`]; start-up variants end the process with a message.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // --- request level ---
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("predicate type `{0}` is not on the allow-list")]
+    UnsupportedPredicateType(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("request body exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("signing is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the node is overloaded")]
+    Overloaded,
+    // --- start-up ---
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("key: {0}")]
+    Key(String),
+    #[error("audit log: {0}")]
+    AuditCorrupt(String),
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+
+    pub fn code(&self) -> ProblemCode {
+        match self {
+            Error::InvalidRequest(_) => ProblemCode::InvalidRequest,
+            Error::UnsupportedPredicateType(_) => ProblemCode::UnsupportedPredicateType,
+            Error::UnsupportedMediaType(_) => ProblemCode::UnsupportedMediaType,
+            Error::TooLarge { .. } => ProblemCode::ArtifactTooLarge,
+            Error::Unauthenticated(_) => ProblemCode::InvalidToken,
+            Error::Unavailable(_) | Error::Overloaded => ProblemCode::SigningUnavailable,
+            Error::Config(_) | Error::Io { .. } | Error::Key(_) | Error::AuditCorrupt(_) => ProblemCode::InternalError,
+        }
+    }
+}
+
+impl From<stella_signer::Error> for Error {
+    fn from(e: stella_signer::Error) -> Error {
+        use stella_signer::Error as S;
+        match e {
+            S::UnsupportedPredicateType(t) => Error::UnsupportedPredicateType(t),
+            S::InvalidInput(_) | S::InvalidPredicate { .. } | S::Canonical(_) => Error::InvalidRequest(e.to_string()),
+            S::Key(_) | S::Signing(_) | S::Verify(_) => Error::Unavailable(e.to_string()),
+        }
+    }
+}

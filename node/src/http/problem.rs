@@ -1,0 +1,69 @@
+//! The edge error type: every failure leaves the node as RFC 7807 problem+json with a stable code.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use stella_api::{PROBLEM_CONTENT_TYPE, Problem, ProblemCode};
+
+use super::context::current_request_id;
+use crate::Error;
+
+#[derive(Debug)]
+pub struct ApiProblem(pub Problem);
+
+impl std::fmt::Display for ApiProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<Error> for ApiProblem {
+    fn from(e: Error) -> ApiProblem {
+        let code = e.code();
+        // Internal details stay in the logs; clients get a generic sentence.
+        let detail = if code == ProblemCode::InternalError { "internal error".to_owned() } else { e.to_string() };
+        if code == ProblemCode::InternalError || code == ProblemCode::SigningUnavailable {
+            tracing::error!(error = %e, code = code.as_str(), "request failed");
+        }
+        ApiProblem(Problem::new(code, detail))
+    }
+}
+
+impl ResponseError for ApiProblem {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut problem = self.0.clone();
+        problem.request_id = current_request_id();
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE)));
+        match problem.code {
+            ProblemCode::InvalidToken => {
+                response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"stella-signer\"")));
+            }
+            ProblemCode::SigningUnavailable | ProblemCode::PlanThrottled => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            _ => {}
+        }
+        response.body(body)
+    }
+}
+
+pub async fn not_found() -> ApiProblem {
+    ApiProblem(Problem::new(ProblemCode::NotFound, "no such resource"))
+}
+
+pub async fn method_not_allowed() -> ApiProblem {
+    ApiProblem(Problem::new(ProblemCode::MethodNotAllowed, "method not allowed on this resource"))
+}
+
+impl actix_web::Responder for ApiProblem {
+    type Body = actix_web::body::BoxBody;
+    fn respond_to(self, _req: &actix_web::HttpRequest) -> HttpResponse {
+        self.error_response()
+    }
+}

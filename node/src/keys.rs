@@ -1,0 +1,68 @@
+//! The node's signing keys. For now one file key signs for every tenant; per-tenant/plan keys
+//! and other back-ends (HSM, keyless, threshold) plug in behind the same `KeySigner` trait.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use stella_signer::{FileKeySigner, KeySigner};
+
+use crate::Error;
+
+#[derive(Clone)]
+pub struct Keyring {
+    default: Arc<dyn KeySigner>,
+}
+
+impl Keyring {
+    pub fn single(signer: Arc<dyn KeySigner>) -> Keyring {
+        Keyring { default: signer }
+    }
+
+    /// The signers for `tenant`, in envelope order.
+    pub fn signers_for(&self, _tenant: &str) -> Vec<Arc<dyn KeySigner>> {
+        vec![self.default.clone()]
+    }
+
+    pub fn default_signer(&self) -> &Arc<dyn KeySigner> {
+        &self.default
+    }
+}
+
+/// Loads a PKCS#8 PEM key file.
+pub fn load_file_key(path: &Path) -> Result<FileKeySigner, Error> {
+    FileKeySigner::from_pem_file(path).map_err(|e| Error::Key(e.to_string()))
+}
+
+/// Loads the key at `path`, creating it (mode 0600, written atomically and fsynced) when absent.
+pub fn load_or_create_file_key(path: &Path) -> Result<(FileKeySigner, bool), Error> {
+    if path.exists() {
+        return Ok((load_file_key(path)?, false));
+    }
+    let key = FileKeySigner::generate().map_err(|e| Error::Key(e.to_string()))?;
+    write_secret_atomically(path, key.to_pkcs8_pem().as_bytes())?;
+    Ok((key, true))
+}
+
+/// Writes `bytes` to `path` via a temp file + rename, with owner-only permissions, and fsyncs
+/// the file and its directory so a crash never leaves a half-written secret.
+pub fn write_secret_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    write_atomically(path, bytes, 0o600)
+}
+
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().ok_or_else(|| Error::Config(format!("{} has no parent", path.display())))?;
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(Error::io(format!("creating {}", tmp.display())))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(Error::io(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(Error::io(format!("renaming to {}", path.display())))?;
+    crate::audit_log::fsync_dir(dir)
+}

@@ -1,0 +1,178 @@
+//! Signing decisions, free of I/O: validate a request into a plan, turn signatures into bundles,
+//! and describe the outcome for the audit log and the response. The `signing` service wires
+//! these steps to keys, the clock and the audit log.
+
+use stella_api::{SignDsseRequest, SignDsseResponse, SignedBundle, SignerIdentity};
+use stella_signer::digest::sha256_hex;
+use stella_signer::{Bundle, Envelope, PredicateType, SignedOperation, Statement, Subject};
+use stella_state::{AuditDraft, Decision};
+
+use crate::Error;
+use crate::auth::Caller;
+
+/// The only signing mode this node offers until key custody adds keyless and threshold.
+pub const MODE_KEYFUL: &str = "keyful";
+/// PoE state recorded while entitlement checks are not configured.
+pub const POE_NOT_CHECKED: &str = "not_checked";
+
+/// A validated request: the exact payload that will be signed.
+#[derive(Debug, Clone)]
+pub struct SigningPlan {
+    pub predicate_type: PredicateType,
+    pub payload: Vec<u8>,
+    pub statement_sha256: String,
+    pub subject_digests: Vec<String>,
+}
+
+pub fn plan(request: SignDsseRequest) -> Result<SigningPlan, Error> {
+    if let Some(mode) = request.options.signing_mode.as_deref() {
+        if mode != MODE_KEYFUL {
+            return Err(Error::InvalidRequest(format!("signing mode `{mode}` is not offered; use `keyful`")));
+        }
+    }
+    let predicate_type: PredicateType = request.predicate_type.parse()?;
+    let subjects = request.subject.into_iter().map(|s| Subject { name: s.name, digest: s.digest }).collect();
+    let statement = Statement::build(subjects, predicate_type, request.predicate)?;
+    let subject_digests =
+        statement.subject.iter().filter_map(|s| s.sha256_hex()).map(|h| format!("sha256:{h}")).collect();
+    let payload = statement.to_canonical_bytes()?;
+    Ok(SigningPlan { predicate_type, statement_sha256: sha256_hex(&payload), payload, subject_digests })
+}
+
+/// One bundle per signature, each with its canonical hash.
+pub fn bundles(envelope: &Envelope, operations: &[SignedOperation]) -> Result<Vec<(Bundle, String)>, Error> {
+    operations
+        .iter()
+        .enumerate()
+        .map(|(i, op)| {
+            let bundle = Bundle::for_signature(envelope, i, op)?;
+            let hash = bundle.sha256()?;
+            Ok((bundle, hash))
+        })
+        .collect()
+}
+
+/// What goes into the audit log for this request.
+pub struct Outcome<'a> {
+    pub time: String,
+    pub request_id: &'a str,
+    pub caller: &'a Caller,
+    pub plan: &'a SigningPlan,
+    pub key_id: &'a str,
+    pub key_source: &'a str,
+    pub decision: Decision,
+    pub reason: String,
+    pub bundle_sha256: Option<String>,
+}
+
+pub fn audit_draft(outcome: Outcome<'_>) -> AuditDraft {
+    AuditDraft {
+        time: outcome.time,
+        request_id: outcome.request_id.to_owned(),
+        tenant: outcome.caller.tenant.clone(),
+        caller_subject: outcome.caller.subject.clone(),
+        issuer: outcome.caller.issuer.clone(),
+        subject_digests: outcome.plan.subject_digests.clone(),
+        predicate_type: outcome.plan.predicate_type.as_str().to_owned(),
+        key_id: outcome.key_id.to_owned(),
+        key_source: outcome.key_source.to_owned(),
+        signing_mode: MODE_KEYFUL.to_owned(),
+        poe_state: POE_NOT_CHECKED.to_owned(),
+        decision: outcome.decision,
+        reason: outcome.reason,
+        bundle_sha256: outcome.bundle_sha256,
+        statement_sha256: Some(outcome.plan.statement_sha256.clone()),
+    }
+}
+
+pub fn response(
+    plan: &SigningPlan,
+    envelope: &Envelope,
+    operations: &[SignedOperation],
+    bundles: Vec<(Bundle, String)>,
+    key_source: &str,
+    audit_id: String,
+    request_id: &str,
+) -> Result<SignDsseResponse, Error> {
+    let first = operations.first().ok_or_else(|| Error::Unavailable("no signature was produced".into()))?;
+    let bundle_sha256 = bundles.first().map(|(_, h)| h.clone()).unwrap_or_default();
+    let bundles = bundles
+        .iter()
+        .zip(operations)
+        .map(|((bundle, hash), op)| {
+            Ok(SignedBundle { key_id: op.key_id.clone(), bundle: to_json(bundle)?, bundle_sha256: hash.clone() })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(SignDsseResponse {
+        envelope: to_json(envelope)?,
+        bundles,
+        bundle_sha256,
+        statement_sha256: plan.statement_sha256.clone(),
+        signer_identity: SignerIdentity {
+            mode: MODE_KEYFUL.to_owned(),
+            key_id: first.key_id.clone(),
+            key_source: key_source.to_owned(),
+            algorithm: first.algorithm.to_string(),
+            public_key_pem: first.public_key.to_pem(),
+            certificate_chain: Vec::new(),
+        },
+        audit_id,
+        request_id: request_id.to_owned(),
+    })
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(value).map_err(|e| Error::Unavailable(format!("encoding the response: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use stella_api::{SignOptions, SubjectWire};
+    use stella_signer::{FileKeySigner, IN_TOTO_PAYLOAD_TYPE, KeySigner};
+
+    fn request(predicate_type: &str) -> SignDsseRequest {
+        SignDsseRequest {
+            subject: vec![SubjectWire {
+                name: "app".into(),
+                digest: [("sha256".to_owned(), "e".repeat(64))].into(),
+            }],
+            predicate_type: predicate_type.into(),
+            predicate: json!({"format": "spdx-json", "digest": format!("sha256:{}", "f".repeat(64)), "componentCount": 7}),
+            scanner_image_digest: None,
+            poe: None,
+            options: SignOptions::default(),
+        }
+    }
+
+    #[test]
+    fn plans_validate_type_mode_and_subjects() {
+        assert!(plan(request("stella.ops/sbom@v1")).is_ok());
+        assert!(matches!(plan(request("cosign.sigstore.dev/attestation/v1")), Err(Error::UnsupportedPredicateType(_))));
+        let mut keyless = request("stella.ops/sbom@v1");
+        keyless.options.signing_mode = Some("keyless".into());
+        assert!(matches!(plan(keyless), Err(Error::InvalidRequest(_))));
+        let mut no_subject = request("stella.ops/sbom@v1");
+        no_subject.subject.clear();
+        assert!(matches!(plan(no_subject), Err(Error::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn the_response_carries_one_verifiable_bundle_per_signature() {
+        let p = plan(request("stella.ops/sbom@v1")).expect("plan");
+        let (k1, k2) = (FileKeySigner::generate().expect("k1"), FileKeySigner::generate().expect("k2"));
+        let (envelope, ops) = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, p.payload.clone(), &[&k1, &k2]).expect("sign");
+        let bundles = bundles(&envelope, &ops).expect("bundles");
+        let resp = response(&p, &envelope, &ops, bundles, "file", "aud-1".into(), "req-1").expect("response");
+        assert_eq!(resp.bundles.len(), 2);
+        assert_eq!(resp.bundle_sha256, resp.bundles[0].bundle_sha256);
+        for (b, key) in resp.bundles.iter().zip([&k1, &k2]) {
+            let bundle = Bundle::from_json(&serde_json::to_vec(&b.bundle).expect("json")).expect("bundle");
+            let verified = stella_signer::verify::verify_bundle(&bundle, key.public_key()).expect("verifies");
+            assert_eq!(verified.statement.predicate_type, "stella.ops/sbom@v1");
+            assert_eq!(bundle.sha256().expect("hash"), b.bundle_sha256);
+        }
+        assert_eq!(resp.signer_identity.key_id, k1.descriptor().key_id);
+    }
+}

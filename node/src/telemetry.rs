@@ -1,0 +1,63 @@
+//! Logs (tracing, JSON lines on stdout) and metrics (Prometheus text at `/metrics`).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+pub const SIGN_LATENCY: &str = "stella_signer_sign_latency_seconds";
+pub const REQUESTS: &str = "stella_signer_sign_requests_total";
+pub const KEY_USAGE: &str = "stella_signer_key_usage_total";
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// JSON logs; the level comes from `STELLA_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = EnvFilter::try_from_env("STELLA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .with_target(true)
+        .try_init();
+}
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+pub fn init_metrics() -> PrometheusHandle {
+    PROMETHEUS
+        .get_or_init(|| {
+            let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(SIGN_LATENCY.into()), &buckets)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("stella_signer_audit_batch_size".into()), &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0]))
+                .map(|b| b.build_recorder());
+            match recorder {
+                Ok(recorder) => {
+                    let handle = recorder.handle();
+                    let _ = metrics::set_global_recorder(recorder);
+                    describe();
+                    handle
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "metrics recorder could not be configured");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_histogram!(SIGN_LATENCY, metrics::Unit::Seconds, "Time to answer a signing request, audit fsync included");
+    metrics::describe_counter!(REQUESTS, "Signing requests by outcome (signed or problem code)");
+    metrics::describe_counter!(KEY_USAGE, "Signatures produced, by key id");
+    metrics::describe_histogram!("stella_signer_audit_batch_size", "Audit records committed per fsync");
+}
+
+pub fn record_sign(outcome: &'static str, elapsed: Duration) {
+    metrics::counter!(REQUESTS, "outcome" => outcome).increment(1);
+    metrics::histogram!(SIGN_LATENCY, "outcome" => outcome).record(elapsed.as_secs_f64());
+}
