@@ -1,1 +1,3 @@
+//! Library side of the `stella` CLI: evidence inspection that the binary and tests share.
 
+pub mod evidence;

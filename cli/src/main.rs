@@ -1,1 +1,284 @@
-fn main() {}
+//! `stella`: sign evidence with a Stella Signer node and verify it offline.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use stella_api::{Client, ClientConfig, ClientError, Credentials, SignDsseRequest, SignOptions, SubjectWire};
+use stella_cli::evidence;
+use stella_signer::digest::{parse_sha256_ref, sha256_hex};
+use stella_signer::verify::{Expectations, check_expectations, verify_bundle, verify_envelope};
+use stella_signer::{Bundle, Envelope, PublicKey, Subject};
+
+/// Prints a line to stdout; a closed pipe (`stella ... | head`) is not an error worth a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+#[derive(Parser)]
+#[command(name = "stella", version, about = "Stella Signer client: sign evidence, verify it offline")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sign evidence with a signer node.
+    Sign {
+        #[command(subcommand)]
+        what: SignCommand,
+    },
+    /// Verify a bundle or envelope offline against a public key.
+    Verify(VerifyArgs),
+}
+
+#[derive(Subcommand)]
+enum SignCommand {
+    /// Sign an SBOM (CycloneDX JSON or SPDX JSON) as a stella.ops/sbom@v1 statement.
+    Sbom {
+        file: PathBuf,
+        /// Force the SBOM format instead of detecting it.
+        #[arg(long, value_parser = ["cyclonedx-json", "spdx-json"])]
+        format: Option<String>,
+        #[command(flatten)]
+        common: SignArgs,
+    },
+    /// Sign a scan report as a stella.ops/report@v1 statement with its policy metadata.
+    Report {
+        file: PathBuf,
+        /// Digest of the policy the report was evaluated under (else the report's policy.digest).
+        #[arg(long)]
+        policy_digest: Option<String>,
+        /// Comma-separated view set (else the report's policy.viewSet, else `default`).
+        #[arg(long, value_delimiter = ',')]
+        view_set: Vec<String>,
+        #[command(flatten)]
+        common: SignArgs,
+    },
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// Subject as NAME@sha256:HEX (repeatable). Default: the file itself.
+    #[arg(long)]
+    subject: Vec<String>,
+    /// Signer URL (default: from the credentials).
+    #[arg(long, env = "STELLA_SERVER")]
+    server: Option<String>,
+    /// Credentials directory or file (e.g. DATA_DIR/dev).
+    #[arg(long, env = "STELLA_CREDENTIALS")]
+    credentials: PathBuf,
+    /// Extra CA certificate (PEM) to trust for the server.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// Where to write the Sigstore bundle (further bundles get `.2`, `.3`, … before the extension).
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// Where to write the DSSE envelope.
+    #[arg(long)]
+    envelope: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The artifact file, or its digest as sha256:HEX.
+    artifact: String,
+    /// Sigstore bundle to verify.
+    #[arg(long, required_unless_present = "envelope", conflicts_with = "envelope")]
+    bundle: Option<PathBuf>,
+    /// DSSE envelope to verify (instead of a bundle).
+    #[arg(long)]
+    envelope: Option<PathBuf>,
+    /// Public key (PEM) the signature must verify with.
+    #[arg(long)]
+    key: PathBuf,
+    /// Required predicate type.
+    #[arg(long)]
+    predicate_type: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Sign { what } => match sign(what) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                esay!("stella: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Verify(args) => verify(&args),
+    }
+}
+
+fn sign(command: SignCommand) -> anyhow::Result<()> {
+    let (file, common, predicate_type, predicate) = match command {
+        SignCommand::Sbom { file, format, common } => {
+            let bytes = read(&file)?;
+            let predicate = evidence::sbom_predicate(&bytes, format.as_deref())?;
+            (file, common, "stella.ops/sbom@v1", predicate)
+        }
+        SignCommand::Report { file, policy_digest, view_set, common } => {
+            let bytes = read(&file)?;
+            let predicate = evidence::report_predicate(&bytes, policy_digest.as_deref(), &view_set)?;
+            (file, common, "stella.ops/report@v1", predicate)
+        }
+    };
+    let subject = subjects(&file, &common.subject)?;
+    let creds = Credentials::load(&common.credentials).map_err(anyhow::Error::msg)?;
+    let server = common.server.clone().unwrap_or(creds.server.clone());
+    if server.is_empty() {
+        bail!("no server URL: pass --server or set STELLA_SERVER");
+    }
+    let ca_cert_pem = match &common.ca_cert {
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?),
+        None => creds.ca_cert_pem.clone(),
+    };
+    let client = Client::new(ClientConfig { server, token: creds.token.clone(), ca_cert_pem, timeout: Duration::from_secs(30) })?;
+    let request = SignDsseRequest {
+        subject,
+        predicate_type: predicate_type.to_owned(),
+        predicate,
+        scanner_image_digest: None,
+        poe: None,
+        options: SignOptions::default(),
+    };
+    let response = match client.sign_dsse(&request) {
+        Ok(r) => r,
+        Err(ClientError::Problem(p)) => bail!("the signer refused: {} ({}): {}", p.code.as_str(), p.status, p.detail),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(path) = &common.envelope {
+        write_json(path, &response.envelope)?;
+    }
+    if let Some(path) = &common.bundle {
+        for (i, signed) in response.bundles.iter().enumerate() {
+            let target = if i == 0 { path.clone() } else { numbered(path, i + 1) };
+            write_json(&target, &signed.bundle)?;
+        }
+    }
+    match common.output {
+        Output::Json => say!("{}", serde_json::to_string_pretty(&response)?),
+        Output::Text => say!(
+            "signed {} as {predicate_type}\n  key       {}\n  bundle    sha256:{}\n  audit id  {}",
+            file.display(),
+            response.signer_identity.key_id,
+            response.bundle_sha256,
+            response.audit_id
+        ),
+    }
+    Ok(())
+}
+
+fn subjects(file: &Path, given: &[String]) -> anyhow::Result<Vec<SubjectWire>> {
+    if given.is_empty() {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "artifact".into());
+        return Ok(vec![SubjectWire { name, digest: [("sha256".to_owned(), sha256_hex(&read(file)?))].into() }]);
+    }
+    given
+        .iter()
+        .map(|s| {
+            let subject = Subject::parse_reference(s)?;
+            Ok(SubjectWire { name: subject.name, digest: subject.digest })
+        })
+        .collect()
+}
+
+/// Exit codes: 0 verified, 1 not verified, 2 could not run (bad input files, usage).
+fn verify(args: &VerifyArgs) -> ExitCode {
+    match verify_inner(args) {
+        Ok(Ok(report)) => {
+            match args.output {
+                Output::Json => say!("{report}"),
+                Output::Text => say!(
+                    "verified: {} over {} by {}",
+                    report["predicateType"].as_str().unwrap_or(""),
+                    report["artifact"].as_str().unwrap_or(""),
+                    report["keyId"].as_str().unwrap_or("")
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Err(failure)) => {
+            match args.output {
+                Output::Json => say!("{}", json!({"verified": false, "kind": failure.kind(), "reason": failure.to_string()})),
+                Output::Text => esay!("verification failed: {failure}"),
+            }
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            match args.output {
+                Output::Json => say!("{}", json!({"verified": false, "kind": "error", "reason": format!("{e:#}")})),
+                Output::Text => esay!("stella verify: {e:#}"),
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn verify_inner(args: &VerifyArgs) -> anyhow::Result<Result<Value, stella_signer::VerifyFailure>> {
+    let artifact_sha256 = match parse_sha256_ref(&args.artifact) {
+        Ok(hex) => hex.to_owned(),
+        Err(_) => sha256_hex(&read(Path::new(&args.artifact))?),
+    };
+    let key = PublicKey::from_pem_file(&args.key)?;
+    let (verified, bundle_sha256) = if let Some(path) = &args.bundle {
+        let bundle = Bundle::from_json(&read(path)?)?;
+        (verify_bundle(&bundle, &key), Some(bundle.sha256()?))
+    } else if let Some(path) = &args.envelope {
+        (verify_envelope(&Envelope::from_json(&read(path)?)?, &key), None)
+    } else {
+        bail!("pass --bundle or --envelope");
+    };
+    let verified = match verified {
+        Ok(v) => v,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    let expect = Expectations { subject_sha256: Some(artifact_sha256.clone()), predicate_type: args.predicate_type.clone() };
+    if let Err(failure) = check_expectations(&verified, &expect) {
+        return Ok(Err(failure));
+    }
+    Ok(Ok(json!({
+        "verified": true,
+        "artifact": format!("sha256:{artifact_sha256}"),
+        "predicateType": verified.statement.predicate_type,
+        "keyId": verified.key_id,
+        "subjects": verified.statement.subject,
+        "bundleSha256": bundle_sha256,
+    })))
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn write_json(path: &Path, value: &Value) -> anyhow::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+fn numbered(path: &Path, n: usize) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.{n}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{n}"),
+    };
+    path.with_file_name(name)
+}
