@@ -119,7 +119,7 @@ fn main() -> ExitCode {
         Command::Sign { what } => match sign(what) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                esay!("stella: {e:#}");
+                eprintln!("stella: {e:#}");
                 ExitCode::FAILURE
             }
         },
@@ -218,14 +218,14 @@ fn verify(args: &VerifyArgs) -> ExitCode {
         Ok(Err(failure)) => {
             match args.output {
                 Output::Json => say!("{}", json!({"verified": false, "kind": failure.kind(), "reason": failure.to_string()})),
-                Output::Text => esay!("verification failed: {failure}"),
+                Output::Text => eprintln!("verification failed: {failure}"),
             }
             ExitCode::from(1)
         }
         Err(e) => {
             match args.output {
                 Output::Json => say!("{}", json!({"verified": false, "kind": "error", "reason": format!("{e:#}")})),
-                Output::Text => esay!("stella verify: {e:#}"),
+                Output::Text => eprintln!("stella verify: {e:#}"),
             }
             ExitCode::from(2)
         }
