@@ -16,7 +16,6 @@ use crate::auth::Caller;
 use crate::clock::Clock;
 use crate::keys::Keyring;
 use crate::pipeline::{self, Outcome};
-use crate::telemetry;
 
 #[derive(Clone)]
 pub struct SigningService {
@@ -37,22 +36,17 @@ impl SigningService {
     pub async fn sign(&self, caller: &Caller, request_id: &str, request: SignDsseRequest) -> Result<SignDsseResponse, Error> {
         let started = Instant::now();
         let result = self.sign_inner(caller, request_id, request).await;
-        let outcome = match &result {
-            Ok(_) => "signed",
-            Err(e) => {
-                tracing::info!(
-                    target: "stella::sign",
-                    tenant = %caller.tenant,
-                    decision = "rejected",
-                    code = e.code().as_str(),
-                    reason = %e,
-                    latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-                    "signing decision"
-                );
-                e.code().as_str()
-            }
-        };
-        telemetry::record_sign(outcome, started.elapsed());
+        if let Err(e) = &result {
+            tracing::info!(
+                target: "stella::sign",
+                tenant = %caller.tenant,
+                decision = "rejected",
+                code = e.code().as_str(),
+                reason = %e,
+                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "signing decision"
+            );
+        }
         result
     }
 

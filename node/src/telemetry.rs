@@ -57,7 +57,12 @@ fn describe() {
     metrics::describe_histogram!("stella_signer_audit_batch_size", "Audit records committed per fsync");
 }
 
-pub fn record_sign(outcome: &'static str, elapsed: Duration) {
+/// Counts one signing request under `signed` or its problem code, with its latency.
+pub fn record_sign(result: Result<(), &crate::Error>, elapsed: Duration) {
+    let outcome = match result {
+        Ok(()) => "signed",
+        Err(e) => e.code().as_str(),
+    };
     metrics::counter!(REQUESTS, "outcome" => outcome).increment(1);
     metrics::histogram!(SIGN_LATENCY, "outcome" => outcome).record(elapsed.as_secs_f64());
 }

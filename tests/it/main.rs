@@ -1,1 +1,8 @@
+//! Integration tests against the real binaries.
 
+mod bad_input;
+mod dev_node;
+mod durability;
+mod independent;
+mod telemetry;
+mod tls;
