@@ -1,1 +1,208 @@
-fn main() {}
+//! `stella-load`: end-to-end signing throughput of a dev node against the raw signing speed of
+//! the key back-end, measured in the same run on the same machine (goal G1: ≥ 0.5 of B_sign with
+//! the audit fsync included).
+//!
+//! 1. B_sign: two threads sign a typical PAE message in a loop with the file-key back-end.
+//! 2. A dev node (`stella-signer serve --dev`, from the same build) is started on a fresh data
+//!    directory, and HTTP clients sign through it at several concurrency levels.
+//!
+//! The load generator runs on a single-threaded runtime so it takes at most one core from the
+//! node; on a 2-core machine that is a real handicap and the ratio should be read with it.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde_json::{Value, json};
+use stella_signer::{FileKeySigner, IN_TOTO_PAYLOAD_TYPE, KeySigner, PredicateType, Statement, Subject};
+
+#[derive(Parser)]
+#[command(name = "stella-load", about = "End-to-end signing throughput vs. the raw signing loop")]
+struct Args {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Concurrency levels (in-flight requests).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    concurrency: Vec<usize>,
+    /// Short run for CI smoke tests: 0.5 s per step, concurrency 1 and 8.
+    #[arg(long)]
+    quick: bool,
+    /// The stella-signer binary (default: next to this one).
+    #[arg(long)]
+    node_bin: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.quick {
+        args.duration = 0.5;
+        args.concurrency = vec![1, 8];
+    }
+    let duration = Duration::from_secs_f64(args.duration);
+    let request = sample_request();
+
+    let b_sign = raw_sign_loop(&request, duration)?;
+    println!("B_sign (file key, aws-lc-rs, 2 threads): {b_sign:.0} signatures/s");
+
+    let node_bin = match args.node_bin {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("stella-signer"),
+    };
+    let data = tempfile::tempdir()?;
+    let (mut child, url, token) = start_node(&node_bin, data.path())?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut rows = Vec::new();
+    println!("{:>11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}", "concurrency", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "ratio");
+    for &c in &args.concurrency {
+        let row = runtime.block_on(http_load(&url, &token, &request, c, duration))?;
+        let ratio = row.throughput / b_sign;
+        println!(
+            "{:>11} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>7.3}",
+            c, row.throughput, row.p50_ms, row.p90_ms, row.p99_ms, row.errors, ratio
+        );
+        rows.push(json!({"concurrency": c, "throughput": row.throughput, "p50_ms": row.p50_ms, "p90_ms": row.p90_ms, "p99_ms": row.p99_ms, "errors": row.errors, "ratio_to_b_sign": ratio}));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let best = rows.iter().filter_map(|r| r["throughput"].as_f64()).fold(0.0, f64::max);
+    let g1 = best / b_sign;
+    println!("G1 = best end-to-end / B_sign = {best:.0} / {b_sign:.0} = {g1:.3} (goal >= 0.5)");
+    println!("{}", json!({"b_sign": b_sign, "levels": rows, "g1": g1}));
+    if rows.iter().any(|r| r["errors"].as_u64() != Some(0)) {
+        bail!("some requests failed");
+    }
+    Ok(())
+}
+
+fn sample_request() -> Value {
+    let sbom = include_bytes!("../../examples/sbom.cdx.json");
+    json!({
+        "subject": [{"name": "registry.example/acme/payments", "digest": {"sha256": "8d3c9f1e2a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f"}}],
+        "predicateType": "stella.ops/sbom@v1",
+        "predicate": {"format": "cyclonedx-json", "digest": stella_signer::digest::sha256_ref(sbom), "componentCount": 5},
+    })
+}
+
+/// Signatures per second of the file-key back-end over the PAE of the same statement, 2 threads.
+fn raw_sign_loop(request: &Value, duration: Duration) -> anyhow::Result<f64> {
+    let subjects: Vec<Subject> = serde_json::from_value(request["subject"].clone())?;
+    let statement = Statement::build(subjects, PredicateType::Sbom, request["predicate"].clone())?;
+    let pae = stella_signer::pae(IN_TOTO_PAYLOAD_TYPE, &statement.to_canonical_bytes()?);
+    let key = Arc::new(FileKeySigner::generate()?);
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (key, count, stop, pae) = (key.clone(), count.clone(), stop.clone(), pae.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    if key.sign(&pae).is_ok() {
+                        n += 1;
+                    }
+                }
+                count.fetch_add(n, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    std::thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+fn start_node(bin: &PathBuf, data: &std::path::Path) -> anyhow::Result<(std::process::Child, String, String)> {
+    let mut child = Command::new(bin)
+        .args(["serve", "--dev", "--data-dir"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("STELLA_LOG", "warn,stella_node::app=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stdout = child.stdout.take().context("node stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let Some(line) = lines.next() else { bail!("the node exited before it was ready") };
+        let line = line?;
+        if line.contains("stella-signer ready") {
+            let v: Value = serde_json::from_str(&line)?;
+            break v["url"].as_str().context("url")?.to_owned();
+        }
+    };
+    // Keep draining the node's stdout so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let creds = stella_api::Credentials::load(&data.join("dev")).map_err(anyhow::Error::msg)?;
+    Ok((child, url, creds.token))
+}
+
+struct Row {
+    throughput: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+async fn http_load(url: &str, token: &str, request: &Value, concurrency: usize, duration: Duration) -> anyhow::Result<Row> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let body = Arc::new(serde_json::to_vec(request)?);
+    let endpoint = Arc::new(format!("{url}/api/v1/signer/sign/dsse"));
+    let token = Arc::new(token.to_owned());
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, body, endpoint, token) = (client.clone(), body.clone(), endpoint.clone(), token.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0u64;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    let sent = client
+                        .post(endpoint.as_str())
+                        .bearer_auth(token.as_str())
+                        .header("content-type", "application/json")
+                        .body(body.as_ref().clone())
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(resp) if resp.status().is_success() => {
+                            let _ = resp.bytes().await;
+                            latencies.push(t0.elapsed());
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in futures_util::future::join_all(tasks).await {
+        let (l, e) = t?;
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return 0.0;
+        }
+        let i = ((all.len() as f64 - 1.0) * p).round() as usize;
+        all[i].as_secs_f64() * 1000.0
+    };
+    Ok(Row { throughput: all.len() as f64 / elapsed, p50_ms: pct(0.50), p90_ms: pct(0.90), p99_ms: pct(0.99), errors })
+}

@@ -2,13 +2,13 @@
 # selftest.sh — show that verify-bundle.mjs and openssl-verify-envelope.sh accept the
 # reference keyful example and reject tampered payloads and wrong keys for the right reason.
 #
-# Usage: selftest.sh [EXAMPLES_DIR]   (default /work/shared/reference/examples)
+# Usage: selftest.sh [EXAMPLES_DIR]   (default: fixtures/, made by an independent generator)
 # Needs node (runs `npm ci` here if node_modules/ is missing), python3, openssl.
 # Ends with "N passed, N failed"; exit status is non-zero if any case failed.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-ex=${1:-/work/shared/reference/examples}
+ex=${1:-$here/fixtures}
 bundle=$ex/keyful.bundle.v03.json key=$ex/keyful.key.pub.pem artifact=$ex/artifact.bin
 for f in "$bundle" "$key" "$artifact"; do [ -r "$f" ] || { echo "missing $f"; exit 2; }; done
 [ -d "$here/node_modules/@sigstore/verify" ] || (cd "$here" && npm ci --no-audit --no-fund) || exit 2

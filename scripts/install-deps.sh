@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the project needs beyond Rust on a Debian machine: openssl (independent envelope
+# check, test PKI), Node.js + npm and the pinned sigstore-js verifier packages. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if ((${#need[@]})); then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  echo "installing: ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -d tests/verifiers/node_modules/@sigstore/verify ] || [ tests/verifiers/package-lock.json -nt tests/verifiers/node_modules/.package-lock.json ]; then
+  (cd tests/verifiers && npm ci --no-audit --no-fund --loglevel=error)
+fi

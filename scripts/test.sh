@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, golden-vector and RFC 8785 tests, integration tests against the
+# real binaries (independent verification with sigstore-js and openssl included), the verifier
+# self-test, and a short smoke run of the load generator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/stella-signer/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "== verifier self-test (sigstore-js and openssl against independently made material)"
+bash tests/verifiers/selftest.sh
+
+echo "== build"
+cargo build --locked --workspace --bins
+
+echo "== load generator smoke run (numbers from a debug build are not benchmarks)"
+"$CARGO_TARGET_DIR/debug/stella-load" --quick
+
+echo "== cargo test"
+cargo test --locked --workspace --all-targets
