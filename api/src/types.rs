@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub const SIGN_DSSE_PATH: &str = "/api/v1/signer/sign/dsse";
 
@@ -46,11 +47,13 @@ pub struct SignOptions {
     pub signing_mode: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Envelope and bundles travel as raw JSON: the node serializes them once, byte for byte as the
+/// signing core produced them, and clients parse them with the `signer` crate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SignDsseResponse {
     /// The DSSE envelope with every signature.
-    pub envelope: Value,
+    pub envelope: Box<RawValue>,
     /// One Sigstore bundle v0.3 per cosign-verifiable signature, in envelope order.
     pub bundles: Vec<SignedBundle>,
     /// `bundles[0].bundleSha256`, the hash Attestor records.
@@ -62,11 +65,11 @@ pub struct SignDsseResponse {
     pub request_id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SignedBundle {
     pub key_id: String,
-    pub bundle: Value,
+    pub bundle: Box<RawValue>,
     pub bundle_sha256: String,
 }
 

@@ -21,6 +21,9 @@ use clap::Parser;
 use serde_json::{Value, json};
 use stella_signer::{FileKeySigner, IN_TOTO_PAYLOAD_TYPE, KeySigner, PredicateType, Statement, Subject};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "stella-load", about = "End-to-end signing throughput vs. the raw signing loop")]
 struct Args {

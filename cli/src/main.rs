@@ -165,12 +165,12 @@ fn sign(command: SignCommand) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     if let Some(path) = &common.envelope {
-        write_json(path, &response.envelope)?;
+        write_raw_json(path, response.envelope.get())?;
     }
     if let Some(path) = &common.bundle {
         for (i, signed) in response.bundles.iter().enumerate() {
             let target = if i == 0 { path.clone() } else { numbered(path, i + 1) };
-            write_json(&target, &signed.bundle)?;
+            write_raw_json(&target, signed.bundle.get())?;
         }
     }
     match common.output {
@@ -268,8 +268,11 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn write_json(path: &Path, value: &Value) -> anyhow::Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value)?;
+/// Writes JSON received from the node, pretty-printed (hashes are over canonical bytes, so
+/// formatting does not matter to verifiers).
+fn write_raw_json(path: &Path, raw: &str) -> anyhow::Result<()> {
+    let value: Value = serde_json::from_str(raw)?;
+    let mut bytes = serde_json::to_vec_pretty(&value)?;
     bytes.push(b'\n');
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }

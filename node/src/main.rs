@@ -10,6 +10,9 @@ use stella_node::audit_log::read_log;
 use stella_node::config::Config;
 use stella_node::{app, telemetry};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "stella-signer", version, about = "Stella Signer node")]
 struct Cli {

@@ -58,40 +58,31 @@ impl SigningService {
         let primary = signers.first().map(|s| s.descriptor().clone()).ok_or_else(|| Error::Unavailable("no key for tenant".into()))?;
         let key_source = primary.source.as_str();
 
+        let draft = |decision: Decision, reason: String, bundle_sha256: Option<String>| {
+            pipeline::audit_draft(Outcome {
+                time: self.clock.now_rfc3339(),
+                request_id,
+                caller,
+                plan: &plan,
+                key_id: &primary.key_id,
+                key_source,
+                decision,
+                reason,
+                bundle_sha256,
+            })
+        };
         let signed = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, plan.payload.clone(), &refs)
             .map_err(Error::from)
             .and_then(|(envelope, ops)| pipeline::bundles(&envelope, &ops).map(|b| (envelope, ops, b)));
         let (envelope, ops, bundles) = match signed {
             Ok(parts) => parts,
             Err(e) => {
-                let draft = pipeline::audit_draft(Outcome {
-                    time: self.clock.now_rfc3339(),
-                    request_id,
-                    caller,
-                    plan: &plan,
-                    key_id: &primary.key_id,
-                    key_source,
-                    decision: Decision::Failed,
-                    reason: e.to_string(),
-                    bundle_sha256: None,
-                });
-                self.audit.append(draft).await?;
+                self.audit.append(draft(Decision::Failed, e.to_string(), None)).await?;
                 return Err(Error::Unavailable(e.to_string()));
             }
         };
         let bundle_sha256 = bundles.first().map(|(_, h)| h.clone());
-        let draft = pipeline::audit_draft(Outcome {
-            time: self.clock.now_rfc3339(),
-            request_id,
-            caller,
-            plan: &plan,
-            key_id: &primary.key_id,
-            key_source,
-            decision: Decision::Signed,
-            reason: "signed".into(),
-            bundle_sha256: bundle_sha256.clone(),
-        });
-        let record = self.audit.append(draft).await?;
+        let record = self.audit.append(draft(Decision::Signed, "signed".into(), bundle_sha256.clone())).await?;
         for op in &ops {
             metrics::counter!("stella_signer_key_usage_total", "key_id" => op.key_id.clone()).increment(1);
         }
