@@ -17,17 +17,27 @@ pub fn bin_dir() -> PathBuf {
     }
     // target/<profile>/deps/<test-binary>
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
 }
 
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(path.exists(), "{} is missing: build the binaries first (scripts/test.sh does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 /// A running `stella-signer` process whose stdout (JSON logs) is captured.
@@ -41,7 +51,14 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// `stella-signer serve --dev --data-dir DIR --listen 127.0.0.1:0`
     pub fn start_dev(data_dir: &Path) -> NodeProcess {
-        let args = ["serve", "--dev", "--data-dir", data_dir.to_str().expect("utf8 path"), "--listen", "127.0.0.1:0"];
+        let args = [
+            "serve",
+            "--dev",
+            "--data-dir",
+            data_dir.to_str().expect("utf8 path"),
+            "--listen",
+            "127.0.0.1:0",
+        ];
         NodeProcess::start(&args, data_dir)
     }
 
@@ -71,12 +88,20 @@ impl NodeProcess {
             Err(_) => {
                 let _ = child.kill();
                 let out = child.wait_with_output().expect("wait");
-                panic!("node did not become ready; stderr: {}", String::from_utf8_lossy(&out.stderr));
+                panic!(
+                    "node did not become ready; stderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         };
         let ready: Value = serde_json::from_str(&ready).expect("ready line is JSON");
         let url = ready["url"].as_str().expect("url in ready line").to_owned();
-        NodeProcess { child, url, data_dir: data_dir.to_path_buf(), logs }
+        NodeProcess {
+            child,
+            url,
+            data_dir: data_dir.to_path_buf(),
+            logs,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -95,7 +120,9 @@ impl NodeProcess {
 
     /// SIGTERM and wait for a clean exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -132,13 +159,21 @@ impl Drop for NodeProcess {
 
 /// Runs the `stella` CLI.
 pub fn stella(args: &[&str]) -> Output {
-    Command::new(bin("stella")).args(args).output().expect("run stella")
+    Command::new(bin("stella"))
+        .args(args)
+        .output()
+        .expect("run stella")
 }
 
 /// Runs `stella-signer audit verify` and returns its JSON.
 pub fn audit_verify(data_dir: &Path) -> Result<Value, String> {
     let out = Command::new(bin("stella-signer"))
-        .args(["audit", "verify", "--data-dir", data_dir.to_str().expect("utf8")])
+        .args([
+            "audit",
+            "verify",
+            "--data-dir",
+            data_dir.to_str().expect("utf8"),
+        ])
         .output()
         .expect("run audit verify");
     if !out.status.success() {
@@ -149,8 +184,11 @@ pub fn audit_verify(data_dir: &Path) -> Result<Value, String> {
 
 /// Reads every audit record from a data dir (JSON lines).
 pub fn audit_records(data_dir: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(data_dir.join("audit").join("audit.log")).unwrap_or_default();
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    let text =
+        std::fs::read_to_string(data_dir.join("audit").join("audit.log")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// Independent verifiers shipped in `tests/verifiers/` (sigstore-js and openssl).
@@ -164,11 +202,19 @@ impl Verifiers {
     /// `@sigstore/verify` on a bundle, with the key registered under its hint.
     pub fn sigstore_js(bundle: &Path, key: &Path, artifact: Option<&Path>) -> (bool, String) {
         assert!(
-            Self::dir().join("node_modules").join("@sigstore").join("verify").exists(),
+            Self::dir()
+                .join("node_modules")
+                .join("@sigstore")
+                .join("verify")
+                .exists(),
             "tests/verifiers/node_modules is missing: run `npm ci` there (scripts/test.sh does)"
         );
         let mut cmd = Command::new("node");
-        cmd.arg(Self::dir().join("verify-bundle.mjs")).arg("--bundle").arg(bundle).arg("--key").arg(key);
+        cmd.arg(Self::dir().join("verify-bundle.mjs"))
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--key")
+            .arg(key);
         if let Some(a) = artifact {
             cmd.arg("--artifact").arg(a);
         }
@@ -188,7 +234,11 @@ impl Verifiers {
 }
 
 fn report(out: Output) -> (bool, String) {
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text.trim().to_owned())
 }
 

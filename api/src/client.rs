@@ -40,8 +40,14 @@ impl Client {
                 .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
             builder = builder.tls_certs_merge(certs);
         }
-        let http = builder.build().map_err(|e| ClientError::Config(e.to_string()))?;
-        Ok(Client { base: config.server.trim_end_matches('/').to_owned(), token: config.token, http })
+        let http = builder
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(Client {
+            base: config.server.trim_end_matches('/').to_owned(),
+            token: config.token,
+            http,
+        })
     }
 
     pub fn sign_dsse(&self, request: &SignDsseRequest) -> Result<SignDsseResponse, ClientError> {
@@ -65,22 +71,29 @@ impl Client {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(response: reqwest::blocking::Response) -> Result<T, ClientError> {
+fn decode<T: serde::de::DeserializeOwned>(
+    response: reqwest::blocking::Response,
+) -> Result<T, ClientError> {
     let status = response.status().as_u16();
     let is_problem = response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with(PROBLEM_CONTENT_TYPE));
-    let body = response.bytes().map_err(|e| ClientError::Transport(e.to_string()))?;
-    if is_problem {
-        if let Ok(problem) = serde_json::from_slice::<Problem>(&body) {
-            return Err(ClientError::Problem(problem));
-        }
+    let body = response
+        .bytes()
+        .map_err(|e| ClientError::Transport(e.to_string()))?;
+    if is_problem && let Ok(problem) = serde_json::from_slice::<Problem>(&body) {
+        return Err(ClientError::Problem(problem));
     }
     if !(200..300).contains(&status) {
-        return Err(ClientError::Unexpected { status, body: String::from_utf8_lossy(&body).into_owned() });
+        return Err(ClientError::Unexpected {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| ClientError::Unexpected { status, body: format!("undecodable body ({e})") })
+    serde_json::from_slice(&body).map_err(|e| ClientError::Unexpected {
+        status,
+        body: format!("undecodable body ({e})"),
+    })
 }

@@ -23,7 +23,11 @@ pub struct Credentials {
 impl Credentials {
     /// Loads `credentials.json` from a directory (or the file itself).
     pub fn load(path: &Path) -> Result<Credentials, String> {
-        let file: PathBuf = if path.is_dir() { path.join(CREDENTIALS_FILE) } else { path.to_owned() };
+        let file: PathBuf = if path.is_dir() {
+            path.join(CREDENTIALS_FILE)
+        } else {
+            path.to_owned()
+        };
         let bytes = std::fs::read(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
         serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", file.display()))
     }

@@ -121,7 +121,13 @@ impl Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.code.as_str(), self.status, self.detail)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.as_str(),
+            self.status,
+            self.detail
+        )
     }
 }
 

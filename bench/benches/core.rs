@@ -3,7 +3,10 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
-use stella_signer::{Bundle, Envelope, FileKeySigner, IN_TOTO_PAYLOAD_TYPE, KeySigner, PredicateType, Statement, Subject, canonical};
+use stella_signer::{
+    Bundle, Envelope, FileKeySigner, IN_TOTO_PAYLOAD_TYPE, KeySigner, PredicateType, Statement,
+    Subject, canonical,
+};
 
 fn statement() -> Statement {
     Statement::build(
@@ -19,13 +22,22 @@ fn benches(c: &mut Criterion) {
     let payload = st.to_canonical_bytes().expect("payload");
     let key = FileKeySigner::generate().expect("key");
     let pae = stella_signer::pae(IN_TOTO_PAYLOAD_TYPE, &payload);
-    let (envelope, ops) = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, payload.clone(), &[&key]).expect("sign");
+    let (envelope, ops) =
+        Envelope::sign(IN_TOTO_PAYLOAD_TYPE, payload.clone(), &[&key]).expect("sign");
     let bundle = Bundle::for_signature(&envelope, 0, &ops[0]).expect("bundle");
 
-    c.bench_function("pae", |b| b.iter(|| stella_signer::pae(IN_TOTO_PAYLOAD_TYPE, std::hint::black_box(&payload))));
-    c.bench_function("canonical_json_statement", |b| b.iter(|| canonical::to_vec(std::hint::black_box(&st))));
-    c.bench_function("sign_p256_file_key", |b| b.iter(|| key.sign(std::hint::black_box(&pae))));
-    c.bench_function("bundle_sha256", |b| b.iter(|| std::hint::black_box(&bundle).sha256()));
+    c.bench_function("pae", |b| {
+        b.iter(|| stella_signer::pae(IN_TOTO_PAYLOAD_TYPE, std::hint::black_box(&payload)))
+    });
+    c.bench_function("canonical_json_statement", |b| {
+        b.iter(|| canonical::to_vec(std::hint::black_box(&st)))
+    });
+    c.bench_function("sign_p256_file_key", |b| {
+        b.iter(|| key.sign(std::hint::black_box(&pae)))
+    });
+    c.bench_function("bundle_sha256", |b| {
+        b.iter(|| std::hint::black_box(&bundle).sha256())
+    });
 }
 
 criterion_group!(core, benches);

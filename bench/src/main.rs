@@ -19,13 +19,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::{Value, json};
-use stella_signer::{FileKeySigner, IN_TOTO_PAYLOAD_TYPE, KeySigner, PredicateType, Statement, Subject};
+use stella_signer::{
+    FileKeySigner, IN_TOTO_PAYLOAD_TYPE, KeySigner, PredicateType, Statement, Subject,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "stella-load", about = "End-to-end signing throughput vs. the raw signing loop")]
+#[command(
+    name = "stella-load",
+    about = "End-to-end signing throughput vs. the raw signing loop"
+)]
 struct Args {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 5.0)]
@@ -59,9 +64,14 @@ fn main() -> anyhow::Result<()> {
     };
     let data = tempfile::tempdir()?;
     let (mut child, url, token) = start_node(&node_bin, data.path())?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut rows = Vec::new();
-    println!("{:>11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}", "concurrency", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "ratio");
+    println!(
+        "{:>11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "concurrency", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "ratio"
+    );
     for &c in &args.concurrency {
         let row = runtime.block_on(http_load(&url, &token, &request, c, duration))?;
         let ratio = row.throughput / b_sign;
@@ -73,7 +83,10 @@ fn main() -> anyhow::Result<()> {
     }
     let _ = child.kill();
     let _ = child.wait();
-    let best = rows.iter().filter_map(|r| r["throughput"].as_f64()).fold(0.0, f64::max);
+    let best = rows
+        .iter()
+        .filter_map(|r| r["throughput"].as_f64())
+        .fold(0.0, f64::max);
     let g1 = best / b_sign;
     println!("G1 = best end-to-end / B_sign = {best:.0} / {b_sign:.0} = {g1:.3} (goal >= 0.5)");
     println!("{}", json!({"b_sign": b_sign, "levels": rows, "g1": g1}));
@@ -123,7 +136,10 @@ fn raw_sign_loop(request: &Value, duration: Duration) -> anyhow::Result<f64> {
     Ok(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
-fn start_node(bin: &PathBuf, data: &std::path::Path) -> anyhow::Result<(std::process::Child, String, String)> {
+fn start_node(
+    bin: &PathBuf,
+    data: &std::path::Path,
+) -> anyhow::Result<(std::process::Child, String, String)> {
     let mut child = Command::new(bin)
         .args(["serve", "--dev", "--data-dir"])
         .arg(data)
@@ -136,7 +152,9 @@ fn start_node(bin: &PathBuf, data: &std::path::Path) -> anyhow::Result<(std::pro
     let stdout = child.stdout.take().context("node stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let url = loop {
-        let Some(line) = lines.next() else { bail!("the node exited before it was ready") };
+        let Some(line) = lines.next() else {
+            bail!("the node exited before it was ready")
+        };
         let line = line?;
         if line.contains("stella-signer ready") {
             let v: Value = serde_json::from_str(&line)?;
@@ -157,8 +175,16 @@ struct Row {
     errors: u64,
 }
 
-async fn http_load(url: &str, token: &str, request: &Value, concurrency: usize, duration: Duration) -> anyhow::Result<Row> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+async fn http_load(
+    url: &str,
+    token: &str,
+    request: &Value,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Row> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
     let body = Arc::new(serde_json::to_vec(request)?);
     let endpoint = Arc::new(format!("{url}/api/v1/signer/sign/dsse"));
     let token = Arc::new(token.to_owned());
@@ -166,7 +192,12 @@ async fn http_load(url: &str, token: &str, request: &Value, concurrency: usize, 
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, body, endpoint, token) = (client.clone(), body.clone(), endpoint.clone(), token.clone());
+            let (client, body, endpoint, token) = (
+                client.clone(),
+                body.clone(),
+                endpoint.clone(),
+                token.clone(),
+            );
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = 0u64;
@@ -207,5 +238,11 @@ async fn http_load(url: &str, token: &str, request: &Value, concurrency: usize, 
         let i = ((all.len() as f64 - 1.0) * p).round() as usize;
         all[i].as_secs_f64() * 1000.0
     };
-    Ok(Row { throughput: all.len() as f64 / elapsed, p50_ms: pct(0.50), p90_ms: pct(0.90), p99_ms: pct(0.99), errors })
+    Ok(Row {
+        throughput: all.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p90_ms: pct(0.90),
+        p99_ms: pct(0.99),
+        errors,
+    })
 }

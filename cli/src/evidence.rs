@@ -13,8 +13,11 @@ pub enum EvidenceError {
 /// Builds the `stella.ops/sbom@v1` predicate for an SBOM file's bytes.
 /// `format` overrides detection (`cyclonedx-json` or `spdx-json`).
 pub fn sbom_predicate(bytes: &[u8], format: Option<&str>) -> Result<Value, EvidenceError> {
-    let doc: Value = serde_json::from_slice(bytes)
-        .map_err(|e| EvidenceError::Invalid(format!("the SBOM is not JSON ({e}); CycloneDX JSON and SPDX JSON are supported")))?;
+    let doc: Value = serde_json::from_slice(bytes).map_err(|e| {
+        EvidenceError::Invalid(format!(
+            "the SBOM is not JSON ({e}); CycloneDX JSON and SPDX JSON are supported"
+        ))
+    })?;
     let detected = detect_format(&doc);
     let format = match (format, detected) {
         (Some(f), _) => f.to_owned(),
@@ -27,8 +30,15 @@ pub fn sbom_predicate(bytes: &[u8], format: Option<&str>) -> Result<Value, Evide
     };
     let component_count = match format.as_str() {
         "cyclonedx-json" => count_cyclonedx(doc.get("components")),
-        "spdx-json" => doc.get("packages").and_then(Value::as_array).map_or(0, Vec::len) as u64,
-        other => return Err(EvidenceError::Invalid(format!("unsupported SBOM format `{other}`"))),
+        "spdx-json" => doc
+            .get("packages")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len) as u64,
+        other => {
+            return Err(EvidenceError::Invalid(format!(
+                "unsupported SBOM format `{other}`"
+            )));
+        }
     };
     Ok(json!({"format": format, "digest": sha256_ref(bytes), "componentCount": component_count}))
 }
@@ -45,15 +55,22 @@ fn detect_format(doc: &Value) -> Option<&'static str> {
 
 /// CycloneDX components nest (`components[].components[]`); every level counts.
 fn count_cyclonedx(components: Option<&Value>) -> u64 {
-    components
-        .and_then(Value::as_array)
-        .map_or(0, |list| list.iter().map(|c| 1 + count_cyclonedx(c.get("components"))).sum())
+    components.and_then(Value::as_array).map_or(0, |list| {
+        list.iter()
+            .map(|c| 1 + count_cyclonedx(c.get("components")))
+            .sum()
+    })
 }
 
 /// Builds the `stella.ops/report@v1` predicate. Policy digest and view set come from the flags,
 /// else from the report's own `policy.digest` / `policy.viewSet`.
-pub fn report_predicate(bytes: &[u8], policy_digest: Option<&str>, view_set: &[String]) -> Result<Value, EvidenceError> {
-    let doc: Value = serde_json::from_slice(bytes).map_err(|e| EvidenceError::Invalid(format!("the report is not JSON: {e}")))?;
+pub fn report_predicate(
+    bytes: &[u8],
+    policy_digest: Option<&str>,
+    view_set: &[String],
+) -> Result<Value, EvidenceError> {
+    let doc: Value = serde_json::from_slice(bytes)
+        .map_err(|e| EvidenceError::Invalid(format!("the report is not JSON: {e}")))?;
     let policy = doc.get("policy");
     let digest = policy_digest
         .map(str::to_owned)
@@ -63,7 +80,12 @@ pub fn report_predicate(bytes: &[u8], policy_digest: Option<&str>, view_set: &[S
         policy
             .and_then(|p| p.get("viewSet"))
             .and_then(Value::as_array)
-            .map(|v| v.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|v| {
+                v.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_else(|| vec!["default".to_owned()])
     } else {
         view_set.to_vec()
@@ -87,7 +109,10 @@ mod tests {
     #[test]
     fn spdx_packages_are_counted_and_unknown_formats_refused() {
         let spdx = br#"{"spdxVersion":"SPDX-2.3","packages":[{"name":"x"},{"name":"y"}]}"#;
-        assert_eq!(sbom_predicate(spdx, None).expect("spdx")["componentCount"], 2);
+        assert_eq!(
+            sbom_predicate(spdx, None).expect("spdx")["componentCount"],
+            2
+        );
         assert!(sbom_predicate(br#"{"hello":1}"#, None).is_err());
         assert!(sbom_predicate(b"not json", None).is_err());
         assert!(sbom_predicate(spdx, Some("xml")).is_err());

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
-use stella_api::{Client, ClientConfig, ClientError, Credentials, SignDsseRequest, SignOptions, SubjectWire};
+use stella_api::{
+    Client, ClientConfig, ClientError, Credentials, SignDsseRequest, SignOptions, SubjectWire,
+};
 use stella_cli::evidence;
 use stella_signer::digest::{parse_sha256_ref, sha256_hex};
 use stella_signer::verify::{Expectations, check_expectations, verify_bundle, verify_envelope};
@@ -22,7 +24,11 @@ macro_rules! say {
 }
 
 #[derive(Parser)]
-#[command(name = "stella", version, about = "Stella Signer client: sign evidence, verify it offline")]
+#[command(
+    name = "stella",
+    version,
+    about = "Stella Signer client: sign evidence, verify it offline"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -93,7 +99,11 @@ struct VerifyArgs {
     /// The artifact file, or its digest as sha256:HEX.
     artifact: String,
     /// Sigstore bundle to verify.
-    #[arg(long, required_unless_present = "envelope", conflicts_with = "envelope")]
+    #[arg(
+        long,
+        required_unless_present = "envelope",
+        conflicts_with = "envelope"
+    )]
     bundle: Option<PathBuf>,
     /// DSSE envelope to verify (instead of a bundle).
     #[arg(long)]
@@ -129,14 +139,24 @@ fn main() -> ExitCode {
 
 fn sign(command: SignCommand) -> anyhow::Result<()> {
     let (file, common, predicate_type, predicate) = match command {
-        SignCommand::Sbom { file, format, common } => {
+        SignCommand::Sbom {
+            file,
+            format,
+            common,
+        } => {
             let bytes = read(&file)?;
             let predicate = evidence::sbom_predicate(&bytes, format.as_deref())?;
             (file, common, "stella.ops/sbom@v1", predicate)
         }
-        SignCommand::Report { file, policy_digest, view_set, common } => {
+        SignCommand::Report {
+            file,
+            policy_digest,
+            view_set,
+            common,
+        } => {
             let bytes = read(&file)?;
-            let predicate = evidence::report_predicate(&bytes, policy_digest.as_deref(), &view_set)?;
+            let predicate =
+                evidence::report_predicate(&bytes, policy_digest.as_deref(), &view_set)?;
             (file, common, "stella.ops/report@v1", predicate)
         }
     };
@@ -147,10 +167,17 @@ fn sign(command: SignCommand) -> anyhow::Result<()> {
         bail!("no server URL: pass --server or set STELLA_SERVER");
     }
     let ca_cert_pem = match &common.ca_cert {
-        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?),
+        Some(path) => Some(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        ),
         None => creds.ca_cert_pem.clone(),
     };
-    let client = Client::new(ClientConfig { server, token: creds.token.clone(), ca_cert_pem, timeout: Duration::from_secs(30) })?;
+    let client = Client::new(ClientConfig {
+        server,
+        token: creds.token.clone(),
+        ca_cert_pem,
+        timeout: Duration::from_secs(30),
+    })?;
     let request = SignDsseRequest {
         subject,
         predicate_type: predicate_type.to_owned(),
@@ -161,7 +188,12 @@ fn sign(command: SignCommand) -> anyhow::Result<()> {
     };
     let response = match client.sign_dsse(&request) {
         Ok(r) => r,
-        Err(ClientError::Problem(p)) => bail!("the signer refused: {} ({}): {}", p.code.as_str(), p.status, p.detail),
+        Err(ClientError::Problem(p)) => bail!(
+            "the signer refused: {} ({}): {}",
+            p.code.as_str(),
+            p.status,
+            p.detail
+        ),
         Err(e) => return Err(e.into()),
     };
     if let Some(path) = &common.envelope {
@@ -169,7 +201,11 @@ fn sign(command: SignCommand) -> anyhow::Result<()> {
     }
     if let Some(path) = &common.bundle {
         for (i, signed) in response.bundles.iter().enumerate() {
-            let target = if i == 0 { path.clone() } else { numbered(path, i + 1) };
+            let target = if i == 0 {
+                path.clone()
+            } else {
+                numbered(path, i + 1)
+            };
             write_raw_json(&target, signed.bundle.get())?;
         }
     }
@@ -188,14 +224,23 @@ fn sign(command: SignCommand) -> anyhow::Result<()> {
 
 fn subjects(file: &Path, given: &[String]) -> anyhow::Result<Vec<SubjectWire>> {
     if given.is_empty() {
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "artifact".into());
-        return Ok(vec![SubjectWire { name, digest: [("sha256".to_owned(), sha256_hex(&read(file)?))].into() }]);
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "artifact".into());
+        return Ok(vec![SubjectWire {
+            name,
+            digest: [("sha256".to_owned(), sha256_hex(&read(file)?))].into(),
+        }]);
     }
     given
         .iter()
         .map(|s| {
             let subject = Subject::parse_reference(s)?;
-            Ok(SubjectWire { name: subject.name, digest: subject.digest })
+            Ok(SubjectWire {
+                name: subject.name,
+                digest: subject.digest,
+            })
         })
         .collect()
 }
@@ -217,14 +262,20 @@ fn verify(args: &VerifyArgs) -> ExitCode {
         }
         Ok(Err(failure)) => {
             match args.output {
-                Output::Json => say!("{}", json!({"verified": false, "kind": failure.kind(), "reason": failure.to_string()})),
+                Output::Json => say!(
+                    "{}",
+                    json!({"verified": false, "kind": failure.kind(), "reason": failure.to_string()})
+                ),
                 Output::Text => eprintln!("verification failed: {failure}"),
             }
             ExitCode::from(1)
         }
         Err(e) => {
             match args.output {
-                Output::Json => say!("{}", json!({"verified": false, "kind": "error", "reason": format!("{e:#}")})),
+                Output::Json => say!(
+                    "{}",
+                    json!({"verified": false, "kind": "error", "reason": format!("{e:#}")})
+                ),
                 Output::Text => eprintln!("stella verify: {e:#}"),
             }
             ExitCode::from(2)
@@ -242,7 +293,10 @@ fn verify_inner(args: &VerifyArgs) -> anyhow::Result<Result<Value, stella_signer
         let bundle = Bundle::from_json(&read(path)?)?;
         (verify_bundle(&bundle, &key), Some(bundle.sha256()?))
     } else if let Some(path) = &args.envelope {
-        (verify_envelope(&Envelope::from_json(&read(path)?)?, &key), None)
+        (
+            verify_envelope(&Envelope::from_json(&read(path)?)?, &key),
+            None,
+        )
     } else {
         bail!("pass --bundle or --envelope");
     };
@@ -250,7 +304,10 @@ fn verify_inner(args: &VerifyArgs) -> anyhow::Result<Result<Value, stella_signer
         Ok(v) => v,
         Err(failure) => return Ok(Err(failure)),
     };
-    let expect = Expectations { subject_sha256: Some(artifact_sha256.clone()), predicate_type: args.predicate_type.clone() };
+    let expect = Expectations {
+        subject_sha256: Some(artifact_sha256.clone()),
+        predicate_type: args.predicate_type.clone(),
+    };
     if let Err(failure) = check_expectations(&verified, &expect) {
         return Ok(Err(failure));
     }
@@ -278,7 +335,10 @@ fn write_raw_json(path: &Path, raw: &str) -> anyhow::Result<()> {
 }
 
 fn numbered(path: &Path, n: usize) -> PathBuf {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let name = match path.extension() {
         Some(ext) => format!("{stem}.{n}.{}", ext.to_string_lossy()),
         None => format!("{stem}.{n}"),

@@ -62,18 +62,32 @@ impl AuditLog {
             fsync_dir(dir)?;
         }
         let (records, valid_len) = read_records(&mut file, &path)?;
-        let total_len = file.metadata().map_err(Error::io("audit log metadata"))?.len();
+        let total_len = file
+            .metadata()
+            .map_err(Error::io("audit log metadata"))?
+            .len();
         if valid_len < total_len {
-            file.set_len(valid_len).map_err(Error::io("truncating the torn audit tail"))?;
-            file.sync_all().map_err(Error::io("fsync after truncation"))?;
+            file.set_len(valid_len)
+                .map_err(Error::io("truncating the torn audit tail"))?;
+            file.sync_all()
+                .map_err(Error::io("fsync after truncation"))?;
         }
-        file.seek(SeekFrom::End(0)).map_err(Error::io("seeking audit log"))?;
+        file.seek(SeekFrom::End(0))
+            .map_err(Error::io("seeking audit log"))?;
         let tail = records.last().map(|r| (r.seq, r.hash.clone()));
-        let recovered = Recovered { records: records.len() as u64, truncated_bytes: total_len - valid_len };
+        let recovered = Recovered {
+            records: records.len() as u64,
+            truncated_bytes: total_len - valid_len,
+        };
 
         let (tx, rx) = mpsc::channel(queue);
         let healthy = Arc::new(AtomicBool::new(true));
-        let writer = Writer { file, path, tail, healthy: healthy.clone() };
+        let writer = Writer {
+            file,
+            path,
+            tail,
+            healthy: healthy.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
@@ -84,11 +98,17 @@ impl AuditLog {
     /// Appends a record and returns it once it is durable.
     pub async fn append(&self, draft: AuditDraft) -> Result<AuditRecord, Error> {
         let (reply, answer) = oneshot::channel();
-        self.tx.try_send(Append { draft, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => Error::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => Error::Unavailable("the audit log is closed".into()),
-        })?;
-        answer.await.map_err(|_| Error::Unavailable("the audit writer stopped".into()))?
+        self.tx
+            .try_send(Append { draft, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => {
+                    Error::Unavailable("the audit log is closed".into())
+                }
+            })?;
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the audit writer stopped".into()))?
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -122,7 +142,9 @@ impl Writer {
     fn commit(&mut self, batch: &mut Vec<Append>, buffer: &mut Vec<u8>) {
         if !self.healthy.load(Ordering::Acquire) {
             for append in batch.drain(..) {
-                let _ = append.reply.send(Err(Error::Unavailable("the audit log failed earlier".into())));
+                let _ = append.reply.send(Err(Error::Unavailable(
+                    "the audit log failed earlier".into(),
+                )));
             }
             return;
         }
@@ -130,13 +152,19 @@ impl Writer {
         let mut tail = self.tail.clone();
         let mut records = Vec::with_capacity(batch.len());
         for append in batch.iter() {
-            let record = AuditRecord::chain(append.draft.clone(), tail.as_ref().map(|(s, h)| (*s, h.as_str())));
+            let record = AuditRecord::chain(
+                append.draft.clone(),
+                tail.as_ref().map(|(s, h)| (*s, h.as_str())),
+            );
             buffer.extend_from_slice(&record.to_canonical_line());
             buffer.push(b'\n');
             tail = Some((record.seq, record.hash.clone()));
             records.push(record);
         }
-        let written = self.file.write_all(buffer).and_then(|()| self.file.sync_data());
+        let written = self
+            .file
+            .write_all(buffer)
+            .and_then(|()| self.file.sync_data());
         metrics::histogram!("stella_signer_audit_batch_size").record(batch.len() as f64);
         match written {
             Ok(()) => {
@@ -151,7 +179,9 @@ impl Writer {
                 self.healthy.store(false, Ordering::Release);
                 tracing::error!(path = %self.path.display(), error = %e, "audit log write failed; signing stops");
                 for append in batch.drain(..) {
-                    let _ = append.reply.send(Err(Error::Unavailable(format!("audit log write failed: {e}"))));
+                    let _ = append.reply.send(Err(Error::Unavailable(format!(
+                        "audit log write failed: {e}"
+                    ))));
                 }
             }
         }
@@ -161,7 +191,8 @@ impl Writer {
 /// Reads and verifies every record. Returns them and the byte length of the valid prefix.
 fn read_records(file: &mut File, path: &Path) -> Result<(Vec<AuditRecord>, u64), Error> {
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(Error::io(format!("reading {}", path.display())))?;
+    file.read_to_end(&mut bytes)
+        .map_err(Error::io(format!("reading {}", path.display())))?;
     let mut records: Vec<AuditRecord> = Vec::new();
     let mut offset = 0usize;
     let mut valid_len = 0usize;
@@ -188,7 +219,8 @@ fn read_records(file: &mut File, path: &Path) -> Result<(Vec<AuditRecord>, u64),
         offset += newline + 1;
         valid_len = offset;
     }
-    verify_chain(&records, None).map_err(|e| Error::AuditCorrupt(format!("{}: {e}", path.display())))?;
+    verify_chain(&records, None)
+        .map_err(|e| Error::AuditCorrupt(format!("{}: {e}", path.display())))?;
     Ok((records, valid_len as u64))
 }
 
@@ -231,7 +263,11 @@ mod tests {
     }
 
     fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
     }
 
     #[test]
@@ -300,7 +336,14 @@ mod tests {
 
         // An edited record in the middle: refuse to start.
         let text = String::from_utf8(std::fs::read(&path).expect("read")).expect("utf8");
-        std::fs::write(&path, text.replacen("\"tenant\":\"t\"", "\"tenant\":\"x\"", 1)).expect("write");
-        assert!(matches!(AuditLog::open(dir.path(), 8), Err(Error::AuditCorrupt(_))));
+        std::fs::write(
+            &path,
+            text.replacen("\"tenant\":\"t\"", "\"tenant\":\"x\"", 1),
+        )
+        .expect("write");
+        assert!(matches!(
+            AuditLog::open(dir.path(), 8),
+            Err(Error::AuditCorrupt(_))
+        ));
     }
 }

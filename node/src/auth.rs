@@ -25,13 +25,16 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// `tenants`: (tenant id, lowercase hex SHA-256 of its token).
-    pub fn new<'a>(tenants: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Authenticator, Error> {
+    pub fn new<'a>(
+        tenants: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Authenticator, Error> {
         let mut by_token_hash = HashMap::new();
         for (tenant, hash_hex) in tenants {
-            let bytes = hex::decode(hash_hex).map_err(|e| Error::Config(format!("tenant {tenant}: {e}")))?;
-            let hash: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| Error::Config(format!("tenant {tenant}: token hash must be 32 bytes")))?;
+            let bytes = hex::decode(hash_hex)
+                .map_err(|e| Error::Config(format!("tenant {tenant}: {e}")))?;
+            let hash: [u8; 32] = bytes.try_into().map_err(|_| {
+                Error::Config(format!("tenant {tenant}: token hash must be 32 bytes"))
+            })?;
             by_token_hash.insert(hash, tenant.to_owned());
         }
         Ok(Authenticator { by_token_hash })
@@ -40,10 +43,14 @@ impl Authenticator {
     /// Authenticates an `Authorization` header value.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, Error> {
         let Some(value) = authorization else {
-            return Err(Error::Unauthenticated("missing Authorization header".into()));
+            return Err(Error::Unauthenticated(
+                "missing Authorization header".into(),
+            ));
         };
         let Some(token) = value.strip_prefix("Bearer ").map(str::trim) else {
-            return Err(Error::Unauthenticated("the Authorization scheme must be Bearer".into()));
+            return Err(Error::Unauthenticated(
+                "the Authorization scheme must be Bearer".into(),
+            ));
         };
         if token.is_empty() || token.len() > 4096 {
             return Err(Error::Unauthenticated("malformed bearer token".into()));
@@ -52,7 +59,11 @@ impl Authenticator {
         // nothing useful about it.
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         match self.by_token_hash.get(&hash) {
-            Some(tenant) => Ok(Caller { tenant: tenant.clone(), subject: format!("token:{}", &hex::encode(hash)[..16]), issuer: "static-token".into() }),
+            Some(tenant) => Ok(Caller {
+                tenant: tenant.clone(),
+                subject: format!("token:{}", &hex::encode(hash)[..16]),
+                issuer: "static-token".into(),
+            }),
             None => Err(Error::Unauthenticated("unknown bearer token".into())),
         }
     }
@@ -70,9 +81,21 @@ mod tests {
     fn tokens_map_to_tenants_and_everything_else_is_refused() {
         let hash = token_sha256_hex("s3cret");
         let auth = Authenticator::new([("tenant-a", hash.as_str())]).expect("auth");
-        assert_eq!(auth.authenticate(Some("Bearer s3cret")).expect("ok").tenant, "tenant-a");
-        for bad in [None, Some("Bearer "), Some("Basic s3cret"), Some("Bearer s3cre"), Some("bearer s3cret")] {
-            assert!(matches!(auth.authenticate(bad), Err(Error::Unauthenticated(_))), "{bad:?}");
+        assert_eq!(
+            auth.authenticate(Some("Bearer s3cret")).expect("ok").tenant,
+            "tenant-a"
+        );
+        for bad in [
+            None,
+            Some("Bearer "),
+            Some("Basic s3cret"),
+            Some("Bearer s3cre"),
+            Some("bearer s3cret"),
+        ] {
+            assert!(
+                matches!(auth.authenticate(bad), Err(Error::Unauthenticated(_))),
+                "{bad:?}"
+            );
         }
     }
 }

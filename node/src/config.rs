@@ -51,7 +51,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_body_bytes: DEFAULT_MAX_BODY_BYTES, audit_queue: DEFAULT_AUDIT_QUEUE }
+        Limits {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            audit_queue: DEFAULT_AUDIT_QUEUE,
+        }
     }
 }
 
@@ -80,7 +83,8 @@ pub struct TenantConfig {
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path).map_err(Error::io(format!("reading {}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(Error::io(format!("reading {}", path.display())))?;
         Config::from_toml(&text)
     }
 
@@ -94,9 +98,15 @@ impl Config {
     pub fn dev(data_dir: PathBuf, listen: SocketAddr) -> Config {
         Config {
             listen,
-            signing: SigningConfig { key_file: data_dir.join("keys").join("signing-key.pem") },
+            signing: SigningConfig {
+                key_file: data_dir.join("keys").join("signing-key.pem"),
+            },
             data_dir,
-            tls: TlsConfig { cert: None, key: None, disabled: true },
+            tls: TlsConfig {
+                cert: None,
+                key: None,
+                disabled: true,
+            },
             limits: Limits::default(),
             tenants: Vec::new(),
             dev: true,
@@ -110,19 +120,29 @@ impl Config {
             ));
         }
         if self.limits.max_body_bytes < 1024 {
-            return Err(Error::Config("limits.max_body_bytes must be at least 1024".into()));
+            return Err(Error::Config(
+                "limits.max_body_bytes must be at least 1024".into(),
+            ));
         }
         if self.limits.audit_queue == 0 {
             return Err(Error::Config("limits.audit_queue must be positive".into()));
         }
         if self.tenants.is_empty() {
-            return Err(Error::Config("at least one [[tenants]] entry is required".into()));
+            return Err(Error::Config(
+                "at least one [[tenants]] entry is required".into(),
+            ));
         }
         for tenant in &self.tenants {
             let ok = tenant.token_sha256.len() == 64
-                && tenant.token_sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                && tenant
+                    .token_sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
             if !ok {
-                return Err(Error::Config(format!("tenant `{}`: token_sha256 must be 64 lowercase hex", tenant.id)));
+                return Err(Error::Config(format!(
+                    "tenant `{}`: token_sha256 must be 64 lowercase hex",
+                    tenant.id
+                )));
             }
         }
         Ok(())

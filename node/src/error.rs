@@ -23,7 +23,10 @@ pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("key: {0}")]
     Key(String),
     #[error("audit log: {0}")]
@@ -44,7 +47,9 @@ impl Error {
             Error::TooLarge { .. } => ProblemCode::ArtifactTooLarge,
             Error::Unauthenticated(_) => ProblemCode::InvalidToken,
             Error::Unavailable(_) | Error::Overloaded => ProblemCode::SigningUnavailable,
-            Error::Config(_) | Error::Io { .. } | Error::Key(_) | Error::AuditCorrupt(_) => ProblemCode::InternalError,
+            Error::Config(_) | Error::Io { .. } | Error::Key(_) | Error::AuditCorrupt(_) => {
+                ProblemCode::InternalError
+            }
         }
     }
 }
@@ -54,7 +59,9 @@ impl From<stella_signer::Error> for Error {
         use stella_signer::Error as S;
         match e {
             S::UnsupportedPredicateType(t) => Error::UnsupportedPredicateType(t),
-            S::InvalidInput(_) | S::InvalidPredicate { .. } | S::Canonical(_) => Error::InvalidRequest(e.to_string()),
+            S::InvalidInput(_) | S::InvalidPredicate { .. } | S::Canonical(_) => {
+                Error::InvalidRequest(e.to_string())
+            }
             S::Key(_) | S::Signing(_) | S::Verify(_) => Error::Unavailable(e.to_string()),
         }
     }

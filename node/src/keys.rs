@@ -52,7 +52,9 @@ pub fn write_secret_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().ok_or_else(|| Error::Config(format!("{} has no parent", path.display())))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Config(format!("{} has no parent", path.display())))?;
     std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
@@ -62,7 +64,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Erro
         .mode(mode)
         .open(&tmp)
         .map_err(Error::io(format!("creating {}", tmp.display())))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(Error::io(format!("writing {}", tmp.display())))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(Error::io(format!("writing {}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(Error::io(format!("renaming to {}", path.display())))?;
     crate::audit_log::fsync_dir(dir)
 }

@@ -66,24 +66,40 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { dev, data_dir, listen, config } => {
+        Command::Serve {
+            dev,
+            data_dir,
+            listen,
+            config,
+        } => {
             telemetry::init_logging();
             let config = match (dev, config) {
                 (true, _) => Config::dev(data_dir, listen),
                 (false, Some(path)) => Config::from_file(&path)?,
                 (false, None) => anyhow::bail!("either --dev or --config FILE is required"),
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("tokio runtime")?;
             runtime.block_on(async {
                 let node = app::build(config).await?;
                 node.run().await
             })?;
             Ok(())
         }
-        Command::Audit { command: AuditCommand::Verify { data_dir } } => {
+        Command::Audit {
+            command: AuditCommand::Verify { data_dir },
+        } => {
             let records = read_log(&data_dir.join("audit"))?;
-            let head = records.last().map(|r| r.hash.as_str()).unwrap_or(stella_state::GENESIS_HASH);
-            println!("{}", serde_json::json!({"records": records.len(), "head": head, "chain": "ok"}));
+            let head = records
+                .last()
+                .map(|r| r.hash.as_str())
+                .unwrap_or(stella_state::GENESIS_HASH);
+            println!(
+                "{}",
+                serde_json::json!({"records": records.len(), "head": head, "chain": "ok"})
+            );
             Ok(())
         }
     }

@@ -25,22 +25,43 @@ pub struct SigningPlan {
 }
 
 pub fn plan(request: SignDsseRequest) -> Result<SigningPlan, Error> {
-    if let Some(mode) = request.options.signing_mode.as_deref() {
-        if mode != MODE_KEYFUL {
-            return Err(Error::InvalidRequest(format!("signing mode `{mode}` is not offered; use `keyful`")));
-        }
+    if let Some(mode) = request.options.signing_mode.as_deref()
+        && mode != MODE_KEYFUL
+    {
+        return Err(Error::InvalidRequest(format!(
+            "signing mode `{mode}` is not offered; use `keyful`"
+        )));
     }
     let predicate_type: PredicateType = request.predicate_type.parse()?;
-    let subjects = request.subject.into_iter().map(|s| Subject { name: s.name, digest: s.digest }).collect();
+    let subjects = request
+        .subject
+        .into_iter()
+        .map(|s| Subject {
+            name: s.name,
+            digest: s.digest,
+        })
+        .collect();
     let statement = Statement::build(subjects, predicate_type, request.predicate)?;
-    let subject_digests =
-        statement.subject.iter().filter_map(|s| s.sha256_hex()).map(|h| format!("sha256:{h}")).collect();
+    let subject_digests = statement
+        .subject
+        .iter()
+        .filter_map(|s| s.sha256_hex())
+        .map(|h| format!("sha256:{h}"))
+        .collect();
     let payload = statement.to_canonical_bytes()?;
-    Ok(SigningPlan { predicate_type, statement_sha256: sha256_hex(&payload), payload, subject_digests })
+    Ok(SigningPlan {
+        predicate_type,
+        statement_sha256: sha256_hex(&payload),
+        payload,
+        subject_digests,
+    })
 }
 
 /// One bundle per signature, each with its canonical hash.
-pub fn bundles(envelope: &Envelope, operations: &[SignedOperation]) -> Result<Vec<(Bundle, String)>, Error> {
+pub fn bundles(
+    envelope: &Envelope,
+    operations: &[SignedOperation],
+) -> Result<Vec<(Bundle, String)>, Error> {
     operations
         .iter()
         .enumerate()
@@ -94,13 +115,19 @@ pub fn response(
     audit_id: String,
     request_id: &str,
 ) -> Result<SignDsseResponse, Error> {
-    let first = operations.first().ok_or_else(|| Error::Unavailable("no signature was produced".into()))?;
+    let first = operations
+        .first()
+        .ok_or_else(|| Error::Unavailable("no signature was produced".into()))?;
     let bundle_sha256 = bundles.first().map(|(_, h)| h.clone()).unwrap_or_default();
     let bundles = bundles
         .iter()
         .zip(operations)
         .map(|((bundle, hash), op)| {
-            Ok(SignedBundle { key_id: op.key_id.clone(), bundle: to_json(bundle)?, bundle_sha256: hash.clone() })
+            Ok(SignedBundle {
+                key_id: op.key_id.clone(),
+                bundle: to_json(bundle)?,
+                bundle_sha256: hash.clone(),
+            })
         })
         .collect::<Result<Vec<_>, Error>>()?;
     Ok(SignDsseResponse {
@@ -122,7 +149,8 @@ pub fn response(
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Box<serde_json::value::RawValue>, Error> {
-    serde_json::value::to_raw_value(value).map_err(|e| Error::Unavailable(format!("encoding the response: {e}")))
+    serde_json::value::to_raw_value(value)
+        .map_err(|e| Error::Unavailable(format!("encoding the response: {e}")))
 }
 
 #[cfg(test)]
@@ -149,7 +177,10 @@ mod tests {
     #[test]
     fn plans_validate_type_mode_and_subjects() {
         assert!(plan(request("stella.ops/sbom@v1")).is_ok());
-        assert!(matches!(plan(request("cosign.sigstore.dev/attestation/v1")), Err(Error::UnsupportedPredicateType(_))));
+        assert!(matches!(
+            plan(request("cosign.sigstore.dev/attestation/v1")),
+            Err(Error::UnsupportedPredicateType(_))
+        ));
         let mut keyless = request("stella.ops/sbom@v1");
         keyless.options.signing_mode = Some("keyless".into());
         assert!(matches!(plan(keyless), Err(Error::InvalidRequest(_))));
@@ -161,15 +192,29 @@ mod tests {
     #[test]
     fn the_response_carries_one_verifiable_bundle_per_signature() {
         let p = plan(request("stella.ops/sbom@v1")).expect("plan");
-        let (k1, k2) = (FileKeySigner::generate().expect("k1"), FileKeySigner::generate().expect("k2"));
-        let (envelope, ops) = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, p.payload.clone(), &[&k1, &k2]).expect("sign");
+        let (k1, k2) = (
+            FileKeySigner::generate().expect("k1"),
+            FileKeySigner::generate().expect("k2"),
+        );
+        let (envelope, ops) =
+            Envelope::sign(IN_TOTO_PAYLOAD_TYPE, p.payload.clone(), &[&k1, &k2]).expect("sign");
         let bundles = bundles(&envelope, &ops).expect("bundles");
-        let resp = response(&p, &envelope, &ops, bundles, "file", "aud-1".into(), "req-1").expect("response");
+        let resp = response(
+            &p,
+            &envelope,
+            &ops,
+            bundles,
+            "file",
+            "aud-1".into(),
+            "req-1",
+        )
+        .expect("response");
         assert_eq!(resp.bundles.len(), 2);
         assert_eq!(resp.bundle_sha256, resp.bundles[0].bundle_sha256);
         for (b, key) in resp.bundles.iter().zip([&k1, &k2]) {
             let bundle = Bundle::from_json(b.bundle.get().as_bytes()).expect("bundle");
-            let verified = stella_signer::verify::verify_bundle(&bundle, key.public_key()).expect("verifies");
+            let verified =
+                stella_signer::verify::verify_bundle(&bundle, key.public_key()).expect("verifies");
             assert_eq!(verified.statement.predicate_type, "stella.ops/sbom@v1");
             assert_eq!(bundle.sha256().expect("hash"), b.bundle_sha256);
         }

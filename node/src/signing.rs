@@ -26,14 +26,23 @@ pub struct SigningService {
 
 impl SigningService {
     pub fn new(keyring: Keyring, audit: AuditLog, clock: Arc<dyn Clock>) -> SigningService {
-        SigningService { keyring, audit, clock }
+        SigningService {
+            keyring,
+            audit,
+            clock,
+        }
     }
 
     pub fn audit_healthy(&self) -> bool {
         self.audit.is_healthy()
     }
 
-    pub async fn sign(&self, caller: &Caller, request_id: &str, request: SignDsseRequest) -> Result<SignDsseResponse, Error> {
+    pub async fn sign(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        request: SignDsseRequest,
+    ) -> Result<SignDsseResponse, Error> {
         let started = Instant::now();
         let result = self.sign_inner(caller, request_id, request).await;
         if let Err(e) = &result {
@@ -50,12 +59,20 @@ impl SigningService {
         result
     }
 
-    async fn sign_inner(&self, caller: &Caller, request_id: &str, request: SignDsseRequest) -> Result<SignDsseResponse, Error> {
+    async fn sign_inner(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        request: SignDsseRequest,
+    ) -> Result<SignDsseResponse, Error> {
         let started = Instant::now();
         let plan = pipeline::plan(request)?;
         let signers = self.keyring.signers_for(&caller.tenant);
         let refs: Vec<&dyn KeySigner> = signers.iter().map(|s| s.as_ref()).collect();
-        let primary = signers.first().map(|s| s.descriptor().clone()).ok_or_else(|| Error::Unavailable("no key for tenant".into()))?;
+        let primary = signers
+            .first()
+            .map(|s| s.descriptor().clone())
+            .ok_or_else(|| Error::Unavailable("no key for tenant".into()))?;
         let key_source = primary.source.as_str();
 
         let draft = |decision: Decision, reason: String, bundle_sha256: Option<String>| {
@@ -73,18 +90,30 @@ impl SigningService {
         };
         let signed = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, plan.payload.clone(), &refs)
             .map_err(Error::from)
-            .and_then(|(envelope, ops)| pipeline::bundles(&envelope, &ops).map(|b| (envelope, ops, b)));
+            .and_then(|(envelope, ops)| {
+                pipeline::bundles(&envelope, &ops).map(|b| (envelope, ops, b))
+            });
         let (envelope, ops, bundles) = match signed {
             Ok(parts) => parts,
             Err(e) => {
-                self.audit.append(draft(Decision::Failed, e.to_string(), None)).await?;
+                self.audit
+                    .append(draft(Decision::Failed, e.to_string(), None))
+                    .await?;
                 return Err(Error::Unavailable(e.to_string()));
             }
         };
         let bundle_sha256 = bundles.first().map(|(_, h)| h.clone());
-        let record = self.audit.append(draft(Decision::Signed, "signed".into(), bundle_sha256.clone())).await?;
+        let record = self
+            .audit
+            .append(draft(
+                Decision::Signed,
+                "signed".into(),
+                bundle_sha256.clone(),
+            ))
+            .await?;
         for op in &ops {
-            metrics::counter!("stella_signer_key_usage_total", "key_id" => op.key_id.clone()).increment(1);
+            metrics::counter!("stella_signer_key_usage_total", "key_id" => op.key_id.clone())
+                .increment(1);
         }
         tracing::info!(
             target: "stella::sign",
@@ -99,6 +128,14 @@ impl SigningService {
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
             "signing decision"
         );
-        pipeline::response(&plan, &envelope, &ops, bundles, key_source, record.audit_id, request_id)
+        pipeline::response(
+            &plan,
+            &envelope,
+            &ops,
+            bundles,
+            key_source,
+            record.audit_id,
+            request_id,
+        )
     }
 }

@@ -29,10 +29,17 @@ pub fn init_logging() {
 pub fn init_metrics() -> PrometheusHandle {
     PROMETHEUS
         .get_or_init(|| {
-            let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+            let buckets = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(SIGN_LATENCY.into()), &buckets)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("stella_signer_audit_batch_size".into()), &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0]))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("stella_signer_audit_batch_size".into()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0],
+                    )
+                })
                 .map(|b| b.build_recorder());
             match recorder {
                 Ok(recorder) => {
@@ -51,10 +58,20 @@ pub fn init_metrics() -> PrometheusHandle {
 }
 
 fn describe() {
-    metrics::describe_histogram!(SIGN_LATENCY, metrics::Unit::Seconds, "Time to answer a signing request, audit fsync included");
-    metrics::describe_counter!(REQUESTS, "Signing requests by outcome (signed or problem code)");
+    metrics::describe_histogram!(
+        SIGN_LATENCY,
+        metrics::Unit::Seconds,
+        "Time to answer a signing request, audit fsync included"
+    );
+    metrics::describe_counter!(
+        REQUESTS,
+        "Signing requests by outcome (signed or problem code)"
+    );
     metrics::describe_counter!(KEY_USAGE, "Signatures produced, by key id");
-    metrics::describe_histogram!("stella_signer_audit_batch_size", "Audit records committed per fsync");
+    metrics::describe_histogram!(
+        "stella_signer_audit_batch_size",
+        "Audit records committed per fsync"
+    );
 }
 
 /// Counts one signing request under `signed` or its problem code, with its latency.

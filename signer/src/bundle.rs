@@ -54,19 +54,29 @@ pub struct X509Certificate {
 
 impl Bundle {
     /// The bundle for signature `index` of `envelope`, produced by `operation`.
-    pub fn for_signature(envelope: &Envelope, index: usize, operation: &SignedOperation) -> Result<Bundle, Error> {
+    pub fn for_signature(
+        envelope: &Envelope,
+        index: usize,
+        operation: &SignedOperation,
+    ) -> Result<Bundle, Error> {
         let Some(signature) = envelope.signatures.get(index) else {
-            return Err(Error::InvalidInput(format!("envelope has no signature #{index}")));
+            return Err(Error::InvalidInput(format!(
+                "envelope has no signature #{index}"
+            )));
         };
         let material = match operation.certificate_chain_der.first() {
             Some(leaf) => VerificationMaterial {
                 public_key: None,
-                certificate: Some(X509Certificate { raw_bytes: leaf.clone() }),
+                certificate: Some(X509Certificate {
+                    raw_bytes: leaf.clone(),
+                }),
                 tlog_entries: Vec::new(),
                 timestamp_verification_data: None,
             },
             None => VerificationMaterial {
-                public_key: Some(PublicKeyIdentifier { hint: operation.public_key.hint() }),
+                public_key: Some(PublicKeyIdentifier {
+                    hint: operation.public_key.hint(),
+                }),
                 certificate: None,
                 tlog_entries: Vec::new(),
                 timestamp_verification_data: None,
@@ -78,7 +88,10 @@ impl Bundle {
             dsse_envelope: Envelope {
                 payload_type: envelope.payload_type.clone(),
                 payload: envelope.payload.clone(),
-                signatures: vec![EnvelopeSignature { keyid: None, sig: signature.sig.clone() }],
+                signatures: vec![EnvelopeSignature {
+                    keyid: None,
+                    sig: signature.sig.clone(),
+                }],
             },
         })
     }
@@ -93,8 +106,8 @@ impl Bundle {
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<Bundle, Error> {
-        let bundle: Bundle =
-            serde_json::from_slice(bytes).map_err(|e| Error::InvalidInput(format!("Sigstore bundle: {e}")))?;
+        let bundle: Bundle = serde_json::from_slice(bytes)
+            .map_err(|e| Error::InvalidInput(format!("Sigstore bundle: {e}")))?;
         Ok(bundle)
     }
 
@@ -103,10 +116,16 @@ impl Bundle {
     }
 
     pub fn hint(&self) -> Option<&str> {
-        self.verification_material.public_key.as_ref().map(|p| p.hint.as_str())
+        self.verification_material
+            .public_key
+            .as_ref()
+            .map(|p| p.hint.as_str())
     }
 
     pub fn leaf_certificate_b64(&self) -> Option<String> {
-        self.verification_material.certificate.as_ref().map(|c| STANDARD.encode(&c.raw_bytes))
+        self.verification_material
+            .certificate
+            .as_ref()
+            .map(|c| STANDARD.encode(&c.raw_bytes))
     }
 }

@@ -19,16 +19,22 @@ pub fn sha256_ref(bytes: &[u8]) -> String {
 
 /// True for exactly 64 lowercase hex characters (in-toto and OCI want lowercase).
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Parses `sha256:<64 lowercase hex>` and returns the hex part.
 pub fn parse_sha256_ref(s: &str) -> Result<&str, Error> {
     let Some(hex) = s.strip_prefix("sha256:") else {
-        return Err(Error::InvalidInput(format!("digest `{s}` must start with `sha256:`")));
+        return Err(Error::InvalidInput(format!(
+            "digest `{s}` must start with `sha256:`"
+        )));
     };
     if !is_sha256_hex(hex) {
-        return Err(Error::InvalidInput(format!("digest `{s}` must have 64 lowercase hex characters")));
+        return Err(Error::InvalidInput(format!(
+            "digest `{s}` must have 64 lowercase hex characters"
+        )));
     }
     Ok(hex)
 }

@@ -17,7 +17,9 @@ pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     let type_len = payload_type.len().to_string();
     let payload_len = payload.len().to_string();
-    let mut out = Vec::with_capacity(10 + type_len.len() + payload_type.len() + payload_len.len() + payload.len());
+    let mut out = Vec::with_capacity(
+        10 + type_len.len() + payload_type.len() + payload_len.len() + payload.len(),
+    );
     out.extend_from_slice(b"DSSEv1 ");
     out.extend_from_slice(type_len.as_bytes());
     out.push(b' ');
@@ -65,10 +67,17 @@ impl Envelope {
         let mut operations = Vec::with_capacity(signers.len());
         for signer in signers {
             let op = signer.sign(&message)?;
-            signatures.push(EnvelopeSignature { keyid: Some(op.key_id.clone()), sig: op.signature.clone() });
+            signatures.push(EnvelopeSignature {
+                keyid: Some(op.key_id.clone()),
+                sig: op.signature.clone(),
+            });
             operations.push(op);
         }
-        let envelope = Envelope { payload_type: payload_type.to_owned(), payload, signatures };
+        let envelope = Envelope {
+            payload_type: payload_type.to_owned(),
+            payload,
+            signatures,
+        };
         Ok((envelope, operations))
     }
 
@@ -77,7 +86,8 @@ impl Envelope {
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<Envelope, Error> {
-        serde_json::from_slice(bytes).map_err(|e| Error::InvalidInput(format!("DSSE envelope: {e}")))
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::InvalidInput(format!("DSSE envelope: {e}")))
     }
 
     pub fn to_json_pretty(&self) -> Result<Vec<u8>, Error> {
@@ -95,7 +105,9 @@ pub(crate) mod b64 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
-        STANDARD.decode(text.as_bytes()).map_err(serde::de::Error::custom)
+        STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -120,10 +132,17 @@ mod tests {
 
     #[test]
     fn envelope_json_rejects_unknown_fields_and_bad_base64() {
-        assert!(Envelope::from_json(br#"{"payloadType":"t","payload":"aGk=","signatures":[],"x":1}"#).is_err());
-        assert!(Envelope::from_json(br#"{"payloadType":"t","payload":"!!","signatures":[]}"#).is_err());
-        let env = Envelope::from_json(br#"{"payloadType":"t","payload":"aGk=","signatures":[{"sig":"AA=="}]}"#)
-            .expect("valid envelope");
+        assert!(
+            Envelope::from_json(br#"{"payloadType":"t","payload":"aGk=","signatures":[],"x":1}"#)
+                .is_err()
+        );
+        assert!(
+            Envelope::from_json(br#"{"payloadType":"t","payload":"!!","signatures":[]}"#).is_err()
+        );
+        let env = Envelope::from_json(
+            br#"{"payloadType":"t","payload":"aGk=","signatures":[{"sig":"AA=="}]}"#,
+        )
+        .expect("valid envelope");
         assert_eq!(env.payload, b"hi");
         assert_eq!(env.signatures[0].keyid, None);
     }

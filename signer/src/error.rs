@@ -8,7 +8,10 @@ pub enum Error {
     #[error("predicate type `{0}` is not on the allow-list")]
     UnsupportedPredicateType(String),
     #[error("invalid predicate for {predicate_type}: {reason}")]
-    InvalidPredicate { predicate_type: String, reason: String },
+    InvalidPredicate {
+        predicate_type: String,
+        reason: String,
+    },
     #[error("canonical JSON: {0}")]
     Canonical(#[from] serde_json::Error),
     #[error("key material: {0}")]

@@ -105,9 +105,13 @@ impl PublicKey {
         ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, der)
             .map_err(|e| Error::Key(format!("not a P-256 public key: {e}")))?;
         if der.first() != Some(&0x30) {
-            return Err(Error::Key("public key must be a DER SubjectPublicKeyInfo".into()));
+            return Err(Error::Key(
+                "public key must be a DER SubjectPublicKeyInfo".into(),
+            ));
         }
-        Ok(PublicKey { spki_der: der.to_vec() })
+        Ok(PublicKey {
+            spki_der: der.to_vec(),
+        })
     }
 
     pub fn from_pem(pem: &str) -> Result<PublicKey, Error> {
@@ -159,7 +163,9 @@ pub struct FileKeySigner {
 
 impl fmt::Debug for FileKeySigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileKeySigner").field("key_id", &self.descriptor.key_id).finish_non_exhaustive()
+        f.debug_struct("FileKeySigner")
+            .field("key_id", &self.descriptor.key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -167,7 +173,9 @@ impl FileKeySigner {
     pub fn generate() -> Result<FileKeySigner, Error> {
         let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING)
             .map_err(|_| Error::Key("P-256 key generation failed".into()))?;
-        let pkcs8 = pair.to_pkcs8v1().map_err(|_| Error::Key("PKCS#8 encoding failed".into()))?;
+        let pkcs8 = pair
+            .to_pkcs8v1()
+            .map_err(|_| Error::Key("PKCS#8 encoding failed".into()))?;
         FileKeySigner::from_pkcs8_der(pkcs8.as_ref())
     }
 
@@ -185,7 +193,12 @@ impl FileKeySigner {
             source: KeySource::File,
             public_key,
         };
-        Ok(FileKeySigner { key_pair, pkcs8_der: der.to_vec(), descriptor, rng: SystemRandom::new() })
+        Ok(FileKeySigner {
+            key_pair,
+            pkcs8_der: der.to_vec(),
+            descriptor,
+            rng: SystemRandom::new(),
+        })
     }
 
     pub fn from_pkcs8_pem(pem: &str) -> Result<FileKeySigner, Error> {
@@ -259,7 +272,10 @@ mod tests {
     #[test]
     fn garbage_keys_are_errors_not_panics() {
         assert!(FileKeySigner::from_pkcs8_pem("nope").is_err());
-        assert!(PublicKey::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err());
+        assert!(
+            PublicKey::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+                .is_err()
+        );
         assert!(PublicKey::from_spki_der(&[0x30, 0x00]).is_err());
     }
 }

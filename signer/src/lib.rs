@@ -14,9 +14,12 @@ pub mod key;
 pub mod statement;
 pub mod verify;
 
-pub use bundle::{Bundle, BUNDLE_MEDIA_TYPE_V03};
-pub use dsse::{Envelope, EnvelopeSignature, pae, IN_TOTO_PAYLOAD_TYPE};
+pub use bundle::{BUNDLE_MEDIA_TYPE_V03, Bundle};
+pub use dsse::{Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE, pae};
 pub use error::Error;
-pub use key::{FileKeySigner, KeyDescriptor, KeySigner, KeySource, PublicKey, SignatureAlgorithm, SignedOperation};
+pub use key::{
+    FileKeySigner, KeyDescriptor, KeySigner, KeySource, PublicKey, SignatureAlgorithm,
+    SignedOperation,
+};
 pub use statement::{PredicateType, Statement, Subject};
 pub use verify::{Verified, VerifyFailure};

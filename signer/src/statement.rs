@@ -27,16 +27,23 @@ pub struct Subject {
 
 impl Subject {
     pub fn sha256(name: impl Into<String>, hex: impl Into<String>) -> Subject {
-        Subject { name: name.into(), digest: BTreeMap::from([("sha256".to_owned(), hex.into())]) }
+        Subject {
+            name: name.into(),
+            digest: BTreeMap::from([("sha256".to_owned(), hex.into())]),
+        }
     }
 
     /// Parses `NAME@sha256:HEX`. The name may itself contain `@` (OCI references do).
     pub fn parse_reference(text: &str) -> Result<Subject, Error> {
         let Some((name, digest)) = text.rsplit_once('@') else {
-            return Err(Error::InvalidInput(format!("subject `{text}` must look like NAME@sha256:HEX")));
+            return Err(Error::InvalidInput(format!(
+                "subject `{text}` must look like NAME@sha256:HEX"
+            )));
         };
         if name.is_empty() {
-            return Err(Error::InvalidInput(format!("subject `{text}` has an empty name")));
+            return Err(Error::InvalidInput(format!(
+                "subject `{text}` has an empty name"
+            )));
         }
         let hex = parse_sha256_ref(digest)?;
         Ok(Subject::sha256(name, hex))
@@ -56,7 +63,11 @@ pub enum PredicateType {
 }
 
 impl PredicateType {
-    pub const ALL: [PredicateType; 3] = [PredicateType::Sbom, PredicateType::Report, PredicateType::Export];
+    pub const ALL: [PredicateType; 3] = [
+        PredicateType::Sbom,
+        PredicateType::Report,
+        PredicateType::Export,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -68,13 +79,18 @@ impl PredicateType {
 
     /// Checks a predicate against this type's schema and returns it unchanged on success.
     pub fn validate(&self, predicate: &Value) -> Result<(), Error> {
-        let fail = |reason: String| Error::InvalidPredicate { predicate_type: self.as_str().to_owned(), reason };
+        let fail = |reason: String| Error::InvalidPredicate {
+            predicate_type: self.as_str().to_owned(),
+            reason,
+        };
         let Some(object) = predicate.as_object() else {
             return Err(fail("the predicate must be a JSON object".into()));
         };
         let digest_field = |field: &str| -> Result<(), Error> {
             match object.get(field).and_then(Value::as_str) {
-                Some(d) => parse_sha256_ref(d).map(|_| ()).map_err(|e| fail(format!("`{field}`: {e}"))),
+                Some(d) => parse_sha256_ref(d)
+                    .map(|_| ())
+                    .map_err(|e| fail(format!("`{field}`: {e}"))),
                 None => Err(fail(format!("`{field}` (sha256:<hex>) is required"))),
             }
         };
@@ -85,8 +101,14 @@ impl PredicateType {
                     _ => return Err(fail(format!("`format` must be one of {SBOM_FORMATS:?}"))),
                 }
                 digest_field("digest")?;
-                if object.get("componentCount").and_then(Value::as_u64).is_none() {
-                    return Err(fail("`componentCount` must be a non-negative integer".into()));
+                if object
+                    .get("componentCount")
+                    .and_then(Value::as_u64)
+                    .is_none()
+                {
+                    return Err(fail(
+                        "`componentCount` must be a non-negative integer".into(),
+                    ));
                 }
             }
             PredicateType::Report => {
@@ -95,15 +117,24 @@ impl PredicateType {
                     return Err(fail("`policy` {digest, viewSet} is required".into()));
                 };
                 match policy.get("digest").and_then(Value::as_str) {
-                    Some(d) => parse_sha256_ref(d).map_err(|e| fail(format!("`policy.digest`: {e}")))?,
+                    Some(d) => {
+                        parse_sha256_ref(d).map_err(|e| fail(format!("`policy.digest`: {e}")))?
+                    }
                     None => return Err(fail("`policy.digest` (sha256:<hex>) is required".into())),
                 };
-                let view_set_ok = policy
-                    .get("viewSet")
-                    .and_then(Value::as_array)
-                    .is_some_and(|views| views.iter().all(|v| v.as_str().is_some_and(|s| !s.is_empty())));
+                let view_set_ok =
+                    policy
+                        .get("viewSet")
+                        .and_then(Value::as_array)
+                        .is_some_and(|views| {
+                            views
+                                .iter()
+                                .all(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+                        });
                 if !view_set_ok {
-                    return Err(fail("`policy.viewSet` must be an array of non-empty strings".into()));
+                    return Err(fail(
+                        "`policy.viewSet` must be an array of non-empty strings".into(),
+                    ));
                 }
             }
             PredicateType::Export => {
@@ -147,16 +178,26 @@ pub struct Statement {
 
 impl Statement {
     /// Builds a statement after checking subjects and the predicate against its type's schema.
-    pub fn build(subjects: Vec<Subject>, predicate_type: PredicateType, predicate: Value) -> Result<Statement, Error> {
+    pub fn build(
+        subjects: Vec<Subject>,
+        predicate_type: PredicateType,
+        predicate: Value,
+    ) -> Result<Statement, Error> {
         if subjects.is_empty() {
-            return Err(Error::InvalidInput("at least one subject is required".into()));
+            return Err(Error::InvalidInput(
+                "at least one subject is required".into(),
+            ));
         }
         if subjects.len() > MAX_SUBJECTS {
-            return Err(Error::InvalidInput(format!("at most {MAX_SUBJECTS} subjects are allowed")));
+            return Err(Error::InvalidInput(format!(
+                "at most {MAX_SUBJECTS} subjects are allowed"
+            )));
         }
         for subject in &subjects {
             if subject.name.is_empty() {
-                return Err(Error::InvalidInput("subject names must not be empty".into()));
+                return Err(Error::InvalidInput(
+                    "subject names must not be empty".into(),
+                ));
             }
             match subject.sha256_hex() {
                 Some(hex) if is_sha256_hex(hex) => {}
@@ -167,8 +208,14 @@ impl Statement {
                     )));
                 }
             }
-            if let Some((alg, _)) = subject.digest.iter().find(|(alg, _)| alg.as_str() != "sha256") {
-                return Err(Error::InvalidInput(format!("digest algorithm `{alg}` is not supported")));
+            if let Some((alg, _)) = subject
+                .digest
+                .iter()
+                .find(|(alg, _)| alg.as_str() != "sha256")
+            {
+                return Err(Error::InvalidInput(format!(
+                    "digest algorithm `{alg}` is not supported"
+                )));
             }
         }
         predicate_type.validate(&predicate)?;
@@ -186,16 +233,22 @@ impl Statement {
     }
 
     pub fn from_payload(payload: &[u8]) -> Result<Statement, Error> {
-        let statement: Statement = serde_json::from_slice(payload)
-            .map_err(|e| Error::InvalidInput(format!("payload is not an in-toto Statement v1: {e}")))?;
+        let statement: Statement = serde_json::from_slice(payload).map_err(|e| {
+            Error::InvalidInput(format!("payload is not an in-toto Statement v1: {e}"))
+        })?;
         if statement.statement_type != STATEMENT_TYPE_V1 {
-            return Err(Error::InvalidInput(format!("unexpected statement _type `{}`", statement.statement_type)));
+            return Err(Error::InvalidInput(format!(
+                "unexpected statement _type `{}`",
+                statement.statement_type
+            )));
         }
         Ok(statement)
     }
 
     pub fn has_subject_digest(&self, sha256_hex: &str) -> bool {
-        self.subject.iter().any(|s| s.sha256_hex() == Some(sha256_hex))
+        self.subject
+            .iter()
+            .any(|s| s.sha256_hex() == Some(sha256_hex))
     }
 }
 
@@ -210,7 +263,11 @@ mod tests {
 
     #[test]
     fn subject_references_parse() {
-        let s = Subject::parse_reference(&format!("registry.example/app@v1@sha256:{}", "b".repeat(64))).expect("ok");
+        let s = Subject::parse_reference(&format!(
+            "registry.example/app@v1@sha256:{}",
+            "b".repeat(64)
+        ))
+        .expect("ok");
         assert_eq!(s.name, "registry.example/app@v1");
         for bad in ["app", "@sha256:00", "app@sha256:XYZ", "app@md5:00"] {
             assert!(Subject::parse_reference(bad).is_err(), "{bad}");
@@ -219,7 +276,10 @@ mod tests {
 
     #[test]
     fn predicate_type_allow_list() {
-        assert_eq!("stella.ops/sbom@v1".parse::<PredicateType>().ok(), Some(PredicateType::Sbom));
+        assert_eq!(
+            "stella.ops/sbom@v1".parse::<PredicateType>().ok(),
+            Some(PredicateType::Sbom)
+        );
         assert!(matches!(
             "https://slsa.dev/provenance/v1".parse::<PredicateType>(),
             Err(Error::UnsupportedPredicateType(_))
@@ -231,14 +291,38 @@ mod tests {
         let d = format!("sha256:{}", "c".repeat(64));
         let cases: Vec<(PredicateType, Value, bool)> = vec![
             (PredicateType::Sbom, sbom_predicate(), true),
-            (PredicateType::Sbom, json!({"format": "cyclonedx-json", "digest": d, "componentCount": -1}), false),
-            (PredicateType::Sbom, json!({"format": "word", "digest": d, "componentCount": 1}), false),
-            (PredicateType::Sbom, json!({"format": "spdx-json", "digest": "sha256:AB", "componentCount": 1}), false),
+            (
+                PredicateType::Sbom,
+                json!({"format": "cyclonedx-json", "digest": d, "componentCount": -1}),
+                false,
+            ),
+            (
+                PredicateType::Sbom,
+                json!({"format": "word", "digest": d, "componentCount": 1}),
+                false,
+            ),
+            (
+                PredicateType::Sbom,
+                json!({"format": "spdx-json", "digest": "sha256:AB", "componentCount": 1}),
+                false,
+            ),
             (PredicateType::Sbom, json!([1, 2]), false),
-            (PredicateType::Report, json!({"reportDigest": d, "policy": {"digest": d, "viewSet": ["default"]}}), true),
-            (PredicateType::Report, json!({"reportDigest": d, "policy": {"viewSet": []}}), false),
+            (
+                PredicateType::Report,
+                json!({"reportDigest": d, "policy": {"digest": d, "viewSet": ["default"]}}),
+                true,
+            ),
+            (
+                PredicateType::Report,
+                json!({"reportDigest": d, "policy": {"viewSet": []}}),
+                false,
+            ),
             (PredicateType::Report, json!({"reportDigest": d}), false),
-            (PredicateType::Report, json!({"reportDigest": d, "policy": {"digest": d, "viewSet": [""]}}), false),
+            (
+                PredicateType::Report,
+                json!({"reportDigest": d, "policy": {"digest": d, "viewSet": [""]}}),
+                false,
+            ),
             (PredicateType::Export, json!({"manifestDigest": d}), true),
             (PredicateType::Export, json!({}), false),
         ];
@@ -249,11 +333,17 @@ mod tests {
 
     #[test]
     fn statement_payload_is_canonical_and_round_trips() {
-        let st = Statement::build(vec![Subject::sha256("sbom.json", "d".repeat(64))], PredicateType::Sbom, sbom_predicate())
-            .expect("build");
+        let st = Statement::build(
+            vec![Subject::sha256("sbom.json", "d".repeat(64))],
+            PredicateType::Sbom,
+            sbom_predicate(),
+        )
+        .expect("build");
         let bytes = st.to_canonical_bytes().expect("bytes");
         let text = String::from_utf8(bytes.clone()).expect("utf8");
-        assert!(text.starts_with(r#"{"_type":"https://in-toto.io/Statement/v1","predicate":{"componentCount":3,"#));
+        assert!(text.starts_with(
+            r#"{"_type":"https://in-toto.io/Statement/v1","predicate":{"componentCount":3,"#
+        ));
         assert_eq!(Statement::from_payload(&bytes).expect("parse"), st);
         assert!(st.has_subject_digest(&"d".repeat(64)));
     }
@@ -262,7 +352,14 @@ mod tests {
     fn statements_reject_bad_subjects() {
         let p = sbom_predicate();
         assert!(Statement::build(vec![], PredicateType::Sbom, p.clone()).is_err());
-        assert!(Statement::build(vec![Subject::sha256("x", "D".repeat(64))], PredicateType::Sbom, p.clone()).is_err());
+        assert!(
+            Statement::build(
+                vec![Subject::sha256("x", "D".repeat(64))],
+                PredicateType::Sbom,
+                p.clone()
+            )
+            .is_err()
+        );
         let mut two = Subject::sha256("x", "d".repeat(64));
         two.digest.insert("md5".into(), "00".into());
         assert!(Statement::build(vec![two], PredicateType::Sbom, p).is_err());

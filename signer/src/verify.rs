@@ -69,28 +69,51 @@ pub fn verify_envelope(envelope: &Envelope, key: &PublicKey) -> Result<Verified,
         return Err(VerifyFailure::NoSignatures);
     }
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
-        return Err(VerifyFailure::PayloadType { found: envelope.payload_type.clone() });
+        return Err(VerifyFailure::PayloadType {
+            found: envelope.payload_type.clone(),
+        });
     }
     let message = envelope.pae();
-    let Some(signature_index) = envelope.signatures.iter().position(|s| key.verify(&message, &s.sig)) else {
-        return Err(VerifyFailure::BadSignature { key_id: key.key_id() });
+    let Some(signature_index) = envelope
+        .signatures
+        .iter()
+        .position(|s| key.verify(&message, &s.sig))
+    else {
+        return Err(VerifyFailure::BadSignature {
+            key_id: key.key_id(),
+        });
     };
-    let statement = Statement::from_payload(&envelope.payload)
-        .map_err(|e| VerifyFailure::MalformedStatement { reason: e.to_string() })?;
-    Ok(Verified { statement, key_id: key.key_id(), signature_index })
+    let statement = Statement::from_payload(&envelope.payload).map_err(|e| {
+        VerifyFailure::MalformedStatement {
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(Verified {
+        statement,
+        key_id: key.key_id(),
+        signature_index,
+    })
 }
 
 /// Verifies a keyful Sigstore bundle v0.3 offline.
 pub fn verify_bundle(bundle: &Bundle, key: &PublicKey) -> Result<Verified, VerifyFailure> {
     if bundle.media_type != BUNDLE_MEDIA_TYPE_V03 {
-        return Err(VerifyFailure::UnsupportedBundle { reason: format!("media type `{}`", bundle.media_type) });
+        return Err(VerifyFailure::UnsupportedBundle {
+            reason: format!("media type `{}`", bundle.media_type),
+        });
     }
     if bundle.dsse_envelope.signatures.len() != 1 {
-        return Err(VerifyFailure::UnsupportedBundle { reason: "a bundle must carry exactly one signature".into() });
+        return Err(VerifyFailure::UnsupportedBundle {
+            reason: "a bundle must carry exactly one signature".into(),
+        });
     }
     match bundle.hint() {
         Some(hint) if hint == key.hint() => {}
-        Some(_) => return Err(VerifyFailure::HintMismatch { key_id: key.key_id() }),
+        Some(_) => {
+            return Err(VerifyFailure::HintMismatch {
+                key_id: key.key_id(),
+            });
+        }
         None => {
             return Err(VerifyFailure::UnsupportedBundle {
                 reason: "certificate bundles need a trusted root; use a key bundle".into(),
@@ -102,18 +125,20 @@ pub fn verify_bundle(bundle: &Bundle, key: &PublicKey) -> Result<Verified, Verif
 
 /// Checks the statement of a verified envelope against what the caller expects.
 pub fn check_expectations(verified: &Verified, expect: &Expectations) -> Result<(), VerifyFailure> {
-    if let Some(sha) = &expect.subject_sha256 {
-        if !verified.statement.has_subject_digest(sha) {
-            return Err(VerifyFailure::SubjectMismatch { sha256: sha.clone() });
-        }
+    if let Some(sha) = &expect.subject_sha256
+        && !verified.statement.has_subject_digest(sha)
+    {
+        return Err(VerifyFailure::SubjectMismatch {
+            sha256: sha.clone(),
+        });
     }
-    if let Some(expected) = &expect.predicate_type {
-        if &verified.statement.predicate_type != expected {
-            return Err(VerifyFailure::PredicateTypeMismatch {
-                expected: expected.clone(),
-                found: verified.statement.predicate_type.clone(),
-            });
-        }
+    if let Some(expected) = &expect.predicate_type
+        && &verified.statement.predicate_type != expected
+    {
+        return Err(VerifyFailure::PredicateTypeMismatch {
+            expected: expected.clone(),
+            found: verified.statement.predicate_type.clone(),
+        });
     }
     Ok(())
 }

@@ -12,15 +12,23 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use stella_signer::digest::sha256_hex;
-use stella_signer::{Bundle, Envelope, EnvelopeSignature, FileKeySigner, IN_TOTO_PAYLOAD_TYPE, KeySigner, Statement, Subject};
+use stella_signer::{
+    Bundle, Envelope, EnvelopeSignature, FileKeySigner, IN_TOTO_PAYLOAD_TYPE, KeySigner, Statement,
+    Subject,
+};
 
 fn path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/golden/sbom-file-key.json")
 }
 
 fn statement(vector: &Value) -> Statement {
-    let subjects: Vec<Subject> = serde_json::from_value(vector["subject"].clone()).expect("subjects");
-    let ty = vector["predicateType"].as_str().expect("type").parse().expect("allowed type");
+    let subjects: Vec<Subject> =
+        serde_json::from_value(vector["subject"].clone()).expect("subjects");
+    let ty = vector["predicateType"]
+        .as_str()
+        .expect("type")
+        .parse()
+        .expect("allowed type");
     Statement::build(subjects, ty, vector["predicate"].clone()).expect("statement")
 }
 
@@ -29,30 +37,58 @@ fn golden_sbom_vector() {
     if std::env::var_os("STELLA_REGENERATE_GOLDEN").is_some() {
         regenerate();
     }
-    let vector: Value = serde_json::from_slice(&fs::read(path()).expect("vector file")).expect("json");
-    let key = FileKeySigner::from_pkcs8_pem(vector["keyPkcs8Pem"].as_str().expect("key")).expect("key");
+    let vector: Value =
+        serde_json::from_slice(&fs::read(path()).expect("vector file")).expect("json");
+    let key =
+        FileKeySigner::from_pkcs8_pem(vector["keyPkcs8Pem"].as_str().expect("key")).expect("key");
     let expected = &vector["expected"];
 
     let payload = statement(&vector).to_canonical_bytes().expect("payload");
-    assert_eq!(String::from_utf8(payload.clone()).expect("utf8"), expected["payload"].as_str().expect("payload"));
+    assert_eq!(
+        String::from_utf8(payload.clone()).expect("utf8"),
+        expected["payload"].as_str().expect("payload")
+    );
     let pae = stella_signer::pae(IN_TOTO_PAYLOAD_TYPE, &payload);
-    assert_eq!(STANDARD.encode(&pae), expected["paeBase64"].as_str().expect("pae"));
-    assert_eq!(sha256_hex(&pae), expected["paeSha256"].as_str().expect("pae hash"));
-    assert_eq!(key.descriptor().key_id, expected["keyId"].as_str().expect("key id"));
-    assert_eq!(key.public_key().hint(), expected["hint"].as_str().expect("hint"));
+    assert_eq!(
+        STANDARD.encode(&pae),
+        expected["paeBase64"].as_str().expect("pae")
+    );
+    assert_eq!(
+        sha256_hex(&pae),
+        expected["paeSha256"].as_str().expect("pae hash")
+    );
+    assert_eq!(
+        key.descriptor().key_id,
+        expected["keyId"].as_str().expect("key id")
+    );
+    assert_eq!(
+        key.public_key().hint(),
+        expected["hint"].as_str().expect("hint")
+    );
 
-    let sig = STANDARD.decode(expected["signature"].as_str().expect("sig")).expect("b64");
-    assert!(key.public_key().verify(&pae, &sig), "the stored signature must verify over the PAE bytes");
+    let sig = STANDARD
+        .decode(expected["signature"].as_str().expect("sig"))
+        .expect("b64");
+    assert!(
+        key.public_key().verify(&pae, &sig),
+        "the stored signature must verify over the PAE bytes"
+    );
 
     let envelope = Envelope {
         payload_type: IN_TOTO_PAYLOAD_TYPE.into(),
         payload,
-        signatures: vec![EnvelopeSignature { keyid: Some(key.descriptor().key_id.clone()), sig: sig.clone() }],
+        signatures: vec![EnvelopeSignature {
+            keyid: Some(key.descriptor().key_id.clone()),
+            sig: sig.clone(),
+        }],
     };
     let mut op = key.sign(b"unused").expect("sign");
     op.signature = sig;
     let bundle = Bundle::for_signature(&envelope, 0, &op).expect("bundle");
-    assert_eq!(bundle.sha256().expect("hash"), expected["bundleSha256"].as_str().expect("bundle hash"));
+    assert_eq!(
+        bundle.sha256().expect("hash"),
+        expected["bundleSha256"].as_str().expect("bundle hash")
+    );
     assert_eq!(
         String::from_utf8(bundle.canonical_bytes().expect("bytes")).expect("utf8"),
         expected["bundleCanonical"].as_str().expect("bundle bytes")
@@ -69,7 +105,8 @@ fn regenerate() {
         "predicate": {"format": "cyclonedx-json", "digest": "sha256:1f3870be274f6c49b3e31a0c6728957f1ff26cfd05d8a8d7e1b5c0f2e3d4a5b6", "componentCount": 42},
     });
     let payload = statement(&vector).to_canonical_bytes().expect("payload");
-    let (envelope, ops) = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, payload.clone(), &[&key]).expect("sign");
+    let (envelope, ops) =
+        Envelope::sign(IN_TOTO_PAYLOAD_TYPE, payload.clone(), &[&key]).expect("sign");
     let bundle = Bundle::for_signature(&envelope, 0, &ops[0]).expect("bundle");
     let pae = envelope.pae();
     vector["expected"] = json!({

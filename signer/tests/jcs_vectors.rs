@@ -24,7 +24,11 @@ fn every_input_canonicalizes_to_its_output() {
             "vector {name:?}"
         );
         // Canonical output is a fixed point.
-        assert_eq!(canonical::canonicalize(&expected).expect("again"), expected, "{name:?}");
+        assert_eq!(
+            canonical::canonicalize(&expected).expect("again"),
+            expected,
+            "{name:?}"
+        );
         checked += 1;
     }
     assert!(checked >= 9, "only {checked} vectors found");
@@ -34,17 +38,28 @@ fn every_input_canonicalizes_to_its_output() {
 fn appendix_b_numbers() {
     let table = fs::read_to_string(dir().join("numbers.tsv")).expect("numbers.tsv");
     let mut checked = 0;
-    for line in table.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+    for line in table
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
         let (bits, expected) = line.split_once('\t').expect("tab-separated");
         let value = f64::from_bits(u64::from_str_radix(bits.trim(), 16).expect("hex bits"));
         let got = canonical::to_vec(&value).expect("finite numbers serialize");
-        assert_eq!(String::from_utf8(got).expect("utf8"), expected.trim(), "bits {bits}");
+        assert_eq!(
+            String::from_utf8(got).expect("utf8"),
+            expected.trim(),
+            "bits {bits}"
+        );
         checked += 1;
     }
     assert!(checked >= 20);
-    let invalid = fs::read_to_string(dir().join("numbers-invalid.txt")).expect("numbers-invalid.txt");
+    let invalid =
+        fs::read_to_string(dir().join("numbers-invalid.txt")).expect("numbers-invalid.txt");
     for bits in invalid.lines().filter(|l| !l.trim().is_empty()) {
         let value = f64::from_bits(u64::from_str_radix(bits.trim(), 16).expect("hex bits"));
-        assert!(canonical::to_vec(&value).is_err(), "NaN/Infinity must not serialize: {bits}");
+        assert!(
+            canonical::to_vec(&value).is_err(),
+            "NaN/Infinity must not serialize: {bits}"
+        );
     }
 }

@@ -80,7 +80,13 @@ impl AuditRecord {
         };
         let audit_id = audit_id(seq);
         let hash = content_hash(seq, &audit_id, &draft, &prev_hash);
-        AuditRecord { seq, audit_id, draft, prev_hash, hash }
+        AuditRecord {
+            seq,
+            audit_id,
+            draft,
+            prev_hash,
+            hash,
+        }
     }
 
     /// The hash this record should carry given its content.
@@ -96,7 +102,13 @@ impl AuditRecord {
 }
 
 fn content_hash(seq: u64, audit_id: &str, draft: &AuditDraft, prev_hash: &str) -> String {
-    let bytes = serde_json_canonicalizer::to_vec(&Unhashed { seq, audit_id, draft, prev_hash }).unwrap_or_default();
+    let bytes = serde_json_canonicalizer::to_vec(&Unhashed {
+        seq,
+        audit_id,
+        draft,
+        prev_hash,
+    })
+    .unwrap_or_default();
     hex::encode(Sha256::digest(&bytes))
 }
 
@@ -124,10 +136,16 @@ pub fn verify_chain<'a>(
     };
     for record in records {
         if record.seq != expected_seq {
-            return Err(AuditChainError::Gap { seq: record.seq, expected: expected_seq });
+            return Err(AuditChainError::Gap {
+                seq: record.seq,
+                expected: expected_seq,
+            });
         }
         if record.audit_id != audit_id(record.seq) {
-            return Err(AuditChainError::BadId { seq: record.seq, audit_id: record.audit_id.clone() });
+            return Err(AuditChainError::BadId {
+                seq: record.seq,
+                audit_id: record.audit_id.clone(),
+            });
         }
         if record.prev_hash != expected_prev {
             return Err(AuditChainError::BrokenLink { seq: record.seq });
@@ -184,7 +202,10 @@ mod tests {
         let line = records[2].to_canonical_line();
         let back: AuditRecord = serde_json::from_slice(&line).expect("parse");
         assert_eq!(back, records[2]);
-        assert_eq!(verify_chain(&records[3..], Some((records[2].seq, &records[2].hash))), Ok(()));
+        assert_eq!(
+            verify_chain(&records[3..], Some((records[2].seq, &records[2].hash))),
+            Ok(())
+        );
     }
 
     #[test]
@@ -192,20 +213,35 @@ mod tests {
         let records = chain_of(4);
         let mut edited = records.clone();
         edited[1].draft.tenant = "tenant-b".into();
-        assert_eq!(verify_chain(&edited, None), Err(AuditChainError::Tampered { seq: 2 }));
+        assert_eq!(
+            verify_chain(&edited, None),
+            Err(AuditChainError::Tampered { seq: 2 })
+        );
 
         let mut dropped = records.clone();
         dropped.remove(1);
-        assert_eq!(verify_chain(&dropped, None), Err(AuditChainError::Gap { seq: 3, expected: 2 }));
+        assert_eq!(
+            verify_chain(&dropped, None),
+            Err(AuditChainError::Gap {
+                seq: 3,
+                expected: 2
+            })
+        );
 
         let mut relinked = records.clone();
         relinked[2].prev_hash = GENESIS_HASH.into();
         relinked[2].hash = relinked[2].computed_hash();
-        assert_eq!(verify_chain(&relinked, None), Err(AuditChainError::BrokenLink { seq: 3 }));
+        assert_eq!(
+            verify_chain(&relinked, None),
+            Err(AuditChainError::BrokenLink { seq: 3 })
+        );
 
         let mut renamed = records;
         renamed[0].audit_id = "aud-x".into();
-        assert!(matches!(verify_chain(&renamed, None), Err(AuditChainError::BadId { seq: 1, .. })));
+        assert!(matches!(
+            verify_chain(&renamed, None),
+            Err(AuditChainError::BadId { seq: 1, .. })
+        ));
     }
 
     #[test]
@@ -216,5 +252,6 @@ mod tests {
         assert_eq!(record.hash, GOLDEN_FIRST_HASH);
     }
 
-    const GOLDEN_FIRST_HASH: &str = "43b08650bff6cd8d168e21b4dad7885a2aa737dd33c6414764f117c0946ae8ac";
+    const GOLDEN_FIRST_HASH: &str =
+        "43b08650bff6cd8d168e21b4dad7885a2aa737dd33c6414764f117c0946ae8ac";
 }

@@ -15,7 +15,12 @@ struct Answer {
     body: Value,
 }
 
-fn post(node: &NodeProcess, token: Option<&str>, content_type: Option<&str>, body: Vec<u8>) -> Answer {
+fn post(
+    node: &NodeProcess,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Answer {
     let client = reqwest::blocking::Client::new();
     let mut req = client.post(format!("{}{SIGN}", node.url)).body(body);
     if let Some(t) = token {
@@ -26,9 +31,18 @@ fn post(node: &NodeProcess, token: Option<&str>, content_type: Option<&str>, bod
     }
     let resp = req.send().expect("request");
     let status = resp.status().as_u16();
-    let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let body = serde_json::from_slice(&resp.bytes().expect("body")).unwrap_or(Value::Null);
-    Answer { status, content_type, body }
+    Answer {
+        status,
+        content_type,
+        body,
+    }
 }
 
 fn assert_problem(answer: &Answer, status: u16, code: &str) {
@@ -36,8 +50,16 @@ fn assert_problem(answer: &Answer, status: u16, code: &str) {
     assert_eq!(answer.content_type, "application/problem+json");
     assert_eq!(answer.body["code"], code);
     assert_eq!(answer.body["status"], status);
-    assert!(answer.body["type"].as_str().is_some_and(|t| t.ends_with(code)));
-    assert!(answer.body["requestId"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(
+        answer.body["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(code))
+    );
+    assert!(
+        answer.body["requestId"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
 }
 
 #[test]
@@ -50,42 +72,112 @@ fn every_bad_request_gets_its_stable_problem_code() {
     let good = serde_json::to_vec(&sbom_request_json()).expect("json");
 
     // Authentication comes first.
-    assert_problem(&post(&node, None, json_ct, good.clone()), 401, "invalid_token");
-    assert_problem(&post(&node, Some("forged-token"), json_ct, good.clone()), 401, "invalid_token");
+    assert_problem(
+        &post(&node, None, json_ct, good.clone()),
+        401,
+        "invalid_token",
+    );
+    assert_problem(
+        &post(&node, Some("forged-token"), json_ct, good.clone()),
+        401,
+        "invalid_token",
+    );
 
     // Body shape.
-    assert_problem(&post(&node, t, json_ct, b"{not json".to_vec()), 400, "invalid_request");
+    assert_problem(
+        &post(&node, t, json_ct, b"{not json".to_vec()),
+        400,
+        "invalid_request",
+    );
     assert_problem(&post(&node, t, json_ct, Vec::new()), 400, "invalid_request");
-    assert_problem(&post(&node, t, json_ct, b"[1,2,3]".to_vec()), 400, "invalid_request");
+    assert_problem(
+        &post(&node, t, json_ct, b"[1,2,3]".to_vec()),
+        400,
+        "invalid_request",
+    );
     let mut unknown_field = sbom_request_json();
     unknown_field["surprise"] = json!(true);
-    assert_problem(&post(&node, t, json_ct, serde_json::to_vec(&unknown_field).expect("json")), 400, "invalid_request");
+    assert_problem(
+        &post(
+            &node,
+            t,
+            json_ct,
+            serde_json::to_vec(&unknown_field).expect("json"),
+        ),
+        400,
+        "invalid_request",
+    );
     let mut bad_digest = sbom_request_json();
     bad_digest["subject"][0]["digest"]["sha256"] = json!("ZZZ");
-    assert_problem(&post(&node, t, json_ct, serde_json::to_vec(&bad_digest).expect("json")), 400, "invalid_request");
+    assert_problem(
+        &post(
+            &node,
+            t,
+            json_ct,
+            serde_json::to_vec(&bad_digest).expect("json"),
+        ),
+        400,
+        "invalid_request",
+    );
     let mut bad_predicate = sbom_request_json();
     bad_predicate["predicate"]["componentCount"] = json!("many");
-    assert_problem(&post(&node, t, json_ct, serde_json::to_vec(&bad_predicate).expect("json")), 400, "invalid_request");
+    assert_problem(
+        &post(
+            &node,
+            t,
+            json_ct,
+            serde_json::to_vec(&bad_predicate).expect("json"),
+        ),
+        400,
+        "invalid_request",
+    );
 
     // Unknown predicate type.
     let mut unknown_type = sbom_request_json();
     unknown_type["predicateType"] = json!("https://slsa.dev/provenance/v1");
-    assert_problem(&post(&node, t, json_ct, serde_json::to_vec(&unknown_type).expect("json")), 400, "unsupported_predicate_type");
+    assert_problem(
+        &post(
+            &node,
+            t,
+            json_ct,
+            serde_json::to_vec(&unknown_type).expect("json"),
+        ),
+        400,
+        "unsupported_predicate_type",
+    );
 
     // Content type.
-    assert_problem(&post(&node, t, Some("text/plain"), good.clone()), 415, "unsupported_media_type");
-    assert_problem(&post(&node, t, None, good.clone()), 415, "unsupported_media_type");
+    assert_problem(
+        &post(&node, t, Some("text/plain"), good.clone()),
+        415,
+        "unsupported_media_type",
+    );
+    assert_problem(
+        &post(&node, t, None, good.clone()),
+        415,
+        "unsupported_media_type",
+    );
 
     // Oversized body (default limit 1 MiB), declared by Content-Length.
     let mut huge = sbom_request_json();
     huge["predicate"]["padding"] = json!("x".repeat(2 * 1024 * 1024));
-    assert_problem(&post(&node, t, json_ct, serde_json::to_vec(&huge).expect("json")), 413, "artifact_too_large");
+    assert_problem(
+        &post(&node, t, json_ct, serde_json::to_vec(&huge).expect("json")),
+        413,
+        "artifact_too_large",
+    );
 
     // Routing.
     let client = reqwest::blocking::Client::new();
-    let r = client.get(format!("{}/api/v1/signer/nope", node.url)).send().expect("get");
+    let r = client
+        .get(format!("{}/api/v1/signer/nope", node.url))
+        .send()
+        .expect("get");
     assert_eq!(r.status().as_u16(), 404);
-    let r = client.get(format!("{}{SIGN}", node.url)).send().expect("get");
+    let r = client
+        .get(format!("{}{SIGN}", node.url))
+        .send()
+        .expect("get");
     assert_eq!(r.status().as_u16(), 405);
     let body: Value = r.json().expect("problem json");
     assert_eq!(body["code"], "method_not_allowed");
@@ -93,7 +185,10 @@ fn every_bad_request_gets_its_stable_problem_code() {
     // Still alive and signing, and nothing above was a 5xx.
     let ok = post(&node, t, json_ct, good);
     assert_eq!(ok.status, 200, "{}", ok.body);
-    assert!(node.logs().iter().all(|l| !l.contains("\"status\":500")), "no request may end in a 500");
+    assert!(
+        node.logs().iter().all(|l| !l.contains("\"status\":500")),
+        "no request may end in a 500"
+    );
 }
 
 #[test]
@@ -103,7 +198,9 @@ fn an_oversized_chunked_body_without_content_length_is_refused() {
     let token = node.token();
     let addr = node.url.trim_start_matches("http://").to_owned();
     let mut stream = TcpStream::connect(&addr).expect("connect");
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
     let head = format!(
         "POST {SIGN} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     );
@@ -111,7 +208,12 @@ fn an_oversized_chunked_body_without_content_length_is_refused() {
     let chunk = vec![b' '; 64 * 1024];
     // Send up to 2 MiB of whitespace; the node answers (and may close) once the limit is passed.
     for _ in 0..32 {
-        let frame = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk.clone(), b"\r\n".to_vec()].concat();
+        let frame = [
+            format!("{:x}\r\n", chunk.len()).into_bytes(),
+            chunk.clone(),
+            b"\r\n".to_vec(),
+        ]
+        .concat();
         if stream.write_all(&frame).is_err() {
             break;
         }

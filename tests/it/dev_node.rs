@@ -12,29 +12,89 @@ fn sign_sbom_and_verify_offline_with_the_cli() {
     let tmp = tempfile::tempdir().expect("tmp");
     let node = NodeProcess::start_dev(&tmp.path().join("data"));
     let sbom = repo_root().join("examples/sbom.cdx.json");
-    let (bundle, envelope) = (tmp.path().join("sbom.bundle.json"), tmp.path().join("sbom.dsse.json"));
+    let (bundle, envelope) = (
+        tmp.path().join("sbom.bundle.json"),
+        tmp.path().join("sbom.dsse.json"),
+    );
     let creds = node.dev_dir();
 
-    let out = stella(&["sign", "sbom", s(&sbom), "--credentials", s(&creds), "--bundle", s(&bundle), "--envelope", s(&envelope), "--output", "json"]);
-    assert!(out.status.success(), "sign failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = stella(&[
+        "sign",
+        "sbom",
+        s(&sbom),
+        "--credentials",
+        s(&creds),
+        "--bundle",
+        s(&bundle),
+        "--envelope",
+        s(&envelope),
+        "--output",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "sign failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let response: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json response");
     assert_eq!(response["signerIdentity"]["mode"], "keyful");
     assert_eq!(response["signerIdentity"]["algorithm"], "ECDSA_P256_SHA256");
-    assert!(response["auditId"].as_str().is_some_and(|id| id.starts_with("aud-")));
+    assert!(
+        response["auditId"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("aud-"))
+    );
     assert_eq!(response["bundles"].as_array().map(Vec::len), Some(1));
-    assert_eq!(response["bundleSha256"], response["bundles"][0]["bundleSha256"]);
+    assert_eq!(
+        response["bundleSha256"],
+        response["bundles"][0]["bundleSha256"]
+    );
 
     let key = node.public_key_path();
-    let ok = stella(&["verify", s(&sbom), "--bundle", s(&bundle), "--key", s(&key), "--predicate-type", "stella.ops/sbom@v1", "--output", "json"]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    let ok = stella(&[
+        "verify",
+        s(&sbom),
+        "--bundle",
+        s(&bundle),
+        "--key",
+        s(&key),
+        "--predicate-type",
+        "stella.ops/sbom@v1",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
     let report: serde_json::Value = serde_json::from_slice(&ok.stdout).expect("json");
     assert_eq!(report["verified"], true);
-    assert_eq!(report["bundleSha256"], response["bundleSha256"], "the bundle hash is reproducible from the file");
-    assert!(stella(&["verify", s(&sbom), "--envelope", s(&envelope), "--key", s(&key)]).status.success());
+    assert_eq!(
+        report["bundleSha256"], response["bundleSha256"],
+        "the bundle hash is reproducible from the file"
+    );
+    assert!(
+        stella(&[
+            "verify",
+            s(&sbom),
+            "--envelope",
+            s(&envelope),
+            "--key",
+            s(&key)
+        ])
+        .status
+        .success()
+    );
 
     // The predicate describes the SBOM: format, digest, component count (nested included).
-    let bundle_json: serde_json::Value = serde_json::from_slice(&std::fs::read(&bundle).expect("bundle")).expect("json");
-    let payload = base64_decode(bundle_json["dsseEnvelope"]["payload"].as_str().expect("payload"));
+    let bundle_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&bundle).expect("bundle")).expect("json");
+    let payload = base64_decode(
+        bundle_json["dsseEnvelope"]["payload"]
+            .as_str()
+            .expect("payload"),
+    );
     let statement: serde_json::Value = serde_json::from_slice(&payload).expect("statement");
     assert_eq!(statement["predicate"]["format"], "cyclonedx-json");
     assert_eq!(statement["predicate"]["componentCount"], 5);
@@ -42,18 +102,62 @@ fn sign_sbom_and_verify_offline_with_the_cli() {
 
     // Wrong artifact, wrong predicate type, wrong key: exit 1 with a reason.
     let report_file = repo_root().join("examples/report.json");
-    let wrong = stella(&["verify", s(&report_file), "--bundle", s(&bundle), "--key", s(&key)]);
+    let wrong = stella(&[
+        "verify",
+        s(&report_file),
+        "--bundle",
+        s(&bundle),
+        "--key",
+        s(&key),
+    ]);
     assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("not a subject"));
-    let wrong_type = stella(&["verify", s(&sbom), "--bundle", s(&bundle), "--key", s(&key), "--predicate-type", "stella.ops/report@v1"]);
+    let wrong_type = stella(&[
+        "verify",
+        s(&sbom),
+        "--bundle",
+        s(&bundle),
+        "--key",
+        s(&key),
+        "--predicate-type",
+        "stella.ops/report@v1",
+    ]);
     assert_eq!(wrong_type.status.code(), Some(1));
     let other_key = tmp.path().join("other.pub.pem");
-    std::fs::write(&other_key, stella_signer::FileKeySigner::generate().expect("key").public_key().to_pem()).expect("write");
-    let wrong_key = stella(&["verify", s(&sbom), "--bundle", s(&bundle), "--key", s(&other_key), "--output", "json"]);
+    std::fs::write(
+        &other_key,
+        stella_signer::FileKeySigner::generate()
+            .expect("key")
+            .public_key()
+            .to_pem(),
+    )
+    .expect("write");
+    let wrong_key = stella(&[
+        "verify",
+        s(&sbom),
+        "--bundle",
+        s(&bundle),
+        "--key",
+        s(&other_key),
+        "--output",
+        "json",
+    ]);
     assert_eq!(wrong_key.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong_key.stdout).contains("hint_mismatch"));
     // Missing files are a different failure (exit 2), not a verification verdict.
-    assert_eq!(stella(&["verify", s(&sbom), "--bundle", "/nonexistent", "--key", s(&key)]).status.code(), Some(2));
+    assert_eq!(
+        stella(&[
+            "verify",
+            s(&sbom),
+            "--bundle",
+            "/nonexistent",
+            "--key",
+            s(&key)
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
 }
 
 #[test]
@@ -66,13 +170,43 @@ fn sign_report_with_explicit_subject_and_policy() {
     let policy = format!("sha256:{}", "4".repeat(64));
     let subject = format!("registry.example/acme/payments@{digest}");
     let out = stella(&[
-        "sign", "report", s(&report), "--subject", &subject, "--policy-digest", &policy, "--view-set", "ops,audit",
-        "--credentials", s(&node.dev_dir()), "--bundle", s(&bundle),
+        "sign",
+        "report",
+        s(&report),
+        "--subject",
+        &subject,
+        "--policy-digest",
+        &policy,
+        "--view-set",
+        "ops,audit",
+        "--credentials",
+        s(&node.dev_dir()),
+        "--bundle",
+        s(&bundle),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let key = node.public_key_path();
-    let ok = stella(&["verify", &digest, "--bundle", s(&bundle), "--key", s(&key), "--predicate-type", "stella.ops/report@v1", "--output", "json"]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    let ok = stella(&[
+        "verify",
+        &digest,
+        "--bundle",
+        s(&bundle),
+        "--key",
+        s(&key),
+        "--predicate-type",
+        "stella.ops/report@v1",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
     let records = audit_records(&node.data_dir);
     let last = records.last().expect("an audit record");
     assert_eq!(last["predicateType"], "stella.ops/report@v1");
@@ -81,7 +215,13 @@ fn sign_report_with_explicit_subject_and_policy() {
     // A report without any policy metadata is refused by the CLI before it reaches the node.
     let bare = tmp.path().join("bare.json");
     std::fs::write(&bare, "{}").expect("write");
-    let refused = stella(&["sign", "report", s(&bare), "--credentials", s(&node.dev_dir())]);
+    let refused = stella(&[
+        "sign",
+        "report",
+        s(&bare),
+        "--credentials",
+        s(&node.dev_dir()),
+    ]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("policy digest"));
 }
@@ -96,29 +236,73 @@ fn key_and_audit_chain_survive_a_restart() {
     let first_key = std::fs::read_to_string(node.public_key_path()).expect("pub key");
     let first_token = node.token();
     for _ in 0..3 {
-        assert!(stella(&["sign", "sbom", s(&sbom), "--credentials", s(&node.dev_dir())]).status.success());
+        assert!(
+            stella(&[
+                "sign",
+                "sbom",
+                s(&sbom),
+                "--credentials",
+                s(&node.dev_dir())
+            ])
+            .status
+            .success()
+        );
     }
     assert!(node.stop().success(), "SIGTERM is a clean shutdown");
 
     let node = NodeProcess::start_dev(&data);
-    assert_eq!(std::fs::read_to_string(node.public_key_path()).expect("pub key"), first_key, "the dev key is kept");
+    assert_eq!(
+        std::fs::read_to_string(node.public_key_path()).expect("pub key"),
+        first_key,
+        "the dev key is kept"
+    );
     assert_eq!(node.token(), first_token, "the dev credential is kept");
-    let out = stella(&["sign", "sbom", s(&sbom), "--credentials", s(&node.dev_dir()), "--output", "json"]);
+    let out = stella(&[
+        "sign",
+        "sbom",
+        s(&sbom),
+        "--credentials",
+        s(&node.dev_dir()),
+        "--output",
+        "json",
+    ]);
     assert!(out.status.success());
     let response: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(response["auditId"], "aud-0000000000000004", "the chain continues after a restart");
+    assert_eq!(
+        response["auditId"], "aud-0000000000000004",
+        "the chain continues after a restart"
+    );
     drop(node);
 
     let summary = audit_verify(&data).expect("chain verifies");
     assert_eq!(summary["records"], 4);
     let records = audit_records(&data);
     assert_eq!(records[3]["prevHash"], records[2]["hash"]);
-    for field in ["time", "tenant", "callerSubject", "issuer", "subjectDigests", "predicateType", "keyId", "keySource", "signingMode", "poeState", "decision", "reason", "bundleSha256"] {
-        assert!(!records[3][field].is_null(), "audit records carry `{field}`");
+    for field in [
+        "time",
+        "tenant",
+        "callerSubject",
+        "issuer",
+        "subjectDigests",
+        "predicateType",
+        "keyId",
+        "keySource",
+        "signingMode",
+        "poeState",
+        "decision",
+        "reason",
+        "bundleSha256",
+    ] {
+        assert!(
+            !records[3][field].is_null(),
+            "audit records carry `{field}`"
+        );
     }
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(text).expect("base64")
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64")
 }

@@ -10,7 +10,10 @@ use serde_json::Value;
 use stella_tests::{NodeProcess, audit_records, audit_verify, sbom_request_json};
 
 fn load(url: String, token: String, stop: Arc<AtomicBool>) -> Vec<(String, String)> {
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
     let body = serde_json::to_vec(&sbom_request_json()).expect("json");
     let mut acked = Vec::new();
     while !stop.load(Ordering::Relaxed) {
@@ -24,8 +27,13 @@ fn load(url: String, token: String, stop: Arc<AtomicBool>) -> Vec<(String, Strin
         if resp.status().as_u16() != 200 {
             continue;
         }
-        let Ok(json) = resp.json::<Value>() else { break };
-        acked.push((json["auditId"].as_str().unwrap_or_default().to_owned(), json["bundleSha256"].as_str().unwrap_or_default().to_owned()));
+        let Ok(json) = resp.json::<Value>() else {
+            break;
+        };
+        acked.push((
+            json["auditId"].as_str().unwrap_or_default().to_owned(),
+            json["bundleSha256"].as_str().unwrap_or_default().to_owned(),
+        ));
     }
     acked
 }
@@ -51,20 +59,37 @@ fn sigkill_under_load_loses_no_acknowledged_record() {
             all_acked.extend(w.join().expect("worker"));
         }
     }
-    assert!(all_acked.len() > 50, "the load should have been acknowledged many times, got {}", all_acked.len());
+    assert!(
+        all_acked.len() > 50,
+        "the load should have been acknowledged many times, got {}",
+        all_acked.len()
+    );
 
     let summary = audit_verify(&data).expect("the chain verifies after three SIGKILLs");
     let records = audit_records(&data);
     assert_eq!(summary["records"].as_u64(), Some(records.len() as u64));
     let on_disk: std::collections::HashMap<String, String> = records
         .iter()
-        .map(|r| (r["auditId"].as_str().unwrap_or_default().to_owned(), r["bundleSha256"].as_str().unwrap_or_default().to_owned()))
+        .map(|r| {
+            (
+                r["auditId"].as_str().unwrap_or_default().to_owned(),
+                r["bundleSha256"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
     for (audit_id, bundle_sha) in &all_acked {
-        assert_eq!(on_disk.get(audit_id), Some(bundle_sha), "acknowledged {audit_id} must be on disk with its bundle hash");
+        assert_eq!(
+            on_disk.get(audit_id),
+            Some(bundle_sha),
+            "acknowledged {audit_id} must be on disk with its bundle hash"
+        );
     }
     let unique: std::collections::HashSet<_> = all_acked.iter().map(|(id, _)| id).collect();
-    assert_eq!(unique.len(), all_acked.len(), "no audit id was handed out twice");
+    assert_eq!(
+        unique.len(),
+        all_acked.len(),
+        "no audit id was handed out twice"
+    );
 
     // The node restarts on the same data and continues the chain.
     let node = NodeProcess::start_dev(&data);
@@ -77,5 +102,8 @@ fn sigkill_under_load_loses_no_acknowledged_record() {
         .expect("sign")
         .json()
         .expect("json");
-    assert_eq!(resp["auditId"], stella_state::audit::audit_id(records.len() as u64 + 1));
+    assert_eq!(
+        resp["auditId"],
+        stella_state::audit::audit_id(records.len() as u64 + 1)
+    );
 }

@@ -20,25 +20,72 @@ fn traces_logs_and_metrics_describe_each_signing() {
         .expect("sign");
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(resp.headers()["x-request-id"], "ci-build-42");
-    let traceparent = resp.headers()["traceparent"].to_str().expect("ascii").to_owned();
-    assert!(traceparent.starts_with(&format!("00-{trace_id}-")) && traceparent.ends_with("-01"), "{traceparent}");
+    let traceparent = resp.headers()["traceparent"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        traceparent.starts_with(&format!("00-{trace_id}-")) && traceparent.ends_with("-01"),
+        "{traceparent}"
+    );
     let body: Value = resp.json().expect("json");
     assert_eq!(body["requestId"], "ci-build-42");
-    let key_id = body["signerIdentity"]["keyId"].as_str().expect("key id").to_owned();
+    let key_id = body["signerIdentity"]["keyId"]
+        .as_str()
+        .expect("key id")
+        .to_owned();
 
     // A rejected request is counted under its problem code.
-    let rejected = client.post(format!("{}/api/v1/signer/sign/dsse", node.url)).bearer_auth(node.token()).header("content-type", "application/json").body("{").send().expect("bad");
+    let rejected = client
+        .post(format!("{}/api/v1/signer/sign/dsse", node.url))
+        .bearer_auth(node.token())
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .expect("bad");
     assert_eq!(rejected.status().as_u16(), 400);
 
-    let metrics = client.get(format!("{}/metrics", node.url)).send().expect("metrics").text().expect("text");
-    assert!(metrics.contains("stella_signer_sign_latency_seconds_bucket{outcome=\"signed\""), "{metrics}");
-    assert!(metrics.contains("stella_signer_sign_requests_total{outcome=\"signed\"} 1"), "{metrics}");
-    assert!(metrics.contains("stella_signer_sign_requests_total{outcome=\"invalid_request\"} 1"), "{metrics}");
-    assert!(metrics.contains(&format!("stella_signer_key_usage_total{{key_id=\"{key_id}\"}} 1")), "{metrics}");
+    let metrics = client
+        .get(format!("{}/metrics", node.url))
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+    assert!(
+        metrics.contains("stella_signer_sign_latency_seconds_bucket{outcome=\"signed\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stella_signer_sign_requests_total{outcome=\"signed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stella_signer_sign_requests_total{outcome=\"invalid_request\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "stella_signer_key_usage_total{{key_id=\"{key_id}\"}} 1"
+        )),
+        "{metrics}"
+    );
 
-    let ready: Value = client.get(format!("{}/readyz", node.url)).send().expect("readyz").json().expect("json");
+    let ready: Value = client
+        .get(format!("{}/readyz", node.url))
+        .send()
+        .expect("readyz")
+        .json()
+        .expect("json");
     assert_eq!(ready["status"], "ready");
-    assert_eq!(client.get(format!("{}/healthz", node.url)).send().expect("healthz").status().as_u16(), 200);
+    assert_eq!(
+        client
+            .get(format!("{}/healthz", node.url))
+            .send()
+            .expect("healthz")
+            .status()
+            .as_u16(),
+        200
+    );
 
     // One structured decision line with the fields operators filter on.
     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -51,7 +98,10 @@ fn traces_logs_and_metrics_describe_each_signing() {
     assert_eq!(decision["tenant"], "dev");
     assert_eq!(decision["predicate_type"], "stella.ops/sbom@v1");
     assert_eq!(decision["key_id"], key_id.as_str());
-    assert_eq!(decision["subject_digest"], format!("sha256:{}", "a".repeat(64)));
+    assert_eq!(
+        decision["subject_digest"],
+        format!("sha256:{}", "a".repeat(64))
+    );
     assert_eq!(decision["span"]["request_id"], "ci-build-42");
     assert_eq!(decision["span"]["trace_id"], trace_id);
     assert!(decision["latency_ms"].as_f64().is_some());

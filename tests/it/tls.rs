@@ -6,16 +6,78 @@ use std::process::Command;
 use stella_tests::{NodeProcess, bin, repo_root, stella};
 
 fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A CA and a server certificate for 127.0.0.1, made with the openssl CLI.
 fn make_pki(dir: &Path) {
-    openssl(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=stella test CA"], dir);
-    openssl(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"], dir);
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=stella test CA",
+        ],
+        dir,
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        dir,
+    );
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").expect("ext");
-    openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf"], dir);
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+        dir,
+    );
 }
 
 #[test]
@@ -35,7 +97,10 @@ fn a_configured_node_serves_tls_and_the_cli_signs_through_it() {
     );
     std::fs::write(dir.join("node.toml"), &config).expect("config");
     let config_path = dir.join("node.toml");
-    let node = NodeProcess::start(&["serve", "--config", config_path.to_str().expect("utf8")], &dir.join("data"));
+    let node = NodeProcess::start(
+        &["serve", "--config", config_path.to_str().expect("utf8")],
+        &dir.join("data"),
+    );
     assert!(node.url.starts_with("https://127.0.0.1:"), "{}", node.url);
 
     let creds = serde_json::json!({"server": node.url, "tenant": "tenant-a", "token": token});
@@ -43,23 +108,65 @@ fn a_configured_node_serves_tls_and_the_cli_signs_through_it() {
     let sbom = repo_root().join("examples/sbom.cdx.json");
     let bundle = dir.join("b.json");
     let s = |p: &Path| p.to_str().expect("utf8").to_owned();
-    let out = stella(&["sign", "sbom", &s(&sbom), "--credentials", &s(&dir.join("creds.json")), "--ca-cert", &s(&dir.join("ca.pem")), "--bundle", &s(&bundle)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stella(&["verify", &s(&sbom), "--bundle", &s(&bundle), "--key", &s(&dir.join("signing.pub.pem"))]).status.success());
+    let out = stella(&[
+        "sign",
+        "sbom",
+        &s(&sbom),
+        "--credentials",
+        &s(&dir.join("creds.json")),
+        "--ca-cert",
+        &s(&dir.join("ca.pem")),
+        "--bundle",
+        &s(&bundle),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stella(&[
+            "verify",
+            &s(&sbom),
+            "--bundle",
+            &s(&bundle),
+            "--key",
+            &s(&dir.join("signing.pub.pem"))
+        ])
+        .status
+        .success()
+    );
 
     // Without the CA the client refuses the server; plain HTTP to the TLS port gets no answer.
-    let untrusted = stella(&["sign", "sbom", &s(&sbom), "--credentials", &s(&dir.join("creds.json"))]);
+    let untrusted = stella(&[
+        "sign",
+        "sbom",
+        &s(&sbom),
+        "--credentials",
+        &s(&dir.join("creds.json")),
+    ]);
     assert!(!untrusted.status.success());
     let plain = node.url.replace("https://", "http://");
-    let plain_result = reqwest::blocking::Client::new().get(format!("{plain}/healthz")).send();
+    let plain_result = reqwest::blocking::Client::new()
+        .get(format!("{plain}/healthz"))
+        .send();
     assert!(plain_result.is_err() || !plain_result.expect("resp").status().is_success());
 
     // The configured body limit applies.
     let mut big = stella_tests::sbom_request_json();
     big["predicate"]["padding"] = serde_json::json!("x".repeat(100_000));
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.pem")).expect("ca")).expect("cert");
-    let client = reqwest::blocking::Client::builder().tls_certs_merge([ca]).build().expect("client");
-    let resp = client.post(format!("{}/api/v1/signer/sign/dsse", node.url)).bearer_auth(token).json(&big).send().expect("post");
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.pem")).expect("ca"))
+        .expect("cert");
+    let client = reqwest::blocking::Client::builder()
+        .tls_certs_merge([ca])
+        .build()
+        .expect("client");
+    let resp = client
+        .post(format!("{}/api/v1/signer/sign/dsse", node.url))
+        .bearer_auth(token)
+        .json(&big)
+        .send()
+        .expect("post");
     assert_eq!(resp.status().as_u16(), 413);
 }
 
@@ -68,7 +175,14 @@ fn a_config_without_tls_or_tenants_is_refused_at_start() {
     let tmp = tempfile::tempdir().expect("tmp");
     let config = tmp.path().join("node.toml");
     std::fs::write(&config, "listen = \"127.0.0.1:0\"\ndata_dir = \"/tmp/x\"\n[signing]\nkey_file = \"/tmp/k.pem\"\n[[tenants]]\nid = \"a\"\ntoken_sha256 = \"5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8\"\n").expect("write");
-    let out = Command::new(bin("stella-signer")).args(["serve", "--config", config.to_str().expect("utf8")]).output().expect("run");
+    let out = Command::new(bin("stella-signer"))
+        .args(["serve", "--config", config.to_str().expect("utf8")])
+        .output()
+        .expect("run");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("TLS is on by default"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("TLS is on by default"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

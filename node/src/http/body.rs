@@ -8,16 +8,37 @@ use serde::de::DeserializeOwned;
 
 use crate::Error;
 
-pub async fn read_json<T: DeserializeOwned>(req: &HttpRequest, mut payload: Payload, limit: usize) -> Result<T, Error> {
-    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+pub async fn read_json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    mut payload: Payload,
+    limit: usize,
+) -> Result<T, Error> {
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if essence != "application/json" {
         return Err(Error::UnsupportedMediaType(format!(
             "content type must be application/json, got `{}`",
-            if content_type.is_empty() { "(none)" } else { content_type }
+            if content_type.is_empty() {
+                "(none)"
+            } else {
+                content_type
+            }
         )));
     }
-    let declared = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(Error::TooLarge { limit });
     }
@@ -29,5 +50,6 @@ pub async fn read_json<T: DeserializeOwned>(req: &HttpRequest, mut payload: Payl
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body).map_err(|e| Error::InvalidRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&body)
+        .map_err(|e| Error::InvalidRequest(format!("invalid JSON body: {e}")))
 }

@@ -41,13 +41,27 @@ pub async fn request_context(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, Error> {
     let started = Instant::now();
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let ctx = build_context(header("x-request-id").as_deref(), header("traceparent").as_deref());
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let ctx = build_context(
+        header("x-request-id").as_deref(),
+        header("traceparent").as_deref(),
+    );
     req.extensions_mut().insert(ctx.clone());
     let method = req.method().to_string();
     let path = req.path().to_owned();
-    let span = tracing::info_span!("request", request_id = %ctx.request_id, trace_id = %ctx.trace_id);
-    let result = REQUEST_ID.scope(ctx.request_id.clone(), next.call(req).instrument(span.clone())).await;
+    let span =
+        tracing::info_span!("request", request_id = %ctx.request_id, trace_id = %ctx.trace_id);
+    let result = REQUEST_ID
+        .scope(
+            ctx.request_id.clone(),
+            next.call(req).instrument(span.clone()),
+        )
+        .await;
     let mut response = result?;
     let status = response.status().as_u16();
     let headers = response.headers_mut();
@@ -77,13 +91,26 @@ fn build_context(request_id: Option<&str>, traceparent: Option<&str>) -> Request
     };
     let span_id = random_hex::<8>();
     match traceparent.and_then(parse_traceparent) {
-        Some((trace_id, flags)) => RequestContext { request_id, trace_id, span_id, flags },
-        None => RequestContext { request_id, trace_id: random_hex::<16>(), span_id, flags: "01".into() },
+        Some((trace_id, flags)) => RequestContext {
+            request_id,
+            trace_id,
+            span_id,
+            flags,
+        },
+        None => RequestContext {
+            request_id,
+            trace_id: random_hex::<16>(),
+            span_id,
+            flags: "01".into(),
+        },
     }
 }
 
 fn is_safe_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 /// Parses a version-00 `traceparent`; returns (trace id, flags).
@@ -92,7 +119,11 @@ fn parse_traceparent(value: &str) -> Option<(String, String)> {
     let [version, trace_id, parent_id, flags] = parts.as_slice() else {
         return None;
     };
-    let is_hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let is_hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
     let valid = *version == "00"
         && is_hex(trace_id, 32)
         && is_hex(parent_id, 16)
@@ -106,7 +137,10 @@ fn random_hex<const N: usize>() -> String {
     let mut bytes = [0u8; N];
     // On the (theoretical) failure of the system RNG, ids stay unique enough via the clock.
     if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         for (i, b) in bytes.iter_mut().enumerate() {
             *b = (nanos >> ((i % 16) * 8)) as u8;
         }
@@ -125,7 +159,10 @@ mod tests {
         assert_eq!(ctx.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(ctx.request_id, "abc-1");
         assert_ne!(ctx.span_id, "00f067aa0ba902b7");
-        assert!(ctx.traceparent().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(
+            ctx.traceparent()
+                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+        );
         for bad in [
             "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

@@ -31,8 +31,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(application::sign_dsse))
             .default_service(web::to(problem::method_not_allowed)),
     )
-    .service(web::resource("/healthz").route(web::get().to(ops::healthz)).default_service(web::to(problem::method_not_allowed)))
-    .service(web::resource("/readyz").route(web::get().to(ops::readyz)).default_service(web::to(problem::method_not_allowed)))
-    .service(web::resource("/metrics").route(web::get().to(ops::metrics)).default_service(web::to(problem::method_not_allowed)))
+    .service(
+        web::resource("/healthz")
+            .route(web::get().to(ops::healthz))
+            .default_service(web::to(problem::method_not_allowed)),
+    )
+    .service(
+        web::resource("/readyz")
+            .route(web::get().to(ops::readyz))
+            .default_service(web::to(problem::method_not_allowed)),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(ops::metrics))
+            .default_service(web::to(problem::method_not_allowed)),
+    )
     .default_service(web::to(problem::not_found));
 }

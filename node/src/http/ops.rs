@@ -8,7 +8,10 @@ use super::AppState;
 
 /// `GET /healthz`: the process serves HTTP.
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into(), checks: Vec::new() })
+    Json(Health {
+        status: "ok".into(),
+        checks: Vec::new(),
+    })
 }
 
 /// `GET /readyz`: the node can sign (its audit log accepts writes).
@@ -22,11 +25,17 @@ pub async fn readyz(state: Data<AppState>) -> HttpResponse {
             detail: (!audit_ok).then(|| "the audit log failed a write; restart the node".into()),
         }],
     };
-    if audit_ok { HttpResponse::Ok().json(health) } else { HttpResponse::ServiceUnavailable().json(health) }
+    if audit_ok {
+        HttpResponse::Ok().json(health)
+    } else {
+        HttpResponse::ServiceUnavailable().json(health)
+    }
 }
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: Data<AppState>) -> HttpResponse {
     state.metrics.run_upkeep();
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
 }

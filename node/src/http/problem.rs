@@ -21,7 +21,11 @@ impl From<Error> for ApiProblem {
     fn from(e: Error) -> ApiProblem {
         let code = e.code();
         // Internal details stay in the logs; clients get a generic sentence.
-        let detail = if code == ProblemCode::InternalError { "internal error".to_owned() } else { e.to_string() };
+        let detail = if code == ProblemCode::InternalError {
+            "internal error".to_owned()
+        } else {
+            e.to_string()
+        };
         if code == ProblemCode::InternalError || code == ProblemCode::SigningUnavailable {
             tracing::error!(error = %e, code = code.as_str(), "request failed");
         }
@@ -39,10 +43,16 @@ impl ResponseError for ApiProblem {
         problem.request_id = current_request_id();
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = HttpResponse::build(self.status_code());
-        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE)));
+        response.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        ));
         match problem.code {
             ProblemCode::InvalidToken => {
-                response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"stella-signer\"")));
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"stella-signer\""),
+                ));
             }
             ProblemCode::SigningUnavailable | ProblemCode::PlanThrottled => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
@@ -58,7 +68,10 @@ pub async fn not_found() -> ApiProblem {
 }
 
 pub async fn method_not_allowed() -> ApiProblem {
-    ApiProblem(Problem::new(ProblemCode::MethodNotAllowed, "method not allowed on this resource"))
+    ApiProblem(Problem::new(
+        ProblemCode::MethodNotAllowed,
+        "method not allowed on this resource",
+    ))
 }
 
 impl actix_web::Responder for ApiProblem {
