@@ -12,6 +12,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 echo "== verifier self-test (sigstore-js and openssl against independently made material)"
 bash tests/verifiers/selftest.sh
 
+echo "== format and lints"
+cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
 echo "== build"
 cargo build --locked --workspace --bins
 
