@@ -1,9 +1,15 @@
 //! Replicated state of Stella Signer.
 //!
-//! For now: the audit record and its hash chain, as pure functions (no I/O, no clock reads —
-//! time arrives inside the record draft). The node's local audit log persists what this crate
-//! computes; the Raft state machine of the next milestone will apply the same records.
+//! - [`command`]: the `Command` enum replicated through Raft and the `Response` it yields.
+//! - [`machine`]: `State` and its pure, deterministic `apply` (no I/O, no clock, no signing).
+//! - [`audit`]: audit records and their hash chain.
+//! - [`codec`]: the versioned persistent encoding (format byte + postcard).
 
 pub mod audit;
+pub mod codec;
+pub mod command;
+pub mod machine;
 
 pub use audit::{AuditChainError, AuditDraft, AuditRecord, Decision, GENESIS_HASH, verify_chain};
+pub use command::{Command, Response};
+pub use machine::State;

@@ -1,0 +1,181 @@
+//! Commands replicated through Raft, and what applying them answers.
+//!
+//! Time is part of every command that needs it (`now_ms`): `apply` never reads a clock, so every
+//! replica computes the same state from the same log.
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditDraft;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Reserve one signature from a tenant/plan ledger.
+    Reserve(Reserve),
+    /// The reserved signing happened: the grant stays counted, the concurrency slot frees up.
+    Commit {
+        reservation_id: String,
+        now_ms: u64,
+    },
+    /// The reserved signing did not happen: the grant is refunded, the slot frees up.
+    Release {
+        reservation_id: String,
+        now_ms: u64,
+    },
+    /// Append an audit record (chained by `apply`).
+    Audit(#[serde(with = "json_draft")] AuditDraft),
+    RegisterKey(KeyEntry),
+    SetKeyState {
+        key_id: String,
+        state: KeyState,
+        reason: String,
+        actor: String,
+        now_ms: u64,
+    },
+    SetToggle(Toggle),
+    RequestApproval(Approval),
+    DecideApproval {
+        approval_id: String,
+        verdict: Verdict,
+        actor: String,
+        reason: String,
+        now_ms: u64,
+    },
+    /// Group commit: several commands in one log entry, applied in order.
+    Batch(Vec<Command>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reserve {
+    /// Chosen by the requester; reserving an id that is still open returns the first answer
+    /// (a retried proposal never takes two grants).
+    pub reservation_id: String,
+    pub tenant: String,
+    pub plan: String,
+    /// Signatures per window.
+    pub limit: u64,
+    pub window_ms: u64,
+    pub max_concurrent: u32,
+    pub now_ms: u64,
+    /// A reservation neither committed nor released by then is released by the next command that
+    /// touches its ledger (a crashed session must not hold a slot forever).
+    pub ttl_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ThrottleReason {
+    Quota,
+    Concurrency,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyState {
+    Active,
+    /// Still verifies, no longer signs.
+    Retired,
+    /// Compromised or withdrawn: terminal.
+    Revoked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyEntry {
+    pub key_id: String,
+    pub owner_tenant: String,
+    pub plan: String,
+    pub source: String,
+    pub algorithm: String,
+    pub public_key_pem: String,
+    pub state: KeyState,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Toggle {
+    pub name: String,
+    pub enabled: bool,
+    pub reason: String,
+    pub actor: String,
+    pub set_ms: u64,
+    /// The toggle reads as disabled from this time on.
+    pub expires_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    Approved,
+    Denied,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub approval_id: String,
+    /// What is being approved, e.g. a scanner image digest `sha256:…`.
+    pub subject: String,
+    pub requested_by: String,
+    pub reason: String,
+    pub requested_ms: u64,
+    pub expires_at_ms: u64,
+    pub decision: Option<ApprovalDecision>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalDecision {
+    pub verdict: Verdict,
+    pub actor: String,
+    pub reason: String,
+    pub decided_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Reserved {
+        remaining: u64,
+        window_resets_at_ms: u64,
+    },
+    Throttled {
+        reason: ThrottleReason,
+        retry_after_ms: u64,
+    },
+    Committed,
+    Released,
+    UnknownReservation,
+    Audited {
+        seq: u64,
+        audit_id: String,
+        hash: String,
+    },
+    KeyRegistered,
+    KeyExists,
+    KeyUpdated,
+    KeyNotFound,
+    InvalidKeyTransition {
+        from: KeyState,
+        to: KeyState,
+    },
+    ToggleSet,
+    ApprovalRecorded,
+    ApprovalExists,
+    ApprovalNotFound,
+    ApprovalAlreadyDecided,
+    ApprovalExpired,
+    Batch(Vec<Response>),
+}
+
+/// Audit drafts use serde features (optional fields, flattening in records) that a
+/// non-self-describing format cannot carry; inside commands they travel as canonical JSON text.
+mod json_draft {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::audit::AuditDraft;
+
+    pub fn serialize<S: Serializer>(draft: &AuditDraft, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json_canonicalizer::to_string(draft).map_err(serde::ser::Error::custom)?;
+        text.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AuditDraft, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,277 @@
+//! The replicated state and its pure, deterministic `apply`.
+//!
+//! `apply` does no I/O, reads no clock and never signs. It returns the answer for the proposer
+//! and the audit records the command produced; the storage layer persists both.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditRecord;
+use crate::command::{
+    Approval, ApprovalDecision, Command, KeyEntry, KeyState, Reserve, Response, ThrottleReason,
+    Toggle, Verdict,
+};
+
+/// Hint given to a caller throttled by concurrency (the slot frees when a signing ends).
+pub const CONCURRENCY_RETRY_MS: u64 = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LedgerKey {
+    pub tenant: String,
+    pub plan: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    pub window_start_ms: u64,
+    /// Grants in the current window (a grant counts from reservation; a release refunds it).
+    pub used: u64,
+    /// Reservations neither committed nor released.
+    pub in_flight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub ledger: LedgerKey,
+    pub window_start_ms: u64,
+    pub expires_at_ms: u64,
+    /// The answer given when it was made, repeated for a duplicate request.
+    pub remaining: u64,
+    pub window_resets_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditTail {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// Everything replicated except the audit records themselves (those are appended to storage as
+/// `apply` emits them; the tail here is what chains the next one).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub ledgers: BTreeMap<LedgerKey, Ledger>,
+    pub reservations: BTreeMap<String, Reservation>,
+    pub audit_tail: Option<AuditTail>,
+    pub keys: BTreeMap<String, KeyEntry>,
+    pub toggles: BTreeMap<String, Toggle>,
+    pub approvals: BTreeMap<String, Approval>,
+}
+
+impl State {
+    /// Applies one command. Audit records it creates are pushed onto `emitted`, in order.
+    pub fn apply(&mut self, command: &Command, emitted: &mut Vec<AuditRecord>) -> Response {
+        match command {
+            Command::Reserve(r) => self.reserve(r),
+            Command::Commit { reservation_id, .. } => {
+                match self.reservations.remove(reservation_id) {
+                    Some(res) => {
+                        if let Some(ledger) = self.ledgers.get_mut(&res.ledger) {
+                            ledger.in_flight = ledger.in_flight.saturating_sub(1);
+                        }
+                        Response::Committed
+                    }
+                    None => Response::UnknownReservation,
+                }
+            }
+            Command::Release { reservation_id, .. } => {
+                match self.reservations.remove(reservation_id) {
+                    Some(res) => {
+                        self.refund(&res);
+                        Response::Released
+                    }
+                    None => Response::UnknownReservation,
+                }
+            }
+            Command::Audit(draft) => {
+                let prev = self.audit_tail.as_ref().map(|t| (t.seq, t.hash.as_str()));
+                let record = AuditRecord::chain(draft.clone(), prev);
+                self.audit_tail = Some(AuditTail {
+                    seq: record.seq,
+                    hash: record.hash.clone(),
+                });
+                let response = Response::Audited {
+                    seq: record.seq,
+                    audit_id: record.audit_id.clone(),
+                    hash: record.hash.clone(),
+                };
+                emitted.push(record);
+                response
+            }
+            Command::RegisterKey(entry) => {
+                if self.keys.contains_key(&entry.key_id) {
+                    return Response::KeyExists;
+                }
+                self.keys.insert(entry.key_id.clone(), entry.clone());
+                Response::KeyRegistered
+            }
+            Command::SetKeyState {
+                key_id,
+                state,
+                reason,
+                now_ms,
+                ..
+            } => {
+                let Some(entry) = self.keys.get_mut(key_id) else {
+                    return Response::KeyNotFound;
+                };
+                if !key_transition_allowed(entry.state, *state) {
+                    return Response::InvalidKeyTransition {
+                        from: entry.state,
+                        to: *state,
+                    };
+                }
+                entry.state = *state;
+                entry.reason = reason.clone();
+                entry.updated_ms = *now_ms;
+                Response::KeyUpdated
+            }
+            Command::SetToggle(toggle) => {
+                self.toggles.insert(toggle.name.clone(), toggle.clone());
+                Response::ToggleSet
+            }
+            Command::RequestApproval(approval) => {
+                if self.approvals.contains_key(&approval.approval_id) {
+                    return Response::ApprovalExists;
+                }
+                let mut approval = approval.clone();
+                approval.decision = None;
+                self.approvals
+                    .insert(approval.approval_id.clone(), approval);
+                Response::ApprovalRecorded
+            }
+            Command::DecideApproval {
+                approval_id,
+                verdict,
+                actor,
+                reason,
+                now_ms,
+            } => {
+                let Some(approval) = self.approvals.get_mut(approval_id) else {
+                    return Response::ApprovalNotFound;
+                };
+                if approval.decision.is_some() {
+                    return Response::ApprovalAlreadyDecided;
+                }
+                if *now_ms >= approval.expires_at_ms {
+                    return Response::ApprovalExpired;
+                }
+                approval.decision = Some(ApprovalDecision {
+                    verdict: *verdict,
+                    actor: actor.clone(),
+                    reason: reason.clone(),
+                    decided_ms: *now_ms,
+                });
+                Response::ApprovalRecorded
+            }
+            Command::Batch(commands) => {
+                Response::Batch(commands.iter().map(|c| self.apply(c, emitted)).collect())
+            }
+        }
+    }
+
+    fn reserve(&mut self, r: &Reserve) -> Response {
+        if let Some(existing) = self.reservations.get(&r.reservation_id) {
+            return Response::Reserved {
+                remaining: existing.remaining,
+                window_resets_at_ms: existing.window_resets_at_ms,
+            };
+        }
+        let key = LedgerKey {
+            tenant: r.tenant.clone(),
+            plan: r.plan.clone(),
+        };
+        self.expire_reservations(&key, r.now_ms);
+        let window_ms = r.window_ms.max(1);
+        let ledger = self.ledgers.entry(key.clone()).or_default();
+        // Windows only move forward: a leader whose clock is behind the previous one must not
+        // reopen an older window and grant its quota twice.
+        let window_start_ms = (r.now_ms - r.now_ms % window_ms).max(ledger.window_start_ms);
+        let window_resets_at_ms = window_start_ms + window_ms;
+        if window_start_ms > ledger.window_start_ms {
+            ledger.window_start_ms = window_start_ms;
+            ledger.used = 0;
+        }
+        if ledger.used >= r.limit {
+            return Response::Throttled {
+                reason: ThrottleReason::Quota,
+                retry_after_ms: window_resets_at_ms.saturating_sub(r.now_ms),
+            };
+        }
+        if ledger.in_flight >= r.max_concurrent {
+            return Response::Throttled {
+                reason: ThrottleReason::Concurrency,
+                retry_after_ms: CONCURRENCY_RETRY_MS,
+            };
+        }
+        ledger.used += 1;
+        ledger.in_flight += 1;
+        let remaining = r.limit - ledger.used;
+        self.reservations.insert(
+            r.reservation_id.clone(),
+            Reservation {
+                ledger: key,
+                window_start_ms,
+                expires_at_ms: r.now_ms.saturating_add(r.ttl_ms),
+                remaining,
+                window_resets_at_ms,
+            },
+        );
+        Response::Reserved {
+            remaining,
+            window_resets_at_ms,
+        }
+    }
+
+    /// Releases (and refunds) reservations of `key` whose TTL has passed.
+    fn expire_reservations(&mut self, key: &LedgerKey, now_ms: u64) {
+        let expired: Vec<String> = self
+            .reservations
+            .iter()
+            .filter(|(_, res)| &res.ledger == key && res.expires_at_ms <= now_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            if let Some(res) = self.reservations.remove(&id) {
+                self.refund(&res);
+            }
+        }
+    }
+
+    fn refund(&mut self, res: &Reservation) {
+        if let Some(ledger) = self.ledgers.get_mut(&res.ledger) {
+            ledger.in_flight = ledger.in_flight.saturating_sub(1);
+            if ledger.window_start_ms == res.window_start_ms {
+                ledger.used = ledger.used.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Whether toggle `name` is on at `now_ms` (an expired toggle reads as off).
+    pub fn toggle_enabled(&self, name: &str, now_ms: u64) -> bool {
+        self.toggles
+            .get(name)
+            .is_some_and(|t| t.enabled && t.expires_at_ms.is_none_or(|exp| now_ms < exp))
+    }
+
+    /// Whether `subject` has an approval that is approved and unexpired at `now_ms`.
+    pub fn approved(&self, subject: &str, now_ms: u64) -> bool {
+        self.approvals.values().any(|a| {
+            a.subject == subject
+                && now_ms < a.expires_at_ms
+                && a.decision
+                    .as_ref()
+                    .is_some_and(|d| d.verdict == Verdict::Approved)
+        })
+    }
+}
+
+fn key_transition_allowed(from: KeyState, to: KeyState) -> bool {
+    matches!(
+        (from, to),
+        (KeyState::Active, KeyState::Retired)
+            | (KeyState::Active, KeyState::Revoked)
+            | (KeyState::Retired, KeyState::Revoked)
+    )
+}

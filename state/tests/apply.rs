@@ -1,0 +1,233 @@
+//! Table tests for `State::apply` on keys, toggles, approvals and quotas.
+
+use stella_state::command::{
+    Approval, KeyEntry, KeyState, Reserve, Response, ThrottleReason, Toggle, Verdict,
+};
+use stella_state::{Command, State};
+
+fn apply_all(state: &mut State, commands: &[Command]) -> Vec<Response> {
+    let mut emitted = Vec::new();
+    commands
+        .iter()
+        .map(|c| state.apply(c, &mut emitted))
+        .collect()
+}
+
+fn key(id: &str) -> KeyEntry {
+    KeyEntry {
+        key_id: id.into(),
+        owner_tenant: "t".into(),
+        plan: "pro".into(),
+        source: "file".into(),
+        algorithm: "ECDSA_P256_SHA256".into(),
+        public_key_pem: "pem".into(),
+        state: KeyState::Active,
+        created_ms: 1,
+        updated_ms: 1,
+        reason: "created".into(),
+    }
+}
+
+fn set_key(id: &str, state: KeyState) -> Command {
+    Command::SetKeyState {
+        key_id: id.into(),
+        state,
+        reason: "ops".into(),
+        actor: "alice".into(),
+        now_ms: 5,
+    }
+}
+
+#[test]
+fn key_lifecycle() {
+    let mut state = State::default();
+    let got = apply_all(
+        &mut state,
+        &[
+            Command::RegisterKey(key("k1")),
+            Command::RegisterKey(key("k1")),
+            set_key("k1", KeyState::Retired),
+            set_key("k1", KeyState::Active),
+            set_key("k1", KeyState::Revoked),
+            set_key("k1", KeyState::Retired),
+            set_key("nope", KeyState::Revoked),
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![
+            Response::KeyRegistered,
+            Response::KeyExists,
+            Response::KeyUpdated,
+            Response::InvalidKeyTransition {
+                from: KeyState::Retired,
+                to: KeyState::Active
+            },
+            Response::KeyUpdated,
+            Response::InvalidKeyTransition {
+                from: KeyState::Revoked,
+                to: KeyState::Retired
+            },
+            Response::KeyNotFound,
+        ]
+    );
+    assert_eq!(state.keys["k1"].state, KeyState::Revoked);
+    assert_eq!(state.keys["k1"].updated_ms, 5);
+}
+
+#[test]
+fn toggles_expire() {
+    let mut state = State::default();
+    let toggle = Toggle {
+        name: "poe-bypass".into(),
+        enabled: true,
+        reason: "licensing outage".into(),
+        actor: "bob".into(),
+        set_ms: 100,
+        expires_at_ms: Some(200),
+    };
+    assert_eq!(
+        apply_all(&mut state, &[Command::SetToggle(toggle)]),
+        vec![Response::ToggleSet]
+    );
+    assert!(state.toggle_enabled("poe-bypass", 150));
+    assert!(!state.toggle_enabled("poe-bypass", 200));
+    assert!(!state.toggle_enabled("other", 150));
+}
+
+#[test]
+fn approvals_are_decided_once_and_expire() {
+    let mut state = State::default();
+    let approval = Approval {
+        approval_id: "ap1".into(),
+        subject: "sha256:abc".into(),
+        requested_by: "ci".into(),
+        reason: "hotfix scanner".into(),
+        requested_ms: 10,
+        expires_at_ms: 1000,
+        decision: None,
+    };
+    let decide = |verdict, now_ms| Command::DecideApproval {
+        approval_id: "ap1".into(),
+        verdict,
+        actor: "carol".into(),
+        reason: "checked".into(),
+        now_ms,
+    };
+    let got = apply_all(
+        &mut state,
+        &[
+            Command::RequestApproval(approval.clone()),
+            Command::RequestApproval(approval),
+            decide(Verdict::Approved, 20),
+            decide(Verdict::Denied, 30),
+            Command::DecideApproval {
+                approval_id: "zz".into(),
+                verdict: Verdict::Approved,
+                actor: "c".into(),
+                reason: "r".into(),
+                now_ms: 1,
+            },
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![
+            Response::ApprovalRecorded,
+            Response::ApprovalExists,
+            Response::ApprovalRecorded,
+            Response::ApprovalAlreadyDecided,
+            Response::ApprovalNotFound
+        ]
+    );
+    assert!(state.approved("sha256:abc", 999));
+    assert!(!state.approved("sha256:abc", 1000), "approvals expire");
+    assert!(!state.approved("sha256:other", 500));
+}
+
+#[test]
+fn quota_window_concurrency_and_ttl() {
+    let reserve = |id: &str, now_ms| {
+        Command::Reserve(Reserve {
+            reservation_id: id.into(),
+            tenant: "t".into(),
+            plan: "p".into(),
+            limit: 2,
+            window_ms: 1000,
+            max_concurrent: 1,
+            now_ms,
+            ttl_ms: 300,
+        })
+    };
+    let mut state = State::default();
+    let got = apply_all(
+        &mut state,
+        &[
+            reserve("a", 1000),
+            reserve("a", 1001), // duplicate proposal: same answer, no second grant
+            reserve("b", 1002), // concurrency 1 is taken
+            Command::Commit {
+                reservation_id: "a".into(),
+                now_ms: 1003,
+            },
+            reserve("b", 1004),
+            Command::Release {
+                reservation_id: "b".into(),
+                now_ms: 1005,
+            }, // refunded
+            reserve("c", 1006),
+            Command::Commit {
+                reservation_id: "c".into(),
+                now_ms: 1007,
+            },
+            reserve("d", 1008), // 2 of 2 used
+            reserve("e", 2000), // new window
+            reserve("f", 2400), // e expired after its TTL and was refunded
+            Command::Commit {
+                reservation_id: "e".into(),
+                now_ms: 2401,
+            },
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![
+            Response::Reserved {
+                remaining: 1,
+                window_resets_at_ms: 2000
+            },
+            Response::Reserved {
+                remaining: 1,
+                window_resets_at_ms: 2000
+            },
+            Response::Throttled {
+                reason: ThrottleReason::Concurrency,
+                retry_after_ms: 1000
+            },
+            Response::Committed,
+            Response::Reserved {
+                remaining: 0,
+                window_resets_at_ms: 2000
+            },
+            Response::Released,
+            Response::Reserved {
+                remaining: 0,
+                window_resets_at_ms: 2000
+            },
+            Response::Committed,
+            Response::Throttled {
+                reason: ThrottleReason::Quota,
+                retry_after_ms: 992
+            },
+            Response::Reserved {
+                remaining: 1,
+                window_resets_at_ms: 3000
+            },
+            Response::Reserved {
+                remaining: 1,
+                window_resets_at_ms: 3000
+            },
+            Response::UnknownReservation,
+        ]
+    );
+}

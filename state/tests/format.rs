@@ -1,0 +1,153 @@
+//! Format stability: bytes written by every earlier format version must still decode.
+//!
+//! `fixtures/format-v1/` holds commands and a state snapshot encoded by format version 1. When
+//! the format changes, add `format-v2/` next to it and keep this test for v1: a newer node must
+//! read an older log. Regenerate (only for a NEW version directory):
+//! `STELLA_WRITE_FORMAT_FIXTURE=1 cargo test -p stella-state --test format`.
+
+use std::path::PathBuf;
+
+use stella_state::command::{Approval, KeyEntry, KeyState, Reserve, Toggle, Verdict};
+use stella_state::{AuditDraft, Command, Decision, State, codec};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v1")
+}
+
+fn commands() -> Vec<Command> {
+    let draft = AuditDraft {
+        time: "2026-11-28T10:00:00Z".into(),
+        request_id: "req-1".into(),
+        tenant: "tenant-a".into(),
+        caller_subject: "token:ab12".into(),
+        issuer: "static-token".into(),
+        subject_digests: vec![format!("sha256:{}", "a".repeat(64))],
+        predicate_type: "stella.ops/sbom@v1".into(),
+        key_id: "sha256:k".into(),
+        key_source: "file".into(),
+        signing_mode: "keyful".into(),
+        poe_state: "not_checked".into(),
+        decision: Decision::Signed,
+        reason: "signed".into(),
+        bundle_sha256: Some("b".repeat(64)),
+        statement_sha256: None,
+    };
+    vec![
+        Command::Reserve(Reserve {
+            reservation_id: "r1".into(),
+            tenant: "tenant-a".into(),
+            plan: "pro".into(),
+            limit: 10,
+            window_ms: 60_000,
+            max_concurrent: 4,
+            now_ms: 1_764_000_000_000,
+            ttl_ms: 30_000,
+        }),
+        Command::Audit(draft.clone()),
+        Command::Commit {
+            reservation_id: "r1".into(),
+            now_ms: 1_764_000_000_100,
+        },
+        Command::Release {
+            reservation_id: "r2".into(),
+            now_ms: 1_764_000_000_200,
+        },
+        Command::RegisterKey(KeyEntry {
+            key_id: "sha256:k".into(),
+            owner_tenant: "tenant-a".into(),
+            plan: "pro".into(),
+            source: "file".into(),
+            algorithm: "ECDSA_P256_SHA256".into(),
+            public_key_pem: "-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----\n".into(),
+            state: KeyState::Active,
+            created_ms: 1,
+            updated_ms: 1,
+            reason: "created".into(),
+        }),
+        Command::SetKeyState {
+            key_id: "sha256:k".into(),
+            state: KeyState::Retired,
+            reason: "rotation".into(),
+            actor: "alice".into(),
+            now_ms: 2,
+        },
+        Command::SetToggle(Toggle {
+            name: "poe-bypass".into(),
+            enabled: true,
+            reason: "outage".into(),
+            actor: "bob".into(),
+            set_ms: 3,
+            expires_at_ms: Some(4),
+        }),
+        Command::RequestApproval(Approval {
+            approval_id: "ap".into(),
+            subject: "sha256:s".into(),
+            requested_by: "ci".into(),
+            reason: "r".into(),
+            requested_ms: 5,
+            expires_at_ms: 6,
+            decision: None,
+        }),
+        Command::DecideApproval {
+            approval_id: "ap".into(),
+            verdict: Verdict::Approved,
+            actor: "carol".into(),
+            reason: "ok".into(),
+            now_ms: 5,
+        },
+        Command::Batch(vec![
+            Command::Audit(draft),
+            Command::Commit {
+                reservation_id: "x".into(),
+                now_ms: 7,
+            },
+        ]),
+    ]
+}
+
+fn state_after(commands: &[Command]) -> State {
+    let mut state = State::default();
+    let mut emitted = Vec::new();
+    for c in commands {
+        state.apply(c, &mut emitted);
+    }
+    state
+}
+
+#[test]
+fn format_v1_fixtures_still_decode() {
+    let commands = commands();
+    if std::env::var_os("STELLA_WRITE_FORMAT_FIXTURE").is_some() {
+        std::fs::write(
+            dir().join("commands.bin"),
+            codec::encode(&commands).expect("encode"),
+        )
+        .expect("write");
+        std::fs::write(
+            dir().join("state.bin"),
+            codec::encode(&state_after(&commands)).expect("encode"),
+        )
+        .expect("write");
+    }
+    let stored = std::fs::read(dir().join("commands.bin")).expect("commands fixture");
+    assert_eq!(stored[0], 1, "fixture is format v1");
+    let decoded: Vec<Command> = codec::decode(&stored).expect("v1 commands decode");
+    assert_eq!(decoded, commands);
+    let snapshot: State =
+        codec::decode(&std::fs::read(dir().join("state.bin")).expect("state fixture"))
+            .expect("v1 state decodes");
+    assert_eq!(snapshot, state_after(&commands));
+}
+
+#[test]
+fn unknown_versions_and_garbage_are_errors() {
+    assert!(matches!(
+        codec::decode::<Command>(&[]),
+        Err(codec::CodecError::Empty)
+    ));
+    assert!(matches!(
+        codec::decode::<Command>(&[9, 0]),
+        Err(codec::CodecError::UnsupportedVersion(9))
+    ));
+    assert!(codec::decode::<Command>(&[1, 0xff, 0xff, 0xff]).is_err());
+}
