@@ -129,6 +129,8 @@ pub struct ApprovalDecision {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
+    /// A log entry without an application command (blank or membership entry).
+    Applied,
     Reserved {
         remaining: u64,
         window_resets_at_ms: u64,

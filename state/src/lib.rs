@@ -4,11 +4,14 @@
 //! - [`machine`]: `State` and its pure, deterministic `apply` (no I/O, no clock, no signing).
 //! - [`audit`]: audit records and their hash chain.
 //! - [`codec`]: the versioned persistent encoding (format byte + postcard).
+//! - [`storage`]: durable openraft storage (log store + state machine) on redb.
 
 pub mod audit;
 pub mod codec;
 pub mod command;
 pub mod machine;
+pub mod raft_types;
+pub mod storage;
 
 pub use audit::{AuditChainError, AuditDraft, AuditRecord, Decision, GENESIS_HASH, verify_chain};
 pub use command::{Command, Response};

@@ -1,0 +1,601 @@
+//! Durable Raft storage on redb (openraft 0.9 storage-v2).
+//!
+//! Two files, as DESIGN.md §3 asks: `raft-log.redb` (log entries, vote, committed id, purge
+//! point) and `state-machine.redb` (the applied `State`, the audit records, the current
+//! snapshot). Every value is written with [`crate::codec`] (format byte + postcard).
+//!
+//! Durability: every write transaction commits with redb's default `Durability::Immediate`, i.e.
+//! the data is fsynced before `commit` returns. `append` commits once per batch of entries and
+//! only then reports the batch flushed to openraft, so an entry is never acknowledged to a
+//! leader before it is on disk. The state machine commits once per `apply` batch: applied index,
+//! new audit records and state move together, so a crash never leaves records without the state
+//! that produced them. Blocking redb work runs on `spawn_blocking`, off the async workers.
+//!
+//! This module and `cluster`'s network module are the only places that touch openraft's storage
+//! and network APIs (they change in 0.10).
+
+#![allow(clippy::result_large_err)] // openraft's StorageError is the storage traits' own error type.
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::{
+    EntryPayload, LogState, RaftLogReader, RaftSnapshotBuilder, Snapshot, StorageIOError,
+};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditRecord;
+use crate::codec;
+use crate::command::Response;
+use crate::machine::State;
+use crate::raft_types::{
+    Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
+};
+
+const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
+const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("log_meta");
+const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const LAST_PURGED: &str = "last_purged";
+const APPLIED: &str = "applied";
+const SNAPSHOT: &str = "snapshot";
+
+/// Opens (creating when absent) both stores under `dir`.
+pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
+    std::fs::create_dir_all(dir).map_err(|e| StorageIOError::write(&e))?;
+    let log = LogStore::open(&dir.join("raft-log.redb"))?;
+    let sm = StateMachineStore::open(&dir.join("state-machine.redb"))?;
+    Ok((log, sm))
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read(&e).into()
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write(&e).into()
+}
+
+fn join_err(e: tokio::task::JoinError) -> StorageError {
+    StorageIOError::write(&e).into()
+}
+
+fn create(path: &Path) -> Result<Database, StorageError> {
+    Database::create(path).map_err(write_err)
+}
+
+fn get_meta<T: serde::de::DeserializeOwned>(
+    db: &Database,
+    table: TableDefinition<&str, &[u8]>,
+    key: &str,
+) -> Result<Option<T>, StorageError> {
+    let txn = db.begin_read().map_err(read_err)?;
+    let table = match txn.open_table(table) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(read_err(e)),
+    };
+    match table.get(key).map_err(read_err)? {
+        Some(v) => Ok(Some(codec::decode(v.value()).map_err(read_err)?)),
+        None => Ok(None),
+    }
+}
+
+fn put_meta<T: Serialize>(
+    db: &Database,
+    table: TableDefinition<&str, &[u8]>,
+    key: &str,
+    value: &T,
+) -> Result<(), StorageError> {
+    let bytes = codec::encode(value).map_err(write_err)?;
+    let txn = db.begin_write().map_err(write_err)?;
+    {
+        let mut t = txn.open_table(table).map_err(write_err)?;
+        t.insert(key, bytes.as_slice()).map_err(write_err)?;
+    }
+    txn.commit().map_err(write_err)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log store
+
+/// The Raft log, the vote and the commit point.
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl LogStore {
+    pub fn open(path: &Path) -> Result<LogStore, StorageError> {
+        let db = create(path)?;
+        let txn = db.begin_write().map_err(write_err)?;
+        txn.open_table(LOGS).map_err(write_err)?;
+        txn.open_table(LOG_META).map_err(write_err)?;
+        txn.commit().map_err(write_err)?;
+        Ok(LogStore { db: Arc::new(db) })
+    }
+}
+
+/// A read handle on the log, usable concurrently with appends.
+#[derive(Clone)]
+pub struct LogReader {
+    db: Arc<Database>,
+}
+
+fn read_entries(
+    db: &Database,
+    start: Bound<u64>,
+    end: Bound<u64>,
+) -> Result<Vec<Entry>, StorageError> {
+    let txn = db.begin_read().map_err(read_err)?;
+    let table = txn.open_table(LOGS).map_err(read_err)?;
+    let mut out = Vec::new();
+    for item in table.range::<u64>((start, end)).map_err(read_err)? {
+        let (_, v) = item.map_err(read_err)?;
+        out.push(codec::decode(v.value()).map_err(read_err)?);
+    }
+    Ok(out)
+}
+
+fn owned_bounds<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
+    (range.start_bound().cloned(), range.end_bound().cloned())
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let db = self.db.clone();
+        let (start, end) = owned_bounds(&range);
+        tokio::task::spawn_blocking(move || read_entries(&db, start, end))
+            .await
+            .map_err(join_err)?
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let db = self.db.clone();
+        let (start, end) = owned_bounds(&range);
+        tokio::task::spawn_blocking(move || read_entries(&db, start, end))
+            .await
+            .map_err(join_err)?
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged: Option<LogId> = get_meta(&self.db, LOG_META, LAST_PURGED)?;
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(LOGS).map_err(read_err)?;
+        let last = match table.last().map_err(read_err)? {
+            Some((_, v)) => Some(codec::decode::<Entry>(v.value()).map_err(read_err)?.log_id),
+            None => None,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last.or(last_purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogReader {
+        LogReader {
+            db: self.db.clone(),
+        }
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let vote = *vote;
+        tokio::task::spawn_blocking(move || put_meta(&db, LOG_META, VOTE, &vote))
+            .await
+            .map_err(join_err)?
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        get_meta(&self.db, LOG_META, VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || put_meta(&db, LOG_META, COMMITTED, &committed))
+            .await
+            .map_err(join_err)?
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(get_meta::<Option<LogId>>(&self.db, LOG_META, COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut encoded = Vec::new();
+        for entry in entries {
+            encoded.push((
+                entry.log_id.index,
+                codec::encode(&entry).map_err(write_err)?,
+            ));
+        }
+        let db = self.db.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(LOGS)?;
+                for (index, bytes) in &encoded {
+                    table.insert(*index, bytes.as_slice())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(join_err)?;
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_err(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let txn = db.begin_write().map_err(write_err)?;
+            {
+                let mut table = txn.open_table(LOGS).map_err(write_err)?;
+                table
+                    .retain_in(log_id.index.., |_, _| false)
+                    .map_err(write_err)?;
+            }
+            txn.commit().map_err(write_err)
+        })
+        .await
+        .map_err(join_err)?
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let bytes = codec::encode(&log_id).map_err(write_err)?;
+            let txn = db.begin_write().map_err(write_err)?;
+            {
+                let mut meta = txn.open_table(LOG_META).map_err(write_err)?;
+                meta.insert(LAST_PURGED, bytes.as_slice())
+                    .map_err(write_err)?;
+                let mut table = txn.open_table(LOGS).map_err(write_err)?;
+                table
+                    .retain_in(..=log_id.index, |_, _| false)
+                    .map_err(write_err)?;
+            }
+            txn.commit().map_err(write_err)
+        })
+        .await
+        .map_err(join_err)?
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// State machine
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Applied {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+/// What a snapshot carries: everything the state machine holds, audit records included.
+#[derive(Serialize, Deserialize)]
+struct SnapshotPayload {
+    applied: Applied,
+    state: State,
+    /// Canonical JSON lines of every audit record, in sequence order.
+    audit: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// Read-only view of the applied state for the node (quota, toggles, approvals, audit reads).
+#[derive(Clone)]
+pub struct StateView {
+    db: Arc<Database>,
+    state: Arc<RwLock<State>>,
+}
+
+impl StateView {
+    /// Runs `f` on the current applied state.
+    pub fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        match self.state.read() {
+            Ok(guard) => f(&guard),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    /// Audit records with `seq > after`, at most `limit`, in order.
+    pub fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StorageError> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(AUDIT).map_err(read_err)?;
+        let mut out = Vec::new();
+        for item in table
+            .range(after.saturating_add(1)..)
+            .map_err(read_err)?
+            .take(limit)
+        {
+            let (_, v) = item.map_err(read_err)?;
+            out.push(serde_json::from_slice(v.value()).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+}
+
+pub struct StateMachineStore {
+    db: Arc<Database>,
+    applied: Applied,
+    state: Arc<RwLock<State>>,
+}
+
+impl StateMachineStore {
+    pub fn open(path: &Path) -> Result<StateMachineStore, StorageError> {
+        let db = create(path)?;
+        let txn = db.begin_write().map_err(write_err)?;
+        txn.open_table(SM_META).map_err(write_err)?;
+        txn.open_table(AUDIT).map_err(write_err)?;
+        txn.commit().map_err(write_err)?;
+        let applied: Applied = get_meta(&db, SM_META, APPLIED)?.unwrap_or_default();
+        let state: State = get_meta(&db, SM_META, "state")?.unwrap_or_default();
+        Ok(StateMachineStore {
+            db: Arc::new(db),
+            applied,
+            state: Arc::new(RwLock::new(state)),
+        })
+    }
+
+    pub fn view(&self) -> StateView {
+        StateView {
+            db: self.db.clone(),
+            state: self.state.clone(),
+        }
+    }
+
+    fn state_snapshot(&self) -> State {
+        self.view().with_state(Clone::clone)
+    }
+
+    fn all_audit_lines(&self) -> Result<Vec<String>, StorageError> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(AUDIT).map_err(read_err)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(read_err)? {
+            let (_, v) = item.map_err(read_err)?;
+            out.push(String::from_utf8_lossy(v.value()).into_owned());
+        }
+        Ok(out)
+    }
+}
+
+/// Builds snapshots from a consistent copy of the state machine.
+pub struct SnapshotBuilder {
+    db: Arc<Database>,
+    payload: Result<Vec<u8>, String>,
+    applied: Applied,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let data = self.payload.clone().map_err(|e| {
+            StorageError::from(StorageIOError::read_state_machine(&std::io::Error::other(
+                e,
+            )))
+        })?;
+        let last = self.applied.last_applied;
+        let snapshot_id = match last {
+            Some(id) => format!(
+                "{}-{}-{}",
+                id.leader_id.term, id.leader_id.node_id, id.index
+            ),
+            None => "empty".to_owned(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: self.applied.membership.clone(),
+            snapshot_id,
+        };
+        let stored = codec::encode(&StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        })
+        .map_err(write_err)?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let txn = db.begin_write().map_err(write_err)?;
+            {
+                let mut t = txn.open_table(SM_META).map_err(write_err)?;
+                t.insert(SNAPSHOT, stored.as_slice()).map_err(write_err)?;
+            }
+            txn.commit().map_err(write_err)
+        })
+        .await
+        .map_err(join_err)??;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.applied.last_applied, self.applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut responses = Vec::new();
+        let mut emitted = Vec::new();
+        let state_bytes;
+        {
+            let mut state = self
+                .state
+                .write()
+                .map_err(|_| write_err(std::io::Error::other("state lock poisoned")))?;
+            for entry in entries {
+                self.applied.last_applied = Some(entry.log_id);
+                let response = match entry.payload {
+                    EntryPayload::Blank => Response::Applied,
+                    EntryPayload::Normal(command) => state.apply(&command, &mut emitted),
+                    EntryPayload::Membership(m) => {
+                        self.applied.membership = StoredMembership::new(Some(entry.log_id), m);
+                        Response::Applied
+                    }
+                };
+                responses.push(response);
+            }
+            state_bytes = codec::encode(&*state).map_err(write_err)?;
+        }
+        let applied_bytes = codec::encode(&self.applied).map_err(write_err)?;
+        let records: Vec<(u64, Vec<u8>)> = emitted
+            .iter()
+            .map(|r| (r.seq, r.to_canonical_line()))
+            .collect();
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let txn = db.begin_write().map_err(write_err)?;
+            {
+                let mut audit = txn.open_table(AUDIT).map_err(write_err)?;
+                for (seq, line) in &records {
+                    audit.insert(*seq, line.as_slice()).map_err(write_err)?;
+                }
+                let mut meta = txn.open_table(SM_META).map_err(write_err)?;
+                meta.insert("state", state_bytes.as_slice())
+                    .map_err(write_err)?;
+                meta.insert(APPLIED, applied_bytes.as_slice())
+                    .map_err(write_err)?;
+            }
+            txn.commit().map_err(write_err)
+        })
+        .await
+        .map_err(join_err)??;
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        let payload = self
+            .all_audit_lines()
+            .map_err(|e| e.to_string())
+            .and_then(|audit| {
+                codec::encode(&SnapshotPayload {
+                    applied: self.applied.clone(),
+                    state: self.state_snapshot(),
+                    audit,
+                })
+                .map_err(|e| e.to_string())
+            });
+        SnapshotBuilder {
+            db: self.db.clone(),
+            payload,
+            applied: self.applied.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let payload: SnapshotPayload = codec::decode(&data).map_err(|e| {
+            StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
+        })?;
+        let applied = Applied {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        let state_bytes = codec::encode(&payload.state).map_err(write_err)?;
+        let applied_bytes = codec::encode(&applied).map_err(write_err)?;
+        let stored = codec::encode(&StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        })
+        .map_err(write_err)?;
+        let db = self.db.clone();
+        let audit = payload.audit;
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let txn = db.begin_write().map_err(write_err)?;
+            {
+                let mut table = txn.open_table(AUDIT).map_err(write_err)?;
+                table.retain(|_, _| false).map_err(write_err)?;
+                for line in &audit {
+                    let record: AuditRecord = serde_json::from_str(line).map_err(write_err)?;
+                    table
+                        .insert(record.seq, line.as_bytes())
+                        .map_err(write_err)?;
+                }
+                let mut meta_table = txn.open_table(SM_META).map_err(write_err)?;
+                meta_table
+                    .insert("state", state_bytes.as_slice())
+                    .map_err(write_err)?;
+                meta_table
+                    .insert(APPLIED, applied_bytes.as_slice())
+                    .map_err(write_err)?;
+                meta_table
+                    .insert(SNAPSHOT, stored.as_slice())
+                    .map_err(write_err)?;
+            }
+            txn.commit().map_err(write_err)
+        })
+        .await
+        .map_err(join_err)??;
+        self.applied = applied;
+        let mut state = self
+            .state
+            .write()
+            .map_err(|_| write_err(std::io::Error::other("state lock poisoned")))?;
+        *state = payload.state;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let stored: Option<StoredSnapshot> = get_meta(&self.db, SM_META, SNAPSHOT)?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
