@@ -182,13 +182,37 @@ pub fn audit_verify(data_dir: &Path) -> Result<Value, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
-/// Reads every audit record from a data dir (JSON lines).
+/// Every audit record of a stopped node (`stella-signer audit export`).
 pub fn audit_records(data_dir: &Path) -> Vec<Value> {
-    let text =
-        std::fs::read_to_string(data_dir.join("audit").join("audit.log")).unwrap_or_default();
-    text.lines()
+    let out = Command::new(bin("stella-signer"))
+        .args([
+            "audit",
+            "export",
+            "--data-dir",
+            data_dir.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("run audit export");
+    assert!(
+        out.status.success(),
+        "audit export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
+}
+
+/// Audit records through a running node's API (`GET /api/v1/signer/audit`).
+pub fn audit_api(url: &str, token: &str, query: &str) -> Value {
+    reqwest::blocking::Client::new()
+        .get(format!("{url}/api/v1/signer/audit?{query}"))
+        .bearer_auth(token)
+        .send()
+        .expect("audit request")
+        .json()
+        .expect("audit json")
 }
 
 /// Independent verifiers shipped in `tests/verifiers/` (sigstore-js and openssl).

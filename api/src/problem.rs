@@ -104,6 +104,9 @@ pub struct Problem {
     pub code: ProblemCode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// For `plan_throttled` and `signing_unavailable`: when to try again (also sent as `Retry-After`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
 }
 
 impl Problem {
@@ -115,6 +118,7 @@ impl Problem {
             detail: detail.into(),
             code,
             request_id: None,
+            retry_after_seconds: None,
         }
     }
 }

@@ -1,20 +1,23 @@
-//! Composition root: config → keys → authenticator → audit log → services → HTTP server.
+//! Composition root: config → keys → authenticator → cluster (Raft on redb) → ledger actor →
+//! signing service → client listener (+ peer listener with mutual TLS in cluster mode).
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::time::Duration;
 
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use stella_cluster::{ClusterConfig, ClusterHandle, PeerTls};
 use stella_signer::KeySigner;
+use stella_state::raft_types::NodeAddr;
 
-use crate::audit_log::AuditLog;
 use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::keys::{self, Keyring};
+use crate::ledger::Ledger;
 use crate::signing::SigningService;
 use crate::{Error, dev, telemetry};
 
@@ -22,7 +25,9 @@ use crate::{Error, dev, telemetry};
 pub struct Node {
     url: String,
     server: actix_web::dev::Server,
-    audit_writer: JoinHandle<()>,
+    peer_server: Option<actix_web::dev::Server>,
+    cluster: ClusterHandle,
+    ledger: Ledger,
 }
 
 impl Node {
@@ -30,10 +35,18 @@ impl Node {
         &self.url
     }
 
-    /// Serves until shutdown, then waits for the audit writer to flush and stop.
+    /// Serves until shutdown, then stops the ledger actor and Raft.
     pub async fn run(self) -> Result<(), Error> {
-        self.server.await.map_err(Error::io("HTTP server"))?;
-        let _ = tokio::task::spawn_blocking(move || self.audit_writer.join()).await;
+        match self.peer_server {
+            Some(peer) => {
+                let (a, b) = tokio::join!(self.server, peer);
+                a.map_err(Error::io("HTTP server"))?;
+                b.map_err(Error::io("peer server"))?;
+            }
+            None => self.server.await.map_err(Error::io("HTTP server"))?,
+        }
+        self.ledger.stop();
+        self.cluster.shutdown().await;
         tracing::info!("stella-signer stopped");
         Ok(())
     }
@@ -53,40 +66,40 @@ pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<N
             tracing::info!(key_id = %key.descriptor().key_id, path = %config.signing.key_file.display(), "created dev signing key");
         }
         let hash = dev::dev_token_hash(&config.data_dir)?;
-        (key, Authenticator::new([(dev::DEV_TENANT, hash.as_str())])?)
-    } else {
-        let key = keys::load_file_key(&config.signing.key_file)?;
         (
             key,
-            Authenticator::new(
-                config
-                    .tenants
-                    .iter()
-                    .map(|t| (t.id.as_str(), t.token_sha256.as_str())),
-            )?,
+            Authenticator::new([(dev::DEV_TENANT, hash.as_str(), true)])?,
         )
+    } else {
+        let key = keys::load_file_key(&config.signing.key_file)?;
+        let tenants = config
+            .tenants
+            .iter()
+            .map(|t| (t.id.as_str(), t.token_sha256.as_str(), t.auditor));
+        (key, Authenticator::new(tenants)?)
     };
     let descriptor = key.descriptor().clone();
 
-    let (audit, recovered, audit_writer) =
-        AuditLog::open(&config.data_dir.join("audit"), config.limits.audit_queue)?;
-    tracing::info!(
-        records = recovered.records,
-        truncated_bytes = recovered.truncated_bytes,
-        "audit log verified"
+    let cluster = start_cluster(&config).await?;
+    let ledger = Ledger::start(cluster.clone(), config.limits.proposal_queue).await?;
+    let signing = SigningService::new(
+        Keyring::single(Arc::new(key)),
+        ledger.clone(),
+        cluster.clone(),
+        clock,
+        config.quota.clone(),
     );
-
-    let keyring = Keyring::single(Arc::new(key));
     let state = web::Data::new(AppState {
-        signing: SigningService::new(keyring, audit, clock),
+        signing,
         auth,
         metrics: telemetry::init_metrics(),
         max_body_bytes: config.limits.max_body_bytes,
     });
 
+    let client_state = state.clone();
     let factory = move || {
         App::new()
-            .app_data(state.clone())
+            .app_data(client_state.clone())
             .wrap(from_fn(http::request_context))
             .configure(http::routes)
     };
@@ -113,16 +126,92 @@ pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<N
         .copied()
         .ok_or_else(|| Error::Config("no listening address".into()))?;
     let url = format!("{scheme}://{addr}");
+
+    let peer_server = match &config.cluster {
+        Some(section) => {
+            let tls = stella_cluster::tls::peer_server_config(&peer_tls(section)?)
+                .map_err(|e| Error::Config(e.to_string()))?;
+            let peer_state = state.clone();
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(peer_state.clone())
+                    .configure(http::peer_routes)
+            })
+            .shutdown_timeout(5)
+            .bind_rustls_0_23(section.peer_listen, tls)
+            .map_err(Error::io(format!(
+                "binding the peer listener {}",
+                section.peer_listen
+            )))?;
+            Some(server.run())
+        }
+        None => None,
+    };
+
     if config.dev {
         dev::publish(&config.data_dir, &url, &descriptor.public_key.to_pem())?;
     }
     let server = server.run();
-    tracing::info!(url = %url, key_id = %descriptor.key_id, dev = config.dev, "stella-signer ready");
+    if config.cluster.is_none()
+        && cluster
+            .wait_for_leader(Duration::from_secs(10))
+            .await
+            .is_none()
+    {
+        return Err(Error::Unavailable(
+            "the single-node cluster elected no leader".into(),
+        ));
+    }
+    tracing::info!(url = %url, key_id = %descriptor.key_id, dev = config.dev, node_id = cluster.node_id(), "stella-signer ready");
     Ok(Node {
         url,
         server,
-        audit_writer,
+        peer_server,
+        cluster,
+        ledger,
     })
+}
+
+fn peer_tls(section: &crate::config::ClusterSection) -> Result<PeerTls, Error> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(Error::io(format!("reading {}", p.display())))
+    };
+    Ok(PeerTls {
+        ca_pem: read(&section.ca_cert)?,
+        cert_pem: read(&section.cert)?,
+        key_pem: read(&section.key)?,
+    })
+}
+
+/// Starts Raft. A node without a `[cluster]` section is a cluster of one and initializes itself.
+async fn start_cluster(config: &Config) -> Result<ClusterHandle, Error> {
+    let raft_dir = config.data_dir.join("raft");
+    let cluster_config = match &config.cluster {
+        Some(section) => {
+            let mut c = ClusterConfig::new(
+                section.node_id,
+                raft_dir,
+                NodeAddr {
+                    peer_url: section.peer_url.clone(),
+                    api_url: section.api_url.clone(),
+                },
+                Some(peer_tls(section)?),
+            );
+            c.snapshot_every = section.snapshot_every;
+            c
+        }
+        None => ClusterConfig::new(1, raft_dir, NodeAddr::default(), None),
+    };
+    let cluster = ClusterHandle::start(cluster_config)
+        .await
+        .map_err(|e| Error::Config(format!("starting Raft: {e}")))?;
+    if config.cluster.is_none() {
+        cluster
+            .initialize()
+            .await
+            .map_err(|e| Error::Config(format!("initializing the single-node cluster: {e}")))?;
+    }
+    Ok(cluster)
 }
 
 fn tls_config(config: &Config) -> Result<rustls::ServerConfig, Error> {

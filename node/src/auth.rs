@@ -4,7 +4,7 @@
 //! node keeps only its SHA-256. The admission milestone replaces it with Authority OpToks bound
 //! by DPoP or mTLS; the `Caller` it produces stays the same.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
@@ -21,15 +21,20 @@ pub struct Caller {
 #[derive(Debug, Clone, Default)]
 pub struct Authenticator {
     by_token_hash: HashMap<[u8; 32], String>,
+    auditors: HashSet<String>,
 }
 
 impl Authenticator {
-    /// `tenants`: (tenant id, lowercase hex SHA-256 of its token).
+    /// `tenants`: (tenant id, lowercase hex SHA-256 of its token, may read all audit records).
     pub fn new<'a>(
-        tenants: impl IntoIterator<Item = (&'a str, &'a str)>,
+        tenants: impl IntoIterator<Item = (&'a str, &'a str, bool)>,
     ) -> Result<Authenticator, Error> {
         let mut by_token_hash = HashMap::new();
-        for (tenant, hash_hex) in tenants {
+        let mut auditors = HashSet::new();
+        for (tenant, hash_hex, auditor) in tenants {
+            if auditor {
+                auditors.insert(tenant.to_owned());
+            }
             let bytes = hex::decode(hash_hex)
                 .map_err(|e| Error::Config(format!("tenant {tenant}: {e}")))?;
             let hash: [u8; 32] = bytes.try_into().map_err(|_| {
@@ -37,7 +42,14 @@ impl Authenticator {
             })?;
             by_token_hash.insert(hash, tenant.to_owned());
         }
-        Ok(Authenticator { by_token_hash })
+        Ok(Authenticator {
+            by_token_hash,
+            auditors,
+        })
+    }
+
+    pub fn is_auditor(&self, tenant: &str) -> bool {
+        self.auditors.contains(tenant)
     }
 
     /// Authenticates an `Authorization` header value.
@@ -80,7 +92,7 @@ mod tests {
     #[test]
     fn tokens_map_to_tenants_and_everything_else_is_refused() {
         let hash = token_sha256_hex("s3cret");
-        let auth = Authenticator::new([("tenant-a", hash.as_str())]).expect("auth");
+        let auth = Authenticator::new([("tenant-a", hash.as_str(), false)]).expect("auth");
         assert_eq!(
             auth.authenticate(Some("Bearer s3cret")).expect("ok").tenant,
             "tenant-a"

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::Error;
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
-pub const DEFAULT_AUDIT_QUEUE: usize = 8192;
+pub const DEFAULT_PROPOSAL_QUEUE: usize = 8192;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +22,11 @@ pub struct Config {
     pub signing: SigningConfig,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+    #[serde(default)]
+    pub quota: QuotaConfig,
+    /// Peer listener and identity; absent for a single node.
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
     /// Set by `--dev`, never read from a file.
     #[serde(skip)]
     pub dev: bool,
@@ -44,16 +49,16 @@ pub struct TlsConfig {
 pub struct Limits {
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
-    /// Pending audit appends before the node answers 503 (bounded mailbox).
-    #[serde(default = "default_audit_queue")]
-    pub audit_queue: usize,
+    /// Pending Raft proposals before the node answers 503 (the ledger actor's bounded mailbox).
+    #[serde(default = "default_proposal_queue")]
+    pub proposal_queue: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            audit_queue: DEFAULT_AUDIT_QUEUE,
+            proposal_queue: DEFAULT_PROPOSAL_QUEUE,
         }
     }
 }
@@ -62,8 +67,8 @@ fn default_max_body() -> usize {
     DEFAULT_MAX_BODY_BYTES
 }
 
-fn default_audit_queue() -> usize {
-    DEFAULT_AUDIT_QUEUE
+fn default_proposal_queue() -> usize {
+    DEFAULT_PROPOSAL_QUEUE
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +84,72 @@ pub struct TenantConfig {
     pub id: String,
     /// Lowercase hex SHA-256 of the tenant's bearer token (the token itself is never stored).
     pub token_sha256: String,
+    /// May read every tenant's audit records (the Attestor's tenant).
+    #[serde(default)]
+    pub auditor: bool,
+}
+
+/// The quota every tenant's plan gets (per-plan quotas arrive with admission).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    #[serde(default = "default_per_window")]
+    pub signatures_per_window: u64,
+    #[serde(default = "default_window_seconds")]
+    pub window_seconds: u64,
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: u32,
+    /// A reservation not finished by then is released (a crashed session's slot comes back).
+    #[serde(default = "default_reservation_ttl")]
+    pub reservation_ttl_seconds: u64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            signatures_per_window: default_per_window(),
+            window_seconds: default_window_seconds(),
+            max_concurrent: default_max_concurrent(),
+            reservation_ttl_seconds: default_reservation_ttl(),
+        }
+    }
+}
+
+fn default_per_window() -> u64 {
+    1_000_000_000
+}
+fn default_window_seconds() -> u64 {
+    3600
+}
+fn default_max_concurrent() -> u32 {
+    100_000
+}
+fn default_reservation_ttl() -> u64 {
+    60
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    pub node_id: u64,
+    /// Address of the peer (Raft, mutual TLS) listener.
+    pub peer_listen: SocketAddr,
+    /// How peers reach this node's peer listener, e.g. `https://10.0.0.5:9441`.
+    pub peer_url: String,
+    /// How clients (and forwarding peers) reach this node's API, e.g. `https://10.0.0.5:8443`.
+    pub api_url: String,
+    /// Cluster CA (PEM): peers must present a certificate it issued.
+    pub ca_cert: PathBuf,
+    /// This node's certificate chain and key (PEM), issued by the cluster CA.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Build a Raft snapshot (and compact the log) every this many entries.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+}
+
+fn default_snapshot_every() -> u64 {
+    5000
 }
 
 impl Config {
@@ -109,6 +180,8 @@ impl Config {
             },
             limits: Limits::default(),
             tenants: Vec::new(),
+            quota: QuotaConfig::default(),
+            cluster: None,
             dev: true,
         }
     }
@@ -124,8 +197,15 @@ impl Config {
                 "limits.max_body_bytes must be at least 1024".into(),
             ));
         }
-        if self.limits.audit_queue == 0 {
-            return Err(Error::Config("limits.audit_queue must be positive".into()));
+        if self.limits.proposal_queue == 0 {
+            return Err(Error::Config(
+                "limits.proposal_queue must be positive".into(),
+            ));
+        }
+        if self.quota.window_seconds == 0 || self.quota.max_concurrent == 0 {
+            return Err(Error::Config(
+                "quota.window_seconds and quota.max_concurrent must be positive".into(),
+            ));
         }
         if self.tenants.is_empty() {
             return Err(Error::Config(

@@ -19,6 +19,18 @@ pub enum Error {
     Unavailable(String),
     #[error("the node is overloaded")]
     Overloaded,
+    #[error("this node is not the leader")]
+    NotLeader,
+    #[error("quota exhausted ({reason}); retry in {retry_after_seconds} s")]
+    Throttled {
+        retry_after_seconds: u64,
+        reason: String,
+    },
+    /// A problem answered by the leader for a forwarded request.
+    #[error("{}", .0.detail)]
+    Remote(stella_api::Problem),
+    #[error("{0}")]
+    Forbidden(String),
     // --- start-up ---
     #[error("configuration: {0}")]
     Config(String),
@@ -34,6 +46,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// Seconds a client should wait before retrying, when that is known.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        match self {
+            Error::Throttled {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            Error::Remote(p) => p.retry_after_seconds,
+            Error::Unavailable(_) | Error::Overloaded | Error::NotLeader => Some(1),
+            _ => None,
+        }
+    }
+
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();
         move |source| Error::Io { context, source }
@@ -46,7 +71,12 @@ impl Error {
             Error::UnsupportedMediaType(_) => ProblemCode::UnsupportedMediaType,
             Error::TooLarge { .. } => ProblemCode::ArtifactTooLarge,
             Error::Unauthenticated(_) => ProblemCode::InvalidToken,
-            Error::Unavailable(_) | Error::Overloaded => ProblemCode::SigningUnavailable,
+            Error::Unavailable(_) | Error::Overloaded | Error::NotLeader => {
+                ProblemCode::SigningUnavailable
+            }
+            Error::Throttled { .. } => ProblemCode::PlanThrottled,
+            Error::Remote(p) => p.code,
+            Error::Forbidden(_) => ProblemCode::EntitlementDenied,
             Error::Config(_) | Error::Io { .. } | Error::Key(_) | Error::AuditCorrupt(_) => {
                 ProblemCode::InternalError
             }

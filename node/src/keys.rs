@@ -68,5 +68,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Erro
         .and_then(|()| file.sync_all())
         .map_err(Error::io(format!("writing {}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(Error::io(format!("renaming to {}", path.display())))?;
-    crate::audit_log::fsync_dir(dir)
+    fsync_dir(dir)
+}
+
+pub(crate) fn fsync_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(format!("fsync of directory {}", dir.display())))
 }

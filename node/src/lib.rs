@@ -4,11 +4,10 @@
 //! its audit log and keys. Request handling is split into
 //! - `http`: actix-web handlers (a few lines each), extractors, middleware, problem+json edge,
 //! - `pipeline`: the signing decision logic, free of I/O and directly testable,
-//! - `signing`: the service that runs the pipeline against keys and the audit log,
-//! - `audit_log`: the local, hash-chained, fsynced audit log with group commit.
+//! - `signing`: the service that routes to the leader and runs reserve → sign → audit there,
+//! - `ledger`: the quota-ledger actor that batches commands into Raft proposals (group commit).
 
 pub mod app;
-pub mod audit_log;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -16,6 +15,7 @@ pub mod dev;
 mod error;
 pub mod http;
 pub mod keys;
+pub mod ledger;
 pub mod pipeline;
 pub mod signing;
 pub mod telemetry;

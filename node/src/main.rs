@@ -3,10 +3,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use stella_node::audit_log::read_log;
+use serde_json::json;
+use stella_cluster::PeerClient;
 use stella_node::config::Config;
 use stella_node::{app, telemetry};
 
@@ -37,7 +39,12 @@ enum Command {
         #[arg(long, conflicts_with = "dev")]
         config: Option<PathBuf>,
     },
-    /// Inspect the local audit log.
+    /// Cluster membership and PKI.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Inspect the audit log of a stopped node.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -45,9 +52,49 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ClusterCommand {
+    /// Generate a dev cluster CA and node certificates (node-1..node-N, admin) into DIR.
+    Certs {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Extra subject alternative names (host names or IPs) for every node certificate.
+        #[arg(long)]
+        san: Vec<String>,
+    },
+    /// Make the (running) node of CONFIG the first member of a new cluster.
+    Init {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Add the (running) node of CONFIG to the cluster led by LEADER (a peer URL).
+    Join {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        leader: String,
+    },
+    /// Remove NODE_ID from the cluster led by LEADER, using CONFIG's peer identity.
+    Remove {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        leader: String,
+        #[arg(long)]
+        node_id: u64,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chain of the audit log under DATA_DIR and print its head.
+    /// Verify the hash chain of a stopped node's audit log and print its head.
     Verify {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Print every audit record of a stopped node as JSON lines.
+    Export {
         #[arg(long)]
         data_dir: PathBuf,
     },
@@ -64,6 +111,13 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
@@ -76,31 +130,100 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = match (dev, config) {
                 (true, _) => Config::dev(data_dir, listen),
                 (false, Some(path)) => Config::from_file(&path)?,
-                (false, None) => anyhow::bail!("either --dev or --config FILE is required"),
+                (false, None) => bail!("either --dev or --config FILE is required"),
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("tokio runtime")?;
-            runtime.block_on(async {
+            runtime()?.block_on(async {
                 let node = app::build(config).await?;
                 node.run().await
             })?;
             Ok(())
         }
+        Command::Cluster { command } => cluster(command),
         Command::Audit {
             command: AuditCommand::Verify { data_dir },
         } => {
-            let records = read_log(&data_dir.join("audit"))?;
+            let records = stella_state::storage::read_audit_offline(&data_dir.join("raft"))
+                .map_err(|e| {
+                    anyhow::anyhow!("reading the audit log (is the node stopped?): {e}")
+                })?;
+            stella_state::verify_chain(&records, None)
+                .map_err(|e| anyhow::anyhow!("audit chain broken: {e}"))?;
             let head = records
                 .last()
                 .map(|r| r.hash.as_str())
                 .unwrap_or(stella_state::GENESIS_HASH);
             println!(
                 "{}",
-                serde_json::json!({"records": records.len(), "head": head, "chain": "ok"})
+                json!({"records": records.len(), "head": head, "chain": "ok"})
             );
             Ok(())
         }
+        Command::Audit {
+            command: AuditCommand::Export { data_dir },
+        } => {
+            let records = stella_state::storage::read_audit_offline(&data_dir.join("raft"))
+                .map_err(|e| {
+                    anyhow::anyhow!("reading the audit log (is the node stopped?): {e}")
+                })?;
+            for record in records {
+                println!("{}", String::from_utf8_lossy(&record.to_canonical_line()));
+            }
+            Ok(())
+        }
     }
+}
+
+fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    if let ClusterCommand::Certs { out, nodes, san } = &command {
+        stella_cluster::pki::generate_dev_pki(out, *nodes, san)?;
+        println!("{}", json!({"dir": out, "nodes": nodes}));
+        return Ok(());
+    }
+    let (config_path, target, body, path) = match &command {
+        ClusterCommand::Init { config } => (config, None, json!({}), "/admin/v1/init"),
+        ClusterCommand::Join { config, leader } => {
+            (config, Some(leader.clone()), json!(null), "/admin/v1/join")
+        }
+        ClusterCommand::Remove {
+            config,
+            leader,
+            node_id,
+        } => (
+            config,
+            Some(leader.clone()),
+            json!({"nodeId": node_id}),
+            "/admin/v1/remove",
+        ),
+        ClusterCommand::Certs { .. } => unreachable!("handled above"),
+    };
+    let config = Config::from_file(config_path)?;
+    let Some(section) = &config.cluster else {
+        bail!("{} has no [cluster] section", config_path.display())
+    };
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let tls = stella_cluster::PeerTls {
+        ca_pem: read(&section.ca_cert)?,
+        cert_pem: read(&section.cert)?,
+        key_pem: read(&section.key)?,
+    };
+    let body = if body.is_null() {
+        json!({"nodeId": section.node_id, "peerUrl": section.peer_url, "apiUrl": section.api_url})
+    } else {
+        body
+    };
+    let target = target.unwrap_or_else(|| section.peer_url.clone());
+    let answer: serde_json::Value = runtime()?.block_on(async {
+        let peers = PeerClient::new(Some(&tls))?;
+        peers
+            .post(&target, path, &body, Duration::from_secs(120))
+            .await
+            .map_err(|e| anyhow::anyhow!("{target}{path}: {e}"))
+    })?;
+    println!("{answer}");
+    if answer["ok"] != true {
+        bail!("{}", answer["detail"]);
+    }
+    Ok(())
 }

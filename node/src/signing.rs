@@ -1,42 +1,88 @@
-//! The signing service: plan → sign → audit (durable) → respond.
+//! The signing service: route to the leader, then reserve → sign → audit → respond.
 //!
-//! A signature leaves the node only after its audit record is fsynced. If signing fails, the
-//! failure is audited and the caller gets `signing_unavailable`.
+//! Every node accepts requests. A follower forwards the (already authenticated) request to the
+//! leader over the peer channel and re-routes when leadership moves; only the leader signs, so
+//! quota and audit decisions are made where Raft linearizes them. On the leader a request
+//! reserves quota (Raft), signs, then commits its audit record together with the reservation
+//! commit in one Raft entry, and only then answers. A failed signing releases the reservation and
+//! is audited. A session dropped half-way (client gone, task cancelled, panic) releases its
+//! reservation through `ReservationGuard`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use stella_api::{SignDsseRequest, SignDsseResponse};
+use serde::{Deserialize, Serialize};
+use stella_api::{Problem, SignDsseRequest, SignDsseResponse};
+use stella_cluster::ClusterHandle;
 use stella_signer::{Envelope, IN_TOTO_PAYLOAD_TYPE, KeySigner};
-use stella_state::Decision;
+use stella_state::command::{Reserve, Response};
+use stella_state::{Command, Decision};
 
 use crate::Error;
-use crate::audit_log::AuditLog;
 use crate::auth::Caller;
 use crate::clock::Clock;
+use crate::config::QuotaConfig;
 use crate::keys::Keyring;
+use crate::ledger::{Ledger, ProposeError};
 use crate::pipeline::{self, Outcome};
+
+pub const PEER_SIGN: &str = "/peer/v1/sign";
+const ROUTE_ATTEMPTS: usize = 5;
+
+/// A signing request forwarded from a follower to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardedSign {
+    pub tenant: String,
+    pub caller_subject: String,
+    pub issuer: String,
+    pub request_id: String,
+    pub request: SignDsseRequest,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardAnswer {
+    Signed(Box<SignDsseResponse>),
+    Refused(Problem),
+    NotLeader,
+}
 
 #[derive(Clone)]
 pub struct SigningService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     keyring: Keyring,
-    audit: AuditLog,
+    ledger: Ledger,
+    cluster: ClusterHandle,
     clock: Arc<dyn Clock>,
+    quota: QuotaConfig,
 }
 
 impl SigningService {
-    pub fn new(keyring: Keyring, audit: AuditLog, clock: Arc<dyn Clock>) -> SigningService {
+    pub fn new(
+        keyring: Keyring,
+        ledger: Ledger,
+        cluster: ClusterHandle,
+        clock: Arc<dyn Clock>,
+        quota: QuotaConfig,
+    ) -> SigningService {
         SigningService {
-            keyring,
-            audit,
-            clock,
+            inner: Arc::new(Inner {
+                keyring,
+                ledger,
+                cluster,
+                clock,
+                quota,
+            }),
         }
     }
 
-    pub fn audit_healthy(&self) -> bool {
-        self.audit.is_healthy()
+    pub fn cluster(&self) -> &ClusterHandle {
+        &self.inner.cluster
     }
 
+    /// Entry point for client requests on any node.
     pub async fn sign(
         &self,
         caller: &Caller,
@@ -44,7 +90,7 @@ impl SigningService {
         request: SignDsseRequest,
     ) -> Result<SignDsseResponse, Error> {
         let started = Instant::now();
-        let result = self.sign_inner(caller, request_id, request).await;
+        let result = self.route(caller, request_id, request).await;
         if let Err(e) = &result {
             tracing::info!(
                 target: "stella::sign",
@@ -59,15 +105,71 @@ impl SigningService {
         result
     }
 
-    async fn sign_inner(
+    async fn route(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        request: SignDsseRequest,
+    ) -> Result<SignDsseResponse, Error> {
+        let cluster = &self.inner.cluster;
+        for _ in 0..ROUTE_ATTEMPTS {
+            let Some((leader_id, leader)) = cluster.wait_for_leader(Duration::from_secs(3)).await
+            else {
+                return Err(Error::Unavailable(
+                    "no leader: the cluster has no quorum".into(),
+                ));
+            };
+            if leader_id == cluster.node_id() {
+                match self
+                    .sign_as_leader(caller, request_id, request.clone())
+                    .await
+                {
+                    Err(Error::NotLeader) => continue,
+                    other => return other,
+                }
+            }
+            let forwarded = ForwardedSign {
+                tenant: caller.tenant.clone(),
+                caller_subject: caller.subject.clone(),
+                issuer: caller.issuer.clone(),
+                request_id: request_id.to_owned(),
+                request: request.clone(),
+            };
+            let answer: Result<ForwardAnswer, _> = cluster
+                .peers()
+                .post(
+                    &leader.peer_url,
+                    PEER_SIGN,
+                    &forwarded,
+                    Duration::from_secs(30),
+                )
+                .await;
+            match answer {
+                Ok(ForwardAnswer::Signed(response)) => return Ok(*response),
+                Ok(ForwardAnswer::Refused(problem)) => return Err(Error::Remote(problem)),
+                Ok(ForwardAnswer::NotLeader) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => {
+                    tracing::warn!(leader = leader_id, error = %e, "forwarding to the leader failed; re-routing");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        Err(Error::Unavailable(
+            "leadership kept moving; try again".into(),
+        ))
+    }
+
+    /// The leader's pipeline. Answers `NotLeader` (never forwards) when this node is not leader.
+    pub async fn sign_as_leader(
         &self,
         caller: &Caller,
         request_id: &str,
         request: SignDsseRequest,
     ) -> Result<SignDsseResponse, Error> {
         let started = Instant::now();
+        let inner = &self.inner;
         let plan = pipeline::plan(request)?;
-        let signers = self.keyring.signers_for(&caller.tenant);
+        let signers = inner.keyring.signers_for(&caller.tenant);
         let refs: Vec<&dyn KeySigner> = signers.iter().map(|s| s.as_ref()).collect();
         let primary = signers
             .first()
@@ -75,9 +177,44 @@ impl SigningService {
             .ok_or_else(|| Error::Unavailable("no key for tenant".into()))?;
         let key_source = primary.source.as_str();
 
+        // 1. Reserve quota through Raft.
+        let reservation_id = format!("{request_id}/{}", random_suffix());
+        let reserve = Command::Reserve(Reserve {
+            reservation_id: reservation_id.clone(),
+            tenant: caller.tenant.clone(),
+            plan: "default".into(),
+            limit: inner.quota.signatures_per_window,
+            window_ms: inner.quota.window_seconds * 1000,
+            max_concurrent: inner.quota.max_concurrent,
+            now_ms: self.now_ms(),
+            ttl_ms: inner.quota.reservation_ttl_seconds * 1000,
+        });
+        match self.propose(reserve).await? {
+            Response::Reserved { .. } => {}
+            Response::Throttled {
+                retry_after_ms,
+                reason,
+            } => {
+                return Err(Error::Throttled {
+                    retry_after_seconds: retry_after_ms.div_ceil(1000).max(1),
+                    reason: format!("{reason:?}"),
+                });
+            }
+            other => {
+                return Err(Error::Unavailable(format!(
+                    "unexpected reservation answer: {other:?}"
+                )));
+            }
+        }
+        let mut guard = ReservationGuard {
+            ledger: inner.ledger.clone(),
+            reservation_id: Some(reservation_id.clone()),
+            now_ms: self.now_ms(),
+        };
+
         let draft = |decision: Decision, reason: String, bundle_sha256: Option<String>| {
             pipeline::audit_draft(Outcome {
-                time: self.clock.now_rfc3339(),
+                time: inner.clock.now_rfc3339(),
                 request_id,
                 caller,
                 plan: &plan,
@@ -88,6 +225,8 @@ impl SigningService {
                 bundle_sha256,
             })
         };
+
+        // 2. Sign (CPU only).
         let signed = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, plan.payload.clone(), &refs)
             .map_err(Error::from)
             .and_then(|(envelope, ops)| {
@@ -96,21 +235,49 @@ impl SigningService {
         let (envelope, ops, bundles) = match signed {
             Ok(parts) => parts,
             Err(e) => {
-                self.audit
-                    .append(draft(Decision::Failed, e.to_string(), None))
-                    .await?;
+                guard.reservation_id = None;
+                let failed = Command::Batch(vec![
+                    Command::Audit(draft(Decision::Failed, e.to_string(), None)),
+                    Command::Release {
+                        reservation_id,
+                        now_ms: self.now_ms(),
+                    },
+                ]);
+                self.propose(failed).await?;
                 return Err(Error::Unavailable(e.to_string()));
             }
         };
+
+        // 3. Audit + commit the reservation in one Raft entry, before anything is returned.
         let bundle_sha256 = bundles.first().map(|(_, h)| h.clone());
-        let record = self
-            .audit
-            .append(draft(
+        let commit = Command::Batch(vec![
+            Command::Audit(draft(
                 Decision::Signed,
                 "signed".into(),
                 bundle_sha256.clone(),
-            ))
-            .await?;
+            )),
+            Command::Commit {
+                reservation_id,
+                now_ms: self.now_ms(),
+            },
+        ]);
+        let audit_id = match self.propose(commit).await? {
+            Response::Batch(rs) => match rs.first() {
+                Some(Response::Audited { audit_id, .. }) => audit_id.clone(),
+                other => {
+                    return Err(Error::Unavailable(format!(
+                        "unexpected audit answer: {other:?}"
+                    )));
+                }
+            },
+            other => {
+                return Err(Error::Unavailable(format!(
+                    "unexpected audit answer: {other:?}"
+                )));
+            }
+        };
+        guard.reservation_id = None;
+
         for op in &ops {
             metrics::counter!("stella_signer_key_usage_total", "key_id" => op.key_id.clone())
                 .increment(1);
@@ -123,19 +290,59 @@ impl SigningService {
             predicate_type = %plan.predicate_type,
             key_id = %primary.key_id,
             decision = "signed",
-            audit_id = %record.audit_id,
+            audit_id = %audit_id,
             bundle_sha256 = %bundle_sha256.as_deref().unwrap_or(""),
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
             "signing decision"
         );
         pipeline::response(
-            &plan,
-            &envelope,
-            &ops,
-            bundles,
-            key_source,
-            record.audit_id,
-            request_id,
+            &plan, &envelope, &ops, bundles, key_source, audit_id, request_id,
         )
     }
+
+    async fn propose(&self, command: Command) -> Result<Response, Error> {
+        self.inner
+            .ledger
+            .propose(command)
+            .await
+            .map_err(|e| match e {
+                ProposeError::NotLeader(_) => Error::NotLeader,
+                ProposeError::Overloaded => Error::Overloaded,
+                ProposeError::Unavailable(m) => Error::Unavailable(m),
+            })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.inner.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+    }
+}
+
+/// Releases a reservation whose session ended without committing or releasing it.
+struct ReservationGuard {
+    ledger: Ledger,
+    reservation_id: Option<String>,
+    now_ms: u64,
+}
+
+impl Drop for ReservationGuard {
+    fn drop(&mut self) {
+        if let Some(reservation_id) = self.reservation_id.take() {
+            let ledger = self.ledger.clone();
+            let now_ms = self.now_ms;
+            tokio::spawn(async move {
+                let _ = ledger
+                    .propose(Command::Release {
+                        reservation_id,
+                        now_ms,
+                    })
+                    .await;
+            });
+        }
+    }
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    hex::encode(bytes)
 }

@@ -2,7 +2,16 @@
 
 use std::io::Cursor;
 
+use serde::{Deserialize, Serialize};
+
 use crate::command::{Command, Response};
+
+/// How to reach a node: its peer (Raft, mutual TLS) URL and its client API URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    pub peer_url: String,
+    pub api_url: String,
+}
 
 pub type NodeId = u64;
 
@@ -12,7 +21,7 @@ openraft::declare_raft_types!(
         D = Command,
         R = Response,
         NodeId = NodeId,
-        Node = openraft::BasicNode,
+        Node = NodeAddr,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,
@@ -21,6 +30,7 @@ openraft::declare_raft_types!(
 pub type Entry = openraft::Entry<TypeConfig>;
 pub type LogId = openraft::LogId<NodeId>;
 pub type Vote = openraft::Vote<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, NodeAddr>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, NodeAddr>;
 pub type StorageError = openraft::StorageError<NodeId>;
+pub type Raft = openraft::Raft<TypeConfig>;

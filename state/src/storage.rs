@@ -599,3 +599,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }))
     }
 }
+
+/// Reads every audit record from a stopped node's state machine (`stella-signer audit verify`).
+/// Fails while a running node holds the database.
+pub fn read_audit_offline(dir: &Path) -> Result<Vec<AuditRecord>, StorageError> {
+    let db = Database::open(dir.join("state-machine.redb")).map_err(read_err)?;
+    let txn = db.begin_read().map_err(read_err)?;
+    let table = match txn.open_table(AUDIT) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(read_err(e)),
+    };
+    let mut out = Vec::new();
+    for item in table.iter().map_err(read_err)? {
+        let (_, v) = item.map_err(read_err)?;
+        out.push(serde_json::from_slice(v.value()).map_err(read_err)?);
+    }
+    Ok(out)
+}

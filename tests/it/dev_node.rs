@@ -207,8 +207,12 @@ fn sign_report_with_explicit_subject_and_policy() {
         "{}",
         String::from_utf8_lossy(&ok.stdout)
     );
-    let records = audit_records(&node.data_dir);
-    let last = records.last().expect("an audit record");
+    let page = stella_tests::audit_api(&node.url, &node.token(), "limit=1000");
+    let last = page["records"]
+        .as_array()
+        .and_then(|r| r.last())
+        .expect("an audit record")
+        .clone();
     assert_eq!(last["predicateType"], "stella.ops/report@v1");
     assert_eq!(last["subjectDigests"][0], digest);
     assert_eq!(last["decision"], "signed");

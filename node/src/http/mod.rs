@@ -2,16 +2,22 @@
 //! a few lines each and call into services; no signing decision is made here.
 
 mod application;
+mod audit;
 mod body;
+mod cluster;
 mod context;
 mod ops;
+mod peer;
 mod problem;
 
 use actix_web::web;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use stella_cluster::ClusterHandle;
+use stella_cluster::network::{RAFT_APPEND, RAFT_SNAPSHOT, RAFT_VOTE};
+
 use crate::auth::Authenticator;
-use crate::signing::SigningService;
+use crate::signing::{PEER_SIGN, SigningService};
 
 pub use context::request_context;
 pub use problem::ApiProblem;
@@ -24,11 +30,27 @@ pub struct AppState {
     pub max_body_bytes: usize,
 }
 
+impl AppState {
+    pub fn cluster(&self) -> &ClusterHandle {
+        self.signing.cluster()
+    }
+}
+
 /// Registers every route. Unknown paths and wrong methods answer problem+json too.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource(stella_api::SIGN_DSSE_PATH)
             .route(web::post().to(application::sign_dsse))
+            .default_service(web::to(problem::method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/v1/signer/audit")
+            .route(web::get().to(audit::list))
+            .default_service(web::to(problem::method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/v1/signer/cluster/status")
+            .route(web::get().to(cluster::status))
             .default_service(web::to(problem::method_not_allowed)),
     )
     .service(
@@ -47,4 +69,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(problem::method_not_allowed)),
     )
     .default_service(web::to(problem::not_found));
+}
+
+/// Peer listener routes (mutual TLS is enforced by the listener, before any of these run).
+pub fn peer_routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::JsonConfig::default().limit(512 * 1024 * 1024))
+        .route(RAFT_APPEND, web::post().to(peer::append))
+        .route(RAFT_VOTE, web::post().to(peer::vote))
+        .route(RAFT_SNAPSHOT, web::post().to(peer::snapshot))
+        .route(PEER_SIGN, web::post().to(peer::sign))
+        .route("/peer/v1/read-index", web::post().to(peer::read_index))
+        .route("/peer/v1/status", web::get().to(peer::status))
+        .route("/admin/v1/init", web::post().to(peer::init))
+        .route("/admin/v1/join", web::post().to(peer::join))
+        .route("/admin/v1/remove", web::post().to(peer::remove))
+        .route("/admin/v1/snapshot", web::post().to(peer::trigger_snapshot))
+        .default_service(web::to(problem::not_found));
 }

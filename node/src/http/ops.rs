@@ -14,18 +14,34 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// `GET /readyz`: the node can sign (its audit log accepts writes).
+/// `GET /readyz`: the node can sign — it is a cluster member and knows a leader.
 pub async fn readyz(state: Data<AppState>) -> HttpResponse {
-    let audit_ok = state.signing.audit_healthy();
+    let status = state.cluster().status();
+    let member =
+        status.voters.contains(&status.node_id) || status.learners.contains(&status.node_id);
+    let leader_ok = status.leader.is_some();
     let health = Health {
-        status: if audit_ok { "ready" } else { "not_ready" }.into(),
-        checks: vec![HealthCheck {
-            name: "audit_log".into(),
-            ok: audit_ok,
-            detail: (!audit_ok).then(|| "the audit log failed a write; restart the node".into()),
-        }],
+        status: if member && leader_ok {
+            "ready"
+        } else {
+            "not_ready"
+        }
+        .into(),
+        checks: vec![
+            HealthCheck {
+                name: "cluster_member".into(),
+                ok: member,
+                detail: (!member)
+                    .then(|| "not a member yet: run `stella-signer cluster init` or `join`".into()),
+            },
+            HealthCheck {
+                name: "leader_known".into(),
+                ok: leader_ok,
+                detail: (!leader_ok).then(|| "no leader: the cluster has no quorum".into()),
+            },
+        ],
     };
-    if audit_ok {
+    if member && leader_ok {
         HttpResponse::Ok().json(health)
     } else {
         HttpResponse::ServiceUnavailable().json(health)

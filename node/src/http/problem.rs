@@ -29,7 +29,12 @@ impl From<Error> for ApiProblem {
         if code == ProblemCode::InternalError || code == ProblemCode::SigningUnavailable {
             tracing::error!(error = %e, code = code.as_str(), "request failed");
         }
-        ApiProblem(Problem::new(code, detail))
+        if let Error::Remote(problem) = e {
+            return ApiProblem(problem);
+        }
+        let mut problem = Problem::new(code, detail);
+        problem.retry_after_seconds = e.retry_after_seconds();
+        ApiProblem(problem)
     }
 }
 
@@ -55,7 +60,10 @@ impl ResponseError for ApiProblem {
                 ));
             }
             ProblemCode::SigningUnavailable | ProblemCode::PlanThrottled => {
-                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                let seconds = problem.retry_after_seconds.unwrap_or(1).to_string();
+                if let Ok(value) = HeaderValue::from_str(&seconds) {
+                    response.insert_header((header::RETRY_AFTER, value));
+                }
             }
             _ => {}
         }

@@ -1,0 +1,81 @@
+//! Dev cluster PKI: a cluster CA and one certificate per node (plus an operator certificate),
+//! ECDSA P-256, valid for loopback names. For production, issue node certificates from your own
+//! CA with the same shape: serverAuth + clientAuth, SAN covering the peer URL's host.
+
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
+
+use crate::ClusterError;
+
+fn err(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Tls(e.to_string())
+}
+
+/// Writes `ca.pem`, `ca.key`, `node-<i>.pem`/`node-<i>.key` for `1..=nodes` and `admin.pem`/`admin.key` into `dir`.
+pub fn generate_dev_pki(dir: &Path, nodes: u64, extra_sans: &[String]) -> Result<(), ClusterError> {
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name = name("stella-signer cluster CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    write(dir, "ca.key", &ca_key.serialize_pem(), 0o600)?;
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(err)?;
+    write(dir, "ca.pem", &ca.pem(), 0o644)?;
+
+    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    names.extend(extra_sans.iter().cloned());
+    for i in 1..=nodes {
+        leaf(dir, &format!("node-{i}"), &names, &ca)?;
+    }
+    leaf(dir, "admin", &names, &ca)
+}
+
+fn leaf(
+    dir: &Path,
+    stem: &str,
+    sans: &[String],
+    ca: &CertifiedIssuer<'_, KeyPair>,
+) -> Result<(), ClusterError> {
+    let key = KeyPair::generate().map_err(err)?;
+    let mut sans = sans.to_vec();
+    sans.push(stem.to_owned());
+    let mut params = CertificateParams::new(sans).map_err(err)?;
+    params.distinguished_name = name(stem);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = params.signed_by(&key, ca).map_err(err)?;
+    write(dir, &format!("{stem}.key"), &key.serialize_pem(), 0o600)?;
+    write(dir, &format!("{stem}.pem"), &cert.pem(), 0o644)
+}
+
+fn name(cn: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    dn.push(DnType::OrganizationName, "Stella Signer");
+    dn
+}
+
+fn write(dir: &Path, file: &str, text: &str, mode: u32) -> Result<(), ClusterError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(dir.join(file))
+        .map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)
+}

@@ -1,0 +1,89 @@
+//! `GET /api/v1/signer/cluster/status`: leader, term, members and every member's applied index.
+
+use std::time::Duration;
+
+use actix_web::HttpRequest;
+use actix_web::web::{Data, Json};
+use serde::{Deserialize, Serialize};
+use stella_cluster::NodeStatus;
+
+use super::{ApiProblem, AppState};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub commit_index: Option<u64>,
+    pub answered_by: u64,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub node_id: u64,
+    pub role: String,
+    pub peer_url: String,
+    pub api_url: String,
+    pub reachable: bool,
+    pub state: Option<String>,
+    pub applied_index: Option<u64>,
+    pub last_log_index: Option<u64>,
+}
+
+pub async fn status(
+    state: Data<AppState>,
+    req: HttpRequest,
+) -> Result<Json<ClusterStatus>, ApiProblem> {
+    state.auth.authenticate(
+        req.headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok()),
+    )?;
+    let cluster = state.cluster();
+    let me = cluster.status();
+    let mut members = Vec::new();
+    let mut leader_status: Option<NodeStatus> = None;
+    for (id, addr) in &me.nodes {
+        let status: Option<NodeStatus> = if *id == me.node_id {
+            Some(me.clone())
+        } else {
+            cluster
+                .peers()
+                .get(
+                    &addr.peer_url,
+                    "/peer/v1/status",
+                    Duration::from_millis(500),
+                )
+                .await
+                .ok()
+        };
+        if Some(*id) == me.leader {
+            leader_status = status.clone();
+        }
+        members.push(MemberStatus {
+            node_id: *id,
+            role: if me.voters.contains(id) {
+                "voter"
+            } else {
+                "learner"
+            }
+            .into(),
+            peer_url: addr.peer_url.clone(),
+            api_url: addr.api_url.clone(),
+            reachable: status.is_some(),
+            state: status.as_ref().map(|s| s.state.clone()),
+            applied_index: status.as_ref().and_then(|s| s.applied_index),
+            last_log_index: status.as_ref().and_then(|s| s.last_log_index),
+        });
+    }
+    Ok(Json(ClusterStatus {
+        leader: me.leader,
+        term: me.term,
+        // The leader applies what it commits; its applied index is the committed index it has acted on.
+        commit_index: leader_status.and_then(|s| s.applied_index),
+        answered_by: me.node_id,
+        members,
+    }))
+}

@@ -1,0 +1,142 @@
+//! Peer listener (mutual TLS, cluster certificates only): Raft RPCs, leader-side signing for
+//! forwarded requests, read-index and status for other nodes, and membership administration.
+
+use std::time::Duration;
+
+use actix_web::HttpResponse;
+use actix_web::web::{Data, Json};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::{Deserialize, Serialize};
+use stella_state::raft_types::{NodeAddr, NodeId, TypeConfig};
+
+use super::AppState;
+use crate::auth::Caller;
+use crate::signing::{ForwardAnswer, ForwardedSign};
+
+pub async fn append(
+    state: Data<AppState>,
+    rpc: Json<AppendEntriesRequest<TypeConfig>>,
+) -> HttpResponse {
+    HttpResponse::Ok().json(
+        state
+            .cluster()
+            .raft()
+            .append_entries(rpc.into_inner())
+            .await,
+    )
+}
+
+pub async fn vote(state: Data<AppState>, rpc: Json<VoteRequest<NodeId>>) -> HttpResponse {
+    HttpResponse::Ok().json(state.cluster().raft().vote(rpc.into_inner()).await)
+}
+
+pub async fn snapshot(
+    state: Data<AppState>,
+    rpc: Json<InstallSnapshotRequest<TypeConfig>>,
+) -> HttpResponse {
+    HttpResponse::Ok().json(
+        state
+            .cluster()
+            .raft()
+            .install_snapshot(rpc.into_inner())
+            .await,
+    )
+}
+
+/// A follower's forwarded signing request; answered only by the leader.
+pub async fn sign(state: Data<AppState>, forwarded: Json<ForwardedSign>) -> Json<ForwardAnswer> {
+    let f = forwarded.into_inner();
+    let caller = Caller {
+        tenant: f.tenant,
+        subject: f.caller_subject,
+        issuer: f.issuer,
+    };
+    Json(
+        match state
+            .signing
+            .sign_as_leader(&caller, &f.request_id, f.request)
+            .await
+        {
+            Ok(response) => ForwardAnswer::Signed(Box::new(response)),
+            Err(crate::Error::NotLeader) => ForwardAnswer::NotLeader,
+            Err(e) => ForwardAnswer::Refused(super::ApiProblem::from(e).0),
+        },
+    )
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReadIndex {
+    pub index: u64,
+}
+
+/// Leader: the read index for a linearizable read on another node.
+pub async fn read_index(state: Data<AppState>) -> HttpResponse {
+    match state.cluster().read_index().await {
+        Ok(index) => HttpResponse::Ok().json(ReadIndex { index }),
+        Err(e) => HttpResponse::ServiceUnavailable().body(e.to_string()),
+    }
+}
+
+pub async fn status(state: Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.cluster().status())
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinRequest {
+    pub node_id: NodeId,
+    pub peer_url: String,
+    pub api_url: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoveRequest {
+    pub node_id: NodeId,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminAnswer {
+    pub ok: bool,
+    pub detail: String,
+}
+
+fn admin(result: Result<(), stella_cluster::ClusterError>) -> HttpResponse {
+    match result {
+        Ok(()) => HttpResponse::Ok().json(AdminAnswer {
+            ok: true,
+            detail: "done".into(),
+        }),
+        Err(e) => HttpResponse::Conflict().json(AdminAnswer {
+            ok: false,
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// `cluster init`: make this node a one-member cluster.
+pub async fn init(state: Data<AppState>) -> HttpResponse {
+    admin(state.cluster().initialize().await)
+}
+
+/// `cluster join` (sent to the leader): add as learner, wait for catch-up, promote to voter.
+pub async fn join(state: Data<AppState>, req: Json<JoinRequest>) -> HttpResponse {
+    let req = req.into_inner();
+    let addr = NodeAddr {
+        peer_url: req.peer_url,
+        api_url: req.api_url,
+    };
+    admin(state.cluster().join(req.node_id, addr).await)
+}
+
+/// `cluster remove` (sent to the leader).
+pub async fn remove(state: Data<AppState>, req: Json<RemoveRequest>) -> HttpResponse {
+    admin(state.cluster().remove(req.node_id).await)
+}
+
+/// Build a snapshot now (log compaction on demand).
+pub async fn trigger_snapshot(state: Data<AppState>) -> HttpResponse {
+    let result = state.cluster().trigger_snapshot().await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    admin(result)
+}
