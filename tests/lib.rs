@@ -274,3 +274,264 @@ pub fn sbom_request_json() -> Value {
         "predicate": {"format": "cyclonedx-json", "digest": format!("sha256:{}", "b".repeat(64)), "componentCount": 3}
     })
 }
+
+/// A multi-process cluster on loopback: `n` nodes with mutual-TLS peer listeners, plain-HTTP
+/// client listeners, one shared signing key and one tenant.
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub token: String,
+    nodes: Vec<Option<NodeProcess>>,
+    api_ports: Vec<u16>,
+    peer_ports: Vec<u16>,
+}
+
+pub struct ClusterOptions {
+    pub nodes: usize,
+    pub snapshot_every: u64,
+    pub signatures_per_window: u64,
+    pub reservation_ttl_seconds: u64,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            nodes: 3,
+            snapshot_every: 5000,
+            signatures_per_window: 1_000_000,
+            reservation_ttl_seconds: 60,
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl TestCluster {
+    pub fn start(options: ClusterOptions) -> TestCluster {
+        let dir = tempfile::tempdir().expect("tmp");
+        let pki = dir.path().join("pki");
+        let out = Command::new(bin("stella-signer"))
+            .args([
+                "cluster",
+                "certs",
+                "--out",
+                pki.to_str().expect("utf8"),
+                "--nodes",
+                &options.nodes.to_string(),
+            ])
+            .output()
+            .expect("certs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let key = stella_signer::FileKeySigner::generate().expect("key");
+        std::fs::write(dir.path().join("signing.pem"), key.to_pkcs8_pem()).expect("key");
+        std::fs::write(
+            dir.path().join("signing.pub.pem"),
+            key.public_key().to_pem(),
+        )
+        .expect("pub");
+        let token = "cluster-test-token".to_owned();
+        let token_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+        let api_ports: Vec<u16> = (0..options.nodes).map(|_| free_port()).collect();
+        let peer_ports: Vec<u16> = (0..options.nodes).map(|_| free_port()).collect();
+        for i in 0..options.nodes {
+            let id = i + 1;
+            let d = dir.path().display();
+            let config = format!(
+                "listen = \"127.0.0.1:{api}\"\ndata_dir = \"{d}/node-{id}\"\n[tls]\ndisabled = true\n[signing]\nkey_file = \"{d}/signing.pem\"\n\
+                 [quota]\nsignatures_per_window = {quota}\nwindow_seconds = 3600\nmax_concurrent = 100000\nreservation_ttl_seconds = {ttl}\n\
+                 [[tenants]]\nid = \"tenant-a\"\ntoken_sha256 = \"{token_hash}\"\nauditor = true\n\
+                 [cluster]\nnode_id = {id}\npeer_listen = \"127.0.0.1:{peer}\"\npeer_url = \"https://127.0.0.1:{peer}\"\napi_url = \"http://127.0.0.1:{api}\"\n\
+                 ca_cert = \"{d}/pki/ca.pem\"\ncert = \"{d}/pki/node-{id}.pem\"\nkey = \"{d}/pki/node-{id}.key\"\nsnapshot_every = {snap}\n",
+                api = api_ports[i],
+                peer = peer_ports[i],
+                quota = options.signatures_per_window,
+                ttl = options.reservation_ttl_seconds,
+                snap = options.snapshot_every,
+            );
+            std::fs::write(dir.path().join(format!("node-{id}.toml")), config).expect("config");
+        }
+        let mut cluster = TestCluster {
+            dir,
+            token,
+            nodes: Vec::new(),
+            api_ports,
+            peer_ports,
+        };
+        for id in 1..=options.nodes {
+            let node = cluster.spawn(id);
+            cluster.nodes.push(Some(node));
+        }
+        cluster.admin(&["cluster", "init", "--config", &cluster.config_path(1)]);
+        for id in 2..=options.nodes {
+            let leader = cluster.peer_url(1);
+            cluster.admin(&[
+                "cluster",
+                "join",
+                "--config",
+                &cluster.config_path(id),
+                "--leader",
+                &leader,
+            ]);
+        }
+        cluster.wait_converged(Duration::from_secs(30));
+        cluster
+    }
+
+    fn spawn(&self, id: usize) -> NodeProcess {
+        let config = self.config_path(id);
+        NodeProcess::start(&["serve", "--config", &config], &self.data_dir(id))
+    }
+
+    pub fn config_path(&self, id: usize) -> String {
+        self.dir
+            .path()
+            .join(format!("node-{id}.toml"))
+            .to_str()
+            .expect("utf8")
+            .to_owned()
+    }
+
+    pub fn data_dir(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    pub fn public_key_path(&self) -> PathBuf {
+        self.dir.path().join("signing.pub.pem")
+    }
+
+    pub fn api_url(&self, id: usize) -> String {
+        format!("http://127.0.0.1:{}", self.api_ports[id - 1])
+    }
+
+    pub fn peer_url(&self, id: usize) -> String {
+        format!("https://127.0.0.1:{}", self.peer_ports[id - 1])
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn is_running(&self, id: usize) -> bool {
+        self.nodes[id - 1].is_some()
+    }
+
+    pub fn node(&self, id: usize) -> Option<&NodeProcess> {
+        self.nodes[id - 1].as_ref()
+    }
+
+    pub fn admin(&self, args: &[&str]) {
+        let out = Command::new(bin("stella-signer"))
+            .args(args)
+            .output()
+            .expect("admin command");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `GET /api/v1/signer/cluster/status` from node `id`.
+    pub fn status(&self, id: usize) -> Option<Value> {
+        let resp = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .ok()?
+            .get(format!("{}/api/v1/signer/cluster/status", self.api_url(id)))
+            .bearer_auth(&self.token)
+            .send()
+            .ok()?;
+        resp.json().ok()
+    }
+
+    /// The leader as seen by any running node.
+    pub fn leader(&self) -> Option<usize> {
+        (1..=self.len())
+            .filter(|id| self.is_running(*id))
+            .find_map(|id| self.status(id).and_then(|s| s["leader"].as_u64()))
+            .map(|l| l as usize)
+    }
+
+    /// Waits until every running node knows the same leader and has applied the same index.
+    pub fn wait_converged(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let statuses: Vec<Value> = (1..=self.len())
+                .filter(|id| self.is_running(*id))
+                .filter_map(|id| self.status(id))
+                .collect();
+            let running = (1..=self.len()).filter(|id| self.is_running(*id)).count();
+            if statuses.len() == running && !statuses.is_empty() {
+                let leader = statuses[0]["leader"].as_u64();
+                let same_leader =
+                    leader.is_some() && statuses.iter().all(|s| s["leader"].as_u64() == leader);
+                let applied: Vec<Option<u64>> = statuses[0]["members"]
+                    .as_array()
+                    .map(|ms| {
+                        ms.iter()
+                            .filter(|m| m["reachable"] == true)
+                            .map(|m| m["appliedIndex"].as_u64())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let caught_up =
+                    applied.len() == running && applied.windows(2).all(|w| w[0] == w[1]);
+                if same_leader && caught_up {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("cluster did not converge: {statuses:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn kill(&mut self, id: usize) {
+        if let Some(node) = self.nodes[id - 1].take() {
+            node.kill();
+        }
+    }
+
+    pub fn stop(&mut self, id: usize) {
+        if let Some(node) = self.nodes[id - 1].take() {
+            assert!(node.stop().success(), "node {id} stops cleanly");
+        }
+    }
+
+    pub fn restart(&mut self, id: usize) {
+        assert!(self.nodes[id - 1].is_none(), "node {id} is running");
+        let node = self.spawn(id);
+        self.nodes[id - 1] = Some(node);
+    }
+
+    /// Signs once through node `id`; returns (status, body).
+    pub fn sign(
+        &self,
+        id: usize,
+        client: &reqwest::blocking::Client,
+    ) -> Result<(u16, Value), String> {
+        let resp = client
+            .post(format!("{}/api/v1/signer/sign/dsse", self.api_url(id)))
+            .bearer_auth(&self.token)
+            .json(&sbom_request_json())
+            .send()
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().unwrap_or(Value::Null)))
+    }
+}

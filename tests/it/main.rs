@@ -1,6 +1,7 @@
 //! Integration tests against the real binaries.
 
 mod bad_input;
+mod cluster;
 mod dev_node;
 mod durability;
 mod independent;

@@ -30,6 +30,8 @@ pub struct MemberStatus {
     pub state: Option<String>,
     pub applied_index: Option<u64>,
     pub last_log_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
 }
 
 pub async fn status(
@@ -76,6 +78,8 @@ pub async fn status(
             state: status.as_ref().map(|s| s.state.clone()),
             applied_index: status.as_ref().and_then(|s| s.applied_index),
             last_log_index: status.as_ref().and_then(|s| s.last_log_index),
+            snapshot_index: status.as_ref().and_then(|s| s.snapshot_index),
+            purged_index: status.as_ref().and_then(|s| s.purged_index),
         });
     }
     Ok(Json(ClusterStatus {

@@ -1,0 +1,290 @@
+//! Multi-process clusters on loopback: leader loss under load, catch-up, quota exactness.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stella_tests::{ClusterOptions, TestCluster, audit_records, audit_verify};
+
+/// What clients saw: every 2xx (audit id, bundle hash, when) and the time of each failure.
+#[derive(Default)]
+struct Oracle {
+    acked: Vec<(String, String, Instant)>,
+    throttled: usize,
+    failures: Vec<Instant>,
+}
+
+fn load(
+    cluster: &Arc<Mutex<TestCluster>>,
+    threads: usize,
+    stop: &Arc<AtomicBool>,
+    oracle: &Arc<Mutex<Oracle>>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let (api_urls, token): (Vec<String>, String) = {
+        let c = cluster.lock().expect("cluster");
+        (
+            (1..=c.len()).map(|id| c.api_url(id)).collect(),
+            c.token.clone(),
+        )
+    };
+    (0..threads)
+        .map(|t| {
+            let (urls, token, stop, oracle) = (
+                api_urls.clone(),
+                token.clone(),
+                stop.clone(),
+                oracle.clone(),
+            );
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("client");
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let url = &urls[i % urls.len()];
+                    let sent = client
+                        .post(format!("{url}/api/v1/signer/sign/dsse"))
+                        .bearer_auth(&token)
+                        .json(&stella_tests::sbom_request_json())
+                        .send();
+                    let now = Instant::now();
+                    match sent {
+                        Ok(resp) if resp.status().as_u16() == 200 => {
+                            let body: Value = resp.json().unwrap_or(Value::Null);
+                            let id = body["auditId"].as_str().unwrap_or_default().to_owned();
+                            let hash = body["bundleSha256"].as_str().unwrap_or_default().to_owned();
+                            oracle.lock().expect("oracle").acked.push((id, hash, now));
+                        }
+                        Ok(resp) if resp.status().as_u16() == 429 => {
+                            oracle.lock().expect("oracle").throttled += 1;
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        _ => {
+                            oracle.lock().expect("oracle").failures.push(now);
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Stops every node cleanly and returns each node's exported audit records.
+fn export_all(cluster: &mut TestCluster) -> Vec<Vec<Value>> {
+    for id in 1..=cluster.len() {
+        cluster.stop(id);
+    }
+    (1..=cluster.len())
+        .map(|id| {
+            audit_verify(&cluster.data_dir(id)).expect("each node's chain verifies");
+            audit_records(&cluster.data_dir(id))
+        })
+        .collect()
+}
+
+#[test]
+fn leader_killed_under_load_loses_nothing_and_nodes_agree_byte_for_byte() {
+    let cluster = Arc::new(Mutex::new(TestCluster::start(ClusterOptions::default())));
+    let stop = Arc::new(AtomicBool::new(false));
+    let oracle = Arc::new(Mutex::new(Oracle::default()));
+    let workers = load(&cluster, 6, &stop, &oracle);
+
+    std::thread::sleep(Duration::from_millis(1500));
+    let leader = cluster.lock().expect("cluster").leader().expect("a leader");
+    let killed_at = Instant::now();
+    cluster.lock().expect("cluster").kill(leader);
+    std::thread::sleep(Duration::from_millis(3000));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().expect("worker");
+    }
+
+    let oracle = Arc::try_unwrap(oracle)
+        .ok()
+        .expect("oracle")
+        .into_inner()
+        .expect("oracle");
+    let before = oracle
+        .acked
+        .iter()
+        .filter(|(_, _, t)| *t < killed_at)
+        .count();
+    assert!(before > 20, "signing ran before the kill ({before})");
+    // Recovery: the longest pause between acknowledgements from the kill on.
+    let mut times: Vec<Instant> = oracle
+        .acked
+        .iter()
+        .map(|(_, _, t)| *t)
+        .filter(|t| *t >= killed_at)
+        .collect();
+    times.insert(0, killed_at);
+    times.sort();
+    assert!(times.len() > 10, "signing resumed on a new leader");
+    let recovery = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    println!(
+        "leader {leader} killed; longest pause in signing afterwards {recovery:?}; {} acked in all",
+        oracle.acked.len()
+    );
+    assert!(
+        recovery < Duration::from_secs(3),
+        "recovery took {recovery:?}"
+    );
+
+    let mut cluster = Arc::try_unwrap(cluster)
+        .ok()
+        .expect("cluster")
+        .into_inner()
+        .expect("cluster");
+    cluster.restart(leader);
+    cluster.wait_converged(Duration::from_secs(30));
+    let exports = export_all(&mut cluster);
+    for (i, records) in exports.iter().enumerate().skip(1) {
+        assert_eq!(
+            records,
+            &exports[0],
+            "node {} holds the same audit chain as node 1",
+            i + 1
+        );
+    }
+    let by_id: HashMap<&str, &str> = exports[0]
+        .iter()
+        .map(|r| {
+            (
+                r["auditId"].as_str().unwrap_or_default(),
+                r["bundleSha256"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for (id, hash, _) in &oracle.acked {
+        assert_eq!(
+            by_id.get(id.as_str()),
+            Some(&hash.as_str()),
+            "acknowledged {id} is committed with its bundle hash"
+        );
+        assert!(seen.insert(id), "{id} was acknowledged twice");
+    }
+}
+
+#[test]
+fn a_node_that_missed_compacted_log_catches_up_by_snapshot() {
+    let mut cluster = TestCluster::start(ClusterOptions {
+        snapshot_every: 40,
+        ..ClusterOptions::default()
+    });
+    let leader = cluster.leader().expect("leader");
+    let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
+    let member = |status: &serde_json::Value, id: usize| {
+        status["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .find(|m| m["nodeId"] == id as u64)
+            .cloned()
+            .expect("member")
+    };
+    let lagging_last = member(&cluster.status(leader).expect("status"), lagging)["lastLogIndex"]
+        .as_u64()
+        .unwrap_or(0);
+    cluster.kill(lagging);
+    let client = reqwest::blocking::Client::new();
+    for _ in 0..150 {
+        let (status, _) = cluster.sign(leader, &client).expect("sign");
+        assert_eq!(status, 200);
+    }
+    let status = cluster.status(leader).expect("status");
+    let purged = member(&status, leader)["purgedIndex"].as_u64().unwrap_or(0);
+    assert!(
+        purged > lagging_last,
+        "the leader compacted past the lagging node's log ({purged} > {lagging_last}), so only a snapshot can catch it up"
+    );
+    cluster.restart(lagging);
+    cluster.wait_converged(Duration::from_secs(30));
+    let caught_up = member(&cluster.status(lagging).expect("status"), lagging);
+    assert!(
+        caught_up["snapshotIndex"].as_u64().unwrap_or(0) >= purged,
+        "{caught_up}"
+    );
+    let exports = export_all(&mut cluster);
+    assert_eq!(
+        exports[lagging - 1],
+        exports[leader - 1],
+        "the restarted node has the full audit chain"
+    );
+    assert!(exports[leader - 1].len() >= 150);
+}
+
+#[test]
+fn a_cluster_quota_grants_exactly_n_across_nodes_and_a_leader_change() {
+    const N: u64 = 60;
+    let cluster = Arc::new(Mutex::new(TestCluster::start(ClusterOptions {
+        signatures_per_window: N,
+        reservation_ttl_seconds: 2,
+        ..ClusterOptions::default()
+    })));
+    let stop = Arc::new(AtomicBool::new(false));
+    let oracle = Arc::new(Mutex::new(Oracle::default()));
+    let workers = load(&cluster, 6, &stop, &oracle);
+    // Kill the leader once part of the quota is used.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while oracle.lock().expect("oracle").acked.len() < (N / 3) as usize && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let leader = cluster.lock().expect("cluster").leader().expect("leader");
+    cluster.lock().expect("cluster").kill(leader);
+    // Hammer until the quota is exhausted and stays so past the reservation TTL.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let o = oracle.lock().expect("oracle");
+        if (o.acked.len() as u64 >= N && o.throttled > 50) || Instant::now() > deadline {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let oracle = Arc::try_unwrap(oracle)
+        .ok()
+        .expect("oracle")
+        .into_inner()
+        .expect("oracle");
+    let mut cluster = Arc::try_unwrap(cluster)
+        .ok()
+        .expect("cluster")
+        .into_inner()
+        .expect("cluster");
+    cluster.restart(leader);
+    cluster.wait_converged(Duration::from_secs(30));
+    let exports = export_all(&mut cluster);
+    let signed = exports[0]
+        .iter()
+        .filter(|r| r["decision"] == "signed")
+        .count() as u64;
+    println!(
+        "{} acknowledged, {signed} signed records, {} throttled answers",
+        oracle.acked.len(),
+        oracle.throttled
+    );
+    assert_eq!(signed, N, "the cluster granted exactly its quota");
+    assert!(
+        oracle.acked.len() as u64 <= N,
+        "no client got more than the quota"
+    );
+    assert!(
+        oracle.acked.len() as u64 >= N - 6,
+        "at most the in-flight requests of the killed leader went unanswered"
+    );
+}
