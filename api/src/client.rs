@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use crate::problem::{PROBLEM_CONTENT_TYPE, Problem};
-use crate::types::{Health, SIGN_DSSE_PATH, SignDsseRequest, SignDsseResponse};
+use crate::types::{
+    AUDIT_PATH, AuditPage, CLUSTER_STATUS_PATH, ClusterStatus, Health, SIGN_DSSE_PATH,
+    SignDsseRequest, SignDsseResponse,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -56,6 +59,28 @@ impl Client {
             .post(format!("{}{SIGN_DSSE_PATH}", self.base))
             .bearer_auth(&self.token)
             .json(request)
+            .send()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        decode(response)
+    }
+
+    pub fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        let response = self
+            .http
+            .get(format!("{}{CLUSTER_STATUS_PATH}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        decode(response)
+    }
+
+    /// One page of audit records; `query` holds `after`, `limit`, `tenant`, `subject`, `consistency`.
+    pub fn audit(&self, query: &[(&str, String)]) -> Result<AuditPage, ClientError> {
+        let response = self
+            .http
+            .get(format!("{}{AUDIT_PATH}", self.base))
+            .query(query)
+            .bearer_auth(&self.token)
             .send()
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         decode(response)

@@ -102,3 +102,45 @@ pub struct HealthCheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
+
+/// `GET /api/v1/signer/cluster/status`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// The leader's applied index: everything up to it is committed and acted on.
+    pub commit_index: Option<u64>,
+    pub answered_by: u64,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub node_id: u64,
+    /// `voter` or `learner`.
+    pub role: String,
+    pub peer_url: String,
+    pub api_url: String,
+    pub reachable: bool,
+    /// `leader`, `follower`, `candidate`, `learner` — as the member reports itself.
+    pub state: Option<String>,
+    pub applied_index: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+}
+
+pub const AUDIT_PATH: &str = "/api/v1/signer/audit";
+pub const CLUSTER_STATUS_PATH: &str = "/api/v1/signer/cluster/status";
+
+/// `GET /api/v1/signer/audit`: one page of hash-chained audit records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPage {
+    pub records: Vec<Value>,
+    /// Pass as `after` for the next page; absent at the end of the log.
+    pub next: Option<String>,
+    pub consistency: String,
+}

@@ -43,6 +43,50 @@ enum Command {
     },
     /// Verify a bundle or envelope offline against a public key.
     Verify(VerifyArgs),
+    /// Cluster information.
+    Cluster {
+        #[command(subcommand)]
+        what: ClusterCommand,
+    },
+    /// Read the replicated audit log.
+    Audit(AuditArgs),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Leader, term, members, commit index and every member's applied index.
+    Status {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Table,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Table {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Start after this audit id (e.g. aud-0000000000000042).
+    #[arg(long)]
+    after: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Only this tenant's records (auditor tenants only; others always see their own).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only records with this subject digest (sha256:HEX).
+    #[arg(long)]
+    subject: Option<String>,
+    /// `linearizable` (default) or `stale`.
+    #[arg(long)]
+    consistency: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -70,11 +114,9 @@ enum SignCommand {
     },
 }
 
+/// How to reach and authenticate to a signer.
 #[derive(Args)]
-struct SignArgs {
-    /// Subject as NAME@sha256:HEX (repeatable). Default: the file itself.
-    #[arg(long)]
-    subject: Vec<String>,
+struct ConnArgs {
     /// Signer URL (default: from the credentials).
     #[arg(long, env = "STELLA_SERVER")]
     server: Option<String>,
@@ -84,6 +126,38 @@ struct SignArgs {
     /// Extra CA certificate (PEM) to trust for the server.
     #[arg(long)]
     ca_cert: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        let creds = Credentials::load(&self.credentials).map_err(anyhow::Error::msg)?;
+        let server = self.server.clone().unwrap_or(creds.server.clone());
+        if server.is_empty() {
+            bail!("no server URL: pass --server or set STELLA_SERVER");
+        }
+        let ca_cert_pem = match &self.ca_cert {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            ),
+            None => creds.ca_cert_pem.clone(),
+        };
+        Ok(Client::new(ClientConfig {
+            server,
+            token: creds.token,
+            ca_cert_pem,
+            timeout: Duration::from_secs(30),
+        })?)
+    }
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// Subject as NAME@sha256:HEX (repeatable). Default: the file itself.
+    #[arg(long)]
+    subject: Vec<String>,
+    #[command(flatten)]
+    conn: ConnArgs,
     /// Where to write the Sigstore bundle (further bundles get `.2`, `.3`, … before the extension).
     #[arg(long)]
     bundle: Option<PathBuf>,
@@ -134,7 +208,86 @@ fn main() -> ExitCode {
             }
         },
         Command::Verify(args) => verify(&args),
+        Command::Cluster {
+            what: ClusterCommand::Status { conn, output },
+        } => report(cluster_status(&conn, output)),
+        Command::Audit(args) => report(audit(&args)),
     }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stella: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cluster_status(conn: &ConnArgs, output: Table) -> anyhow::Result<()> {
+    let status = conn.client()?.cluster_status()?;
+    if output == Table::Json {
+        say!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    let dash = || "-".to_owned();
+    say!(
+        "leader {}  term {}  commit index {}  (answered by node {})",
+        status.leader.map_or_else(dash, |l| l.to_string()),
+        status.term,
+        status.commit_index.map_or_else(dash, |c| c.to_string()),
+        status.answered_by
+    );
+    say!(
+        "{:>4}  {:<8} {:<10} {:>9} {:>9} {:>9}  {}",
+        "node",
+        "role",
+        "state",
+        "applied",
+        "last log",
+        "snapshot",
+        "peer url"
+    );
+    for m in &status.members {
+        say!(
+            "{:>4}  {:<8} {:<10} {:>9} {:>9} {:>9}  {}",
+            m.node_id,
+            m.role,
+            if m.reachable {
+                m.state.clone().unwrap_or_else(dash)
+            } else {
+                "unreachable".into()
+            },
+            m.applied_index.map_or_else(dash, |v| v.to_string()),
+            m.last_log_index.map_or_else(dash, |v| v.to_string()),
+            m.snapshot_index.map_or_else(dash, |v| v.to_string()),
+            m.peer_url
+        );
+    }
+    Ok(())
+}
+
+fn audit(args: &AuditArgs) -> anyhow::Result<()> {
+    let mut query = vec![("limit", args.limit.to_string())];
+    for (name, value) in [
+        ("after", &args.after),
+        ("tenant", &args.tenant),
+        ("subject", &args.subject),
+        ("consistency", &args.consistency),
+    ] {
+        if let Some(v) = value {
+            query.push((name, v.clone()));
+        }
+    }
+    let page = args.conn.client()?.audit(&query)?;
+    for record in &page.records {
+        say!("{}", serde_json::to_string(record)?);
+    }
+    if let Some(next) = &page.next {
+        eprintln!("next page: --after {next}");
+    }
+    Ok(())
 }
 
 fn sign(command: SignCommand) -> anyhow::Result<()> {
@@ -161,23 +314,7 @@ fn sign(command: SignCommand) -> anyhow::Result<()> {
         }
     };
     let subject = subjects(&file, &common.subject)?;
-    let creds = Credentials::load(&common.credentials).map_err(anyhow::Error::msg)?;
-    let server = common.server.clone().unwrap_or(creds.server.clone());
-    if server.is_empty() {
-        bail!("no server URL: pass --server or set STELLA_SERVER");
-    }
-    let ca_cert_pem = match &common.ca_cert {
-        Some(path) => Some(
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-        ),
-        None => creds.ca_cert_pem.clone(),
-    };
-    let client = Client::new(ClientConfig {
-        server,
-        token: creds.token.clone(),
-        ca_cert_pem,
-        timeout: Duration::from_secs(30),
-    })?;
+    let client = common.conn.client()?;
     let request = SignDsseRequest {
         subject,
         predicate_type: predicate_type.to_owned(),

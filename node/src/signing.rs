@@ -27,7 +27,10 @@ use crate::ledger::{Ledger, ProposeError};
 use crate::pipeline::{self, Outcome};
 
 pub const PEER_SIGN: &str = "/peer/v1/sign";
-const ROUTE_ATTEMPTS: usize = 5;
+/// How long a request may wait for a (new) leader before it gets 503.
+const ROUTE_BUDGET: Duration = Duration::from_secs(5);
+/// Back-off before forwarding again to a leader that just failed to answer.
+const RETRY_SAME_LEADER: Duration = Duration::from_millis(500);
 
 /// A signing request forwarded from a follower to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,19 +115,30 @@ impl SigningService {
         request: SignDsseRequest,
     ) -> Result<SignDsseResponse, Error> {
         let cluster = &self.inner.cluster;
-        for _ in 0..ROUTE_ATTEMPTS {
-            let Some((leader_id, leader)) = cluster.wait_for_leader(Duration::from_secs(3)).await
-            else {
-                return Err(Error::Unavailable(
-                    "no leader: the cluster has no quorum".into(),
-                ));
+        let deadline = tokio::time::Instant::now() + ROUTE_BUDGET;
+        let mut failed_leader = None;
+        while tokio::time::Instant::now() < deadline {
+            let remaining = deadline - tokio::time::Instant::now();
+            let Some((leader_id, leader)) = cluster.wait_for_leader(remaining).await else {
+                break;
             };
+            // A leader we could not reach a moment ago: give the election time to replace it
+            // before trying it again.
+            if failed_leader.is_some_and(|(id, at): (u64, tokio::time::Instant)| {
+                id == leader_id && at.elapsed() < RETRY_SAME_LEADER
+            }) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
             if leader_id == cluster.node_id() {
                 match self
                     .sign_as_leader(caller, request_id, request.clone())
                     .await
                 {
-                    Err(Error::NotLeader) => continue,
+                    Err(Error::NotLeader) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
                     other => return other,
                 }
             }
@@ -147,15 +161,15 @@ impl SigningService {
             match answer {
                 Ok(ForwardAnswer::Signed(response)) => return Ok(*response),
                 Ok(ForwardAnswer::Refused(problem)) => return Err(Error::Remote(problem)),
-                Ok(ForwardAnswer::NotLeader) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Ok(ForwardAnswer::NotLeader) => tokio::time::sleep(Duration::from_millis(20)).await,
                 Err(e) => {
                     tracing::warn!(leader = leader_id, error = %e, "forwarding to the leader failed; re-routing");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    failed_leader = Some((leader_id, tokio::time::Instant::now()));
                 }
             }
         }
         Err(Error::Unavailable(
-            "leadership kept moving; try again".into(),
+            "no reachable leader: the cluster has no quorum or is electing one".into(),
         ))
     }
 

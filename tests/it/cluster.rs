@@ -288,3 +288,90 @@ fn a_cluster_quota_grants_exactly_n_across_nodes_and_a_leader_change() {
         "at most the in-flight requests of the killed leader went unanswered"
     );
 }
+
+#[test]
+fn five_nodes_keep_serving_with_two_down_and_reads_are_linearizable_anywhere() {
+    let mut cluster = TestCluster::start(ClusterOptions {
+        nodes: 5,
+        ..ClusterOptions::default()
+    });
+    let creds = cluster.dir.path().join("creds.json");
+    std::fs::write(&creds, serde_json::json!({"server": cluster.api_url(2), "tenant": "tenant-a", "token": cluster.token}).to_string()).expect("creds");
+    let creds = creds.to_str().expect("utf8").to_owned();
+
+    let table = stella_tests::stella(&["cluster", "status", "--credentials", &creds]);
+    assert!(
+        table.status.success(),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert_eq!(
+        text.lines().filter(|l| l.contains("voter")).count(),
+        5,
+        "{text}"
+    );
+
+    // Take down the leader and one follower.
+    let leader = cluster.leader().expect("leader");
+    let follower = (1..=5).find(|id| *id != leader).expect("follower");
+    cluster.kill(leader);
+    cluster.kill(follower);
+    let survivors: Vec<usize> = (1..=5).filter(|id| cluster.is_running(*id)).collect();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client");
+    let mut acked = Vec::new();
+    for (i, id) in survivors.iter().cycle().take(12).enumerate() {
+        let (status, body) = cluster.sign(*id, &client).expect("sign");
+        assert_eq!(status, 200, "request {i} through node {id}: {body}");
+        acked.push(body["auditId"].as_str().expect("audit id").to_owned());
+    }
+    let json = stella_tests::stella(&[
+        "cluster",
+        "status",
+        "--credentials",
+        &creds,
+        "--server",
+        &cluster.api_url(survivors[0]),
+        "--output",
+        "json",
+    ]);
+    let status: Value = serde_json::from_slice(&json.stdout).expect("status json");
+    let unreachable = status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter(|m| m["reachable"] == false)
+        .count();
+    assert_eq!(unreachable, 2, "{status}");
+    assert!(
+        status["leader"]
+            .as_u64()
+            .is_some_and(|l| l as usize != leader)
+    );
+
+    // Read-your-writes on every surviving node: a linearizable read sees the last acknowledged record.
+    let last = acked.last().expect("acked").clone();
+    for id in &survivors {
+        let (_, body) = cluster.sign(*id, &client).expect("sign");
+        let mine = body["auditId"].as_str().expect("audit id").to_owned();
+        let reader = survivors.iter().find(|r| *r != id).expect("another node");
+        let page = stella_tests::audit_api(
+            &cluster.api_url(*reader),
+            &cluster.token,
+            &format!("after={last}&limit=1000&consistency=linearizable"),
+        );
+        let ids: Vec<&str> = page["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .filter_map(|r| r["auditId"].as_str())
+            .collect();
+        assert!(
+            ids.contains(&mine.as_str()),
+            "node {reader} must see {mine} signed through node {id}: {ids:?}"
+        );
+    }
+}

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use actix_web::HttpRequest;
 use actix_web::web::{Data, Json, Query};
-use serde::{Deserialize, Serialize};
-use stella_state::AuditRecord;
+use serde::Deserialize;
+use stella_api::AuditPage;
 
 use super::peer::ReadIndex;
 use super::{ApiProblem, AppState};
@@ -29,15 +29,6 @@ pub struct AuditQuery {
     tenant: Option<String>,
     subject: Option<String>,
     consistency: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditPage {
-    records: Vec<AuditRecord>,
-    /// Pass as `after` to get the next page; absent at the end.
-    next: Option<String>,
-    consistency: &'static str,
 }
 
 pub async fn list(
@@ -119,10 +110,15 @@ async fn page(
     } else {
         Some(stella_state::audit::audit_id(cursor))
     };
+    let records = records
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Unavailable(e.to_string()))?;
     Ok(AuditPage {
         records,
         next,
-        consistency,
+        consistency: consistency.to_owned(),
     })
 }
 

@@ -4,35 +4,10 @@ use std::time::Duration;
 
 use actix_web::HttpRequest;
 use actix_web::web::{Data, Json};
-use serde::{Deserialize, Serialize};
+use stella_api::{ClusterStatus, MemberStatus};
 use stella_cluster::NodeStatus;
 
 use super::{ApiProblem, AppState};
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterStatus {
-    pub leader: Option<u64>,
-    pub term: u64,
-    pub commit_index: Option<u64>,
-    pub answered_by: u64,
-    pub members: Vec<MemberStatus>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MemberStatus {
-    pub node_id: u64,
-    pub role: String,
-    pub peer_url: String,
-    pub api_url: String,
-    pub reachable: bool,
-    pub state: Option<String>,
-    pub applied_index: Option<u64>,
-    pub last_log_index: Option<u64>,
-    pub snapshot_index: Option<u64>,
-    pub purged_index: Option<u64>,
-}
 
 pub async fn status(
     state: Data<AppState>,
