@@ -18,7 +18,8 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::keys::{self, Keyring};
 use crate::ledger::Ledger;
-use crate::signing::SigningService;
+use crate::session::Sessions;
+use crate::signing::{SigningParts, SigningService};
 use crate::{Error, dev, telemetry};
 
 /// A node that is bound and ready; `run` serves until SIGINT/SIGTERM.
@@ -28,6 +29,7 @@ pub struct Node {
     peer_server: Option<actix_web::dev::Server>,
     cluster: ClusterHandle,
     ledger: Ledger,
+    sessions: Sessions,
 }
 
 impl Node {
@@ -45,6 +47,7 @@ impl Node {
             }
             None => self.server.await.map_err(Error::io("HTTP server"))?,
         }
+        self.sessions.stop();
         self.ledger.stop();
         self.cluster.shutdown().await;
         tracing::info!("stella-signer stopped");
@@ -82,13 +85,15 @@ pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<N
 
     let cluster = start_cluster(&config).await?;
     let ledger = Ledger::start(cluster.clone(), config.limits.proposal_queue).await?;
-    let signing = SigningService::new(
-        Keyring::single(Arc::new(key)),
-        ledger.clone(),
-        cluster.clone(),
+    let sessions = Sessions::start(config.limits.max_sessions).await?;
+    let signing = SigningService::new(SigningParts {
+        keyring: Keyring::single(Arc::new(key)),
+        ledger: ledger.clone(),
+        sessions: sessions.clone(),
+        cluster: cluster.clone(),
         clock,
-        config.quota.clone(),
-    );
+        quota: config.quota.clone(),
+    });
     let state = web::Data::new(AppState {
         signing,
         auth,
@@ -169,6 +174,7 @@ pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<N
         peer_server,
         cluster,
         ledger,
+        sessions,
     })
 }
 

@@ -52,6 +52,9 @@ pub struct Limits {
     /// Pending Raft proposals before the node answers 503 (the ledger actor's bounded mailbox).
     #[serde(default = "default_proposal_queue")]
     pub proposal_queue: usize,
+    /// Signing sessions running at once on the leader before the node answers 503.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
 }
 
 impl Default for Limits {
@@ -59,12 +62,17 @@ impl Default for Limits {
         Limits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             proposal_queue: DEFAULT_PROPOSAL_QUEUE,
+            max_sessions: default_max_sessions(),
         }
     }
 }
 
 fn default_max_body() -> usize {
     DEFAULT_MAX_BODY_BYTES
+}
+
+fn default_max_sessions() -> usize {
+    4096
 }
 
 fn default_proposal_queue() -> usize {

@@ -44,7 +44,7 @@ pub struct Ledger {
 
 impl Ledger {
     pub async fn start(cluster: ClusterHandle, capacity: usize) -> Result<Ledger, crate::Error> {
-        let (actor, _join) = Actor::spawn(Some("quota-ledger".into()), LedgerActor, cluster)
+        let (actor, _join) = Actor::spawn(None, LedgerActor, cluster)
             .await
             .map_err(|e| crate::Error::Config(format!("starting the ledger actor: {e}")))?;
         Ok(Ledger {

@@ -5,6 +5,7 @@
 //! - `http`: actix-web handlers (a few lines each), extractors, middleware, problem+json edge,
 //! - `pipeline`: the signing decision logic, free of I/O and directly testable,
 //! - `signing`: the service that routes to the leader and runs reserve → sign → audit there,
+//! - `session`: one supervised actor per signing request on the leader,
 //! - `ledger`: the quota-ledger actor that batches commands into Raft proposals (group commit).
 
 pub mod app;
@@ -17,6 +18,7 @@ pub mod http;
 pub mod keys;
 pub mod ledger;
 pub mod pipeline;
+pub mod session;
 pub mod signing;
 pub mod telemetry;
 

@@ -25,6 +25,7 @@ use crate::config::QuotaConfig;
 use crate::keys::Keyring;
 use crate::ledger::{Ledger, ProposeError};
 use crate::pipeline::{self, Outcome};
+use crate::session::Sessions;
 
 pub const PEER_SIGN: &str = "/peer/v1/sign";
 /// How long a request may wait for a (new) leader before it gets 503.
@@ -49,6 +50,16 @@ pub enum ForwardAnswer {
     NotLeader,
 }
 
+/// What the signing service is built from (see `app.rs`).
+pub struct SigningParts {
+    pub keyring: Keyring,
+    pub ledger: Ledger,
+    pub sessions: Sessions,
+    pub cluster: ClusterHandle,
+    pub clock: Arc<dyn Clock>,
+    pub quota: QuotaConfig,
+}
+
 #[derive(Clone)]
 pub struct SigningService {
     inner: Arc<Inner>,
@@ -60,16 +71,19 @@ struct Inner {
     cluster: ClusterHandle,
     clock: Arc<dyn Clock>,
     quota: QuotaConfig,
+    sessions: Sessions,
 }
 
 impl SigningService {
-    pub fn new(
-        keyring: Keyring,
-        ledger: Ledger,
-        cluster: ClusterHandle,
-        clock: Arc<dyn Clock>,
-        quota: QuotaConfig,
-    ) -> SigningService {
+    pub fn new(parts: SigningParts) -> SigningService {
+        let SigningParts {
+            keyring,
+            ledger,
+            sessions,
+            cluster,
+            clock,
+            quota,
+        } = parts;
         SigningService {
             inner: Arc::new(Inner {
                 keyring,
@@ -77,6 +91,7 @@ impl SigningService {
                 cluster,
                 clock,
                 quota,
+                sessions,
             }),
         }
     }
@@ -173,8 +188,22 @@ impl SigningService {
         ))
     }
 
-    /// The leader's pipeline. Answers `NotLeader` (never forwards) when this node is not leader.
+    /// The leader's side: runs the request in its own supervised session. Answers `NotLeader`
+    /// (never forwards) when this node is not the leader.
     pub async fn sign_as_leader(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        request: SignDsseRequest,
+    ) -> Result<SignDsseResponse, Error> {
+        self.inner
+            .sessions
+            .run(self.clone(), caller.clone(), request_id.to_owned(), request)
+            .await
+    }
+
+    /// Reserve → sign → audit → respond (what a session runs).
+    pub async fn leader_pipeline(
         &self,
         caller: &Caller,
         request_id: &str,

@@ -147,14 +147,34 @@ fn entries() -> Vec<stella_state::raft_types::Entry> {
     use stella_state::raft_types::NodeAddr;
     let id = |index| LogId::new(CommittedLeaderId::new(2, 1), index);
     let nodes: BTreeMap<u64, NodeAddr> = (1..=3)
-        .map(|n| (n, NodeAddr { peer_url: format!("https://10.0.0.{n}:9441"), api_url: format!("https://10.0.0.{n}:8443") }))
+        .map(|n| {
+            (
+                n,
+                NodeAddr {
+                    peer_url: format!("https://10.0.0.{n}:9441"),
+                    api_url: format!("https://10.0.0.{n}:8443"),
+                },
+            )
+        })
         .collect();
     let membership = Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes);
     vec![
-        openraft::Entry { log_id: id(1), payload: EntryPayload::Blank },
-        openraft::Entry { log_id: id(2), payload: EntryPayload::Membership(membership) },
-        openraft::Entry { log_id: id(3), payload: EntryPayload::Normal(commands()[0].clone()) },
-        openraft::Entry { log_id: id(4), payload: EntryPayload::Normal(commands()[9].clone()) },
+        openraft::Entry {
+            log_id: id(1),
+            payload: EntryPayload::Blank,
+        },
+        openraft::Entry {
+            log_id: id(2),
+            payload: EntryPayload::Membership(membership),
+        },
+        openraft::Entry {
+            log_id: id(3),
+            payload: EntryPayload::Normal(commands()[0].clone()),
+        },
+        openraft::Entry {
+            log_id: id(4),
+            payload: EntryPayload::Normal(commands()[9].clone()),
+        },
     ]
 }
 
@@ -163,12 +183,18 @@ fn format_v1_raft_log_entries_still_decode() {
     let entries = entries();
     let path = dir().join("entries.bin");
     if std::env::var_os("STELLA_WRITE_FORMAT_FIXTURE").is_some() {
-        let encoded: Vec<Vec<u8>> = entries.iter().map(|e| codec::encode(e).expect("encode")).collect();
+        let encoded: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|e| codec::encode(e).expect("encode"))
+            .collect();
         std::fs::write(&path, codec::encode(&encoded).expect("encode")).expect("write");
     }
-    let stored: Vec<Vec<u8>> = codec::decode(&std::fs::read(&path).expect("entries fixture")).expect("frame");
-    let decoded: Vec<stella_state::raft_types::Entry> =
-        stored.iter().map(|b| codec::decode(b).expect("v1 entry decodes")).collect();
+    let stored: Vec<Vec<u8>> =
+        codec::decode(&std::fs::read(&path).expect("entries fixture")).expect("frame");
+    let decoded: Vec<stella_state::raft_types::Entry> = stored
+        .iter()
+        .map(|b| codec::decode(b).expect("v1 entry decodes"))
+        .collect();
     assert_eq!(format!("{decoded:?}"), format!("{entries:?}"));
 }
 

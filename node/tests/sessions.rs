@@ -1,0 +1,152 @@
+//! Session failure semantics against a real one-node Raft: a key back-end that fails is audited
+//! and its reservation released; one that panics takes down only its own session, and the
+//! reservation it held is released as well.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use stella_api::{SignDsseRequest, SignOptions, SubjectWire};
+use stella_cluster::{ClusterConfig, ClusterHandle};
+use stella_node::auth::Caller;
+use stella_node::clock::SystemClock;
+use stella_node::config::QuotaConfig;
+use stella_node::keys::Keyring;
+use stella_node::ledger::Ledger;
+use stella_node::session::Sessions;
+use stella_node::signing::{SigningParts, SigningService};
+use stella_signer::{
+    Error as SignerError, FileKeySigner, KeyDescriptor, KeySigner, SignedOperation,
+};
+use stella_state::raft_types::NodeAddr;
+
+enum Fault {
+    Fails,
+    Panics,
+}
+
+struct FaultySigner {
+    inner: FileKeySigner,
+    fault: Fault,
+}
+
+impl KeySigner for FaultySigner {
+    fn descriptor(&self) -> &KeyDescriptor {
+        self.inner.descriptor()
+    }
+
+    fn sign(&self, _message: &[u8]) -> Result<SignedOperation, SignerError> {
+        match self.fault {
+            Fault::Fails => Err(SignerError::Signing("HSM session lost".into())),
+            Fault::Panics => panic!("back-end bug"),
+        }
+    }
+}
+
+fn request() -> SignDsseRequest {
+    SignDsseRequest {
+        subject: vec![SubjectWire {
+            name: "app".into(),
+            digest: [("sha256".to_owned(), "a".repeat(64))].into(),
+        }],
+        predicate_type: "stella.ops/sbom@v1".into(),
+        predicate: json!({"format": "cyclonedx-json", "digest": format!("sha256:{}", "b".repeat(64)), "componentCount": 1}),
+        scanner_image_digest: None,
+        poe: None,
+        options: SignOptions::default(),
+    }
+}
+
+async fn service(dir: &std::path::Path, fault: Fault) -> (SigningService, ClusterHandle) {
+    let cluster = ClusterHandle::start(ClusterConfig::new(
+        1,
+        dir.to_path_buf(),
+        NodeAddr::default(),
+        None,
+    ))
+    .await
+    .expect("raft");
+    cluster.initialize().await.expect("init");
+    cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    let ledger = Ledger::start(cluster.clone(), 1024).await.expect("ledger");
+    let sessions = Sessions::start(16).await.expect("sessions");
+    let signer = FaultySigner {
+        inner: FileKeySigner::generate().expect("key"),
+        fault,
+    };
+    let service = SigningService::new(SigningParts {
+        keyring: Keyring::single(Arc::new(signer)),
+        ledger,
+        sessions,
+        cluster: cluster.clone(),
+        clock: Arc::new(SystemClock),
+        quota: QuotaConfig {
+            signatures_per_window: 1,
+            ..QuotaConfig::default()
+        },
+    });
+    (service, cluster)
+}
+
+async fn reservations_drain(cluster: &ClusterHandle) -> bool {
+    for _ in 0..100 {
+        if cluster.view().with_state(|s| {
+            s.reservations.is_empty() && s.ledgers.values().all(|l| l.in_flight == 0 && l.used == 0)
+        }) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+fn caller() -> Caller {
+    Caller {
+        tenant: "t".into(),
+        subject: "s".into(),
+        issuer: "i".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_back_end_is_audited_and_refunded() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (service, cluster) = service(dir.path(), Fault::Fails).await;
+    let err = service
+        .sign(&caller(), "req-1", request())
+        .await
+        .expect_err("signing fails");
+    assert_eq!(err.code().as_str(), "signing_unavailable");
+    assert!(
+        reservations_drain(&cluster).await,
+        "the quota of 1 is refunded"
+    );
+    let records = cluster.view().audit_after(0, 10).expect("audit");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].draft.decision, stella_state::Decision::Failed);
+    assert!(records[0].draft.reason.contains("HSM session lost"));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_session_releases_its_reservation_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (service, cluster) = service(dir.path(), Fault::Panics).await;
+    for i in 0..3 {
+        // With a quota of 1, the second and third attempts only get this far if the first
+        // session's reservation came back.
+        let err = service
+            .sign(&caller(), &format!("req-{i}"), request())
+            .await
+            .expect_err("the session dies");
+        assert_eq!(err.code().as_str(), "signing_unavailable", "{err}");
+        assert!(
+            reservations_drain(&cluster).await,
+            "attempt {i}: the dead session's reservation is released"
+        );
+    }
+    cluster.shutdown().await;
+}
