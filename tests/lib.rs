@@ -281,12 +281,15 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub token: String,
     nodes: Vec<Option<NodeProcess>>,
+    ips: Vec<String>,
     api_ports: Vec<u16>,
     peer_ports: Vec<u16>,
 }
 
 pub struct ClusterOptions {
     pub nodes: usize,
+    /// Give node `i` its own loopback address 127.0.0.(10+i) (for firewall partitions).
+    pub distinct_addresses: bool,
     pub snapshot_every: u64,
     pub signatures_per_window: u64,
     pub reservation_ttl_seconds: u64,
@@ -296,6 +299,7 @@ impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             nodes: 3,
+            distinct_addresses: false,
             snapshot_every: 5000,
             signatures_per_window: 1_000_000,
             reservation_ttl_seconds: 60,
@@ -303,8 +307,8 @@ impl Default for ClusterOptions {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
         .expect("bind")
         .local_addr()
         .expect("addr")
@@ -315,15 +319,27 @@ impl TestCluster {
     pub fn start(options: ClusterOptions) -> TestCluster {
         let dir = tempfile::tempdir().expect("tmp");
         let pki = dir.path().join("pki");
+        let ips: Vec<String> = (1..=options.nodes)
+            .map(|i| {
+                if options.distinct_addresses {
+                    format!("127.0.0.{}", 10 + i)
+                } else {
+                    "127.0.0.1".to_owned()
+                }
+            })
+            .collect();
+        let mut certs = vec![
+            "cluster".to_owned(),
+            "certs".into(),
+            "--out".into(),
+            pki.to_str().expect("utf8").into(),
+        ];
+        certs.extend(["--nodes".to_owned(), options.nodes.to_string()]);
+        for ip in &ips {
+            certs.extend(["--san".to_owned(), ip.clone()]);
+        }
         let out = Command::new(bin("stella-signer"))
-            .args([
-                "cluster",
-                "certs",
-                "--out",
-                pki.to_str().expect("utf8"),
-                "--nodes",
-                &options.nodes.to_string(),
-            ])
+            .args(&certs)
             .output()
             .expect("certs");
         assert!(
@@ -340,17 +356,18 @@ impl TestCluster {
         .expect("pub");
         let token = "cluster-test-token".to_owned();
         let token_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
-        let api_ports: Vec<u16> = (0..options.nodes).map(|_| free_port()).collect();
-        let peer_ports: Vec<u16> = (0..options.nodes).map(|_| free_port()).collect();
+        let api_ports: Vec<u16> = ips.iter().map(|ip| free_port(ip)).collect();
+        let peer_ports: Vec<u16> = ips.iter().map(|ip| free_port(ip)).collect();
         for i in 0..options.nodes {
             let id = i + 1;
             let d = dir.path().display();
             let config = format!(
-                "listen = \"127.0.0.1:{api}\"\ndata_dir = \"{d}/node-{id}\"\n[tls]\ndisabled = true\n[signing]\nkey_file = \"{d}/signing.pem\"\n\
+                "listen = \"{ip}:{api}\"\ndata_dir = \"{d}/node-{id}\"\n[tls]\ndisabled = true\n[signing]\nkey_file = \"{d}/signing.pem\"\n\
                  [quota]\nsignatures_per_window = {quota}\nwindow_seconds = 3600\nmax_concurrent = 100000\nreservation_ttl_seconds = {ttl}\n\
                  [[tenants]]\nid = \"tenant-a\"\ntoken_sha256 = \"{token_hash}\"\nauditor = true\n\
-                 [cluster]\nnode_id = {id}\npeer_listen = \"127.0.0.1:{peer}\"\npeer_url = \"https://127.0.0.1:{peer}\"\napi_url = \"http://127.0.0.1:{api}\"\n\
+                 [cluster]\nnode_id = {id}\npeer_listen = \"{ip}:{peer}\"\npeer_url = \"https://{ip}:{peer}\"\napi_url = \"http://{ip}:{api}\"\n\
                  ca_cert = \"{d}/pki/ca.pem\"\ncert = \"{d}/pki/node-{id}.pem\"\nkey = \"{d}/pki/node-{id}.key\"\nsnapshot_every = {snap}\n",
+                ip = ips[i],
                 api = api_ports[i],
                 peer = peer_ports[i],
                 quota = options.signatures_per_window,
@@ -363,6 +380,7 @@ impl TestCluster {
             dir,
             token,
             nodes: Vec::new(),
+            ips,
             api_ports,
             peer_ports,
         };
@@ -409,11 +427,53 @@ impl TestCluster {
     }
 
     pub fn api_url(&self, id: usize) -> String {
-        format!("http://127.0.0.1:{}", self.api_ports[id - 1])
+        format!("http://{}:{}", self.ips[id - 1], self.api_ports[id - 1])
     }
 
     pub fn peer_url(&self, id: usize) -> String {
-        format!("https://127.0.0.1:{}", self.peer_ports[id - 1])
+        format!("https://{}:{}", self.ips[id - 1], self.peer_ports[id - 1])
+    }
+
+    /// Cuts peer traffic between two groups of nodes with iptables (needs root and
+    /// `distinct_addresses`); the rules go away when the returned guard is dropped.
+    pub fn partition(&self, a: &[usize], b: &[usize]) -> Partition {
+        let mut rules = Vec::new();
+        for (from, to) in a
+            .iter()
+            .flat_map(|x| b.iter().map(move |y| (*x, *y)))
+            .chain(b.iter().flat_map(|y| a.iter().map(move |x| (*y, *x))))
+        {
+            rules.push(vec![
+                "INPUT".to_owned(),
+                "-p".into(),
+                "tcp".into(),
+                "-s".into(),
+                self.ips[from - 1].clone(),
+                "-d".into(),
+                self.ips[to - 1].clone(),
+                "--dport".into(),
+                self.peer_ports[to - 1].to_string(),
+                "-m".into(),
+                "comment".into(),
+                "--comment".into(),
+                "stella-test-partition".into(),
+                "-j".into(),
+                "DROP".into(),
+            ]);
+        }
+        for rule in &rules {
+            let out = Command::new("iptables")
+                .arg("-A")
+                .args(rule)
+                .output()
+                .expect("iptables (the test scripts install it)");
+            assert!(
+                out.status.success(),
+                "iptables -A {rule:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Partition { rules }
     }
 
     pub fn len(&self) -> usize {
@@ -533,5 +593,18 @@ impl TestCluster {
             .map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         Ok((status, resp.json().unwrap_or(Value::Null)))
+    }
+}
+
+/// Firewall rules of a partition; removed on drop.
+pub struct Partition {
+    rules: Vec<Vec<String>>,
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        for rule in &self.rules {
+            let _ = Command::new("iptables").arg("-D").args(rule).output();
+        }
     }
 }

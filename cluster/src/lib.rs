@@ -36,6 +36,8 @@ pub struct ClusterConfig {
     pub election_timeout_ms: (u64, u64),
     /// Build a snapshot (and allow purging the log) after this many applied entries.
     pub snapshot_every: u64,
+    /// Source address for outgoing peer connections.
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl ClusterConfig {
@@ -53,6 +55,7 @@ impl ClusterConfig {
             heartbeat_ms: 100,
             election_timeout_ms: (400, 800),
             snapshot_every: 5000,
+            local_address: None,
         }
     }
 }
@@ -95,7 +98,7 @@ impl ClusterHandle {
         let (log_store, state_machine) =
             storage::open(&config.raft_dir).map_err(|e| ClusterError::Storage(e.to_string()))?;
         let view = state_machine.view();
-        let peers = PeerClient::new(config.tls.as_ref())?;
+        let peers = PeerClient::new(config.tls.as_ref(), config.local_address)?;
         let raft_config = openraft::Config {
             cluster_name: "stella-signer".into(),
             heartbeat_interval: config.heartbeat_ms,

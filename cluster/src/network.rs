@@ -42,7 +42,12 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    pub fn new(tls: Option<&PeerTls>) -> Result<PeerClient, ClusterError> {
+    /// `local_address`: source address of outgoing peer connections (a node bound to one
+    /// loopback or interface address speaks from it, so firewalls can tell nodes apart).
+    pub fn new(
+        tls: Option<&PeerTls>,
+        local_address: Option<std::net::IpAddr>,
+    ) -> Result<PeerClient, ClusterError> {
         let Some(tls) = tls else {
             return Ok(PeerClient { http: None });
         };
@@ -56,6 +61,7 @@ impl PeerClient {
             .tls_certs_only(ca)
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(30))
+            .local_address(local_address)
             .build()
             .map_err(|e| ClusterError::Tls(e.to_string()))?;
         Ok(PeerClient { http: Some(http) })

@@ -204,6 +204,8 @@ async fn start_cluster(config: &Config) -> Result<ClusterHandle, Error> {
                 Some(peer_tls(section)?),
             );
             c.snapshot_every = section.snapshot_every;
+            let ip = section.peer_listen.ip();
+            c.local_address = (!ip.is_unspecified()).then_some(ip);
             c
         }
         None => ClusterConfig::new(1, raft_dir, NodeAddr::default(), None),

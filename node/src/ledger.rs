@@ -19,6 +19,9 @@ use stella_state::{Command, Response};
 /// Proposals in flight at once; more batching beats more parallel Raft rounds here.
 const MAX_IN_FLIGHT: usize = 2;
 const MAX_BATCH: usize = 2048;
+/// A leader cut off from its quorum cannot commit; its callers get 503 after this long instead
+/// of waiting for a partition to heal.
+const PROPOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub enum ProposeError {
@@ -100,7 +103,15 @@ impl LedgerState {
             tokio::spawn(async move {
                 metrics::histogram!("stella_signer_raft_batch_size").record(commands.len() as f64);
                 let expected = commands.len();
-                let result = match cluster.propose(Command::Batch(commands)).await {
+                let proposal = tokio::time::timeout(
+                    PROPOSE_TIMEOUT,
+                    cluster.propose(Command::Batch(commands)),
+                );
+                let result = match proposal.await.unwrap_or_else(|_| {
+                    Err(ClusterError::Unavailable(format!(
+                        "the proposal did not commit within {PROPOSE_TIMEOUT:?}: no quorum?"
+                    )))
+                }) {
                     Ok(Response::Batch(responses)) if responses.len() == expected => Ok(responses),
                     Ok(other) => Err(ProposeError::Unavailable(format!(
                         "unexpected batch answer: {other:?}"

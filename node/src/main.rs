@@ -215,7 +215,7 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
     };
     let target = target.unwrap_or_else(|| section.peer_url.clone());
     let answer: serde_json::Value = runtime()?.block_on(async {
-        let peers = PeerClient::new(Some(&tls))?;
+        let peers = PeerClient::new(Some(&tls), None)?;
         peers
             .post(&target, path, &body, Duration::from_secs(120))
             .await

@@ -375,3 +375,59 @@ fn five_nodes_keep_serving_with_two_down_and_reads_are_linearizable_anywhere() {
         );
     }
 }
+
+#[test]
+fn a_minority_partition_refuses_to_sign_and_the_majority_carries_on() {
+    let mut cluster = TestCluster::start(ClusterOptions {
+        nodes: 5,
+        distinct_addresses: true,
+        ..ClusterOptions::default()
+    });
+    let leader = cluster.leader().expect("leader");
+    let minority: Vec<usize> = std::iter::once(leader)
+        .chain((1..=5).filter(|id| *id != leader).take(1))
+        .collect();
+    let majority: Vec<usize> = (1..=5).filter(|id| !minority.contains(id)).collect();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let mut acked = Vec::new();
+    {
+        let _cut = cluster.partition(&minority, &majority);
+        // The majority elects a leader among itself and keeps signing.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while acked.len() < 10 {
+            assert!(
+                Instant::now() < deadline,
+                "the majority side did not resume signing"
+            );
+            let id = majority[acked.len() % majority.len()];
+            if let Ok((200, body)) = cluster.sign(id, &client) {
+                acked.push(body["auditId"].as_str().expect("audit id").to_owned());
+            }
+        }
+        // The old leader and its companion cannot reach a quorum: no signature, a clear 503.
+        for id in &minority {
+            let (status, body) = cluster.sign(*id, &client).expect("an answer");
+            assert_eq!(
+                status, 503,
+                "node {id} on the minority side must refuse: {body}"
+            );
+            assert_eq!(body["code"], "signing_unavailable");
+        }
+    }
+    // Healed: everyone converges on the majority's history.
+    cluster.wait_converged(Duration::from_secs(30));
+    let exports = export_all(&mut cluster);
+    for records in &exports[1..] {
+        assert_eq!(records, &exports[0]);
+    }
+    let ids: HashSet<&str> = exports[0]
+        .iter()
+        .filter_map(|r| r["auditId"].as_str())
+        .collect();
+    for id in &acked {
+        assert!(ids.contains(id.as_str()), "{id} survived the partition");
+    }
+}
