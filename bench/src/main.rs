@@ -23,6 +23,8 @@ use stella_signer::{
     FileKeySigner, IN_TOTO_PAYLOAD_TYPE, KeySigner, PredicateType, Statement, Subject,
 };
 
+mod raft_writes;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -89,7 +91,20 @@ fn main() -> anyhow::Result<()> {
         .fold(0.0, f64::max);
     let g1 = best / b_sign;
     println!("G1 = best end-to-end / B_sign = {best:.0} / {b_sign:.0} = {g1:.3} (goal >= 0.5)");
-    println!("{}", json!({"b_sign": b_sign, "levels": rows, "g1": g1}));
+
+    let g3_runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let g3 = g3_runtime.block_on(raft_writes::measure(64, duration))?;
+    let g3_ratio = g3.raft / g3.baseline;
+    println!(
+        "G3 = Raft-committed audit writes/s at 64 clients / redb group-commit baseline = {:.0} / {:.0} = {g3_ratio:.3}",
+        g3.raft, g3.baseline
+    );
+    println!(
+        "{}",
+        json!({"b_sign": b_sign, "levels": rows, "g1": g1, "g3": {"raft": g3.raft, "baseline": g3.baseline, "ratio": g3_ratio}})
+    );
     if rows.iter().any(|r| r["errors"].as_u64() != Some(0)) {
         bail!("some requests failed");
     }

@@ -348,7 +348,15 @@ impl ClusterHandle {
             .map_err(|e| ClusterError::Raft(e.to_string()))
     }
 
+    /// Stops Raft, then makes the state machine's applied state durable.
     pub async fn shutdown(&self) {
         let _ = self.inner.raft.shutdown().await;
+        let view = self.inner.view.clone();
+        let flushed = tokio::task::spawn_blocking(move || view.flush_durable()).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            tracing::warn!(
+                "could not flush the state machine on shutdown; the log will be replayed on start"
+            );
+        }
     }
 }

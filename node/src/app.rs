@@ -108,7 +108,9 @@ pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<N
             .wrap(from_fn(http::request_context))
             .configure(http::routes)
     };
-    let server = HttpServer::new(factory).shutdown_timeout(10);
+    let server = HttpServer::new(factory)
+        .shutdown_timeout(10)
+        .disable_signals();
     let (server, scheme) = if config.tls.disabled {
         (
             server
@@ -143,6 +145,7 @@ pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<N
                     .configure(http::peer_routes)
             })
             .shutdown_timeout(5)
+            .disable_signals()
             .bind_rustls_0_23(section.peer_listen, tls)
             .map_err(Error::io(format!(
                 "binding the peer listener {}",
@@ -157,6 +160,9 @@ pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<N
         dev::publish(&config.data_dir, &url, &descriptor.public_key.to_pem())?;
     }
     let server = server.run();
+    // Signals are ours, registered before the ready line: a SIGTERM that arrives right after
+    // start-up still shuts down gracefully (flushing the state machine) instead of killing.
+    stop_on_signal(server.handle(), peer_server.as_ref().map(|s| s.handle()))?;
     if config.cluster.is_none()
         && cluster
             .wait_for_leader(Duration::from_secs(10))
@@ -245,4 +251,27 @@ fn tls_config(config: &Config) -> Result<rustls::ServerConfig, Error> {
     .with_no_client_auth()
     .with_single_cert(certs, key)
     .map_err(|e| Error::Config(format!("TLS certificate/key: {e}")))
+}
+
+fn stop_on_signal(
+    client: actix_web::dev::ServerHandle,
+    peer: Option<actix_web::dev::ServerHandle>,
+) -> Result<(), Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(Error::io("installing the SIGTERM handler"))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(Error::io("installing the SIGINT handler"))?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!("shutting down");
+        if let Some(peer) = peer {
+            peer.stop(true).await;
+        }
+        client.stop(true).await;
+    });
+    Ok(())
 }

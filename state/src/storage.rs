@@ -4,12 +4,16 @@
 //! point) and `state-machine.redb` (the applied `State`, the audit records, the current
 //! snapshot). Every value is written with [`crate::codec`] (format byte + postcard).
 //!
-//! Durability: every write transaction commits with redb's default `Durability::Immediate`, i.e.
-//! the data is fsynced before `commit` returns. `append` commits once per batch of entries and
-//! only then reports the batch flushed to openraft, so an entry is never acknowledged to a
-//! leader before it is on disk. The state machine commits once per `apply` batch: applied index,
-//! new audit records and state move together, so a crash never leaves records without the state
-//! that produced them. Blocking redb work runs on `spawn_blocking`, off the async workers.
+//! Durability: the Raft log is the durable record. `append`, `truncate`, `purge` and
+//! `save_vote` commit with `Durability::Immediate` (fsynced before `commit` returns), and
+//! `append` reports a batch flushed to openraft only after that, so an entry is never
+//! acknowledged before it is on disk. The state machine commits once per `apply` batch —
+//! applied index, new audit records and state move together atomically — but without an fsync
+//! (`Durability::None`), as does `save_committed`: after a crash redb reverts to its last durable
+//! commit and openraft re-applies the committed log entries after it. Snapshot build and install
+//! commit with `Durability::Immediate`, which also makes every earlier state-machine commit
+//! durable, so the log is never purged past what the state machine has durably applied.
+//! Blocking redb work runs on `spawn_blocking`, off the async workers.
 //!
 //! This module and `cluster`'s network module are the only places that touch openraft's storage
 //! and network APIs (they change in 0.10).
@@ -26,7 +30,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::{
     EntryPayload, LogState, RaftLogReader, RaftSnapshotBuilder, Snapshot, StorageIOError,
 };
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditRecord;
@@ -90,13 +94,15 @@ fn get_meta<T: serde::de::DeserializeOwned>(
 }
 
 fn put_meta<T: Serialize>(
+    durability: Durability,
     db: &Database,
     table: TableDefinition<&str, &[u8]>,
     key: &str,
     value: &T,
 ) -> Result<(), StorageError> {
     let bytes = codec::encode(value).map_err(write_err)?;
-    let txn = db.begin_write().map_err(write_err)?;
+    let mut txn = db.begin_write().map_err(write_err)?;
+    txn.set_durability(durability).map_err(write_err)?;
     {
         let mut t = txn.open_table(table).map_err(write_err)?;
         t.insert(key, bytes.as_slice()).map_err(write_err)?;
@@ -200,9 +206,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let db = self.db.clone();
         let vote = *vote;
-        tokio::task::spawn_blocking(move || put_meta(&db, LOG_META, VOTE, &vote))
-            .await
-            .map_err(join_err)?
+        tokio::task::spawn_blocking(move || {
+            put_meta(Durability::Immediate, &db, LOG_META, VOTE, &vote)
+        })
+        .await
+        .map_err(join_err)?
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -211,9 +219,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || put_meta(&db, LOG_META, COMMITTED, &committed))
-            .await
-            .map_err(join_err)?
+        tokio::task::spawn_blocking(move || {
+            put_meta(Durability::None, &db, LOG_META, COMMITTED, &committed)
+        })
+        .await
+        .map_err(join_err)?
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -337,6 +347,15 @@ impl StateView {
             Ok(guard) => f(&guard),
             Err(poisoned) => f(&poisoned.into_inner()),
         }
+    }
+
+    /// Makes every state-machine commit so far durable (one empty fsynced commit). Called on
+    /// clean shutdown, so a stopped node's files hold everything it applied.
+    pub fn flush_durable(&self) -> Result<(), StorageError> {
+        let mut txn = self.db.begin_write().map_err(write_err)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(write_err)?;
+        txn.commit().map_err(write_err)
     }
 
     /// Audit records with `seq > after`, at most `limit`, in order.
@@ -492,7 +511,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .collect();
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-            let txn = db.begin_write().map_err(write_err)?;
+            let mut txn = db.begin_write().map_err(write_err)?;
+            // Not fsynced: see the module documentation.
+            txn.set_durability(Durability::None).map_err(write_err)?;
             {
                 let mut audit = txn.open_table(AUDIT).map_err(write_err)?;
                 for (seq, line) in &records {

@@ -276,7 +276,7 @@ fn key_and_audit_chain_survive_a_restart() {
         response["auditId"], "aud-0000000000000004",
         "the chain continues after a restart"
     );
-    drop(node);
+    assert!(node.stop().success());
 
     let summary = audit_verify(&data).expect("chain verifies");
     assert_eq!(summary["records"], 4);
