@@ -352,7 +352,9 @@ impl ClusterHandle {
     pub async fn shutdown(&self) {
         let _ = self.inner.raft.shutdown().await;
         let view = self.inner.view.clone();
-        let flushed = tokio::task::spawn_blocking(move || view.flush_durable()).await;
+        let flushed =
+            tokio::task::spawn_blocking(move || view.flush_durable().map_err(|e| e.to_string()))
+                .await;
         if !matches!(flushed, Ok(Ok(()))) {
             tracing::warn!(
                 "could not flush the state machine on shutdown; the log will be replayed on start"
