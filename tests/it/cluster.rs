@@ -431,3 +431,96 @@ fn a_minority_partition_refuses_to_sign_and_the_majority_carries_on() {
         assert!(ids.contains(id.as_str()), "{id} survived the partition");
     }
 }
+
+#[test]
+fn the_peer_listener_admits_only_cluster_certificates_and_membership_can_shrink() {
+    let mut cluster = TestCluster::start(ClusterOptions::default());
+    let peer = cluster.peer_url(1);
+    let ca = reqwest::Certificate::from_pem(
+        &std::fs::read(cluster.dir.path().join("pki/ca.pem")).expect("ca"),
+    )
+    .expect("ca");
+
+    // No client certificate: the TLS handshake fails, no Raft or admin endpoint answers.
+    let anonymous = reqwest::blocking::Client::builder()
+        .tls_certs_only([ca.clone()])
+        .build()
+        .expect("client");
+    assert!(
+        anonymous
+            .get(format!("{peer}/peer/v1/status"))
+            .send()
+            .is_err(),
+        "a peer without a certificate gets nothing"
+    );
+    assert!(
+        anonymous
+            .post(format!("{peer}/admin/v1/remove"))
+            .json(&serde_json::json!({"nodeId": 2}))
+            .send()
+            .is_err()
+    );
+
+    // A certificate from another CA is refused the same way.
+    let rogue = tempfile::tempdir().expect("tmp");
+    let out = std::process::Command::new(stella_tests::bin("stella-signer"))
+        .args([
+            "cluster",
+            "certs",
+            "--out",
+            rogue.path().to_str().expect("utf8"),
+            "--nodes",
+            "1",
+        ])
+        .output()
+        .expect("certs");
+    assert!(out.status.success());
+    let identity = reqwest::Identity::from_pem(
+        &[
+            std::fs::read(rogue.path().join("node-1.pem")).expect("pem"),
+            std::fs::read(rogue.path().join("node-1.key")).expect("key"),
+        ]
+        .concat(),
+    )
+    .expect("identity");
+    let impostor = reqwest::blocking::Client::builder()
+        .tls_certs_only([ca])
+        .identity(identity)
+        .build()
+        .expect("client");
+    assert!(
+        impostor
+            .get(format!("{peer}/peer/v1/status"))
+            .send()
+            .is_err(),
+        "a certificate from another CA gets nothing"
+    );
+
+    // Membership shrinks through the CLI: remove a follower, the other two carry on.
+    let leader = cluster.leader().expect("leader");
+    let victim = (1..=3).find(|id| *id != leader).expect("follower");
+    let config = cluster.config_path(leader);
+    cluster.admin(&[
+        "cluster",
+        "remove",
+        "--config",
+        &config,
+        "--leader",
+        &cluster.peer_url(leader),
+        "--node-id",
+        &victim.to_string(),
+    ]);
+    cluster.kill(victim);
+    let status = cluster.status(leader).expect("status");
+    let ids: Vec<u64> = status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["nodeId"].as_u64())
+        .collect();
+    assert!(!ids.contains(&(victim as u64)), "{status}");
+    assert_eq!(ids.len(), 2);
+    let client = reqwest::blocking::Client::new();
+    let (code, body) = cluster.sign(leader, &client).expect("sign");
+    assert_eq!(code, 200, "{body}");
+}
