@@ -53,7 +53,7 @@ impl ClusterConfig {
             addr,
             tls,
             heartbeat_ms: 100,
-            election_timeout_ms: (400, 800),
+            election_timeout_ms: (300, 600),
             snapshot_every: 5000,
             local_address: None,
         }
