@@ -83,3 +83,23 @@ pub fn record_sign(result: Result<(), &crate::Error>, elapsed: Duration) {
     metrics::counter!(REQUESTS, "outcome" => outcome).increment(1);
     metrics::histogram!(SIGN_LATENCY, "outcome" => outcome).record(elapsed.as_secs_f64());
 }
+
+/// Raft gauges, refreshed on every scrape: who leads, in which term, how far this node got.
+pub fn record_cluster(status: &stella_cluster::NodeStatus) {
+    metrics::gauge!("stella_signer_raft_term").set(status.term as f64);
+    metrics::gauge!("stella_signer_raft_is_leader").set(if status.leader == Some(status.node_id) {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::gauge!("stella_signer_raft_leader_known").set(if status.leader.is_some() {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::gauge!("stella_signer_raft_applied_index")
+        .set(status.applied_index.unwrap_or(0) as f64);
+    metrics::gauge!("stella_signer_raft_last_log_index")
+        .set(status.last_log_index.unwrap_or(0) as f64);
+    metrics::gauge!("stella_signer_raft_voters").set(status.voters.len() as f64);
+}

@@ -69,6 +69,11 @@ fn traces_logs_and_metrics_describe_each_signing() {
         )),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("stella_signer_raft_is_leader 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("stella_signer_raft_voters 1"), "{metrics}");
 
     let ready: Value = client
         .get(format!("{}/readyz", node.url))

@@ -5,6 +5,7 @@ use actix_web::web::{Data, Json};
 use stella_api::{Health, HealthCheck};
 
 use super::AppState;
+use crate::telemetry;
 
 /// `GET /healthz`: the process serves HTTP.
 pub async fn healthz() -> Json<Health> {
@@ -50,6 +51,7 @@ pub async fn readyz(state: Data<AppState>) -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: Data<AppState>) -> HttpResponse {
+    telemetry::record_cluster(&state.cluster().status());
     state.metrics.run_upkeep();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
