@@ -75,37 +75,9 @@ impl PeerClient {
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerCallError> {
-        let Some(http) = &self.http else {
-            return Err(PeerCallError::Unreachable(
-                "this node has no peer TLS configuration".into(),
-            ));
-        };
-        let response = http
-            .post(format!("{}{path}", base.trim_end_matches('/')))
-            .timeout(timeout)
-            .json(body)
-            .send()
+        let http = self.http()?;
+        self.exchange(http.post(url(base, path)).timeout(timeout).json(body))
             .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    PeerCallError::Unreachable(e.to_string())
-                } else {
-                    PeerCallError::Network(e.to_string())
-                }
-            })?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| PeerCallError::Network(e.to_string()))?;
-        if !status.is_success() {
-            return Err(PeerCallError::Status {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&bytes).into_owned(),
-            });
-        }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| PeerCallError::Network(format!("undecodable answer: {e}")))
     }
 
     /// GETs JSON from `base + path`.
@@ -115,23 +87,29 @@ impl PeerClient {
         path: &str,
         timeout: Duration,
     ) -> Result<Resp, PeerCallError> {
-        let Some(http) = &self.http else {
-            return Err(PeerCallError::Unreachable(
-                "this node has no peer TLS configuration".into(),
-            ));
-        };
-        let response = http
-            .get(format!("{}{path}", base.trim_end_matches('/')))
-            .timeout(timeout)
-            .send()
+        let http = self.http()?;
+        self.exchange(http.get(url(base, path)).timeout(timeout))
             .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    PeerCallError::Unreachable(e.to_string())
-                } else {
-                    PeerCallError::Network(e.to_string())
-                }
-            })?;
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, PeerCallError> {
+        self.http.as_ref().ok_or_else(|| {
+            PeerCallError::Unreachable("this node has no peer TLS configuration".into())
+        })
+    }
+
+    /// Sends a request and decodes a 2xx JSON answer; connection failures are `Unreachable`.
+    async fn exchange<Resp: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Resp, PeerCallError> {
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                PeerCallError::Unreachable(e.to_string())
+            } else {
+                PeerCallError::Network(e.to_string())
+            }
+        })?;
         let status = response.status();
         let bytes = response
             .bytes()
@@ -146,6 +124,10 @@ impl PeerClient {
         serde_json::from_slice(&bytes)
             .map_err(|e| PeerCallError::Network(format!("undecodable answer: {e}")))
     }
+}
+
+fn url(base: &str, path: &str) -> String {
+    format!("{}{path}", base.trim_end_matches('/'))
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

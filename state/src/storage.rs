@@ -293,11 +293,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let (db, pending) = (self.db.clone(), self.pending.clone());
-        let (start, end) = owned_bounds(&range);
-        tokio::task::spawn_blocking(move || read_entries(&db, &pending, start, end))
-            .await
-            .map_err(join_err)?
+        self.get_log_reader().await.try_get_log_entries(range).await
     }
 }
 
