@@ -23,6 +23,7 @@ use stella_state::raft_types::NodeAddr;
 enum Fault {
     Fails,
     Panics,
+    Slow,
 }
 
 struct FaultySigner {
@@ -35,10 +36,14 @@ impl KeySigner for FaultySigner {
         self.inner.descriptor()
     }
 
-    fn sign(&self, _message: &[u8]) -> Result<SignedOperation, SignerError> {
+    fn sign(&self, message: &[u8]) -> Result<SignedOperation, SignerError> {
         match self.fault {
             Fault::Fails => Err(SignerError::Signing("HSM session lost".into())),
             Fault::Panics => panic!("back-end bug"),
+            Fault::Slow => {
+                std::thread::sleep(Duration::from_millis(300));
+                self.inner.sign(message)
+            }
         }
     }
 }
@@ -58,6 +63,14 @@ fn request() -> SignDsseRequest {
 }
 
 async fn service(dir: &std::path::Path, fault: Fault) -> (SigningService, ClusterHandle) {
+    service_with(dir, fault, 16).await
+}
+
+async fn service_with(
+    dir: &std::path::Path,
+    fault: Fault,
+    max_sessions: usize,
+) -> (SigningService, ClusterHandle) {
     let cluster = ClusterHandle::start(ClusterConfig::new(
         1,
         dir.to_path_buf(),
@@ -72,7 +85,7 @@ async fn service(dir: &std::path::Path, fault: Fault) -> (SigningService, Cluste
         .await
         .expect("leader");
     let ledger = Ledger::start(cluster.clone(), 1024).await.expect("ledger");
-    let sessions = Sessions::start(16).await.expect("sessions");
+    let sessions = Sessions::start(max_sessions).await.expect("sessions");
     let signer = FaultySigner {
         inner: FileKeySigner::generate().expect("key"),
         fault,
@@ -148,5 +161,31 @@ async fn a_panicking_session_releases_its_reservation_and_the_node_keeps_serving
             "attempt {i}: the dead session's reservation is released"
         );
     }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_bounded_and_overload_is_a_retryable_503() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (service, cluster) = service_with(dir.path(), Fault::Slow, 1).await;
+    let busy = {
+        let service = service.clone();
+        tokio::spawn(async move { service.sign(&caller(), "req-slow", request()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = service
+        .sign(&caller(), "req-2", request())
+        .await
+        .expect_err("no session left");
+    assert_eq!(err.code().as_str(), "signing_unavailable");
+    assert_eq!(
+        err.retry_after_seconds(),
+        Some(1),
+        "overload tells the client when to retry"
+    );
+    assert!(
+        busy.await.expect("task").is_ok(),
+        "the running session finishes normally"
+    );
     cluster.shutdown().await;
 }
