@@ -46,6 +46,9 @@ struct Args {
     /// The stella-signer binary (default: next to this one).
     #[arg(long)]
     node_bin: Option<PathBuf>,
+    /// Only the Raft-vs-redb write comparison, at these client counts (e.g. 1,4,64).
+    #[arg(long, value_delimiter = ',')]
+    g3_only: Vec<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +58,21 @@ fn main() -> anyhow::Result<()> {
         args.concurrency = vec![1, 8];
     }
     let duration = Duration::from_secs_f64(args.duration);
+    if !args.g3_only.is_empty() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        for clients in &args.g3_only {
+            let g3 = runtime.block_on(raft_writes::measure(*clients, duration))?;
+            println!(
+                "{clients:>4} clients: Raft {:.0} writes/s, redb group commit {:.0} writes/s, ratio {:.3}",
+                g3.raft,
+                g3.baseline,
+                g3.raft / g3.baseline
+            );
+        }
+        return Ok(());
+    }
     let request = sample_request();
 
     let b_sign = raw_sign_loop(&request, duration)?;
