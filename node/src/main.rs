@@ -174,12 +174,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
-    if let ClusterCommand::Certs { out, nodes, san } = &command {
-        stella_cluster::pki::generate_dev_pki(out, *nodes, san)?;
-        println!("{}", json!({"dir": out, "nodes": nodes}));
-        return Ok(());
-    }
     let (config_path, target, body, path) = match &command {
+        ClusterCommand::Certs { out, nodes, san } => {
+            stella_cluster::pki::generate_dev_pki(out, *nodes, san)?;
+            println!("{}", json!({"dir": out, "nodes": nodes}));
+            return Ok(());
+        }
         ClusterCommand::Init { config } => (config, None, json!({}), "/admin/v1/init"),
         ClusterCommand::Join { config, leader } => {
             (config, Some(leader.clone()), json!(null), "/admin/v1/join")
@@ -194,7 +194,6 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
             json!({"nodeId": node_id}),
             "/admin/v1/remove",
         ),
-        ClusterCommand::Certs { .. } => unreachable!("handled above"),
     };
     let config = Config::from_file(config_path)?;
     let Some(section) = &config.cluster else {
