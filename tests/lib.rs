@@ -307,12 +307,22 @@ impl Default for ClusterOptions {
     }
 }
 
+/// A port that is free now, for a node that binds it a moment later.
+///
+/// Ports come from 20000–31999, below Linux's ephemeral range (32768+), so the client
+/// connections that tests open meanwhile cannot take them; a process-wide counter keeps
+/// concurrently starting clusters of this test binary from picking the same one.
 fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() * 7919) % 12_000;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (20_000 + (base - 20_000 + n) % 12_000) as u16;
+        if std::net::TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl TestCluster {
