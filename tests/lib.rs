@@ -245,7 +245,7 @@ impl Verifiers {
         report(cmd.output().expect("run node"))
     }
 
-    /// `openssl dgst -sha256 -verify` over the PAE bytes of signature `index`.
+    /// `openssl dgst -sha256 -verify` over the PAE bytes of the first signature.
     pub fn openssl(envelope: &Path, key: &Path) -> (bool, String) {
         let out = Command::new("bash")
             .arg(Self::dir().join("openssl-verify-envelope.sh"))

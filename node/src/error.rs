@@ -29,8 +29,6 @@ pub enum Error {
     /// A problem answered by the leader for a forwarded request.
     #[error("{}", .0.detail)]
     Remote(stella_api::Problem),
-    #[error("{0}")]
-    Forbidden(String),
     // --- start-up ---
     #[error("configuration: {0}")]
     Config(String),
@@ -41,8 +39,6 @@ pub enum Error {
     },
     #[error("key: {0}")]
     Key(String),
-    #[error("audit log: {0}")]
-    AuditCorrupt(String),
 }
 
 impl Error {
@@ -76,10 +72,7 @@ impl Error {
             }
             Error::Throttled { .. } => ProblemCode::PlanThrottled,
             Error::Remote(p) => p.code,
-            Error::Forbidden(_) => ProblemCode::EntitlementDenied,
-            Error::Config(_) | Error::Io { .. } | Error::Key(_) | Error::AuditCorrupt(_) => {
-                ProblemCode::InternalError
-            }
+            Error::Config(_) | Error::Io { .. } | Error::Key(_) => ProblemCode::InternalError,
         }
     }
 }

@@ -23,10 +23,6 @@ impl Keyring {
     pub fn signers_for(&self, _tenant: &str) -> Vec<Arc<dyn KeySigner>> {
         vec![self.default.clone()]
     }
-
-    pub fn default_signer(&self) -> &Arc<dyn KeySigner> {
-        &self.default
-    }
 }
 
 /// Loads a PKCS#8 PEM key file.

@@ -101,7 +101,7 @@ impl LedgerState {
             let cluster = self.cluster.clone();
             let me = myself.clone();
             tokio::spawn(async move {
-                metrics::histogram!("stella_signer_raft_batch_size").record(commands.len() as f64);
+                metrics::histogram!(crate::telemetry::RAFT_BATCH).record(commands.len() as f64);
                 let expected = commands.len();
                 let proposal = tokio::time::timeout(
                     PROPOSE_TIMEOUT,

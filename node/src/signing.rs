@@ -322,7 +322,7 @@ impl SigningService {
         guard.reservation_id = None;
 
         for op in &ops {
-            metrics::counter!("stella_signer_key_usage_total", "key_id" => op.key_id.clone())
+            metrics::counter!(crate::telemetry::KEY_USAGE, "key_id" => op.key_id.clone())
                 .increment(1);
         }
         tracing::info!(

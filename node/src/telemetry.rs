@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 pub const SIGN_LATENCY: &str = "stella_signer_sign_latency_seconds";
 pub const REQUESTS: &str = "stella_signer_sign_requests_total";
 pub const KEY_USAGE: &str = "stella_signer_key_usage_total";
+pub const RAFT_BATCH: &str = "stella_signer_raft_batch_size";
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -36,7 +37,7 @@ pub fn init_metrics() -> PrometheusHandle {
                 .set_buckets_for_metric(Matcher::Full(SIGN_LATENCY.into()), &buckets)
                 .and_then(|b| {
                     b.set_buckets_for_metric(
-                        Matcher::Full("stella_signer_audit_batch_size".into()),
+                        Matcher::Full(RAFT_BATCH.into()),
                         &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0],
                     )
                 })
@@ -61,7 +62,7 @@ fn describe() {
     metrics::describe_histogram!(
         SIGN_LATENCY,
         metrics::Unit::Seconds,
-        "Time to answer a signing request, audit fsync included"
+        "Time to answer a signing request, Raft commit of its audit record included"
     );
     metrics::describe_counter!(
         REQUESTS,
@@ -69,8 +70,8 @@ fn describe() {
     );
     metrics::describe_counter!(KEY_USAGE, "Signatures produced, by key id");
     metrics::describe_histogram!(
-        "stella_signer_audit_batch_size",
-        "Audit records committed per fsync"
+        RAFT_BATCH,
+        "Commands carried by one Raft log entry (group commit)"
     );
 }
 

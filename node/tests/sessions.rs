@@ -9,7 +9,7 @@ use serde_json::json;
 use stella_api::{SignDsseRequest, SignOptions, SubjectWire};
 use stella_cluster::{ClusterConfig, ClusterHandle};
 use stella_node::auth::Caller;
-use stella_node::clock::SystemClock;
+use stella_node::clock::FixedClock;
 use stella_node::config::QuotaConfig;
 use stella_node::keys::Keyring;
 use stella_node::ledger::Ledger;
@@ -95,7 +95,9 @@ async fn service_with(
         ledger,
         sessions,
         cluster: cluster.clone(),
-        clock: Arc::new(SystemClock),
+        clock: Arc::new(FixedClock::new(
+            time::macros::datetime!(2026-11-28 12:00:00 UTC),
+        )),
         quota: QuotaConfig {
             signatures_per_window: 1,
             ..QuotaConfig::default()
@@ -141,6 +143,10 @@ async fn a_failing_back_end_is_audited_and_refunded() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].draft.decision, stella_state::Decision::Failed);
     assert!(records[0].draft.reason.contains("HSM session lost"));
+    assert_eq!(
+        records[0].draft.time, "2026-11-28T12:00:00Z",
+        "audit time comes from the node's clock"
+    );
     cluster.shutdown().await;
 }
 

@@ -182,6 +182,34 @@ fn every_bad_request_gets_its_stable_problem_code() {
     let body: Value = r.json().expect("problem json");
     assert_eq!(body["code"], "method_not_allowed");
 
+    // The audit API's query string is input too.
+    for query in [
+        "limit=ten",
+        "limit=0",
+        "after=yesterday",
+        "consistency=eventual",
+        "surprise=1",
+    ] {
+        let r = client
+            .get(format!("{}/api/v1/signer/audit?{query}", node.url))
+            .bearer_auth(&token)
+            .send()
+            .expect("audit");
+        assert_eq!(r.status().as_u16(), 400, "{query}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{query}"
+        );
+        let body: Value = r.json().expect("problem json");
+        assert_eq!(body["code"], "invalid_request", "{query}");
+    }
+    let r = client
+        .get(format!("{}/api/v1/signer/audit", node.url))
+        .send()
+        .expect("audit");
+    assert_eq!(r.status().as_u16(), 401);
+
     // Still alive and signing, and nothing above was a 5xx.
     let ok = post(&node, t, json_ct, good);
     assert_eq!(ok.status, 200, "{}", ok.body);

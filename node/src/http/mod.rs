@@ -38,37 +38,46 @@ impl AppState {
 
 /// Registers every route. Unknown paths and wrong methods answer problem+json too.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource(stella_api::SIGN_DSSE_PATH)
-            .route(web::post().to(application::sign_dsse))
-            .default_service(web::to(problem::method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/v1/signer/audit")
-            .route(web::get().to(audit::list))
-            .default_service(web::to(problem::method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/v1/signer/cluster/status")
-            .route(web::get().to(cluster::status))
-            .default_service(web::to(problem::method_not_allowed)),
-    )
-    .service(
-        web::resource("/healthz")
-            .route(web::get().to(ops::healthz))
-            .default_service(web::to(problem::method_not_allowed)),
-    )
-    .service(
-        web::resource("/readyz")
-            .route(web::get().to(ops::readyz))
-            .default_service(web::to(problem::method_not_allowed)),
-    )
-    .service(
-        web::resource("/metrics")
-            .route(web::get().to(ops::metrics))
-            .default_service(web::to(problem::method_not_allowed)),
-    )
-    .default_service(web::to(problem::not_found));
+    // A malformed query string (e.g. `?limit=ten` on the audit API) is a client mistake too.
+    let query_errors = web::QueryConfig::default().error_handler(|e, _req| {
+        ApiProblem(stella_api::Problem::new(
+            stella_api::ProblemCode::InvalidRequest,
+            format!("invalid query string: {e}"),
+        ))
+        .into()
+    });
+    cfg.app_data(query_errors)
+        .service(
+            web::resource(stella_api::SIGN_DSSE_PATH)
+                .route(web::post().to(application::sign_dsse))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/v1/signer/audit")
+                .route(web::get().to(audit::list))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/v1/signer/cluster/status")
+                .route(web::get().to(cluster::status))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
+            web::resource("/healthz")
+                .route(web::get().to(ops::healthz))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
+            web::resource("/readyz")
+                .route(web::get().to(ops::readyz))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
+            web::resource("/metrics")
+                .route(web::get().to(ops::metrics))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .default_service(web::to(problem::not_found));
 }
 
 /// Peer listener routes (mutual TLS is enforced by the listener, before any of these run).

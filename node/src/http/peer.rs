@@ -1,8 +1,6 @@
 //! Peer listener (mutual TLS, cluster certificates only): Raft RPCs, leader-side signing for
 //! forwarded requests, read-index and status for other nodes, and membership administration.
 
-use std::time::Duration;
-
 use actix_web::HttpResponse;
 use actix_web::web::{Data, Json};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -136,7 +134,5 @@ pub async fn remove(state: Data<AppState>, req: Json<RemoveRequest>) -> HttpResp
 
 /// Build a snapshot now (log compaction on demand).
 pub async fn trigger_snapshot(state: Data<AppState>) -> HttpResponse {
-    let result = state.cluster().trigger_snapshot().await;
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    admin(result)
+    admin(state.cluster().trigger_snapshot().await)
 }
