@@ -142,10 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit {
             command: AuditCommand::Verify { data_dir },
         } => {
-            let records = stella_state::storage::read_audit_offline(&data_dir.join("raft"))
-                .map_err(|e| {
-                    anyhow::anyhow!("reading the audit log (is the node stopped?): {e}")
-                })?;
+            let records = read_audit(&data_dir)?;
             stella_state::verify_chain(&records, None)
                 .map_err(|e| anyhow::anyhow!("audit chain broken: {e}"))?;
             let head = records
@@ -161,16 +158,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit {
             command: AuditCommand::Export { data_dir },
         } => {
-            let records = stella_state::storage::read_audit_offline(&data_dir.join("raft"))
-                .map_err(|e| {
-                    anyhow::anyhow!("reading the audit log (is the node stopped?): {e}")
-                })?;
+            let records = read_audit(&data_dir)?;
             for record in records {
                 println!("{}", String::from_utf8_lossy(&record.to_canonical_line()));
             }
             Ok(())
         }
     }
+}
+
+/// Every audit record of a stopped node (a running node holds the database).
+fn read_audit(data_dir: &std::path::Path) -> anyhow::Result<Vec<stella_state::AuditRecord>> {
+    stella_state::storage::read_audit_offline(&data_dir.join("raft"))
+        .map_err(|e| anyhow::anyhow!("reading the audit log (is the node stopped?): {e}"))
 }
 
 fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
