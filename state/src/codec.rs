@@ -3,13 +3,18 @@
 //! Every byte string this crate writes to disk or sends in a snapshot starts with
 //! [`FORMAT_VERSION`]. `decode` dispatches on that byte, so a newer node keeps reading logs and
 //! snapshots written by older ones: when the format changes, the old version's types stay here
-//! with a migration into the new ones, and `state/tests/format.rs` keeps bytes written by every
-//! earlier version as fixtures.
+//! (or next to the type) with a migration into the new ones, and `state/tests/format.rs` keeps
+//! bytes written by every earlier version as fixtures.
+//!
+//! Versions:
+//! - 1: the replicated-state milestone.
+//! - 2: `Command::Admit` / `Response::Replayed` (new trailing variants: v1 commands and log
+//!   entries decode unchanged) and `State::proofs` (a v1 state is migrated by [`Persisted`]).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -21,16 +26,47 @@ pub enum CodecError {
     Postcard(#[from] postcard::Error),
 }
 
+/// A type this crate persists. Types whose encoding did not change keep the default
+/// `decode_v1`; a changed type decodes its old shape and migrates.
+pub trait Persisted: Serialize + DeserializeOwned {
+    fn decode_v1(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     let mut out = vec![FORMAT_VERSION];
     out.extend_from_slice(&postcard::to_allocvec(value)?);
     Ok(out)
 }
 
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+pub fn decode<T: Persisted>(bytes: &[u8]) -> Result<T, CodecError> {
     match bytes.split_first() {
         None => Err(CodecError::Empty),
-        Some((1, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((1, rest)) => Ok(T::decode_v1(rest)?),
+        Some((2, rest)) => Ok(postcard::from_bytes(rest)?),
         Some((version, _)) => Err(CodecError::UnsupportedVersion(*version)),
+    }
+}
+
+impl Persisted for crate::Command {}
+impl Persisted for Vec<crate::Command> {}
+impl Persisted for Vec<Vec<u8>> {}
+impl<T: Persisted> Persisted for Option<T> {
+    fn decode_v1(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        match bytes.split_first() {
+            Some((0, _)) => Ok(None),
+            Some((1, rest)) => T::decode_v1(rest).map(Some),
+            _ => postcard::from_bytes(bytes),
+        }
+    }
+}
+impl Persisted for crate::raft_types::Entry {}
+impl Persisted for crate::raft_types::LogId {}
+impl Persisted for crate::raft_types::Vote {}
+
+impl Persisted for crate::State {
+    fn decode_v1(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes::<crate::machine::StateV1>(bytes).map(Into::into)
     }
 }

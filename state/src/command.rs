@@ -42,6 +42,24 @@ pub enum Command {
     },
     /// Group commit: several commands in one log entry, applied in order.
     Batch(Vec<Command>),
+    /// Admission of one signing request (format v2): claims the request's one-time DPoP proof
+    /// (if any) and reserves quota, atomically — a replayed proof reserves nothing.
+    Admit(Admit),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admit {
+    pub proof: Option<ProofClaim>,
+    pub reserve: Reserve,
+}
+
+/// A one-time proof (a DPoP proof's `jti`, scoped to its key) seen by the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofClaim {
+    /// Hex SHA-256 of the key thumbprint and the `jti`; the raw values are not replicated.
+    pub key: String,
+    /// Until then a second use is a replay; after it the proof is stale anyway (`iat` window).
+    pub expires_at_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +180,8 @@ pub enum Response {
     ApprovalAlreadyDecided,
     ApprovalExpired,
     Batch(Vec<Response>),
+    /// `Admit` with a proof the cluster has already seen: nothing was reserved.
+    Replayed,
 }
 
 /// Audit drafts use serde features (optional fields, flattening in records) that a

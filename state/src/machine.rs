@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditRecord;
 use crate::command::{
-    Approval, ApprovalDecision, Command, KeyEntry, KeyState, Reserve, Response, ThrottleReason,
+    Approval, ApprovalDecision, Command, KeyEntry, KeyState, ProofClaim, Reserve, Response,
+    ThrottleReason,
     Toggle, Verdict,
 };
 
@@ -57,6 +58,89 @@ pub struct State {
     pub keys: BTreeMap<String, KeyEntry>,
     pub toggles: BTreeMap<String, Toggle>,
     pub approvals: BTreeMap<String, Approval>,
+    /// One-time proofs seen within their validity window (format v2).
+    pub proofs: ProofSet,
+}
+
+/// The format-v1 state, before one-time proofs were replicated: kept to read old snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateV1 {
+    pub ledgers: BTreeMap<LedgerKey, Ledger>,
+    pub reservations: BTreeMap<String, Reservation>,
+    pub audit_tail: Option<AuditTail>,
+    pub keys: BTreeMap<String, KeyEntry>,
+    pub toggles: BTreeMap<String, Toggle>,
+    pub approvals: BTreeMap<String, Approval>,
+}
+
+impl From<StateV1> for State {
+    fn from(v1: StateV1) -> State {
+        State {
+            ledgers: v1.ledgers,
+            reservations: v1.reservations,
+            audit_tail: v1.audit_tail,
+            keys: v1.keys,
+            toggles: v1.toggles,
+            approvals: v1.approvals,
+            proofs: ProofSet::default(),
+        }
+    }
+}
+
+/// Seen one-time proofs by key, with an expiry index so pruning is proportional to what expires.
+/// Only the key → expiry map is persisted; the index is rebuilt on load.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "BTreeMap<String, u64>", into = "BTreeMap<String, u64>")]
+pub struct ProofSet {
+    by_key: BTreeMap<String, u64>,
+    by_expiry: std::collections::BTreeSet<(u64, String)>,
+}
+
+impl From<BTreeMap<String, u64>> for ProofSet {
+    fn from(by_key: BTreeMap<String, u64>) -> ProofSet {
+        let by_expiry = by_key.iter().map(|(k, e)| (*e, k.clone())).collect();
+        ProofSet { by_key, by_expiry }
+    }
+}
+
+impl From<ProofSet> for BTreeMap<String, u64> {
+    fn from(set: ProofSet) -> BTreeMap<String, u64> {
+        set.by_key
+    }
+}
+
+impl ProofSet {
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Forgets proofs whose window ended at or before `now_ms`.
+    fn prune(&mut self, now_ms: u64) {
+        while let Some((expires, _)) = self.by_expiry.first() {
+            if *expires > now_ms {
+                break;
+            }
+            if let Some((_, key)) = self.by_expiry.pop_first() {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+
+    /// Records a proof; `false` if it is already recorded (a replay).
+    fn claim(&mut self, claim: &ProofClaim, now_ms: u64) -> bool {
+        self.prune(now_ms);
+        if self.by_key.contains_key(&claim.key) {
+            return false;
+        }
+        self.by_key.insert(claim.key.clone(), claim.expires_at_ms);
+        self.by_expiry
+            .insert((claim.expires_at_ms, claim.key.clone()));
+        true
+    }
 }
 
 impl State {
@@ -167,6 +251,14 @@ impl State {
             }
             Command::Batch(commands) => {
                 Response::Batch(commands.iter().map(|c| self.apply(c, emitted)).collect())
+            }
+            Command::Admit(admit) => {
+                if let Some(proof) = &admit.proof
+                    && !self.proofs.claim(proof, admit.reserve.now_ms)
+                {
+                    return Response::Replayed;
+                }
+                self.reserve(&admit.reserve)
             }
         }
     }

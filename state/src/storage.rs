@@ -77,7 +77,7 @@ fn create(path: &Path) -> Result<Database, StorageError> {
     Database::create(path).map_err(write_err)
 }
 
-fn get_meta<T: serde::de::DeserializeOwned>(
+fn get_meta<T: codec::Persisted>(
     db: &Database,
     table: TableDefinition<&str, &[u8]>,
     key: &str,
@@ -455,6 +455,27 @@ struct SnapshotPayload {
 struct StoredSnapshot {
     meta: SnapshotMeta,
     data: Vec<u8>,
+}
+
+/// A snapshot written by format v1: its state predates one-time proofs.
+#[derive(Deserialize)]
+struct SnapshotPayloadV1 {
+    applied: Applied,
+    state: crate::machine::StateV1,
+    audit: Vec<String>,
+}
+
+impl codec::Persisted for Applied {}
+impl codec::Persisted for StoredSnapshot {}
+impl codec::Persisted for SnapshotPayload {
+    fn decode_v1(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        let v1: SnapshotPayloadV1 = postcard::from_bytes(bytes)?;
+        Ok(SnapshotPayload {
+            applied: v1.applied,
+            state: v1.state.into(),
+            audit: v1.audit,
+        })
+    }
 }
 
 /// Read-only view of the applied state for the node (quota, toggles, approvals, audit reads).

@@ -231,3 +231,59 @@ fn quota_window_concurrency_and_ttl() {
         ]
     );
 }
+
+#[test]
+fn admission_claims_each_proof_once_within_its_window_and_reserves_atomically() {
+    use stella_state::command::{Admit, ProofClaim};
+    let admit = |id: &str, proof: Option<&str>, now_ms: u64| {
+        Command::Admit(Admit {
+            proof: proof.map(|p| ProofClaim {
+                key: p.into(),
+                expires_at_ms: now_ms + 1_000,
+            }),
+            reserve: Reserve {
+                reservation_id: id.into(),
+                tenant: "t".into(),
+                plan: "team".into(),
+                limit: 2,
+                window_ms: 60_000,
+                max_concurrent: 10,
+                now_ms,
+                ttl_ms: 30_000,
+            },
+        })
+    };
+    let mut state = State::default();
+    let answers = apply_all(
+        &mut state,
+        &[
+            admit("r1", Some("p1"), 100),
+            // The same proof again: refused, and no grant is taken.
+            admit("r2", Some("p1"), 200),
+            admit("r3", Some("p2"), 300),
+            // Quota exhausted: the proof is consumed all the same (a new proof is needed).
+            admit("r4", Some("p3"), 400),
+            admit("r5", Some("p3"), 500),
+            // After p1's window it is forgotten (a stale proof fails its `iat` check first).
+            admit("r6", Some("p1"), 1_200),
+            // Tokens bound by mTLS carry no proof.
+            admit("r7", None, 1_300),
+        ],
+    );
+    assert!(matches!(answers[0], Response::Reserved { remaining: 1, .. }));
+    assert_eq!(answers[1], Response::Replayed);
+    assert!(matches!(answers[2], Response::Reserved { remaining: 0, .. }));
+    assert!(matches!(
+        answers[3],
+        Response::Throttled {
+            reason: ThrottleReason::Quota,
+            ..
+        }
+    ));
+    assert_eq!(answers[4], Response::Replayed);
+    assert!(matches!(answers[5], Response::Throttled { .. }));
+    assert!(matches!(answers[6], Response::Throttled { .. }));
+    // Pruning happens when a proof is claimed: at 1_200 only p1 (window until 1_100) had
+    // expired; it was claimed again, and p2 and p3 are still held.
+    assert_eq!(state.proofs.len(), 3);
+}

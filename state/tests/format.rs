@@ -1,8 +1,9 @@
 //! Format stability: bytes written by every earlier format version must still decode.
 //!
-//! `fixtures/format-v1/` holds commands and a state snapshot encoded by format version 1. When
-//! the format changes, add `format-v2/` next to it and keep this test for v1: a newer node must
-//! read an older log. Regenerate (only for a NEW version directory):
+//! `fixtures/format-v1/` holds commands, a state snapshot and Raft log entries encoded by format
+//! version 1; `format-v2/` the same for version 2 (which adds `Command::Admit` and the replicated
+//! proof set). A newer node must read an older log, so every version directory stays. Regenerate
+//! (only the CURRENT version's directory is written):
 //! `STELLA_WRITE_FORMAT_FIXTURE=1 cargo test -p stella-state --test format`.
 
 use std::path::PathBuf;
@@ -12,6 +13,65 @@ use stella_state::{AuditDraft, Command, Decision, State, codec};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v1")
+}
+
+fn dir_v2() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v2")
+}
+
+/// Version 2 adds admissions with one-time proofs (one of them replayed).
+fn commands_v2() -> Vec<Command> {
+    let admit = |id: &str, proof: &str, now_ms| {
+        Command::Admit(stella_state::command::Admit {
+            proof: Some(stella_state::command::ProofClaim {
+                key: proof.into(),
+                expires_at_ms: now_ms + 300_000,
+            }),
+            reserve: Reserve {
+                reservation_id: id.into(),
+                tenant: "tenant-b".into(),
+                plan: "team".into(),
+                limit: 10,
+                window_ms: 60_000,
+                max_concurrent: 2,
+                now_ms,
+                ttl_ms: 30_000,
+            },
+        })
+    };
+    let mut commands = commands();
+    commands.push(admit("adm-1", "p1", 2_000));
+    commands.push(admit("adm-2", "p1", 2_001));
+    commands.push(admit("adm-3", "p2", 2_002));
+    commands
+}
+
+#[test]
+fn format_v2_fixtures_decode() {
+    let commands = commands_v2();
+    let state = state_after(&commands);
+    assert_eq!(state.proofs.len(), 2, "the replayed proof was not recorded twice");
+    if std::env::var_os("STELLA_WRITE_FORMAT_FIXTURE").is_some() {
+        std::fs::create_dir_all(dir_v2()).expect("dir");
+        std::fs::write(
+            dir_v2().join("commands.bin"),
+            codec::encode(&commands).expect("encode"),
+        )
+        .expect("write");
+        std::fs::write(
+            dir_v2().join("state.bin"),
+            codec::encode(&state).expect("encode"),
+        )
+        .expect("write");
+    }
+    let stored = std::fs::read(dir_v2().join("commands.bin")).expect("commands fixture");
+    assert_eq!(stored[0], 2, "fixture is format v2");
+    let decoded: Vec<Command> = codec::decode(&stored).expect("v2 commands decode");
+    assert_eq!(decoded, commands);
+    let snapshot: State =
+        codec::decode(&std::fs::read(dir_v2().join("state.bin")).expect("state fixture"))
+            .expect("v2 state decodes");
+    assert_eq!(snapshot, state);
 }
 
 fn commands() -> Vec<Command> {
@@ -117,18 +177,6 @@ fn state_after(commands: &[Command]) -> State {
 #[test]
 fn format_v1_fixtures_still_decode() {
     let commands = commands();
-    if std::env::var_os("STELLA_WRITE_FORMAT_FIXTURE").is_some() {
-        std::fs::write(
-            dir().join("commands.bin"),
-            codec::encode(&commands).expect("encode"),
-        )
-        .expect("write");
-        std::fs::write(
-            dir().join("state.bin"),
-            codec::encode(&state_after(&commands)).expect("encode"),
-        )
-        .expect("write");
-    }
     let stored = std::fs::read(dir().join("commands.bin")).expect("commands fixture");
     assert_eq!(stored[0], 1, "fixture is format v1");
     let decoded: Vec<Command> = codec::decode(&stored).expect("v1 commands decode");
@@ -182,13 +230,6 @@ fn entries() -> Vec<stella_state::raft_types::Entry> {
 fn format_v1_raft_log_entries_still_decode() {
     let entries = entries();
     let path = dir().join("entries.bin");
-    if std::env::var_os("STELLA_WRITE_FORMAT_FIXTURE").is_some() {
-        let encoded: Vec<Vec<u8>> = entries
-            .iter()
-            .map(|e| codec::encode(e).expect("encode"))
-            .collect();
-        std::fs::write(&path, codec::encode(&encoded).expect("encode")).expect("write");
-    }
     let stored: Vec<Vec<u8>> =
         codec::decode(&std::fs::read(&path).expect("entries fixture")).expect("frame");
     let decoded: Vec<stella_state::raft_types::Entry> = stored
@@ -209,4 +250,5 @@ fn unknown_versions_and_garbage_are_errors() {
         Err(codec::CodecError::UnsupportedVersion(9))
     ));
     assert!(codec::decode::<Command>(&[1, 0xff, 0xff, 0xff]).is_err());
+    assert!(codec::decode::<Command>(&[2, 0xff, 0xff, 0xff]).is_err());
 }
