@@ -1,7 +1,19 @@
-//! Blocking HTTP client for the CLI and tests.
+//! Blocking HTTP client for the CLI, tests and the load generator.
+//!
+//! Authentication is transparent: the client obtains an OpTok from the Authority named in its
+//! credentials (client-credentials grant, DPoP-bound), makes a fresh DPoP proof for every
+//! request, answers the server's nonce challenge (`use_dpop_nonce`) once, and attaches the
+//! credentials' PoE to signing requests.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use reqwest::Method;
+use reqwest::blocking::{RequestBuilder, Response};
+use serde::Deserialize;
+
+use crate::credentials::Credentials;
+use crate::dpop::{DpopKey, unix_now};
 use crate::problem::{PROBLEM_CONTENT_TYPE, Problem};
 use crate::types::{
     AUDIT_PATH, AuditPage, CLUSTER_STATUS_PATH, ClusterStatus, Health, SIGN_DSSE_PATH,
@@ -18,72 +30,110 @@ pub enum ClientError {
     Unexpected { status: u16, body: String },
     #[error("configuration: {0}")]
     Config(String),
+    #[error("obtaining an access token: {0}")]
+    Token(String),
 }
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub server: String,
-    pub token: String,
-    /// Extra PEM CA certificate(s) to trust.
-    pub ca_cert_pem: Option<String>,
+    pub credentials: Credentials,
     pub timeout: Duration,
 }
 
 pub struct Client {
     base: String,
-    token: String,
     http: reqwest::blocking::Client,
+    authority_http: reqwest::blocking::Client,
+    credentials: Credentials,
+    dpop: Option<DpopKey>,
+    token: Mutex<Option<(String, Instant)>>,
+    nonce: Mutex<Option<String>>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
 }
 
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
+        let creds = config.credentials;
         let mut builder = reqwest::blocking::Client::builder().timeout(config.timeout);
-        if let Some(pem) = &config.ca_cert_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
-            builder = builder.tls_certs_merge(certs);
+        if let Some(pem) = &creds.ca_cert_pem {
+            builder = builder.tls_certs_merge(certs(pem)?);
+        }
+        if let (Some(cert), Some(key)) = (&creds.client_cert_pem, &creds.client_key_pem) {
+            let identity = reqwest::Identity::from_pem(format!("{cert}\n{key}").as_bytes())
+                .map_err(|e| ClientError::Config(format!("client certificate: {e}")))?;
+            builder = builder.identity(identity);
         }
         let http = builder
             .build()
             .map_err(|e| ClientError::Config(e.to_string()))?;
+        let mut authority = reqwest::blocking::Client::builder().timeout(config.timeout);
+        if let Some(pem) = creds
+            .authority
+            .as_ref()
+            .and_then(|a| a.ca_cert_pem.as_deref())
+        {
+            authority = authority.tls_certs_merge(certs(pem)?);
+        }
+        let authority_http = authority
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let dpop = creds
+            .dpop_key_pem
+            .as_deref()
+            .map(DpopKey::from_pem)
+            .transpose()
+            .map_err(ClientError::Config)?;
         Ok(Client {
             base: config.server.trim_end_matches('/').to_owned(),
-            token: config.token,
             http,
+            authority_http,
+            credentials: creds,
+            dpop,
+            token: Mutex::new(None),
+            nonce: Mutex::new(None),
         })
     }
 
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// The last DPoP nonce a server handed out (for callers that build requests themselves).
+    pub fn dpop_nonce(&self) -> Option<String> {
+        self.lock_nonce().clone()
+    }
+
+    /// Signs `request`, adding the credentials' PoE if the request carries none.
     pub fn sign_dsse(&self, request: &SignDsseRequest) -> Result<SignDsseResponse, ClientError> {
-        let response = self
-            .http
-            .post(format!("{}{SIGN_DSSE_PATH}", self.base))
-            .bearer_auth(&self.token)
-            .json(request)
-            .send()
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        decode(response)
+        let body = if request.poe.is_none() && self.credentials.poe.is_some() {
+            let mut with_poe = request.clone();
+            with_poe.poe = self.credentials.poe.clone();
+            serde_json::to_vec(&with_poe)
+        } else {
+            serde_json::to_vec(request)
+        }
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+        decode(self.send(Method::POST, SIGN_DSSE_PATH, &[], Some(body))?)
     }
 
     pub fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
-        let response = self
-            .http
-            .get(format!("{}{CLUSTER_STATUS_PATH}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        decode(response)
+        decode(self.send(Method::GET, CLUSTER_STATUS_PATH, &[], None)?)
     }
 
     /// One page of audit records; `query` holds `after`, `limit`, `tenant`, `subject`, `consistency`.
     pub fn audit(&self, query: &[(&str, String)]) -> Result<AuditPage, ClientError> {
-        let response = self
-            .http
-            .get(format!("{}{AUDIT_PATH}", self.base))
-            .query(query)
-            .bearer_auth(&self.token)
-            .send()
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        decode(response)
+        decode(self.send(Method::GET, AUDIT_PATH, query, None)?)
     }
 
     pub fn health(&self, path: &str) -> Result<Health, ClientError> {
@@ -94,11 +144,161 @@ impl Client {
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         decode(response)
     }
+
+    /// Sends an authenticated request, answering one nonce challenge.
+    pub fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        json_body: Option<Vec<u8>>,
+    ) -> Result<Response, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self.http.request(method.clone(), &url).query(query);
+            for (name, value) in self.auth_headers(method.as_str(), &url)? {
+                request = request.header(name, value);
+            }
+            if let Some(body) = &json_body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            let response = request
+                .send()
+                .map_err(|e| ClientError::Transport(e.to_string()))?;
+            let challenged = self.remember_nonce(&response)
+                && response.status() == reqwest::StatusCode::UNAUTHORIZED;
+            if challenged && attempt == 1 {
+                continue;
+            }
+            return Ok(response);
+        }
+    }
+
+    /// `Authorization` (and `DPoP`) headers for one request to `url`.
+    pub fn auth_headers(
+        &self,
+        method: &str,
+        url: &str,
+    ) -> Result<Vec<(&'static str, String)>, ClientError> {
+        let token = self.access_token()?;
+        match &self.dpop {
+            Some(key) => {
+                let nonce = self.lock_nonce().clone();
+                let proof = key
+                    .proof(method, url, Some(&token), nonce.as_deref(), unix_now())
+                    .map_err(ClientError::Config)?;
+                Ok(vec![
+                    ("authorization", format!("DPoP {token}")),
+                    ("dpop", proof),
+                ])
+            }
+            None => Ok(vec![("authorization", format!("Bearer {token}"))]),
+        }
+    }
+
+    /// The current access token, fetched (or re-fetched near expiry) from the Authority.
+    pub fn access_token(&self) -> Result<String, ClientError> {
+        if let Some(token) = &self.credentials.access_token {
+            return Ok(token.clone());
+        }
+        let mut cached = self
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((token, until)) = cached.as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        let (token, lifetime) = self.fetch_token()?;
+        // Refresh a little early so a token never expires in flight.
+        let until = Instant::now() + lifetime.saturating_sub(Duration::from_secs(30));
+        *cached = Some((token.clone(), until));
+        Ok(token)
+    }
+
+    fn fetch_token(&self) -> Result<(String, Duration), ClientError> {
+        let authority = self.credentials.authority.as_ref().ok_or_else(|| {
+            ClientError::Config("the credentials name no Authority and carry no access token".into())
+        })?;
+        let scope = authority
+            .scope
+            .clone()
+            .unwrap_or_else(|| "signer.sign signer.audit".into());
+        let mut nonce: Option<String> = None;
+        for _ in 0..2 {
+            let mut request: RequestBuilder = self
+                .authority_http
+                .post(&authority.token_url)
+                .basic_auth(&authority.client_id, Some(&authority.client_secret))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("scope", scope.as_str()),
+                ]);
+            if let Some(key) = &self.dpop {
+                let proof = key
+                    .proof("POST", &authority.token_url, None, nonce.as_deref(), unix_now())
+                    .map_err(ClientError::Config)?;
+                request = request.header("dpop", proof);
+            }
+            let response = request
+                .send()
+                .map_err(|e| ClientError::Token(e.to_string()))?;
+            let status = response.status();
+            let offered = header_value(&response, "dpop-nonce");
+            let body = response
+                .text()
+                .map_err(|e| ClientError::Token(e.to_string()))?;
+            if status.is_success() {
+                let parsed: TokenResponse = serde_json::from_str(&body)
+                    .map_err(|e| ClientError::Token(format!("undecodable token response: {e}")))?;
+                let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(300));
+                return Ok((parsed.access_token, lifetime));
+            }
+            match offered {
+                Some(n) if nonce.is_none() && body.contains("use_dpop_nonce") => nonce = Some(n),
+                _ => return Err(ClientError::Token(format!("HTTP {status}: {body}"))),
+            }
+        }
+        Err(ClientError::Token("the Authority kept asking for a new nonce".into()))
+    }
+
+    /// Keeps a `DPoP-Nonce` the server handed out; `true` if there was one.
+    fn remember_nonce(&self, response: &Response) -> bool {
+        match header_value(response, "dpop-nonce") {
+            Some(nonce) => {
+                *self.lock_nonce() = Some(nonce);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn lock_nonce(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.nonce
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(
-    response: reqwest::blocking::Response,
-) -> Result<T, ClientError> {
+fn header_value(response: &Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn certs(pem: &str) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+        .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))
+}
+
+pub fn decode<T: serde::de::DeserializeOwned>(response: Response) -> Result<T, ClientError> {
     let status = response.status().as_u16();
     let is_problem = response
         .headers()

@@ -63,6 +63,23 @@ pub struct SignDsseResponse {
     pub signer_identity: SignerIdentity,
     pub audit_id: String,
     pub request_id: String,
+    /// The caller's plan quota after this signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaStatus {
+    pub plan: String,
+    /// Signatures per window.
+    pub limit: u64,
+    /// Signatures left in the current window.
+    pub remaining: u64,
+    /// RFC 3339 UTC time the window resets.
+    pub window_resets_at: String,
+    /// How the entitlement was established: `valid`, `stale` or `bypassed`.
+    pub poe_state: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

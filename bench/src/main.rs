@@ -83,7 +83,8 @@ fn main() -> anyhow::Result<()> {
         None => std::env::current_exe()?.with_file_name("stella-signer"),
     };
     let data = tempfile::tempdir()?;
-    let (mut child, url, token) = start_node(&node_bin, data.path())?;
+    let (mut child, url, creds) = start_node(&node_bin, data.path())?;
+    let auth = Arc::new(LoadAuth::new(&url, creds)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -93,7 +94,7 @@ fn main() -> anyhow::Result<()> {
         "concurrency", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "ratio"
     );
     for &c in &args.concurrency {
-        let row = runtime.block_on(http_load(&url, &token, &request, c, duration))?;
+        let row = runtime.block_on(http_load(&url, auth.clone(), &request, c, duration))?;
         let ratio = row.throughput / b_sign;
         println!(
             "{:>11} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>7.3}",
@@ -172,7 +173,7 @@ fn raw_sign_loop(request: &Value, duration: Duration) -> anyhow::Result<f64> {
 fn start_node(
     bin: &PathBuf,
     data: &std::path::Path,
-) -> anyhow::Result<(std::process::Child, String, String)> {
+) -> anyhow::Result<(std::process::Child, String, stella_api::Credentials)> {
     let mut child = Command::new(bin)
         .args(["serve", "--dev", "--data-dir"])
         .arg(data)
@@ -197,7 +198,57 @@ fn start_node(
     // Keep draining the node's stdout so it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     let creds = stella_api::Credentials::load(&data.join("dev")).map_err(anyhow::Error::msg)?;
-    Ok((child, url, creds.token))
+    Ok((child, url, creds))
+}
+
+/// What the load generator needs to authenticate like the CLI does: an access token, the DPoP
+/// key (one fresh proof per request, as RFC 9449 requires) and the server's current nonce.
+struct LoadAuth {
+    token: String,
+    key: stella_api::dpop::DpopKey,
+    nonce: std::sync::RwLock<Option<String>>,
+    poe: Option<stella_api::ProofOfEntitlement>,
+}
+
+impl LoadAuth {
+    /// Obtains the token and a first nonce with the blocking client (before any runtime).
+    fn new(url: &str, creds: stella_api::Credentials) -> anyhow::Result<LoadAuth> {
+        let client = stella_api::Client::new(stella_api::ClientConfig {
+            server: url.to_owned(),
+            credentials: creds.clone(),
+            timeout: Duration::from_secs(30),
+        })?;
+        client.audit(&[("limit", "1".to_owned())])?;
+        let key = stella_api::dpop::DpopKey::from_pem(
+            creds.dpop_key_pem.as_deref().context("no DPoP key in the credentials")?,
+        )
+        .map_err(anyhow::Error::msg)?;
+        Ok(LoadAuth {
+            token: client.access_token()?,
+            key,
+            nonce: std::sync::RwLock::new(client.dpop_nonce()),
+            poe: creds.poe,
+        })
+    }
+
+    fn headers(&self, url: &str) -> anyhow::Result<[(&'static str, String); 2]> {
+        let nonce = self.nonce.read().map(|n| n.clone()).unwrap_or_default();
+        let proof = self
+            .key
+            .proof("POST", url, Some(&self.token), nonce.as_deref(), stella_api::dpop::unix_now())
+            .map_err(anyhow::Error::msg)?;
+        Ok([("authorization", format!("DPoP {}", self.token)), ("dpop", proof)])
+    }
+
+    fn remember_nonce(&self, response: &reqwest::Response) -> bool {
+        let Some(nonce) = response.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        if let Ok(mut slot) = self.nonce.write() {
+            *slot = Some(nonce.to_owned());
+        }
+        true
+    }
 }
 
 struct Row {
@@ -210,7 +261,7 @@ struct Row {
 
 async fn http_load(
     url: &str,
-    token: &str,
+    auth: Arc<LoadAuth>,
     request: &Value,
     concurrency: usize,
     duration: Duration,
@@ -218,36 +269,41 @@ async fn http_load(
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;
-    let body = Arc::new(serde_json::to_vec(request)?);
+    let mut request = request.clone();
+    if let Some(poe) = &auth.poe {
+        request["poe"] = serde_json::to_value(poe)?;
+    }
+    let body = Arc::new(serde_json::to_vec(&request)?);
     let endpoint = Arc::new(format!("{url}/api/v1/signer/sign/dsse"));
-    let token = Arc::new(token.to_owned());
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, body, endpoint, token) = (
-                client.clone(),
-                body.clone(),
-                endpoint.clone(),
-                token.clone(),
-            );
+            let (client, body, endpoint, auth) =
+                (client.clone(), body.clone(), endpoint.clone(), auth.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = 0u64;
                 while Instant::now() < deadline {
                     let t0 = Instant::now();
-                    let sent = client
+                    let Ok(headers) = auth.headers(endpoint.as_str()) else {
+                        errors += 1;
+                        continue;
+                    };
+                    let mut post = client
                         .post(endpoint.as_str())
-                        .bearer_auth(token.as_str())
                         .header("content-type", "application/json")
-                        .body(body.as_ref().clone())
-                        .send()
-                        .await;
-                    match sent {
+                        .body(body.as_ref().clone());
+                    for (name, value) in headers {
+                        post = post.header(name, value);
+                    }
+                    match post.send().await {
                         Ok(resp) if resp.status().is_success() => {
                             let _ = resp.bytes().await;
                             latencies.push(t0.elapsed());
                         }
+                        // A nonce rotation is part of the protocol: retry, do not count it.
+                        Ok(resp) if resp.status() == 401 && auth.remember_nonce(&resp) => {}
                         _ => errors += 1,
                     }
                 }

@@ -38,6 +38,7 @@ fn draft(i: u64) -> AuditDraft {
         key_source: "file".into(),
         signing_mode: "keyful".into(),
         poe_state: "not_checked".into(),
+        plan: None,
         decision: Decision::Signed,
         reason: "signed".into(),
         bundle_sha256: Some("b".repeat(64)),

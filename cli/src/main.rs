@@ -135,17 +135,16 @@ impl ConnArgs {
         if server.is_empty() {
             bail!("no server URL: pass --server or set STELLA_SERVER");
         }
-        let ca_cert_pem = match &self.ca_cert {
-            Some(path) => Some(
+        let mut credentials = creds;
+        if let Some(path) = &self.ca_cert {
+            credentials.ca_cert_pem = Some(
                 std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?,
-            ),
-            None => creds.ca_cert_pem.clone(),
-        };
+            );
+        }
         Ok(Client::new(ClientConfig {
             server,
-            token: creds.token,
-            ca_cert_pem,
+            credentials,
             timeout: Duration::from_secs(30),
         })?)
     }

@@ -1,5 +1,7 @@
-//! Composition root: config → keys → authenticator → cluster (Raft on redb) → ledger actor →
-//! signing service → client listener (+ peer listener with mutual TLS in cluster mode).
+//! Composition root: config → keys → listener → admission (JWKS cache, entitlement-cache
+//! actor; the embedded dev Authority and licensing service in dev mode) → cluster (Raft on
+//! redb) → ledger actor → signing service → client listener (+ peer listener with mutual TLS
+//! in cluster mode).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +14,16 @@ use stella_cluster::{ClusterConfig, ClusterHandle, PeerTls};
 use stella_signer::KeySigner;
 use stella_state::raft_types::NodeAddr;
 
-use crate::auth::Authenticator;
+use crate::admission::dpop::{NonceIssuer, ProofPolicy};
+use crate::admission::entitlement::{CacheConfig, EntitlementCache};
+use crate::admission::http_client::HttpsSource;
+use crate::admission::jwks::{JwksCache, JwksSource};
+use crate::admission::licensing::LicensingClient;
+use crate::admission::optok::TokenPolicy;
+use crate::admission::{Admission, AdmissionParts};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, ClientCert};
 use crate::keys::{self, Keyring};
 use crate::ledger::Ledger;
 use crate::session::Sessions;
@@ -30,6 +38,7 @@ pub struct Node {
     cluster: ClusterHandle,
     ledger: Ledger,
     sessions: Sessions,
+    admission: Arc<Admission>,
 }
 
 impl Node {
@@ -48,6 +57,7 @@ impl Node {
             None => self.server.await.map_err(Error::io("HTTP server"))?,
         }
         self.sessions.stop();
+        self.admission.stop();
         self.ledger.stop();
         self.cluster.shutdown().await;
         tracing::info!("stella-signer stopped");
@@ -60,28 +70,50 @@ pub async fn build(config: Config) -> Result<Node, Error> {
 }
 
 /// As [`build`], with an injected time source (tests lock it).
-pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Error> {
+pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Result<Node, Error> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(Error::io(format!("creating {}", config.data_dir.display())))?;
-    let (key, auth) = if config.dev {
+    let key = if config.dev {
         let (key, created) = keys::load_or_create_file_key(&config.signing.key_file)?;
         if created {
             tracing::info!(key_id = %key.descriptor().key_id, path = %config.signing.key_file.display(), "created dev signing key");
         }
-        let hash = dev::dev_token_hash(&config.data_dir)?;
-        (
-            key,
-            Authenticator::new([(dev::DEV_TENANT, hash.as_str(), true)])?,
-        )
+        key
     } else {
-        let key = keys::load_file_key(&config.signing.key_file)?;
-        let tenants = config
-            .tenants
-            .iter()
-            .map(|t| (t.id.as_str(), t.token_sha256.as_str(), t.auditor));
-        (key, Authenticator::new(tenants)?)
+        keys::load_file_key(&config.signing.key_file)?
     };
     let descriptor = key.descriptor().clone();
+
+    // Bind first: the URL is part of the admission set-up (DPoP `htu`, the dev services).
+    let listener = std::net::TcpListener::bind(config.listen)
+        .map_err(Error::io(format!("binding {}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(Error::io("reading the listening address"))?;
+    let scheme = if config.tls.disabled { "http" } else { "https" };
+    let url = format!("{scheme}://{addr}");
+    let dev_services = if config.dev {
+        let setup = dev::prepare(
+            &config.data_dir,
+            &url,
+            config.limits.max_body_bytes,
+            clock.clone(),
+        )?;
+        config.admission = Some(setup.admission);
+        config.entitlement = Some(setup.entitlement);
+        config.plans = setup.plans;
+        Some(setup.services)
+    } else {
+        None
+    };
+    let admission = Arc::new(build_admission(&config, clock.clone()).await?);
+    let mut base_urls = vec![url.clone()];
+    if let Some(section) = &config.cluster {
+        base_urls.push(section.api_url.clone());
+    }
+    if let Some(a) = &config.admission {
+        base_urls.extend(a.public_urls.iter().cloned());
+    }
 
     let cluster = start_cluster(&config).await?;
     let ledger = Ledger::start(cluster.clone(), config.limits.proposal_queue).await?;
@@ -93,46 +125,41 @@ pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<N
         cluster: cluster.clone(),
         clock,
         quota: config.quota.clone(),
+        admission: admission.clone(),
     });
     let state = web::Data::new(AppState {
         signing,
-        auth,
         metrics: telemetry::init_metrics(),
         max_body_bytes: config.limits.max_body_bytes,
+        base_urls,
     });
 
     let client_state = state.clone();
     let factory = move || {
-        App::new()
+        let app = App::new()
             .app_data(client_state.clone())
-            .wrap(from_fn(http::request_context))
-            .configure(http::routes)
+            .wrap(from_fn(http::request_context));
+        match &dev_services {
+            Some(dev) => app
+                .service(dev::services("/dev", dev.clone()))
+                .configure(http::routes),
+            None => app.configure(http::routes),
+        }
     };
     let server = HttpServer::new(factory)
         .shutdown_timeout(10)
-        .disable_signals();
-    let (server, scheme) = if config.tls.disabled {
-        (
-            server
-                .bind(config.listen)
-                .map_err(Error::io(format!("binding {}", config.listen)))?,
-            "http",
-        )
+        .disable_signals()
+        .on_connect(remember_client_certificate);
+    let server = if config.tls.disabled {
+        server
+            .listen(listener)
+            .map_err(Error::io(format!("listening on {addr}")))?
     } else {
         let tls = tls_config(&config)?;
-        (
-            server
-                .bind_rustls_0_23(config.listen, tls)
-                .map_err(Error::io(format!("binding {}", config.listen)))?,
-            "https",
-        )
+        server
+            .listen_rustls_0_23(listener, tls)
+            .map_err(Error::io(format!("listening on {addr}")))?
     };
-    let addr = server
-        .addrs()
-        .first()
-        .copied()
-        .ok_or_else(|| Error::Config("no listening address".into()))?;
-    let url = format!("{scheme}://{addr}");
 
     let peer_server = match &config.cluster {
         Some(section) => {
@@ -157,7 +184,7 @@ pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<N
     };
 
     if config.dev {
-        dev::publish(&config.data_dir, &url, &descriptor.public_key.to_pem())?;
+        dev::publish_public_key(&config.data_dir, &descriptor.public_key.to_pem())?;
     }
     let server = server.run();
     // Signals are ours, registered before the ready line: a SIGTERM that arrives right after
@@ -181,7 +208,91 @@ pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<N
         cluster,
         ledger,
         sessions,
+        admission,
     })
+}
+
+/// Stores the client certificate's thumbprint with the connection (mTLS-bound tokens).
+fn remember_client_certificate(conn: &dyn std::any::Any, data: &mut actix_web::dev::Extensions) {
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+    if let Some(tls) = conn.downcast_ref::<Tls>()
+        && let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first())
+    {
+        data.insert(ClientCert(crate::admission::jose::sha256_b64url(
+            cert.as_ref(),
+        )));
+    }
+}
+
+/// Admission from configuration: the Authority's keys, DPoP rules, the licensing client behind
+/// the entitlement-cache actor, and the plans.
+async fn build_admission(config: &Config, clock: Arc<dyn Clock>) -> Result<Admission, Error> {
+    let (Some(a), Some(e)) = (&config.admission, &config.entitlement) else {
+        return Err(Error::Config(
+            "[admission] and [entitlement] are required".into(),
+        ));
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(Error::io(format!("reading {}", p.display())))
+    };
+    let timeout = Duration::from_secs(5);
+    let authority_ca = a.ca_cert.as_deref().map(read).transpose()?;
+    let jwks_source = match (&a.jwks_url, &a.jwks_file) {
+        (Some(url), _) => JwksSource::Url(HttpsSource::new(url, authority_ca.as_deref(), timeout)?),
+        (None, Some(path)) => JwksSource::File(path.clone()),
+        (None, None) => return Err(Error::Config("[admission] needs jwks_url or jwks_file".into())),
+    };
+    let nonces = match &a.dpop_nonce_secret_file {
+        Some(path) => {
+            let secret = std::fs::read(path).map_err(Error::io(format!("reading {}", path.display())))?;
+            if secret.len() < 32 {
+                return Err(Error::Config(format!(
+                    "{}: the DPoP nonce secret must be at least 32 bytes",
+                    path.display()
+                )));
+            }
+            Some(NonceIssuer::new(&secret, a.dpop_nonce_lifetime_seconds))
+        }
+        None => None,
+    };
+    let licensing_ca = e.ca_cert.as_deref().map(read).transpose()?;
+    let licensing = LicensingClient {
+        endpoint: HttpsSource::new(&e.introspection_url, licensing_ca.as_deref(), timeout)?,
+        client_id: e.client_id.clone(),
+        client_secret: read(&e.client_secret_file)?.trim().to_owned(),
+    };
+    let entitlements = EntitlementCache::start(
+        Arc::new(licensing),
+        CacheConfig {
+            ttl_seconds: e.cache_ttl_seconds,
+            negative_ttl_seconds: e.negative_cache_ttl_seconds,
+            grace_seconds: e.grace_seconds,
+        },
+        clock.clone(),
+    )
+    .await?;
+    Ok(Admission::new(AdmissionParts {
+        token_policy: TokenPolicy {
+            issuer: a.issuer.clone(),
+            audience: a.audience.clone(),
+            skew_seconds: a.clock_skew_seconds,
+            max_lifetime_seconds: a.max_token_lifetime_seconds,
+        },
+        proof_policy: ProofPolicy {
+            max_age_seconds: a.dpop_max_age_seconds,
+            skew_seconds: a.clock_skew_seconds,
+        },
+        jwks: JwksCache::new(
+            jwks_source,
+            Duration::from_secs(a.jwks_min_refresh_seconds),
+            Duration::from_secs(a.jwks_max_age_seconds),
+        ),
+        nonces,
+        entitlements,
+        plans: config.plans.clone(),
+        bypass_plan: e.bypass_plan.clone(),
+        clock,
+    }))
 }
 
 fn peer_tls(section: &crate::config::ClusterSection) -> Result<PeerTls, Error> {
@@ -243,14 +354,36 @@ fn tls_config(config: &Config) -> Result<rustls::ServerConfig, Error> {
     }
     let key = PrivateKeyDer::from_pem_file(key_path)
         .map_err(|e| Error::Config(format!("TLS key {}: {e}", key_path.display())))?;
-    rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| Error::Config(format!("TLS: {e}")))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| Error::Config(format!("TLS certificate/key: {e}")))
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+    // With a client CA, a certificate is asked for but optional: DPoP callers present none;
+    // a token bound to a certificate (`cnf.x5t#S256`) is refused without the matching one.
+    let builder = match &config.tls.client_ca {
+        Some(ca_path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca_path)
+                .map_err(|e| Error::Config(format!("client CA {}: {e}", ca_path.display())))?
+            {
+                let cert = cert
+                    .map_err(|e| Error::Config(format!("client CA {}: {e}", ca_path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| Error::Config(format!("client CA {}: {e}", ca_path.display())))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| Error::Config(format!("client CA: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    builder
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::Config(format!("TLS certificate/key: {e}")))
 }
 
 fn stop_on_signal(

@@ -32,6 +32,19 @@ impl FixedClock {
         FixedClock(Mutex::new(at))
     }
 
+    pub fn at_unix(seconds: i64) -> FixedClock {
+        FixedClock::new(
+            OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        )
+    }
+
+    pub fn set_unix(&self, seconds: i64) {
+        if let (Ok(mut t), Ok(at)) = (self.0.lock(), OffsetDateTime::from_unix_timestamp(seconds))
+        {
+            *t = at;
+        }
+    }
+
     pub fn advance(&self, by: time::Duration) {
         if let Ok(mut t) = self.0.lock() {
             *t += by;

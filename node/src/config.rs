@@ -20,8 +20,15 @@ pub struct Config {
     #[serde(default)]
     pub limits: Limits,
     pub signing: SigningConfig,
+    /// OpTok and sender-binding checks (filled in by dev mode).
     #[serde(default)]
-    pub tenants: Vec<TenantConfig>,
+    pub admission: Option<AdmissionConfig>,
+    /// PoE introspection (filled in by dev mode).
+    #[serde(default)]
+    pub entitlement: Option<EntitlementConfig>,
+    /// Plans a PoE can name, with their quotas.
+    #[serde(default)]
+    pub plans: Vec<PlanConfig>,
     #[serde(default)]
     pub quota: QuotaConfig,
     /// Peer listener and identity; absent for a single node.
@@ -42,6 +49,9 @@ pub struct TlsConfig {
     /// Serve plain HTTP. Only for a loopback listener behind a TLS-terminating load balancer.
     #[serde(default)]
     pub disabled: bool,
+    /// PEM CA(s) for client certificates: when set, clients may present a certificate (mTLS)
+    /// and tokens bound to it (`cnf.x5t#S256`) are accepted.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,25 +98,76 @@ pub struct SigningConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TenantConfig {
-    pub id: String,
-    /// Lowercase hex SHA-256 of the tenant's bearer token (the token itself is never stored).
-    pub token_sha256: String,
-    /// May read every tenant's audit records (the Attestor's tenant).
+pub struct AdmissionConfig {
+    /// The Authority's issuer URL (`iss` of every OpTok).
+    pub issuer: String,
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// Where the Authority publishes its JWKS (HTTPS)…
+    pub jwks_url: Option<String>,
+    /// …or a JWKS file, for offline installs (re-read on an unknown `kid`).
+    pub jwks_file: Option<PathBuf>,
+    /// Extra PEM CA for the Authority's TLS certificate.
+    pub ca_cert: Option<PathBuf>,
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: i64,
+    #[serde(default = "default_max_lifetime")]
+    pub max_token_lifetime_seconds: i64,
+    /// An unknown `kid` refreshes the JWKS at most this often.
+    #[serde(default = "default_jwks_min_refresh")]
+    pub jwks_min_refresh_seconds: u64,
+    /// Keys are re-fetched after this long even without an unknown `kid`.
+    #[serde(default = "default_jwks_max_age")]
+    pub jwks_max_age_seconds: u64,
+    /// Base URLs clients use to reach the cluster (the load balancer's), accepted as DPoP `htu`
+    /// besides the URL the request arrived on.
     #[serde(default)]
-    pub auditor: bool,
+    pub public_urls: Vec<String>,
+    /// A DPoP proof is accepted this long after its `iat`.
+    #[serde(default = "default_dpop_max_age")]
+    pub dpop_max_age_seconds: i64,
+    /// Shared secret (file, at least 32 bytes) for DPoP server nonces; when set, every proof
+    /// must carry a nonce issued by a node of the cluster (RFC 9449 §8).
+    pub dpop_nonce_secret_file: Option<PathBuf>,
+    #[serde(default = "default_dpop_max_age")]
+    pub dpop_nonce_lifetime_seconds: i64,
 }
 
-/// The quota every tenant's plan gets (per-plan quotas arrive with admission).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntitlementConfig {
+    /// The licensing service's RFC 7662 introspection endpoint.
+    pub introspection_url: String,
+    pub client_id: String,
+    /// File holding the client secret for HTTP Basic authentication.
+    pub client_secret_file: PathBuf,
+    pub ca_cert: Option<PathBuf>,
+    #[serde(default = "default_poe_ttl")]
+    pub cache_ttl_seconds: i64,
+    #[serde(default = "default_poe_negative_ttl")]
+    pub negative_cache_ttl_seconds: i64,
+    /// During a licensing outage, the last-known entitlement is served this long past its TTL.
+    #[serde(default = "default_poe_grace")]
+    pub grace_seconds: i64,
+    /// The plan whose quota applies while the emergency bypass is on.
+    pub bypass_plan: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    pub name: String,
+    pub signatures_per_window: u64,
+    pub window_seconds: u64,
+    pub max_concurrent: u32,
+    /// Largest request body (the evidence to sign) this plan may send.
+    pub max_artifact_bytes: usize,
+}
+
+/// Ledger settings shared by every plan.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaConfig {
-    #[serde(default = "default_per_window")]
-    pub signatures_per_window: u64,
-    #[serde(default = "default_window_seconds")]
-    pub window_seconds: u64,
-    #[serde(default = "default_max_concurrent")]
-    pub max_concurrent: u32,
     /// A reservation not finished by then is released (a crashed session's slot comes back).
     #[serde(default = "default_reservation_ttl")]
     pub reservation_ttl_seconds: u64,
@@ -115,22 +176,37 @@ pub struct QuotaConfig {
 impl Default for QuotaConfig {
     fn default() -> Self {
         QuotaConfig {
-            signatures_per_window: default_per_window(),
-            window_seconds: default_window_seconds(),
-            max_concurrent: default_max_concurrent(),
             reservation_ttl_seconds: default_reservation_ttl(),
         }
     }
 }
 
-fn default_per_window() -> u64 {
-    1_000_000_000
+fn default_audience() -> String {
+    "signer".into()
 }
-fn default_window_seconds() -> u64 {
+fn default_skew() -> i64 {
+    60
+}
+fn default_max_lifetime() -> i64 {
+    24 * 3600
+}
+fn default_jwks_min_refresh() -> u64 {
+    30
+}
+fn default_jwks_max_age() -> u64 {
+    600
+}
+fn default_dpop_max_age() -> i64 {
+    300
+}
+fn default_poe_ttl() -> i64 {
+    300
+}
+fn default_poe_negative_ttl() -> i64 {
+    30
+}
+fn default_poe_grace() -> i64 {
     3600
-}
-fn default_max_concurrent() -> u32 {
-    100_000
 }
 fn default_reservation_ttl() -> u64 {
     60
@@ -185,9 +261,12 @@ impl Config {
                 cert: None,
                 key: None,
                 disabled: true,
+                client_ca: None,
             },
             limits: Limits::default(),
-            tenants: Vec::new(),
+            admission: None,
+            entitlement: None,
+            plans: Vec::new(),
             quota: QuotaConfig::default(),
             cluster: None,
             dev: true,
@@ -210,28 +289,38 @@ impl Config {
                 "limits.proposal_queue must be positive".into(),
             ));
         }
-        if self.quota.window_seconds == 0 || self.quota.max_concurrent == 0 {
+        let (Some(admission), Some(entitlement)) = (&self.admission, &self.entitlement) else {
             return Err(Error::Config(
-                "quota.window_seconds and quota.max_concurrent must be positive".into(),
+                "[admission] and [entitlement] are required (see docs/configuration.md)".into(),
+            ));
+        };
+        if admission.jwks_url.is_some() == admission.jwks_file.is_some() {
+            return Err(Error::Config(
+                "[admission] needs exactly one of jwks_url and jwks_file".into(),
             ));
         }
-        if self.tenants.is_empty() {
+        if admission.dpop_max_age_seconds <= 0 || admission.clock_skew_seconds < 0 {
             return Err(Error::Config(
-                "at least one [[tenants]] entry is required".into(),
+                "[admission] dpop_max_age_seconds must be positive and clock_skew_seconds not negative".into(),
             ));
         }
-        for tenant in &self.tenants {
-            let ok = tenant.token_sha256.len() == 64
-                && tenant
-                    .token_sha256
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            if !ok {
+        if self.plans.is_empty() {
+            return Err(Error::Config("at least one [[plans]] entry is required".into()));
+        }
+        for plan in &self.plans {
+            if plan.window_seconds == 0 || plan.max_concurrent == 0 || plan.max_artifact_bytes == 0
+            {
                 return Err(Error::Config(format!(
-                    "tenant `{}`: token_sha256 must be 64 lowercase hex",
-                    tenant.id
+                    "plan `{}`: window_seconds, max_concurrent and max_artifact_bytes must be positive",
+                    plan.name
                 )));
             }
+        }
+        if !self.plans.iter().any(|p| p.name == entitlement.bypass_plan) {
+            return Err(Error::Config(format!(
+                "[entitlement] bypass_plan `{}` is not a [[plans]] entry",
+                entitlement.bypass_plan
+            )));
         }
         Ok(())
     }
@@ -249,9 +338,20 @@ cert = "/etc/stella/tls/server.pem"
 key = "/etc/stella/tls/server.key"
 [signing]
 key_file = "/etc/stella/keys/signing.pem"
-[[tenants]]
-id = "tenant-a"
-token_sha256 = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
+[admission]
+issuer = "https://authority.example"
+jwks_url = "https://authority.example/jwks.json"
+[entitlement]
+introspection_url = "https://licensing.example/introspect"
+client_id = "stella-signer"
+client_secret_file = "/etc/stella/licensing-secret"
+bypass_plan = "team"
+[[plans]]
+name = "team"
+signatures_per_window = 1000
+window_seconds = 3600
+max_concurrent = 8
+max_artifact_bytes = 1048576
 "#;
 
     #[test]
@@ -270,8 +370,16 @@ token_sha256 = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
     }
 
     #[test]
-    fn unknown_keys_and_bad_hashes_are_rejected() {
+    fn unknown_keys_missing_sections_and_dangling_plans_are_rejected() {
         assert!(Config::from_toml(&format!("{MINIMAL}\nfoo = 1\n")).is_err());
-        assert!(Config::from_toml(&MINIMAL.replace("5e88", "XXXX")).is_err());
+        let no_entitlement = MINIMAL.replace("[entitlement]", "[entitlement_x]");
+        assert!(Config::from_toml(&no_entitlement).is_err());
+        let both_jwks = MINIMAL.replace(
+            "jwks_url = ",
+            "jwks_file = \"/etc/stella/jwks.json\"\njwks_url = ",
+        );
+        assert!(Config::from_toml(&both_jwks).is_err());
+        let dangling = MINIMAL.replace("bypass_plan = \"team\"", "bypass_plan = \"gold\"");
+        assert!(Config::from_toml(&dangling).is_err());
     }
 }

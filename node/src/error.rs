@@ -11,10 +11,15 @@ pub enum Error {
     UnsupportedPredicateType(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
-    #[error("request body exceeds {limit} bytes")]
+    #[error("request body exceeds {limit} bytes (the limit of this node or of the caller's plan)")]
     TooLarge { limit: usize },
     #[error("{0}")]
     Unauthenticated(String),
+    /// The DPoP proof lacks a valid server nonce: retry with this one.
+    #[error("the DPoP proof must carry a server nonce (use_dpop_nonce)")]
+    DpopNonce(String),
+    #[error("{0}")]
+    EntitlementDenied(String),
     #[error("signing is unavailable: {0}")]
     Unavailable(String),
     #[error("the node is overloaded")]
@@ -66,7 +71,8 @@ impl Error {
             Error::UnsupportedPredicateType(_) => ProblemCode::UnsupportedPredicateType,
             Error::UnsupportedMediaType(_) => ProblemCode::UnsupportedMediaType,
             Error::TooLarge { .. } => ProblemCode::ArtifactTooLarge,
-            Error::Unauthenticated(_) => ProblemCode::InvalidToken,
+            Error::Unauthenticated(_) | Error::DpopNonce(_) => ProblemCode::InvalidToken,
+            Error::EntitlementDenied(_) => ProblemCode::EntitlementDenied,
             Error::Unavailable(_) | Error::Overloaded | Error::NotLeader => {
                 ProblemCode::SigningUnavailable
             }

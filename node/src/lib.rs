@@ -3,13 +3,14 @@
 //! Composition root: [`app::build`] turns a [`config::Config`] into a running HTTP server with
 //! its audit log and keys. Request handling is split into
 //! - `http`: actix-web handlers (a few lines each), extractors, middleware, problem+json edge,
+//! - `admission`: OpToks, DPoP and mTLS binding, PoE through the entitlement-cache actor, plans,
 //! - `pipeline`: the signing decision logic, free of I/O and directly testable,
 //! - `signing`: the service that routes to the leader and runs reserve → sign → audit there,
 //! - `session`: one supervised actor per signing request on the leader,
 //! - `ledger`: the quota-ledger actor that batches commands into Raft proposals (group commit).
 
+pub mod admission;
 pub mod app;
-pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod dev;

@@ -8,12 +8,12 @@ use stella_signer::{Bundle, Envelope, PredicateType, SignedOperation, Statement,
 use stella_state::{AuditDraft, Decision};
 
 use crate::Error;
-use crate::auth::Caller;
+use crate::admission::Caller;
 
 /// The only signing mode this node offers until key custody adds keyless and threshold.
 pub const MODE_KEYFUL: &str = "keyful";
-/// PoE state recorded while entitlement checks are not configured.
-pub const POE_NOT_CHECKED: &str = "not_checked";
+/// PoE state of a request refused before its entitlement was established.
+pub const POE_UNCHECKED: &str = "unchecked";
 
 /// A validated request: the exact payload that will be signed.
 #[derive(Debug, Clone)]
@@ -81,6 +81,8 @@ pub struct Outcome<'a> {
     pub plan: &'a SigningPlan,
     pub key_id: &'a str,
     pub key_source: &'a str,
+    pub poe_state: &'a str,
+    pub plan_name: &'a str,
     pub decision: Decision,
     pub reason: String,
     pub bundle_sha256: Option<String>,
@@ -98,11 +100,68 @@ pub fn audit_draft(outcome: Outcome<'_>) -> AuditDraft {
         key_id: outcome.key_id.to_owned(),
         key_source: outcome.key_source.to_owned(),
         signing_mode: MODE_KEYFUL.to_owned(),
-        poe_state: POE_NOT_CHECKED.to_owned(),
+        poe_state: outcome.poe_state.to_owned(),
+        plan: Some(outcome.plan_name.to_owned()),
         decision: outcome.decision,
         reason: outcome.reason,
         bundle_sha256: outcome.bundle_sha256,
         statement_sha256: Some(outcome.plan.statement_sha256.clone()),
+    }
+}
+
+/// A request refused by admission (token, binding, entitlement, quota, size): what is known
+/// of it goes into the audit log with the refusal's stable code.
+pub struct Refusal<'a> {
+    pub time: String,
+    pub request_id: &'a str,
+    /// Absent when the caller could not be authenticated.
+    pub caller: Option<&'a Caller>,
+    pub request: Option<&'a SignDsseRequest>,
+    pub poe_state: &'a str,
+    pub plan_name: Option<&'a str>,
+    pub error: &'a Error,
+}
+
+pub fn refusal_draft(refusal: Refusal<'_>) -> AuditDraft {
+    let (tenant, caller_subject, issuer) = match refusal.caller {
+        Some(c) => (c.tenant.clone(), c.subject.clone(), c.issuer.clone()),
+        None => (String::new(), String::new(), String::new()),
+    };
+    let subject_digests = refusal
+        .request
+        .map(|r| {
+            r.subject
+                .iter()
+                .filter_map(|s| s.digest.get("sha256"))
+                .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(|h| format!("sha256:{}", h.to_ascii_lowercase()))
+                .collect()
+        })
+        .unwrap_or_default();
+    AuditDraft {
+        time: refusal.time,
+        request_id: refusal.request_id.to_owned(),
+        tenant,
+        caller_subject,
+        issuer,
+        subject_digests,
+        predicate_type: refusal
+            .request
+            .map(|r| r.predicate_type.chars().take(200).collect())
+            .unwrap_or_default(),
+        key_id: String::new(),
+        key_source: String::new(),
+        signing_mode: MODE_KEYFUL.to_owned(),
+        poe_state: refusal.poe_state.to_owned(),
+        plan: refusal.plan_name.map(str::to_owned),
+        decision: Decision::Denied,
+        reason: format!(
+            "{}: {}",
+            refusal.error.code().as_str(),
+            refusal.error.to_string().chars().take(500).collect::<String>()
+        ),
+        bundle_sha256: None,
+        statement_sha256: None,
     }
 }
 
@@ -145,6 +204,7 @@ pub fn response(
         },
         audit_id,
         request_id: request_id.to_owned(),
+        quota: None,
     })
 }
 

@@ -8,13 +8,12 @@
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use stella_api::{SignDsseRequest, SignDsseResponse};
+use stella_api::SignDsseResponse;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::Instrument;
 
 use crate::Error;
-use crate::auth::Caller;
-use crate::signing::SigningService;
+use crate::signing::{SignJob, SigningService};
 
 #[derive(Clone)]
 pub struct Sessions {
@@ -37,9 +36,7 @@ impl Sessions {
     pub async fn run(
         &self,
         service: SigningService,
-        caller: Caller,
-        request_id: String,
-        request: SignDsseRequest,
+        sign: SignJob,
     ) -> Result<SignDsseResponse, Error> {
         let permit = self
             .permits
@@ -49,9 +46,7 @@ impl Sessions {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             service,
-            caller,
-            request_id,
-            request,
+            sign,
             reply,
             span: tracing::Span::current(),
             _permit: permit,
@@ -71,9 +66,7 @@ impl Sessions {
 
 struct Job {
     service: SigningService,
-    caller: Caller,
-    request_id: String,
-    request: SignDsseRequest,
+    sign: SignJob,
     reply: oneshot::Sender<Result<SignDsseResponse, Error>>,
     /// The request's span, so the session's logs carry its request and trace ids.
     span: tracing::Span,
@@ -103,7 +96,7 @@ impl Actor for Session {
         if let Some(job) = state.take() {
             let result = job
                 .service
-                .leader_pipeline(&job.caller, &job.request_id, job.request)
+                .leader_pipeline(job.sign)
                 .instrument(job.span.clone())
                 .await;
             let _ = job.reply.send(result);

@@ -1,51 +1,72 @@
-//! The signing service: route to the leader, then reserve → sign → audit → respond.
+//! The signing service: admit on the receiving node, then reserve → sign → audit on the leader.
 //!
-//! Every node accepts requests. A follower forwards the (already authenticated) request to the
-//! leader over the peer channel and re-routes when leadership moves; only the leader signs, so
-//! quota and audit decisions are made where Raft linearizes them. On the leader a request
-//! reserves quota (Raft), signs, then commits its audit record together with the reservation
-//! commit in one Raft entry, and only then answers. A failed signing releases the reservation and
-//! is audited. A session dropped half-way (client gone, task cancelled, panic) releases its
-//! reservation through `ReservationGuard`.
+//! Every node accepts requests. The receiving node authenticates the caller (OpTok + DPoP or
+//! mTLS) and establishes the entitlement (PoE, plan), then forwards the admitted job to the
+//! leader over the peer channel (re-routing when leadership moves); only the leader signs, so
+//! quota, proof-replay and audit decisions are made where Raft linearizes them. On the leader a
+//! job claims its DPoP proof and reserves quota in one Raft entry (`Admit`), signs, then commits
+//! its audit record together with the reservation commit in one Raft entry, and only then
+//! answers. Every refusal by admission is audited too. A session dropped half-way (client gone,
+//! task cancelled, panic) releases its reservation through `ReservationGuard`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use stella_api::{Problem, SignDsseRequest, SignDsseResponse};
+use stella_api::{Problem, QuotaStatus, SignDsseRequest, SignDsseResponse};
 use stella_cluster::ClusterHandle;
 use stella_signer::{Envelope, IN_TOTO_PAYLOAD_TYPE, KeySigner};
-use stella_state::command::{Reserve, Response};
-use stella_state::{Command, Decision};
+use stella_state::command::{Admit, ProofClaim, Reserve, Response};
+use stella_state::{AuditDraft, Command, Decision};
 
 use crate::Error;
-use crate::auth::Caller;
+use crate::admission::{
+    Admission, Authenticated, BYPASS_TOGGLE, Caller, RequestFacts, optok::SCOPE_SIGN,
+};
 use crate::clock::Clock;
-use crate::config::QuotaConfig;
+use crate::config::{PlanConfig, QuotaConfig};
 use crate::keys::Keyring;
 use crate::ledger::{Ledger, ProposeError};
-use crate::pipeline::{self, Outcome};
+use crate::pipeline::{self, Outcome, POE_UNCHECKED, Refusal};
 use crate::session::Sessions;
 
 pub const PEER_SIGN: &str = "/peer/v1/sign";
+pub const PEER_AUDIT: &str = "/peer/v1/audit";
 /// How long a request may wait for a (new) leader before it gets 503.
 const ROUTE_BUDGET: Duration = Duration::from_secs(5);
 /// Back-off before forwarding again to a leader that just failed to answer.
 const RETRY_SAME_LEADER: Duration = Duration::from_millis(500);
 
-/// A signing request forwarded from a follower to the leader.
+/// An admitted signing request, as the leader runs it (forwarded by a follower, or local).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ForwardedSign {
+pub struct SignJob {
     pub tenant: String,
     pub caller_subject: String,
     pub issuer: String,
     pub request_id: String,
+    pub plan: PlanConfig,
+    pub poe_state: String,
+    /// The DPoP proof to claim cluster-wide (absent for mTLS-bound tokens).
+    pub proof: Option<ProofClaim>,
     pub request: SignDsseRequest,
 }
 
+impl SignJob {
+    fn caller(&self) -> Caller {
+        Caller {
+            tenant: self.tenant.clone(),
+            subject: self.caller_subject.clone(),
+            issuer: self.issuer.clone(),
+            scopes: Vec::new(),
+        }
+    }
+}
+
+/// The leader's answer to a forwarded call.
 #[derive(Debug, Serialize, Deserialize)]
-pub enum ForwardAnswer {
-    Signed(Box<SignDsseResponse>),
+pub enum ForwardAnswer<T> {
+    Done(T),
     Refused(Problem),
     NotLeader,
 }
@@ -58,41 +79,18 @@ pub struct SigningParts {
     pub cluster: ClusterHandle,
     pub clock: Arc<dyn Clock>,
     pub quota: QuotaConfig,
+    pub admission: Arc<Admission>,
 }
 
 #[derive(Clone)]
 pub struct SigningService {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    keyring: Keyring,
-    ledger: Ledger,
-    cluster: ClusterHandle,
-    clock: Arc<dyn Clock>,
-    quota: QuotaConfig,
-    sessions: Sessions,
+    inner: Arc<SigningParts>,
 }
 
 impl SigningService {
     pub fn new(parts: SigningParts) -> SigningService {
-        let SigningParts {
-            keyring,
-            ledger,
-            sessions,
-            cluster,
-            clock,
-            quota,
-        } = parts;
         SigningService {
-            inner: Arc::new(Inner {
-                keyring,
-                ledger,
-                cluster,
-                clock,
-                quota,
-                sessions,
-            }),
+            inner: Arc::new(parts),
         }
     }
 
@@ -100,35 +98,154 @@ impl SigningService {
         &self.inner.cluster
     }
 
-    /// Entry point for client requests on any node.
-    pub async fn sign(
+    pub fn admission(&self) -> &Admission {
+        &self.inner.admission
+    }
+
+    /// Step 1 on the receiving node: token and sender binding. Refusals are audited.
+    pub async fn authenticate(
         &self,
-        caller: &Caller,
+        facts: &RequestFacts,
         request_id: &str,
-        request: SignDsseRequest,
-    ) -> Result<SignDsseResponse, Error> {
-        let started = Instant::now();
-        let result = self.route(caller, request_id, request).await;
+    ) -> Result<Authenticated, Error> {
+        let result = self.inner.admission.authenticate(facts, &[SCOPE_SIGN]).await;
         if let Err(e) = &result {
-            tracing::info!(
-                target: "stella::sign",
-                tenant = %caller.tenant,
-                decision = "rejected",
-                code = e.code().as_str(),
-                reason = %e,
-                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "signing decision"
-            );
+            self.refused(Refusal {
+                time: self.inner.clock.now_rfc3339(),
+                request_id,
+                caller: None,
+                request: None,
+                poe_state: POE_UNCHECKED,
+                plan_name: None,
+                error: e,
+            })
+            .await;
         }
         result
     }
 
-    async fn route(
+    /// Steps 2–7 for an authenticated caller: entitlement and plan here, then the leader.
+    pub async fn sign(
         &self,
-        caller: &Caller,
+        facts: &RequestFacts,
+        authn: Authenticated,
         request_id: &str,
         request: SignDsseRequest,
+        body_bytes: usize,
     ) -> Result<SignDsseResponse, Error> {
+        let started = Instant::now();
+        let bypass_on = self
+            .inner
+            .cluster
+            .view()
+            .with_state(|s| s.toggle_enabled(BYPASS_TOGGLE, self.now_ms()));
+        let admission = &self.inner.admission;
+        let entitled = admission
+            .entitle(
+                &authn,
+                request.poe.as_ref(),
+                facts.client_cert_sha256.as_deref(),
+                bypass_on,
+            )
+            .await
+            .and_then(|e| {
+                if body_bytes > e.plan.max_artifact_bytes {
+                    return Err(Error::TooLarge {
+                        limit: e.plan.max_artifact_bytes,
+                    });
+                }
+                Ok(e)
+            });
+        let entitled = match entitled {
+            Ok(e) => e,
+            Err(e) => {
+                self.refused(Refusal {
+                    time: self.inner.clock.now_rfc3339(),
+                    request_id,
+                    caller: Some(&authn.caller),
+                    request: Some(&request),
+                    poe_state: POE_UNCHECKED,
+                    plan_name: None,
+                    error: &e,
+                })
+                .await;
+                self.log_rejection(&authn.caller, &e, started);
+                return Err(e);
+            }
+        };
+        metrics::counter!(crate::telemetry::POE_STATE, "state" => entitled.poe_state)
+            .increment(1);
+        let policy = admission.proof_policy();
+        let job = SignJob {
+            tenant: authn.caller.tenant.clone(),
+            caller_subject: authn.caller.subject.clone(),
+            issuer: authn.caller.issuer.clone(),
+            request_id: request_id.to_owned(),
+            plan: entitled.plan,
+            poe_state: entitled.poe_state.to_owned(),
+            proof: authn.proof.as_ref().map(|p| ProofClaim {
+                key: p.replay_key(),
+                expires_at_ms: u64::try_from(p.replay_window_end(policy))
+                    .unwrap_or(0)
+                    .saturating_mul(1000),
+            }),
+            request,
+        };
+        let leader_side = {
+            let job = job.clone();
+            async move || self.sign_as_leader(job.clone()).await
+        };
+        let result = self.at_leader(PEER_SIGN, &job, leader_side).await;
+        if let Err(e) = &result {
+            self.log_rejection(&authn.caller, e, started);
+        }
+        result
+    }
+
+    fn log_rejection(&self, caller: &Caller, e: &Error, started: Instant) {
+        metrics::counter!(crate::telemetry::ADMISSION_DENIALS, "code" => e.code().as_str())
+            .increment(1);
+        tracing::info!(
+            target: "stella::sign",
+            tenant = %caller.tenant,
+            decision = "rejected",
+            code = e.code().as_str(),
+            reason = %e,
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "signing decision"
+        );
+    }
+
+    /// Audits a refusal (through the leader). A refusal is answered even if the audit cannot
+    /// be written (no quorum): the failure is logged and counted.
+    async fn refused(&self, refusal: Refusal<'_>) {
+        // A nonce challenge is part of the DPoP protocol, not a decision about the caller.
+        if matches!(refusal.error, Error::DpopNonce(_) | Error::Unavailable(_)) {
+            return;
+        }
+        let draft = pipeline::refusal_draft(refusal);
+        let leader_side = {
+            let draft = draft.clone();
+            async move || self.audit_as_leader(draft.clone()).await
+        };
+        if let Err(e) = self.at_leader(PEER_AUDIT, &draft, leader_side).await {
+            metrics::counter!("stella_signer_refusal_audit_failures_total").increment(1);
+            tracing::error!(error = %e, "a refusal could not be audited");
+        }
+    }
+
+    /// Runs `local` if this node leads, else forwards `body` to the leader's `path`; re-routes
+    /// across elections until `ROUTE_BUDGET` is spent.
+    async fn at_leader<B, T>(
+        &self,
+        path: &str,
+        body: &B,
+        local: impl AsyncFn() -> Result<T, Error>,
+    ) -> Result<T, Error>
+    where
+        B: Serialize,
+        T: DeserializeOwned,
+    {
         let cluster = &self.inner.cluster;
         let deadline = tokio::time::Instant::now() + ROUTE_BUDGET;
         let mut failed_leader = None;
@@ -146,10 +263,7 @@ impl SigningService {
                 continue;
             }
             if leader_id == cluster.node_id() {
-                match self
-                    .sign_as_leader(caller, request_id, request.clone())
-                    .await
-                {
+                match local().await {
                     Err(Error::NotLeader) => {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
@@ -157,24 +271,12 @@ impl SigningService {
                     other => return other,
                 }
             }
-            let forwarded = ForwardedSign {
-                tenant: caller.tenant.clone(),
-                caller_subject: caller.subject.clone(),
-                issuer: caller.issuer.clone(),
-                request_id: request_id.to_owned(),
-                request: request.clone(),
-            };
-            let answer: Result<ForwardAnswer, _> = cluster
+            let answer: Result<ForwardAnswer<T>, _> = cluster
                 .peers()
-                .post(
-                    &leader.peer_url,
-                    PEER_SIGN,
-                    &forwarded,
-                    Duration::from_secs(30),
-                )
+                .post(&leader.peer_url, path, body, Duration::from_secs(30))
                 .await;
             match answer {
-                Ok(ForwardAnswer::Signed(response)) => return Ok(*response),
+                Ok(ForwardAnswer::Done(value)) => return Ok(value),
                 Ok(ForwardAnswer::Refused(problem)) => return Err(Error::Remote(problem)),
                 Ok(ForwardAnswer::NotLeader) => tokio::time::sleep(Duration::from_millis(20)).await,
                 Err(e) => {
@@ -188,30 +290,48 @@ impl SigningService {
         ))
     }
 
-    /// The leader's side: runs the request in its own supervised session. Answers `NotLeader`
+    /// The leader's side: runs the job in its own supervised session. Answers `NotLeader`
     /// (never forwards) when this node is not the leader.
-    pub async fn sign_as_leader(
-        &self,
-        caller: &Caller,
-        request_id: &str,
-        request: SignDsseRequest,
-    ) -> Result<SignDsseResponse, Error> {
-        self.inner
-            .sessions
-            .run(self.clone(), caller.clone(), request_id.to_owned(), request)
-            .await
+    pub async fn sign_as_leader(&self, job: SignJob) -> Result<SignDsseResponse, Error> {
+        self.inner.sessions.run(self.clone(), job).await
     }
 
-    /// Reserve → sign → audit → respond (what a session runs).
-    pub async fn leader_pipeline(
-        &self,
-        caller: &Caller,
-        request_id: &str,
-        request: SignDsseRequest,
-    ) -> Result<SignDsseResponse, Error> {
+    /// The leader's side of auditing a refusal.
+    pub async fn audit_as_leader(&self, draft: AuditDraft) -> Result<String, Error> {
+        match self.propose(Command::Audit(draft)).await? {
+            Response::Audited { audit_id, .. } => Ok(audit_id),
+            other => Err(Error::Unavailable(format!(
+                "unexpected audit answer: {other:?}"
+            ))),
+        }
+    }
+
+    /// Admit (proof + quota) → sign → audit → respond (what a session runs).
+    pub async fn leader_pipeline(&self, job: SignJob) -> Result<SignDsseResponse, Error> {
         let started = Instant::now();
         let inner = &self.inner;
-        let plan = pipeline::plan(request)?;
+        let caller = job.caller();
+        let request_id = job.request_id.as_str();
+        let refused = async |e: Error, request: &SignDsseRequest| {
+            let refusal = Refusal {
+                time: inner.clock.now_rfc3339(),
+                request_id,
+                caller: Some(&caller),
+                request: Some(request),
+                poe_state: &job.poe_state,
+                plan_name: Some(&job.plan.name),
+                error: &e,
+            };
+            // Already on the leader: audit directly.
+            let _ = self
+                .audit_as_leader(pipeline::refusal_draft(refusal))
+                .await;
+            e
+        };
+        let plan = match pipeline::plan(job.request.clone()) {
+            Ok(plan) => plan,
+            Err(e) => return Err(e),
+        };
         let signers = inner.keyring.signers_for(&caller.tenant);
         let refs: Vec<&dyn KeySigner> = signers.iter().map(|s| s.as_ref()).collect();
         let primary = signers
@@ -220,35 +340,50 @@ impl SigningService {
             .ok_or_else(|| Error::Unavailable("no key for tenant".into()))?;
         let key_source = primary.source.as_str();
 
-        // 1. Reserve quota through Raft.
+        // 1. Claim the DPoP proof and reserve quota through Raft, in one entry.
         let reservation_id = format!("{request_id}/{}", random_suffix());
-        let reserve = Command::Reserve(Reserve {
-            reservation_id: reservation_id.clone(),
-            tenant: caller.tenant.clone(),
-            plan: "default".into(),
-            limit: inner.quota.signatures_per_window,
-            window_ms: inner.quota.window_seconds * 1000,
-            max_concurrent: inner.quota.max_concurrent,
-            now_ms: self.now_ms(),
-            ttl_ms: inner.quota.reservation_ttl_seconds * 1000,
+        let admit = Command::Admit(Admit {
+            proof: job.proof.clone(),
+            reserve: Reserve {
+                reservation_id: reservation_id.clone(),
+                tenant: caller.tenant.clone(),
+                plan: job.plan.name.clone(),
+                limit: job.plan.signatures_per_window,
+                window_ms: job.plan.window_seconds * 1000,
+                max_concurrent: job.plan.max_concurrent,
+                now_ms: self.now_ms(),
+                ttl_ms: inner.quota.reservation_ttl_seconds * 1000,
+            },
         });
-        match self.propose(reserve).await? {
-            Response::Reserved { .. } => {}
+        let (remaining, window_resets_at_ms) = match self.propose(admit).await? {
+            Response::Reserved {
+                remaining,
+                window_resets_at_ms,
+            } => (remaining, window_resets_at_ms),
+            Response::Replayed => {
+                let e = Error::Unauthenticated(
+                    "DPoP proof replayed (its jti was already used in this cluster)".into(),
+                );
+                return Err(refused(e, &job.request).await);
+            }
             Response::Throttled {
                 retry_after_ms,
                 reason,
             } => {
-                return Err(Error::Throttled {
+                metrics::counter!(crate::telemetry::QUOTA_HITS, "plan" => job.plan.name.clone())
+                    .increment(1);
+                let e = Error::Throttled {
                     retry_after_seconds: retry_after_ms.div_ceil(1000).max(1),
-                    reason: format!("{reason:?}"),
-                });
+                    reason: format!("plan `{}`: {reason:?}", job.plan.name),
+                };
+                return Err(refused(e, &job.request).await);
             }
             other => {
                 return Err(Error::Unavailable(format!(
                     "unexpected reservation answer: {other:?}"
                 )));
             }
-        }
+        };
         let mut guard = ReservationGuard {
             ledger: inner.ledger.clone(),
             reservation_id: Some(reservation_id.clone()),
@@ -259,10 +394,12 @@ impl SigningService {
             pipeline::audit_draft(Outcome {
                 time: inner.clock.now_rfc3339(),
                 request_id,
-                caller,
+                caller: &caller,
                 plan: &plan,
                 key_id: &primary.key_id,
                 key_source,
+                poe_state: &job.poe_state,
+                plan_name: &job.plan.name,
                 decision,
                 reason,
                 bundle_sha256,
@@ -328,6 +465,8 @@ impl SigningService {
         tracing::info!(
             target: "stella::sign",
             tenant = %caller.tenant,
+            plan = %job.plan.name,
+            poe_state = %job.poe_state,
             subject_digest = %plan.subject_digests.first().map(String::as_str).unwrap_or(""),
             subjects = plan.subject_digests.len(),
             predicate_type = %plan.predicate_type,
@@ -338,9 +477,17 @@ impl SigningService {
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
             "signing decision"
         );
-        pipeline::response(
+        let mut response = pipeline::response(
             &plan, &envelope, &ops, bundles, key_source, audit_id, request_id,
-        )
+        )?;
+        response.quota = Some(QuotaStatus {
+            plan: job.plan.name.clone(),
+            limit: job.plan.signatures_per_window,
+            remaining,
+            window_resets_at: rfc3339_ms(window_resets_at_ms),
+            poe_state: job.poe_state.clone(),
+        });
+        Ok(response)
     }
 
     async fn propose(&self, command: Command) -> Result<Response, Error> {
@@ -358,6 +505,16 @@ impl SigningService {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.inner.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
     }
+}
+
+fn rfc3339_ms(ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 /// Releases a reservation whose session ended without committing or releasing it.

@@ -10,6 +10,12 @@ pub const SIGN_LATENCY: &str = "stella_signer_sign_latency_seconds";
 pub const REQUESTS: &str = "stella_signer_sign_requests_total";
 pub const KEY_USAGE: &str = "stella_signer_key_usage_total";
 pub const RAFT_BATCH: &str = "stella_signer_raft_batch_size";
+pub const ADMISSION_DENIALS: &str = "stella_signer_admission_denials_total";
+pub const POE_LOOKUPS: &str = "stella_signer_poe_lookups_total";
+pub const POE_OUTAGES: &str = "stella_signer_poe_introspection_failures_total";
+pub const POE_STATE: &str = "stella_signer_poe_decisions_total";
+pub const QUOTA_HITS: &str = "stella_signer_quota_throttled_total";
+pub const JWKS_REFRESH: &str = "stella_signer_jwks_refresh_total";
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -73,6 +79,24 @@ fn describe() {
         RAFT_BATCH,
         "Commands carried by one Raft log entry (group commit)"
     );
+    metrics::describe_counter!(
+        ADMISSION_DENIALS,
+        "Requests refused by admission, by problem code and check"
+    );
+    metrics::describe_counter!(
+        POE_LOOKUPS,
+        "Entitlement-cache look-ups: hit, miss (introspection) or coalesced"
+    );
+    metrics::describe_counter!(
+        POE_OUTAGES,
+        "PoE introspections that failed (licensing service unreachable or broken)"
+    );
+    metrics::describe_counter!(
+        POE_STATE,
+        "Admitted requests by PoE state (valid, stale, bypassed)"
+    );
+    metrics::describe_counter!(QUOTA_HITS, "Requests throttled by plan quota, by plan");
+    metrics::describe_counter!(JWKS_REFRESH, "Authority JWKS refreshes by result");
 }
 
 /// Counts one signing request under `signed` or its problem code, with its latency.

@@ -35,6 +35,10 @@ pub struct AuditDraft {
     pub key_source: String,
     pub signing_mode: String,
     pub poe_state: String,
+    /// The plan whose quota applied (absent for records written before plans existed, and for
+    /// requests refused before a plan was known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
     pub decision: Decision,
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +180,7 @@ mod tests {
             key_source: "file".into(),
             signing_mode: "keyful".into(),
             poe_state: "not_required".into(),
+            plan: None,
             decision: Decision::Signed,
             reason: "ok".into(),
             bundle_sha256: Some("b".repeat(64)),

@@ -87,6 +87,7 @@ fn commands() -> Vec<Command> {
         key_source: "file".into(),
         signing_mode: "keyful".into(),
         poe_state: "not_checked".into(),
+        plan: None,
         decision: Decision::Signed,
         reason: "signed".into(),
         bundle_sha256: Some("b".repeat(64)),

@@ -49,6 +49,7 @@ fn audit(i: u64) -> Command {
         key_source: "file".into(),
         signing_mode: "keyful".into(),
         poe_state: "not_checked".into(),
+        plan: None,
         decision: Decision::Signed,
         reason: "signed".into(),
         bundle_sha256: None,

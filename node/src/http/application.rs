@@ -2,11 +2,11 @@
 
 use std::time::Instant;
 
+use actix_web::HttpRequest;
 use actix_web::web::{Data, Json, Payload};
-use actix_web::{HttpMessage, HttpRequest};
 use stella_api::{SignDsseRequest, SignDsseResponse};
 
-use super::context::RequestContext;
+use super::context::{current_request_id, request_facts};
 use super::{ApiProblem, AppState, body};
 use crate::{Error, telemetry};
 
@@ -27,16 +27,13 @@ async fn sign(
     req: &HttpRequest,
     payload: Payload,
 ) -> Result<SignDsseResponse, Error> {
-    let caller = state.auth.authenticate(
-        req.headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok()),
-    )?;
-    let request: SignDsseRequest = body::read_json(req, payload, state.max_body_bytes).await?;
-    let request_id = req
-        .extensions()
-        .get::<RequestContext>()
-        .map(|c| c.request_id.clone())
-        .unwrap_or_default();
-    state.signing.sign(&caller, &request_id, request).await
+    let facts = request_facts(req, &state.base_urls);
+    let request_id = current_request_id().unwrap_or_default();
+    let authn = state.signing.authenticate(&facts, &request_id).await?;
+    let (request, bytes) = body::read_json(req, payload, state.max_body_bytes).await?;
+    let request: SignDsseRequest = request;
+    state
+        .signing
+        .sign(&facts, authn, &request_id, request, bytes)
+        .await
 }

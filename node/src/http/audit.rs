@@ -36,17 +36,13 @@ pub async fn list(
     req: HttpRequest,
     query: Query<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiProblem> {
-    let caller = state.auth.authenticate(
-        req.headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok()),
-    )?;
+    let caller = super::authenticate_reader(&state, &req).await?;
     Ok(Json(page(&state, &caller, query.into_inner()).await?))
 }
 
 async fn page(
     state: &AppState,
-    caller: &crate::auth::Caller,
+    caller: &crate::admission::Caller,
     query: AuditQuery,
 ) -> Result<AuditPage, Error> {
     let after = match query.after.as_deref() {
@@ -59,7 +55,7 @@ async fn page(
             "limit must be between 1 and {MAX_LIMIT}"
         )));
     }
-    let tenant = if state.auth.is_auditor(&caller.tenant) {
+    let tenant = if caller.has_scope(crate::admission::optok::SCOPE_AUDIT_ALL) {
         query.tenant
     } else {
         Some(caller.tenant.clone())

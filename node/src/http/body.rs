@@ -8,11 +8,12 @@ use serde::de::DeserializeOwned;
 
 use crate::Error;
 
+/// Reads and parses a JSON body; returns the value and the body's size in bytes.
 pub async fn read_json<T: DeserializeOwned>(
     req: &HttpRequest,
     mut payload: Payload,
     limit: usize,
-) -> Result<T, Error> {
+) -> Result<(T, usize), Error> {
     let content_type = req
         .headers()
         .get("content-type")
@@ -50,6 +51,7 @@ pub async fn read_json<T: DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| Error::InvalidRequest(format!("invalid JSON body: {e}")))
+    let value = serde_json::from_slice(&body)
+        .map_err(|e| Error::InvalidRequest(format!("invalid JSON body: {e}")))?;
+    Ok((value, body.len()))
 }

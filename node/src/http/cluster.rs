@@ -13,11 +13,7 @@ pub async fn status(
     state: Data<AppState>,
     req: HttpRequest,
 ) -> Result<Json<ClusterStatus>, ApiProblem> {
-    state.auth.authenticate(
-        req.headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok()),
-    )?;
+    super::authenticate_reader(&state, &req).await?;
     let cluster = state.cluster();
     let me = cluster.status();
     let mut members = Vec::new();

@@ -176,3 +176,35 @@ mod tests {
         assert!(fresh.request_id.starts_with("req-") && fresh.trace_id.len() == 32);
     }
 }
+
+/// The client certificate presented on this connection (mTLS): base64url SHA-256 of its DER,
+/// the value a bound token carries as `cnf.x5t#S256`. Stored per connection by `app.rs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert(pub String);
+
+/// What admission needs to know about a request, taken from its headers and connection.
+pub fn request_facts(
+    req: &actix_web::HttpRequest,
+    base_urls: &[String],
+) -> crate::admission::RequestFacts {
+    let path = req.path();
+    crate::admission::RequestFacts {
+        method: req.method().as_str().to_owned(),
+        urls: base_urls
+            .iter()
+            .map(|base| format!("{}{path}", base.trim_end_matches('/')))
+            .collect(),
+        authorization: req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        dpop: req
+            .headers()
+            .get_all("dpop")
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect(),
+        client_cert_sha256: req.conn_data::<ClientCert>().map(|c| c.0.clone()),
+    }
+}

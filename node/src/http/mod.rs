@@ -16,18 +16,19 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use stella_cluster::ClusterHandle;
 use stella_cluster::network::{RAFT_APPEND, RAFT_SNAPSHOT, RAFT_VOTE};
 
-use crate::auth::Authenticator;
-use crate::signing::{PEER_SIGN, SigningService};
+use crate::signing::{PEER_AUDIT, PEER_SIGN, SigningService};
 
-pub use context::request_context;
+pub use context::{ClientCert, request_context, request_facts};
 pub use problem::ApiProblem;
 
 /// Shared, read-only state every handler receives.
 pub struct AppState {
     pub signing: SigningService,
-    pub auth: Authenticator,
     pub metrics: PrometheusHandle,
     pub max_body_bytes: usize,
+    /// Base URLs clients may address this node by (its own and the load balancer's): DPoP
+    /// `htu` must be one of them plus the request path. The `Host` header is never trusted.
+    pub base_urls: Vec<String>,
 }
 
 impl AppState {
@@ -36,11 +37,29 @@ impl AppState {
     }
 }
 
+/// Admission for the read APIs (audit, cluster status): a valid, bound OpToken with a signer
+/// scope; its DPoP proof is single-use on this node.
+async fn authenticate_reader(
+    state: &AppState,
+    req: &actix_web::HttpRequest,
+) -> Result<crate::admission::Caller, crate::Error> {
+    use crate::admission::optok::{SCOPE_AUDIT, SCOPE_AUDIT_ALL, SCOPE_SIGN};
+    let admission = state.signing.admission();
+    let facts = request_facts(req, &state.base_urls);
+    let authn = admission
+        .authenticate(&facts, &[SCOPE_AUDIT, SCOPE_AUDIT_ALL, SCOPE_SIGN])
+        .await?;
+    if let Some(proof) = &authn.proof {
+        admission.claim_locally(proof)?;
+    }
+    Ok(authn.caller)
+}
+
 /// Registers every route. Unknown paths and wrong methods answer problem+json too.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     // A malformed query string (e.g. `?limit=ten` on the audit API) is a client mistake too.
     let query_errors = web::QueryConfig::default().error_handler(|e, _req| {
-        ApiProblem(stella_api::Problem::new(
+        ApiProblem::from(stella_api::Problem::new(
             stella_api::ProblemCode::InvalidRequest,
             format!("invalid query string: {e}"),
         ))
@@ -87,6 +106,7 @@ pub fn peer_routes(cfg: &mut web::ServiceConfig) {
         .route(RAFT_VOTE, web::post().to(peer::vote))
         .route(RAFT_SNAPSHOT, web::post().to(peer::snapshot))
         .route(PEER_SIGN, web::post().to(peer::sign))
+        .route(PEER_AUDIT, web::post().to(peer::audit))
         .route("/peer/v1/read-index", web::post().to(peer::read_index))
         .route("/peer/v1/status", web::get().to(peer::status))
         .route("/admin/v1/init", web::post().to(peer::init))

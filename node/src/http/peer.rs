@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 use stella_state::raft_types::{NodeAddr, NodeId, TypeConfig};
 
 use super::AppState;
-use crate::auth::Caller;
-use crate::signing::{ForwardAnswer, ForwardedSign};
+use crate::signing::{ForwardAnswer, SignJob};
 
 pub async fn append(
     state: Data<AppState>,
@@ -41,25 +40,28 @@ pub async fn snapshot(
     )
 }
 
-/// A follower's forwarded signing request; answered only by the leader.
-pub async fn sign(state: Data<AppState>, forwarded: Json<ForwardedSign>) -> Json<ForwardAnswer> {
-    let f = forwarded.into_inner();
-    let caller = Caller {
-        tenant: f.tenant,
-        subject: f.caller_subject,
-        issuer: f.issuer,
-    };
-    Json(
-        match state
-            .signing
-            .sign_as_leader(&caller, &f.request_id, f.request)
-            .await
-        {
-            Ok(response) => ForwardAnswer::Signed(Box::new(response)),
-            Err(crate::Error::NotLeader) => ForwardAnswer::NotLeader,
-            Err(e) => ForwardAnswer::Refused(super::ApiProblem::from(e).0),
-        },
-    )
+/// A follower's admitted signing job; answered only by the leader.
+pub async fn sign(
+    state: Data<AppState>,
+    job: Json<SignJob>,
+) -> Json<ForwardAnswer<stella_api::SignDsseResponse>> {
+    Json(answer(state.signing.sign_as_leader(job.into_inner()).await))
+}
+
+/// A follower's refusal to audit; answered only by the leader.
+pub async fn audit(
+    state: Data<AppState>,
+    draft: Json<stella_state::AuditDraft>,
+) -> Json<ForwardAnswer<String>> {
+    Json(answer(state.signing.audit_as_leader(draft.into_inner()).await))
+}
+
+fn answer<T>(result: Result<T, crate::Error>) -> ForwardAnswer<T> {
+    match result {
+        Ok(value) => ForwardAnswer::Done(value),
+        Err(crate::Error::NotLeader) => ForwardAnswer::NotLeader,
+        Err(e) => ForwardAnswer::Refused(super::ApiProblem::from(e).problem),
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -9,11 +9,24 @@ use super::context::current_request_id;
 use crate::Error;
 
 #[derive(Debug)]
-pub struct ApiProblem(pub Problem);
+pub struct ApiProblem {
+    pub problem: Problem,
+    /// A fresh DPoP nonce to hand out (`DPoP-Nonce` header, RFC 9449 §8).
+    pub dpop_nonce: Option<String>,
+}
+
+impl From<Problem> for ApiProblem {
+    fn from(problem: Problem) -> ApiProblem {
+        ApiProblem {
+            problem,
+            dpop_nonce: None,
+        }
+    }
+}
 
 impl std::fmt::Display for ApiProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        self.problem.fmt(f)
     }
 }
 
@@ -30,21 +43,27 @@ impl From<Error> for ApiProblem {
             tracing::error!(error = %e, code = code.as_str(), "request failed");
         }
         if let Error::Remote(problem) = e {
-            return ApiProblem(problem);
+            return problem.into();
         }
         let mut problem = Problem::new(code, detail);
         problem.retry_after_seconds = e.retry_after_seconds();
-        ApiProblem(problem)
+        ApiProblem {
+            problem,
+            dpop_nonce: match e {
+                Error::DpopNonce(nonce) => Some(nonce),
+                _ => None,
+            },
+        }
     }
 }
 
 impl ResponseError for ApiProblem {
     fn status_code(&self) -> StatusCode {
-        StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        StatusCode::from_u16(self.problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut problem = self.0.clone();
+        let mut problem = self.problem.clone();
         problem.request_id = current_request_id();
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = HttpResponse::build(self.status_code());
@@ -54,10 +73,17 @@ impl ResponseError for ApiProblem {
         ));
         match problem.code {
             ProblemCode::InvalidToken => {
-                response.insert_header((
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"stella-signer\""),
-                ));
+                // RFC 9449 §7.1 / RFC 6750 §3: say which scheme to use and why it failed.
+                let challenge = match &self.dpop_nonce {
+                    Some(_) => "DPoP error=\"use_dpop_nonce\", error_description=\"Resource server requires nonce in DPoP proof\"",
+                    None => "DPoP error=\"invalid_token\", algs=\"ES256 EdDSA\", Bearer error=\"invalid_token\"",
+                };
+                response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge)));
+                if let Some(nonce) = &self.dpop_nonce
+                    && let Ok(value) = HeaderValue::from_str(nonce)
+                {
+                    response.insert_header(("dpop-nonce", value));
+                }
             }
             ProblemCode::SigningUnavailable | ProblemCode::PlanThrottled => {
                 let seconds = problem.retry_after_seconds.unwrap_or(1).to_string();
@@ -72,14 +98,15 @@ impl ResponseError for ApiProblem {
 }
 
 pub async fn not_found() -> ApiProblem {
-    ApiProblem(Problem::new(ProblemCode::NotFound, "no such resource"))
+    Problem::new(ProblemCode::NotFound, "no such resource").into()
 }
 
 pub async fn method_not_allowed() -> ApiProblem {
-    ApiProblem(Problem::new(
+    Problem::new(
         ProblemCode::MethodNotAllowed,
         "method not allowed on this resource",
-    ))
+    )
+    .into()
 }
 
 impl actix_web::Responder for ApiProblem {

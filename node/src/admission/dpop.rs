@@ -1,0 +1,216 @@
+//! DPoP proofs (RFC 9449 §4.3) and server nonces (§8), checked without I/O.
+//!
+//! Replay of a proof's `jti` is not decided here: the caller claims it in the replicated proof
+//! set (signing) or in the node's local set (reads), so this module only says which proof it was.
+
+use aws_lc_rs::hmac;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::Jwk;
+use serde::Deserialize;
+
+use super::jose::{self, JoseError};
+
+pub const DPOP_TYP: &str = "dpop+jwt";
+const MAX_JTI_BYTES: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct ProofPolicy {
+    /// A proof is accepted for this long after its `iat` (and this much before, for skew).
+    pub max_age_seconds: i64,
+    pub skew_seconds: i64,
+}
+
+/// What the proof must match: the request as the client addressed it.
+#[derive(Debug, Clone)]
+pub struct ProofTarget<'a> {
+    pub method: &'a str,
+    /// Every URL the client may legitimately have used for this request (the node's own and the
+    /// load balancer's), without query or fragment.
+    pub urls: &'a [String],
+    /// The access token the proof accompanies (`ath`), absent at the token endpoint.
+    pub access_token: Option<&'a str>,
+}
+
+/// A valid proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    /// RFC 7638 thumbprint of the proof key: the token's `cnf.jkt` must equal it.
+    pub jkt: String,
+    pub jti: String,
+    pub iat: i64,
+    pub nonce: Option<String>,
+}
+
+impl Proof {
+    /// The replay-set key: the `jti` scoped to the key that made it, hashed.
+    pub fn replay_key(&self) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            format!("{}.{}", self.jkt, self.jti).as_bytes(),
+        ))
+    }
+
+    /// Until when a second use of this proof counts as a replay (later it is stale anyway).
+    pub fn replay_window_end(&self, policy: &ProofPolicy) -> i64 {
+        self.iat + policy.max_age_seconds + policy.skew_seconds
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    #[error("DPoP proof: {0}")]
+    Jose(#[from] JoseError),
+    #[error("DPoP proof: `typ` must be `dpop+jwt`")]
+    Type,
+    #[error("DPoP proof: the header must carry a public `jwk`")]
+    Key,
+    #[error("DPoP proof: claims: {0}")]
+    Claims(String),
+    #[error("DPoP proof: `htm` does not match the request method")]
+    Method,
+    #[error("DPoP proof: `htu` does not match the request URL")]
+    Url,
+    #[error("DPoP proof: `iat` is outside the accepted window")]
+    Stale,
+    #[error("DPoP proof: `ath` is missing")]
+    MissingAth,
+    #[error("DPoP proof: `ath` does not match the access token")]
+    Ath,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    jti: String,
+    htm: String,
+    htu: String,
+    iat: i64,
+    ath: Option<String>,
+    nonce: Option<String>,
+}
+
+/// Verifies a proof against the request it came with. `now` is Unix seconds.
+pub fn verify(
+    proof: &str,
+    target: &ProofTarget<'_>,
+    policy: &ProofPolicy,
+    now: i64,
+) -> Result<Proof, ProofError> {
+    let header = jose::header(proof)?;
+    if !header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case(DPOP_TYP))
+    {
+        return Err(ProofError::Type);
+    }
+    let jwk: Jwk = header.jwk.clone().ok_or(ProofError::Key)?;
+    // A private key in the header means the client leaked it: refuse rather than use it.
+    let raw = jose::raw_header(proof)?;
+    if raw
+        .get("jwk")
+        .and_then(|k| k.as_object())
+        .is_none_or(|k| k.contains_key("d"))
+    {
+        return Err(ProofError::Key);
+    }
+    let claims = jose::verify(proof, &header, &jwk)?;
+    let claims: Claims =
+        serde_json::from_value(claims).map_err(|e| ProofError::Claims(e.to_string()))?;
+    if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_BYTES {
+        return Err(ProofError::Claims("`jti` must be 1 to 256 bytes".into()));
+    }
+    if claims.htm != target.method {
+        return Err(ProofError::Method);
+    }
+    let htu = normalize_url(&claims.htu).ok_or(ProofError::Url)?;
+    if !target
+        .urls
+        .iter()
+        .filter_map(|u| normalize_url(u))
+        .any(|u| u == htu)
+    {
+        return Err(ProofError::Url);
+    }
+    if claims.iat > now + policy.skew_seconds || now - claims.iat > policy.max_age_seconds {
+        return Err(ProofError::Stale);
+    }
+    if let Some(token) = target.access_token {
+        let ath = claims.ath.as_deref().ok_or(ProofError::MissingAth)?;
+        if ath != jose::sha256_b64url(token.as_bytes()) {
+            return Err(ProofError::Ath);
+        }
+    }
+    Ok(Proof {
+        jkt: jose::thumbprint(&jwk)?,
+        jti: claims.jti,
+        iat: claims.iat,
+        nonce: claims.nonce,
+    })
+}
+
+/// RFC 9449 §4.3 compares `htu` without query and fragment, after syntax normalization
+/// (scheme and host case, default port).
+pub fn normalize_url(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return None;
+    }
+    let host = parsed.host_str()?;
+    let port = parsed
+        .port()
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+    Some(format!(
+        "{}://{}{}{}",
+        parsed.scheme(),
+        host.to_ascii_lowercase(),
+        port,
+        parsed.path()
+    ))
+}
+
+/// Server-provided nonces (RFC 9449 §8), stateless so that every node accepts every node's
+/// nonce: `base64url(issued_at_be64 ‖ HMAC-SHA256(secret, issued_at)[..16])`. The secret is
+/// shared by the nodes through their configuration.
+pub struct NonceIssuer {
+    key: hmac::Key,
+    lifetime_seconds: i64,
+}
+
+impl NonceIssuer {
+    pub fn new(secret: &[u8], lifetime_seconds: i64) -> NonceIssuer {
+        NonceIssuer {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            lifetime_seconds,
+        }
+    }
+
+    pub fn issue(&self, now: i64) -> String {
+        let issued = now.to_be_bytes();
+        let tag = hmac::sign(&self.key, &issued);
+        let mut raw = issued.to_vec();
+        raw.extend_from_slice(&tag.as_ref()[..16]);
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// `true` if `nonce` came from a node with the same secret within the lifetime.
+    pub fn is_valid(&self, nonce: &str, now: i64) -> bool {
+        let Ok(raw) = URL_SAFE_NO_PAD.decode(nonce) else {
+            return false;
+        };
+        if raw.len() != 24 {
+            return false;
+        }
+        let (issued, tag) = raw.split_at(8);
+        let tag_ok = hmac::sign(&self.key, issued)
+            .as_ref()
+            .get(..16)
+            .is_some_and(|t| aws_lc_rs::constant_time::verify_slices_are_equal(t, tag).is_ok());
+        let Ok(issued) = <[u8; 8]>::try_from(issued) else {
+            return false;
+        };
+        let issued = i64::from_be_bytes(issued);
+        tag_ok && issued <= now + 5 && now - issued <= self.lifetime_seconds
+    }
+}

@@ -1,0 +1,143 @@
+//! The Authority's key set: fetched over HTTPS (or read from a file for offline installs),
+//! cached, and refreshed when a token names a `kid` the cache does not know (key rotation) —
+//! at most once per `min_refresh` so that tokens with random `kid`s cannot make the node hammer
+//! the Authority. A failed refresh keeps the keys already known.
+
+use std::path::PathBuf;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+
+use super::http_client::{self, HttpsSource};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    #[error("unknown signing key `{0}`")]
+    UnknownKey(String),
+    #[error("the Authority's keys are unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub enum JwksSource {
+    Url(HttpsSource),
+    File(PathBuf),
+}
+
+pub struct JwksCache {
+    source: JwksSource,
+    min_refresh: Duration,
+    max_age: Duration,
+    cached: RwLock<Cached>,
+    /// Single flight: one refresh at a time; waiters re-check the cache after it.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Cached {
+    keys: Vec<Jwk>,
+    fetched_at: Option<Instant>,
+    attempted_at: Option<Instant>,
+}
+
+impl JwksCache {
+    pub fn new(source: JwksSource, min_refresh: Duration, max_age: Duration) -> JwksCache {
+        JwksCache {
+            source,
+            min_refresh,
+            max_age,
+            cached: RwLock::new(Cached::default()),
+            refreshing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The key named `kid`, refreshing the set if it is unknown or old.
+    pub async fn key(&self, kid: &str) -> Result<Jwk, JwksError> {
+        if let Some(key) = self.lookup(kid, true) {
+            return Ok(key);
+        }
+        let _one = self.refreshing.lock().await;
+        if let Some(key) = self.lookup(kid, true) {
+            return Ok(key);
+        }
+        let may_refresh = self
+            .read()
+            .attempted_at
+            .is_none_or(|t| t.elapsed() >= self.min_refresh);
+        if may_refresh {
+            let result = self.fetch().await;
+            let mut cached = self.write();
+            cached.attempted_at = Some(Instant::now());
+            match result {
+                Ok(set) => {
+                    metrics::counter!(crate::telemetry::JWKS_REFRESH, "result" => "ok")
+                        .increment(1);
+                    cached.keys = set.keys;
+                    cached.fetched_at = Some(Instant::now());
+                }
+                Err(e) => {
+                    metrics::counter!(crate::telemetry::JWKS_REFRESH, "result" => "error")
+                        .increment(1);
+                    tracing::warn!(error = %e, "refreshing the Authority's JWKS failed");
+                    if cached.keys.is_empty() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        // An old set still verifies (the Authority may be down); an unknown kid does not.
+        self.lookup(kid, false)
+            .ok_or_else(|| JwksError::UnknownKey(kid.to_owned()))
+    }
+
+    fn lookup(&self, kid: &str, fresh_only: bool) -> Option<Jwk> {
+        let cached = self.read();
+        let fresh = cached
+            .fetched_at
+            .is_some_and(|t| t.elapsed() < self.max_age);
+        if fresh_only && !fresh {
+            return None;
+        }
+        cached
+            .keys
+            .iter()
+            .find(|k| k.common.key_id.as_deref() == Some(kid))
+            .cloned()
+    }
+
+    async fn fetch(&self) -> Result<JwkSet, JwksError> {
+        let bytes = match &self.source {
+            JwksSource::Url(source) => source
+                .get(http_client::MAX_DOCUMENT_BYTES)
+                .await
+                .map_err(JwksError::Unavailable)?,
+            // A small local file, read at most once per `min_refresh`.
+            JwksSource::File(path) => std::fs::read(path)
+                .map_err(|e| JwksError::Unavailable(format!("{}: {e}", path.display())))?,
+        };
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| JwksError::Unavailable(format!("JWKS is not JSON: {e}")))?;
+        // Keys of types this node cannot use (RSA, symmetric, unknown) are skipped, not fatal.
+        let keys = value
+            .get("keys")
+            .and_then(|k| k.as_array())
+            .ok_or_else(|| JwksError::Unavailable("JWKS has no `keys` array".into()))?
+            .iter()
+            .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
+            .filter(|k| k.common.key_id.is_some())
+            .collect();
+        Ok(JwkSet { keys })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Cached> {
+        self.cached
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Cached> {
+        self.cached
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

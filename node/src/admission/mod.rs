@@ -1,0 +1,369 @@
+//! Admission: who is asking (OpTok), is the token theirs (DPoP or mTLS), are they entitled
+//! (PoE), and which plan's quota applies. Quota itself is enforced on the leader through the
+//! Raft ledger (`signing.rs`), together with the cluster-wide claim of the DPoP proof.
+//!
+//! The checks are pure functions (`optok`, `dpop`, `decide`) fed by three I/O parts: the JWKS
+//! cache, the entitlement-cache actor (licensing introspection) and the replicated bypass
+//! toggle. See `docs/admission.md`.
+
+pub mod dpop;
+pub mod entitlement;
+pub mod http_client;
+pub mod jose;
+pub mod jwks;
+pub mod licensing;
+pub mod optok;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use stella_api::ProofOfEntitlement;
+
+use self::dpop::{NonceIssuer, Proof, ProofPolicy, ProofTarget};
+use self::entitlement::{EntitlementCache, Freshness, Lookup};
+use self::jwks::{JwksCache, JwksError};
+use self::licensing::{Introspection, Poe};
+use self::optok::{Binding, OpTok, TokenPolicy};
+use crate::Error;
+use crate::clock::Clock;
+use crate::config::PlanConfig;
+
+/// The replicated toggle that switches PoE checks off in an emergency.
+pub const BYPASS_TOGGLE: &str = "poe.bypass";
+
+/// Who is asking, as established by admission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub tenant: String,
+    pub subject: String,
+    pub issuer: String,
+    pub scopes: Vec<String>,
+}
+
+impl Caller {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// What the HTTP edge knows about a request before its body is read.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts {
+    pub method: String,
+    /// Every URL the client may have addressed (this node's and the load balancer's), no query.
+    pub urls: Vec<String>,
+    pub authorization: Option<String>,
+    /// Every `DPoP` header value (more than one is an error).
+    pub dpop: Vec<String>,
+    /// base64url SHA-256 of the client certificate presented on this connection (mTLS).
+    pub client_cert_sha256: Option<String>,
+}
+
+/// A caller whose token and binding checked out.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub caller: Caller,
+    pub token: OpTok,
+    /// The DPoP proof, for DPoP-bound tokens: its `jti` still has to be claimed.
+    pub proof: Option<Proof>,
+}
+
+/// PoE states recorded in the audit log.
+pub const POE_VALID: &str = "valid";
+pub const POE_STALE: &str = "stale";
+pub const POE_BYPASSED: &str = "bypassed";
+
+/// An entitled caller: the plan whose quota applies and how the entitlement was established.
+#[derive(Debug, Clone)]
+pub struct Entitled {
+    pub plan: PlanConfig,
+    pub poe_state: &'static str,
+    pub license_id: Option<String>,
+}
+
+pub struct AdmissionParts {
+    pub token_policy: TokenPolicy,
+    pub proof_policy: ProofPolicy,
+    pub jwks: JwksCache,
+    pub nonces: Option<NonceIssuer>,
+    pub entitlements: EntitlementCache,
+    pub plans: Vec<PlanConfig>,
+    pub bypass_plan: String,
+    pub clock: Arc<dyn Clock>,
+}
+
+pub struct Admission {
+    parts: AdmissionParts,
+    /// Proofs seen by this node (reads; signing claims proofs cluster-wide through Raft).
+    local_proofs: Mutex<HashMap<String, i64>>,
+}
+
+impl Admission {
+    pub fn new(parts: AdmissionParts) -> Admission {
+        Admission {
+            parts,
+            local_proofs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn proof_policy(&self) -> &ProofPolicy {
+        &self.parts.proof_policy
+    }
+
+    pub fn now(&self) -> i64 {
+        self.parts.clock.now().unix_timestamp()
+    }
+
+    pub fn stop(&self) {
+        self.parts.entitlements.stop();
+    }
+
+    /// Verifies the OpTok and its sender binding; `scopes`: the token needs one of them.
+    pub async fn authenticate(
+        &self,
+        facts: &RequestFacts,
+        scopes: &[&str],
+    ) -> Result<Authenticated, Error> {
+        let (scheme, raw_token) = split_authorization(facts.authorization.as_deref())?;
+        let (header, kid) = optok::parse_header(raw_token).map_err(token_error)?;
+        let key = self.parts.jwks.key(&kid).await.map_err(|e| match e {
+            JwksError::UnknownKey(_) => Error::Unauthenticated(e.to_string()),
+            JwksError::Unavailable(_) => Error::Unavailable(e.to_string()),
+        })?;
+        let now = self.now();
+        let token = optok::verify(raw_token, &header, &key, &self.parts.token_policy, now)
+            .map_err(token_error)?;
+        if !scopes.iter().any(|s| token.has_scope(s)) {
+            return Err(Error::Unauthenticated(format!(
+                "the token lacks scope `{}`",
+                scopes.join("` or `")
+            )));
+        }
+        let proof = match (&token.binding, scheme) {
+            (Binding::Dpop { jkt }, Scheme::Dpop) => {
+                let proof = self.verify_proof(facts, raw_token, now)?;
+                if proof.jkt != *jkt {
+                    return Err(Error::Unauthenticated(
+                        "DPoP proof key does not match the token's cnf.jkt".into(),
+                    ));
+                }
+                Some(proof)
+            }
+            (Binding::Dpop { .. }, Scheme::Bearer) => {
+                return Err(Error::Unauthenticated(
+                    "a DPoP-bound token must be sent with the DPoP scheme and a proof".into(),
+                ));
+            }
+            (Binding::Mtls { x5t_s256 }, _) => {
+                match facts.client_cert_sha256.as_deref() {
+                    Some(presented) if presented == x5t_s256 => {}
+                    Some(_) => {
+                        return Err(Error::Unauthenticated(
+                            "the client certificate does not match the token's cnf.x5t#S256"
+                                .into(),
+                        ));
+                    }
+                    None => {
+                        return Err(Error::Unauthenticated(
+                            "the token is bound to a client certificate; none was presented"
+                                .into(),
+                        ));
+                    }
+                }
+                None
+            }
+        };
+        Ok(Authenticated {
+            caller: Caller {
+                tenant: token.tenant.clone(),
+                subject: token.subject.clone(),
+                issuer: token.issuer.clone(),
+                scopes: token.scopes.clone(),
+            },
+            token,
+            proof,
+        })
+    }
+
+    fn verify_proof(&self, facts: &RequestFacts, token: &str, now: i64) -> Result<Proof, Error> {
+        let proof_jwt = match facts.dpop.as_slice() {
+            [one] => one,
+            [] => return Err(Error::Unauthenticated("missing DPoP proof header".into())),
+            _ => return Err(Error::Unauthenticated("more than one DPoP header".into())),
+        };
+        let target = ProofTarget {
+            method: &facts.method,
+            urls: &facts.urls,
+            access_token: Some(token),
+        };
+        let proof = dpop::verify(proof_jwt, &target, &self.parts.proof_policy, now)
+            .map_err(|e| Error::Unauthenticated(e.to_string()))?;
+        if let Some(nonces) = &self.parts.nonces {
+            let valid = proof
+                .nonce
+                .as_deref()
+                .is_some_and(|n| nonces.is_valid(n, now));
+            if !valid {
+                return Err(Error::DpopNonce(nonces.issue(now)));
+            }
+        }
+        Ok(proof)
+    }
+
+    /// A DPoP proof may be used once. For reads this node's memory decides; signing claims the
+    /// proof in the replicated set instead (so a replay on another node is caught too).
+    pub fn claim_locally(&self, proof: &Proof) -> Result<(), Error> {
+        let now = self.now();
+        let mut seen = self
+            .local_proofs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() > 100_000 {
+            seen.retain(|_, until| *until > now);
+        }
+        let until = proof.replay_window_end(&self.parts.proof_policy);
+        match seen.insert(proof.replay_key(), until) {
+            Some(previous) if previous > now => Err(Error::Unauthenticated(
+                "DPoP proof replayed (its jti was seen before)".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Establishes the entitlement and the plan. `bypass_on` is the replicated toggle's value.
+    pub async fn entitle(
+        &self,
+        authn: &Authenticated,
+        poe: Option<&ProofOfEntitlement>,
+        client_cert_sha256: Option<&str>,
+        bypass_on: bool,
+    ) -> Result<Entitled, Error> {
+        if bypass_on {
+            let plan = self.plan(&self.parts.bypass_plan)?;
+            return Ok(Entitled {
+                plan,
+                poe_state: POE_BYPASSED,
+                license_id: None,
+            });
+        }
+        let poe = poe.ok_or_else(|| {
+            Error::EntitlementDenied("the request carries no proof of entitlement (`poe`)".into())
+        })?;
+        let poe = Poe {
+            format: poe.format.clone(),
+            value: poe.value.clone(),
+        };
+        check_poe_shape(&poe, client_cert_sha256)?;
+        let (introspection, freshness) = match self.parts.entitlements.lookup(poe).await {
+            Lookup::Known(answer, freshness) => (answer, freshness),
+            Lookup::Unavailable(e) => {
+                return Err(Error::EntitlementDenied(format!(
+                    "entitlement cannot be established (licensing unavailable past the grace window): {e}"
+                )));
+            }
+        };
+        let plan_name = decide(&introspection, &authn.token, self.now())?;
+        Ok(Entitled {
+            plan: self.plan(&plan_name)?,
+            poe_state: match freshness {
+                Freshness::Fresh => POE_VALID,
+                Freshness::Stale => POE_STALE,
+            },
+            license_id: introspection.license_id,
+        })
+    }
+
+    pub fn plan(&self, name: &str) -> Result<PlanConfig, Error> {
+        self.parts
+            .plans
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                Error::EntitlementDenied(format!("plan `{name}` is not offered by this signer"))
+            })
+    }
+}
+
+/// Checks an introspection answer against the token: the PoE must be active, unrevoked,
+/// unexpired, and agree with the OpTok on tenant (and plan, if the token states one).
+pub fn decide(answer: &Introspection, token: &OpTok, now: i64) -> Result<String, Error> {
+    let deny = |m: &str| Err(Error::EntitlementDenied(m.to_owned()));
+    if answer.revoked {
+        return deny("the proof of entitlement is revoked");
+    }
+    if !answer.active {
+        return deny("the proof of entitlement is not active (unknown, tampered or expired)");
+    }
+    if answer.exp.is_some_and(|exp| exp <= now) {
+        return deny("the proof of entitlement expired");
+    }
+    if answer.tenant.as_deref() != Some(token.tenant.as_str()) {
+        return deny("the proof of entitlement belongs to another tenant");
+    }
+    let Some(plan) = answer.plan.clone() else {
+        return deny("the proof of entitlement names no plan");
+    };
+    if token.plan.as_ref().is_some_and(|p| *p != plan) {
+        return deny("the proof of entitlement's plan disagrees with the token's");
+    }
+    Ok(plan)
+}
+
+/// Syntax of a PoE before anything is asked about it.
+fn check_poe_shape(poe: &Poe, client_cert_sha256: Option<&str>) -> Result<(), Error> {
+    if poe.value.is_empty() || poe.value.len() > jose::MAX_JWT_BYTES {
+        return Err(Error::EntitlementDenied(
+            "the proof of entitlement is empty or too long".into(),
+        ));
+    }
+    match poe.format.as_str() {
+        "jwt" => {
+            if poe.value.split('.').count() != 3 {
+                return Err(Error::EntitlementDenied(
+                    "the proof of entitlement is not a JWT".into(),
+                ));
+            }
+            Ok(())
+        }
+        // An mTLS PoE names the certificate the license was issued to: it must be this one.
+        "mtls" => match client_cert_sha256 {
+            Some(presented) if presented == poe.value => Ok(()),
+            _ => Err(Error::EntitlementDenied(
+                "an mtls proof of entitlement must name the presented client certificate".into(),
+            )),
+        },
+        other => Err(Error::EntitlementDenied(format!(
+            "proof of entitlement format `{other}` is not supported (jwt or mtls)"
+        ))),
+    }
+}
+
+enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+fn split_authorization(value: Option<&str>) -> Result<(Scheme, &str), Error> {
+    let value = value.ok_or_else(|| Error::Unauthenticated("missing Authorization header".into()))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| Error::Unauthenticated("malformed Authorization header".into()))?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(Error::Unauthenticated("empty access token".into()));
+    }
+    if scheme.eq_ignore_ascii_case("dpop") {
+        Ok((Scheme::Dpop, token))
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        Ok((Scheme::Bearer, token))
+    } else {
+        Err(Error::Unauthenticated(format!(
+            "authorization scheme `{scheme}` is not supported (DPoP or Bearer)"
+        )))
+    }
+}
+
+fn token_error(e: optok::TokenError) -> Error {
+    Error::Unauthenticated(format!("OpTok: {e}"))
+}
