@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod services;
+pub use services::{CLIENTS, PLAN, Services, TENANT_A};
+pub use stella_api::{Client, ClientConfig, Credentials};
+
 pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("STELLA_BIN_DIR") {
         return PathBuf::from(dir);
@@ -144,10 +148,50 @@ impl NodeProcess {
         self.dev_dir().join("signing-key.pub.pem")
     }
 
-    pub fn token(&self) -> String {
-        let creds = stella_api::Credentials::load(&self.dev_dir()).expect("dev credentials");
-        creds.token
+    pub fn credentials(&self) -> Credentials {
+        Credentials::load(&self.dev_dir()).expect("dev credentials")
     }
+
+    /// A client with the dev credentials, already holding a token and a DPoP nonce.
+    pub fn client(&self) -> Client {
+        client_for(&self.url, self.credentials())
+    }
+}
+
+/// A client for `url`, primed: it has obtained its token and the server's DPoP nonce, so raw
+/// requests built with [`authed`] are accepted at the first attempt.
+pub fn client_for(url: &str, credentials: Credentials) -> Client {
+    let client = Client::new(ClientConfig {
+        server: url.to_owned(),
+        credentials,
+        timeout: Duration::from_secs(30),
+    })
+    .expect("client");
+    let _ = client.audit(&[("limit", "1".to_owned())]);
+    client
+}
+
+/// Adds a fresh `Authorization` + `DPoP` pair for `method url` to a hand-built request.
+pub fn authed(
+    client: &Client,
+    request: reqwest::blocking::RequestBuilder,
+    method: &str,
+    url: &str,
+) -> reqwest::blocking::RequestBuilder {
+    let mut request = request;
+    for (name, value) in client.auth_headers(method, url).expect("auth headers") {
+        request = request.header(name, value);
+    }
+    request
+}
+
+/// The sample request with the client's PoE, as JSON.
+pub fn sbom_request_for(client: &Client) -> Value {
+    let mut request = sbom_request_json();
+    if let Some(poe) = &client.credentials().poe {
+        request["poe"] = serde_json::to_value(poe).expect("poe");
+    }
+    request
 }
 
 impl Drop for NodeProcess {
@@ -205,14 +249,15 @@ pub fn audit_records(data_dir: &Path) -> Vec<Value> {
 }
 
 /// Audit records through a running node's API (`GET /api/v1/signer/audit`).
-pub fn audit_api(url: &str, token: &str, query: &str) -> Value {
-    reqwest::blocking::Client::new()
-        .get(format!("{url}/api/v1/signer/audit?{query}"))
-        .bearer_auth(token)
-        .send()
-        .expect("audit request")
-        .json()
-        .expect("audit json")
+pub fn audit_api(client: &Client, query: &str) -> Value {
+    let pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let pairs: Vec<(&str, String)> = pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    serde_json::to_value(client.audit(&pairs).expect("audit request")).expect("audit json")
 }
 
 /// Independent verifiers shipped in `tests/verifiers/` (sigstore-js and openssl).
@@ -275,11 +320,20 @@ pub fn sbom_request_json() -> Value {
     })
 }
 
+/// The load balancer's URL in cluster tests: every node accepts DPoP proofs made for it, as
+/// nodes behind a real load balancer do.
+pub const PUBLIC_URL: &str = "https://signer.test";
+
 /// A multi-process cluster on loopback: `n` nodes with mutual-TLS peer listeners, plain-HTTP
 /// client listeners, one shared signing key and one tenant.
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
-    pub token: String,
+    /// The Authority and licensing stand-ins every node trusts.
+    pub services: Services,
+    /// tenant-a's credentials (server set per node by [`TestCluster::client`]).
+    pub credentials: Credentials,
+    /// One primed client per node.
+    clients: Vec<Client>,
     nodes: Vec<Option<NodeProcess>>,
     ips: Vec<String>,
     api_ports: Vec<u16>,
@@ -293,6 +347,8 @@ pub struct ClusterOptions {
     pub snapshot_every: u64,
     pub signatures_per_window: u64,
     pub reservation_ttl_seconds: u64,
+    /// Lines added to every node's `[admission]` section.
+    pub extra_admission: String,
 }
 
 impl Default for ClusterOptions {
@@ -303,6 +359,7 @@ impl Default for ClusterOptions {
             snapshot_every: 5000,
             signatures_per_window: 1_000_000,
             reservation_ttl_seconds: 60,
+            extra_admission: String::new(),
         }
     }
 }
@@ -364,8 +421,14 @@ impl TestCluster {
             key.public_key().to_pem(),
         )
         .expect("pub");
-        let token = "cluster-test-token".to_owned();
-        let token_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+        let services = Services::start(dir.path());
+        let admission = services.node_toml(
+            &[(PLAN, options.signatures_per_window, 100_000, 1024 * 1024)],
+            &format!(
+                "public_urls = [\"{PUBLIC_URL}\"]\n{}",
+                options.extra_admission
+            ),
+        );
         let api_ports: Vec<u16> = ips.iter().map(|ip| free_port(ip)).collect();
         let peer_ports: Vec<u16> = ips.iter().map(|ip| free_port(ip)).collect();
         for i in 0..options.nodes {
@@ -373,22 +436,23 @@ impl TestCluster {
             let d = dir.path().display();
             let config = format!(
                 "listen = \"{ip}:{api}\"\ndata_dir = \"{d}/node-{id}\"\n[tls]\ndisabled = true\n[signing]\nkey_file = \"{d}/signing.pem\"\n\
-                 [quota]\nsignatures_per_window = {quota}\nwindow_seconds = 3600\nmax_concurrent = 100000\nreservation_ttl_seconds = {ttl}\n\
-                 [[tenants]]\nid = \"tenant-a\"\ntoken_sha256 = \"{token_hash}\"\nauditor = true\n\
+                 [quota]\nreservation_ttl_seconds = {ttl}\n{admission}\
                  [cluster]\nnode_id = {id}\npeer_listen = \"{ip}:{peer}\"\npeer_url = \"https://{ip}:{peer}\"\napi_url = \"http://{ip}:{api}\"\n\
                  ca_cert = \"{d}/pki/ca.pem\"\ncert = \"{d}/pki/node-{id}.pem\"\nkey = \"{d}/pki/node-{id}.key\"\nsnapshot_every = {snap}\n",
                 ip = ips[i],
                 api = api_ports[i],
                 peer = peer_ports[i],
-                quota = options.signatures_per_window,
                 ttl = options.reservation_ttl_seconds,
                 snap = options.snapshot_every,
             );
             std::fs::write(dir.path().join(format!("node-{id}.toml")), config).expect("config");
         }
+        let credentials = services.credentials("tenant-a-ci", PLAN, "");
         let mut cluster = TestCluster {
             dir,
-            token,
+            services,
+            credentials,
+            clients: Vec::new(),
             nodes: Vec::new(),
             ips,
             api_ports,
@@ -410,8 +474,23 @@ impl TestCluster {
                 &leader,
             ]);
         }
+        cluster.clients = (1..=options.nodes)
+            .map(|id| {
+                Client::new(ClientConfig {
+                    server: cluster.api_url(id),
+                    credentials: cluster.credentials.clone(),
+                    timeout: Duration::from_secs(10),
+                })
+                .expect("client")
+            })
+            .collect();
         cluster.wait_converged(Duration::from_secs(30));
         cluster
+    }
+
+    /// The primed client for node `id` (tenant-a, DPoP-bound token, PoE for the plan).
+    pub fn client(&self, id: usize) -> &Client {
+        &self.clients[id - 1]
     }
 
     fn spawn(&self, id: usize) -> NodeProcess {
@@ -517,15 +596,22 @@ impl TestCluster {
 
     /// `GET /api/v1/signer/cluster/status` from node `id`.
     pub fn status(&self, id: usize) -> Option<Value> {
-        let resp = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .build()
-            .ok()?
-            .get(format!("{}/api/v1/signer/cluster/status", self.api_url(id)))
-            .bearer_auth(&self.token)
-            .send()
-            .ok()?;
-        resp.json().ok()
+        // Statuses are polled before the clients exist (while the cluster forms).
+        let client = match self.clients.get(id - 1) {
+            Some(c) => c,
+            None => return self.status_once(id),
+        };
+        serde_json::to_value(client.cluster_status().ok()?).ok()
+    }
+
+    fn status_once(&self, id: usize) -> Option<Value> {
+        let client = Client::new(ClientConfig {
+            server: self.api_url(id),
+            credentials: self.credentials.clone(),
+            timeout: Duration::from_secs(3),
+        })
+        .ok()?;
+        serde_json::to_value(client.cluster_status().ok()?).ok()
     }
 
     /// The leader as seen by any running node.
@@ -590,16 +676,16 @@ impl TestCluster {
     }
 
     /// Signs once through node `id`; returns (status, body).
-    pub fn sign(
-        &self,
-        id: usize,
-        client: &reqwest::blocking::Client,
-    ) -> Result<(u16, Value), String> {
+    pub fn sign(&self, id: usize) -> Result<(u16, Value), String> {
+        let client = self.client(id);
+        let body = serde_json::to_vec(&sbom_request_for(client)).map_err(|e| e.to_string())?;
         let resp = client
-            .post(format!("{}/api/v1/signer/sign/dsse", self.api_url(id)))
-            .bearer_auth(&self.token)
-            .json(&sbom_request_json())
-            .send()
+            .send(
+                reqwest::Method::POST,
+                stella_api::SIGN_DSSE_PATH,
+                &[],
+                Some(body),
+            )
             .map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         Ok((status, resp.json().unwrap_or(Value::Null)))

@@ -223,7 +223,9 @@ impl Client {
 
     fn fetch_token(&self) -> Result<(String, Duration), ClientError> {
         let authority = self.credentials.authority.as_ref().ok_or_else(|| {
-            ClientError::Config("the credentials name no Authority and carry no access token".into())
+            ClientError::Config(
+                "the credentials name no Authority and carry no access token".into(),
+            )
         })?;
         let scope = authority
             .scope
@@ -241,7 +243,13 @@ impl Client {
                 ]);
             if let Some(key) = &self.dpop {
                 let proof = key
-                    .proof("POST", &authority.token_url, None, nonce.as_deref(), unix_now())
+                    .proof(
+                        "POST",
+                        &authority.token_url,
+                        None,
+                        nonce.as_deref(),
+                        unix_now(),
+                    )
                     .map_err(ClientError::Config)?;
                 request = request.header("dpop", proof);
             }
@@ -264,7 +272,9 @@ impl Client {
                 _ => return Err(ClientError::Token(format!("HTTP {status}: {body}"))),
             }
         }
-        Err(ClientError::Token("the Authority kept asking for a new nonce".into()))
+        Err(ClientError::Token(
+            "the Authority kept asking for a new nonce".into(),
+        ))
     }
 
     /// Keeps a `DPoP-Nonce` the server handed out; `true` if there was one.

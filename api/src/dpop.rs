@@ -15,8 +15,7 @@ pub struct DpopKey {
 impl DpopKey {
     /// From a PKCS#8 PEM P-256 private key.
     pub fn from_pem(pem: &str) -> Result<DpopKey, String> {
-        let key = EncodingKey::from_ec_pem(pem.as_bytes())
-            .map_err(|e| format!("DPoP key: {e}"))?;
+        let key = EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| format!("DPoP key: {e}"))?;
         let mut jwk =
             Jwk::from_encoding_key(&key, Algorithm::ES256).map_err(|e| format!("DPoP key: {e}"))?;
         // The proof carries the bare public key (RFC 9449 §4.2).

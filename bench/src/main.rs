@@ -220,7 +220,10 @@ impl LoadAuth {
         })?;
         client.audit(&[("limit", "1".to_owned())])?;
         let key = stella_api::dpop::DpopKey::from_pem(
-            creds.dpop_key_pem.as_deref().context("no DPoP key in the credentials")?,
+            creds
+                .dpop_key_pem
+                .as_deref()
+                .context("no DPoP key in the credentials")?,
         )
         .map_err(anyhow::Error::msg)?;
         Ok(LoadAuth {
@@ -235,13 +238,26 @@ impl LoadAuth {
         let nonce = self.nonce.read().map(|n| n.clone()).unwrap_or_default();
         let proof = self
             .key
-            .proof("POST", url, Some(&self.token), nonce.as_deref(), stella_api::dpop::unix_now())
+            .proof(
+                "POST",
+                url,
+                Some(&self.token),
+                nonce.as_deref(),
+                stella_api::dpop::unix_now(),
+            )
             .map_err(anyhow::Error::msg)?;
-        Ok([("authorization", format!("DPoP {}", self.token)), ("dpop", proof)])
+        Ok([
+            ("authorization", format!("DPoP {}", self.token)),
+            ("dpop", proof),
+        ])
     }
 
     fn remember_nonce(&self, response: &reqwest::Response) -> bool {
-        let Some(nonce) = response.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()) else {
+        let Some(nonce) = response
+            .headers()
+            .get("dpop-nonce")
+            .and_then(|v| v.to_str().ok())
+        else {
             return false;
         };
         if let Ok(mut slot) = self.nonce.write() {

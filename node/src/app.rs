@@ -240,11 +240,16 @@ async fn build_admission(config: &Config, clock: Arc<dyn Clock>) -> Result<Admis
     let jwks_source = match (&a.jwks_url, &a.jwks_file) {
         (Some(url), _) => JwksSource::Url(HttpsSource::new(url, authority_ca.as_deref(), timeout)?),
         (None, Some(path)) => JwksSource::File(path.clone()),
-        (None, None) => return Err(Error::Config("[admission] needs jwks_url or jwks_file".into())),
+        (None, None) => {
+            return Err(Error::Config(
+                "[admission] needs jwks_url or jwks_file".into(),
+            ));
+        }
     };
     let nonces = match &a.dpop_nonce_secret_file {
         Some(path) => {
-            let secret = std::fs::read(path).map_err(Error::io(format!("reading {}", path.display())))?;
+            let secret =
+                std::fs::read(path).map_err(Error::io(format!("reading {}", path.display())))?;
             if secret.len() < 32 {
                 return Err(Error::Config(format!(
                     "{}: the DPoP nonce secret must be at least 32 bytes",
@@ -372,11 +377,13 @@ fn tls_config(config: &Config) -> Result<rustls::ServerConfig, Error> {
                     .add(cert)
                     .map_err(|e| Error::Config(format!("client CA {}: {e}", ca_path.display())))?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .allow_unauthenticated()
-                    .build()
-                    .map_err(|e| Error::Config(format!("client CA: {e}")))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| Error::Config(format!("client CA: {e}")))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),

@@ -39,8 +39,7 @@ impl FixedClock {
     }
 
     pub fn set_unix(&self, seconds: i64) {
-        if let (Ok(mut t), Ok(at)) = (self.0.lock(), OffsetDateTime::from_unix_timestamp(seconds))
-        {
+        if let (Ok(mut t), Ok(at)) = (self.0.lock(), OffsetDateTime::from_unix_timestamp(seconds)) {
             *t = at;
         }
     }

@@ -305,7 +305,9 @@ impl Config {
             ));
         }
         if self.plans.is_empty() {
-            return Err(Error::Config("at least one [[plans]] entry is required".into()));
+            return Err(Error::Config(
+                "at least one [[plans]] entry is required".into(),
+            ));
         }
         for plan in &self.plans {
             if plan.window_seconds == 0 || plan.max_concurrent == 0 || plan.max_artifact_bytes == 0

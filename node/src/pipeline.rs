@@ -158,7 +158,12 @@ pub fn refusal_draft(refusal: Refusal<'_>) -> AuditDraft {
         reason: format!(
             "{}: {}",
             refusal.error.code().as_str(),
-            refusal.error.to_string().chars().take(500).collect::<String>()
+            refusal
+                .error
+                .to_string()
+                .chars()
+                .take(500)
+                .collect::<String>()
         ),
         bundle_sha256: None,
         statement_sha256: None,

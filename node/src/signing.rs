@@ -108,7 +108,11 @@ impl SigningService {
         facts: &RequestFacts,
         request_id: &str,
     ) -> Result<Authenticated, Error> {
-        let result = self.inner.admission.authenticate(facts, &[SCOPE_SIGN]).await;
+        let result = self
+            .inner
+            .admission
+            .authenticate(facts, &[SCOPE_SIGN])
+            .await;
         if let Err(e) = &result {
             self.refused(Refusal {
                 time: self.inner.clock.now_rfc3339(),
@@ -173,8 +177,7 @@ impl SigningService {
                 return Err(e);
             }
         };
-        metrics::counter!(crate::telemetry::POE_STATE, "state" => entitled.poe_state)
-            .increment(1);
+        metrics::counter!(crate::telemetry::POE_STATE, "state" => entitled.poe_state).increment(1);
         let policy = admission.proof_policy();
         let job = SignJob {
             tenant: authn.caller.tenant.clone(),
@@ -323,15 +326,10 @@ impl SigningService {
                 error: &e,
             };
             // Already on the leader: audit directly.
-            let _ = self
-                .audit_as_leader(pipeline::refusal_draft(refusal))
-                .await;
+            let _ = self.audit_as_leader(pipeline::refusal_draft(refusal)).await;
             e
         };
-        let plan = match pipeline::plan(job.request.clone()) {
-            Ok(plan) => plan,
-            Err(e) => return Err(e),
-        };
+        let plan = pipeline::plan(job.request.clone())?;
         let signers = inner.keyring.signers_for(&caller.tenant);
         let refs: Vec<&dyn KeySigner> = signers.iter().map(|s| s.as_ref()).collect();
         let primary = signers

@@ -8,13 +8,12 @@ use std::time::Duration;
 use serde_json::json;
 use stella_api::{SignDsseRequest, SignOptions, SubjectWire};
 use stella_cluster::{ClusterConfig, ClusterHandle};
-use stella_node::auth::Caller;
 use stella_node::clock::FixedClock;
-use stella_node::config::QuotaConfig;
+use stella_node::config::{PlanConfig, QuotaConfig};
 use stella_node::keys::Keyring;
 use stella_node::ledger::Ledger;
 use stella_node::session::Sessions;
-use stella_node::signing::{SigningParts, SigningService};
+use stella_node::signing::{SignJob, SigningParts, SigningService};
 use stella_signer::{
     Error as SignerError, FileKeySigner, KeyDescriptor, KeySigner, SignedOperation,
 };
@@ -98,12 +97,60 @@ async fn service_with(
         clock: Arc::new(FixedClock::new(
             time::macros::datetime!(2026-11-28 12:00:00 UTC),
         )),
-        quota: QuotaConfig {
-            signatures_per_window: 1,
-            ..QuotaConfig::default()
-        },
+        quota: QuotaConfig::default(),
+        admission: Arc::new(admission().await),
     });
     (service, cluster)
+}
+
+/// These tests start at the leader's side, after admission; the service still needs one.
+async fn admission() -> stella_node::admission::Admission {
+    use stella_node::admission::*;
+    let clock = Arc::new(FixedClock::new(
+        time::macros::datetime!(2026-11-28 12:00:00 UTC),
+    ));
+    let licensing = licensing::LicensingClient {
+        endpoint: http_client::HttpsSource::new(
+            "https://127.0.0.1:1/introspect",
+            None,
+            Duration::from_secs(1),
+        )
+        .expect("endpoint"),
+        client_id: "unused".into(),
+        client_secret: "unused".into(),
+    };
+    Admission::new(AdmissionParts {
+        token_policy: optok::TokenPolicy {
+            issuer: "https://authority.test".into(),
+            audience: "signer".into(),
+            skew_seconds: 60,
+            max_lifetime_seconds: 3600,
+        },
+        proof_policy: dpop::ProofPolicy {
+            max_age_seconds: 300,
+            skew_seconds: 60,
+        },
+        jwks: jwks::JwksCache::new(
+            jwks::JwksSource::File("/nonexistent/jwks.json".into()),
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        ),
+        nonces: None,
+        entitlements: entitlement::EntitlementCache::start(
+            Arc::new(licensing),
+            entitlement::CacheConfig {
+                ttl_seconds: 60,
+                negative_ttl_seconds: 5,
+                grace_seconds: 60,
+            },
+            clock.clone(),
+        )
+        .await
+        .expect("cache"),
+        plans: Vec::new(),
+        bypass_plan: "team".into(),
+        clock,
+    })
 }
 
 async fn reservations_drain(cluster: &ClusterHandle) -> bool {
@@ -118,11 +165,23 @@ async fn reservations_drain(cluster: &ClusterHandle) -> bool {
     false
 }
 
-fn caller() -> Caller {
-    Caller {
+/// An admitted job for tenant `t` on a plan with a quota of one signature.
+fn job(request_id: &str) -> SignJob {
+    SignJob {
         tenant: "t".into(),
-        subject: "s".into(),
+        caller_subject: "s".into(),
         issuer: "i".into(),
+        request_id: request_id.into(),
+        plan: PlanConfig {
+            name: "team".into(),
+            signatures_per_window: 1,
+            window_seconds: 3600,
+            max_concurrent: 10,
+            max_artifact_bytes: 1 << 20,
+        },
+        poe_state: "valid".into(),
+        proof: None,
+        request: request(),
     }
 }
 
@@ -131,7 +190,7 @@ async fn a_failing_back_end_is_audited_and_refunded() {
     let dir = tempfile::tempdir().expect("tmp");
     let (service, cluster) = service(dir.path(), Fault::Fails).await;
     let err = service
-        .sign(&caller(), "req-1", request())
+        .sign_as_leader(job("req-1"))
         .await
         .expect_err("signing fails");
     assert_eq!(err.code().as_str(), "signing_unavailable");
@@ -158,7 +217,7 @@ async fn a_panicking_session_releases_its_reservation_and_the_node_keeps_serving
         // With a quota of 1, the second and third attempts only get this far if the first
         // session's reservation came back.
         let err = service
-            .sign(&caller(), &format!("req-{i}"), request())
+            .sign_as_leader(job(&format!("req-{i}")))
             .await
             .expect_err("the session dies");
         assert_eq!(err.code().as_str(), "signing_unavailable", "{err}");
@@ -176,11 +235,11 @@ async fn sessions_are_bounded_and_overload_is_a_retryable_503() {
     let (service, cluster) = service_with(dir.path(), Fault::Slow, 1).await;
     let busy = {
         let service = service.clone();
-        tokio::spawn(async move { service.sign(&caller(), "req-slow", request()).await })
+        tokio::spawn(async move { service.sign_as_leader(job("req-slow")).await })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let err = service
-        .sign(&caller(), "req-2", request())
+        .sign_as_leader(job("req-2"))
         .await
         .expect_err("no session left");
     assert_eq!(err.code().as_str(), "signing_unavailable");

@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::AuditRecord;
 use crate::command::{
     Approval, ApprovalDecision, Command, KeyEntry, KeyState, ProofClaim, Reserve, Response,
-    ThrottleReason,
-    Toggle, Verdict,
+    ThrottleReason, Toggle, Verdict,
 };
 
 /// Hint given to a caller throttled by concurrency (the slot frees when a signing ends).

@@ -270,9 +270,15 @@ fn admission_claims_each_proof_once_within_its_window_and_reserves_atomically() 
             admit("r7", None, 1_300),
         ],
     );
-    assert!(matches!(answers[0], Response::Reserved { remaining: 1, .. }));
+    assert!(matches!(
+        answers[0],
+        Response::Reserved { remaining: 1, .. }
+    ));
     assert_eq!(answers[1], Response::Replayed);
-    assert!(matches!(answers[2], Response::Reserved { remaining: 0, .. }));
+    assert!(matches!(
+        answers[2],
+        Response::Reserved { remaining: 0, .. }
+    ));
     assert!(matches!(
         answers[3],
         Response::Throttled {

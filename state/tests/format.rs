@@ -50,7 +50,11 @@ fn commands_v2() -> Vec<Command> {
 fn format_v2_fixtures_decode() {
     let commands = commands_v2();
     let state = state_after(&commands);
-    assert_eq!(state.proofs.len(), 2, "the replayed proof was not recorded twice");
+    assert_eq!(
+        state.proofs.len(),
+        2,
+        "the replayed proof was not recorded twice"
+    );
     if std::env::var_os("STELLA_WRITE_FORMAT_FIXTURE").is_some() {
         std::fs::create_dir_all(dir_v2()).expect("dir");
         std::fs::write(

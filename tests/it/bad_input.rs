@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use serde_json::{Value, json};
-use stella_tests::{NodeProcess, sbom_request_json};
+use stella_tests::{Client, NodeProcess, authed, sbom_request_for};
 
 const SIGN: &str = "/api/v1/signer/sign/dsse";
 
@@ -15,16 +15,22 @@ struct Answer {
     body: Value,
 }
 
-fn post(
-    node: &NodeProcess,
-    token: Option<&str>,
-    content_type: Option<&str>,
-    body: Vec<u8>,
-) -> Answer {
-    let client = reqwest::blocking::Client::new();
-    let mut req = client.post(format!("{}{SIGN}", node.url)).body(body);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
+enum Auth<'a> {
+    Nothing,
+    /// A fresh token + DPoP proof from this client.
+    As(&'a Client),
+    /// This exact `Authorization` header.
+    Header(&'a str),
+}
+
+fn post(node: &NodeProcess, auth: Auth<'_>, content_type: Option<&str>, body: Vec<u8>) -> Answer {
+    let http = reqwest::blocking::Client::new();
+    let url = format!("{}{SIGN}", node.url);
+    let mut req = http.post(&url).body(body);
+    match auth {
+        Auth::Nothing => {}
+        Auth::As(client) => req = authed(client, req, "POST", &url),
+        Auth::Header(value) => req = req.header("authorization", value),
     }
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
@@ -66,65 +72,73 @@ fn assert_problem(answer: &Answer, status: u16, code: &str) {
 fn every_bad_request_gets_its_stable_problem_code() {
     let tmp = tempfile::tempdir().expect("tmp");
     let node = NodeProcess::start_dev(&tmp.path().join("data"));
-    let token = node.token();
-    let t = Some(token.as_str());
+    let client = node.client();
     let json_ct = Some("application/json");
-    let good = serde_json::to_vec(&sbom_request_json()).expect("json");
+    let good = serde_json::to_vec(&sbom_request_for(&client)).expect("json");
 
     // Authentication comes first.
     assert_problem(
-        &post(&node, None, json_ct, good.clone()),
+        &post(&node, Auth::Nothing, json_ct, good.clone()),
         401,
         "invalid_token",
     );
     assert_problem(
-        &post(&node, Some("forged-token"), json_ct, good.clone()),
+        &post(
+            &node,
+            Auth::Header("Bearer forged-token"),
+            json_ct,
+            good.clone(),
+        ),
         401,
         "invalid_token",
     );
 
     // Body shape.
     assert_problem(
-        &post(&node, t, json_ct, b"{not json".to_vec()),
+        &post(&node, Auth::As(&client), json_ct, b"{not json".to_vec()),
         400,
         "invalid_request",
     );
-    assert_problem(&post(&node, t, json_ct, Vec::new()), 400, "invalid_request");
     assert_problem(
-        &post(&node, t, json_ct, b"[1,2,3]".to_vec()),
+        &post(&node, Auth::As(&client), json_ct, Vec::new()),
         400,
         "invalid_request",
     );
-    let mut unknown_field = sbom_request_json();
+    assert_problem(
+        &post(&node, Auth::As(&client), json_ct, b"[1,2,3]".to_vec()),
+        400,
+        "invalid_request",
+    );
+    let mut unknown_field = sbom_request_for(&client);
     unknown_field["surprise"] = json!(true);
     assert_problem(
         &post(
             &node,
-            t,
+            Auth::As(&client),
             json_ct,
             serde_json::to_vec(&unknown_field).expect("json"),
         ),
         400,
         "invalid_request",
     );
-    let mut bad_digest = sbom_request_json();
+    let mut bad_digest = sbom_request_for(&client);
     bad_digest["subject"][0]["digest"]["sha256"] = json!("ZZZ");
     assert_problem(
         &post(
             &node,
-            t,
+            Auth::As(&client),
             json_ct,
             serde_json::to_vec(&bad_digest).expect("json"),
         ),
         400,
         "invalid_request",
     );
-    let mut bad_predicate = sbom_request_json();
+    let mut bad_predicate = sbom_request_for(&client);
     bad_predicate["predicate"]["componentCount"] = json!("many");
     assert_problem(
         &post(
             &node,
-            t,
+            Auth::As(&client),
             json_ct,
             serde_json::to_vec(&bad_predicate).expect("json"),
         ),
@@ -133,12 +147,12 @@ fn every_bad_request_gets_its_stable_problem_code() {
     );
 
     // Unknown predicate type.
-    let mut unknown_type = sbom_request_json();
+    let mut unknown_type = sbom_request_for(&client);
     unknown_type["predicateType"] = json!("https://slsa.dev/provenance/v1");
     assert_problem(
         &post(
             &node,
-            t,
+            Auth::As(&client),
             json_ct,
             serde_json::to_vec(&unknown_type).expect("json"),
         ),
@@ -148,36 +162,38 @@ fn every_bad_request_gets_its_stable_problem_code() {
 
     // Content type.
     assert_problem(
-        &post(&node, t, Some("text/plain"), good.clone()),
+        &post(&node, Auth::As(&client), Some("text/plain"), good.clone()),
         415,
         "unsupported_media_type",
     );
     assert_problem(
-        &post(&node, t, None, good.clone()),
+        &post(&node, Auth::As(&client), None, good.clone()),
         415,
         "unsupported_media_type",
     );
 
     // Oversized body (default limit 1 MiB), declared by Content-Length.
-    let mut huge = sbom_request_json();
+    let mut huge = sbom_request_for(&client);
     huge["predicate"]["padding"] = json!("x".repeat(2 * 1024 * 1024));
     assert_problem(
-        &post(&node, t, json_ct, serde_json::to_vec(&huge).expect("json")),
+        &post(
+            &node,
+            Auth::As(&client),
+            json_ct,
+            serde_json::to_vec(&huge).expect("json"),
+        ),
         413,
         "artifact_too_large",
     );
 
     // Routing.
-    let client = reqwest::blocking::Client::new();
-    let r = client
+    let http = reqwest::blocking::Client::new();
+    let r = http
         .get(format!("{}/api/v1/signer/nope", node.url))
         .send()
         .expect("get");
     assert_eq!(r.status().as_u16(), 404);
-    let r = client
-        .get(format!("{}{SIGN}", node.url))
-        .send()
-        .expect("get");
+    let r = http.get(format!("{}{SIGN}", node.url)).send().expect("get");
     assert_eq!(r.status().as_u16(), 405);
     let body: Value = r.json().expect("problem json");
     assert_eq!(body["code"], "method_not_allowed");
@@ -190,9 +206,8 @@ fn every_bad_request_gets_its_stable_problem_code() {
         "consistency=eventual",
         "surprise=1",
     ] {
-        let r = client
-            .get(format!("{}/api/v1/signer/audit?{query}", node.url))
-            .bearer_auth(&token)
+        let url = format!("{}/api/v1/signer/audit", node.url);
+        let r = authed(&client, http.get(format!("{url}?{query}")), "GET", &url)
             .send()
             .expect("audit");
         assert_eq!(r.status().as_u16(), 400, "{query}");
@@ -204,14 +219,14 @@ fn every_bad_request_gets_its_stable_problem_code() {
         let body: Value = r.json().expect("problem json");
         assert_eq!(body["code"], "invalid_request", "{query}");
     }
-    let r = client
+    let r = http
         .get(format!("{}/api/v1/signer/audit", node.url))
         .send()
         .expect("audit");
     assert_eq!(r.status().as_u16(), 401);
 
     // Still alive and signing, and nothing above was a 5xx.
-    let ok = post(&node, t, json_ct, good);
+    let ok = post(&node, Auth::As(&client), json_ct, good);
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert!(
         node.logs().iter().all(|l| !l.contains("\"status\":500")),
@@ -223,14 +238,20 @@ fn every_bad_request_gets_its_stable_problem_code() {
 fn an_oversized_chunked_body_without_content_length_is_refused() {
     let tmp = tempfile::tempdir().expect("tmp");
     let node = NodeProcess::start_dev(&tmp.path().join("data"));
-    let token = node.token();
+    let client = node.client();
+    let auth: String = client
+        .auth_headers("POST", &format!("{}{SIGN}", node.url))
+        .expect("auth")
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let addr = node.url.trim_start_matches("http://").to_owned();
     let mut stream = TcpStream::connect(&addr).expect("connect");
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .expect("timeout");
     let head = format!(
-        "POST {SIGN} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "POST {SIGN} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).expect("head");
     let chunk = vec![b' '; 64 * 1024];

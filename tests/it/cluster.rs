@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use stella_tests::{ClusterOptions, TestCluster, audit_records, audit_verify};
+use stella_tests::{
+    Client, ClientConfig, ClusterOptions, Credentials, TestCluster, audit_records, audit_verify,
+};
 
 /// What clients saw: every 2xx (audit id, bundle hash, when) and the time of each failure.
 #[derive(Default)]
@@ -22,35 +24,46 @@ fn load(
     stop: &Arc<AtomicBool>,
     oracle: &Arc<Mutex<Oracle>>,
 ) -> Vec<std::thread::JoinHandle<()>> {
-    let (api_urls, token): (Vec<String>, String) = {
+    let (api_urls, credentials): (Vec<String>, Credentials) = {
         let c = cluster.lock().expect("cluster");
         (
             (1..=c.len()).map(|id| c.api_url(id)).collect(),
-            c.token.clone(),
+            c.credentials.clone(),
         )
     };
     (0..threads)
         .map(|t| {
-            let (urls, token, stop, oracle) = (
+            let (urls, credentials, stop, oracle) = (
                 api_urls.clone(),
-                token.clone(),
+                credentials.clone(),
                 stop.clone(),
                 oracle.clone(),
             );
             std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .expect("client");
+                // One client per node, each with its token and DPoP key, as a real CI runner
+                // pinned to a node would have.
+                let clients: Vec<Client> = urls
+                    .iter()
+                    .map(|url| {
+                        Client::new(ClientConfig {
+                            server: url.clone(),
+                            credentials: credentials.clone(),
+                            timeout: Duration::from_secs(10),
+                        })
+                        .expect("client")
+                    })
+                    .collect();
+                let body =
+                    serde_json::to_vec(&stella_tests::sbom_request_for(&clients[0])).expect("json");
                 let mut i = t;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
-                    let url = &urls[i % urls.len()];
-                    let sent = client
-                        .post(format!("{url}/api/v1/signer/sign/dsse"))
-                        .bearer_auth(&token)
-                        .json(&stella_tests::sbom_request_json())
-                        .send();
+                    let sent = clients[i % clients.len()].send(
+                        reqwest::Method::POST,
+                        stella_api::SIGN_DSSE_PATH,
+                        &[],
+                        Some(body.clone()),
+                    );
                     let now = Instant::now();
                     match sent {
                         Ok(resp) if resp.status().as_u16() == 200 => {
@@ -196,9 +209,8 @@ fn a_node_that_missed_compacted_log_catches_up_by_snapshot() {
         .as_u64()
         .unwrap_or(0);
     cluster.kill(lagging);
-    let client = reqwest::blocking::Client::new();
     for _ in 0..150 {
-        let (status, _) = cluster.sign(leader, &client).expect("sign");
+        let (status, _) = cluster.sign(leader).expect("sign");
         assert_eq!(status, 200);
     }
     let status = cluster.status(leader).expect("status");
@@ -296,7 +308,9 @@ fn five_nodes_keep_serving_with_two_down_and_reads_are_linearizable_anywhere() {
         ..ClusterOptions::default()
     });
     let creds = cluster.dir.path().join("creds.json");
-    std::fs::write(&creds, serde_json::json!({"server": cluster.api_url(2), "tenant": "tenant-a", "token": cluster.token}).to_string()).expect("creds");
+    let mut credentials = cluster.credentials.clone();
+    credentials.server = cluster.api_url(2);
+    std::fs::write(&creds, serde_json::to_vec(&credentials).expect("json")).expect("creds");
     let creds = creds.to_str().expect("utf8").to_owned();
 
     let table = stella_tests::stella(&["cluster", "status", "--credentials", &creds]);
@@ -318,13 +332,9 @@ fn five_nodes_keep_serving_with_two_down_and_reads_are_linearizable_anywhere() {
     cluster.kill(leader);
     cluster.kill(follower);
     let survivors: Vec<usize> = (1..=5).filter(|id| cluster.is_running(*id)).collect();
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .expect("client");
     let mut acked = Vec::new();
     for (i, id) in survivors.iter().cycle().take(12).enumerate() {
-        let (status, body) = cluster.sign(*id, &client).expect("sign");
+        let (status, body) = cluster.sign(*id).expect("sign");
         assert_eq!(status, 200, "request {i} through node {id}: {body}");
         acked.push(body["auditId"].as_str().expect("audit id").to_owned());
     }
@@ -355,12 +365,11 @@ fn five_nodes_keep_serving_with_two_down_and_reads_are_linearizable_anywhere() {
     // Read-your-writes on every surviving node: a linearizable read sees the last acknowledged record.
     let last = acked.last().expect("acked").clone();
     for id in &survivors {
-        let (_, body) = cluster.sign(*id, &client).expect("sign");
+        let (_, body) = cluster.sign(*id).expect("sign");
         let mine = body["auditId"].as_str().expect("audit id").to_owned();
         let reader = survivors.iter().find(|r| *r != id).expect("another node");
         let page = stella_tests::audit_api(
-            &cluster.api_url(*reader),
-            &cluster.token,
+            cluster.client(*reader),
             &format!("after={last}&limit=1000&consistency=linearizable"),
         );
         let ids: Vec<&str> = page["records"]
@@ -388,10 +397,6 @@ fn a_minority_partition_refuses_to_sign_and_the_majority_carries_on() {
         .chain((1..=5).filter(|id| *id != leader).take(1))
         .collect();
     let majority: Vec<usize> = (1..=5).filter(|id| !minority.contains(id)).collect();
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client");
     let mut acked = Vec::new();
     {
         let _cut = cluster.partition(&minority, &majority);
@@ -403,13 +408,13 @@ fn a_minority_partition_refuses_to_sign_and_the_majority_carries_on() {
                 "the majority side did not resume signing"
             );
             let id = majority[acked.len() % majority.len()];
-            if let Ok((200, body)) = cluster.sign(id, &client) {
+            if let Ok((200, body)) = cluster.sign(id) {
                 acked.push(body["auditId"].as_str().expect("audit id").to_owned());
             }
         }
         // The old leader and its companion cannot reach a quorum: no signature, a clear 503.
         for id in &minority {
-            let (status, body) = cluster.sign(*id, &client).expect("an answer");
+            let (status, body) = cluster.sign(*id).expect("an answer");
             assert_eq!(
                 status, 503,
                 "node {id} on the minority side must refuse: {body}"
@@ -520,7 +525,6 @@ fn the_peer_listener_admits_only_cluster_certificates_and_membership_can_shrink(
         .collect();
     assert!(!ids.contains(&(victim as u64)), "{status}");
     assert_eq!(ids.len(), 2);
-    let client = reqwest::blocking::Client::new();
-    let (code, body) = cluster.sign(leader, &client).expect("sign");
+    let (code, body) = cluster.sign(leader).expect("sign");
     assert_eq!(code, 200, "{body}");
 }

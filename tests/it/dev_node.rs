@@ -207,7 +207,7 @@ fn sign_report_with_explicit_subject_and_policy() {
         "{}",
         String::from_utf8_lossy(&ok.stdout)
     );
-    let page = stella_tests::audit_api(&node.url, &node.token(), "limit=1000");
+    let page = stella_tests::audit_api(&node.client(), "limit=1000");
     let last = page["records"]
         .as_array()
         .and_then(|r| r.last())
@@ -238,7 +238,7 @@ fn key_and_audit_chain_survive_a_restart() {
 
     let node = NodeProcess::start_dev(&data);
     let first_key = std::fs::read_to_string(node.public_key_path()).expect("pub key");
-    let first_token = node.token();
+    let first = node.credentials();
     for _ in 0..3 {
         assert!(
             stella(&[
@@ -260,7 +260,21 @@ fn key_and_audit_chain_survive_a_restart() {
         first_key,
         "the dev key is kept"
     );
-    assert_eq!(node.token(), first_token, "the dev credential is kept");
+    let again = node.credentials();
+    let secret = |c: &stella_tests::Credentials| {
+        c.authority
+            .as_ref()
+            .map(|a| (a.client_id.clone(), a.client_secret.clone()))
+    };
+    assert_eq!(
+        secret(&again),
+        secret(&first),
+        "the dev client secret is kept"
+    );
+    assert_eq!(
+        again.dpop_key_pem, first.dpop_key_pem,
+        "the DPoP key is kept"
+    );
     let out = stella(&[
         "sign",
         "sbom",

@@ -7,19 +7,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use stella_tests::{NodeProcess, audit_records, audit_verify, sbom_request_json};
+use stella_tests::{
+    Credentials, NodeProcess, audit_records, audit_verify, authed, client_for, sbom_request_for,
+};
 
-fn load(url: String, token: String, stop: Arc<AtomicBool>) -> Vec<(String, String)> {
-    let client = reqwest::blocking::Client::builder()
+fn load(url: String, creds: Credentials, stop: Arc<AtomicBool>) -> Vec<(String, String)> {
+    let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
-    let body = serde_json::to_vec(&sbom_request_json()).expect("json");
+    let caller = client_for(&url, creds);
+    let sign_url = format!("{url}/api/v1/signer/sign/dsse");
+    let body = serde_json::to_vec(&sbom_request_for(&caller)).expect("json");
     let mut acked = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let sent = client
-            .post(format!("{url}/api/v1/signer/sign/dsse"))
-            .bearer_auth(&token)
+        let sent = authed(&caller, http.post(&sign_url), "POST", &sign_url)
             .header("content-type", "application/json")
             .body(body.clone())
             .send();
@@ -48,8 +50,8 @@ fn sigkill_under_load_loses_no_acknowledged_record() {
         let stop = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> = (0..6)
             .map(|_| {
-                let (url, token, stop) = (node.url.clone(), node.token(), stop.clone());
-                std::thread::spawn(move || load(url, token, stop))
+                let (url, creds, stop) = (node.url.clone(), node.credentials(), stop.clone());
+                std::thread::spawn(move || load(url, creds, stop))
             })
             .collect();
         std::thread::sleep(Duration::from_millis(700 + 300 * round));
@@ -99,16 +101,11 @@ fn sigkill_under_load_loses_no_acknowledged_record() {
     // log but were not yet applied when the process died are applied now, so the chain may grow
     // by a few records nobody was answered for — never the other way round.
     let node = NodeProcess::start_dev(&data);
-    let client = reqwest::blocking::Client::new();
-    let resp: Value = client
-        .post(format!("{}/api/v1/signer/sign/dsse", node.url))
-        .bearer_auth(node.token())
-        .json(&sbom_request_json())
-        .send()
-        .expect("sign")
-        .json()
-        .expect("json");
-    let next_id = resp["auditId"].as_str().expect("audit id").to_owned();
+    let caller = node.client();
+    let resp = caller
+        .sign_dsse(&serde_json::from_value(sbom_request_for(&caller)).expect("request"))
+        .expect("sign");
+    let next_id = resp.audit_id.clone();
     assert!(
         next_id > stella_state::audit::audit_id(records.len() as u64),
         "{next_id} continues the chain"

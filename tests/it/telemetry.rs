@@ -2,20 +2,20 @@
 //! Prometheus metrics for latency, outcomes and key usage.
 
 use serde_json::Value;
-use stella_tests::{NodeProcess, sbom_request_json};
+use stella_tests::{NodeProcess, authed, sbom_request_for};
 
 #[test]
 fn traces_logs_and_metrics_describe_each_signing() {
     let tmp = tempfile::tempdir().expect("tmp");
     let node = NodeProcess::start_dev(&tmp.path().join("data"));
     let client = reqwest::blocking::Client::new();
+    let caller = node.client();
+    let sign_url = format!("{}/api/v1/signer/sign/dsse", node.url);
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let resp = client
-        .post(format!("{}/api/v1/signer/sign/dsse", node.url))
-        .bearer_auth(node.token())
+    let resp = authed(&caller, client.post(&sign_url), "POST", &sign_url)
         .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
         .header("x-request-id", "ci-build-42")
-        .json(&sbom_request_json())
+        .json(&sbom_request_for(&caller))
         .send()
         .expect("sign");
     assert_eq!(resp.status().as_u16(), 200);
@@ -36,9 +36,7 @@ fn traces_logs_and_metrics_describe_each_signing() {
         .to_owned();
 
     // A rejected request is counted under its problem code.
-    let rejected = client
-        .post(format!("{}/api/v1/signer/sign/dsse", node.url))
-        .bearer_auth(node.token())
+    let rejected = authed(&caller, client.post(&sign_url), "POST", &sign_url)
         .header("content-type", "application/json")
         .body("{")
         .send()

@@ -1,9 +1,10 @@
-//! Configured (non-dev) mode: TOML config, TLS on by default, tenants by token hash.
+//! Configured (non-dev) mode: TOML config, TLS on by default, callers admitted by the
+//! Authority and licensing stand-ins.
 
 use std::path::Path;
 use std::process::Command;
 
-use stella_tests::{NodeProcess, bin, repo_root, stella};
+use stella_tests::{NodeProcess, PLAN, Services, bin, repo_root, stella};
 
 fn openssl(args: &[&str], dir: &Path) {
     let out = Command::new("openssl")
@@ -88,12 +89,12 @@ fn a_configured_node_serves_tls_and_the_cli_signs_through_it() {
     let key = stella_signer::FileKeySigner::generate().expect("key");
     std::fs::write(dir.join("signing.pem"), key.to_pkcs8_pem()).expect("key file");
     std::fs::write(dir.join("signing.pub.pem"), key.public_key().to_pem()).expect("pub file");
-    let token = "tenant-a-secret-token";
-    let token_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+    let services = Services::start(dir);
     let config = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n[tls]\ncert = \"{d}/server.pem\"\nkey = \"{d}/server.key\"\n[limits]\nmax_body_bytes = 65536\n[signing]\nkey_file = \"{d}/signing.pem\"\n[[tenants]]\nid = \"tenant-a\"\ntoken_sha256 = \"{token_hash}\"\n",
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n[tls]\ncert = \"{d}/server.pem\"\nkey = \"{d}/server.key\"\n[limits]\nmax_body_bytes = 65536\n[signing]\nkey_file = \"{d}/signing.pem\"\n{admission}",
         data = dir.join("data").display(),
-        d = dir.display()
+        d = dir.display(),
+        admission = services.node_toml(&[(PLAN, 1000, 8, 1024 * 1024)], ""),
     );
     std::fs::write(dir.join("node.toml"), &config).expect("config");
     let config_path = dir.join("node.toml");
@@ -103,8 +104,13 @@ fn a_configured_node_serves_tls_and_the_cli_signs_through_it() {
     );
     assert!(node.url.starts_with("https://127.0.0.1:"), "{}", node.url);
 
-    let creds = serde_json::json!({"server": node.url, "tenant": "tenant-a", "token": token});
-    std::fs::write(dir.join("creds.json"), creds.to_string()).expect("creds");
+    // tenant-b may sign and read its own audit records, not other tenants'.
+    let creds = services.credentials("tenant-b-ci", PLAN, &node.url);
+    std::fs::write(
+        dir.join("creds.json"),
+        serde_json::to_vec(&creds).expect("json"),
+    )
+    .expect("creds");
     let sbom = repo_root().join("examples/sbom.cdx.json");
     let bundle = dir.join("b.json");
     let s = |p: &Path| p.to_str().expect("utf8").to_owned();
@@ -180,11 +186,11 @@ fn a_configured_node_serves_tls_and_the_cli_signs_through_it() {
     let first = page("--limit 1 --tenant someone-else");
     assert_eq!(first.len(), 1);
     assert_eq!(
-        first[0]["tenant"], "tenant-a",
+        first[0]["tenant"], "tenant-b",
         "the tenant filter cannot reach other tenants"
     );
     let stale = page("--consistency stale");
-    assert!(stale.iter().all(|r| r["tenant"] == "tenant-a") && !stale.is_empty());
+    assert!(stale.iter().all(|r| r["tenant"] == "tenant-b") && !stale.is_empty());
     let after_first = page(&format!(
         "--after {}",
         first[0]["auditId"].as_str().expect("id")
@@ -196,28 +202,31 @@ fn a_configured_node_serves_tls_and_the_cli_signs_through_it() {
     );
 
     // The configured body limit applies.
-    let mut big = stella_tests::sbom_request_json();
+    let mut with_ca = creds.clone();
+    with_ca.ca_cert_pem = Some(std::fs::read_to_string(dir.join("ca.pem")).expect("ca"));
+    let caller = stella_tests::client_for(&node.url, with_ca);
+    let mut big = stella_tests::sbom_request_for(&caller);
     big["predicate"]["padding"] = serde_json::json!("x".repeat(100_000));
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.pem")).expect("ca"))
-        .expect("cert");
-    let client = reqwest::blocking::Client::builder()
-        .tls_certs_merge([ca])
-        .build()
-        .expect("client");
-    let resp = client
-        .post(format!("{}/api/v1/signer/sign/dsse", node.url))
-        .bearer_auth(token)
-        .json(&big)
-        .send()
+    let resp = caller
+        .send(
+            reqwest::Method::POST,
+            stella_api::SIGN_DSSE_PATH,
+            &[],
+            Some(serde_json::to_vec(&big).expect("json")),
+        )
         .expect("post");
     assert_eq!(resp.status().as_u16(), 413);
 }
 
 #[test]
-fn a_config_without_tls_or_tenants_is_refused_at_start() {
+fn a_config_without_tls_is_refused_at_start() {
     let tmp = tempfile::tempdir().expect("tmp");
     let config = tmp.path().join("node.toml");
-    std::fs::write(&config, "listen = \"127.0.0.1:0\"\ndata_dir = \"/tmp/x\"\n[signing]\nkey_file = \"/tmp/k.pem\"\n[[tenants]]\nid = \"a\"\ntoken_sha256 = \"5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8\"\n").expect("write");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"/tmp/x\"\n[signing]\nkey_file = \"/tmp/k.pem\"\n",
+    )
+    .expect("write");
     let out = Command::new(bin("stella-signer"))
         .args(["serve", "--config", config.to_str().expect("utf8")])
         .output()

@@ -157,10 +157,7 @@ pub fn normalize_url(url: &str) -> Option<String> {
         return None;
     }
     let host = parsed.host_str()?;
-    let port = parsed
-        .port()
-        .map(|p| format!(":{p}"))
-        .unwrap_or_default();
+    let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
     Some(format!(
         "{}://{}{}{}",
         parsed.scheme(),

@@ -288,29 +288,48 @@ mod tests {
             format: "jwt".into(),
             value: "license".into(),
         };
-        let answers = futures_util::future::join_all(
-            (0..16).map(|_| cache.lookup(poe.clone())),
-        )
-        .await;
-        assert!(answers
-            .iter()
-            .all(|a| matches!(a, Lookup::Known(_, Freshness::Fresh))));
+        let answers =
+            futures_util::future::join_all((0..16).map(|_| cache.lookup(poe.clone()))).await;
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Lookup::Known(_, Freshness::Fresh)))
+        );
         assert_eq!(licensing.calls.load(Ordering::SeqCst), 1, "single flight");
-        assert!(matches!(cache.lookup(poe.clone()).await, Lookup::Known(_, Freshness::Fresh)));
-        assert_eq!(licensing.calls.load(Ordering::SeqCst), 1, "served from cache");
+        assert!(matches!(
+            cache.lookup(poe.clone()).await,
+            Lookup::Known(_, Freshness::Fresh)
+        ));
+        assert_eq!(
+            licensing.calls.load(Ordering::SeqCst),
+            1,
+            "served from cache"
+        );
 
         licensing.down.store(true, Ordering::SeqCst);
         clock.set_unix(1_000 + 61);
-        assert!(matches!(cache.lookup(poe.clone()).await, Lookup::Known(_, Freshness::Stale)));
+        assert!(matches!(
+            cache.lookup(poe.clone()).await,
+            Lookup::Known(_, Freshness::Stale)
+        ));
         clock.set_unix(1_000 + 60 + 299);
-        assert!(matches!(cache.lookup(poe.clone()).await, Lookup::Known(_, Freshness::Stale)));
+        assert!(matches!(
+            cache.lookup(poe.clone()).await,
+            Lookup::Known(_, Freshness::Stale)
+        ));
         clock.set_unix(1_000 + 60 + 300);
-        assert!(matches!(cache.lookup(poe.clone()).await, Lookup::Unavailable(_)));
+        assert!(matches!(
+            cache.lookup(poe.clone()).await,
+            Lookup::Unavailable(_)
+        ));
         let never_seen = Poe {
             format: "jwt".into(),
             value: "other".into(),
         };
-        assert!(matches!(cache.lookup(never_seen).await, Lookup::Unavailable(_)));
+        assert!(matches!(
+            cache.lookup(never_seen).await,
+            Lookup::Unavailable(_)
+        ));
         cache.stop();
     }
 }

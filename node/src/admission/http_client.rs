@@ -63,11 +63,7 @@ pub async fn read_ok(response: reqwest::Response, max_bytes: usize) -> Result<Ve
     }
     let mut response = response;
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
         if body.len() + chunk.len() > max_bytes {
             return Err(format!("{url}: answer larger than {max_bytes} bytes"));
         }

@@ -159,14 +159,12 @@ impl Admission {
                     Some(presented) if presented == x5t_s256 => {}
                     Some(_) => {
                         return Err(Error::Unauthenticated(
-                            "the client certificate does not match the token's cnf.x5t#S256"
-                                .into(),
+                            "the client certificate does not match the token's cnf.x5t#S256".into(),
                         ));
                     }
                     None => {
                         return Err(Error::Unauthenticated(
-                            "the token is bound to a client certificate; none was presented"
-                                .into(),
+                            "the token is bound to a client certificate; none was presented".into(),
                         ));
                     }
                 }
@@ -345,7 +343,8 @@ enum Scheme {
 }
 
 fn split_authorization(value: Option<&str>) -> Result<(Scheme, &str), Error> {
-    let value = value.ok_or_else(|| Error::Unauthenticated("missing Authorization header".into()))?;
+    let value =
+        value.ok_or_else(|| Error::Unauthenticated("missing Authorization header".into()))?;
     let (scheme, token) = value
         .split_once(' ')
         .ok_or_else(|| Error::Unauthenticated("malformed Authorization header".into()))?;

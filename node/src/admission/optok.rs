@@ -139,7 +139,7 @@ pub fn verify(
     }
     let audience_ok = match &claims.aud {
         Audience::One(a) => *a == policy.audience,
-        Audience::Many(all) => all.iter().any(|a| *a == policy.audience),
+        Audience::Many(all) => all.contains(&policy.audience),
     };
     if !audience_ok {
         return Err(TokenError::Audience);

@@ -143,7 +143,12 @@ impl DevAuthority {
             return Err(bad(400, "unsupported_grant_type", "use client_credentials"));
         }
         let (id, secret) = basic
-            .or_else(|| Some((form.get("client_id")?.clone(), form.get("client_secret")?.clone())))
+            .or_else(|| {
+                Some((
+                    form.get("client_id")?.clone(),
+                    form.get("client_secret")?.clone(),
+                ))
+            })
             .ok_or_else(|| bad(401, "invalid_client", "client authentication required"))?;
         let client = self
             .clients
@@ -151,7 +156,11 @@ impl DevAuthority {
             .filter(|c| c.secret_sha256 == hex::encode(Sha256::digest(secret.as_bytes())))
             .ok_or_else(|| bad(401, "invalid_client", "unknown client or wrong secret"))?;
         let proof = dpop_proof.ok_or_else(|| {
-            bad(400, "invalid_dpop_proof", "this Authority issues DPoP-bound tokens only")
+            bad(
+                400,
+                "invalid_dpop_proof",
+                "this Authority issues DPoP-bound tokens only",
+            )
         })?;
         let urls = [token_url.to_owned()];
         let proof = dpop::verify(
@@ -179,7 +188,11 @@ impl DevAuthority {
             .filter(|s| requested.is_empty() || requested.contains(s))
             .collect();
         if granted.is_empty() {
-            return Err(bad(400, "invalid_scope", "none of the requested scopes is allowed"));
+            return Err(bad(
+                400,
+                "invalid_scope",
+                "none of the requested scopes is allowed",
+            ));
         }
         let mut claims = self.claims(&client.client_id, &client.tenant, &granted.join(" "));
         claims["cnf"] = json!({"jkt": proof.jkt});

@@ -51,7 +51,13 @@ impl DevLicensing {
     }
 
     /// A license token (the PoE value) for `tenant` on `plan`, valid until `exp`.
-    pub fn issue(&self, license_id: &str, tenant: &str, plan: &str, exp: i64) -> Result<String, Error> {
+    pub fn issue(
+        &self,
+        license_id: &str,
+        tenant: &str,
+        plan: &str,
+        exp: i64,
+    ) -> Result<String, Error> {
         let claims = json!({
             "license_id": license_id,
             "tenant": tenant,

@@ -187,7 +187,8 @@ fn secret_file(
     make: impl FnOnce() -> Result<String, stella_signer::Error>,
 ) -> Result<String, Error> {
     if path.exists() {
-        return std::fs::read_to_string(path).map_err(Error::io(format!("reading {}", path.display())));
+        return std::fs::read_to_string(path)
+            .map_err(Error::io(format!("reading {}", path.display())));
     }
     let value = make().map_err(|e| Error::Key(e.to_string()))?;
     write_secret_atomically(path, value.as_bytes())?;

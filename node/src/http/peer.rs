@@ -53,7 +53,9 @@ pub async fn audit(
     state: Data<AppState>,
     draft: Json<stella_state::AuditDraft>,
 ) -> Json<ForwardAnswer<String>> {
-    Json(answer(state.signing.audit_as_leader(draft.into_inner()).await))
+    Json(answer(
+        state.signing.audit_as_leader(draft.into_inner()).await,
+    ))
 }
 
 fn answer<T>(result: Result<T, crate::Error>) -> ForwardAnswer<T> {

@@ -75,10 +75,17 @@ impl ResponseError for ApiProblem {
             ProblemCode::InvalidToken => {
                 // RFC 9449 §7.1 / RFC 6750 §3: say which scheme to use and why it failed.
                 let challenge = match &self.dpop_nonce {
-                    Some(_) => "DPoP error=\"use_dpop_nonce\", error_description=\"Resource server requires nonce in DPoP proof\"",
-                    None => "DPoP error=\"invalid_token\", algs=\"ES256 EdDSA\", Bearer error=\"invalid_token\"",
+                    Some(_) => {
+                        "DPoP error=\"use_dpop_nonce\", error_description=\"Resource server requires nonce in DPoP proof\""
+                    }
+                    None => {
+                        "DPoP error=\"invalid_token\", algs=\"ES256 EdDSA\", Bearer error=\"invalid_token\""
+                    }
                 };
-                response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge)));
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                ));
                 if let Some(nonce) = &self.dpop_nonce
                     && let Ok(value) = HeaderValue::from_str(nonce)
                 {

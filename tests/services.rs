@@ -1,0 +1,190 @@
+//! The test suite's stand-ins for the services that cannot run here — the Authority (OpToks,
+//! JWKS) and the cloud licensing service (PoE introspection) — served together over HTTPS by a
+//! server of their own. They speak the real protocols (JWKS, OAuth 2.0 client credentials with
+//! DPoP, RFC 7662 introspection), so the nodes' production clients are what the tests exercise.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use sha2::Digest;
+use stella_api::credentials::AuthorityClient;
+use stella_api::{Credentials, ProofOfEntitlement};
+use stella_node::clock::{Clock, SystemClock};
+use stella_node::dev::{DevAuthority, DevClient, DevLicensing, DevServices, StandIn};
+
+pub const TENANT_A: &str = "tenant-a";
+pub const PLAN: &str = "team";
+pub const LICENSING_CLIENT: &str = "stella-signer";
+
+pub struct Services {
+    pub authority: Arc<DevAuthority>,
+    pub licensing: Arc<DevLicensing>,
+    /// Directory with the stand-ins' PKI: `ca.pem` (trust anchor of their TLS certificate and
+    /// of client certificates), `admin.pem`/`admin.key` (a client certificate for mTLS).
+    pub pki: PathBuf,
+    pub licensing_secret_file: PathBuf,
+    pub standin: StandIn,
+}
+
+/// One caller known to the Authority.
+pub struct TestClient {
+    pub client_id: &'static str,
+    pub tenant: &'static str,
+    pub scopes: &'static [&'static str],
+}
+
+pub const CLIENTS: &[TestClient] = &[
+    TestClient {
+        client_id: "tenant-a-ci",
+        tenant: TENANT_A,
+        scopes: &["signer.sign", "signer.audit", "signer.audit.all"],
+    },
+    TestClient {
+        client_id: "tenant-b-ci",
+        tenant: "tenant-b",
+        scopes: &["signer.sign", "signer.audit"],
+    },
+];
+
+fn secret_of(client_id: &str) -> String {
+    format!("{client_id}-secret")
+}
+
+impl Services {
+    pub fn start(dir: &Path) -> Services {
+        let pki = dir.join("standin-pki");
+        stella_cluster::pki::generate_dev_pki(&pki, 1, &[]).expect("stand-in PKI");
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let authority_key = stella_signer::FileKeySigner::generate()
+            .expect("key")
+            .to_pkcs8_pem();
+        let licensing_key = stella_signer::FileKeySigner::generate()
+            .expect("key")
+            .to_pkcs8_pem();
+        let licensing_secret = "licensing-client-secret";
+        let licensing_secret_file = dir.join("licensing-secret");
+        std::fs::write(&licensing_secret_file, licensing_secret).expect("secret");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let issuer = format!("https://{addr}/authority");
+        let clients = CLIENTS
+            .iter()
+            .map(|c| DevClient {
+                client_id: c.client_id.into(),
+                secret_sha256: hex::encode(sha2::Sha256::digest(secret_of(c.client_id))),
+                tenant: c.tenant.into(),
+                scopes: c.scopes.iter().map(|s| (*s).to_owned()).collect(),
+                plan: None,
+            })
+            .collect();
+        let authority = Arc::new(
+            DevAuthority::new(&issuer, &authority_key, clients, clock.clone()).expect("authority"),
+        );
+        let licensing = Arc::new(
+            DevLicensing::new(&licensing_key, LICENSING_CLIENT, licensing_secret, clock)
+                .expect("licensing"),
+        );
+        let tls = server_tls(&pki);
+        let (a, l) = (authority.clone(), licensing.clone());
+        let standin = StandIn::start(listener, tls, move |url| DevServices {
+            authority: a,
+            licensing: l,
+            token_url: format!("{url}/authority/token"),
+        })
+        .expect("stand-in server");
+        Services {
+            authority,
+            licensing,
+            pki,
+            licensing_secret_file,
+            standin,
+        }
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.pki.join("ca.pem")
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("{}/authority/token", self.standin.url)
+    }
+
+    /// `[admission]`, `[entitlement]` and `[[plans]]` for a node using these services.
+    /// `extra_admission`: more lines for `[admission]` (e.g. `public_urls`).
+    pub fn node_toml(&self, plans: &[(&str, u64, u32, usize)], extra_admission: &str) -> String {
+        let ca = self.ca_path();
+        let mut toml = format!(
+            "[admission]\nissuer = \"{url}/authority\"\njwks_url = \"{url}/authority/jwks.json\"\nca_cert = \"{ca}\"\njwks_min_refresh_seconds = 1\n{extra_admission}\n\
+             [entitlement]\nintrospection_url = \"{url}/licensing/introspect\"\nclient_id = \"{LICENSING_CLIENT}\"\nclient_secret_file = \"{secret}\"\nca_cert = \"{ca}\"\nbypass_plan = \"{bypass}\"\n",
+            url = self.standin.url,
+            ca = ca.display(),
+            secret = self.licensing_secret_file.display(),
+            bypass = plans.first().map(|p| p.0).unwrap_or(PLAN),
+        );
+        for (name, per_window, concurrent, max_bytes) in plans {
+            toml.push_str(&format!(
+                "[[plans]]\nname = \"{name}\"\nsignatures_per_window = {per_window}\nwindow_seconds = 3600\nmax_concurrent = {concurrent}\nmax_artifact_bytes = {max_bytes}\n"
+            ));
+        }
+        toml
+    }
+
+    /// Credentials for `client_id` (see [`CLIENTS`]) with a fresh DPoP key and a license for
+    /// `plan`, talking to `server`.
+    pub fn credentials(&self, client_id: &str, plan: &str, server: &str) -> Credentials {
+        let client = CLIENTS
+            .iter()
+            .find(|c| c.client_id == client_id)
+            .expect("known client");
+        let license = self
+            .licensing
+            .issue(
+                &format!("lic-{client_id}-{}", stella_api::dpop::random_id()),
+                client.tenant,
+                plan,
+                stella_api::dpop::unix_now() + 3600,
+            )
+            .expect("license");
+        Credentials {
+            server: server.to_owned(),
+            tenant: client.tenant.to_owned(),
+            authority: Some(AuthorityClient {
+                token_url: self.token_url(),
+                client_id: client_id.to_owned(),
+                client_secret: secret_of(client_id),
+                scope: None,
+                ca_cert_pem: Some(std::fs::read_to_string(self.ca_path()).expect("ca")),
+            }),
+            access_token: None,
+            dpop_key_pem: Some(
+                stella_signer::FileKeySigner::generate()
+                    .expect("key")
+                    .to_pkcs8_pem(),
+            ),
+            client_cert_pem: None,
+            client_key_pem: None,
+            poe: Some(ProofOfEntitlement {
+                format: "jwt".into(),
+                value: license,
+            }),
+            ca_cert_pem: None,
+        }
+    }
+}
+
+fn server_tls(pki: &Path) -> rustls::ServerConfig {
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(pki.join("node-1.pem"))
+        .expect("cert")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("cert");
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(pki.join("node-1.key")).expect("key");
+    rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("tls")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("tls")
+}
