@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod services;
-pub use services::{CLIENTS, PLAN, Services, TENANT_A};
+pub use services::{PLAN, QUOTA_TENANTS, Services, TENANT_A, clients};
 pub use stella_api::{Client, ClientConfig, Credentials};
 
 pub fn bin_dir() -> PathBuf {

@@ -29,23 +29,39 @@ pub struct Services {
 
 /// One caller known to the Authority.
 pub struct TestClient {
-    pub client_id: &'static str,
-    pub tenant: &'static str,
-    pub scopes: &'static [&'static str],
+    pub client_id: String,
+    pub tenant: String,
+    pub scopes: Vec<&'static str>,
 }
 
-pub const CLIENTS: &[TestClient] = &[
-    TestClient {
-        client_id: "tenant-a-ci",
-        tenant: TENANT_A,
-        scopes: &["signer.sign", "signer.audit", "signer.audit.all"],
-    },
-    TestClient {
-        client_id: "tenant-b-ci",
-        tenant: "tenant-b",
-        scopes: &["signer.sign", "signer.audit"],
-    },
-];
+/// Tenants with their own small quota, for quota-pressure tests.
+pub const QUOTA_TENANTS: usize = 6;
+
+/// Every client the stand-in Authority knows.
+pub fn clients() -> Vec<TestClient> {
+    let client = |id: &str, tenant: &str, scopes: &[&'static str]| TestClient {
+        client_id: id.to_owned(),
+        tenant: tenant.to_owned(),
+        scopes: scopes.to_vec(),
+    };
+    let mut all = vec![
+        client(
+            "tenant-a-ci",
+            TENANT_A,
+            &["signer.sign", "signer.audit", "signer.audit.all"],
+        ),
+        client("tenant-b-ci", "tenant-b", &["signer.sign", "signer.audit"]),
+        client("operator", "ops", &["signer.admin", "signer.audit.all"]),
+    ];
+    for i in 1..=QUOTA_TENANTS {
+        all.push(client(
+            &format!("quota-{i}-ci"),
+            &format!("quota-{i}"),
+            &["signer.sign", "signer.audit"],
+        ));
+    }
+    all
+}
 
 fn secret_of(client_id: &str) -> String {
     format!("{client_id}-secret")
@@ -68,12 +84,12 @@ impl Services {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let issuer = format!("https://{addr}/authority");
-        let clients = CLIENTS
+        let clients = clients()
             .iter()
             .map(|c| DevClient {
-                client_id: c.client_id.into(),
-                secret_sha256: hex::encode(sha2::Sha256::digest(secret_of(c.client_id))),
-                tenant: c.tenant.into(),
+                client_id: c.client_id.clone(),
+                secret_sha256: hex::encode(sha2::Sha256::digest(secret_of(&c.client_id))),
+                tenant: c.tenant.clone(),
                 scopes: c.scopes.iter().map(|s| (*s).to_owned()).collect(),
                 plan: None,
             })
@@ -113,10 +129,20 @@ impl Services {
     /// `[admission]`, `[entitlement]` and `[[plans]]` for a node using these services.
     /// `extra_admission`: more lines for `[admission]` (e.g. `public_urls`).
     pub fn node_toml(&self, plans: &[(&str, u64, u32, usize)], extra_admission: &str) -> String {
+        self.node_toml_with(plans, extra_admission, "")
+    }
+
+    /// As [`Services::node_toml`], with more lines for `[entitlement]` (cache TTLs, grace).
+    pub fn node_toml_with(
+        &self,
+        plans: &[(&str, u64, u32, usize)],
+        extra_admission: &str,
+        extra_entitlement: &str,
+    ) -> String {
         let ca = self.ca_path();
         let mut toml = format!(
             "[admission]\nissuer = \"{url}/authority\"\njwks_url = \"{url}/authority/jwks.json\"\nca_cert = \"{ca}\"\njwks_min_refresh_seconds = 1\n{extra_admission}\n\
-             [entitlement]\nintrospection_url = \"{url}/licensing/introspect\"\nclient_id = \"{LICENSING_CLIENT}\"\nclient_secret_file = \"{secret}\"\nca_cert = \"{ca}\"\nbypass_plan = \"{bypass}\"\n",
+             [entitlement]\nintrospection_url = \"{url}/licensing/introspect\"\nclient_id = \"{LICENSING_CLIENT}\"\nclient_secret_file = \"{secret}\"\nca_cert = \"{ca}\"\nbypass_plan = \"{bypass}\"\n{extra_entitlement}\n",
             url = self.standin.url,
             ca = ca.display(),
             secret = self.licensing_secret_file.display(),
@@ -133,22 +159,22 @@ impl Services {
     /// Credentials for `client_id` (see [`CLIENTS`]) with a fresh DPoP key and a license for
     /// `plan`, talking to `server`.
     pub fn credentials(&self, client_id: &str, plan: &str, server: &str) -> Credentials {
-        let client = CLIENTS
-            .iter()
+        let client = clients()
+            .into_iter()
             .find(|c| c.client_id == client_id)
             .expect("known client");
         let license = self
             .licensing
             .issue(
                 &format!("lic-{client_id}-{}", stella_api::dpop::random_id()),
-                client.tenant,
+                &client.tenant,
                 plan,
                 stella_api::dpop::unix_now() + 3600,
             )
             .expect("license");
         Credentials {
             server: server.to_owned(),
-            tenant: client.tenant.to_owned(),
+            tenant: client.tenant.clone(),
             authority: Some(AuthorityClient {
                 token_url: self.token_url(),
                 client_id: client_id.to_owned(),

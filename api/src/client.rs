@@ -16,8 +16,8 @@ use crate::credentials::Credentials;
 use crate::dpop::{DpopKey, unix_now};
 use crate::problem::{PROBLEM_CONTENT_TYPE, Problem};
 use crate::types::{
-    AUDIT_PATH, AuditPage, CLUSTER_STATUS_PATH, ClusterStatus, Health, SIGN_DSSE_PATH,
-    SignDsseRequest, SignDsseResponse,
+    AUDIT_PATH, AuditPage, CLUSTER_STATUS_PATH, ClusterStatus, Health, POE_BYPASS_PATH,
+    PoeBypassRequest, SIGN_DSSE_PATH, SignDsseRequest, SignDsseResponse, ToggleStatus,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +136,16 @@ impl Client {
         decode(self.send(Method::GET, AUDIT_PATH, query, None)?)
     }
 
+    /// Switches the emergency PoE bypass (scope `signer.admin`).
+    pub fn set_poe_bypass(&self, request: &PoeBypassRequest) -> Result<ToggleStatus, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Config(e.to_string()))?;
+        decode(self.send(Method::PUT, POE_BYPASS_PATH, &[], Some(body))?)
+    }
+
+    pub fn poe_bypass(&self) -> Result<ToggleStatus, ClientError> {
+        decode(self.send(Method::GET, POE_BYPASS_PATH, &[], None)?)
+    }
+
     pub fn health(&self, path: &str) -> Result<Health, ClientError> {
         let response = self
             .http
@@ -227,20 +237,19 @@ impl Client {
                 "the credentials name no Authority and carry no access token".into(),
             )
         })?;
-        let scope = authority
-            .scope
-            .clone()
-            .unwrap_or_else(|| "signer.sign signer.audit".into());
+        // Without a configured scope the client asks for none, and the Authority grants the
+        // scopes registered for it.
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(scope) = authority.scope.as_deref() {
+            form.push(("scope", scope));
+        }
         let mut nonce: Option<String> = None;
         for _ in 0..2 {
             let mut request: RequestBuilder = self
                 .authority_http
                 .post(&authority.token_url)
                 .basic_auth(&authority.client_id, Some(&authority.client_secret))
-                .form(&[
-                    ("grant_type", "client_credentials"),
-                    ("scope", scope.as_str()),
-                ]);
+                .form(&form);
             if let Some(key) = &self.dpop {
                 let proof = key
                     .proof(

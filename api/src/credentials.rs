@@ -49,7 +49,7 @@ pub struct AuthorityClient {
     pub token_url: String,
     pub client_id: String,
     pub client_secret: String,
-    /// Space-separated scopes to ask for (default `signer.sign signer.audit`).
+    /// Space-separated scopes to ask for (default: all the Authority grants this client).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     /// Extra PEM CA for the Authority's TLS certificate.

@@ -161,3 +161,31 @@ pub struct AuditPage {
     pub next: Option<String>,
     pub consistency: String,
 }
+
+pub const POE_BYPASS_PATH: &str = "/api/v1/signer/admin/poe-bypass";
+
+/// `PUT /api/v1/signer/admin/poe-bypass` (scope `signer.admin`): switch the emergency PoE
+/// bypass on (it must expire) or off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoeBypassRequest {
+    pub enabled: bool,
+    pub reason: String,
+    /// Required when enabling: at most 7 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_seconds: Option<u64>,
+}
+
+/// A replicated toggle as the cluster holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToggleStatus {
+    pub name: String,
+    /// On now (set on and not expired).
+    pub active: bool,
+    pub enabled: bool,
+    pub reason: String,
+    pub actor: String,
+    pub set_at: Option<String>,
+    pub expires_at: Option<String>,
+}

@@ -50,6 +50,34 @@ enum Command {
     },
     /// Read the replicated audit log.
     Audit(AuditArgs),
+    /// Operator actions (token scope `signer.admin`).
+    Admin {
+        #[command(subcommand)]
+        what: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Show, switch on (`--enable --for 30m`) or off (`--disable`) the emergency PoE bypass.
+    /// Every change and every bypassed signing is audited.
+    PoeBypass(BypassArgs),
+}
+
+#[derive(Args)]
+struct BypassArgs {
+    #[arg(long, conflicts_with = "disable", requires_all = ["reason", "for_"])]
+    enable: bool,
+    #[arg(long, requires = "reason")]
+    disable: bool,
+    /// Why (recorded in the toggle and the audit log).
+    #[arg(long)]
+    reason: Option<String>,
+    /// How long the bypass stays on: e.g. 90s, 30m, 4h (at most 7 days).
+    #[arg(long = "for", id = "for_")]
+    for_: Option<String>,
+    #[command(flatten)]
+    conn: ConnArgs,
 }
 
 #[derive(Subcommand)]
@@ -211,7 +239,44 @@ fn main() -> ExitCode {
             what: ClusterCommand::Status { conn, output },
         } => report(cluster_status(&conn, output)),
         Command::Audit(args) => report(audit(&args)),
+        Command::Admin {
+            what: AdminCommand::PoeBypass(args),
+        } => report(poe_bypass(&args)),
     }
+}
+
+fn poe_bypass(args: &BypassArgs) -> anyhow::Result<()> {
+    let client = args.conn.client()?;
+    let status = if args.enable || args.disable {
+        let expires_in_seconds = args.for_.as_deref().map(parse_duration).transpose()?;
+        client.set_poe_bypass(&stella_api::PoeBypassRequest {
+            enabled: args.enable,
+            reason: args.reason.clone().unwrap_or_default(),
+            expires_in_seconds,
+        })?
+    } else {
+        client.poe_bypass()?
+    };
+    say!("{}", serde_json::to_string_pretty(&status)?);
+    Ok(())
+}
+
+/// `90s`, `30m`, `4h`, `2d` → seconds.
+fn parse_duration(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let split = text.len().saturating_sub(1);
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("`{text}`: expected a number and s, m, h or d"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("`{text}`: expected a number and s, m, h or d"),
+    };
+    Ok(n * factor)
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -33,6 +33,16 @@ use crate::session::Sessions;
 
 pub const PEER_SIGN: &str = "/peer/v1/sign";
 pub const PEER_AUDIT: &str = "/peer/v1/audit";
+pub const PEER_TOGGLE: &str = "/peer/v1/toggle";
+/// The longest an emergency bypass may be switched on for in one go.
+const MAX_BYPASS_SECONDS: u64 = 7 * 24 * 3600;
+
+/// A toggle change and its audit record, applied together by the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToggleChange {
+    pub toggle: stella_state::command::Toggle,
+    pub audit: AuditDraft,
+}
 /// How long a request may wait for a (new) leader before it gets 503.
 const ROUTE_BUDGET: Duration = Duration::from_secs(5);
 /// Back-off before forwarding again to a leader that just failed to answer.
@@ -234,6 +244,125 @@ impl SigningService {
         if let Err(e) = self.at_leader(PEER_AUDIT, &draft, leader_side).await {
             metrics::counter!("stella_signer_refusal_audit_failures_total").increment(1);
             tracing::error!(error = %e, "a refusal could not be audited");
+        }
+    }
+
+    /// The PoE bypass as this node has applied it.
+    pub fn poe_bypass(&self) -> stella_api::ToggleStatus {
+        let now_ms = self.now_ms();
+        self.inner.cluster.view().with_state(|s| {
+            let toggle = s.toggles.get(BYPASS_TOGGLE);
+            stella_api::ToggleStatus {
+                name: BYPASS_TOGGLE.into(),
+                active: s.toggle_enabled(BYPASS_TOGGLE, now_ms),
+                enabled: toggle.is_some_and(|t| t.enabled),
+                reason: toggle.map(|t| t.reason.clone()).unwrap_or_default(),
+                actor: toggle.map(|t| t.actor.clone()).unwrap_or_default(),
+                set_at: toggle.map(|t| rfc3339_ms(t.set_ms)),
+                expires_at: toggle.and_then(|t| t.expires_at_ms).map(rfc3339_ms),
+            }
+        })
+    }
+
+    /// Switches the PoE emergency bypass; the change is audited in the same Raft entry and is
+    /// in force on every node once they apply it.
+    pub async fn set_poe_bypass(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        change: stella_api::PoeBypassRequest,
+    ) -> Result<stella_api::ToggleStatus, Error> {
+        let reason = change.reason.trim();
+        if reason.is_empty() || reason.len() > 500 {
+            return Err(Error::InvalidRequest(
+                "a bypass change needs a reason (1 to 500 characters)".into(),
+            ));
+        }
+        let now_ms = self.now_ms();
+        let expires_at_ms = match (change.enabled, change.expires_in_seconds) {
+            (true, Some(s)) if (1..=MAX_BYPASS_SECONDS).contains(&s) => Some(now_ms + s * 1000),
+            (true, _) => {
+                return Err(Error::InvalidRequest(format!(
+                    "an emergency bypass must expire: expiresInSeconds between 1 and {MAX_BYPASS_SECONDS}"
+                )));
+            }
+            (false, _) => None,
+        };
+        let actor = format!("{}@{}", caller.subject, caller.tenant);
+        let toggle = stella_state::command::Toggle {
+            name: BYPASS_TOGGLE.into(),
+            enabled: change.enabled,
+            reason: reason.to_owned(),
+            actor: actor.clone(),
+            set_ms: now_ms,
+            expires_at_ms,
+        };
+        let audit = AuditDraft {
+            time: self.inner.clock.now_rfc3339(),
+            request_id: request_id.to_owned(),
+            tenant: caller.tenant.clone(),
+            caller_subject: caller.subject.clone(),
+            issuer: caller.issuer.clone(),
+            subject_digests: Vec::new(),
+            predicate_type: String::new(),
+            key_id: String::new(),
+            key_source: String::new(),
+            signing_mode: String::new(),
+            poe_state: if change.enabled {
+                "bypass_on"
+            } else {
+                "bypass_off"
+            }
+            .into(),
+            plan: None,
+            decision: Decision::Configured,
+            reason: match expires_at_ms {
+                Some(exp) => format!("{BYPASS_TOGGLE} on until {}: {reason}", rfc3339_ms(exp)),
+                None => format!("{BYPASS_TOGGLE} off: {reason}"),
+            },
+            bundle_sha256: None,
+            statement_sha256: None,
+        };
+        let change = ToggleChange { toggle, audit };
+        let leader_side = {
+            let change = change.clone();
+            async move || self.toggle_as_leader(change.clone()).await
+        };
+        let audit_id = self.at_leader(PEER_TOGGLE, &change, leader_side).await?;
+        tracing::warn!(toggle = BYPASS_TOGGLE, enabled = change.toggle.enabled, actor = %actor, audit_id = %audit_id, "PoE bypass changed");
+        // The leader applied it; give this node a moment to apply it too, so the answer reads
+        // the change back (every node applies it within a heartbeat or so).
+        let set_ms = change.toggle.set_ms;
+        for _ in 0..100 {
+            let applied = self
+                .inner
+                .cluster
+                .view()
+                .with_state(|s| s.toggles.get(BYPASS_TOGGLE).map(|t| t.set_ms) == Some(set_ms));
+            if applied {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(self.poe_bypass())
+    }
+
+    /// The leader's side of a toggle change.
+    pub async fn toggle_as_leader(&self, change: ToggleChange) -> Result<String, Error> {
+        let command = Command::Batch(vec![
+            Command::SetToggle(change.toggle),
+            Command::Audit(change.audit),
+        ]);
+        match self.propose(command).await? {
+            Response::Batch(rs) => match rs.get(1) {
+                Some(Response::Audited { audit_id, .. }) => Ok(audit_id.clone()),
+                other => Err(Error::Unavailable(format!(
+                    "unexpected toggle answer: {other:?}"
+                ))),
+            },
+            other => Err(Error::Unavailable(format!(
+                "unexpected toggle answer: {other:?}"
+            ))),
         }
     }
 

@@ -16,6 +16,8 @@ pub enum Decision {
     Signed,
     Failed,
     Denied,
+    /// An operator changed how the cluster decides (e.g. the PoE emergency bypass).
+    Configured,
 }
 
 /// Everything about one decision that the caller knows before it is sequenced.

@@ -1,5 +1,6 @@
 //! Integration tests against the real binaries.
 
+mod admission;
 mod bad_input;
 mod cluster;
 mod dev_node;

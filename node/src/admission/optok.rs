@@ -11,6 +11,8 @@ pub const SCOPE_SIGN: &str = "signer.sign";
 pub const SCOPE_AUDIT: &str = "signer.audit";
 /// Read every tenant's audit records (the Attestor).
 pub const SCOPE_AUDIT_ALL: &str = "signer.audit.all";
+/// Operator actions (the PoE emergency bypass).
+pub const SCOPE_ADMIN: &str = "signer.admin";
 
 #[derive(Debug, Clone)]
 pub struct TokenPolicy {

@@ -1,6 +1,7 @@
 //! The HTTP edge: routes, extractors, middleware and the problem+json error type. Handlers are
 //! a few lines each and call into services; no signing decision is made here.
 
+mod admin;
 mod application;
 mod audit;
 mod body;
@@ -16,7 +17,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use stella_cluster::ClusterHandle;
 use stella_cluster::network::{RAFT_APPEND, RAFT_SNAPSHOT, RAFT_VOTE};
 
-use crate::signing::{PEER_AUDIT, PEER_SIGN, SigningService};
+use crate::signing::{PEER_AUDIT, PEER_SIGN, PEER_TOGGLE, SigningService};
 
 pub use context::{ClientCert, request_context, request_facts};
 pub use problem::ApiProblem;
@@ -44,11 +45,18 @@ async fn authenticate_reader(
     req: &actix_web::HttpRequest,
 ) -> Result<crate::admission::Caller, crate::Error> {
     use crate::admission::optok::{SCOPE_AUDIT, SCOPE_AUDIT_ALL, SCOPE_SIGN};
+    authenticate_with(state, req, &[SCOPE_AUDIT, SCOPE_AUDIT_ALL, SCOPE_SIGN]).await
+}
+
+/// A valid, bound OpToken with one of `scopes`; its DPoP proof is single-use on this node.
+async fn authenticate_with(
+    state: &AppState,
+    req: &actix_web::HttpRequest,
+    scopes: &[&str],
+) -> Result<crate::admission::Caller, crate::Error> {
     let admission = state.signing.admission();
     let facts = request_facts(req, &state.base_urls);
-    let authn = admission
-        .authenticate(&facts, &[SCOPE_AUDIT, SCOPE_AUDIT_ALL, SCOPE_SIGN])
-        .await?;
+    let authn = admission.authenticate(&facts, scopes).await?;
     if let Some(proof) = &authn.proof {
         admission.claim_locally(proof)?;
     }
@@ -74,6 +82,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/api/v1/signer/audit")
                 .route(web::get().to(audit::list))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
+            web::resource(stella_api::POE_BYPASS_PATH)
+                .route(web::get().to(admin::poe_bypass))
+                .route(web::put().to(admin::set_poe_bypass))
                 .default_service(web::to(problem::method_not_allowed)),
         )
         .service(
@@ -107,6 +121,7 @@ pub fn peer_routes(cfg: &mut web::ServiceConfig) {
         .route(RAFT_SNAPSHOT, web::post().to(peer::snapshot))
         .route(PEER_SIGN, web::post().to(peer::sign))
         .route(PEER_AUDIT, web::post().to(peer::audit))
+        .route(PEER_TOGGLE, web::post().to(peer::toggle))
         .route("/peer/v1/read-index", web::post().to(peer::read_index))
         .route("/peer/v1/status", web::get().to(peer::status))
         .route("/admin/v1/init", web::post().to(peer::init))

@@ -58,6 +58,16 @@ pub async fn audit(
     ))
 }
 
+/// A follower's toggle change (with its audit record); answered only by the leader.
+pub async fn toggle(
+    state: Data<AppState>,
+    change: Json<crate::signing::ToggleChange>,
+) -> Json<ForwardAnswer<String>> {
+    Json(answer(
+        state.signing.toggle_as_leader(change.into_inner()).await,
+    ))
+}
+
 fn answer<T>(result: Result<T, crate::Error>) -> ForwardAnswer<T> {
     match result {
         Ok(value) => ForwardAnswer::Done(value),

@@ -1,0 +1,674 @@
+//! Admission against hostile callers: every forged, expired, misbound or replayed credential,
+//! every bad PoE and every quota breach is refused with its stable code — and audited. The
+//! node talks to the Authority and licensing stand-ins over HTTPS with its production clients.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rustls_pki_types::pem::PemObject;
+use serde_json::{Value, json};
+use stella_api::dpop::{DpopKey, unix_now};
+use stella_tests::{NodeProcess, PLAN, Services, audit_api, client_for, sbom_request_json, stella};
+
+const SIGN: &str = "/api/v1/signer/sign/dsse";
+
+/// One TLS node that accepts client certificates from the stand-ins' CA, with short PoE cache
+/// times so outages and revocations show within seconds.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    services: Services,
+    node: NodeProcess,
+    /// tenant-a's DPoP key and license (plan `team`).
+    key: DpopKey,
+    poe: Value,
+}
+
+fn fixture(ttl: u64, grace: u64) -> Fixture {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let services = Services::start(dir);
+    let key = stella_signer::FileKeySigner::generate().expect("key");
+    std::fs::write(dir.join("signing.pem"), key.to_pkcs8_pem()).expect("key");
+    let pki = services.pki.display().to_string();
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\n[tls]\ncert = \"{pki}/node-1.pem\"\nkey = \"{pki}/node-1.key\"\nclient_ca = \"{pki}/ca.pem\"\n[signing]\nkey_file = \"{d}/signing.pem\"\n{admission}",
+        d = dir.display(),
+        admission = services.node_toml_with(
+            &[(PLAN, 1000, 100, 1024 * 1024), ("tiny", 1000, 100, 2048)],
+            "",
+            &format!(
+                "cache_ttl_seconds = {ttl}\nnegative_cache_ttl_seconds = 1\ngrace_seconds = {grace}"
+            ),
+        ),
+    );
+    std::fs::write(dir.join("node.toml"), config).expect("config");
+    let node = NodeProcess::start(
+        &[
+            "serve",
+            "--config",
+            dir.join("node.toml").to_str().expect("utf8"),
+        ],
+        &dir.join("data"),
+    );
+    let creds = services.credentials("tenant-a-ci", PLAN, &node.url);
+    let key = DpopKey::from_pem(creds.dpop_key_pem.as_deref().expect("key")).expect("dpop");
+    let poe = serde_json::to_value(creds.poe).expect("poe");
+    Fixture {
+        _tmp: tmp,
+        services,
+        node,
+        key,
+        poe,
+    }
+}
+
+impl Fixture {
+    fn url(&self) -> String {
+        format!("{}{SIGN}", self.node.url)
+    }
+
+    fn http(&self, client_cert: bool) -> reqwest::blocking::Client {
+        let ca = std::fs::read(self.services.ca_path()).expect("ca");
+        let mut builder = reqwest::blocking::Client::builder()
+            .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&ca).expect("ca"))
+            .timeout(Duration::from_secs(20));
+        if client_cert {
+            let pem = [
+                std::fs::read(self.services.pki.join("admin.pem")).expect("cert"),
+                std::fs::read(self.services.pki.join("admin.key")).expect("key"),
+            ]
+            .concat();
+            builder = builder.identity(reqwest::Identity::from_pem(&pem).expect("identity"));
+        }
+        builder.build().expect("client")
+    }
+
+    /// A token for tenant-a bound to `self.key`, with `edit` applied to its claims.
+    fn token(&self, edit: impl FnOnce(&mut Value)) -> String {
+        let mut claims =
+            self.services
+                .authority
+                .claims("tenant-a-ci", "tenant-a", "signer.sign signer.audit");
+        claims["cnf"] = json!({"jkt": self.key.thumbprint()});
+        edit(&mut claims);
+        self.services.authority.mint(&claims).expect("mint")
+    }
+
+    fn proof(&self, token: &str) -> String {
+        self.key
+            .proof("POST", &self.url(), Some(token), None, unix_now())
+            .expect("proof")
+    }
+
+    fn body(&self) -> Value {
+        let mut body = sbom_request_json();
+        body["poe"] = self.poe.clone();
+        body
+    }
+
+    /// POSTs a signing request with exactly these credentials; returns (status, problem).
+    fn send(
+        &self,
+        request_id: &str,
+        authorization: &str,
+        proof: Option<&str>,
+        body: &Value,
+    ) -> (u16, Value) {
+        self.send_with(&self.http(false), request_id, authorization, proof, body)
+    }
+
+    fn send_with(
+        &self,
+        http: &reqwest::blocking::Client,
+        request_id: &str,
+        authorization: &str,
+        proof: Option<&str>,
+        body: &Value,
+    ) -> (u16, Value) {
+        let mut request = http
+            .post(self.url())
+            .header("x-request-id", request_id)
+            .header("authorization", authorization)
+            .json(body);
+        if let Some(proof) = proof {
+            request = request.header("dpop", proof);
+        }
+        let response = request.send().expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    }
+
+    fn dpop(&self, request_id: &str, token: &str) -> (u16, Value) {
+        let proof = self.proof(token);
+        self.send(
+            request_id,
+            &format!("DPoP {token}"),
+            Some(&proof),
+            &self.body(),
+        )
+    }
+
+    /// Every audit record, by request id (read with the Attestor's scope).
+    fn audit(&self) -> HashMap<String, Value> {
+        let mut creds = self.services.credentials("operator", PLAN, &self.node.url);
+        creds.ca_cert_pem = Some(std::fs::read_to_string(self.services.ca_path()).expect("ca"));
+        let page = audit_api(&client_for(&self.node.url, creds), "limit=1000");
+        page["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .map(|r| (r["requestId"].as_str().unwrap_or("").to_owned(), r.clone()))
+            .collect()
+    }
+}
+
+fn b64(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).expect("json"))
+}
+
+fn thumbprint(cert_pem: &Path) -> String {
+    let der = rustls_pki_types::CertificateDer::from_pem_file(cert_pem).expect("cert");
+    URL_SAFE_NO_PAD.encode(<sha2::Sha256 as sha2::Digest>::digest(der.as_ref()))
+}
+
+#[test]
+fn forged_expired_misbound_and_replayed_credentials_are_refused_and_audited() {
+    let f = fixture(300, 3600);
+    let now = unix_now();
+    let mut expected: Vec<(&str, &str)> = Vec::new();
+    let mut check = |id: &'static str, (status, problem): (u16, Value), code: &'static str| {
+        let want = if code == "invalid_token" { 401 } else { 403 };
+        let want = if code == "artifact_too_large" {
+            413
+        } else {
+            want
+        };
+        assert_eq!(status, want, "{id}: {problem}");
+        assert_eq!(problem["code"], code, "{id}: {problem}");
+        expected.push((id, code));
+    };
+
+    // The well-formed request is accepted: the refusals below are about one flaw each.
+    let good = f.token(|_| {});
+    let (status, body) = f.dpop("ok-1", &good);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["quota"]["plan"], PLAN);
+    assert_eq!(body["quota"]["remaining"], 999);
+    assert_eq!(body["quota"]["poeState"], "valid");
+
+    // --- the OpTok ---
+    check(
+        "expired",
+        f.dpop(
+            "expired",
+            &f.token(|c| {
+                c["exp"] = json!(now - 120);
+                c["iat"] = json!(now - 700);
+                c["nbf"] = json!(now - 700);
+            }),
+        ),
+        "invalid_token",
+    );
+    check(
+        "not-yet-valid",
+        f.dpop("not-yet-valid", &f.token(|c| c["nbf"] = json!(now + 600))),
+        "invalid_token",
+    );
+    check(
+        "wrong-issuer",
+        f.dpop(
+            "wrong-issuer",
+            &f.token(|c| c["iss"] = json!("https://evil.example")),
+        ),
+        "invalid_token",
+    );
+    check(
+        "wrong-audience",
+        f.dpop("wrong-audience", &f.token(|c| c["aud"] = json!("attestor"))),
+        "invalid_token",
+    );
+    check(
+        "wrong-scope",
+        f.dpop(
+            "wrong-scope",
+            &f.token(|c| c["scope"] = json!("signer.audit")),
+        ),
+        "invalid_token",
+    );
+    check(
+        "no-tenant",
+        f.dpop(
+            "no-tenant",
+            &f.token(|c| {
+                c.as_object_mut().expect("obj").remove("tid");
+            }),
+        ),
+        "invalid_token",
+    );
+    check(
+        "other-tenant",
+        f.dpop("other-tenant", &f.token(|c| c["tid"] = json!("tenant-b"))),
+        "entitlement_denied",
+    );
+    check(
+        "plan-mismatch",
+        f.dpop("plan-mismatch", &f.token(|c| c["plan"] = json!("gold"))),
+        "entitlement_denied",
+    );
+    let kid = jsonwebtoken::decode_header(&good)
+        .expect("header")
+        .kid
+        .expect("kid");
+    let claims: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(good.split('.').nth(1).expect("claims"))
+            .expect("b64"),
+    )
+    .expect("claims");
+    let alg_none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "at+jwt", "kid": kid})),
+        b64(&claims)
+    );
+    check("alg-none", f.dpop("alg-none", &alg_none), "invalid_token");
+    // HMAC keyed with the Authority's public key: the classic algorithm-confusion forgery.
+    let public_jwk = f.services.authority.jwks()["keys"][0].to_string();
+    let mut hs_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    hs_header.kid = Some(kid.clone());
+    let confused = jsonwebtoken::encode(
+        &hs_header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(public_jwk.as_bytes()).expect("hmac key"),
+    )
+    .expect("hs256");
+    check(
+        "key-confusion",
+        f.dpop("key-confusion", &confused),
+        "invalid_token",
+    );
+    let mut unknown_kid_header = jsonwebtoken::decode_header(&good).expect("header");
+    unknown_kid_header.kid = Some("no-such-key".into());
+    let unknown_kid = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&unknown_kid_header).expect("json")),
+        good.split_once('.').expect("jwt").1
+    );
+    check(
+        "unknown-kid",
+        f.dpop("unknown-kid", &unknown_kid),
+        "invalid_token",
+    );
+    let mut bad_sig = good.clone();
+    let last = bad_sig.pop().expect("char");
+    bad_sig.push(if last == 'A' { 'B' } else { 'A' });
+    check(
+        "bad-signature",
+        f.dpop("bad-signature", &bad_sig),
+        "invalid_token",
+    );
+    // A token not bound to any key or certificate is a bearer token: not accepted.
+    let unbound = f.token(|c| {
+        c.as_object_mut().expect("obj").remove("cnf");
+    });
+    check(
+        "unbound",
+        f.send("unbound", &format!("Bearer {unbound}"), None, &f.body()),
+        "invalid_token",
+    );
+
+    // --- the DPoP proof ---
+    let tok = f.token(|_| {});
+    let proof = |method: &str, url: &str, ath: Option<&str>, iat: i64| {
+        f.key.proof(method, url, ath, None, iat).expect("proof")
+    };
+    let auth = format!("DPoP {tok}");
+    check(
+        "wrong-htm",
+        f.send(
+            "wrong-htm",
+            &auth,
+            Some(&proof("PUT", &f.url(), Some(&tok), now)),
+            &f.body(),
+        ),
+        "invalid_token",
+    );
+    check(
+        "wrong-htu",
+        f.send(
+            "wrong-htu",
+            &auth,
+            Some(&proof(
+                "POST",
+                &format!("{}/api/v1/signer/audit", f.node.url),
+                Some(&tok),
+                now,
+            )),
+            &f.body(),
+        ),
+        "invalid_token",
+    );
+    check(
+        "stale-iat",
+        f.send(
+            "stale-iat",
+            &auth,
+            Some(&proof("POST", &f.url(), Some(&tok), now - 3600)),
+            &f.body(),
+        ),
+        "invalid_token",
+    );
+    check(
+        "missing-ath",
+        f.send(
+            "missing-ath",
+            &auth,
+            Some(&proof("POST", &f.url(), None, now)),
+            &f.body(),
+        ),
+        "invalid_token",
+    );
+    let other = f.token(|c| c["jti"] = json!("another-token"));
+    check(
+        "wrong-ath",
+        f.send(
+            "wrong-ath",
+            &auth,
+            Some(&proof("POST", &f.url(), Some(&other), now)),
+            &f.body(),
+        ),
+        "invalid_token",
+    );
+    check(
+        "no-proof",
+        f.send("no-proof", &auth, None, &f.body()),
+        "invalid_token",
+    );
+    let stranger = DpopKey::from_pem(
+        &stella_signer::FileKeySigner::generate()
+            .expect("key")
+            .to_pkcs8_pem(),
+    )
+    .expect("key");
+    let stranger_proof = stranger
+        .proof("POST", &f.url(), Some(&tok), None, now)
+        .expect("proof");
+    check(
+        "jkt-mismatch",
+        f.send("jkt-mismatch", &auth, Some(&stranger_proof), &f.body()),
+        "invalid_token",
+    );
+    let once = proof("POST", &f.url(), Some(&tok), now);
+    let (status, body) = f.send("replay-first", &auth, Some(&once), &f.body());
+    assert_eq!(status, 200, "{body}");
+    check(
+        "replay-same-node",
+        f.send("replay-same-node", &auth, Some(&once), &f.body()),
+        "invalid_token",
+    );
+
+    // --- mTLS binding ---
+    let cert_thumbprint = thumbprint(&f.services.pki.join("admin.pem"));
+    let mtls_token = f.token(|c| c["cnf"] = json!({"x5t#S256": cert_thumbprint}));
+    let with_cert = f.http(true);
+    let (status, body) = f.send_with(
+        &with_cert,
+        "mtls-ok",
+        &format!("Bearer {mtls_token}"),
+        None,
+        &f.body(),
+    );
+    assert_eq!(
+        status, 200,
+        "an mTLS-bound token with its certificate signs: {body}"
+    );
+    let wrong_cert_token =
+        f.token(|c| c["cnf"] = json!({"x5t#S256": URL_SAFE_NO_PAD.encode([7u8; 32])}));
+    check(
+        "mtls-mismatch",
+        f.send_with(
+            &with_cert,
+            "mtls-mismatch",
+            &format!("Bearer {wrong_cert_token}"),
+            None,
+            &f.body(),
+        ),
+        "invalid_token",
+    );
+    check(
+        "mtls-no-cert",
+        f.send(
+            "mtls-no-cert",
+            &format!("Bearer {mtls_token}"),
+            None,
+            &f.body(),
+        ),
+        "invalid_token",
+    );
+
+    // --- the PoE ---
+    let license = f.poe["value"].as_str().expect("license").to_owned();
+    let parts: Vec<&str> = license.split('.').collect();
+    let mut license_claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
+    license_claims["plan"] = json!("enterprise");
+    let tampered = format!("{}.{}.{}", parts[0], b64(&license_claims), parts[2]);
+    let mut body = f.body();
+    body["poe"]["value"] = json!(tampered);
+    let tok = f.token(|_| {});
+    check(
+        "tampered-poe",
+        f.send(
+            "tampered-poe",
+            &format!("DPoP {tok}"),
+            Some(&f.proof(&tok)),
+            &body,
+        ),
+        "entitlement_denied",
+    );
+    let revoked = f
+        .services
+        .licensing
+        .issue("lic-revoked", "tenant-a", PLAN, now + 3600)
+        .expect("license");
+    f.services.licensing.revoke("lic-revoked");
+    let mut body = f.body();
+    body["poe"]["value"] = json!(revoked);
+    check(
+        "revoked-poe",
+        f.send(
+            "revoked-poe",
+            &format!("DPoP {tok}"),
+            Some(&f.proof(&tok)),
+            &body,
+        ),
+        "entitlement_denied",
+    );
+    let foreign = f
+        .services
+        .licensing
+        .issue("lic-b", "tenant-b", PLAN, now + 3600)
+        .expect("license");
+    let mut body = f.body();
+    body["poe"]["value"] = json!(foreign);
+    check(
+        "foreign-poe",
+        f.send(
+            "foreign-poe",
+            &format!("DPoP {tok}"),
+            Some(&f.proof(&tok)),
+            &body,
+        ),
+        "entitlement_denied",
+    );
+    let mut body = f.body();
+    body.as_object_mut().expect("obj").remove("poe");
+    check(
+        "no-poe",
+        f.send(
+            "no-poe",
+            &format!("DPoP {tok}"),
+            Some(&f.proof(&tok)),
+            &body,
+        ),
+        "entitlement_denied",
+    );
+
+    // --- plan limits: a plan's artifact size ---
+    let tiny = f
+        .services
+        .licensing
+        .issue("lic-tiny", "tenant-a", "tiny", now + 3600)
+        .expect("license");
+    let mut body = f.body();
+    body["poe"]["value"] = json!(tiny);
+    body["predicate"]["padding"] = json!("x".repeat(4096));
+    check(
+        "too-large-for-plan",
+        f.send(
+            "too-large-for-plan",
+            &format!("DPoP {tok}"),
+            Some(&f.proof(&tok)),
+            &body,
+        ),
+        "artifact_too_large",
+    );
+
+    // Every refusal is in the audit log, with its code, and nothing was signed for it.
+    let audit = f.audit();
+    for (id, code) in &expected {
+        let record = audit.get(*id).unwrap_or_else(|| panic!("{id} is audited"));
+        assert_eq!(record["decision"], "denied", "{id}: {record}");
+        assert!(
+            record["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with(code)),
+            "{id}: {record}"
+        );
+        assert!(record.get("bundleSha256").is_none(), "{id}");
+    }
+    for id in ["ok-1", "replay-first", "mtls-ok"] {
+        assert_eq!(audit[id]["decision"], "signed", "{id}");
+        assert_eq!(audit[id]["poeState"], "valid", "{id}");
+    }
+    assert_eq!(audit["ok-1"]["tenant"], "tenant-a");
+    assert_eq!(audit["ok-1"]["plan"], PLAN);
+}
+
+#[test]
+fn a_licensing_outage_is_bridged_only_within_grace_and_the_bypass_is_audited_and_expires() {
+    // Answers are fresh for 1 s and served stale for 3 s more while licensing is down.
+    let f = fixture(1, 3);
+    let tok = f.token(|_| {});
+    let (status, body) = f.dpop("before-outage", &tok);
+    assert_eq!(status, 200, "{body}");
+
+    f.services.licensing.set_outage(true);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, body) = f.dpop("stale", &f.token(|_| {}));
+    assert_eq!(
+        status, 200,
+        "within grace the last-known entitlement serves: {body}"
+    );
+    assert_eq!(body["quota"]["poeState"], "stale");
+    std::thread::sleep(Duration::from_millis(3000));
+    let (status, body) = f.dpop("past-grace", &f.token(|_| {}));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("entitlement_denied")),
+        "{body}"
+    );
+
+    // The operator switches the bypass on for a short while (CLI, scope signer.admin).
+    let mut ops = f.services.credentials("operator", PLAN, &f.node.url);
+    ops.ca_cert_pem = Some(std::fs::read_to_string(f.services.ca_path()).expect("ca"));
+    let ops_file = f._tmp.path().join("ops.json");
+    std::fs::write(&ops_file, serde_json::to_vec(&ops).expect("json")).expect("ops");
+    let ops_path = ops_file.to_str().expect("utf8");
+    let refused = stella(&[
+        "admin",
+        "poe-bypass",
+        "--enable",
+        "--reason",
+        "licensing down",
+        "--for",
+        "9d",
+        "--credentials",
+        ops_path,
+    ]);
+    assert!(
+        !refused.status.success(),
+        "a bypass longer than 7 days is refused"
+    );
+    let on = stella(&[
+        "admin",
+        "poe-bypass",
+        "--enable",
+        "--reason",
+        "INC-1234 licensing down",
+        "--for",
+        "4s",
+        "--credentials",
+        ops_path,
+    ]);
+    assert!(
+        on.status.success(),
+        "{}",
+        String::from_utf8_lossy(&on.stderr)
+    );
+    let status_json: Value = serde_json::from_slice(&on.stdout).expect("toggle json");
+    assert_eq!(status_json["active"], true);
+    assert_eq!(status_json["actor"], "operator@ops");
+    // A tenant cannot switch it.
+    let tenant_creds = f._tmp.path().join("tenant.json");
+    let mut tenant = f.services.credentials("tenant-a-ci", PLAN, &f.node.url);
+    tenant.ca_cert_pem = ops.ca_cert_pem.clone();
+    std::fs::write(&tenant_creds, serde_json::to_vec(&tenant).expect("json")).expect("creds");
+    let forbidden = stella(&[
+        "admin",
+        "poe-bypass",
+        "--disable",
+        "--reason",
+        "x",
+        "--credentials",
+        tenant_creds.to_str().expect("utf8"),
+    ]);
+    assert!(!forbidden.status.success());
+
+    let (status, body) = f.dpop("bypassed", &f.token(|_| {}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["quota"]["poeState"], "bypassed");
+    std::thread::sleep(Duration::from_millis(4500));
+    let (status, body) = f.dpop("bypass-expired", &f.token(|_| {}));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("entitlement_denied")),
+        "{body}"
+    );
+
+    // Licensing back: the PoE is honoured again, and a revocation shows once the cache expires.
+    f.services.licensing.set_outage(false);
+    let (status, body) = f.dpop("recovered", &f.token(|_| {}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["quota"]["poeState"], "valid");
+
+    let audit = f.audit();
+    assert_eq!(audit["stale"]["poeState"], "stale");
+    assert_eq!(audit["past-grace"]["decision"], "denied");
+    assert_eq!(audit["bypassed"]["poeState"], "bypassed");
+    assert_eq!(audit["bypassed"]["decision"], "signed");
+    assert_eq!(audit["bypass-expired"]["decision"], "denied");
+    let change = audit
+        .values()
+        .find(|r| r["decision"] == "configured")
+        .expect("the bypass change is audited");
+    assert_eq!(change["callerSubject"], "operator");
+    assert!(
+        change["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("INC-1234")),
+        "{change}"
+    );
+}
