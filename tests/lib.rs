@@ -349,6 +349,10 @@ pub struct ClusterOptions {
     pub reservation_ttl_seconds: u64,
     /// Lines added to every node's `[admission]` section.
     pub extra_admission: String,
+    /// More plans besides the default one: (name, signatures per window, concurrent, bytes).
+    pub plans: Vec<(&'static str, u64, u32, usize)>,
+    /// Require DPoP server nonces (one secret shared by all nodes).
+    pub dpop_nonces: bool,
 }
 
 impl Default for ClusterOptions {
@@ -360,6 +364,8 @@ impl Default for ClusterOptions {
             signatures_per_window: 1_000_000,
             reservation_ttl_seconds: 60,
             extra_admission: String::new(),
+            plans: Vec::new(),
+            dpop_nonces: false,
         }
     }
 }
@@ -422,13 +428,21 @@ impl TestCluster {
         )
         .expect("pub");
         let services = Services::start(dir.path());
-        let admission = services.node_toml(
-            &[(PLAN, options.signatures_per_window, 100_000, 1024 * 1024)],
-            &format!(
-                "public_urls = [\"{PUBLIC_URL}\"]\n{}",
-                options.extra_admission
-            ),
+        let mut extra_admission = format!(
+            "public_urls = [\"{PUBLIC_URL}\"]\n{}\n",
+            options.extra_admission
         );
+        if options.dpop_nonces {
+            let secret = dir.path().join("dpop-nonce.key");
+            std::fs::write(&secret, stella_api::dpop::random_id().repeat(3)).expect("secret");
+            extra_admission.push_str(&format!(
+                "dpop_nonce_secret_file = \"{}\"\n",
+                secret.display()
+            ));
+        }
+        let mut plans = vec![(PLAN, options.signatures_per_window, 100_000, 1024 * 1024)];
+        plans.extend(options.plans.iter().cloned());
+        let admission = services.node_toml(&plans, &extra_admission);
         let api_ports: Vec<u16> = ips.iter().map(|ip| free_port(ip)).collect();
         let peer_ports: Vec<u16> = ips.iter().map(|ip| free_port(ip)).collect();
         for i in 0..options.nodes {

@@ -672,3 +672,154 @@ fn a_licensing_outage_is_bridged_only_within_grace_and_the_bypass_is_audited_and
         "{change}"
     );
 }
+
+#[test]
+fn proofs_are_single_use_cluster_wide_nonces_hold_on_every_node_and_tenants_get_exactly_their_quota()
+ {
+    use stella_tests::{ClusterOptions, PUBLIC_URL, QUOTA_TENANTS, TestCluster};
+    let cluster = TestCluster::start(ClusterOptions {
+        plans: vec![("small", 5, 100, 1024 * 1024)],
+        dpop_nonces: true,
+        ..ClusterOptions::default()
+    });
+    let http = reqwest::blocking::Client::new();
+    let services = &cluster.services;
+
+    // Nonces: a proof without one is answered with a challenge, on any node.
+    let key =
+        DpopKey::from_pem(cluster.credentials.dpop_key_pem.as_deref().expect("key")).expect("key");
+    let mut claims = services
+        .authority
+        .claims("tenant-a-ci", "tenant-a", "signer.sign");
+    claims["cnf"] = json!({"jkt": key.thumbprint()});
+    let token = services.authority.mint(&claims).expect("token");
+    let mut body = sbom_request_json();
+    body["poe"] = serde_json::to_value(&cluster.credentials.poe).expect("poe");
+    let public = format!("{PUBLIC_URL}{SIGN}");
+    let post = |node: usize, proof: &str, id: &str| {
+        let response = http
+            .post(format!("{}{SIGN}", cluster.api_url(node)))
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof)
+            .header("x-request-id", id)
+            .json(&body)
+            .send()
+            .expect("request");
+        let status = response.status().as_u16();
+        let nonce = response
+            .headers()
+            .get("dpop-nonce")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        (
+            status,
+            nonce,
+            challenge,
+            response.json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    let without_nonce = key
+        .proof("POST", &public, Some(&token), None, unix_now())
+        .expect("proof");
+    let (status, nonce, challenge, _) = post(1, &without_nonce, "no-nonce");
+    assert_eq!(status, 401);
+    assert!(challenge.contains("use_dpop_nonce"), "{challenge}");
+    let nonce = nonce.expect("a DPoP-Nonce header");
+
+    // A nonce from node 1 is good on node 2 (shared secret); the proof names the load
+    // balancer's URL, as a client behind it would.
+    let proof = key
+        .proof("POST", &public, Some(&token), Some(&nonce), unix_now())
+        .expect("proof");
+    let (status, _, _, answer) = post(2, &proof, "first-use");
+    assert_eq!(status, 200, "{answer}");
+    // The same proof again, on a third node: the replicated proof set refuses it.
+    let (status, _, _, answer) = post(3, &proof, "replay-other-node");
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (401, Some("invalid_token")),
+        "{answer}"
+    );
+    assert!(
+        answer["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("replayed")),
+        "{answer}"
+    );
+    let (status, _, _, _) = post(2, &proof, "replay-same-node");
+    assert_eq!(status, 401);
+
+    // Quota pressure: six tenants at once, eight attempts each through all nodes, five grants
+    // each — exactly.
+    let outcomes: Vec<(String, u16, Option<String>)> = std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for t in 1..=QUOTA_TENANTS {
+            let creds = services.credentials(&format!("quota-{t}-ci"), "small", "");
+            for attempt in 0..8 {
+                let node = 1 + (t + attempt) % cluster.len();
+                let client = client_for(&cluster.api_url(node), creds.clone());
+                handles.push(scope.spawn(move || {
+                    let body =
+                        serde_json::to_vec(&stella_tests::sbom_request_for(&client)).expect("json");
+                    let response = client
+                        .send(reqwest::Method::POST, SIGN, &[], Some(body))
+                        .expect("request");
+                    let retry = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    (format!("quota-{t}"), response.status().as_u16(), retry)
+                }));
+            }
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    for t in 1..=QUOTA_TENANTS {
+        let tenant = format!("quota-{t}");
+        let mine: Vec<_> = outcomes.iter().filter(|o| o.0 == tenant).collect();
+        let granted = mine.iter().filter(|o| o.1 == 200).count();
+        let throttled: Vec<_> = mine.iter().filter(|o| o.1 == 429).collect();
+        assert_eq!(granted, 5, "{tenant}: {mine:?}");
+        assert_eq!(throttled.len(), 3, "{tenant}: {mine:?}");
+        assert!(throttled.iter().all(|o| {
+            o.2.as_deref()
+                .is_some_and(|r| r.parse::<u64>().is_ok_and(|s| s >= 1))
+        }));
+    }
+
+    // The audit log agrees on every node's view: five signatures per tenant, three refusals,
+    // and the replays are recorded as denials.
+    let page = audit_api(cluster.client(1), "limit=1000");
+    let records = page["records"].as_array().expect("records");
+    for t in 1..=QUOTA_TENANTS {
+        let tenant = format!("quota-{t}");
+        let count = |decision: &str| {
+            records
+                .iter()
+                .filter(|r| r["tenant"] == tenant.as_str() && r["decision"] == decision)
+                .count()
+        };
+        assert_eq!(count("signed"), 5, "{tenant}");
+        assert_eq!(count("denied"), 3, "{tenant}");
+    }
+    let replay = records
+        .iter()
+        .find(|r| r["requestId"] == "replay-other-node")
+        .expect("the cross-node replay is audited");
+    assert_eq!(replay["decision"], "denied");
+    assert!(
+        replay["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("invalid_token"))
+    );
+}
