@@ -23,6 +23,7 @@ use stella_signer::{
     FileKeySigner, IN_TOTO_PAYLOAD_TYPE, KeySigner, PredicateType, Statement, Subject,
 };
 
+mod admission_cost;
 mod raft_writes;
 
 #[global_allocator]
@@ -78,6 +79,20 @@ fn main() -> anyhow::Result<()> {
     let b_sign = raw_sign_loop(&request, duration)?;
     println!("B_sign (file key, aws-lc-rs, 2 threads): {b_sign:.0} signatures/s");
 
+    let cost = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(admission_cost::measure(&request, duration))?;
+    println!(
+        "admission per request (in process, 1 thread): {:.1} µs (OpTok + DPoP + PoE cache) vs signing {:.1} µs; \
+         signing alone {:.0}/s, admitted signing {:.0}/s, ratio {:.3}",
+        cost.admission_us,
+        cost.sign_us,
+        cost.sign_per_s,
+        cost.admitted_sign_per_s,
+        cost.admitted_sign_per_s / cost.sign_per_s
+    );
+
     let node_bin = match args.node_bin {
         Some(p) => p,
         None => std::env::current_exe()?.with_file_name("stella-signer"),
@@ -122,7 +137,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "{}",
-        json!({"b_sign": b_sign, "levels": rows, "g1": g1, "g3": {"raft": g3.raft, "baseline": g3.baseline, "ratio": g3_ratio}})
+        json!({"b_sign": b_sign, "admission": {"admission_us": cost.admission_us, "sign_us": cost.sign_us, "sign_per_s": cost.sign_per_s, "admitted_sign_per_s": cost.admitted_sign_per_s}, "levels": rows, "g1": g1, "g3": {"raft": g3.raft, "baseline": g3.baseline, "ratio": g3_ratio}})
     );
     if rows.iter().any(|r| r["errors"].as_u64() != Some(0)) {
         bail!("some requests failed");

@@ -8,6 +8,7 @@
 
 pub mod dpop;
 pub mod entitlement;
+pub mod fuzzing;
 pub mod http_client;
 pub mod jose;
 pub mod jwks;
@@ -309,7 +310,7 @@ pub fn decide(answer: &Introspection, token: &OpTok, now: i64) -> Result<String,
 }
 
 /// Syntax of a PoE before anything is asked about it.
-fn check_poe_shape(poe: &Poe, client_cert_sha256: Option<&str>) -> Result<(), Error> {
+pub(crate) fn check_poe_shape(poe: &Poe, client_cert_sha256: Option<&str>) -> Result<(), Error> {
     if poe.value.is_empty() || poe.value.len() > jose::MAX_JWT_BYTES {
         return Err(Error::EntitlementDenied(
             "the proof of entitlement is empty or too long".into(),
