@@ -536,6 +536,21 @@ fn forged_expired_misbound_and_replayed_credentials_are_refused_and_audited() {
         "artifact_too_large",
     );
 
+    // --- key rotation: the Authority signs with a new key; the node fetches the JWKS again
+    // (at most once per jwks_min_refresh_seconds) and accepts the new kid.
+    std::thread::sleep(Duration::from_millis(1100));
+    f.services
+        .authority
+        .add_key(&stella_signer::FileKeySigner::generate().expect("key").to_pkcs8_pem())
+        .expect("rotate");
+    let rotated = f.token(|_| {});
+    assert_ne!(
+        jsonwebtoken::decode_header(&rotated).expect("h").kid,
+        jsonwebtoken::decode_header(&good).expect("h").kid
+    );
+    let (status, body) = f.dpop("rotated-kid", &rotated);
+    assert_eq!(status, 200, "a token from the rotated key is accepted: {body}");
+
     // Every refusal is in the audit log, with its code, and nothing was signed for it.
     let audit = f.audit();
     for (id, code) in &expected {

@@ -141,3 +141,41 @@ impl JwksCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwks(kid: &str) -> String {
+        serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": kid,
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRjGWnM-G7_uKkTmA5twXwpwiAnSFvwHqs9DKdA"},
+            {"kty": "RSA", "kid": "skipped", "n": "AQAB", "e": "AQAB"}]})
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_is_picked_up_from_the_file_at_a_bounded_rate() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, jwks("k1")).expect("write");
+        let cache = JwksCache::new(
+            JwksSource::File(path.clone()),
+            Duration::from_millis(300),
+            Duration::from_secs(600),
+        );
+        assert!(cache.key("k1").await.is_ok());
+        std::fs::write(&path, jwks("k2")).expect("rotate");
+        // Just refreshed: an unknown kid does not make the node re-read at once.
+        assert!(matches!(
+            cache.key("k2").await,
+            Err(JwksError::UnknownKey(_))
+        ));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(cache.key("k2").await.is_ok(), "rotation picked up");
+        assert!(cache.key("skipped").await.is_err(), "unusable key types are skipped");
+        std::fs::remove_file(&path).expect("rm");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(cache.key("k2").await.is_ok(), "a failed refresh keeps the known keys");
+    }
+}
