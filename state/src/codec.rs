@@ -9,7 +9,9 @@
 //! Versions:
 //! - 1: the replicated-state milestone.
 //! - 2: `Command::Admit` / `Response::Replayed` (new trailing variants: v1 commands and log
-//!   entries decode unchanged) and `State::proofs` (a v1 state is migrated by [`Persisted`]).
+//!   entries decode unchanged) and snapshots that carry the one-time proof set (a v1 snapshot
+//!   is migrated by [`Persisted`] with an empty set). `State`'s own encoding is unchanged: the
+//!   proof set lives in a storage table of its own.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -65,8 +67,4 @@ impl Persisted for crate::raft_types::Entry {}
 impl Persisted for crate::raft_types::LogId {}
 impl Persisted for crate::raft_types::Vote {}
 
-impl Persisted for crate::State {
-    fn decode_v1(bytes: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes::<crate::machine::StateV1>(bytes).map(Into::into)
-    }
-}
+impl Persisted for crate::State {}

@@ -57,58 +57,60 @@ pub struct State {
     pub keys: BTreeMap<String, KeyEntry>,
     pub toggles: BTreeMap<String, Toggle>,
     pub approvals: BTreeMap<String, Approval>,
-    /// One-time proofs seen within their validity window (format v2).
+    /// One-time proofs seen within their validity window. Not part of the state's encoding:
+    /// the set can be large, so storage keeps it in a table of its own, updated per apply
+    /// from [`ProofSet::take_changes`], and snapshots carry it separately.
+    #[serde(skip)]
     pub proofs: ProofSet,
 }
 
-/// The format-v1 state, before one-time proofs were replicated: kept to read old snapshots.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateV1 {
-    pub ledgers: BTreeMap<LedgerKey, Ledger>,
-    pub reservations: BTreeMap<String, Reservation>,
-    pub audit_tail: Option<AuditTail>,
-    pub keys: BTreeMap<String, KeyEntry>,
-    pub toggles: BTreeMap<String, Toggle>,
-    pub approvals: BTreeMap<String, Approval>,
+/// A change to the proof set, for storage to mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProofChange {
+    Claimed { key: String, expires_at_ms: u64 },
+    Forgotten { key: String },
 }
 
-impl From<StateV1> for State {
-    fn from(v1: StateV1) -> State {
-        State {
-            ledgers: v1.ledgers,
-            reservations: v1.reservations,
-            audit_tail: v1.audit_tail,
-            keys: v1.keys,
-            toggles: v1.toggles,
-            approvals: v1.approvals,
-            proofs: ProofSet::default(),
+/// Seen one-time proofs by key, with an expiry index so pruning is proportional to what expires.
+#[derive(Debug, Clone, Default)]
+pub struct ProofSet {
+    by_key: BTreeMap<String, u64>,
+    by_expiry: std::collections::BTreeSet<(u64, String)>,
+    /// Changes since storage last took them (not part of the set's value).
+    changes: Vec<ProofChange>,
+}
+
+impl PartialEq for ProofSet {
+    fn eq(&self, other: &ProofSet) -> bool {
+        self.by_key == other.by_key
+    }
+}
+
+impl Eq for ProofSet {}
+
+impl FromIterator<(String, u64)> for ProofSet {
+    fn from_iter<I: IntoIterator<Item = (String, u64)>>(entries: I) -> ProofSet {
+        let by_key: BTreeMap<String, u64> = entries.into_iter().collect();
+        let by_expiry = by_key.iter().map(|(k, e)| (*e, k.clone())).collect();
+        ProofSet {
+            by_key,
+            by_expiry,
+            changes: Vec::new(),
         }
     }
 }
 
-/// Seen one-time proofs by key, with an expiry index so pruning is proportional to what expires.
-/// Only the key → expiry map is persisted; the index is rebuilt on load.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "BTreeMap<String, u64>", into = "BTreeMap<String, u64>")]
-pub struct ProofSet {
-    by_key: BTreeMap<String, u64>,
-    by_expiry: std::collections::BTreeSet<(u64, String)>,
-}
-
-impl From<BTreeMap<String, u64>> for ProofSet {
-    fn from(by_key: BTreeMap<String, u64>) -> ProofSet {
-        let by_expiry = by_key.iter().map(|(k, e)| (*e, k.clone())).collect();
-        ProofSet { by_key, by_expiry }
-    }
-}
-
-impl From<ProofSet> for BTreeMap<String, u64> {
-    fn from(set: ProofSet) -> BTreeMap<String, u64> {
-        set.by_key
-    }
-}
-
 impl ProofSet {
+    /// Every held proof with the end of its window.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.by_key.iter().map(|(k, e)| (k.as_str(), *e))
+    }
+
+    /// Changes since the last call, oldest first.
+    pub fn take_changes(&mut self) -> Vec<ProofChange> {
+        std::mem::take(&mut self.changes)
+    }
+
     pub fn len(&self) -> usize {
         self.by_key.len()
     }
@@ -125,6 +127,7 @@ impl ProofSet {
             }
             if let Some((_, key)) = self.by_expiry.pop_first() {
                 self.by_key.remove(&key);
+                self.changes.push(ProofChange::Forgotten { key });
             }
         }
     }
@@ -138,6 +141,10 @@ impl ProofSet {
         self.by_key.insert(claim.key.clone(), claim.expires_at_ms);
         self.by_expiry
             .insert((claim.expires_at_ms, claim.key.clone()));
+        self.changes.push(ProofChange::Claimed {
+            key: claim.key.clone(),
+            expires_at_ms: claim.expires_at_ms,
+        });
         true
     }
 }

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::AuditRecord;
 use crate::codec;
 use crate::command::Response;
-use crate::machine::State;
+use crate::machine::{ProofChange, State};
 use crate::raft_types::{
     Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
 };
@@ -46,6 +46,8 @@ const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("log_meta");
 const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// The replicated one-time proof set (`State::proofs`): key → end of its window (ms).
+const PROOFS: TableDefinition<&str, u64> = TableDefinition::new("proofs");
 
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
@@ -75,6 +77,17 @@ fn join_err(e: tokio::task::JoinError) -> StorageError {
 
 fn create(path: &Path) -> Result<Database, StorageError> {
     Database::create(path).map_err(write_err)
+}
+
+fn read_proofs(db: &Database) -> Result<crate::machine::ProofSet, StorageError> {
+    let txn = db.begin_read().map_err(read_err)?;
+    let table = txn.open_table(PROOFS).map_err(read_err)?;
+    let mut entries = Vec::new();
+    for item in table.iter().map_err(read_err)? {
+        let (k, v) = item.map_err(read_err)?;
+        entries.push((k.value().to_owned(), v.value()));
+    }
+    Ok(entries.into_iter().collect())
 }
 
 fn get_meta<T: codec::Persisted>(
@@ -449,6 +462,8 @@ struct SnapshotPayload {
     state: State,
     /// Canonical JSON lines of every audit record, in sequence order.
     audit: Vec<String>,
+    /// The one-time proof set (format v2), which the state's own encoding leaves out.
+    proofs: Vec<(String, u64)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -457,11 +472,11 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
-/// A snapshot written by format v1: its state predates one-time proofs.
+/// A snapshot written by format v1: it predates one-time proofs.
 #[derive(Deserialize)]
 struct SnapshotPayloadV1 {
     applied: Applied,
-    state: crate::machine::StateV1,
+    state: State,
     audit: Vec<String>,
 }
 
@@ -472,8 +487,9 @@ impl codec::Persisted for SnapshotPayload {
         let v1: SnapshotPayloadV1 = postcard::from_bytes(bytes)?;
         Ok(SnapshotPayload {
             applied: v1.applied,
-            state: v1.state.into(),
+            state: v1.state,
             audit: v1.audit,
+            proofs: Vec::new(),
         })
     }
 }
@@ -532,9 +548,11 @@ impl StateMachineStore {
         let txn = db.begin_write().map_err(write_err)?;
         txn.open_table(SM_META).map_err(write_err)?;
         txn.open_table(AUDIT).map_err(write_err)?;
+        txn.open_table(PROOFS).map_err(write_err)?;
         txn.commit().map_err(write_err)?;
         let applied: Applied = get_meta(&db, SM_META, APPLIED)?.unwrap_or_default();
-        let state: State = get_meta(&db, SM_META, "state")?.unwrap_or_default();
+        let mut state: State = get_meta(&db, SM_META, "state")?.unwrap_or_default();
+        state.proofs = read_proofs(&db)?;
         Ok(StateMachineStore {
             db: Arc::new(db),
             applied,
@@ -630,6 +648,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut responses = Vec::new();
         let mut emitted = Vec::new();
         let state_bytes;
+        let proof_changes;
         {
             let mut state = self
                 .state
@@ -648,6 +667,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 responses.push(response);
             }
             state_bytes = codec::encode(&*state).map_err(write_err)?;
+            proof_changes = state.proofs.take_changes();
         }
         let applied_bytes = codec::encode(&self.applied).map_err(write_err)?;
         let records: Vec<(u64, Vec<u8>)> = emitted
@@ -663,6 +683,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let mut audit = txn.open_table(AUDIT).map_err(write_err)?;
                 for (seq, line) in &records {
                     audit.insert(*seq, line.as_slice()).map_err(write_err)?;
+                }
+                let mut proofs = txn.open_table(PROOFS).map_err(write_err)?;
+                for change in &proof_changes {
+                    match change {
+                        ProofChange::Claimed { key, expires_at_ms } => {
+                            proofs
+                                .insert(key.as_str(), *expires_at_ms)
+                                .map_err(write_err)?;
+                        }
+                        ProofChange::Forgotten { key } => {
+                            proofs.remove(key.as_str()).map_err(write_err)?;
+                        }
+                    }
                 }
                 let mut meta = txn.open_table(SM_META).map_err(write_err)?;
                 meta.insert("state", state_bytes.as_slice())
@@ -682,10 +715,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .all_audit_lines()
             .map_err(|e| e.to_string())
             .and_then(|audit| {
+                let state = self.state_snapshot();
+                let proofs = state
+                    .proofs
+                    .entries()
+                    .map(|(k, e)| (k.to_owned(), e))
+                    .collect();
                 codec::encode(&SnapshotPayload {
                     applied: self.applied.clone(),
-                    state: self.state_snapshot(),
+                    state,
                     audit,
+                    proofs,
                 })
                 .map_err(|e| e.to_string())
             });
@@ -722,9 +762,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .map_err(write_err)?;
         let db = self.db.clone();
         let audit = payload.audit;
+        let proofs = payload.proofs;
+        let proof_rows = proofs.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             let txn = db.begin_write().map_err(write_err)?;
             {
+                let mut proof_table = txn.open_table(PROOFS).map_err(write_err)?;
+                proof_table.retain(|_, _| false).map_err(write_err)?;
+                for (key, expires_at_ms) in &proof_rows {
+                    proof_table
+                        .insert(key.as_str(), *expires_at_ms)
+                        .map_err(write_err)?;
+                }
                 let mut table = txn.open_table(AUDIT).map_err(write_err)?;
                 table.retain(|_, _| false).map_err(write_err)?;
                 for line in &audit {
@@ -754,6 +803,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .write()
             .map_err(|_| write_err(std::io::Error::other("state lock poisoned")))?;
         *state = payload.state;
+        state.proofs = proofs.into_iter().collect();
         Ok(())
     }
 

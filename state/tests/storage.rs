@@ -57,6 +57,20 @@ fn audit(i: u64) -> Command {
     })
 }
 
+/// An admission claiming proof `proof` and reserving `id`.
+fn admit(id: &str, proof: &str) -> Command {
+    let Command::Reserve(reserve) = reserve(id) else {
+        unreachable!("reserve builds a Reserve")
+    };
+    Command::Admit(stella_state::command::Admit {
+        proof: Some(stella_state::command::ProofClaim {
+            key: proof.into(),
+            expires_at_ms: 600_000,
+        }),
+        reserve,
+    })
+}
+
 fn reserve(id: &str) -> Command {
     Command::Reserve(Reserve {
         reservation_id: id.into(),
@@ -78,7 +92,7 @@ async fn applied_state_and_audit_survive_reopen_and_travel_in_snapshots() {
         log.save_vote(&Vote::new(3, 1)).await.expect("vote");
         let entries = vec![
             entry(1, 1, audit(1)),
-            entry(1, 2, reserve("r1")),
+            entry(1, 2, admit("r1", "proof-1")),
             entry(1, 3, audit(2)),
         ];
         let responses = sm.apply(entries).await.expect("apply");
@@ -98,6 +112,11 @@ async fn applied_state_and_audit_survive_reopen_and_travel_in_snapshots() {
     assert_eq!(records.len(), 2);
     assert_eq!(stella_state::verify_chain(&records, None), Ok(()));
     assert_eq!(view.with_state(|s| s.reservations.len()), 1);
+    assert_eq!(
+        view.with_state(|s| s.proofs.len()),
+        1,
+        "the replicated proof set survives a restart"
+    );
     let responses = sm
         .apply(vec![entry(2, 4, audit(3))])
         .await
@@ -133,10 +152,18 @@ async fn applied_state_and_audit_survive_reopen_and_travel_in_snapshots() {
         view.with_state(Clone::clone)
     );
     let next = fresh
-        .apply(vec![entry(2, 5, audit(4))])
+        .apply(vec![
+            entry(2, 5, audit(4)),
+            entry(2, 6, admit("r2", "proof-1")),
+        ])
         .await
         .expect("apply");
     assert!(matches!(next[0], Response::Audited { seq: 4, .. }));
+    assert_eq!(
+        next[1],
+        Response::Replayed,
+        "a proof claimed before the snapshot stays claimed after it"
+    );
     assert!(
         fresh
             .get_current_snapshot()

@@ -541,7 +541,11 @@ fn forged_expired_misbound_and_replayed_credentials_are_refused_and_audited() {
     std::thread::sleep(Duration::from_millis(1100));
     f.services
         .authority
-        .add_key(&stella_signer::FileKeySigner::generate().expect("key").to_pkcs8_pem())
+        .add_key(
+            &stella_signer::FileKeySigner::generate()
+                .expect("key")
+                .to_pkcs8_pem(),
+        )
         .expect("rotate");
     let rotated = f.token(|_| {});
     assert_ne!(
@@ -549,7 +553,10 @@ fn forged_expired_misbound_and_replayed_credentials_are_refused_and_audited() {
         jsonwebtoken::decode_header(&good).expect("h").kid
     );
     let (status, body) = f.dpop("rotated-kid", &rotated);
-    assert_eq!(status, 200, "a token from the rotated key is accepted: {body}");
+    assert_eq!(
+        status, 200,
+        "a token from the rotated key is accepted: {body}"
+    );
 
     // Every refusal is in the audit log, with its code, and nothing was signed for it.
     let audit = f.audit();

@@ -222,23 +222,38 @@ mod tests {
         let b = NonceIssuer::new(&[1u8; 32], 300);
         let other = NonceIssuer::new(&[2u8; 32], 300);
         let nonce = a.issue(1_000);
-        assert!(b.is_valid(&nonce, 1_000), "another node with the same secret");
+        assert!(
+            b.is_valid(&nonce, 1_000),
+            "another node with the same secret"
+        );
         assert!(b.is_valid(&nonce, 1_300));
         assert!(!b.is_valid(&nonce, 1_301), "expired");
         assert!(!b.is_valid(&nonce, 990), "issued in the future");
         assert!(!other.is_valid(&nonce, 1_000), "another secret");
         let mut forged = URL_SAFE_NO_PAD.decode(&nonce).expect("b64");
         forged[7] ^= 1;
-        assert!(!b.is_valid(&URL_SAFE_NO_PAD.encode(forged), 1_000), "tampered time");
+        assert!(
+            !b.is_valid(&URL_SAFE_NO_PAD.encode(forged), 1_000),
+            "tampered time"
+        );
         assert!(!b.is_valid("", 1_000) && !b.is_valid("not base64!", 1_000));
     }
 
     #[test]
     fn htu_is_compared_without_query_fragment_case_or_default_port() {
         let n = |u| normalize_url(u);
-        assert_eq!(n("HTTPS://Signer.Example:443/a/b?x=1#f"), n("https://signer.example/a/b"));
-        assert_ne!(n("https://signer.example/a/b"), n("https://signer.example/a/c"));
-        assert_ne!(n("https://signer.example:8443/a"), n("https://signer.example/a"));
+        assert_eq!(
+            n("HTTPS://Signer.Example:443/a/b?x=1#f"),
+            n("https://signer.example/a/b")
+        );
+        assert_ne!(
+            n("https://signer.example/a/b"),
+            n("https://signer.example/a/c")
+        );
+        assert_ne!(
+            n("https://signer.example:8443/a"),
+            n("https://signer.example/a")
+        );
         assert_eq!(n("ftp://signer.example/a"), None);
         assert_eq!(n("not a url"), None);
     }

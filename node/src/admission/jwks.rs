@@ -173,9 +173,15 @@ mod tests {
         ));
         tokio::time::sleep(Duration::from_millis(350)).await;
         assert!(cache.key("k2").await.is_ok(), "rotation picked up");
-        assert!(cache.key("skipped").await.is_err(), "unusable key types are skipped");
+        assert!(
+            cache.key("skipped").await.is_err(),
+            "unusable key types are skipped"
+        );
         std::fs::remove_file(&path).expect("rm");
         tokio::time::sleep(Duration::from_millis(350)).await;
-        assert!(cache.key("k2").await.is_ok(), "a failed refresh keeps the known keys");
+        assert!(
+            cache.key("k2").await.is_ok(),
+            "a failed refresh keeps the known keys"
+        );
     }
 }

@@ -97,13 +97,23 @@ pub struct Admission {
     parts: AdmissionParts,
     /// Proofs seen by this node (reads; signing claims proofs cluster-wide through Raft).
     local_proofs: Mutex<HashMap<String, i64>>,
+    /// Tokens whose signature and claims checked out, by SHA-256 of the token, for at most
+    /// `TOKEN_CACHE_SECONDS`: a caller reuses its token for many requests, and the ES256
+    /// verification is the costliest step of admission. Times are re-checked on every hit.
+    verified_tokens: Mutex<HashMap<[u8; 32], (OpTok, i64)>>,
 }
+
+/// How long a verified token is trusted without verifying its signature again (a key the
+/// Authority withdraws stops working within this time).
+const TOKEN_CACHE_SECONDS: i64 = 60;
+const TOKEN_CACHE_ENTRIES: usize = 10_000;
 
 impl Admission {
     pub fn new(parts: AdmissionParts) -> Admission {
         Admission {
             parts,
             local_proofs: Mutex::new(HashMap::new()),
+            verified_tokens: Mutex::new(HashMap::new()),
         }
     }
 
@@ -126,14 +136,8 @@ impl Admission {
         scopes: &[&str],
     ) -> Result<Authenticated, Error> {
         let (scheme, raw_token) = split_authorization(facts.authorization.as_deref())?;
-        let (header, kid) = optok::parse_header(raw_token).map_err(token_error)?;
-        let key = self.parts.jwks.key(&kid).await.map_err(|e| match e {
-            JwksError::UnknownKey(_) => Error::Unauthenticated(e.to_string()),
-            JwksError::Unavailable(_) => Error::Unavailable(e.to_string()),
-        })?;
         let now = self.now();
-        let token = optok::verify(raw_token, &header, &key, &self.parts.token_policy, now)
-            .map_err(token_error)?;
+        let token = self.verify_token(raw_token, now).await?;
         if !scopes.iter().any(|s| token.has_scope(s)) {
             return Err(Error::Unauthenticated(format!(
                 "the token lacks scope `{}`",
@@ -182,6 +186,50 @@ impl Admission {
             token,
             proof,
         })
+    }
+
+    /// The token's verified claims, from the cache or by full verification.
+    async fn verify_token(&self, raw_token: &str, now: i64) -> Result<OpTok, Error> {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(raw_token.as_bytes()).into();
+        let cached = self
+            .lock_tokens()
+            .get(&digest)
+            .filter(|(_, until)| now < *until)
+            .map(|(token, _)| token.clone());
+        if let Some(token) = cached {
+            // Signature and static claims were checked; time moves on.
+            if now
+                >= token
+                    .expires_at
+                    .saturating_add(self.parts.token_policy.skew_seconds)
+            {
+                return Err(token_error(optok::TokenError::Expired));
+            }
+            return Ok(token);
+        }
+        let (header, kid) = optok::parse_header(raw_token).map_err(token_error)?;
+        let key = self.parts.jwks.key(&kid).await.map_err(|e| match e {
+            JwksError::UnknownKey(_) => Error::Unauthenticated(e.to_string()),
+            JwksError::Unavailable(_) => Error::Unavailable(e.to_string()),
+        })?;
+        let token = optok::verify(raw_token, &header, &key, &self.parts.token_policy, now)
+            .map_err(token_error)?;
+        let mut cache = self.lock_tokens();
+        if cache.len() >= TOKEN_CACHE_ENTRIES {
+            cache.retain(|_, (_, until)| *until > now);
+            if cache.len() >= TOKEN_CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, (token.clone(), now + TOKEN_CACHE_SECONDS));
+        Ok(token)
+    }
+
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (OpTok, i64)>> {
+        self.verified_tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn verify_proof(&self, facts: &RequestFacts, token: &str, now: i64) -> Result<Proof, Error> {
@@ -403,13 +451,51 @@ mod tests {
         let denied = |a: Introspection, t: OpTok, now| {
             matches!(decide(&a, &t, now), Err(Error::EntitlementDenied(_)))
         };
-        assert!(denied(answer(), token(Some("gold")), 1_000), "plan disagrees with the token");
+        assert!(
+            denied(answer(), token(Some("gold")), 1_000),
+            "plan disagrees with the token"
+        );
         assert!(denied(answer(), token(None), 2_000), "expired");
-        assert!(denied(Introspection { revoked: true, ..answer() }, token(None), 1_000));
-        assert!(denied(Introspection { active: false, ..answer() }, token(None), 1_000));
-        assert!(denied(Introspection { tenant: Some("tenant-b".into()), ..answer() }, token(None), 1_000));
-        assert!(denied(Introspection { tenant: None, ..answer() }, token(None), 1_000));
-        assert!(denied(Introspection { plan: None, ..answer() }, token(None), 1_000));
+        assert!(denied(
+            Introspection {
+                revoked: true,
+                ..answer()
+            },
+            token(None),
+            1_000
+        ));
+        assert!(denied(
+            Introspection {
+                active: false,
+                ..answer()
+            },
+            token(None),
+            1_000
+        ));
+        assert!(denied(
+            Introspection {
+                tenant: Some("tenant-b".into()),
+                ..answer()
+            },
+            token(None),
+            1_000
+        ));
+        assert!(denied(
+            Introspection {
+                tenant: None,
+                ..answer()
+            },
+            token(None),
+            1_000
+        ));
+        assert!(denied(
+            Introspection {
+                plan: None,
+                ..answer()
+            },
+            token(None),
+            1_000
+        ));
     }
 
     #[test]
