@@ -19,6 +19,16 @@ pub enum JwksError {
     Unavailable(String),
 }
 
+/// Keys of the two algorithms admission accepts (P-256 for ES256, Ed25519 for EdDSA).
+fn usable(key: &Jwk) -> bool {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve};
+    match &key.algorithm {
+        AlgorithmParameters::EllipticCurve(ec) => ec.curve == EllipticCurve::P256,
+        AlgorithmParameters::OctetKeyPair(okp) => okp.curve == EllipticCurve::Ed25519,
+        _ => false,
+    }
+}
+
 pub enum JwksSource {
     Url(HttpsSource),
     File(PathBuf),
@@ -124,7 +134,7 @@ impl JwksCache {
             .ok_or_else(|| JwksError::Unavailable("JWKS has no `keys` array".into()))?
             .iter()
             .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
-            .filter(|k| k.common.key_id.is_some())
+            .filter(|k| k.common.key_id.is_some() && usable(k))
             .collect();
         Ok(JwkSet { keys })
     }
