@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs beyond Rust on a Debian machine: openssl (independent envelope
-# check, test PKI), Node.js + npm and the pinned sigstore-js verifier packages. Idempotent.
+# check, test PKI), Node.js + npm and the pinned sigstore-js verifier packages, iptables and
+# Debian's OCI registry (docker-registry; the tests start their own instances). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,8 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 # The partition test cuts peer traffic between loopback addresses with iptables.
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+# Release-provenance tests push and discover signatures in a real OCI registry.
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo

@@ -718,3 +718,77 @@ impl Drop for Partition {
         }
     }
 }
+
+/// A real OCI registry (Debian's `docker-registry`, the CNCF distribution registry) on loopback,
+/// storing into a temporary directory. It has no referrers API, so the tag-schema fallbacks are
+/// what runs against it. Stopped (and its storage removed) on drop.
+pub struct RegistryProcess {
+    child: Option<Child>,
+    pub addr: String,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl RegistryProcess {
+    pub fn start() -> RegistryProcess {
+        let dir = tempfile::tempdir().expect("tmp");
+        let port = free_port("127.0.0.1");
+        let mut registry = RegistryProcess {
+            child: None,
+            addr: format!("127.0.0.1:{port}"),
+            dir,
+            port,
+        };
+        registry.spawn();
+        registry
+    }
+
+    fn spawn(&mut self) {
+        let config = self.dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{}\n",
+                self.dir.path().join("data").display(),
+                self.port
+            ),
+        )
+        .expect("registry config");
+        let child = Command::new("/usr/bin/docker-registry")
+            .args(["serve", config.to_str().expect("utf8")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (installed by scripts/install-deps.sh)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = format!("http://{}/v2/", self.addr);
+        while Instant::now() < deadline {
+            if reqwest::blocking::get(&url).is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the registry did not come up on {}", self.addr);
+    }
+
+    /// Takes the registry down (its storage stays) — a registry outage.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Brings it back on the same address with the same content.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for RegistryProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -16,8 +16,10 @@ use crate::credentials::Credentials;
 use crate::dpop::{DpopKey, unix_now};
 use crate::problem::{PROBLEM_CONTENT_TYPE, Problem};
 use crate::types::{
-    AUDIT_PATH, AuditPage, CLUSTER_STATUS_PATH, ClusterStatus, Health, POE_BYPASS_PATH,
-    PoeBypassRequest, SIGN_DSSE_PATH, SignDsseRequest, SignDsseResponse, ToggleStatus,
+    AUDIT_PATH, AllowlistChange, ApprovalDecision, ApprovalRequest, AuditPage, CLUSTER_STATUS_PATH,
+    ClusterStatus, Health, POE_BYPASS_PATH, PoeBypassRequest, REFERRERS_PATH,
+    RELEASE_ALLOWLIST_PATH, RELEASE_APPROVALS_PATH, RELEASE_DECISIONS_PATH, ReferrersReport,
+    ReleaseChange, SIGN_DSSE_PATH, SignDsseRequest, SignDsseResponse, ToggleStatus,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +142,39 @@ impl Client {
     pub fn set_poe_bypass(&self, request: &PoeBypassRequest) -> Result<ToggleStatus, ClientError> {
         let body = serde_json::to_vec(request).map_err(|e| ClientError::Config(e.to_string()))?;
         decode(self.send(Method::PUT, POE_BYPASS_PATH, &[], Some(body))?)
+    }
+
+    /// The signer's trust verdict for a scanner image digest.
+    pub fn referrers(&self, image_digest: &str) -> Result<ReferrersReport, ClientError> {
+        let query = [("imageDigest", image_digest.to_owned())];
+        decode(self.send(Method::GET, REFERRERS_PATH, &query, None)?)
+    }
+
+    pub fn allow_release(&self, change: &AllowlistChange) -> Result<ReleaseChange, ClientError> {
+        self.post_json(RELEASE_ALLOWLIST_PATH, change)
+    }
+
+    pub fn request_approval(
+        &self,
+        request: &ApprovalRequest,
+    ) -> Result<ReleaseChange, ClientError> {
+        self.post_json(RELEASE_APPROVALS_PATH, request)
+    }
+
+    pub fn decide_approval(
+        &self,
+        decision: &ApprovalDecision,
+    ) -> Result<ReleaseChange, ClientError> {
+        self.post_json(RELEASE_DECISIONS_PATH, decision)
+    }
+
+    fn post_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Config(e.to_string()))?;
+        decode(self.send(Method::POST, path, &[], Some(body))?)
     }
 
     pub fn poe_bypass(&self) -> Result<ToggleStatus, ClientError> {

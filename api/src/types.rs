@@ -189,3 +189,74 @@ pub struct ToggleStatus {
     pub set_at: Option<String>,
     pub expires_at: Option<String>,
 }
+
+pub const REFERRERS_PATH: &str = "/api/v1/signer/verify/referrers";
+pub const RELEASE_ALLOWLIST_PATH: &str = "/api/v1/signer/admin/releases/allowlist";
+pub const RELEASE_APPROVALS_PATH: &str = "/api/v1/signer/admin/releases/approvals";
+pub const RELEASE_DECISIONS_PATH: &str = "/api/v1/signer/admin/releases/approvals/decision";
+
+/// `GET /api/v1/signer/verify/referrers?imageDigest=sha256:…`: the trust verdict for a scanner
+/// image and the release signatures found for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferrersReport {
+    pub image_digest: String,
+    pub trusted: bool,
+    /// `signature:<key id>`, `allowlist` or `approval:<id>` when trusted.
+    pub path: Option<String>,
+    pub reason: String,
+    pub signatures: Vec<ReleaseSignature>,
+    /// Entries that could not be used (malformed index, oversized manifest, …).
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseSignature {
+    /// `sigstore-bundle` or `cosign-classic`.
+    pub kind: String,
+    pub manifest_digest: String,
+    /// The trusted release key that verified it, if any.
+    pub key_id: Option<String>,
+    pub verified: bool,
+    pub reason: String,
+}
+
+/// `POST /api/v1/signer/admin/releases/allowlist` (scope `signer.admin`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AllowlistChange {
+    pub image_digest: String,
+    /// `false` removes the digest from the allowlist.
+    pub allowed: bool,
+    pub reason: String,
+}
+
+/// `POST /api/v1/signer/admin/releases/approvals`: ask for a manual approval of a digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalRequest {
+    pub image_digest: String,
+    pub reason: String,
+    /// The approval (once granted) lapses this long after the request: 1 s to 90 days.
+    pub expires_in_seconds: u64,
+}
+
+/// `POST /api/v1/signer/admin/releases/approvals/decision` (scope `signer.admin`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalDecision {
+    pub approval_id: String,
+    /// `approved` or `denied`.
+    pub verdict: String,
+    pub reason: String,
+}
+
+/// The answer to a release-trust change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseChange {
+    pub audit_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+}

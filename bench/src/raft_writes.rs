@@ -39,6 +39,7 @@ fn draft(i: u64) -> AuditDraft {
         signing_mode: "keyful".into(),
         poe_state: "not_checked".into(),
         plan: None,
+        provenance: None,
         decision: Decision::Signed,
         reason: "signed".into(),
         bundle_sha256: Some("b".repeat(64)),

@@ -115,6 +115,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         base_urls.extend(a.public_urls.iter().cloned());
     }
 
+    let clock_for_provenance = clock.clone();
     let cluster = start_cluster(&config).await?;
     let ledger = Ledger::start(cluster.clone(), config.limits.proposal_queue).await?;
     let sessions = Sessions::start(config.limits.max_sessions).await?;
@@ -126,6 +127,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         clock,
         quota: config.quota.clone(),
         admission: admission.clone(),
+        provenance: build_provenance(&config, clock_for_provenance)?.map(Arc::new),
     });
     let state = web::Data::new(AppState {
         signing,
@@ -222,6 +224,47 @@ fn remember_client_certificate(conn: &dyn std::any::Any, data: &mut actix_web::d
             cert.as_ref(),
         )));
     }
+}
+
+/// Release provenance from configuration (`None`: not enforced).
+fn build_provenance(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> Result<Option<crate::admission::provenance::Provenance>, Error> {
+    use crate::admission::provenance::{Provenance, ProvenanceParts};
+    let Some(p) = &config.provenance else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(Error::io(format!("reading {}", path.display())))
+    };
+    let keys = p
+        .trusted_keys
+        .iter()
+        .map(|path| {
+            stella_signer::PublicKey::from_pem(&read(path)?)
+                .map_err(|e| Error::Config(format!("release key {}: {e}", path.display())))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    if keys.is_empty() {
+        return Err(Error::Config(
+            "[provenance] trusted_keys must name at least one release key".into(),
+        ));
+    }
+    let mut registry = stella_release::RegistryConfig::new(&p.repository);
+    registry.insecure = p.insecure_registry;
+    registry.ca_pem = p.ca_cert.as_deref().map(read).transpose()?;
+    registry.max_manifest_bytes = p.max_manifest_bytes;
+    let registry = stella_release::Registry::new(registry)
+        .map_err(|e| Error::Config(format!("[provenance] {e}")))?;
+    Ok(Some(Provenance::new(ProvenanceParts {
+        registry,
+        keys,
+        positive_cache_seconds: p.positive_cache_seconds,
+        negative_cache_seconds: p.negative_cache_seconds,
+        required_for: p.required_for.clone(),
+        clock,
+    })))
 }
 
 /// Admission from configuration: the Authority's keys, DPoP rules, the licensing client behind

@@ -29,6 +29,9 @@ pub struct Config {
     /// Plans a PoE can name, with their quotas.
     #[serde(default)]
     pub plans: Vec<PlanConfig>,
+    /// Scanner release provenance (absent: not enforced).
+    #[serde(default)]
+    pub provenance: Option<ProvenanceConfig>,
     #[serde(default)]
     pub quota: QuotaConfig,
     /// Peer listener and identity; absent for a single node.
@@ -164,6 +167,41 @@ pub struct PlanConfig {
     pub max_artifact_bytes: usize,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvenanceConfig {
+    /// `host[:port]/path` of the scanner image repository holding release signatures.
+    pub repository: String,
+    /// Talk plain HTTP to the registry (loopback test registries only).
+    #[serde(default)]
+    pub insecure_registry: bool,
+    pub ca_cert: Option<PathBuf>,
+    /// PEM public keys whose release signatures are trusted.
+    pub trusted_keys: Vec<PathBuf>,
+    #[serde(default = "default_positive_cache")]
+    pub positive_cache_seconds: i64,
+    #[serde(default = "default_negative_cache")]
+    pub negative_cache_seconds: i64,
+    /// Predicate types whose requests need a trusted scanner release.
+    #[serde(default = "default_required_for")]
+    pub required_for: Vec<String>,
+    #[serde(default = "default_max_manifest")]
+    pub max_manifest_bytes: usize,
+}
+
+fn default_positive_cache() -> i64 {
+    300
+}
+fn default_negative_cache() -> i64 {
+    30
+}
+fn default_required_for() -> Vec<String> {
+    vec!["stella.ops/sbom@v1".into(), "stella.ops/report@v1".into()]
+}
+fn default_max_manifest() -> usize {
+    256 * 1024
+}
+
 /// Ledger settings shared by every plan.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -267,6 +305,7 @@ impl Config {
             admission: None,
             entitlement: None,
             plans: Vec::new(),
+            provenance: None,
             quota: QuotaConfig::default(),
             cluster: None,
             dev: true,

@@ -20,6 +20,8 @@ pub enum Error {
     DpopNonce(String),
     #[error("{0}")]
     EntitlementDenied(String),
+    #[error("{0}")]
+    ReleaseUntrusted(String),
     #[error("signing is unavailable: {0}")]
     Unavailable(String),
     #[error("the node is overloaded")]
@@ -73,6 +75,7 @@ impl Error {
             Error::TooLarge { .. } => ProblemCode::ArtifactTooLarge,
             Error::Unauthenticated(_) | Error::DpopNonce(_) => ProblemCode::InvalidToken,
             Error::EntitlementDenied(_) => ProblemCode::EntitlementDenied,
+            Error::ReleaseUntrusted(_) => ProblemCode::ReleaseUntrusted,
             Error::Unavailable(_) | Error::Overloaded | Error::NotLeader => {
                 ProblemCode::SigningUnavailable
             }

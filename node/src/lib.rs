@@ -19,6 +19,7 @@ pub mod http;
 pub mod keys;
 pub mod ledger;
 pub mod pipeline;
+pub mod release_trust;
 pub mod session;
 pub mod signing;
 pub mod telemetry;

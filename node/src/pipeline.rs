@@ -83,6 +83,7 @@ pub struct Outcome<'a> {
     pub key_source: &'a str,
     pub poe_state: &'a str,
     pub plan_name: &'a str,
+    pub provenance: Option<&'a str>,
     pub decision: Decision,
     pub reason: String,
     pub bundle_sha256: Option<String>,
@@ -102,6 +103,7 @@ pub fn audit_draft(outcome: Outcome<'_>) -> AuditDraft {
         signing_mode: MODE_KEYFUL.to_owned(),
         poe_state: outcome.poe_state.to_owned(),
         plan: Some(outcome.plan_name.to_owned()),
+        provenance: outcome.provenance.map(str::to_owned),
         decision: outcome.decision,
         reason: outcome.reason,
         bundle_sha256: outcome.bundle_sha256,
@@ -154,6 +156,7 @@ pub fn refusal_draft(refusal: Refusal<'_>) -> AuditDraft {
         signing_mode: MODE_KEYFUL.to_owned(),
         poe_state: refusal.poe_state.to_owned(),
         plan: refusal.plan_name.map(str::to_owned),
+        provenance: None,
         decision: Decision::Denied,
         reason: format!(
             "{}: {}",
@@ -165,6 +168,40 @@ pub fn refusal_draft(refusal: Refusal<'_>) -> AuditDraft {
                 .take(500)
                 .collect::<String>()
         ),
+        bundle_sha256: None,
+        statement_sha256: None,
+    }
+}
+
+/// An operator's change to the replicated configuration, as the audit log records it.
+pub struct Configured<'a> {
+    pub time: String,
+    pub request_id: &'a str,
+    pub caller: &'a Caller,
+    /// Scanner image digests the change is about, if any.
+    pub subject_digests: Vec<String>,
+    /// A short tag of what changed (`bypass_on`, `release_allowed`, …), kept in `poeState`.
+    pub state: &'a str,
+    pub reason: String,
+}
+
+pub fn configured_draft(change: Configured<'_>) -> AuditDraft {
+    AuditDraft {
+        time: change.time,
+        request_id: change.request_id.to_owned(),
+        tenant: change.caller.tenant.clone(),
+        caller_subject: change.caller.subject.clone(),
+        issuer: change.caller.issuer.clone(),
+        subject_digests: change.subject_digests,
+        predicate_type: String::new(),
+        key_id: String::new(),
+        key_source: String::new(),
+        signing_mode: String::new(),
+        poe_state: change.state.to_owned(),
+        plan: None,
+        provenance: None,
+        decision: Decision::Configured,
+        reason: change.reason,
         bundle_sha256: None,
         statement_sha256: None,
     }

@@ -21,6 +21,7 @@ use stella_state::command::{Admit, ProofClaim, Reserve, Response};
 use stella_state::{AuditDraft, Command, Decision};
 
 use crate::Error;
+use crate::admission::provenance::{self, Provenance};
 use crate::admission::{
     Admission, Authenticated, BYPASS_TOGGLE, Caller, RequestFacts, optok::SCOPE_SIGN,
 };
@@ -33,15 +34,23 @@ use crate::session::Sessions;
 
 pub const PEER_SIGN: &str = "/peer/v1/sign";
 pub const PEER_AUDIT: &str = "/peer/v1/audit";
-pub const PEER_TOGGLE: &str = "/peer/v1/toggle";
+pub const PEER_CONFIGURE: &str = "/peer/v1/configure";
 /// The longest an emergency bypass may be switched on for in one go.
 const MAX_BYPASS_SECONDS: u64 = 7 * 24 * 3600;
 
-/// A toggle change and its audit record, applied together by the leader.
+/// An operator's change to the replicated configuration (toggles, allowlist, approvals) and
+/// the audit record to write once it applied.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ToggleChange {
-    pub toggle: stella_state::command::Toggle,
+pub struct ConfigChange {
+    pub commands: Vec<Command>,
     pub audit: AuditDraft,
+}
+
+/// What the leader answered to a configuration change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigApplied {
+    pub responses: Vec<Response>,
+    pub audit_id: String,
 }
 /// How long a request may wait for a (new) leader before it gets 503.
 const ROUTE_BUDGET: Duration = Duration::from_secs(5);
@@ -59,6 +68,8 @@ pub struct SignJob {
     pub poe_state: String,
     /// The DPoP proof to claim cluster-wide (absent for mTLS-bound tokens).
     pub proof: Option<ProofClaim>,
+    /// How the scanner release was trusted, when the request needed it.
+    pub provenance: Option<String>,
     pub request: SignDsseRequest,
 }
 
@@ -90,6 +101,7 @@ pub struct SigningParts {
     pub clock: Arc<dyn Clock>,
     pub quota: QuotaConfig,
     pub admission: Arc<Admission>,
+    pub provenance: Option<Arc<Provenance>>,
 }
 
 #[derive(Clone)]
@@ -187,6 +199,23 @@ impl SigningService {
                 return Err(e);
             }
         };
+        let provenance = match self.check_provenance(&request).await {
+            Ok(path) => path,
+            Err(e) => {
+                self.refused(Refusal {
+                    time: self.inner.clock.now_rfc3339(),
+                    request_id,
+                    caller: Some(&authn.caller),
+                    request: Some(&request),
+                    poe_state: entitled.poe_state,
+                    plan_name: Some(&entitled.plan.name),
+                    error: &e,
+                })
+                .await;
+                self.log_rejection(&authn.caller, &e, started);
+                return Err(e);
+            }
+        };
         metrics::counter!(crate::telemetry::POE_STATE, "state" => entitled.poe_state).increment(1);
         let policy = admission.proof_policy();
         let job = SignJob {
@@ -202,6 +231,7 @@ impl SigningService {
                     .unwrap_or(0)
                     .saturating_mul(1000),
             }),
+            provenance,
             request,
         };
         let leader_side = {
@@ -213,6 +243,39 @@ impl SigningService {
             self.log_rejection(&authn.caller, e, started);
         }
         result
+    }
+
+    /// Step 3: the scanner release behind an SBOM or report must be trusted — allowlisted,
+    /// approved, or carrying a verified release signature. `None`: not required.
+    async fn check_provenance(&self, request: &SignDsseRequest) -> Result<Option<String>, Error> {
+        let Some(checker) = &self.inner.provenance else {
+            return Ok(None);
+        };
+        if !checker.required_for(&request.predicate_type) {
+            return Ok(None);
+        }
+        let digest = request.scanner_image_digest.as_deref().ok_or_else(|| {
+            Error::ReleaseUntrusted(format!(
+                "`scannerImageDigest` is required for {}",
+                request.predicate_type
+            ))
+        })?;
+        stella_release::parse_digest(digest).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let now_ms = self.now_ms();
+        let replicated = self
+            .inner
+            .cluster
+            .view()
+            .with_state(|s| provenance::replicated_path(s, digest, now_ms));
+        let path = match replicated {
+            Some(path) => path,
+            None => checker.by_signature(digest).await?,
+        };
+        Ok(Some(path.describe()))
+    }
+
+    pub fn provenance(&self) -> Option<&Provenance> {
+        self.inner.provenance.as_deref()
     }
 
     fn log_rejection(&self, caller: &Caller, e: &Error, started: Instant) {
@@ -297,42 +360,32 @@ impl SigningService {
             set_ms: now_ms,
             expires_at_ms,
         };
-        let audit = AuditDraft {
+        let audit = pipeline::configured_draft(pipeline::Configured {
             time: self.inner.clock.now_rfc3339(),
-            request_id: request_id.to_owned(),
-            tenant: caller.tenant.clone(),
-            caller_subject: caller.subject.clone(),
-            issuer: caller.issuer.clone(),
+            request_id,
+            caller,
             subject_digests: Vec::new(),
-            predicate_type: String::new(),
-            key_id: String::new(),
-            key_source: String::new(),
-            signing_mode: String::new(),
-            poe_state: if change.enabled {
+            state: if change.enabled {
                 "bypass_on"
             } else {
                 "bypass_off"
-            }
-            .into(),
-            plan: None,
-            decision: Decision::Configured,
+            },
             reason: match expires_at_ms {
                 Some(exp) => format!("{BYPASS_TOGGLE} on until {}: {reason}", rfc3339_ms(exp)),
                 None => format!("{BYPASS_TOGGLE} off: {reason}"),
             },
-            bundle_sha256: None,
-            statement_sha256: None,
-        };
-        let change = ToggleChange { toggle, audit };
-        let leader_side = {
-            let change = change.clone();
-            async move || self.toggle_as_leader(change.clone()).await
-        };
-        let audit_id = self.at_leader(PEER_TOGGLE, &change, leader_side).await?;
-        tracing::warn!(toggle = BYPASS_TOGGLE, enabled = change.toggle.enabled, actor = %actor, audit_id = %audit_id, "PoE bypass changed");
+        });
+        let set_ms = toggle.set_ms;
+        let enabled = toggle.enabled;
+        let applied = self
+            .configure(ConfigChange {
+                commands: vec![Command::SetToggle(toggle)],
+                audit,
+            })
+            .await?;
+        tracing::warn!(toggle = BYPASS_TOGGLE, enabled, actor = %actor, audit_id = %applied.audit_id, "PoE bypass changed");
         // The leader applied it; give this node a moment to apply it too, so the answer reads
         // the change back (every node applies it within a heartbeat or so).
-        let set_ms = change.toggle.set_ms;
         for _ in 0..100 {
             let applied = self
                 .inner
@@ -348,22 +401,32 @@ impl SigningService {
     }
 
     /// The leader's side of a toggle change.
-    pub async fn toggle_as_leader(&self, change: ToggleChange) -> Result<String, Error> {
-        let command = Command::Batch(vec![
-            Command::SetToggle(change.toggle),
-            Command::Audit(change.audit),
-        ]);
-        match self.propose(command).await? {
-            Response::Batch(rs) => match rs.get(1) {
-                Some(Response::Audited { audit_id, .. }) => Ok(audit_id.clone()),
-                other => Err(Error::Unavailable(format!(
-                    "unexpected toggle answer: {other:?}"
-                ))),
-            },
-            other => Err(Error::Unavailable(format!(
-                "unexpected toggle answer: {other:?}"
-            ))),
+    /// Applies an operator's change through the leader and audits it.
+    pub async fn configure(&self, change: ConfigChange) -> Result<ConfigApplied, Error> {
+        let leader_side = {
+            let change = change.clone();
+            async move || self.configure_as_leader(change.clone()).await
+        };
+        self.at_leader(PEER_CONFIGURE, &change, leader_side).await
+    }
+
+    /// The leader's side of a configuration change: the commands in one entry, then — if the
+    /// state accepted every one — the audit record. A refused change is not audited as done.
+    pub async fn configure_as_leader(&self, change: ConfigChange) -> Result<ConfigApplied, Error> {
+        let responses = match self.propose(Command::Batch(change.commands)).await? {
+            Response::Batch(rs) => rs,
+            other => vec![other],
+        };
+        if let Some(refused) = responses.iter().find(|r| refused_change(r)) {
+            return Err(Error::InvalidRequest(format!(
+                "the change was not applied: {refused:?}"
+            )));
         }
+        let audit_id = self.audit_as_leader(change.audit).await?;
+        Ok(ConfigApplied {
+            responses,
+            audit_id,
+        })
     }
 
     /// Runs `local` if this node leads, else forwards `body` to the leader's `path`; re-routes
@@ -527,6 +590,7 @@ impl SigningService {
                 key_source,
                 poe_state: &job.poe_state,
                 plan_name: &job.plan.name,
+                provenance: job.provenance.as_deref(),
                 decision,
                 reason,
                 bundle_sha256,
@@ -629,12 +693,30 @@ impl SigningService {
             })
     }
 
-    fn now_ms(&self) -> u64 {
+    pub fn now_rfc3339(&self) -> String {
+        self.inner.clock.now_rfc3339()
+    }
+
+    pub fn now_ms(&self) -> u64 {
         u64::try_from(self.inner.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
     }
 }
 
-fn rfc3339_ms(ms: u64) -> String {
+/// State answers that mean a configuration command changed nothing.
+fn refused_change(response: &Response) -> bool {
+    matches!(
+        response,
+        Response::ApprovalExists
+            | Response::ApprovalNotFound
+            | Response::ApprovalAlreadyDecided
+            | Response::ApprovalExpired
+            | Response::KeyExists
+            | Response::KeyNotFound
+            | Response::InvalidKeyTransition { .. }
+    )
+}
+
+pub fn rfc3339_ms(ms: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| {

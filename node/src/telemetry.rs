@@ -16,6 +16,7 @@ pub const POE_OUTAGES: &str = "stella_signer_poe_introspection_failures_total";
 pub const POE_STATE: &str = "stella_signer_poe_decisions_total";
 pub const QUOTA_HITS: &str = "stella_signer_quota_throttled_total";
 pub const JWKS_REFRESH: &str = "stella_signer_jwks_refresh_total";
+pub const PROVENANCE_LOOKUPS: &str = "stella_signer_release_registry_lookups_total";
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -97,6 +98,10 @@ fn describe() {
     );
     metrics::describe_counter!(QUOTA_HITS, "Requests throttled by plan quota, by plan");
     metrics::describe_counter!(JWKS_REFRESH, "Authority JWKS refreshes by result");
+    metrics::describe_counter!(
+        PROVENANCE_LOOKUPS,
+        "Registry look-ups for scanner release signatures (cache misses)"
+    );
 }
 
 /// Counts one signing request under `signed` or its problem code, with its latency.

@@ -99,6 +99,7 @@ async fn service_with(
         )),
         quota: QuotaConfig::default(),
         admission: Arc::new(admission().await),
+        provenance: None,
     });
     (service, cluster)
 }
@@ -181,6 +182,7 @@ fn job(request_id: &str) -> SignJob {
         },
         poe_state: "valid".into(),
         proof: None,
+        provenance: None,
         request: request(),
     }
 }

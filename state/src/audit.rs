@@ -41,6 +41,10 @@ pub struct AuditDraft {
     /// requests refused before a plan was known).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
+    /// How the scanner release was trusted (`signature:<key id>`, `allowlist`,
+    /// `approval:<id>`), for requests that needed release provenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<String>,
     pub decision: Decision,
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,6 +187,7 @@ mod tests {
             signing_mode: "keyful".into(),
             poe_state: "not_required".into(),
             plan: None,
+            provenance: None,
             decision: Decision::Signed,
             reason: "ok".into(),
             bundle_sha256: Some("b".repeat(64)),

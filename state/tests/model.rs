@@ -141,6 +141,7 @@ fn draft(i: u64) -> AuditDraft {
         signing_mode: "keyful".into(),
         poe_state: "ok".into(),
         plan: None,
+        provenance: None,
         decision: Decision::Signed,
         reason: "signed".into(),
         bundle_sha256: i.is_multiple_of(2).then(|| format!("{i:064}")),

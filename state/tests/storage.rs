@@ -50,6 +50,7 @@ fn audit(i: u64) -> Command {
         signing_mode: "keyful".into(),
         poe_state: "not_checked".into(),
         plan: None,
+        provenance: None,
         decision: Decision::Signed,
         reason: "signed".into(),
         bundle_sha256: None,

@@ -6,5 +6,6 @@ mod cluster;
 mod dev_node;
 mod durability;
 mod independent;
+mod provenance;
 mod telemetry;
 mod tls;

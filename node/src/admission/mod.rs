@@ -14,6 +14,7 @@ pub mod jose;
 pub mod jwks;
 pub mod licensing;
 pub mod optok;
+pub mod provenance;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -10,6 +10,7 @@ mod context;
 mod ops;
 mod peer;
 mod problem;
+mod releases;
 
 use actix_web::web;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -17,7 +18,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use stella_cluster::ClusterHandle;
 use stella_cluster::network::{RAFT_APPEND, RAFT_SNAPSHOT, RAFT_VOTE};
 
-use crate::signing::{PEER_AUDIT, PEER_SIGN, PEER_TOGGLE, SigningService};
+use crate::signing::{PEER_AUDIT, PEER_CONFIGURE, PEER_SIGN, SigningService};
 
 pub use context::{ClientCert, request_context, request_facts};
 pub use problem::ApiProblem;
@@ -85,6 +86,26 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(problem::method_not_allowed)),
         )
         .service(
+            web::resource(stella_api::REFERRERS_PATH)
+                .route(web::get().to(releases::referrers))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
+            web::resource(stella_api::RELEASE_ALLOWLIST_PATH)
+                .route(web::post().to(releases::allow))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
+            web::resource(stella_api::RELEASE_APPROVALS_PATH)
+                .route(web::post().to(releases::request_approval))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
+            web::resource(stella_api::RELEASE_DECISIONS_PATH)
+                .route(web::post().to(releases::decide))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
             web::resource(stella_api::POE_BYPASS_PATH)
                 .route(web::get().to(admin::poe_bypass))
                 .route(web::put().to(admin::set_poe_bypass))
@@ -121,7 +142,7 @@ pub fn peer_routes(cfg: &mut web::ServiceConfig) {
         .route(RAFT_SNAPSHOT, web::post().to(peer::snapshot))
         .route(PEER_SIGN, web::post().to(peer::sign))
         .route(PEER_AUDIT, web::post().to(peer::audit))
-        .route(PEER_TOGGLE, web::post().to(peer::toggle))
+        .route(PEER_CONFIGURE, web::post().to(peer::configure))
         .route("/peer/v1/read-index", web::post().to(peer::read_index))
         .route("/peer/v1/status", web::get().to(peer::status))
         .route("/admin/v1/init", web::post().to(peer::init))

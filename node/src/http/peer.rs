@@ -58,13 +58,13 @@ pub async fn audit(
     ))
 }
 
-/// A follower's toggle change (with its audit record); answered only by the leader.
-pub async fn toggle(
+/// A follower's configuration change (with its audit record); answered only by the leader.
+pub async fn configure(
     state: Data<AppState>,
-    change: Json<crate::signing::ToggleChange>,
-) -> Json<ForwardAnswer<String>> {
+    change: Json<crate::signing::ConfigChange>,
+) -> Json<ForwardAnswer<crate::signing::ConfigApplied>> {
     Json(answer(
-        state.signing.toggle_as_leader(change.into_inner()).await,
+        state.signing.configure_as_leader(change.into_inner()).await,
     ))
 }
 

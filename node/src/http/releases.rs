@@ -1,0 +1,72 @@
+//! Release trust: the referrers report (any signer scope) and the operator workflows.
+
+use actix_web::HttpRequest;
+use actix_web::web::{Data, Json, Payload, Query};
+use serde::Deserialize;
+use stella_api::{ReferrersReport, ReleaseChange};
+
+use super::context::current_request_id;
+use super::{ApiProblem, AppState, body};
+use crate::admission::optok::{SCOPE_ADMIN, SCOPE_AUDIT, SCOPE_AUDIT_ALL, SCOPE_SIGN};
+use crate::release_trust;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReferrersQuery {
+    image_digest: String,
+}
+
+/// `GET /api/v1/signer/verify/referrers?imageDigest=sha256:…`
+pub async fn referrers(
+    state: Data<AppState>,
+    req: HttpRequest,
+    query: Query<ReferrersQuery>,
+) -> Result<Json<ReferrersReport>, ApiProblem> {
+    let scopes = [SCOPE_SIGN, SCOPE_AUDIT, SCOPE_AUDIT_ALL, SCOPE_ADMIN];
+    super::authenticate_with(&state, &req, &scopes).await?;
+    Ok(Json(
+        release_trust::report(&state.signing, &query.image_digest).await?,
+    ))
+}
+
+/// `POST /api/v1/signer/admin/releases/allowlist` (scope `signer.admin`)
+pub async fn allow(
+    state: Data<AppState>,
+    req: HttpRequest,
+    payload: Payload,
+) -> Result<Json<ReleaseChange>, ApiProblem> {
+    let caller = super::authenticate_with(&state, &req, &[SCOPE_ADMIN]).await?;
+    let (change, _) = body::read_json(&req, payload, state.max_body_bytes).await?;
+    let id = current_request_id().unwrap_or_default();
+    Ok(Json(
+        release_trust::allow(&state.signing, &caller, &id, change).await?,
+    ))
+}
+
+/// `POST /api/v1/signer/admin/releases/approvals` (a tenant or an operator asks)
+pub async fn request_approval(
+    state: Data<AppState>,
+    req: HttpRequest,
+    payload: Payload,
+) -> Result<Json<ReleaseChange>, ApiProblem> {
+    let caller = super::authenticate_with(&state, &req, &[SCOPE_SIGN, SCOPE_ADMIN]).await?;
+    let (request, _) = body::read_json(&req, payload, state.max_body_bytes).await?;
+    let id = current_request_id().unwrap_or_default();
+    Ok(Json(
+        release_trust::request_approval(&state.signing, &caller, &id, request).await?,
+    ))
+}
+
+/// `POST /api/v1/signer/admin/releases/approvals/decision` (scope `signer.admin`)
+pub async fn decide(
+    state: Data<AppState>,
+    req: HttpRequest,
+    payload: Payload,
+) -> Result<Json<ReleaseChange>, ApiProblem> {
+    let caller = super::authenticate_with(&state, &req, &[SCOPE_ADMIN]).await?;
+    let (decision, _) = body::read_json(&req, payload, state.max_body_bytes).await?;
+    let id = current_request_id().unwrap_or_default();
+    Ok(Json(
+        release_trust::decide(&state.signing, &caller, &id, decision).await?,
+    ))
+}

@@ -1,0 +1,247 @@
+//! Operator workflows for scanner release trust: the replicated allowlist, manual approvals
+//! (request → approve/deny with a reason, expiring), and the trust report behind
+//! `GET /api/v1/signer/verify/referrers`. Every change is audited (`decision: configured`).
+
+use stella_api::{
+    AllowlistChange, ApprovalDecision, ApprovalRequest, ReferrersReport, ReleaseChange,
+    ReleaseSignature,
+};
+use stella_state::Command;
+use stella_state::command::{Approval, Toggle, Verdict};
+
+use crate::Error;
+use crate::admission::Caller;
+use crate::admission::provenance::{self, allow_toggle, untrusted_reason};
+use crate::pipeline::{self, Configured};
+use crate::signing::{ConfigChange, SigningService, rfc3339_ms};
+
+const MAX_APPROVAL_SECONDS: u64 = 90 * 24 * 3600;
+
+fn reason_of(text: &str) -> Result<String, Error> {
+    let reason = text.trim();
+    if reason.is_empty() || reason.len() > 500 {
+        return Err(Error::InvalidRequest(
+            "a reason of 1 to 500 characters is required".into(),
+        ));
+    }
+    Ok(reason.to_owned())
+}
+
+fn digest_of(text: &str) -> Result<String, Error> {
+    stella_release::parse_digest(text).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+    Ok(text.to_owned())
+}
+
+fn audited(
+    service: &SigningService,
+    caller: &Caller,
+    request_id: &str,
+    digest: &str,
+    state: &str,
+    reason: String,
+) -> stella_state::AuditDraft {
+    pipeline::configured_draft(Configured {
+        time: service.now_rfc3339(),
+        request_id,
+        caller,
+        subject_digests: vec![digest.to_owned()],
+        state,
+        reason,
+    })
+}
+
+/// Adds a digest to the allowlist, or removes it.
+pub async fn allow(
+    service: &SigningService,
+    caller: &Caller,
+    request_id: &str,
+    change: AllowlistChange,
+) -> Result<ReleaseChange, Error> {
+    let digest = digest_of(&change.image_digest)?;
+    let reason = reason_of(&change.reason)?;
+    let toggle = Toggle {
+        name: allow_toggle(&digest),
+        enabled: change.allowed,
+        reason: reason.clone(),
+        actor: format!("{}@{}", caller.subject, caller.tenant),
+        set_ms: service.now_ms(),
+        expires_at_ms: None,
+    };
+    let (state, verb) = if change.allowed {
+        ("release_allowed", "allowlisted")
+    } else {
+        ("release_disallowed", "removed from the allowlist")
+    };
+    let audit = audited(
+        service,
+        caller,
+        request_id,
+        &digest,
+        state,
+        format!("scanner image {digest} {verb}: {reason}"),
+    );
+    let applied = service
+        .configure(ConfigChange {
+            commands: vec![Command::SetToggle(toggle)],
+            audit,
+        })
+        .await?;
+    Ok(ReleaseChange {
+        audit_id: applied.audit_id,
+        approval_id: None,
+    })
+}
+
+/// Records a request for a manual approval; an operator decides it later.
+pub async fn request_approval(
+    service: &SigningService,
+    caller: &Caller,
+    request_id: &str,
+    request: ApprovalRequest,
+) -> Result<ReleaseChange, Error> {
+    let digest = digest_of(&request.image_digest)?;
+    let reason = reason_of(&request.reason)?;
+    if !(1..=MAX_APPROVAL_SECONDS).contains(&request.expires_in_seconds) {
+        return Err(Error::InvalidRequest(format!(
+            "expiresInSeconds must be between 1 and {MAX_APPROVAL_SECONDS}"
+        )));
+    }
+    let now_ms = service.now_ms();
+    let approval_id = format!("apr-{}", stella_api::dpop::random_id());
+    let expires_at_ms = now_ms + request.expires_in_seconds * 1000;
+    let approval = Approval {
+        approval_id: approval_id.clone(),
+        subject: digest.clone(),
+        requested_by: format!("{}@{}", caller.subject, caller.tenant),
+        reason: reason.clone(),
+        requested_ms: now_ms,
+        expires_at_ms,
+        decision: None,
+    };
+    let audit = audited(
+        service,
+        caller,
+        request_id,
+        &digest,
+        "release_approval_requested",
+        format!(
+            "approval {approval_id} requested for scanner image {digest} until {}: {reason}",
+            rfc3339_ms(expires_at_ms)
+        ),
+    );
+    let applied = service
+        .configure(ConfigChange {
+            commands: vec![Command::RequestApproval(approval)],
+            audit,
+        })
+        .await?;
+    Ok(ReleaseChange {
+        audit_id: applied.audit_id,
+        approval_id: Some(approval_id),
+    })
+}
+
+/// Approves or denies a pending approval (an operator, scope `signer.admin`).
+pub async fn decide(
+    service: &SigningService,
+    caller: &Caller,
+    request_id: &str,
+    decision: ApprovalDecision,
+) -> Result<ReleaseChange, Error> {
+    let reason = reason_of(&decision.reason)?;
+    let verdict = match decision.verdict.as_str() {
+        "approved" => Verdict::Approved,
+        "denied" => Verdict::Denied,
+        other => {
+            return Err(Error::InvalidRequest(format!(
+                "verdict `{other}`: use approved or denied"
+            )));
+        }
+    };
+    let subject = service
+        .cluster()
+        .view()
+        .with_state(|s| {
+            s.approvals
+                .get(&decision.approval_id)
+                .map(|a| a.subject.clone())
+        })
+        .ok_or_else(|| Error::InvalidRequest(format!("no approval `{}`", decision.approval_id)))?;
+    let audit = audited(
+        service,
+        caller,
+        request_id,
+        &subject,
+        "release_approval_decided",
+        format!(
+            "approval {} {} for scanner image {subject}: {reason}",
+            decision.approval_id, decision.verdict
+        ),
+    );
+    let applied = service
+        .configure(ConfigChange {
+            commands: vec![Command::DecideApproval {
+                approval_id: decision.approval_id.clone(),
+                verdict,
+                actor: format!("{}@{}", caller.subject, caller.tenant),
+                reason,
+                now_ms: service.now_ms(),
+            }],
+            audit,
+        })
+        .await?;
+    Ok(ReleaseChange {
+        audit_id: applied.audit_id,
+        approval_id: Some(decision.approval_id),
+    })
+}
+
+/// The trust verdict for a digest: replicated allowlist/approval first, then a fresh look at
+/// the registry (this is an explicit question, so no cached answer).
+pub async fn report(
+    service: &SigningService,
+    image_digest: &str,
+) -> Result<ReferrersReport, Error> {
+    let digest = digest_of(image_digest)?;
+    let checker = service.provenance().ok_or_else(|| {
+        Error::InvalidRequest("release provenance is not configured on this signer".into())
+    })?;
+    let now_ms = service.now_ms();
+    let replicated = service
+        .cluster()
+        .view()
+        .with_state(|s| provenance::replicated_path(s, &digest, now_ms));
+    let verdict = checker.fetch(&digest).await?;
+    let signatures = verdict
+        .signatures
+        .iter()
+        .map(|s| ReleaseSignature {
+            kind: s.kind.clone(),
+            manifest_digest: s.manifest_digest.clone(),
+            key_id: s.key_id.clone(),
+            verified: s.verified,
+            reason: s.reason.clone(),
+        })
+        .collect();
+    let (trusted, path, reason) = match (&replicated, verdict.signer()) {
+        (Some(path), _) => (
+            true,
+            Some(path.describe()),
+            format!("trusted by {}", path.describe()),
+        ),
+        (None, Some(key_id)) => (
+            true,
+            Some(format!("signature:{key_id}")),
+            format!("release signature by trusted key {key_id}"),
+        ),
+        (None, None) => (false, None, untrusted_reason(&digest, &verdict)),
+    };
+    Ok(ReferrersReport {
+        image_digest: digest,
+        trusted,
+        path,
+        reason,
+        signatures,
+        problems: verdict.problems,
+    })
+}

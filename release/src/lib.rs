@@ -1,0 +1,700 @@
+//! Scanner release provenance: release signatures stored in an OCI registry next to the scanner
+//! image they sign, published and discovered with `oci-client`, verified with the same offline
+//! verifier the CLI uses (`stella_signer::verify`).
+//!
+//! A release signature is a Sigstore bundle v0.3 whose DSSE envelope signs an in-toto statement
+//! with predicate type [`RELEASE_PREDICATE`] and the image's digest as its only subject. It is
+//! pushed as an OCI 1.1 referrer: an image manifest with `artifactType` [`BUNDLE_MEDIA_TYPE`],
+//! the bundle as its one layer and `subject` = the image manifest.
+//!
+//! Discovery, in order: the registry's referrers API; the referrers tag schema (an image index
+//! under tag `sha256-<hex>`, which [`Registry::publish`] keeps up to date because registries
+//! without the API — Debian's `docker-registry` among them — do not); the classic cosign tag
+//! `sha256-<hex>.sig` (simple-signing payloads with the signature in a layer annotation).
+//! "No signature found" and "the registry could not be asked" are different answers here, and
+//! only a verified signature over the exact digest makes a release trusted.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use stella_signer::statement::STATEMENT_TYPE_V1;
+use stella_signer::verify::{Expectations, check_expectations, verify_bundle};
+use stella_signer::{
+    Bundle, Envelope, FileKeySigner, IN_TOTO_PAYLOAD_TYPE, KeySigner, PublicKey, Statement, Subject,
+};
+
+pub const RELEASE_PREDICATE: &str = "stella.ops/scanner-release@v1";
+pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+const COSIGN_SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// The registry could not be asked (down, refused, 5xx): nothing can be concluded.
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid reference: {0}")]
+    Reference(String),
+    #[error("{0}")]
+    Signing(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// `host[:port]/path` of the scanner image repository.
+    pub repository: String,
+    /// Plain HTTP (a registry on loopback in tests and dev set-ups).
+    pub insecure: bool,
+    /// Extra PEM CA for the registry's TLS certificate.
+    pub ca_pem: Option<String>,
+    /// Larger referrer manifests are not fetched.
+    pub max_manifest_bytes: usize,
+    /// Larger signature blobs are not fetched.
+    pub max_blob_bytes: usize,
+}
+
+impl RegistryConfig {
+    pub fn new(repository: &str) -> RegistryConfig {
+        RegistryConfig {
+            repository: repository.trim_end_matches('/').to_owned(),
+            insecure: false,
+            ca_pem: None,
+            max_manifest_bytes: 256 * 1024,
+            max_blob_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// One signature found for a digest, as fetched (not yet verified).
+#[derive(Debug, Clone)]
+pub enum Candidate {
+    Bundle {
+        manifest_digest: String,
+        bundle: Box<Bundle>,
+    },
+    CosignClassic {
+        manifest_digest: String,
+        payload: Vec<u8>,
+        signature: Vec<u8>,
+    },
+}
+
+/// What discovery found for a digest: candidates, and entries that could not be used (with why).
+#[derive(Debug, Clone, Default)]
+pub struct Discovery {
+    pub candidates: Vec<Candidate>,
+    pub problems: Vec<String>,
+    /// Which discovery paths answered with something.
+    pub paths: Vec<&'static str>,
+}
+
+/// One signature's verdict, for reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureReport {
+    /// `sigstore-bundle` or `cosign-classic`.
+    pub kind: String,
+    pub manifest_digest: String,
+    /// The trusted key that verified it, if any.
+    pub key_id: Option<String>,
+    pub verified: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    pub trusted: bool,
+    pub signatures: Vec<SignatureReport>,
+    /// Entries that could not be used (malformed index, oversized manifest, …).
+    pub problems: Vec<String>,
+}
+
+impl Verdict {
+    /// The key id of the first verified signature.
+    pub fn signer(&self) -> Option<&str> {
+        self.signatures
+            .iter()
+            .find(|s| s.verified)
+            .and_then(|s| s.key_id.as_deref())
+    }
+}
+
+/// `sha256:<64 lowercase hex>` → the hex; anything else is refused.
+pub fn parse_digest(digest: &str) -> Result<&str, ReleaseError> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| ReleaseError::Reference(format!("`{digest}` is not sha256:<hex>")))?;
+    if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(ReleaseError::Reference(format!(
+            "`{digest}` is not sha256:<64 lowercase hex>"
+        )));
+    }
+    Ok(hex)
+}
+
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Verifies every candidate against the trusted keys; trusted if one verifies over `digest`.
+pub fn verify(discovery: &Discovery, digest: &str, keys: &[PublicKey]) -> Verdict {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    let signatures: Vec<SignatureReport> = discovery
+        .candidates
+        .iter()
+        .map(|candidate| match candidate {
+            Candidate::Bundle {
+                manifest_digest,
+                bundle,
+            } => verify_release_bundle(bundle, hex, keys, manifest_digest),
+            Candidate::CosignClassic {
+                manifest_digest,
+                payload,
+                signature,
+            } => verify_cosign_classic(payload, signature, digest, keys, manifest_digest),
+        })
+        .collect();
+    Verdict {
+        trusted: signatures.iter().any(|s| s.verified),
+        signatures,
+        problems: discovery.problems.clone(),
+    }
+}
+
+fn verify_release_bundle(
+    bundle: &Bundle,
+    hex: &str,
+    keys: &[PublicKey],
+    manifest_digest: &str,
+) -> SignatureReport {
+    let report = |key_id: Option<String>, verified, reason: String| SignatureReport {
+        kind: "sigstore-bundle".into(),
+        manifest_digest: manifest_digest.to_owned(),
+        key_id,
+        verified,
+        reason,
+    };
+    let expect = Expectations {
+        subject_sha256: Some(hex.to_owned()),
+        predicate_type: Some(RELEASE_PREDICATE.to_owned()),
+    };
+    let mut last = "no trusted key is configured".to_owned();
+    for key in keys {
+        match verify_bundle(bundle, key) {
+            Ok(verified) => match check_expectations(&verified, &expect) {
+                Ok(()) => return report(Some(key.key_id()), true, "verified".into()),
+                // A valid signature by a trusted key over something else.
+                Err(e) => return report(Some(key.key_id()), false, e.to_string()),
+            },
+            Err(e) => last = e.to_string(),
+        }
+    }
+    report(None, false, format!("not signed by a trusted key ({last})"))
+}
+
+fn verify_cosign_classic(
+    payload: &[u8],
+    signature: &[u8],
+    digest: &str,
+    keys: &[PublicKey],
+    manifest_digest: &str,
+) -> SignatureReport {
+    let report = |key_id: Option<String>, verified, reason: &str| SignatureReport {
+        kind: "cosign-classic".into(),
+        manifest_digest: manifest_digest.to_owned(),
+        key_id,
+        verified,
+        reason: reason.to_owned(),
+    };
+    let Some(key) = keys.iter().find(|k| k.verify(payload, signature)) else {
+        return report(None, false, "not signed by a trusted key");
+    };
+    let signed_digest = serde_json::from_slice::<Value>(payload).ok().and_then(|p| {
+        p.pointer("/critical/image/docker-manifest-digest")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    if signed_digest.as_deref() != Some(digest) {
+        return report(
+            Some(key.key_id()),
+            false,
+            "the signed payload names another digest",
+        );
+    }
+    report(Some(key.key_id()), true, "verified")
+}
+
+/// A repository in a registry, for publishing and discovering release signatures.
+pub struct Registry {
+    client: Client,
+    config: RegistryConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexDoc {
+    manifests: Vec<DescriptorDoc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescriptorDoc {
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    artifact_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    annotations: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct ManifestDoc {
+    #[serde(default)]
+    layers: Vec<DescriptorDoc>,
+}
+
+enum Fetch {
+    Found(Vec<u8>),
+    Missing,
+}
+
+impl Registry {
+    pub fn new(config: RegistryConfig) -> Result<Registry, ReleaseError> {
+        let host = config
+            .repository
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let mut client_config = ClientConfig {
+            protocol: if config.insecure {
+                ClientProtocol::HttpsExcept(vec![host])
+            } else {
+                ClientProtocol::Https
+            },
+            ..ClientConfig::default()
+        };
+        if let Some(pem) = &config.ca_pem {
+            client_config
+                .extra_root_certificates
+                .push(oci_client::client::Certificate {
+                    encoding: oci_client::client::CertificateEncoding::Pem,
+                    data: pem.as_bytes().to_vec(),
+                });
+        }
+        Ok(Registry {
+            client: Client::new(client_config),
+            config,
+        })
+    }
+
+    pub fn repository(&self) -> &str {
+        &self.config.repository
+    }
+
+    fn reference(&self, suffix: &str) -> Result<Reference, ReleaseError> {
+        let text = format!("{}{suffix}", self.config.repository);
+        text.parse()
+            .map_err(|e| ReleaseError::Reference(format!("{text}: {e}")))
+    }
+
+    /// A raw manifest (or index) by tag or digest; `Missing` on 404.
+    async fn manifest(&self, suffix: &str) -> Result<Fetch, ReleaseError> {
+        let reference = self.reference(suffix)?;
+        match self
+            .client
+            .pull_manifest_raw(
+                &reference,
+                &RegistryAuth::Anonymous,
+                &[OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST],
+            )
+            .await
+        {
+            Ok((bytes, _)) => Ok(Fetch::Found(bytes.to_vec())),
+            Err(e) if not_found(&e) => Ok(Fetch::Missing),
+            Err(e) => Err(ReleaseError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn blob(&self, descriptor: &DescriptorDoc) -> Result<Vec<u8>, String> {
+        if descriptor.size as usize > self.config.max_blob_bytes {
+            return Err(format!(
+                "blob {} is {} bytes, over the {}-byte limit",
+                descriptor.digest, descriptor.size, self.config.max_blob_bytes
+            ));
+        }
+        let reference = self.reference("").map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        self.client
+            .pull_blob(&reference, descriptor.digest.as_str(), &mut out)
+            .await
+            .map_err(|e| format!("blob {}: {e}", descriptor.digest))?;
+        if out.len() > self.config.max_blob_bytes || sha256_digest(&out) != descriptor.digest {
+            return Err(format!(
+                "blob {} does not match its descriptor",
+                descriptor.digest
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Finds every release signature stored for `digest`.
+    pub async fn discover(&self, digest: &str) -> Result<Discovery, ReleaseError> {
+        let hex = parse_digest(digest)?;
+        let mut discovery = Discovery::default();
+        // 1. The referrers API (oci-client falls back to the tag schema itself on a 404, but
+        //    reads errors there as "none": its answer only ever adds candidates).
+        let mut referrers: Vec<DescriptorDoc> = Vec::new();
+        let subject = self.reference(&format!("@{digest}"))?;
+        if let Ok(index) = self.client.pull_referrers(&subject, None).await
+            && !index.manifests.is_empty()
+        {
+            discovery.paths.push("referrers-api");
+            referrers.extend(index.manifests.iter().map(|m| DescriptorDoc {
+                media_type: m.media_type.clone(),
+                digest: m.digest.clone(),
+                size: u64::try_from(m.size).unwrap_or(u64::MAX),
+                artifact_type: None,
+                annotations: None,
+            }));
+        }
+        // 2. The referrers tag schema, read here directly so that errors are errors.
+        if referrers.is_empty() {
+            match self.manifest(&format!(":sha256-{hex}")).await? {
+                Fetch::Found(bytes) => match serde_json::from_slice::<IndexDoc>(&bytes) {
+                    Ok(index) => {
+                        discovery.paths.push("referrers-tag");
+                        referrers = index.manifests;
+                    }
+                    Err(e) => discovery.problems.push(format!(
+                        "malformed referrers index at tag sha256-{hex}: {e}"
+                    )),
+                },
+                Fetch::Missing => {}
+            }
+        }
+        for descriptor in referrers {
+            match self.bundle_candidate(&descriptor).await {
+                Ok(Some(candidate)) => discovery.candidates.push(candidate),
+                Ok(None) => {}
+                Err(problem) => discovery.problems.push(problem),
+            }
+        }
+        // 3. The classic cosign signature tag.
+        if let Fetch::Found(bytes) = self.manifest(&format!(":sha256-{hex}.sig")).await? {
+            discovery.paths.push("cosign-tag");
+            let manifest_digest = sha256_digest(&bytes);
+            match serde_json::from_slice::<ManifestDoc>(&bytes) {
+                Ok(manifest) => {
+                    for layer in manifest.layers {
+                        let signature = layer
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(COSIGN_SIGNATURE_ANNOTATION))
+                            .and_then(Value::as_str)
+                            .and_then(|s| STANDARD.decode(s).ok());
+                        let Some(signature) = signature else {
+                            discovery.problems.push(format!(
+                                "cosign layer {} has no signature annotation",
+                                layer.digest
+                            ));
+                            continue;
+                        };
+                        match self.blob(&layer).await {
+                            Ok(payload) => discovery.candidates.push(Candidate::CosignClassic {
+                                manifest_digest: manifest_digest.clone(),
+                                payload,
+                                signature,
+                            }),
+                            Err(problem) => discovery.problems.push(problem),
+                        }
+                    }
+                }
+                Err(e) => discovery
+                    .problems
+                    .push(format!("malformed cosign signature manifest: {e}")),
+            }
+        }
+        Ok(discovery)
+    }
+
+    /// The bundle a referrer manifest carries, if it is a release-signature referrer.
+    async fn bundle_candidate(
+        &self,
+        descriptor: &DescriptorDoc,
+    ) -> Result<Option<Candidate>, String> {
+        if descriptor
+            .artifact_type
+            .as_deref()
+            .is_some_and(|t| t != BUNDLE_MEDIA_TYPE)
+        {
+            return Ok(None);
+        }
+        if descriptor.size as usize > self.config.max_manifest_bytes {
+            return Err(format!(
+                "referrer manifest {} is {} bytes, over the {}-byte limit",
+                descriptor.digest, descriptor.size, self.config.max_manifest_bytes
+            ));
+        }
+        let bytes = match self
+            .manifest(&format!("@{}", descriptor.digest))
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Fetch::Found(bytes) => bytes,
+            Fetch::Missing => return Err(format!("referrer {} is missing", descriptor.digest)),
+        };
+        if bytes.len() > self.config.max_manifest_bytes {
+            return Err(format!(
+                "referrer manifest {} is over the {}-byte limit",
+                descriptor.digest, self.config.max_manifest_bytes
+            ));
+        }
+        let manifest: ManifestDoc = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("malformed referrer manifest {}: {e}", descriptor.digest))?;
+        let Some(layer) = manifest
+            .layers
+            .iter()
+            .find(|l| l.media_type == BUNDLE_MEDIA_TYPE)
+        else {
+            return Ok(None);
+        };
+        let blob = self.blob(layer).await?;
+        let bundle = Bundle::from_json(&blob)
+            .map_err(|e| format!("referrer {}: not a Sigstore bundle: {e}", descriptor.digest))?;
+        Ok(Some(Candidate::Bundle {
+            manifest_digest: descriptor.digest.clone(),
+            bundle: Box::new(bundle),
+        }))
+    }
+
+    /// Signs `digest` (an image in this repository) with `key` and publishes the bundle as a
+    /// referrer, updating the tag-schema index. Returns the referrer manifest's digest.
+    pub async fn publish(&self, digest: &str, key: &FileKeySigner) -> Result<String, ReleaseError> {
+        let bundle = release_bundle(&self.config.repository, digest, key)?;
+        let bytes = bundle
+            .to_json_pretty()
+            .map_err(|e| ReleaseError::Signing(e.to_string()))?;
+        self.publish_bundle_bytes(digest, &bytes).await
+    }
+
+    /// Publishes `bundle_bytes` as a release-signature referrer of `digest` (tests use this to
+    /// publish bundles that should not verify).
+    pub async fn publish_bundle_bytes(
+        &self,
+        digest: &str,
+        bundle_bytes: &[u8],
+    ) -> Result<String, ReleaseError> {
+        let hex = parse_digest(digest)?.to_owned();
+        let subject = match self.manifest(&format!("@{digest}")).await? {
+            Fetch::Found(bytes) => json!({
+                "mediaType": media_type_of(&bytes),
+                "digest": digest,
+                "size": bytes.len(),
+            }),
+            Fetch::Missing => {
+                return Err(ReleaseError::Reference(format!(
+                    "{}@{digest} is not in the registry",
+                    self.config.repository
+                )));
+            }
+        };
+        let layer = self.push_blob(bundle_bytes).await?;
+        let config = self.push_blob(b"{}").await?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": BUNDLE_MEDIA_TYPE,
+            "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": config, "size": 2},
+            "layers": [{"mediaType": BUNDLE_MEDIA_TYPE, "digest": layer, "size": bundle_bytes.len()}],
+            "subject": subject,
+            "annotations": {"org.opencontainers.image.created": now_rfc3339()},
+        });
+        let manifest_bytes =
+            serde_json::to_vec(&manifest).map_err(|e| ReleaseError::Signing(e.to_string()))?;
+        let manifest_digest = sha256_digest(&manifest_bytes);
+        self.push_manifest(
+            &format!("@{manifest_digest}"),
+            &manifest_bytes,
+            OCI_MANIFEST,
+        )
+        .await?;
+        // Registries without the referrers API: keep the tag-schema index current.
+        let mut entries: Vec<DescriptorDoc> = match self.manifest(&format!(":sha256-{hex}")).await?
+        {
+            Fetch::Found(bytes) => serde_json::from_slice::<IndexDoc>(&bytes)
+                .map(|i| i.manifests)
+                .unwrap_or_default(),
+            Fetch::Missing => Vec::new(),
+        };
+        entries.retain(|d| d.digest != manifest_digest);
+        entries.push(DescriptorDoc {
+            media_type: OCI_MANIFEST.into(),
+            digest: manifest_digest.clone(),
+            size: manifest_bytes.len() as u64,
+            artifact_type: Some(BUNDLE_MEDIA_TYPE.into()),
+            annotations: None,
+        });
+        let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
+        let index_bytes =
+            serde_json::to_vec(&index).map_err(|e| ReleaseError::Signing(e.to_string()))?;
+        self.push_manifest(&format!(":sha256-{hex}"), &index_bytes, OCI_INDEX)
+            .await?;
+        Ok(manifest_digest)
+    }
+
+    /// Publishes a classic cosign signature (`sha256-<hex>.sig`) of `digest` by `key`.
+    pub async fn publish_cosign_classic(
+        &self,
+        digest: &str,
+        signed_digest: &str,
+        key: &FileKeySigner,
+    ) -> Result<String, ReleaseError> {
+        let hex = parse_digest(digest)?.to_owned();
+        let payload = serde_json::to_vec(&json!({
+            "critical": {
+                "identity": {"docker-reference": self.config.repository},
+                "image": {"docker-manifest-digest": signed_digest},
+                "type": "cosign container image signature"
+            },
+            "optional": null
+        }))
+        .map_err(|e| ReleaseError::Signing(e.to_string()))?;
+        let signature = key
+            .sign(&payload)
+            .map_err(|e| ReleaseError::Signing(e.to_string()))?;
+        let layer = self.push_blob(&payload).await?;
+        let config = self.push_blob(b"{}").await?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": config, "size": 2},
+            "layers": [{
+                "mediaType": COSIGN_SIMPLE_SIGNING,
+                "digest": layer,
+                "size": payload.len(),
+                "annotations": {COSIGN_SIGNATURE_ANNOTATION: STANDARD.encode(&signature.signature)},
+            }],
+        });
+        let bytes =
+            serde_json::to_vec(&manifest).map_err(|e| ReleaseError::Signing(e.to_string()))?;
+        self.push_manifest(&format!(":sha256-{hex}.sig"), &bytes, OCI_MANIFEST)
+            .await?;
+        Ok(sha256_digest(&bytes))
+    }
+
+    /// Pushes a minimal image (config + one layer of `content`) and returns its digest (tests
+    /// and demos need a scanner image to sign).
+    pub async fn push_image(&self, tag: &str, content: &[u8]) -> Result<String, ReleaseError> {
+        let layer = self.push_blob(content).await?;
+        let config_bytes =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let config = self.push_blob(config_bytes).await?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_bytes.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": content.len()}],
+        });
+        let bytes =
+            serde_json::to_vec(&manifest).map_err(|e| ReleaseError::Signing(e.to_string()))?;
+        self.push_manifest(&format!(":{tag}"), &bytes, OCI_MANIFEST)
+            .await?;
+        Ok(sha256_digest(&bytes))
+    }
+
+    /// Stores `bytes` as a manifest under `suffix` (`:tag` or `@digest`).
+    pub async fn push_manifest(
+        &self,
+        suffix: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(), ReleaseError> {
+        let reference = self.reference(suffix)?;
+        let content_type = media_type
+            .parse()
+            .map_err(|_| ReleaseError::Reference(format!("media type {media_type}")))?;
+        self.client
+            .push_manifest_raw(&reference, bytes.to_vec(), content_type)
+            .await
+            .map(|_| ())
+            .map_err(|e| ReleaseError::Unavailable(e.to_string()))
+    }
+
+    async fn push_blob(&self, bytes: &[u8]) -> Result<String, ReleaseError> {
+        let digest = sha256_digest(bytes);
+        let reference = self.reference("")?;
+        self.client
+            .push_blob(&reference, bytes.to_vec(), &digest)
+            .await
+            .map_err(|e| ReleaseError::Unavailable(e.to_string()))?;
+        Ok(digest)
+    }
+}
+
+/// The release statement for `repository@digest`, signed into a bundle with `key`.
+pub fn release_bundle(
+    repository: &str,
+    digest: &str,
+    key: &FileKeySigner,
+) -> Result<Bundle, ReleaseError> {
+    let hex = parse_digest(digest)?;
+    let statement = Statement {
+        statement_type: STATEMENT_TYPE_V1.to_owned(),
+        subject: vec![Subject::sha256(repository, hex)],
+        predicate_type: RELEASE_PREDICATE.to_owned(),
+        predicate: json!({"repository": repository, "releasedAt": now_rfc3339()}),
+    };
+    let payload = statement
+        .to_canonical_bytes()
+        .map_err(|e| ReleaseError::Signing(e.to_string()))?;
+    let (envelope, ops) = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, payload, &[key as &dyn KeySigner])
+        .map_err(|e| ReleaseError::Signing(e.to_string()))?;
+    let op = ops
+        .first()
+        .ok_or_else(|| ReleaseError::Signing("no signature".into()))?;
+    Bundle::for_signature(&envelope, 0, op).map_err(|e| ReleaseError::Signing(e.to_string()))
+}
+
+fn media_type_of(manifest: &[u8]) -> String {
+    serde_json::from_slice::<Value>(manifest)
+        .ok()
+        .and_then(|v| {
+            v.get("mediaType")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| OCI_MANIFEST.to_owned())
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn not_found(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
+            matches!(
+                e.code,
+                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown
+            )
+        }),
+        _ => false,
+    }
+}
