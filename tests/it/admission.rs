@@ -778,7 +778,9 @@ fn proofs_are_single_use_cluster_wide_nonces_hold_on_every_node_and_tenants_get_
     assert_eq!(status, 401);
 
     // Quota pressure: six tenants at once, eight attempts each through all nodes, five grants
-    // each — exactly.
+    // each — exactly. Each node's entitlement cache asks the licensing service about a license
+    // once, however many requests carry it at the same time (single flight).
+    let introspections_before = services.licensing.calls();
     let outcomes: Vec<(String, u16, Option<String>)> = std::thread::scope(|scope| {
         let mut handles = Vec::new();
         for t in 1..=QUOTA_TENANTS {
@@ -806,6 +808,13 @@ fn proofs_are_single_use_cluster_wide_nonces_hold_on_every_node_and_tenants_get_
             .map(|h| h.join().expect("thread"))
             .collect()
     });
+    let introspections = services.licensing.calls() - introspections_before;
+    assert!(
+        introspections <= QUOTA_TENANTS * cluster.len(),
+        "{introspections} introspections for {} licenses on {} nodes",
+        QUOTA_TENANTS,
+        cluster.len()
+    );
     for t in 1..=QUOTA_TENANTS {
         let tenant = format!("quota-{t}");
         let mine: Vec<_> = outcomes.iter().filter(|o| o.0 == tenant).collect();
