@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the project needs beyond Rust on a Debian machine: openssl (independent envelope
 # check, test PKI), Node.js + npm and the pinned sigstore-js verifier packages, iptables and
-# Debian's OCI registry (docker-registry; the tests start their own instances). Idempotent.
+# Debian's OCI registry (docker-registry; the tests start their own instances) and SoftHSM2.
+# Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 # Release-provenance tests push and discover signatures in a real OCI registry.
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+# The PKCS#11 key back-end is tested against a SoftHSM2 token that scripts/softhsm-token.sh creates.
+command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo

@@ -22,5 +22,6 @@ cargo build --locked --workspace --bins
 echo "== load generator smoke run (numbers from a debug build are not benchmarks)"
 "$CARGO_TARGET_DIR/debug/stella-load" --quick
 
-echo "== cargo test"
+echo "== cargo test (with a fresh SoftHSM2 token for the PKCS#11 back-end)"
+eval "$(bash scripts/softhsm-token.sh "${TMPDIR:-/tmp}/stella-softhsm-$$")"
 cargo test --locked --workspace --all-targets

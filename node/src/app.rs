@@ -11,7 +11,6 @@ use actix_web::{App, HttpServer, web};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use stella_cluster::{ClusterConfig, ClusterHandle, PeerTls};
-use stella_signer::KeySigner;
 use stella_state::raft_types::NodeAddr;
 
 use crate::admission::dpop::{NonceIssuer, ProofPolicy};
@@ -73,15 +72,7 @@ pub async fn build(config: Config) -> Result<Node, Error> {
 pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Result<Node, Error> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(Error::io(format!("creating {}", config.data_dir.display())))?;
-    let key = if config.dev {
-        let (key, created) = keys::load_or_create_file_key(&config.signing.key_file)?;
-        if created {
-            tracing::info!(key_id = %key.descriptor().key_id, path = %config.signing.key_file.display(), "created dev signing key");
-        }
-        key
-    } else {
-        keys::load_file_key(&config.signing.key_file)?
-    };
+    let key = keys::load_signing_key(&config.signing, config.dev)?;
     let descriptor = key.descriptor().clone();
 
     // Bind first: the URL is part of the admission set-up (DPoP `htu`, the dev services).
@@ -120,7 +111,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
     let ledger = Ledger::start(cluster.clone(), config.limits.proposal_queue).await?;
     let sessions = Sessions::start(config.limits.max_sessions).await?;
     let signing = SigningService::new(SigningParts {
-        keyring: Keyring::single(Arc::new(key)),
+        keyring: Keyring::single(key),
         ledger: ledger.clone(),
         sessions: sessions.clone(),
         cluster: cluster.clone(),

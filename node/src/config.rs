@@ -95,8 +95,31 @@ fn default_proposal_queue() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SigningConfig {
-    /// PKCS#8 PEM P-256 private key.
-    pub key_file: PathBuf,
+    /// PKCS#8 PEM P-256 private key (or use `[signing.pkcs11]`).
+    pub key_file: Option<PathBuf>,
+    /// A non-extractable P-256 key on a PKCS#11 token (HSM).
+    pub pkcs11: Option<Pkcs11Section>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Section {
+    /// The PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    pub module: PathBuf,
+    pub token_label: String,
+    /// File holding the user PIN.
+    pub pin_file: PathBuf,
+    pub key_label: String,
+    /// Sessions kept open for concurrent signing.
+    #[serde(default = "default_hsm_sessions")]
+    pub max_sessions: usize,
+    /// Generate the key on the token if it does not exist yet (first start).
+    #[serde(default)]
+    pub create: bool,
+}
+
+fn default_hsm_sessions() -> usize {
+    8
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -292,7 +315,8 @@ impl Config {
         Config {
             listen,
             signing: SigningConfig {
-                key_file: data_dir.join("keys").join("signing-key.pem"),
+                key_file: Some(data_dir.join("keys").join("signing-key.pem")),
+                pkcs11: None,
             },
             data_dir,
             tls: TlsConfig {
@@ -326,6 +350,11 @@ impl Config {
         if self.limits.proposal_queue == 0 {
             return Err(Error::Config(
                 "limits.proposal_queue must be positive".into(),
+            ));
+        }
+        if self.signing.key_file.is_some() == self.signing.pkcs11.is_some() {
+            return Err(Error::Config(
+                "[signing] needs exactly one of key_file and [signing.pkcs11]".into(),
             ));
         }
         let (Some(admission), Some(entitlement)) = (&self.admission, &self.entitlement) else {

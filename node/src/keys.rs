@@ -25,6 +25,41 @@ impl Keyring {
     }
 }
 
+/// The node's signing key from `[signing]`: a key file (created in dev mode) or a PKCS#11 key.
+pub fn load_signing_key(
+    config: &crate::config::SigningConfig,
+    dev: bool,
+) -> Result<Arc<dyn KeySigner>, Error> {
+    if let Some(hsm) = &config.pkcs11 {
+        let pin = std::fs::read_to_string(&hsm.pin_file)
+            .map_err(Error::io(format!("reading {}", hsm.pin_file.display())))?;
+        let signer = stella_signer::pkcs11::Pkcs11KeySigner::open(
+            &stella_signer::pkcs11::Pkcs11Config {
+                module: hsm.module.clone(),
+                token_label: hsm.token_label.clone(),
+                pin: pin.trim().to_owned(),
+                key_label: hsm.key_label.clone(),
+                max_sessions: hsm.max_sessions,
+            },
+            hsm.create,
+        )
+        .map_err(|e| Error::Key(e.to_string()))?;
+        tracing::info!(key_id = %signer.descriptor().key_id, token = %hsm.token_label, "PKCS#11 signing key ready");
+        return Ok(Arc::new(signer));
+    }
+    let path = config.key_file.as_deref().ok_or_else(|| {
+        Error::Config("[signing] key_file or [signing.pkcs11] is required".into())
+    })?;
+    if dev {
+        let (key, created) = load_or_create_file_key(path)?;
+        if created {
+            tracing::info!(key_id = %key.descriptor().key_id, path = %path.display(), "created dev signing key");
+        }
+        return Ok(Arc::new(key));
+    }
+    Ok(Arc::new(load_file_key(path)?))
+}
+
 /// Loads a PKCS#8 PEM key file.
 pub fn load_file_key(path: &Path) -> Result<FileKeySigner, Error> {
     FileKeySigner::from_pem_file(path).map_err(|e| Error::Key(e.to_string()))

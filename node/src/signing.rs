@@ -52,6 +52,8 @@ pub struct ConfigApplied {
     pub responses: Vec<Response>,
     pub audit_id: String,
 }
+/// How long one signing operation may take (an HSM that hangs gets 503, not a stuck request).
+const SIGN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request may wait for a (new) leader before it gets 503.
 const ROUTE_BUDGET: Duration = Duration::from_secs(5);
 /// Back-off before forwarding again to a leader that just failed to answer.
@@ -523,7 +525,6 @@ impl SigningService {
         };
         let plan = pipeline::plan(job.request.clone())?;
         let signers = inner.keyring.signers_for(&caller.tenant);
-        let refs: Vec<&dyn KeySigner> = signers.iter().map(|s| s.as_ref()).collect();
         let primary = signers
             .first()
             .map(|s| s.descriptor().clone())
@@ -597,12 +598,28 @@ impl SigningService {
             })
         };
 
-        // 2. Sign (CPU only).
-        let signed = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, plan.payload.clone(), &refs)
-            .map_err(Error::from)
-            .and_then(|(envelope, ops)| {
-                pipeline::bundles(&envelope, &ops).map(|b| (envelope, ops, b))
+        // 2. Sign, off the async workers (an HSM call blocks) and bounded in time (a token
+        //    that stops answering must not hold the request forever).
+        let signed = {
+            let (signers, payload) = (signers.clone(), plan.payload.clone());
+            let job = tokio::task::spawn_blocking(move || {
+                let refs: Vec<&dyn KeySigner> = signers.iter().map(|s| s.as_ref()).collect();
+                Envelope::sign(IN_TOTO_PAYLOAD_TYPE, payload, &refs)
+                    .map_err(Error::from)
+                    .and_then(|(envelope, ops)| {
+                        pipeline::bundles(&envelope, &ops).map(|b| (envelope, ops, b))
+                    })
             });
+            match tokio::time::timeout(SIGN_TIMEOUT, job).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(join)) => Err(Error::Unavailable(format!(
+                    "the key back-end failed: {join}"
+                ))),
+                Err(_) => Err(Error::Unavailable(format!(
+                    "the key back-end did not answer within {SIGN_TIMEOUT:?}"
+                ))),
+            }
+        };
         let (envelope, ops, bundles) = match signed {
             Ok(parts) => parts,
             Err(e) => {

@@ -50,12 +50,14 @@ impl fmt::Display for SignatureAlgorithm {
 #[serde(rename_all = "snake_case")]
 pub enum KeySource {
     File,
+    Pkcs11,
 }
 
 impl KeySource {
     pub fn as_str(&self) -> &'static str {
         match self {
             KeySource::File => "file",
+            KeySource::Pkcs11 => "pkcs11",
         }
     }
 }
