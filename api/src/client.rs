@@ -17,9 +17,11 @@ use crate::dpop::{DpopKey, unix_now};
 use crate::problem::{PROBLEM_CONTENT_TYPE, Problem};
 use crate::types::{
     AUDIT_PATH, AllowlistChange, ApprovalDecision, ApprovalRequest, AuditPage, CLUSTER_STATUS_PATH,
-    ClusterStatus, Health, POE_BYPASS_PATH, PoeBypassRequest, REFERRERS_PATH,
-    RELEASE_ALLOWLIST_PATH, RELEASE_APPROVALS_PATH, RELEASE_DECISIONS_PATH, ReferrersReport,
-    ReleaseChange, SIGN_DSSE_PATH, SignDsseRequest, SignDsseResponse, ToggleStatus,
+    ClusterStatus, Health, KEYS_ADMIN_PATH, KEYS_PATH, KEYS_REVOKE_PATH, KeyChange, KeyInfo,
+    POE_BYPASS_PATH, PoeBypassRequest, REFERRERS_PATH, RELEASE_ALLOWLIST_PATH,
+    RELEASE_APPROVALS_PATH, RELEASE_DECISIONS_PATH, ReferrersReport, RegisterKeyRequest,
+    ReleaseChange, RevokeKeyRequest, SIGN_DSSE_PATH, SignDsseRequest, SignDsseResponse,
+    ToggleStatus,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +168,19 @@ impl Client {
         decision: &ApprovalDecision,
     ) -> Result<ReleaseChange, ClientError> {
         self.post_json(RELEASE_DECISIONS_PATH, decision)
+    }
+
+    /// The key registry (tenants see their own keys; admins and auditors all).
+    pub fn keys(&self) -> Result<Vec<KeyInfo>, ClientError> {
+        decode(self.send(Method::GET, KEYS_PATH, &[], None)?)
+    }
+
+    pub fn register_key(&self, request: &RegisterKeyRequest) -> Result<KeyChange, ClientError> {
+        self.post_json(KEYS_ADMIN_PATH, request)
+    }
+
+    pub fn revoke_key(&self, request: &RevokeKeyRequest) -> Result<KeyChange, ClientError> {
+        self.post_json(KEYS_REVOKE_PATH, request)
     }
 
     fn post_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(

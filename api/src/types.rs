@@ -260,3 +260,68 @@ pub struct ReleaseChange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
 }
+
+pub const KEYS_PATH: &str = "/api/v1/signer/keys";
+pub const KEYS_ADMIN_PATH: &str = "/api/v1/signer/admin/keys";
+pub const KEYS_REVOKE_PATH: &str = "/api/v1/signer/admin/keys/revoke";
+
+/// One entry of the replicated key registry (`GET /api/v1/signer/keys`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyInfo {
+    pub key_id: String,
+    pub tenant: String,
+    pub plan: String,
+    /// `file` or `pkcs11` (where the private key lives).
+    pub source: String,
+    pub algorithm: String,
+    /// `active`, `retired` (verifies, no longer signs) or `revoked`.
+    pub state: String,
+    pub public_key_pem: String,
+    /// RFC 3339: when the key became active.
+    pub created_at: String,
+    /// RFC 3339: the last state change (retirement or revocation time).
+    pub updated_at: String,
+    pub reason: String,
+}
+
+/// `POST /api/v1/signer/admin/keys` (scope `signer.admin`): register a key for a tenant and plan;
+/// with `rotate`, the keys active for them are retired in the same replicated entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegisterKeyRequest {
+    pub tenant: String,
+    pub plan: String,
+    pub public_key_pem: String,
+    /// `file` (default; the private key is `<keys_dir>/<hex of key id>.pem` on every node) or
+    /// `pkcs11` (found on each node's token by `label`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub reason: String,
+    #[serde(default)]
+    pub rotate: bool,
+}
+
+/// `POST /api/v1/signer/admin/keys/revoke` (scope `signer.admin`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevokeKeyRequest {
+    pub key_id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyChange {
+    pub key_id: String,
+    pub audit_id: String,
+    /// Keys retired by a rotation.
+    #[serde(default)]
+    pub retired: Vec<String>,
+    /// Members that confirmed they applied the change before the answer (a revocation waits
+    /// for every reachable member).
+    #[serde(default)]
+    pub applied_on: Vec<u64>,
+}

@@ -56,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         what: ReleaseCommand,
     },
+    /// The key registry: which key signs for which tenant and plan.
+    Keys {
+        #[command(subcommand)]
+        what: KeysCommand,
+    },
     /// Operator actions (token scope `signer.admin`).
     Admin {
         #[command(subcommand)]
@@ -132,6 +137,61 @@ enum ReleaseCommand {
         #[command(flatten)]
         conn: ConnArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// The registry (tenants see their own keys).
+    List {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Generate a P-256 key file `DIR/<hex of key id>.pem` (mode 0600) to install in every
+    /// node's keys directory before registering it.
+    Create {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Register a key for a tenant and plan (scope `signer.admin`).
+    Register(RegisterArgs),
+    /// Register a new key and retire the tenant/plan's active key in one step.
+    Rotate(RegisterArgs),
+    /// Revoke a key: in force on every reachable node when this returns.
+    Revoke {
+        key_id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Write the public keys of every active and retired key (PEM) and `keys.json` (tenant,
+    /// plan, state, validity times) for offline verification.
+    ExportPublic {
+        #[arg(long, short = 'o')]
+        out: PathBuf,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+}
+
+#[derive(Args)]
+struct RegisterArgs {
+    #[arg(long)]
+    tenant: String,
+    #[arg(long)]
+    plan: String,
+    /// The key file (private or public PEM) of a file key, or the public key of an HSM key.
+    #[arg(long)]
+    key: PathBuf,
+    /// For a key on the nodes' PKCS#11 token: its label there.
+    #[arg(long)]
+    pkcs11_label: Option<String>,
+    #[arg(long)]
+    reason: String,
+    #[command(flatten)]
+    conn: ConnArgs,
 }
 
 #[derive(Args)]
@@ -352,7 +412,108 @@ fn main() -> ExitCode {
             what: AdminCommand::PoeBypass(args),
         } => report(poe_bypass(&args)),
         Command::Release { what } => release(what),
+        Command::Keys { what } => report(keys(what)),
     }
+}
+
+fn keys(what: KeysCommand) -> anyhow::Result<()> {
+    match what {
+        KeysCommand::List { conn, output } => {
+            let keys = conn.client()?.keys()?;
+            if output == Output::Json {
+                say!("{}", serde_json::to_string_pretty(&keys)?);
+                return Ok(());
+            }
+            for k in keys {
+                say!(
+                    "{}  {:<8} {:<12} {:<10} {:<7} since {}",
+                    k.key_id,
+                    k.state,
+                    k.tenant,
+                    k.plan,
+                    k.source,
+                    k.created_at
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Create { out } => {
+            let key = stella_signer::FileKeySigner::generate()?;
+            let key_id = key.public_key().key_id();
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let path = out.join(format!("{}.pem", key_id.trim_start_matches("sha256:")));
+            write_private(&path, key.to_pkcs8_pem().as_bytes())?;
+            say!("{key_id}  {}", path.display());
+            Ok(())
+        }
+        KeysCommand::Register(args) => register(args, false),
+        KeysCommand::Rotate(args) => register(args, true),
+        KeysCommand::Revoke {
+            key_id,
+            reason,
+            conn,
+        } => {
+            let change = conn
+                .client()?
+                .revoke_key(&stella_api::RevokeKeyRequest { key_id, reason })?;
+            say!("{}", serde_json::to_string_pretty(&change)?);
+            Ok(())
+        }
+        KeysCommand::ExportPublic { out, conn } => {
+            let keys = conn.client()?.keys()?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let usable: Vec<_> = keys.into_iter().filter(|k| k.state != "revoked").collect();
+            for k in &usable {
+                let path = out.join(format!(
+                    "{}.pub.pem",
+                    k.key_id.trim_start_matches("sha256:")
+                ));
+                std::fs::write(&path, &k.public_key_pem)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            std::fs::write(out.join("keys.json"), serde_json::to_vec_pretty(&usable)?)?;
+            say!("{} keys written to {}", usable.len(), out.display());
+            Ok(())
+        }
+    }
+}
+
+fn register(args: RegisterArgs, rotate: bool) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.key)
+        .with_context(|| format!("reading {}", args.key.display()))?;
+    let public_key_pem = match stella_signer::FileKeySigner::from_pkcs8_pem(&text) {
+        Ok(key) => key.public_key().to_pem(),
+        Err(_) => PublicKey::from_pem(&text)?.to_pem(),
+    };
+    let change = args
+        .conn
+        .client()?
+        .register_key(&stella_api::RegisterKeyRequest {
+            tenant: args.tenant,
+            plan: args.plan,
+            public_key_pem,
+            source: args.pkcs11_label.as_ref().map(|_| "pkcs11".to_owned()),
+            label: args.pkcs11_label,
+            reason: args.reason,
+            rotate,
+        })?;
+    say!("{}", serde_json::to_string_pretty(&change)?);
+    Ok(())
+}
+
+/// Writes a secret file readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
 }
 
 fn release(what: ReleaseCommand) -> ExitCode {

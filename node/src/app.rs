@@ -111,7 +111,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
     let ledger = Ledger::start(cluster.clone(), config.limits.proposal_queue).await?;
     let sessions = Sessions::start(config.limits.max_sessions).await?;
     let signing = SigningService::new(SigningParts {
-        keyring: Keyring::single(key),
+        keyring: Keyring::new(key, keys::key_stores(&config)?),
         ledger: ledger.clone(),
         sessions: sessions.clone(),
         cluster: cluster.clone(),

@@ -99,6 +99,9 @@ pub struct SigningConfig {
     pub key_file: Option<PathBuf>,
     /// A non-extractable P-256 key on a PKCS#11 token (HSM).
     pub pkcs11: Option<Pkcs11Section>,
+    /// Private keys of registered (per tenant/plan) file keys, `<hex of key id>.pem`
+    /// (default `DATA_DIR/keys`).
+    pub keys_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -317,6 +320,7 @@ impl Config {
             signing: SigningConfig {
                 key_file: Some(data_dir.join("keys").join("signing-key.pem")),
                 pkcs11: None,
+                keys_dir: None,
             },
             data_dir,
             tls: TlsConfig {

@@ -1,28 +1,173 @@
-//! The node's signing keys. For now one file key signs for every tenant; per-tenant/plan keys
-//! and other back-ends (HSM, keyless, threshold) plug in behind the same `KeySigner` trait.
+//! The node's signing keys. The replicated key registry assigns keys to a tenant and plan
+//! (active → retired → revoked); a tenant/plan without registered keys is signed for with the
+//! node's default key. Private material stays outside Raft: a file key is
+//! `<keys_dir>/<hex of key id>.pem` on every node, a PKCS#11 key is found on the node's token
+//! by the label its registry entry names (`source = "pkcs11:<label>"`).
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use stella_signer::{FileKeySigner, KeySigner};
+use stella_state::State;
+use stella_state::command::{KeyEntry, KeyState};
 
 use crate::Error;
 
-#[derive(Clone)]
+/// Which key signs for a tenant and plan, decided from the registry alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Nothing registered for this tenant and plan: the node's default key.
+    Default,
+    /// The newest active registered key.
+    Registered(KeyEntry),
+    /// Keys were registered, none is active (all retired or revoked): refuse, never fall back.
+    NoActiveKey,
+}
+
+/// The registry's choice for `tenant` on `plan`. A tenant's keys are never used for another.
+pub fn select(state: &State, tenant: &str, plan: &str) -> Selection {
+    let mine: Vec<&KeyEntry> = state
+        .keys
+        .values()
+        .filter(|k| k.owner_tenant == tenant && k.plan == plan)
+        .collect();
+    if mine.is_empty() {
+        return Selection::Default;
+    }
+    mine.into_iter()
+        .filter(|k| k.state == KeyState::Active)
+        .max_by_key(|k| (k.created_ms, k.key_id.clone()))
+        .map_or(Selection::NoActiveKey, |k| Selection::Registered(k.clone()))
+}
+
+/// The key source recorded in audit records: `file`, `pkcs11`, … (without a locator).
+pub fn source_kind(source: &str) -> &str {
+    source.split(':').next().unwrap_or(source)
+}
+
+/// Where registered keys' private material is found on this node.
+#[derive(Debug, Clone, Default)]
+pub struct KeyStores {
+    pub keys_dir: PathBuf,
+    /// Module, token, PIN and session count for `pkcs11:<label>` keys.
+    pub pkcs11: Option<stella_signer::pkcs11::Pkcs11Config>,
+}
+
 pub struct Keyring {
     default: Arc<dyn KeySigner>,
+    stores: KeyStores,
+    loaded: Mutex<HashMap<String, Arc<dyn KeySigner>>>,
 }
 
 impl Keyring {
     pub fn single(signer: Arc<dyn KeySigner>) -> Keyring {
-        Keyring { default: signer }
+        Keyring::new(signer, KeyStores::default())
     }
 
-    /// The signers for `tenant`, in envelope order.
-    pub fn signers_for(&self, _tenant: &str) -> Vec<Arc<dyn KeySigner>> {
-        vec![self.default.clone()]
+    pub fn new(default: Arc<dyn KeySigner>, stores: KeyStores) -> Keyring {
+        Keyring {
+            default,
+            stores,
+            loaded: Mutex::new(HashMap::new()),
+        }
     }
+
+    pub fn default_key(&self) -> &Arc<dyn KeySigner> {
+        &self.default
+    }
+
+    /// The signers for `tenant` on `plan`, in envelope order.
+    pub fn signers_for(
+        &self,
+        state: &State,
+        tenant: &str,
+        plan: &str,
+    ) -> Result<Vec<Arc<dyn KeySigner>>, Error> {
+        match select(state, tenant, plan) {
+            Selection::Default => Ok(vec![self.default.clone()]),
+            Selection::Registered(entry) => Ok(vec![self.load(&entry)?]),
+            Selection::NoActiveKey => Err(Error::Unavailable(format!(
+                "tenant `{tenant}` has no active key for plan `{plan}` (rotated out or revoked)"
+            ))),
+        }
+    }
+
+    /// The private key behind a registry entry, loaded once and checked against the entry.
+    pub fn load(&self, entry: &KeyEntry) -> Result<Arc<dyn KeySigner>, Error> {
+        let mut loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(signer) = loaded.get(&entry.key_id) {
+            return Ok(signer.clone());
+        }
+        let signer: Arc<dyn KeySigner> = match entry.source.split_once(':') {
+            Some(("pkcs11", label)) => {
+                let config = self.stores.pkcs11.as_ref().ok_or_else(|| {
+                    Error::Unavailable(
+                        "this node has no [signing.pkcs11] token for HSM keys".into(),
+                    )
+                })?;
+                let config = stella_signer::pkcs11::Pkcs11Config {
+                    key_label: label.to_owned(),
+                    ..config.clone()
+                };
+                Arc::new(
+                    stella_signer::pkcs11::Pkcs11KeySigner::open(&config, false)
+                        .map_err(|e| Error::Unavailable(e.to_string()))?,
+                )
+            }
+            _ => Arc::new(
+                load_file_key(&key_path(&self.stores.keys_dir, &entry.key_id))
+                    .map_err(|e| Error::Unavailable(format!("key {}: {e}", entry.key_id)))?,
+            ),
+        };
+        if signer.descriptor().key_id != entry.key_id {
+            return Err(Error::Unavailable(format!(
+                "the private key found for {} is another key ({})",
+                entry.key_id,
+                signer.descriptor().key_id
+            )));
+        }
+        loaded.insert(entry.key_id.clone(), signer.clone());
+        Ok(signer)
+    }
+}
+
+/// `<keys_dir>/<hex of the key id>.pem`
+pub fn key_path(keys_dir: &Path, key_id: &str) -> PathBuf {
+    keys_dir.join(format!(
+        "{}.pem",
+        key_id.strip_prefix("sha256:").unwrap_or(key_id)
+    ))
+}
+
+/// Where this node finds registered keys: `[signing] keys_dir` (default `DATA_DIR/keys`) and
+/// the `[signing.pkcs11]` token, if any.
+pub fn key_stores(config: &crate::config::Config) -> Result<KeyStores, Error> {
+    let pkcs11 = match &config.signing.pkcs11 {
+        Some(hsm) => Some(stella_signer::pkcs11::Pkcs11Config {
+            module: hsm.module.clone(),
+            token_label: hsm.token_label.clone(),
+            pin: std::fs::read_to_string(&hsm.pin_file)
+                .map_err(Error::io(format!("reading {}", hsm.pin_file.display())))?
+                .trim()
+                .to_owned(),
+            key_label: hsm.key_label.clone(),
+            max_sessions: hsm.max_sessions,
+        }),
+        None => None,
+    };
+    Ok(KeyStores {
+        keys_dir: config
+            .signing
+            .keys_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("keys")),
+        pkcs11,
+    })
 }
 
 /// The node's signing key from `[signing]`: a key file (created in dev mode) or a PKCS#11 key.

@@ -16,6 +16,7 @@ pub mod config;
 pub mod dev;
 mod error;
 pub mod http;
+pub mod key_admin;
 pub mod keys;
 pub mod ledger;
 pub mod pipeline;

@@ -276,6 +276,10 @@ impl SigningService {
         Ok(Some(path.describe()))
     }
 
+    pub fn keyring(&self) -> &Keyring {
+        &self.inner.keyring
+    }
+
     pub fn provenance(&self) -> Option<&Provenance> {
         self.inner.provenance.as_deref()
     }
@@ -524,7 +528,16 @@ impl SigningService {
             e
         };
         let plan = pipeline::plan(job.request.clone())?;
-        let signers = inner.keyring.signers_for(&caller.tenant);
+        // The key registry decides which key signs for this tenant and plan (on the leader,
+        // whose applied state is the newest).
+        let signers = match inner.cluster.view().with_state(|state| {
+            inner
+                .keyring
+                .signers_for(state, &caller.tenant, &job.plan.name)
+        }) {
+            Ok(signers) => signers,
+            Err(e) => return Err(refused(e, &job.request).await),
+        };
         let primary = signers
             .first()
             .map(|s| s.descriptor().clone())

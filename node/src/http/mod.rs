@@ -7,6 +7,7 @@ mod audit;
 mod body;
 mod cluster;
 mod context;
+mod keys;
 mod ops;
 mod peer;
 mod problem;
@@ -83,6 +84,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/api/v1/signer/audit")
                 .route(web::get().to(audit::list))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
+            web::resource(stella_api::KEYS_PATH)
+                .route(web::get().to(keys::list))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
+            web::resource(stella_api::KEYS_ADMIN_PATH)
+                .route(web::post().to(keys::register))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
+            web::resource(stella_api::KEYS_REVOKE_PATH)
+                .route(web::post().to(keys::revoke))
                 .default_service(web::to(problem::method_not_allowed)),
         )
         .service(

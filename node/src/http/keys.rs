@@ -1,0 +1,48 @@
+//! The key registry: listing (tenants see their own keys) and the operator's changes.
+
+use actix_web::HttpRequest;
+use actix_web::web::{Data, Json, Payload};
+use stella_api::{KeyChange, KeyInfo};
+
+use super::context::current_request_id;
+use super::{ApiProblem, AppState, body};
+use crate::admission::optok::{SCOPE_ADMIN, SCOPE_AUDIT, SCOPE_AUDIT_ALL, SCOPE_SIGN};
+use crate::key_admin;
+
+/// `GET /api/v1/signer/keys`
+pub async fn list(
+    state: Data<AppState>,
+    req: HttpRequest,
+) -> Result<Json<Vec<KeyInfo>>, ApiProblem> {
+    let scopes = [SCOPE_SIGN, SCOPE_AUDIT, SCOPE_AUDIT_ALL, SCOPE_ADMIN];
+    let caller = super::authenticate_with(&state, &req, &scopes).await?;
+    Ok(Json(key_admin::list(&state.signing, &caller)))
+}
+
+/// `POST /api/v1/signer/admin/keys` (scope `signer.admin`)
+pub async fn register(
+    state: Data<AppState>,
+    req: HttpRequest,
+    payload: Payload,
+) -> Result<Json<KeyChange>, ApiProblem> {
+    let caller = super::authenticate_with(&state, &req, &[SCOPE_ADMIN]).await?;
+    let (request, _) = body::read_json(&req, payload, state.max_body_bytes).await?;
+    let id = current_request_id().unwrap_or_default();
+    Ok(Json(
+        key_admin::register(&state.signing, &caller, &id, request).await?,
+    ))
+}
+
+/// `POST /api/v1/signer/admin/keys/revoke` (scope `signer.admin`)
+pub async fn revoke(
+    state: Data<AppState>,
+    req: HttpRequest,
+    payload: Payload,
+) -> Result<Json<KeyChange>, ApiProblem> {
+    let caller = super::authenticate_with(&state, &req, &[SCOPE_ADMIN]).await?;
+    let (request, _) = body::read_json(&req, payload, state.max_body_bytes).await?;
+    let id = current_request_id().unwrap_or_default();
+    Ok(Json(
+        key_admin::revoke(&state.signing, &caller, &id, request).await?,
+    ))
+}

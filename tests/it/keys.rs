@@ -1,0 +1,240 @@
+//! The replicated key registry on a three-node cluster: per-tenant keys, rotation (new active
+//! and old retired in one entry), revocation in force on every node before the command
+//! returns, no fallback to another key, and the public keys exported for offline checks.
+
+use serde_json::Value;
+use stella_api::{ClientError, SignDsseRequest};
+use stella_tests::{ClusterOptions, PLAN, TestCluster, client_for, sbom_request_for, stella};
+
+fn sign_key_id(client: &stella_api::Client) -> Result<String, stella_api::Problem> {
+    let request: SignDsseRequest =
+        serde_json::from_value(sbom_request_for(client)).expect("request");
+    match client.sign_dsse(&request) {
+        Ok(r) => Ok(r.signer_identity.key_id),
+        Err(ClientError::Problem(p)) => Err(p),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
+    let cluster = TestCluster::start(ClusterOptions::default());
+    let dir = cluster.dir.path();
+    let s = |p: &std::path::Path| p.to_str().expect("utf8").to_owned();
+    let default_key = stella_signer::PublicKey::from_pem_file(&cluster.public_key_path())
+        .expect("default key")
+        .key_id();
+    let tenant_a = cluster.client(2);
+    let tenant_b = client_for(
+        &cluster.api_url(3),
+        cluster
+            .services
+            .credentials("tenant-b-ci", PLAN, &cluster.api_url(3)),
+    );
+    let mut ops = cluster
+        .services
+        .credentials("operator", PLAN, &cluster.api_url(1));
+    ops.server = cluster.api_url(1);
+    let ops_file = dir.join("ops.json");
+    std::fs::write(&ops_file, serde_json::to_vec(&ops).expect("json")).expect("ops");
+    let ops = s(&ops_file);
+    assert_eq!(
+        sign_key_id(tenant_a).expect("signed"),
+        default_key,
+        "no registered key yet"
+    );
+
+    // A key for tenant-a: created by the operator, installed on every node, then registered.
+    let create = |name: &str| {
+        let out = stella(&["keys", "create", "--out", &s(&dir.join(name))]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut parts = line.split_whitespace();
+        let key_id = parts.next().expect("key id").to_owned();
+        let path = std::path::PathBuf::from(parts.next().expect("path"));
+        (key_id, path)
+    };
+    let install = |path: &std::path::Path| {
+        for id in 1..=cluster.len() {
+            let keys = cluster.data_dir(id).join("keys");
+            std::fs::create_dir_all(&keys).expect("keys dir");
+            std::fs::copy(path, keys.join(path.file_name().expect("name"))).expect("install");
+        }
+    };
+    let (k1, k1_path) = create("k1");
+    // Not installed yet: registering it would stop tenant-a's signing, so it is refused.
+    let early = stella(&[
+        "keys",
+        "register",
+        "--tenant",
+        "tenant-a",
+        "--plan",
+        PLAN,
+        "--key",
+        &s(&k1_path),
+        "--reason",
+        "too early",
+        "--credentials",
+        &ops,
+    ]);
+    assert!(!early.status.success());
+    assert!(String::from_utf8_lossy(&early.stderr).contains("install the private key"));
+    install(&k1_path);
+    let out = stella(&[
+        "keys",
+        "register",
+        "--tenant",
+        "tenant-a",
+        "--plan",
+        PLAN,
+        "--key",
+        &s(&k1_path),
+        "--reason",
+        "tenant key",
+        "--credentials",
+        &ops,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sign_key_id(tenant_a).expect("signed"), k1);
+    assert_eq!(
+        sign_key_id(&tenant_b).expect("signed"),
+        default_key,
+        "never another tenant's key"
+    );
+
+    // Rotation: k2 becomes active and k1 retired in one replicated entry.
+    let (k2, k2_path) = create("k2");
+    install(&k2_path);
+    let out = stella(&[
+        "keys",
+        "rotate",
+        "--tenant",
+        "tenant-a",
+        "--plan",
+        PLAN,
+        "--key",
+        &s(&k2_path),
+        "--reason",
+        "yearly rotation",
+        "--credentials",
+        &ops,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let change: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(change["retired"][0], k1.as_str());
+    for id in 1..=cluster.len() {
+        let client = client_for(&cluster.api_url(id), cluster.credentials.clone());
+        assert_eq!(
+            sign_key_id(&client).expect("signed"),
+            k2,
+            "node {id} signs with the new key"
+        );
+    }
+
+    // Revocation: in force on every node when the command returns; no fallback to any key.
+    let out = stella(&[
+        "keys",
+        "revoke",
+        &k2,
+        "--reason",
+        "key compromise",
+        "--credentials",
+        &ops,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let change: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        change["appliedOn"].as_array().expect("nodes").len(),
+        cluster.len()
+    );
+    for id in 1..=cluster.len() {
+        let client = client_for(&cluster.api_url(id), cluster.credentials.clone());
+        let refused = sign_key_id(&client).expect_err("no active key");
+        assert_eq!(
+            refused.code.as_str(),
+            "signing_unavailable",
+            "{}",
+            refused.detail
+        );
+    }
+
+    // Listing: tenants see their own keys; the export has the retired key, not the revoked one.
+    let list = |creds: &str| {
+        let out = stella(&["keys", "list", "--credentials", creds, "--output", "json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("json")
+    };
+    let all = list(&ops);
+    let state_of = |k: &str| {
+        all.iter()
+            .find(|e| e["keyId"] == k)
+            .map(|e| e["state"].clone())
+    };
+    assert_eq!(state_of(&k1), Some("retired".into()));
+    assert_eq!(state_of(&k2), Some("revoked".into()));
+    let b_file = dir.join("b.json");
+    std::fs::write(
+        &b_file,
+        serde_json::to_vec(tenant_b.credentials()).expect("json"),
+    )
+    .expect("b");
+    assert!(
+        list(&s(&b_file)).is_empty(),
+        "tenant-b sees none of tenant-a's keys"
+    );
+    let export = dir.join("export");
+    let out = stella(&[
+        "keys",
+        "export-public",
+        "-o",
+        &s(&export),
+        "--credentials",
+        &ops,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(export.join(format!("{}.pub.pem", &k1[7..])).exists());
+    assert!(!export.join(format!("{}.pub.pem", &k2[7..])).exists());
+
+    // Every change is audited.
+    let page = stella_tests::audit_api(
+        &client_for(
+            &cluster.api_url(1),
+            cluster
+                .services
+                .credentials("operator", PLAN, &cluster.api_url(1)),
+        ),
+        "limit=1000",
+    );
+    let changes: Vec<&str> = page["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["decision"] == "configured")
+        .filter_map(|r| r["poeState"].as_str())
+        .collect();
+    assert_eq!(changes, ["key_registered", "key_rotated", "key_revoked"]);
+}
