@@ -15,20 +15,21 @@ use stella_state::command::{KeyEntry, KeyState};
 
 use crate::Error;
 
-/// Which key signs for a tenant and plan, decided from the registry alone.
+/// Which keys sign for a tenant and plan, decided from the registry alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
     /// Nothing registered for this tenant and plan: the node's default key.
     Default,
-    /// The newest active registered key.
-    Registered(KeyEntry),
+    /// Every active registered key, oldest first: a tenant policy of several keys (say a file
+    /// key and an HSM key) gets one signature from each, in this order, in one envelope.
+    Registered(Vec<KeyEntry>),
     /// Keys were registered, none is active (all retired or revoked): refuse, never fall back.
     NoActiveKey,
 }
 
 /// The registry's choice for `tenant` on `plan`. A tenant's keys are never used for another.
 pub fn select(state: &State, tenant: &str, plan: &str) -> Selection {
-    let mine: Vec<&KeyEntry> = state
+    let mut mine: Vec<&KeyEntry> = state
         .keys
         .values()
         .filter(|k| k.owner_tenant == tenant && k.plan == plan)
@@ -36,10 +37,12 @@ pub fn select(state: &State, tenant: &str, plan: &str) -> Selection {
     if mine.is_empty() {
         return Selection::Default;
     }
-    mine.into_iter()
-        .filter(|k| k.state == KeyState::Active)
-        .max_by_key(|k| (k.created_ms, k.key_id.clone()))
-        .map_or(Selection::NoActiveKey, |k| Selection::Registered(k.clone()))
+    mine.retain(|k| k.state == KeyState::Active);
+    if mine.is_empty() {
+        return Selection::NoActiveKey;
+    }
+    mine.sort_by_key(|k| (k.created_ms, k.key_id.clone()));
+    Selection::Registered(mine.into_iter().cloned().collect())
 }
 
 /// The key source recorded in audit records: `file`, `pkcs11`, … (without a locator).
@@ -87,7 +90,7 @@ impl Keyring {
     ) -> Result<Vec<Arc<dyn KeySigner>>, Error> {
         match select(state, tenant, plan) {
             Selection::Default => Ok(vec![self.default.clone()]),
-            Selection::Registered(entry) => Ok(vec![self.load(&entry)?]),
+            Selection::Registered(entries) => entries.iter().map(|e| self.load(e)).collect(),
             Selection::NoActiveKey => Err(Error::Unavailable(format!(
                 "tenant `{tenant}` has no active key for plan `{plan}` (rotated out or revoked)"
             ))),
@@ -251,4 +254,55 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), Error> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(Error::io(format!("fsync of directory {}", dir.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, tenant: &str, plan: &str, state: KeyState, created_ms: u64) -> KeyEntry {
+        KeyEntry {
+            key_id: id.into(),
+            owner_tenant: tenant.into(),
+            plan: plan.into(),
+            source: "file".into(),
+            algorithm: "ECDSA_P256_SHA256".into(),
+            public_key_pem: String::new(),
+            state,
+            created_ms,
+            updated_ms: created_ms,
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn keys_are_chosen_per_tenant_and_plan_without_fallback() {
+        let mut state = State::default();
+        for e in [
+            entry("a-old", "a", "team", KeyState::Retired, 1),
+            entry("a-hsm", "a", "team", KeyState::Active, 3),
+            entry("a-file", "a", "team", KeyState::Active, 2),
+            entry("a-gold", "a", "gold", KeyState::Revoked, 4),
+            entry("b-1", "b", "team", KeyState::Active, 5),
+        ] {
+            state.keys.insert(e.key_id.clone(), e);
+        }
+        let ids = |s: Selection| match s {
+            Selection::Registered(keys) => keys.into_iter().map(|k| k.key_id).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            ids(select(&state, "a", "team")),
+            ["a-file", "a-hsm"],
+            "all active, oldest first"
+        );
+        assert_eq!(ids(select(&state, "b", "team")), ["b-1"]);
+        assert_eq!(
+            select(&state, "a", "gold"),
+            Selection::NoActiveKey,
+            "revoked: no fallback"
+        );
+        assert_eq!(select(&state, "c", "team"), Selection::Default);
+        assert_eq!(select(&state, "b", "gold"), Selection::Default);
+    }
 }

@@ -110,7 +110,48 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
         "never another tenant's key"
     );
 
-    // Rotation: k2 becomes active and k1 retired in one replicated entry.
+    // A tenant policy of two keys: a second active key adds a second signature — one DSSE
+    // envelope with both, one Sigstore bundle per signature, each verified by sigstore-js.
+    let (k3, k3_path) = create("k3");
+    install(&k3_path);
+    let out = stella(&[
+        "keys",
+        "register",
+        "--tenant",
+        "tenant-a",
+        "--plan",
+        PLAN,
+        "--key",
+        &s(&k3_path),
+        "--reason",
+        "second signer",
+        "--credentials",
+        &ops,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let request: SignDsseRequest =
+        serde_json::from_value(sbom_request_for(tenant_a)).expect("request");
+    let response = tenant_a.sign_dsse(&request).expect("multi-signed");
+    let envelope: Value = serde_json::from_str(response.envelope.get()).expect("envelope");
+    assert_eq!(envelope["signatures"].as_array().expect("sigs").len(), 2);
+    let key_ids: Vec<&str> = response.bundles.iter().map(|b| b.key_id.as_str()).collect();
+    assert_eq!(key_ids, [k1.as_str(), k3.as_str()]);
+    assert_eq!(response.bundle_sha256, response.bundles[0].bundle_sha256);
+    for (bundle, key_path) in response.bundles.iter().zip([&k1_path, &k3_path]) {
+        let bundle_file = dir.join(format!("{}.bundle.json", &bundle.key_id[7..15]));
+        std::fs::write(&bundle_file, bundle.bundle.get()).expect("bundle");
+        let public = dir.join(format!("{}.pub.pem", &bundle.key_id[7..15]));
+        let key = stella_signer::FileKeySigner::from_pem_file(key_path).expect("key");
+        std::fs::write(&public, key.public_key().to_pem()).expect("pub");
+        let (ok, out) = stella_tests::Verifiers::sigstore_js(&bundle_file, &public, None);
+        assert!(ok, "{out}");
+    }
+
+    // Rotation: k2 becomes active and k1 and k3 retired in one replicated entry.
     let (k2, k2_path) = create("k2");
     install(&k2_path);
     let out = stella(&[
@@ -133,7 +174,16 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
         String::from_utf8_lossy(&out.stderr)
     );
     let change: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(change["retired"][0], k1.as_str());
+    let retired: Vec<&str> = change["retired"]
+        .as_array()
+        .expect("retired")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        retired.contains(&k1.as_str()) && retired.contains(&k3.as_str()),
+        "{change}"
+    );
     for id in 1..=cluster.len() {
         let client = client_for(&cluster.api_url(id), cluster.credentials.clone());
         assert_eq!(
@@ -236,5 +286,13 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
         .filter(|r| r["decision"] == "configured")
         .filter_map(|r| r["poeState"].as_str())
         .collect();
-    assert_eq!(changes, ["key_registered", "key_rotated", "key_revoked"]);
+    assert_eq!(
+        changes,
+        [
+            "key_registered",
+            "key_registered",
+            "key_rotated",
+            "key_revoked"
+        ]
+    );
 }
