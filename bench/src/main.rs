@@ -24,6 +24,7 @@ use stella_signer::{
 };
 
 mod admission_cost;
+mod key_backends;
 mod raft_writes;
 
 #[global_allocator]
@@ -78,6 +79,22 @@ fn main() -> anyhow::Result<()> {
 
     let b_sign = raw_sign_loop(&request, duration)?;
     println!("B_sign (file key, aws-lc-rs, 2 threads): {b_sign:.0} signatures/s");
+
+    let pae = stella_signer::pae(IN_TOTO_PAYLOAD_TYPE, &serde_json::to_vec(&request)?);
+    let backends = key_backends::compare(&pae, duration)?;
+    for b in &backends {
+        println!(
+            "G5 keyful: {:<18} {:>8.0} signatures/s  p50 {:>7.1} µs  p99 {:>7.1} µs",
+            b.name, b.per_second, b.p50_us, b.p99_us
+        );
+    }
+    if let [file, hsm] = backends.as_slice() {
+        println!(
+            "G5 keyful ratio pkcs11/file: throughput {:.3}, p99 {:.2}x",
+            hsm.per_second / file.per_second,
+            hsm.p99_us / file.p99_us
+        );
+    }
 
     let cost = tokio::runtime::Builder::new_current_thread()
         .enable_all()
