@@ -11,7 +11,7 @@ use sha2::Digest;
 use stella_api::credentials::AuthorityClient;
 use stella_api::{Credentials, ProofOfEntitlement};
 use stella_node::clock::{Clock, SystemClock};
-use stella_node::dev::{DevAuthority, DevClient, DevLicensing, DevServices, StandIn};
+use stella_node::dev::{DevAuthority, DevClient, DevFulcio, DevLicensing, DevServices, StandIn};
 
 pub const TENANT_A: &str = "tenant-a";
 pub const PLAN: &str = "team";
@@ -20,6 +20,8 @@ pub const LICENSING_CLIENT: &str = "stella-signer";
 pub struct Services {
     pub authority: Arc<DevAuthority>,
     pub licensing: Arc<DevLicensing>,
+    /// A Fulcio-protocol test CA (`{url}/fulcio/api/v2/signingCert`).
+    pub fulcio: Arc<DevFulcio>,
     /// Directory with the stand-ins' PKI: `ca.pem` (trust anchor of their TLS certificate and
     /// of client certificates), `admin.pem`/`admin.key` (a client certificate for mTLS).
     pub pki: PathBuf,
@@ -101,17 +103,21 @@ impl Services {
             DevLicensing::new(&licensing_key, LICENSING_CLIENT, licensing_secret, clock)
                 .expect("licensing"),
         );
+        let fulcio =
+            Arc::new(DevFulcio::new(authority.clone(), Arc::new(SystemClock)).expect("fulcio"));
         let tls = server_tls(&pki);
-        let (a, l) = (authority.clone(), licensing.clone());
+        let (a, l, f) = (authority.clone(), licensing.clone(), fulcio.clone());
         let standin = StandIn::start(listener, tls, move |url| DevServices {
             authority: a,
             licensing: l,
+            fulcio: Some(f),
             token_url: format!("{url}/authority/token"),
         })
         .expect("stand-in server");
         Services {
             authority,
             licensing,
+            fulcio,
             pki,
             licensing_secret_file,
             standin,
@@ -120,6 +126,25 @@ impl Services {
 
     pub fn ca_path(&self) -> PathBuf {
         self.pki.join("ca.pem")
+    }
+
+    pub fn fulcio_url(&self) -> String {
+        format!("{}/fulcio", self.standin.url)
+    }
+
+    /// An OIDC identity token for `email` (audience `sigstore`), as a workload would hold.
+    pub fn identity_token(&self, email: &str) -> String {
+        let now = stella_api::dpop::unix_now();
+        self.authority
+            .mint(&serde_json::json!({
+                "iss": self.authority.issuer(),
+                "sub": email,
+                "email": email,
+                "aud": "sigstore",
+                "iat": now,
+                "exp": now + 600,
+            }))
+            .expect("identity token")
     }
 
     pub fn token_url(&self) -> String {

@@ -40,6 +40,7 @@ fn draft(i: u64) -> AuditDraft {
         poe_state: "not_checked".into(),
         plan: None,
         provenance: None,
+        certificate_serial: None,
         decision: Decision::Signed,
         reason: "signed".into(),
         bundle_sha256: Some("b".repeat(64)),

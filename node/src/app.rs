@@ -111,7 +111,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
     let ledger = Ledger::start(cluster.clone(), config.limits.proposal_queue).await?;
     let sessions = Sessions::start(config.limits.max_sessions).await?;
     let signing = SigningService::new(SigningParts {
-        keyring: Keyring::new(key, keys::key_stores(&config)?),
+        keyring: keyring(key, &config)?,
         ledger: ledger.clone(),
         sessions: sessions.clone(),
         cluster: cluster.clone(),
@@ -215,6 +215,25 @@ fn remember_client_certificate(conn: &dyn std::any::Any, data: &mut actix_web::d
             cert.as_ref(),
         )));
     }
+}
+
+/// The default key, the stores of registered keys and, if configured, the keyless back-end.
+fn keyring(key: Arc<dyn stella_signer::KeySigner>, config: &Config) -> Result<Keyring, Error> {
+    let keyring = Keyring::new(key, keys::key_stores(config)?);
+    let Some(keyless) = &config.signing.keyless else {
+        return Ok(keyring);
+    };
+    let ca = keyless
+        .ca_cert
+        .as_deref()
+        .map(|p| std::fs::read_to_string(p).map_err(Error::io(format!("reading {}", p.display()))))
+        .transpose()?;
+    let signer = crate::keyless::KeylessSigner::new(
+        &keyless.fulcio_url,
+        ca.as_deref(),
+        keyless.identity_token_file.clone(),
+    )?;
+    Ok(keyring.with_keyless(Arc::new(signer)))
 }
 
 /// Release provenance from configuration (`None`: not enforced).

@@ -102,6 +102,18 @@ pub struct SigningConfig {
     /// Private keys of registered (per tenant/plan) file keys, `<hex of key id>.pem`
     /// (default `DATA_DIR/keys`).
     pub keys_dir: Option<PathBuf>,
+    /// Keyless signing (requests with `options.signingMode = "keyless"`).
+    pub keyless: Option<KeylessSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeylessSection {
+    /// Fulcio's base URL (the node calls `{fulcio_url}/api/v2/signingCert`).
+    pub fulcio_url: String,
+    /// The node's OIDC identity token (audience `sigstore`), refreshed by whatever provides it.
+    pub identity_token_file: PathBuf,
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -321,6 +333,7 @@ impl Config {
                 key_file: Some(data_dir.join("keys").join("signing-key.pem")),
                 pkcs11: None,
                 keys_dir: None,
+                keyless: None,
             },
             data_dir,
             tls: TlsConfig {

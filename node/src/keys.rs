@@ -62,6 +62,7 @@ pub struct Keyring {
     default: Arc<dyn KeySigner>,
     stores: KeyStores,
     loaded: Mutex<HashMap<String, Arc<dyn KeySigner>>>,
+    keyless: Option<Arc<dyn KeySigner>>,
 }
 
 impl Keyring {
@@ -74,7 +75,21 @@ impl Keyring {
             default,
             stores,
             loaded: Mutex::new(HashMap::new()),
+            keyless: None,
         }
+    }
+
+    /// Offers keyless signing with `signer` (`[signing.keyless]`).
+    pub fn with_keyless(mut self, signer: Arc<dyn KeySigner>) -> Keyring {
+        self.keyless = Some(signer);
+        self
+    }
+
+    /// The keyless signer, for requests that ask for `keyless`.
+    pub fn keyless(&self) -> Result<Arc<dyn KeySigner>, Error> {
+        self.keyless.clone().ok_or_else(|| {
+            Error::InvalidRequest("keyless signing is not configured on this signer".into())
+        })
     }
 
     pub fn default_key(&self) -> &Arc<dyn KeySigner> {

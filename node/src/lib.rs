@@ -17,6 +17,7 @@ pub mod dev;
 mod error;
 pub mod http;
 pub mod key_admin;
+pub mod keyless;
 pub mod keys;
 pub mod ledger;
 pub mod pipeline;

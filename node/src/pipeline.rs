@@ -10,14 +10,18 @@ use stella_state::{AuditDraft, Decision};
 use crate::Error;
 use crate::admission::Caller;
 
-/// The only signing mode this node offers until key custody adds keyless and threshold.
+/// Signing with a long-lived key (file or HSM).
 pub const MODE_KEYFUL: &str = "keyful";
+/// Signing with an ephemeral key and a short-lived Fulcio certificate.
+pub const MODE_KEYLESS: &str = "keyless";
 /// PoE state of a request refused before its entitlement was established.
 pub const POE_UNCHECKED: &str = "unchecked";
 
 /// A validated request: the exact payload that will be signed.
 #[derive(Debug, Clone)]
 pub struct SigningPlan {
+    /// `keyful` or `keyless`.
+    pub mode: &'static str,
     pub predicate_type: PredicateType,
     pub payload: Vec<u8>,
     pub statement_sha256: String,
@@ -25,13 +29,15 @@ pub struct SigningPlan {
 }
 
 pub fn plan(request: SignDsseRequest) -> Result<SigningPlan, Error> {
-    if let Some(mode) = request.options.signing_mode.as_deref()
-        && mode != MODE_KEYFUL
-    {
-        return Err(Error::InvalidRequest(format!(
-            "signing mode `{mode}` is not offered; use `keyful`"
-        )));
-    }
+    let mode = match request.options.signing_mode.as_deref() {
+        None | Some(MODE_KEYFUL) => MODE_KEYFUL,
+        Some(MODE_KEYLESS) => MODE_KEYLESS,
+        Some(other) => {
+            return Err(Error::InvalidRequest(format!(
+                "signing mode `{other}` is not offered; use `keyful` or `keyless`"
+            )));
+        }
+    };
     let predicate_type: PredicateType = request.predicate_type.parse()?;
     let subjects = request
         .subject
@@ -50,6 +56,7 @@ pub fn plan(request: SignDsseRequest) -> Result<SigningPlan, Error> {
         .collect();
     let payload = statement.to_canonical_bytes()?;
     Ok(SigningPlan {
+        mode,
         predicate_type,
         statement_sha256: sha256_hex(&payload),
         payload,
@@ -84,6 +91,7 @@ pub struct Outcome<'a> {
     pub poe_state: &'a str,
     pub plan_name: &'a str,
     pub provenance: Option<&'a str>,
+    pub certificate_serial: Option<String>,
     pub decision: Decision,
     pub reason: String,
     pub bundle_sha256: Option<String>,
@@ -100,10 +108,11 @@ pub fn audit_draft(outcome: Outcome<'_>) -> AuditDraft {
         predicate_type: outcome.plan.predicate_type.as_str().to_owned(),
         key_id: outcome.key_id.to_owned(),
         key_source: outcome.key_source.to_owned(),
-        signing_mode: MODE_KEYFUL.to_owned(),
+        signing_mode: outcome.plan.mode.to_owned(),
         poe_state: outcome.poe_state.to_owned(),
         plan: Some(outcome.plan_name.to_owned()),
         provenance: outcome.provenance.map(str::to_owned),
+        certificate_serial: outcome.certificate_serial,
         decision: outcome.decision,
         reason: outcome.reason,
         bundle_sha256: outcome.bundle_sha256,
@@ -153,10 +162,15 @@ pub fn refusal_draft(refusal: Refusal<'_>) -> AuditDraft {
             .unwrap_or_default(),
         key_id: String::new(),
         key_source: String::new(),
-        signing_mode: MODE_KEYFUL.to_owned(),
+        signing_mode: refusal
+            .request
+            .and_then(|r| r.options.signing_mode.clone())
+            .filter(|m| m == MODE_KEYLESS)
+            .unwrap_or_else(|| MODE_KEYFUL.to_owned()),
         poe_state: refusal.poe_state.to_owned(),
         plan: refusal.plan_name.map(str::to_owned),
         provenance: None,
+        certificate_serial: None,
         decision: Decision::Denied,
         reason: format!(
             "{}: {}",
@@ -200,6 +214,7 @@ pub fn configured_draft(change: Configured<'_>) -> AuditDraft {
         poe_state: change.state.to_owned(),
         plan: None,
         provenance: None,
+        certificate_serial: None,
         decision: Decision::Configured,
         reason: change.reason,
         bundle_sha256: None,
@@ -237,17 +252,35 @@ pub fn response(
         bundle_sha256,
         statement_sha256: plan.statement_sha256.clone(),
         signer_identity: SignerIdentity {
-            mode: MODE_KEYFUL.to_owned(),
+            mode: plan.mode.to_owned(),
             key_id: first.key_id.clone(),
             key_source: key_source.to_owned(),
             algorithm: first.algorithm.to_string(),
             public_key_pem: first.public_key.to_pem(),
-            certificate_chain: Vec::new(),
+            certificate_chain: first
+                .certificate_chain_der
+                .iter()
+                .map(|der| pem_certificate(der))
+                .collect(),
         },
         audit_id,
         request_id: request_id.to_owned(),
         quota: None,
     })
+}
+
+fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Box<serde_json::value::RawValue>, Error> {
@@ -285,7 +318,10 @@ mod tests {
         ));
         let mut keyless = request("stella.ops/sbom@v1");
         keyless.options.signing_mode = Some("keyless".into());
-        assert!(matches!(plan(keyless), Err(Error::InvalidRequest(_))));
+        assert_eq!(plan(keyless).expect("keyless").mode, MODE_KEYLESS);
+        let mut threshold = request("stella.ops/sbom@v1");
+        threshold.options.signing_mode = Some("threshold".into());
+        assert!(matches!(plan(threshold), Err(Error::InvalidRequest(_))));
         let mut no_subject = request("stella.ops/sbom@v1");
         no_subject.subject.clear();
         assert!(matches!(plan(no_subject), Err(Error::InvalidRequest(_))));

@@ -530,11 +530,16 @@ impl SigningService {
         let plan = pipeline::plan(job.request.clone())?;
         // The key registry decides which key signs for this tenant and plan (on the leader,
         // whose applied state is the newest).
-        let signers = match inner.cluster.view().with_state(|state| {
-            inner
-                .keyring
-                .signers_for(state, &caller.tenant, &job.plan.name)
-        }) {
+        let chosen = if plan.mode == pipeline::MODE_KEYLESS {
+            inner.keyring.keyless().map(|k| vec![k])
+        } else {
+            inner.cluster.view().with_state(|state| {
+                inner
+                    .keyring
+                    .signers_for(state, &caller.tenant, &job.plan.name)
+            })
+        };
+        let signers = match chosen {
             Ok(signers) => signers,
             Err(e) => return Err(refused(e, &job.request).await),
         };
@@ -594,20 +599,28 @@ impl SigningService {
             now_ms: self.now_ms(),
         };
 
-        let draft = |decision: Decision, reason: String, bundle_sha256: Option<String>| {
+        // What the audit record says about the signature: the key that made it (for keyless,
+        // the ephemeral key) and the certificate serial of a keyless signature.
+        struct Made<'a> {
+            key_id: &'a str,
+            certificate_serial: Option<String>,
+            bundle_sha256: Option<String>,
+        }
+        let draft = |decision: Decision, reason: String, made: Made<'_>| {
             pipeline::audit_draft(Outcome {
                 time: inner.clock.now_rfc3339(),
                 request_id,
                 caller: &caller,
                 plan: &plan,
-                key_id: &primary.key_id,
+                key_id: made.key_id,
                 key_source,
                 poe_state: &job.poe_state,
                 plan_name: &job.plan.name,
                 provenance: job.provenance.as_deref(),
+                certificate_serial: made.certificate_serial,
                 decision,
                 reason,
-                bundle_sha256,
+                bundle_sha256: made.bundle_sha256,
             })
         };
 
@@ -638,7 +651,15 @@ impl SigningService {
             Err(e) => {
                 guard.reservation_id = None;
                 let failed = Command::Batch(vec![
-                    Command::Audit(draft(Decision::Failed, e.to_string(), None)),
+                    Command::Audit(draft(
+                        Decision::Failed,
+                        e.to_string(),
+                        Made {
+                            key_id: &primary.key_id,
+                            certificate_serial: None,
+                            bundle_sha256: None,
+                        },
+                    )),
                     Command::Release {
                         reservation_id,
                         now_ms: self.now_ms(),
@@ -655,7 +676,14 @@ impl SigningService {
             Command::Audit(draft(
                 Decision::Signed,
                 "signed".into(),
-                bundle_sha256.clone(),
+                Made {
+                    key_id: ops.first().map_or(&primary.key_id, |op| &op.key_id),
+                    certificate_serial: ops
+                        .first()
+                        .and_then(|op| op.certificate_chain_der.first())
+                        .and_then(|leaf| crate::keyless::certificate_serial(leaf)),
+                    bundle_sha256: bundle_sha256.clone(),
+                },
             )),
             Command::Commit {
                 reservation_id,

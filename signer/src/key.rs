@@ -51,6 +51,8 @@ impl fmt::Display for SignatureAlgorithm {
 pub enum KeySource {
     File,
     Pkcs11,
+    /// An ephemeral key with a short-lived Fulcio certificate.
+    Keyless,
 }
 
 impl KeySource {
@@ -58,6 +60,7 @@ impl KeySource {
         match self {
             KeySource::File => "file",
             KeySource::Pkcs11 => "pkcs11",
+            KeySource::Keyless => "keyless",
         }
     }
 }

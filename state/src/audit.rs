@@ -45,6 +45,9 @@ pub struct AuditDraft {
     /// `approval:<id>`), for requests that needed release provenance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<String>,
+    /// Serial (hex) of the short-lived certificate of a keyless signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_serial: Option<String>,
     pub decision: Decision,
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,6 +191,7 @@ mod tests {
             poe_state: "not_required".into(),
             plan: None,
             provenance: None,
+            certificate_serial: None,
             decision: Decision::Signed,
             reason: "ok".into(),
             bundle_sha256: Some("b".repeat(64)),

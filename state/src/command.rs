@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditDraft;
 
+// Commands are built once and moved into a Raft entry; boxing the audit draft would only add an
+// allocation per signing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Reserve one signature from a tenant/plan ledger.

@@ -96,6 +96,7 @@ fn commands() -> Vec<Command> {
         poe_state: "not_checked".into(),
         plan: None,
         provenance: None,
+        certificate_serial: None,
         decision: Decision::Signed,
         reason: "signed".into(),
         bundle_sha256: Some("b".repeat(64)),

@@ -142,6 +142,7 @@ fn draft(i: u64) -> AuditDraft {
         poe_state: "ok".into(),
         plan: None,
         provenance: None,
+        certificate_serial: None,
         decision: Decision::Signed,
         reason: "signed".into(),
         bundle_sha256: i.is_multiple_of(2).then(|| format!("{i:064}")),

@@ -51,6 +51,7 @@ fn audit(i: u64) -> Command {
         poe_state: "not_checked".into(),
         plan: None,
         provenance: None,
+        certificate_serial: None,
         decision: Decision::Signed,
         reason: "signed".into(),
         bundle_sha256: None,

@@ -7,6 +7,7 @@ mod dev_node;
 mod durability;
 mod hsm;
 mod independent;
+mod keyless;
 mod keys;
 mod provenance;
 mod telemetry;

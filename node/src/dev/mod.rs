@@ -8,6 +8,7 @@
 //!   for the `stella` CLI, which obtains tokens and makes proofs from it transparently.
 
 pub mod authority;
+pub mod fulcio;
 pub mod licensing;
 mod routes;
 
@@ -20,6 +21,7 @@ use stella_api::{Credentials, ProofOfEntitlement};
 use stella_signer::FileKeySigner;
 
 pub use self::authority::{DevAuthority, DevClient};
+pub use self::fulcio::DevFulcio;
 pub use self::licensing::DevLicensing;
 pub use self::routes::{DevServices, StandIn, services};
 use crate::Error;
@@ -135,6 +137,7 @@ pub fn prepare(
         services: DevServices {
             authority: Arc::new(authority),
             licensing: Arc::new(licensing),
+            fulcio: None,
             token_url,
         },
         admission: AdmissionConfig {

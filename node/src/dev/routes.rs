@@ -17,6 +17,8 @@ use crate::Error;
 pub struct DevServices {
     pub authority: Arc<DevAuthority>,
     pub licensing: Arc<DevLicensing>,
+    /// A Fulcio-protocol test CA, when keyless signing is exercised.
+    pub fulcio: Option<Arc<super::DevFulcio>>,
     /// The token endpoint's own URL, which DPoP proofs sent to it must name.
     pub token_url: String,
 }
@@ -29,6 +31,21 @@ pub fn services(prefix: &str, services: DevServices) -> actix_web::Scope {
         .route("/authority/jwks.json", web::get().to(jwks))
         .route("/authority/token", web::post().to(token))
         .route("/licensing/introspect", web::post().to(introspect))
+        .route("/fulcio/api/v2/signingCert", web::post().to(signing_cert))
+}
+
+async fn signing_cert(s: Data<DevServices>, body: web::Json<serde_json::Value>) -> HttpResponse {
+    let Some(fulcio) = &s.fulcio else {
+        return HttpResponse::NotFound().finish();
+    };
+    match fulcio.signing_cert(&body) {
+        Ok(answer) => HttpResponse::Created().json(answer),
+        Err((status, message)) => HttpResponse::build(
+            actix_web::http::StatusCode::from_u16(status)
+                .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST),
+        )
+        .json(json!({"code": status, "message": message})),
+    }
 }
 
 async fn jwks(s: Data<DevServices>) -> HttpResponse {

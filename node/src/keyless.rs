@@ -1,0 +1,176 @@
+//! The keyless back-end: per signing, a fresh P-256 key, a proof of possession, and a
+//! short-lived certificate for it from Fulcio (`POST /api/v2/signingCert`) with the node's OIDC
+//! identity token; the ephemeral key signs once and is dropped. The certificate chain goes into
+//! the response and the leaf into the Sigstore bundle. Retries on 5xx and transport errors only.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde_json::{Value, json};
+use stella_signer::{
+    Error as SignerError, FileKeySigner, KeyDescriptor, KeySigner, KeySource, SignatureAlgorithm,
+    SignedOperation,
+};
+
+use crate::Error;
+use crate::admission::http_client::{self, HttpsSource};
+
+const ATTEMPTS: usize = 3;
+
+pub struct KeylessSigner {
+    fulcio: HttpsSource,
+    identity_token_file: PathBuf,
+    runtime: tokio::runtime::Handle,
+    /// A stand-in: a keyless signer has no long-lived key; every operation reports its own.
+    descriptor: KeyDescriptor,
+}
+
+impl KeylessSigner {
+    pub fn new(
+        fulcio_url: &str,
+        ca_pem: Option<&str>,
+        identity_token_file: PathBuf,
+    ) -> Result<KeylessSigner, Error> {
+        let base = fulcio_url.trim_end_matches('/');
+        let fulcio = HttpsSource::new(
+            &format!("{base}/api/v2/signingCert"),
+            ca_pem,
+            Duration::from_secs(10),
+        )?;
+        let placeholder = FileKeySigner::generate().map_err(|e| Error::Key(e.to_string()))?;
+        Ok(KeylessSigner {
+            fulcio,
+            identity_token_file,
+            runtime: tokio::runtime::Handle::current(),
+            descriptor: KeyDescriptor {
+                key_id: "keyless".into(),
+                algorithm: SignatureAlgorithm::EcdsaP256Sha256,
+                source: KeySource::Keyless,
+                public_key: placeholder.public_key().clone(),
+            },
+        })
+    }
+
+    /// One certificate for `key`, proving possession by signing the token's subject.
+    fn certificate(&self, key: &FileKeySigner) -> Result<Vec<Vec<u8>>, String> {
+        let token = std::fs::read_to_string(&self.identity_token_file)
+            .map_err(|e| format!("reading the identity token: {e}"))?;
+        let token = token.trim();
+        let claims: Value = token
+            .split('.')
+            .nth(1)
+            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or("the identity token is not a JWT")?;
+        let subject = claims["sub"]
+            .as_str()
+            .ok_or("the identity token has no sub")?;
+        let proof = key
+            .sign(subject.as_bytes())
+            .map_err(|e| format!("proof of possession: {e}"))?;
+        let body = json!({
+            "credentials": {"oidcIdentityToken": token},
+            "publicKeyRequest": {
+                "publicKey": {"algorithm": "ECDSA", "content": key.public_key().to_pem()},
+                "proofOfPossession": STANDARD.encode(&proof.signature),
+            }
+        });
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(200 * attempt as u64));
+            }
+            let call = self
+                .fulcio
+                .http
+                .post(self.fulcio.url.clone())
+                .json(&body)
+                .send();
+            let response = match self.runtime.block_on(call) {
+                Ok(r) => r,
+                Err(e) => {
+                    last = format!("Fulcio unreachable: {e}");
+                    continue;
+                }
+            };
+            let status = response.status();
+            if status.is_server_error() {
+                last = format!("Fulcio answered {status}");
+                continue;
+            }
+            let bytes = self
+                .runtime
+                .block_on(http_client::read_ok(response, 256 * 1024))?;
+            let answer: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("undecodable Fulcio answer: {e}"))?;
+            let pems = answer
+                .pointer("/signedCertificateEmbeddedSct/chain/certificates")
+                .or_else(|| answer.pointer("/signedCertificateDetachedSct/chain/certificates"))
+                .and_then(Value::as_array)
+                .ok_or("the Fulcio answer has no certificate chain")?;
+            let chain = pems
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|pem| {
+                    CertificateDer::from_pem_slice(pem.as_bytes())
+                        .map(|c| c.to_vec())
+                        .map_err(|e| format!("certificate: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if chain.is_empty() {
+                return Err("the Fulcio answer has an empty chain".into());
+            }
+            return Ok(chain);
+        }
+        Err(last)
+    }
+}
+
+impl KeySigner for KeylessSigner {
+    fn descriptor(&self) -> &KeyDescriptor {
+        &self.descriptor
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<SignedOperation, SignerError> {
+        let key = FileKeySigner::generate()?;
+        let chain = self.certificate(&key).map_err(SignerError::Signing)?;
+        let mut op = key.sign(message)?;
+        op.certificate_chain_der = chain;
+        Ok(op)
+    }
+}
+
+/// The serial number of a DER certificate, as lowercase hex (for the audit log).
+pub fn certificate_serial(der: &[u8]) -> Option<String> {
+    // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version?, serialNumber INTEGER … } }
+    fn header(bytes: &[u8]) -> Option<(u8, usize, usize)> {
+        let tag = *bytes.first()?;
+        let first = *bytes.get(1)?;
+        if first < 0x80 {
+            return Some((tag, 2, first as usize));
+        }
+        let n = (first & 0x7f) as usize;
+        let len = bytes
+            .get(2..2 + n)?
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        Some((tag, 2 + n, len))
+    }
+    let (_, outer, _) = header(der)?;
+    let tbs = der.get(outer..)?;
+    let (_, tbs_header, _) = header(tbs)?;
+    let mut rest = tbs.get(tbs_header..)?;
+    if rest.first() == Some(&0xa0) {
+        let (_, h, len) = header(rest)?;
+        rest = rest.get(h + len..)?;
+    }
+    let (tag, h, len) = header(rest)?;
+    if tag != 0x02 {
+        return None;
+    }
+    Some(hex::encode(rest.get(h..h + len)?))
+}
