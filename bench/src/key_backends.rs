@@ -1,7 +1,8 @@
-//! Key back-ends compared in one run (goal G5, keyful half): the file key against the PKCS#11
-//! key on a SoftHSM2 token, each signing the same PAE bytes from 2 threads, with throughput and
-//! p99 latency per operation. The token comes from `scripts/softhsm-token.sh` (its exported
-//! `STELLA_TEST_PKCS11_*` variables); without it only the file key is measured.
+//! Key back-ends compared in one run (goal G5): the file key, the PKCS#11 key on a SoftHSM2
+//! token and keyless signing (ephemeral key + a certificate from a Fulcio-protocol CA over
+//! HTTPS on loopback), each signing the same PAE bytes from 2 threads, with throughput and p99
+//! latency per operation. The token comes from `scripts/softhsm-token.sh` (its exported
+//! `STELLA_TEST_PKCS11_*` variables); without it the HSM row is skipped.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,10 +29,16 @@ fn measure(
             let (signer, message) = (signer.clone(), message.to_vec());
             std::thread::spawn(move || {
                 let mut latencies = Vec::new();
+                let mut reported = false;
                 while started.elapsed() < duration {
                     let t0 = Instant::now();
-                    if signer.sign(&message).is_ok() {
-                        latencies.push(t0.elapsed());
+                    match signer.sign(&message) {
+                        Ok(_) => latencies.push(t0.elapsed()),
+                        Err(e) if !reported => {
+                            eprintln!("{name}: {e}");
+                            reported = true;
+                        }
+                        Err(_) => {}
                     }
                 }
                 latencies
@@ -54,6 +61,72 @@ fn measure(
         p50_us: pct(0.5),
         p99_us: pct(0.99),
     }
+}
+
+/// A keyless signer against the dev Fulcio served over HTTPS on loopback (its own runtime).
+fn keyless(
+    dir: &std::path::Path,
+) -> anyhow::Result<(
+    Arc<dyn KeySigner>,
+    stella_node::dev::StandIn,
+    tokio::runtime::Runtime,
+)> {
+    use rustls_pki_types::pem::PemObject;
+    use stella_node::clock::{Clock, SystemClock};
+    use stella_node::dev::{DevAuthority, DevFulcio, DevLicensing, DevServices, StandIn};
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let pki = dir.join("pki");
+    stella_cluster::pki::generate_dev_pki(&pki, 1, &[])?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("https://{}", listener.local_addr()?);
+    let authority = Arc::new(DevAuthority::new(
+        &format!("{url}/authority"),
+        &stella_signer::FileKeySigner::generate()?.to_pkcs8_pem(),
+        Vec::new(),
+        clock.clone(),
+    )?);
+    let fulcio = Arc::new(DevFulcio::new(authority.clone(), clock.clone())?);
+    let licensing = Arc::new(DevLicensing::new(
+        &stella_signer::FileKeySigner::generate()?.to_pkcs8_pem(),
+        "bench",
+        "bench",
+        clock,
+    )?);
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(pki.join("node-1.pem"))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(pki.join("node-1.key"))?;
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    let a = authority.clone();
+    let standin = StandIn::start(listener, tls, move |base| DevServices {
+        authority: a,
+        licensing,
+        fulcio: Some(fulcio),
+        token_url: format!("{base}/authority/token"),
+    })?;
+    let now = stella_api::dpop::unix_now();
+    let token = authority.mint(&serde_json::json!({
+        "iss": authority.issuer(), "sub": "bench@stella.test", "email": "bench@stella.test",
+        "aud": "sigstore", "iat": now, "exp": now + 3600,
+    }))?;
+    std::fs::write(dir.join("identity.jwt"), token)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let ca = std::fs::read_to_string(pki.join("ca.pem"))?;
+    let signer = runtime.block_on(async {
+        stella_node::keyless::KeylessSigner::new(
+            &format!("{}/fulcio", standin.url),
+            Some(&ca),
+            dir.join("identity.jwt"),
+        )
+    })?;
+    Ok((Arc::new(signer), standin, runtime))
 }
 
 pub fn compare(message: &[u8], duration: Duration) -> anyhow::Result<Vec<BackendFigures>> {
@@ -85,5 +158,8 @@ pub fn compare(message: &[u8], duration: Duration) -> anyhow::Result<Vec<Backend
             duration,
         ));
     }
+    let dir = tempfile::tempdir()?;
+    let (signer, _standin, _runtime) = keyless(dir.path())?;
+    figures.push(measure("keyless (Fulcio)", signer, message, duration));
     Ok(figures)
 }

@@ -84,13 +84,15 @@ impl KeylessSigner {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(200 * attempt as u64));
             }
-            let call = self
-                .fulcio
-                .http
-                .post(self.fulcio.url.clone())
-                .json(&body)
-                .send();
-            let response = match self.runtime.block_on(call) {
+            // The request is built inside the runtime: its timeout timer needs the reactor.
+            let response = match self.runtime.block_on(async {
+                self.fulcio
+                    .http
+                    .post(self.fulcio.url.clone())
+                    .json(&body)
+                    .send()
+                    .await
+            }) {
                 Ok(r) => r,
                 Err(e) => {
                     last = format!("Fulcio unreachable: {e}");
