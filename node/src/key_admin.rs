@@ -23,16 +23,6 @@ fn state_name(state: KeyState) -> &'static str {
     }
 }
 
-fn reason_of(text: &str) -> Result<String, Error> {
-    let reason = text.trim();
-    if reason.is_empty() || reason.len() > 500 {
-        return Err(Error::InvalidRequest(
-            "a reason of 1 to 500 characters is required".into(),
-        ));
-    }
-    Ok(reason.to_owned())
-}
-
 /// The registry as the caller may see it.
 pub fn list(service: &SigningService, caller: &Caller) -> Vec<KeyInfo> {
     let all = caller.has_scope(SCOPE_ADMIN) || caller.has_scope(SCOPE_AUDIT_ALL);
@@ -63,7 +53,7 @@ pub async fn register(
     request_id: &str,
     request: RegisterKeyRequest,
 ) -> Result<KeyChange, Error> {
-    let reason = reason_of(&request.reason)?;
+    let reason = pipeline::operator_reason(&request.reason)?;
     if request.tenant.is_empty() || request.plan.is_empty() {
         return Err(Error::InvalidRequest("tenant and plan are required".into()));
     }
@@ -159,7 +149,7 @@ pub async fn revoke(
     request_id: &str,
     request: RevokeKeyRequest,
 ) -> Result<KeyChange, Error> {
-    let reason = reason_of(&request.reason)?;
+    let reason = pipeline::operator_reason(&request.reason)?;
     let tenant = service
         .cluster()
         .view()

@@ -187,6 +187,17 @@ pub fn refusal_draft(refusal: Refusal<'_>) -> AuditDraft {
     }
 }
 
+/// The reason an operator gives for a change: required, at most 500 characters, trimmed.
+pub fn operator_reason(text: &str) -> Result<String, Error> {
+    let reason = text.trim();
+    if reason.is_empty() || reason.len() > 500 {
+        return Err(Error::InvalidRequest(
+            "a reason of 1 to 500 characters is required".into(),
+        ));
+    }
+    Ok(reason.to_owned())
+}
+
 /// An operator's change to the replicated configuration, as the audit log records it.
 pub struct Configured<'a> {
     pub time: String,

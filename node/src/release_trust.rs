@@ -17,16 +17,6 @@ use crate::signing::{ConfigChange, SigningService, rfc3339_ms};
 
 const MAX_APPROVAL_SECONDS: u64 = 90 * 24 * 3600;
 
-fn reason_of(text: &str) -> Result<String, Error> {
-    let reason = text.trim();
-    if reason.is_empty() || reason.len() > 500 {
-        return Err(Error::InvalidRequest(
-            "a reason of 1 to 500 characters is required".into(),
-        ));
-    }
-    Ok(reason.to_owned())
-}
-
 fn digest_of(text: &str) -> Result<String, Error> {
     stella_release::parse_digest(text).map_err(|e| Error::InvalidRequest(e.to_string()))?;
     Ok(text.to_owned())
@@ -58,7 +48,7 @@ pub async fn allow(
     change: AllowlistChange,
 ) -> Result<ReleaseChange, Error> {
     let digest = digest_of(&change.image_digest)?;
-    let reason = reason_of(&change.reason)?;
+    let reason = pipeline::operator_reason(&change.reason)?;
     let toggle = Toggle {
         name: allow_toggle(&digest),
         enabled: change.allowed,
@@ -100,7 +90,7 @@ pub async fn request_approval(
     request: ApprovalRequest,
 ) -> Result<ReleaseChange, Error> {
     let digest = digest_of(&request.image_digest)?;
-    let reason = reason_of(&request.reason)?;
+    let reason = pipeline::operator_reason(&request.reason)?;
     if !(1..=MAX_APPROVAL_SECONDS).contains(&request.expires_in_seconds) {
         return Err(Error::InvalidRequest(format!(
             "expiresInSeconds must be between 1 and {MAX_APPROVAL_SECONDS}"
@@ -148,7 +138,7 @@ pub async fn decide(
     request_id: &str,
     decision: ApprovalDecision,
 ) -> Result<ReleaseChange, Error> {
-    let reason = reason_of(&decision.reason)?;
+    let reason = pipeline::operator_reason(&decision.reason)?;
     let verdict = match decision.verdict.as_str() {
         "approved" => Verdict::Approved,
         "denied" => Verdict::Denied,

@@ -341,12 +341,7 @@ impl SigningService {
         request_id: &str,
         change: stella_api::PoeBypassRequest,
     ) -> Result<stella_api::ToggleStatus, Error> {
-        let reason = change.reason.trim();
-        if reason.is_empty() || reason.len() > 500 {
-            return Err(Error::InvalidRequest(
-                "a bypass change needs a reason (1 to 500 characters)".into(),
-            ));
-        }
+        let reason = pipeline::operator_reason(&change.reason)?;
         let now_ms = self.now_ms();
         let expires_at_ms = match (change.enabled, change.expires_in_seconds) {
             (true, Some(s)) if (1..=MAX_BYPASS_SECONDS).contains(&s) => Some(now_ms + s * 1000),
