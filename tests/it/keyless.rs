@@ -111,6 +111,24 @@ fn keyless_bundles_carry_a_fulcio_leaf_that_independent_verifiers_accept() {
     let (ok, _) = openssl(&["verify", "-CAfile", "other-root.pem", "leaf.pem"]);
     assert!(!ok, "another CA does not vouch for the leaf");
 
+    // A rejected identity (Fulcio answers 401: no retry) makes keyless signing unavailable;
+    // the failure is audited and the quota it reserved is given back.
+    std::fs::write(dir.join("identity.jwt"), "not.a.token").expect("token");
+    let refused = match client.sign_dsse(&request) {
+        Err(stella_api::ClientError::Problem(p)) => p,
+        other => panic!("expected a problem, got {other:?}"),
+    };
+    assert_eq!(
+        refused.code.as_str(),
+        "signing_unavailable",
+        "{}",
+        refused.detail
+    );
+    std::fs::write(dir.join("identity.jwt"), services.identity_token(identity)).expect("token");
+    client
+        .sign_dsse(&request)
+        .expect("a valid identity signs again");
+
     // Audited with the certificate serial; keyful requests still use the node's key.
     let keyful: SignDsseRequest =
         serde_json::from_value(sbom_request_for(&client)).expect("request");
