@@ -20,8 +20,8 @@ use crate::types::{
     ClusterStatus, Health, KEYS_ADMIN_PATH, KEYS_PATH, KEYS_REVOKE_PATH, KeyChange, KeyInfo,
     POE_BYPASS_PATH, PoeBypassRequest, REFERRERS_PATH, RELEASE_ALLOWLIST_PATH,
     RELEASE_APPROVALS_PATH, RELEASE_DECISIONS_PATH, ReferrersReport, RegisterKeyRequest,
-    ReleaseChange, RevokeKeyRequest, SIGN_DSSE_PATH, SignDsseRequest, SignDsseResponse,
-    ToggleStatus,
+    ReleaseChange, RevokeKeyRequest, SIGN_DSSE_PATH, SignDsseRequest, SignDsseResponse, TRUST_PATH,
+    ToggleStatus, TrustMaterial,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +173,11 @@ impl Client {
     /// The key registry (tenants see their own keys; admins and auditors all).
     pub fn keys(&self) -> Result<Vec<KeyInfo>, ClientError> {
         decode(self.send(Method::GET, KEYS_PATH, &[], None)?)
+    }
+
+    /// Verification material for offline use.
+    pub fn trust(&self) -> Result<TrustMaterial, ClientError> {
+        decode(self.send(Method::GET, TRUST_PATH, &[], None)?)
     }
 
     pub fn register_key(&self, request: &RegisterKeyRequest) -> Result<KeyChange, ClientError> {

@@ -325,3 +325,16 @@ pub struct KeyChange {
     #[serde(default)]
     pub applied_on: Vec<u64>,
 }
+
+pub const TRUST_PATH: &str = "/api/v1/signer/trust";
+
+/// `GET /api/v1/signer/trust`: what offline verifiers need — every active and retired key
+/// (the node's default key included, tenant `*`) and the certificate authorities of keyless
+/// signatures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustMaterial {
+    pub keys: Vec<KeyInfo>,
+    /// PEM certificate chains (root last) of the Fulcio CAs this signer uses.
+    pub certificate_authorities: Vec<Vec<String>>,
+}

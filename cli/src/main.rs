@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use stella_api::{
     Client, ClientConfig, ClientError, Credentials, SignDsseRequest, SignOptions, SubjectWire,
@@ -55,6 +56,11 @@ enum Command {
     Release {
         #[command(subcommand)]
         what: ReleaseCommand,
+    },
+    /// Trust material for offline verification (Offline Kit).
+    Trust {
+        #[command(subcommand)]
+        what: TrustCommand,
     },
     /// The key registry: which key signs for which tenant and plan.
     Keys {
@@ -134,6 +140,18 @@ enum ReleaseCommand {
         approval_id: String,
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrustCommand {
+    /// Write `trusted_root.json` (the keyless CAs), the PEM public key of every active and
+    /// retired key (the default key included) and `keys.json` (tenant, plan, state, times).
+    Export {
+        #[arg(long, short = 'o')]
+        out: PathBuf,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -413,6 +431,9 @@ fn main() -> ExitCode {
         } => report(poe_bypass(&args)),
         Command::Release { what } => release(what),
         Command::Keys { what } => report(keys(what)),
+        Command::Trust {
+            what: TrustCommand::Export { out, conn },
+        } => report(trust_export(&out, &conn)),
     }
 }
 
@@ -476,6 +497,60 @@ fn keys(what: KeysCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn trust_export(out: &Path, conn: &ConnArgs) -> anyhow::Result<()> {
+    use base64::Engine;
+    let trust = conn.client()?.trust()?;
+    std::fs::create_dir_all(out.join("keys"))
+        .with_context(|| format!("creating {}", out.display()))?;
+    for k in &trust.keys {
+        let path = out.join("keys").join(format!(
+            "{}.pub.pem",
+            k.key_id.trim_start_matches("sha256:")
+        ));
+        std::fs::write(&path, &k.public_key_pem)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    std::fs::write(
+        out.join("keys.json"),
+        serde_json::to_vec_pretty(&trust.keys)?,
+    )?;
+    let authorities = trust
+        .certificate_authorities
+        .iter()
+        .map(|chain| {
+            let certificates = chain
+                .iter()
+                .map(|pem| {
+                    let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+                        .map_err(|e| anyhow::anyhow!("certificate: {e}"))?;
+                    Ok(json!({"rawBytes": base64::engine::general_purpose::STANDARD.encode(der.as_ref())}))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(json!({
+                "subject": {"organization": "Fulcio", "commonName": "Fulcio"},
+                "certChain": {"certificates": certificates},
+                "validFor": {"start": "1970-01-01T00:00:00Z"}
+            }))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let root = json!({
+        "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+        "tlogs": [], "ctlogs": [], "timestampAuthorities": [],
+        "certificateAuthorities": authorities,
+    });
+    std::fs::write(
+        out.join("trusted_root.json"),
+        serde_json::to_vec_pretty(&root)?,
+    )?;
+    say!(
+        "{} keys and {} certificate authorities written to {}",
+        trust.keys.len(),
+        trust.certificate_authorities.len(),
+        out.display()
+    );
+    Ok(())
 }
 
 fn register(args: RegisterArgs, rotate: bool) -> anyhow::Result<()> {

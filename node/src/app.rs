@@ -124,6 +124,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         signing,
         metrics: telemetry::init_metrics(),
         max_body_bytes: config.limits.max_body_bytes,
+        keyless_ca_chains: keyless_ca_chains(&config)?,
         base_urls,
     });
 
@@ -234,6 +235,28 @@ fn keyring(key: Arc<dyn stella_signer::KeySigner>, config: &Config) -> Result<Ke
         keyless.identity_token_file.clone(),
     )?;
     Ok(keyring.with_keyless(Arc::new(signer)))
+}
+
+/// The Fulcio CA chain to publish, from `[signing.keyless] ca_chain`.
+fn keyless_ca_chains(config: &Config) -> Result<Vec<Vec<String>>, Error> {
+    let Some(path) = config
+        .signing
+        .keyless
+        .as_ref()
+        .and_then(|k| k.ca_chain.as_ref())
+    else {
+        return Ok(Vec::new());
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(Error::io(format!("reading {}", path.display())))?;
+    let chain: Vec<String> = CertificateDer::pem_slice_iter(text.as_bytes())
+        .map(|c| c.map(|der| crate::pipeline::pem_certificate(der.as_ref())))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    if chain.is_empty() {
+        return Err(Error::Config(format!("{}: no certificate", path.display())));
+    }
+    Ok(vec![chain])
 }
 
 /// Release provenance from configuration (`None`: not enforced).

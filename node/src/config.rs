@@ -114,6 +114,9 @@ pub struct KeylessSection {
     /// The node's OIDC identity token (audience `sigstore`), refreshed by whatever provides it.
     pub identity_token_file: PathBuf,
     pub ca_cert: Option<PathBuf>,
+    /// The Fulcio CA chain (PEM, root last) that verifiers must trust for keyless signatures;
+    /// published by `GET /api/v1/signer/trust` (`stella trust export`).
+    pub ca_chain: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

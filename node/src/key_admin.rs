@@ -46,6 +46,36 @@ pub fn list(service: &SigningService, caller: &Caller) -> Vec<KeyInfo> {
     })
 }
 
+/// Verification material for offline use: every active and retired key (the node's default
+/// key as tenant `*`) and the keyless CA chains.
+pub fn trust(
+    service: &SigningService,
+    caller: &Caller,
+    ca_chains: &[Vec<String>],
+) -> stella_api::TrustMaterial {
+    let mut keys: Vec<KeyInfo> = list(service, caller)
+        .into_iter()
+        .filter(|k| k.state != "revoked")
+        .collect();
+    let default = service.keyring().default_key().descriptor();
+    keys.push(KeyInfo {
+        key_id: default.key_id.clone(),
+        tenant: "*".into(),
+        plan: "*".into(),
+        source: default.source.as_str().into(),
+        algorithm: default.algorithm.to_string(),
+        state: "active".into(),
+        public_key_pem: default.public_key.to_pem(),
+        created_at: String::new(),
+        updated_at: String::new(),
+        reason: "the node's default key (tenants and plans without registered keys)".into(),
+    });
+    stella_api::TrustMaterial {
+        keys,
+        certificate_authorities: ca_chains.to_vec(),
+    }
+}
+
 /// Registers a key (and with `rotate`, retires the tenant/plan's active keys atomically).
 pub async fn register(
     service: &SigningService,

@@ -280,7 +280,8 @@ pub fn response(
     })
 }
 
-fn pem_certificate(der: &[u8]) -> String {
+/// A DER certificate as PEM.
+pub fn pem_certificate(der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let lines: Vec<&str> = b64

@@ -22,13 +22,14 @@ fn keyless_bundles_carry_a_fulcio_leaf_that_independent_verifiers_accept() {
     std::fs::write(dir.join("signing.pem"), key.to_pkcs8_pem()).expect("key");
     let config = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\n[tls]\ndisabled = true\n[signing]\nkey_file = \"{d}/signing.pem\"\n\
-         [signing.keyless]\nfulcio_url = \"{fulcio}\"\nidentity_token_file = \"{d}/identity.jwt\"\nca_cert = \"{ca}\"\n{admission}",
+         [signing.keyless]\nfulcio_url = \"{fulcio}\"\nidentity_token_file = \"{d}/identity.jwt\"\nca_cert = \"{ca}\"\nca_chain = \"{d}/fulcio-chain.pem\"\n{admission}",
         d = dir.display(),
         fulcio = services.fulcio_url(),
         ca = services.ca_path().display(),
         admission = services.node_toml(&[(PLAN, 1000, 100, 1024 * 1024)], ""),
     );
     std::fs::write(dir.join("node.toml"), config).expect("config");
+    std::fs::write(dir.join("fulcio-chain.pem"), services.fulcio.ca_pem()).expect("chain");
     let node = NodeProcess::start(
         &[
             "serve",

@@ -19,6 +19,20 @@ pub async fn list(
     Ok(Json(key_admin::list(&state.signing, &caller)))
 }
 
+/// `GET /api/v1/signer/trust`
+pub async fn trust(
+    state: Data<AppState>,
+    req: HttpRequest,
+) -> Result<Json<stella_api::TrustMaterial>, ApiProblem> {
+    let scopes = [SCOPE_SIGN, SCOPE_AUDIT, SCOPE_AUDIT_ALL, SCOPE_ADMIN];
+    let caller = super::authenticate_with(&state, &req, &scopes).await?;
+    Ok(Json(key_admin::trust(
+        &state.signing,
+        &caller,
+        &state.keyless_ca_chains,
+    )))
+}
+
 /// `POST /api/v1/signer/admin/keys` (scope `signer.admin`)
 pub async fn register(
     state: Data<AppState>,

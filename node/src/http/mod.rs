@@ -29,6 +29,8 @@ pub struct AppState {
     pub signing: SigningService,
     pub metrics: PrometheusHandle,
     pub max_body_bytes: usize,
+    /// PEM chains of the Fulcio CAs keyless signatures chain to (published for verifiers).
+    pub keyless_ca_chains: Vec<Vec<String>>,
     /// Base URLs clients may address this node by (its own and the load balancer's): DPoP
     /// `htu` must be one of them plus the request path. The `Host` header is never trusted.
     pub base_urls: Vec<String>,
@@ -84,6 +86,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/api/v1/signer/audit")
                 .route(web::get().to(audit::list))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
+            web::resource(stella_api::TRUST_PATH)
+                .route(web::get().to(keys::trust))
                 .default_service(web::to(problem::method_not_allowed)),
         )
         .service(
