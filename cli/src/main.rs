@@ -397,8 +397,15 @@ struct VerifyArgs {
     #[arg(long)]
     envelope: Option<PathBuf>,
     /// Public key (PEM) the signature must verify with.
+    #[arg(long, required_unless_present = "trust", conflicts_with = "trust")]
+    key: Option<PathBuf>,
+    /// An Offline Kit written by `stella trust export`: the signature must verify with one of its
+    /// keys, and that key must have been valid at `--signed-at`.
     #[arg(long)]
-    key: PathBuf,
+    trust: Option<PathBuf>,
+    /// When the signature was made (RFC 3339, e.g. from its audit record); needed for a retired key.
+    #[arg(long, requires = "trust")]
+    signed_at: Option<String>,
     /// Required predicate type.
     #[arg(long)]
     predicate_type: Option<String>,
@@ -989,18 +996,59 @@ fn verify_inner(args: &VerifyArgs) -> anyhow::Result<Result<Value, stella_signer
         Ok(hex) => hex.to_owned(),
         Err(_) => sha256_hex(&read(Path::new(&args.artifact))?),
     };
-    let key = PublicKey::from_pem_file(&args.key)?;
-    let (verified, bundle_sha256) = if let Some(path) = &args.bundle {
-        let bundle = Bundle::from_json(&read(path)?)?;
-        (verify_bundle(&bundle, &key), Some(bundle.sha256()?))
-    } else if let Some(path) = &args.envelope {
-        (
-            verify_envelope(&Envelope::from_json(&read(path)?)?, &key),
-            None,
-        )
-    } else {
-        bail!("pass --bundle or --envelope");
-    };
+    // The candidate keys: the one given, or every key of the Offline Kit with its validity.
+    let candidates: Vec<(PublicKey, Option<stella_signer::verify::KeyValidity>)> =
+        match (&args.key, &args.trust) {
+            (Some(path), _) => vec![(PublicKey::from_pem_file(path)?, None)],
+            (None, Some(dir)) => {
+                let keys: Vec<stella_api::KeyInfo> =
+                    serde_json::from_slice(&read(&dir.join("keys.json"))?)
+                        .context("keys.json of the trust export")?;
+                keys.into_iter()
+                    .map(|k| {
+                        Ok((
+                            PublicKey::from_pem(&k.public_key_pem)?,
+                            Some(stella_signer::verify::KeyValidity {
+                                state: k.state,
+                                valid_from: k.created_at,
+                                retired_at: k.updated_at,
+                            }),
+                        ))
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            }
+            (None, None) => bail!("pass --key or --trust"),
+        };
+    let bundle = args
+        .bundle
+        .as_deref()
+        .map(read)
+        .transpose()?
+        .map(|b| Bundle::from_json(&b))
+        .transpose()?;
+    let envelope = args
+        .envelope
+        .as_deref()
+        .map(read)
+        .transpose()?
+        .map(|b| Envelope::from_json(&b))
+        .transpose()?;
+    let bundle_sha256 = bundle.as_ref().map(Bundle::sha256).transpose()?;
+    let mut verified = Err(stella_signer::VerifyFailure::NoSignatures);
+    let mut validity = None;
+    for (key, key_validity) in &candidates {
+        let attempt = match (&bundle, &envelope) {
+            (Some(bundle), _) => verify_bundle(bundle, key),
+            (None, Some(envelope)) => verify_envelope(envelope, key),
+            (None, None) => bail!("pass --bundle or --envelope"),
+        };
+        let found = attempt.is_ok();
+        verified = attempt;
+        if found {
+            validity = key_validity.clone();
+            break;
+        }
+    }
     let verified = match verified {
         Ok(v) => v,
         Err(failure) => return Ok(Err(failure)),
@@ -1010,6 +1058,15 @@ fn verify_inner(args: &VerifyArgs) -> anyhow::Result<Result<Value, stella_signer
         predicate_type: args.predicate_type.clone(),
     };
     if let Err(failure) = check_expectations(&verified, &expect) {
+        return Ok(Err(failure));
+    }
+    if let Some(validity) = &validity
+        && let Err(failure) = stella_signer::verify::check_key_validity(
+            &verified.key_id,
+            validity,
+            args.signed_at.as_deref(),
+        )
+    {
         return Ok(Err(failure));
     }
     Ok(Ok(json!({

@@ -38,6 +38,9 @@ pub enum VerifyFailure {
     SubjectMismatch { sha256: String },
     #[error("predicate type is `{found}`, expected `{expected}`")]
     PredicateTypeMismatch { expected: String, found: String },
+    /// The key verified the signature but was not valid when it was made.
+    #[error("key {key_id} was not valid at the signing time: {reason}")]
+    KeyNotValidAtSigningTime { key_id: String, reason: String },
 }
 
 impl VerifyFailure {
@@ -51,7 +54,57 @@ impl VerifyFailure {
             VerifyFailure::MalformedStatement { .. } => "malformed_statement",
             VerifyFailure::SubjectMismatch { .. } => "subject_mismatch",
             VerifyFailure::PredicateTypeMismatch { .. } => "predicate_type_mismatch",
+            VerifyFailure::KeyNotValidAtSigningTime { .. } => "key_not_valid_at_signing_time",
         }
+    }
+}
+
+/// A key's validity as a trust export states it (times are RFC 3339; empty = unbounded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValidity {
+    /// `active` or `retired` (revoked keys are not exported).
+    pub state: String,
+    pub valid_from: String,
+    /// For a retired key: when it stopped signing.
+    pub retired_at: String,
+}
+
+/// Judges a signature by its signing time against the key's validity: a key signs from its
+/// activation until its retirement. Without a signing time only an active key is accepted.
+pub fn check_key_validity(
+    key_id: &str,
+    validity: &KeyValidity,
+    signed_at: Option<&str>,
+) -> Result<(), VerifyFailure> {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    let fail = |reason: &str| VerifyFailure::KeyNotValidAtSigningTime {
+        key_id: key_id.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let parse = |t: &str| OffsetDateTime::parse(t, &Rfc3339).ok();
+    let Some(signed_at) = signed_at else {
+        return if validity.state == "active" {
+            Ok(())
+        } else {
+            Err(fail(
+                "the key is retired; give the signing time to check it",
+            ))
+        };
+    };
+    let signed = parse(signed_at).ok_or_else(|| fail("the signing time is not RFC 3339"))?;
+    if let Some(from) = parse(&validity.valid_from)
+        && signed < from
+    {
+        return Err(fail("signed before the key was activated (not yet valid)"));
+    }
+    match validity.state.as_str() {
+        "active" => Ok(()),
+        "retired" => match parse(&validity.retired_at) {
+            Some(until) if signed < until => Ok(()),
+            _ => Err(fail("signed after the key was retired")),
+        },
+        other => Err(fail(&format!("key state `{other}`"))),
     }
 }
 
@@ -141,4 +194,34 @@ pub fn check_expectations(verified: &Verified, expect: &Expectations) -> Result<
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod validity_tests {
+    use super::*;
+
+    fn validity(state: &str, from: &str, retired_at: &str) -> KeyValidity {
+        KeyValidity {
+            state: state.into(),
+            valid_from: from.into(),
+            retired_at: retired_at.into(),
+        }
+    }
+
+    #[test]
+    fn signatures_are_judged_by_signing_time() {
+        let active = validity("active", "2026-01-01T00:00:00Z", "");
+        let retired = validity("retired", "2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z");
+        assert!(check_key_validity("k", &active, None).is_ok());
+        assert!(check_key_validity("k", &active, Some("2026-03-01T00:00:00Z")).is_ok());
+        let early = check_key_validity("k", &active, Some("2025-12-31T23:59:59Z"));
+        assert!(matches!(
+            early,
+            Err(VerifyFailure::KeyNotValidAtSigningTime { .. })
+        ));
+        assert!(check_key_validity("k", &retired, Some("2026-05-31T00:00:00Z")).is_ok());
+        assert!(check_key_validity("k", &retired, Some("2026-06-01T00:00:00Z")).is_err());
+        assert!(check_key_validity("k", &retired, None).is_err());
+        assert!(check_key_validity("k", &active, Some("yesterday")).is_err());
+    }
 }

@@ -136,6 +136,9 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
     let request: SignDsseRequest =
         serde_json::from_value(sbom_request_for(tenant_a)).expect("request");
     let response = tenant_a.sign_dsse(&request).expect("multi-signed");
+    let k1_bundle = dir.join("k1-signed.bundle.json");
+    std::fs::write(&k1_bundle, response.bundles[0].bundle.get()).expect("bundle");
+    let k1_audit_id = response.audit_id.clone();
     let envelope: Value = serde_json::from_str(response.envelope.get()).expect("envelope");
     assert_eq!(envelope["signatures"].as_array().expect("sigs").len(), 2);
     let key_ids: Vec<&str> = response.bundles.iter().map(|b| b.key_id.as_str()).collect();
@@ -192,6 +195,10 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
             "node {id} signs with the new key"
         );
     }
+
+    let k2_response = tenant_a.sign_dsse(&request).expect("signed with k2");
+    let k2_bundle = dir.join("k2-signed.bundle.json");
+    std::fs::write(&k2_bundle, k2_response.bundles[0].bundle.get()).expect("bundle");
 
     // Revocation: in force on every node when the command returns; no fallback to any key.
     let out = stella(&[
@@ -268,6 +275,69 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
     );
     assert!(export.join(format!("{}.pub.pem", &k1[7..])).exists());
     assert!(!export.join(format!("{}.pub.pem", &k2[7..])).exists());
+
+    // The Offline Kit judges signatures by their signing time: k1 signed while active verifies;
+    // the same signature claimed after k1's retirement does not; k2 (revoked) is not in the kit.
+    let kit = dir.join("kit");
+    let out = stella(&["trust", "export", "-o", &s(&kit), "--credentials", &ops]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audit_page = stella_tests::audit_api(
+        &client_for(
+            &cluster.api_url(1),
+            cluster
+                .services
+                .credentials("operator", PLAN, &cluster.api_url(1)),
+        ),
+        "limit=1000",
+    );
+    let signed_at = audit_page["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .find(|r| r["auditId"] == k1_audit_id.as_str())
+        .and_then(|r| r["time"].as_str())
+        .expect("the signing's audit time")
+        .to_owned();
+    let digest = format!(
+        "sha256:{}",
+        sbom_request_for(tenant_a)["subject"][0]["digest"]["sha256"]
+            .as_str()
+            .expect("digest")
+    );
+    let verify = |bundle: &std::path::Path, at: &str| {
+        stella(&[
+            "verify",
+            &digest,
+            "--bundle",
+            &s(bundle),
+            "--trust",
+            &s(&kit),
+            "--signed-at",
+            at,
+            "--output",
+            "json",
+        ])
+    };
+    let ok = verify(&k1_bundle, &signed_at);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let late = verify(&k1_bundle, "2099-01-01T00:00:00Z");
+    assert_eq!(late.status.code(), Some(1));
+    let late: Value = serde_json::from_slice(&late.stdout).expect("json");
+    assert_eq!(late["kind"], "key_not_valid_at_signing_time", "{late}");
+    let revoked = verify(&k2_bundle, &signed_at);
+    assert_eq!(
+        revoked.status.code(),
+        Some(1),
+        "a revoked key is not in the kit"
+    );
 
     // Every change is audited.
     let page = stella_tests::audit_api(
