@@ -23,5 +23,7 @@ echo "== load generator smoke run (numbers from a debug build are not benchmarks
 "$CARGO_TARGET_DIR/debug/stella-load" --quick
 
 echo "== cargo test (with a fresh SoftHSM2 token for the PKCS#11 back-end)"
-eval "$(bash scripts/softhsm-token.sh "${TMPDIR:-/tmp}/stella-softhsm-$$")"
+hsm_dir="${TMPDIR:-/tmp}/stella-softhsm-$$"
+trap 'rm -rf "$hsm_dir"' EXIT
+eval "$(bash scripts/softhsm-token.sh "$hsm_dir")"
 cargo test --locked --workspace --all-targets
