@@ -113,9 +113,10 @@ pub async fn register(
     };
     // The private key must be in place (this node checks its own copy) before the key can be
     // made active: a registered key nobody can use would stop the tenant's signing.
-    service
-        .keyring()
-        .load(&entry)
+    let (loader, probe) = (service.clone(), entry.clone());
+    tokio::task::spawn_blocking(move || loader.keyring().load(&probe))
+        .await
+        .map_err(|e| Error::Unavailable(format!("loading the key: {e}")))?
         .map_err(|e| Error::InvalidRequest(format!("install the private key first: {e}")))?;
     let retired: Vec<String> = if request.rotate {
         service.cluster().view().with_state(|s| {

@@ -96,14 +96,15 @@ impl Keyring {
         &self.default
     }
 
-    /// The signers for `tenant` on `plan`, in envelope order.
+    /// The signers for the registry's `selection` for `tenant` on `plan`, in envelope order.
+    /// May block (first use of a key reads its file or opens it on the token).
     pub fn signers_for(
         &self,
-        state: &State,
+        selection: Selection,
         tenant: &str,
         plan: &str,
     ) -> Result<Vec<Arc<dyn KeySigner>>, Error> {
-        match select(state, tenant, plan) {
+        match selection {
             Selection::Default => Ok(vec![self.default.clone()]),
             Selection::Registered(entries) => entries.iter().map(|e| self.load(e)).collect(),
             Selection::NoActiveKey => Err(Error::Unavailable(format!(

@@ -524,15 +524,26 @@ impl SigningService {
         };
         let plan = pipeline::plan(job.request.clone())?;
         // The key registry decides which key signs for this tenant and plan (on the leader,
-        // whose applied state is the newest).
+        // whose applied state is the newest). The choice is made under the state lock; loading
+        // a key the first time (a file read, opening an HSM key) happens outside it, on the
+        // blocking pool.
         let chosen = if plan.mode == pipeline::MODE_KEYLESS {
             inner.keyring.keyless().map(|k| vec![k])
         } else {
-            inner.cluster.view().with_state(|state| {
-                inner
+            let selection = inner
+                .cluster
+                .view()
+                .with_state(|state| crate::keys::select(state, &caller.tenant, &job.plan.name));
+            let (service, tenant, plan_name) =
+                (self.clone(), caller.tenant.clone(), job.plan.name.clone());
+            tokio::task::spawn_blocking(move || {
+                service
+                    .inner
                     .keyring
-                    .signers_for(state, &caller.tenant, &job.plan.name)
+                    .signers_for(selection, &tenant, &plan_name)
             })
+            .await
+            .unwrap_or_else(|e| Err(Error::Unavailable(format!("loading the key: {e}"))))
         };
         let signers = match chosen {
             Ok(signers) => signers,
