@@ -94,8 +94,6 @@ pub enum Candidate {
 pub struct Discovery {
     pub candidates: Vec<Candidate>,
     pub problems: Vec<String>,
-    /// Which discovery paths answered with something.
-    pub paths: Vec<&'static str>,
 }
 
 /// One signature's verdict, for reports.
@@ -361,7 +359,6 @@ impl Registry {
         if let Ok(index) = self.client.pull_referrers(&subject, None).await
             && !index.manifests.is_empty()
         {
-            discovery.paths.push("referrers-api");
             referrers.extend(index.manifests.iter().map(|m| DescriptorDoc {
                 media_type: m.media_type.clone(),
                 digest: m.digest.clone(),
@@ -375,7 +372,6 @@ impl Registry {
             match self.manifest(&format!(":sha256-{hex}")).await? {
                 Fetch::Found(bytes) => match serde_json::from_slice::<IndexDoc>(&bytes) {
                     Ok(index) => {
-                        discovery.paths.push("referrers-tag");
                         referrers = index.manifests;
                     }
                     Err(e) => discovery.problems.push(format!(
@@ -394,7 +390,6 @@ impl Registry {
         }
         // 3. The classic cosign signature tag.
         if let Fetch::Found(bytes) = self.manifest(&format!(":sha256-{hex}.sig")).await? {
-            discovery.paths.push("cosign-tag");
             let manifest_digest = sha256_digest(&bytes);
             match serde_json::from_slice::<ManifestDoc>(&bytes) {
                 Ok(manifest) => {
