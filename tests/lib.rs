@@ -158,6 +158,31 @@ impl NodeProcess {
     }
 }
 
+/// Writes `DIR/node.toml` for a single configured node — plain HTTP on a free loopback port,
+/// data under `DIR/data`, admission by the stand-ins `services` with one plan (`PLAN`) — plus
+/// the TOML tables in `sections` (`[signing]` at least), and starts it.
+pub fn start_configured_node(dir: &Path, services: &Services, sections: &str) -> NodeProcess {
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\n[tls]\ndisabled = true\n{sections}\n{admission}",
+        d = dir.display(),
+        admission = services.node_toml(&[(PLAN, 1000, 100, 1024 * 1024)], ""),
+    );
+    std::fs::write(dir.join("node.toml"), config).expect("config");
+    start_node_config(dir)
+}
+
+/// Starts (or restarts) the node configured by `DIR/node.toml`, its data under `DIR/data`.
+pub fn start_node_config(dir: &Path) -> NodeProcess {
+    NodeProcess::start(
+        &[
+            "serve",
+            "--config",
+            dir.join("node.toml").to_str().expect("utf8"),
+        ],
+        &dir.join("data"),
+    )
+}
+
 /// A client for `url`, primed: it has obtained its token and the server's DPoP nonce, so raw
 /// requests built with [`authed`] are accepted at the first attempt.
 pub fn client_for(url: &str, credentials: Credentials) -> Client {
@@ -199,6 +224,18 @@ impl Drop for NodeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs the `stella` CLI and requires it to succeed (its stderr is the failure message).
+pub fn stella_ok(args: &[&str]) -> Output {
+    let out = stella(args);
+    assert!(
+        out.status.success(),
+        "stella {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// Runs the `stella` CLI.

@@ -3,7 +3,10 @@
 //! source, and the bundle verifies with sigstore-js against the token's public key.
 
 use stella_api::SignDsseRequest;
-use stella_tests::{NodeProcess, PLAN, Services, Verifiers, client_for, sbom_request_for};
+use stella_tests::{
+    PLAN, Services, Verifiers, client_for, sbom_request_for, start_configured_node,
+    start_node_config,
+};
 
 #[test]
 fn a_node_signs_with_a_non_extractable_key_on_a_pkcs11_token() {
@@ -23,21 +26,14 @@ fn a_node_signs_with_a_non_extractable_key_on_a_pkcs11_token() {
     let dir = tmp.path();
     let services = Services::start(dir);
     std::fs::write(dir.join("pin"), &pin).expect("pin");
-    let config = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\n[tls]\ndisabled = true\n\
-         [signing.pkcs11]\nmodule = \"{module}\"\ntoken_label = \"{token}\"\npin_file = \"{d}/pin\"\nkey_label = \"node-{suffix}\"\ncreate = true\nmax_sessions = 4\n{admission}",
-        d = dir.display(),
-        suffix = std::process::id(),
-        admission = services.node_toml(&[(PLAN, 1000, 100, 1024 * 1024)], ""),
-    );
-    std::fs::write(dir.join("node.toml"), config).expect("config");
-    let node = NodeProcess::start(
-        &[
-            "serve",
-            "--config",
-            dir.join("node.toml").to_str().expect("utf8"),
-        ],
-        &dir.join("data"),
+    let node = start_configured_node(
+        dir,
+        &services,
+        &format!(
+            "[signing.pkcs11]\nmodule = \"{module}\"\ntoken_label = \"{token}\"\npin_file = \"{d}/pin\"\nkey_label = \"node-{suffix}\"\ncreate = true\nmax_sessions = 4\n",
+            d = dir.display(),
+            suffix = std::process::id(),
+        ),
     );
     let client = client_for(
         &node.url,
@@ -56,14 +52,7 @@ fn a_node_signs_with_a_non_extractable_key_on_a_pkcs11_token() {
     // The same key after a restart: it lives on the token, not in the node.
     let key_id = response.signer_identity.key_id.clone();
     assert!(node.stop().success());
-    let node = NodeProcess::start(
-        &[
-            "serve",
-            "--config",
-            dir.join("node.toml").to_str().expect("utf8"),
-        ],
-        &dir.join("data"),
-    );
+    let node = start_node_config(dir);
     let client = client_for(
         &node.url,
         services.credentials("tenant-a-ci", PLAN, &node.url),

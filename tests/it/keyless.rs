@@ -8,7 +8,7 @@
 use serde_json::Value;
 use stella_api::SignDsseRequest;
 use stella_tests::{
-    NodeProcess, PLAN, Services, Verifiers, audit_api, client_for, sbom_request_for,
+    PLAN, Services, Verifiers, audit_api, client_for, sbom_request_for, start_configured_node,
 };
 
 #[test]
@@ -20,23 +20,17 @@ fn keyless_bundles_carry_a_fulcio_leaf_that_independent_verifiers_accept() {
     std::fs::write(dir.join("identity.jwt"), services.identity_token(identity)).expect("token");
     let key = stella_signer::FileKeySigner::generate().expect("key");
     std::fs::write(dir.join("signing.pem"), key.to_pkcs8_pem()).expect("key");
-    let config = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\n[tls]\ndisabled = true\n[signing]\nkey_file = \"{d}/signing.pem\"\n\
-         [signing.keyless]\nfulcio_url = \"{fulcio}\"\nidentity_token_file = \"{d}/identity.jwt\"\nca_cert = \"{ca}\"\nca_chain = \"{d}/fulcio-chain.pem\"\n{admission}",
-        d = dir.display(),
-        fulcio = services.fulcio_url(),
-        ca = services.ca_path().display(),
-        admission = services.node_toml(&[(PLAN, 1000, 100, 1024 * 1024)], ""),
-    );
-    std::fs::write(dir.join("node.toml"), config).expect("config");
     std::fs::write(dir.join("fulcio-chain.pem"), services.fulcio.ca_pem()).expect("chain");
-    let node = NodeProcess::start(
-        &[
-            "serve",
-            "--config",
-            dir.join("node.toml").to_str().expect("utf8"),
-        ],
-        &dir.join("data"),
+    let node = start_configured_node(
+        dir,
+        &services,
+        &format!(
+            "[signing]\nkey_file = \"{d}/signing.pem\"\n\
+             [signing.keyless]\nfulcio_url = \"{fulcio}\"\nidentity_token_file = \"{d}/identity.jwt\"\nca_cert = \"{ca}\"\nca_chain = \"{d}/fulcio-chain.pem\"\n",
+            d = dir.display(),
+            fulcio = services.fulcio_url(),
+            ca = services.ca_path().display(),
+        ),
     );
     let client = client_for(
         &node.url,

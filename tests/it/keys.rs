@@ -4,7 +4,9 @@
 
 use serde_json::Value;
 use stella_api::{ClientError, SignDsseRequest};
-use stella_tests::{ClusterOptions, PLAN, TestCluster, client_for, sbom_request_for, stella};
+use stella_tests::{
+    ClusterOptions, PLAN, TestCluster, client_for, sbom_request_for, stella, stella_ok,
+};
 
 fn sign_key_id(client: &stella_api::Client) -> Result<String, stella_api::Problem> {
     let request: SignDsseRequest =
@@ -46,12 +48,7 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
 
     // A key for tenant-a: created by the operator, installed on every node, then registered.
     let create = |name: &str| {
-        let out = stella(&["keys", "create", "--out", &s(&dir.join(name))]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = stella_ok(&["keys", "create", "--out", &s(&dir.join(name))]);
         let line = String::from_utf8_lossy(&out.stdout).to_string();
         let mut parts = line.split_whitespace();
         let key_id = parts.next().expect("key id").to_owned();
@@ -84,7 +81,7 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
     assert!(!early.status.success());
     assert!(String::from_utf8_lossy(&early.stderr).contains("install the private key"));
     install(&k1_path);
-    let out = stella(&[
+    stella_ok(&[
         "keys",
         "register",
         "--tenant",
@@ -98,11 +95,6 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
         "--credentials",
         &ops,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(sign_key_id(tenant_a).expect("signed"), k1);
     assert_eq!(
         sign_key_id(&tenant_b).expect("signed"),
@@ -114,7 +106,7 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
     // envelope with both, one Sigstore bundle per signature, each verified by sigstore-js.
     let (k3, k3_path) = create("k3");
     install(&k3_path);
-    let out = stella(&[
+    stella_ok(&[
         "keys",
         "register",
         "--tenant",
@@ -128,11 +120,6 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
         "--credentials",
         &ops,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let request: SignDsseRequest =
         serde_json::from_value(sbom_request_for(tenant_a)).expect("request");
     let response = tenant_a.sign_dsse(&request).expect("multi-signed");
@@ -157,7 +144,7 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
     // Rotation: k2 becomes active and k1 and k3 retired in one replicated entry.
     let (k2, k2_path) = create("k2");
     install(&k2_path);
-    let out = stella(&[
+    let out = stella_ok(&[
         "keys",
         "rotate",
         "--tenant",
@@ -171,11 +158,6 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
         "--credentials",
         &ops,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let change: Value = serde_json::from_slice(&out.stdout).expect("json");
     let retired: Vec<&str> = change["retired"]
         .as_array()
@@ -201,7 +183,7 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
     std::fs::write(&k2_bundle, k2_response.bundles[0].bundle.get()).expect("bundle");
 
     // Revocation: in force on every node when the command returns; no fallback to any key.
-    let out = stella(&[
+    let out = stella_ok(&[
         "keys",
         "revoke",
         &k2,
@@ -210,11 +192,6 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
         "--credentials",
         &ops,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let change: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(
         change["appliedOn"].as_array().expect("nodes").len(),
@@ -233,12 +210,7 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
 
     // Listing: tenants see their own keys; the export has the retired key, not the revoked one.
     let list = |creds: &str| {
-        let out = stella(&["keys", "list", "--credentials", creds, "--output", "json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = stella_ok(&["keys", "list", "--credentials", creds, "--output", "json"]);
         serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("json")
     };
     let all = list(&ops);
@@ -260,7 +232,7 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
         "tenant-b sees none of tenant-a's keys"
     );
     let export = dir.join("export");
-    let out = stella(&[
+    stella_ok(&[
         "keys",
         "export-public",
         "-o",
@@ -268,23 +240,13 @@ fn keys_are_per_tenant_rotate_atomically_and_revocation_holds_everywhere() {
         "--credentials",
         &ops,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(export.join(format!("{}.pub.pem", &k1[7..])).exists());
     assert!(!export.join(format!("{}.pub.pem", &k2[7..])).exists());
 
     // The Offline Kit judges signatures by their signing time: k1 signed while active verifies;
     // the same signature claimed after k1's retirement does not; k2 (revoked) is not in the kit.
     let kit = dir.join("kit");
-    let out = stella(&["trust", "export", "-o", &s(&kit), "--credentials", &ops]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stella_ok(&["trust", "export", "-o", &s(&kit), "--credentials", &ops]);
     let audit_page = stella_tests::audit_api(
         &client_for(
             &cluster.api_url(1),

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use stella_api::{ClientError, SignDsseRequest};
 use stella_release::{OCI_INDEX, OCI_MANIFEST, Registry, RegistryConfig, sha256_digest};
 use stella_tests::{
-    NodeProcess, PLAN, RegistryProcess, Services, audit_api, client_for, sbom_request_for, stella,
+    PLAN, RegistryProcess, Services, audit_api, client_for, sbom_request_for,
+    start_configured_node, stella, stella_ok,
 };
 
 const REPO: &str = "stella/scanner";
@@ -67,21 +68,15 @@ fn only_trusted_scanner_releases_get_their_evidence_signed() {
     .expect("pub");
     let signing = stella_signer::FileKeySigner::generate().expect("key");
     std::fs::write(dir.join("signing.pem"), signing.to_pkcs8_pem()).expect("key");
-    let config = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\n[tls]\ndisabled = true\n[signing]\nkey_file = \"{d}/signing.pem\"\n{admission}\n\
-         [provenance]\nrepository = \"{addr}/{REPO}\"\ninsecure_registry = true\ntrusted_keys = [\"{d}/release.pub.pem\"]\npositive_cache_seconds = 3\nnegative_cache_seconds = 1\nmax_manifest_bytes = 2048\n",
-        d = dir.display(),
-        addr = reg.addr,
-        admission = services.node_toml(&[(PLAN, 1000, 100, 1024 * 1024)], ""),
-    );
-    std::fs::write(dir.join("node.toml"), config).expect("config");
-    let node = NodeProcess::start(
-        &[
-            "serve",
-            "--config",
-            dir.join("node.toml").to_str().expect("utf8"),
-        ],
-        &dir.join("data"),
+    let node = start_configured_node(
+        dir,
+        &services,
+        &format!(
+            "[signing]\nkey_file = \"{d}/signing.pem\"\n\
+             [provenance]\nrepository = \"{addr}/{REPO}\"\ninsecure_registry = true\ntrusted_keys = [\"{d}/release.pub.pem\"]\npositive_cache_seconds = 3\nnegative_cache_seconds = 1\nmax_manifest_bytes = 2048\n",
+            d = dir.display(),
+            addr = reg.addr,
+        ),
     );
     let tenant = client_for(
         &node.url,
@@ -117,7 +112,7 @@ fn only_trusted_scanner_releases_get_their_evidence_signed() {
     let reference = |digest: &str| format!("{}/{REPO}@{digest}", reg.addr);
 
     // The release pipeline signs v1 with the release key (CLI, OCI referrer + tag-schema index).
-    let out = stella(&[
+    stella_ok(&[
         "release",
         "sign",
         &reference(&signed),
@@ -125,11 +120,6 @@ fn only_trusted_scanner_releases_get_their_evidence_signed() {
         &s(&dir.join("release.pem")),
         "--insecure",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let verify = |digest: &str| {
         stella(&[
             "release",
@@ -211,7 +201,7 @@ fn only_trusted_scanner_releases_get_their_evidence_signed() {
 
     // Allowlist (operator).
     refused_with(sign(&tenant, Some(&allowed)), "release_untrusted");
-    let out = stella(&[
+    stella_ok(&[
         "release",
         "allow",
         &allowed,
@@ -220,11 +210,6 @@ fn only_trusted_scanner_releases_get_their_evidence_signed() {
         "--credentials",
         ops,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let allowed_id = sign(&tenant, Some(&allowed)).expect("allowlisted");
     // A tenant cannot allowlist.
     let tenant_file = dir.join("tenant.json");
@@ -245,7 +230,7 @@ fn only_trusted_scanner_releases_get_their_evidence_signed() {
     assert!(!out.status.success());
 
     // Approval: requested by the tenant, approved by an operator, valid until it expires.
-    let out = stella(&[
+    let out = stella_ok(&[
         "release",
         "request-approval",
         &approved,
@@ -256,15 +241,10 @@ fn only_trusted_scanner_releases_get_their_evidence_signed() {
         "--credentials",
         &s(&tenant_file),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let approval: Value = serde_json::from_slice(&out.stdout).expect("json");
     let approval_id = approval["approvalId"].as_str().expect("id").to_owned();
     refused_with(sign(&tenant, Some(&approved)), "release_untrusted");
-    let out = stella(&[
+    stella_ok(&[
         "release",
         "approve",
         &approval_id,
@@ -273,11 +253,6 @@ fn only_trusted_scanner_releases_get_their_evidence_signed() {
         "--credentials",
         ops,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let approved_id = sign(&tenant, Some(&approved)).expect("approved");
     let out = stella(&[
         "release",
@@ -294,12 +269,7 @@ fn only_trusted_scanner_releases_get_their_evidence_signed() {
     );
 
     // The signer's report, through the API.
-    let out = stella(&["release", "status", &signed, "--credentials", ops]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = stella_ok(&["release", "status", &signed, "--credentials", ops]);
     let report: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["trusted"], true);
     assert_eq!(report["signatures"][0]["verified"], true);
