@@ -225,6 +225,17 @@ fn every_bad_request_gets_its_stable_problem_code() {
         .expect("audit");
     assert_eq!(r.status().as_u16(), 401);
 
+    // The embedded dev Authority answers malformed token requests in OAuth's own error shape.
+    let r = http
+        .post(format!("{}/dev/authority/token", node.url))
+        .header("content-type", "text/plain")
+        .body("grant_type")
+        .send()
+        .expect("token");
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().expect("OAuth error json");
+    assert_eq!(body["error"], "invalid_request");
+
     // Still alive and signing, and nothing above was a 5xx.
     let ok = post(&node, Auth::As(&client), json_ct, good);
     assert_eq!(ok.status, 200, "{}", ok.body);

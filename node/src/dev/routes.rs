@@ -26,8 +26,29 @@ pub struct DevServices {
 /// Mounts `{prefix}/authority/jwks.json`, `{prefix}/authority/token` and
 /// `{prefix}/licensing/introspect`.
 pub fn services(prefix: &str, services: DevServices) -> actix_web::Scope {
+    // Malformed bodies get the protocols' own error shapes (OAuth 2.0 `invalid_request`, a
+    // Fulcio-style `{code, message}`), not the framework's plain text.
+    let form_errors = web::FormConfig::default().error_handler(|e, _| {
+        actix_web::error::InternalError::from_response(
+            e.to_string(),
+            HttpResponse::BadRequest()
+                .json(json!({"error": "invalid_request", "error_description": e.to_string()})),
+        )
+        .into()
+    });
+    let json_errors = web::JsonConfig::default()
+        .limit(64 * 1024)
+        .error_handler(|e, _| {
+            actix_web::error::InternalError::from_response(
+                e.to_string(),
+                HttpResponse::BadRequest().json(json!({"code": 400, "message": e.to_string()})),
+            )
+            .into()
+        });
     web::scope(prefix)
         .app_data(Data::new(services))
+        .app_data(form_errors)
+        .app_data(json_errors)
         .route("/authority/jwks.json", web::get().to(jwks))
         .route("/authority/token", web::post().to(token))
         .route("/licensing/introspect", web::post().to(introspect))
