@@ -327,6 +327,28 @@ impl Verifiers {
         report(cmd.output().expect("run node"))
     }
 
+    /// `@sigstore/verify` on a keyless bundle against a `trusted_root.json`, with an identity
+    /// and issuer policy and one required RFC 3161 timestamp.
+    pub fn sigstore_js_keyless(
+        bundle: &Path,
+        trusted_root: &Path,
+        identity: &str,
+        issuer: &str,
+        artifact: Option<&Path>,
+    ) -> (bool, String) {
+        let mut cmd = Command::new("node");
+        cmd.arg(Self::dir().join("verify-keyless.mjs"))
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--trusted-root")
+            .arg(trusted_root)
+            .args(["--identity", identity, "--issuer", issuer]);
+        if let Some(a) = artifact {
+            cmd.arg("--artifact").arg(a);
+        }
+        report(cmd.output().expect("run node"))
+    }
+
     /// `openssl dgst -sha256 -verify` over the PAE bytes of the first signature.
     pub fn openssl(envelope: &Path, key: &Path) -> (bool, String) {
         let out = Command::new("bash")
@@ -759,6 +781,49 @@ impl Drop for Partition {
 /// A real OCI registry (Debian's `docker-registry`, the CNCF distribution registry) on loopback,
 /// storing into a temporary directory. It has no referrers API, so the tag-schema fallbacks are
 /// what runs against it. Stopped (and its storage removed) on drop.
+/// An RFC 3161 Time-Stamping Authority: `openssl ts -reply` behind a small HTTP server
+/// (`tests/verifiers/tsa-server.py`), with its own root and TSA certificate.
+pub struct TsaProcess {
+    child: Child,
+    pub url: String,
+    /// PEM: the TSA certificate, then its root.
+    pub chain_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TsaProcess {
+    pub fn start() -> TsaProcess {
+        let dir = tempfile::tempdir().expect("tmp");
+        let child = Command::new("python3")
+            .arg(Verifiers::dir().join("tsa-server.py"))
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 (installed by scripts/install-deps.sh)");
+        let port_file = dir.path().join("port");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !port_file.exists() {
+            assert!(Instant::now() < deadline, "the TSA did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let port = std::fs::read_to_string(&port_file).expect("port");
+        TsaProcess {
+            child,
+            url: format!("http://127.0.0.1:{}/", port.trim()),
+            chain_path: dir.path().join("tsa-chain.pem"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TsaProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub struct RegistryProcess {
     child: Option<Child>,
     pub addr: String,

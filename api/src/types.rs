@@ -337,4 +337,8 @@ pub struct TrustMaterial {
     pub keys: Vec<KeyInfo>,
     /// PEM certificate chains (root last) of the Fulcio CAs this signer uses.
     pub certificate_authorities: Vec<Vec<String>>,
+    /// PEM certificate chains (signing certificate first, root last) of the Time-Stamping
+    /// Authorities that timestamp keyless signatures.
+    #[serde(default)]
+    pub timestamp_authorities: Vec<Vec<String>>,
 }

@@ -124,6 +124,7 @@ fn keyless(
             &format!("{}/fulcio", standin.url),
             Some(&ca),
             dir.join("identity.jwt"),
+            None,
         )
     })?;
     Ok((Arc::new(signer), standin, runtime))

@@ -397,7 +397,11 @@ struct VerifyArgs {
     #[arg(long)]
     envelope: Option<PathBuf>,
     /// Public key (PEM) the signature must verify with.
-    #[arg(long, required_unless_present = "trust", conflicts_with = "trust")]
+    #[arg(
+        long,
+        required_unless_present_any = ["trust", "trusted_root"],
+        conflicts_with_all = ["trust", "trusted_root"]
+    )]
     key: Option<PathBuf>,
     /// An Offline Kit written by `stella trust export`: the signature must verify with one of its
     /// keys, and that key must have been valid at `--signed-at`.
@@ -406,6 +410,21 @@ struct VerifyArgs {
     /// When the signature was made (RFC 3339, e.g. from its audit record); needed for a retired key.
     #[arg(long, requires = "trust")]
     signed_at: Option<String>,
+    /// A Sigstore `trusted_root.json` (e.g. from `stella trust export`) for a keyless bundle:
+    /// its timestamp must verify with a listed TSA and its certificate chain to a listed CA at
+    /// that time.
+    #[arg(
+        long,
+        conflicts_with = "trust",
+        requires_all = ["certificate_identity", "certificate_oidc_issuer", "bundle"]
+    )]
+    trusted_root: Option<PathBuf>,
+    /// The identity (email or URI) the keyless certificate must name.
+    #[arg(long, requires = "trusted_root")]
+    certificate_identity: Option<String>,
+    /// The OIDC issuer the keyless certificate must name.
+    #[arg(long, requires = "trusted_root")]
+    certificate_oidc_issuer: Option<String>,
     /// Required predicate type.
     #[arg(long)]
     predicate_type: Option<String>,
@@ -523,38 +542,42 @@ fn trust_export(out: &Path, conn: &ConnArgs) -> anyhow::Result<()> {
         out.join("keys.json"),
         serde_json::to_vec_pretty(&trust.keys)?,
     )?;
-    let authorities = trust
-        .certificate_authorities
-        .iter()
-        .map(|chain| {
-            let certificates = chain
-                .iter()
-                .map(|pem| {
-                    let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
-                        .map_err(|e| anyhow::anyhow!("certificate: {e}"))?;
-                    Ok(json!({"rawBytes": base64::engine::general_purpose::STANDARD.encode(der.as_ref())}))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Ok(json!({
-                "subject": {"organization": "Fulcio", "commonName": "Fulcio"},
-                "certChain": {"certificates": certificates},
-                "validFor": {"start": "1970-01-01T00:00:00Z"}
-            }))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Sigstore trust-root entries; `validFor` is left open: the chains' own validity bounds them.
+    let authorities = |chains: &[Vec<String>], name: &str| {
+        chains
+            .iter()
+            .map(|chain| {
+                let certificates = chain
+                    .iter()
+                    .map(|pem| {
+                        let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+                            .map_err(|e| anyhow::anyhow!("certificate: {e}"))?;
+                        Ok(json!({"rawBytes": base64::engine::general_purpose::STANDARD.encode(der.as_ref())}))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok(json!({
+                    "subject": {"organization": "Stella Signer", "commonName": name},
+                    "certChain": {"certificates": certificates},
+                    "validFor": {"start": "1970-01-01T00:00:00Z"}
+                }))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
     let root = json!({
         "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
-        "tlogs": [], "ctlogs": [], "timestampAuthorities": [],
-        "certificateAuthorities": authorities,
+        "tlogs": [], "ctlogs": [],
+        "certificateAuthorities": authorities(&trust.certificate_authorities, "Fulcio")?,
+        "timestampAuthorities": authorities(&trust.timestamp_authorities, "Time-Stamping Authority")?,
     });
     std::fs::write(
         out.join("trusted_root.json"),
         serde_json::to_vec_pretty(&root)?,
     )?;
     say!(
-        "{} keys and {} certificate authorities written to {}",
+        "{} keys, {} certificate authorities and {} timestamp authorities written to {}",
         trust.keys.len(),
         trust.certificate_authorities.len(),
+        trust.timestamp_authorities.len(),
         out.display()
     );
     Ok(())
@@ -996,6 +1019,9 @@ fn verify_inner(args: &VerifyArgs) -> anyhow::Result<Result<Value, stella_signer
         Ok(hex) => hex.to_owned(),
         Err(_) => sha256_hex(&read(Path::new(&args.artifact))?),
     };
+    if let Some(root) = &args.trusted_root {
+        return verify_keyless(args, root, &artifact_sha256);
+    }
     // The candidate keys: the one given, or every key of the Offline Kit with its validity.
     let candidates: Vec<(PublicKey, Option<stella_signer::verify::KeyValidity>)> =
         match (&args.key, &args.trust) {
@@ -1076,6 +1102,47 @@ fn verify_inner(args: &VerifyArgs) -> anyhow::Result<Result<Value, stella_signer
         "keyId": verified.key_id,
         "subjects": verified.statement.subject,
         "bundleSha256": bundle_sha256,
+    })))
+}
+
+/// `stella verify --trusted-root … --certificate-identity … --certificate-oidc-issuer …`.
+fn verify_keyless(
+    args: &VerifyArgs,
+    root: &Path,
+    artifact_sha256: &str,
+) -> anyhow::Result<Result<Value, stella_signer::VerifyFailure>> {
+    let root = stella_signer::verify::TrustedRoot::from_json(&read(root)?)?;
+    let bundle_path = args
+        .bundle
+        .as_deref()
+        .context("--trusted-root needs --bundle")?;
+    let bundle = Bundle::from_json(&read(bundle_path)?)?;
+    let policy = stella_signer::timestamp::IdentityPolicy {
+        identity: args.certificate_identity.clone().unwrap_or_default(),
+        oidc_issuer: args.certificate_oidc_issuer.clone().unwrap_or_default(),
+    };
+    let (verified, signed_at) =
+        match stella_signer::verify::verify_keyless_bundle(&bundle, &root, &policy) {
+            Ok(v) => v,
+            Err(failure) => return Ok(Err(failure)),
+        };
+    let expect = Expectations {
+        subject_sha256: Some(artifact_sha256.to_owned()),
+        predicate_type: args.predicate_type.clone(),
+    };
+    if let Err(failure) = check_expectations(&verified, &expect) {
+        return Ok(Err(failure));
+    }
+    Ok(Ok(json!({
+        "verified": true,
+        "artifact": format!("sha256:{artifact_sha256}"),
+        "predicateType": verified.statement.predicate_type,
+        "keyId": verified.key_id,
+        "subjects": verified.statement.subject,
+        "bundleSha256": bundle.sha256()?,
+        "certificateIdentity": policy.identity,
+        "certificateOidcIssuer": policy.oidc_issuer,
+        "signedAt": signed_at.format(&time::format_description::well_known::Rfc3339)?,
     })))
 }
 

@@ -124,7 +124,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         signing,
         metrics: telemetry::init_metrics(),
         max_body_bytes: config.limits.max_body_bytes,
-        keyless_ca_chains: keyless_ca_chains(&config)?,
+        keyless_trust: keyless_trust(&config)?,
         base_urls,
     });
 
@@ -229,24 +229,63 @@ fn keyring(key: Arc<dyn stella_signer::KeySigner>, config: &Config) -> Result<Ke
         .as_deref()
         .map(|p| std::fs::read_to_string(p).map_err(Error::io(format!("reading {}", p.display()))))
         .transpose()?;
+    let tsa = keyless
+        .tsa
+        .as_ref()
+        .map(|tsa| -> Result<crate::keyless::Tsa, Error> {
+            let ca = tsa
+                .ca_cert
+                .as_deref()
+                .map(|p| {
+                    std::fs::read_to_string(p)
+                        .map_err(Error::io(format!("reading {}", p.display())))
+                })
+                .transpose()?;
+            let chain_der = pem_chain(&tsa.chain)?
+                .iter()
+                .map(|pem| {
+                    CertificateDer::from_pem_slice(pem.as_bytes())
+                        .map(|c| c.to_vec())
+                        .map_err(|e| Error::Config(format!("{}: {e}", tsa.chain.display())))
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(crate::keyless::Tsa {
+                source: crate::admission::http_client::HttpsSource::new(
+                    &tsa.url,
+                    ca.as_deref(),
+                    std::time::Duration::from_secs(10),
+                )?,
+                authorities: vec![stella_signer::timestamp::TimestampAuthority { chain_der }],
+            })
+        })
+        .transpose()?;
     let signer = crate::keyless::KeylessSigner::new(
         &keyless.fulcio_url,
         ca.as_deref(),
         keyless.identity_token_file.clone(),
+        tsa,
     )?;
     Ok(keyring.with_keyless(Arc::new(signer)))
 }
 
-/// The Fulcio CA chain to publish, from `[signing.keyless] ca_chain`.
-fn keyless_ca_chains(config: &Config) -> Result<Vec<Vec<String>>, Error> {
-    let Some(path) = config
-        .signing
-        .keyless
-        .as_ref()
-        .and_then(|k| k.ca_chain.as_ref())
-    else {
-        return Ok(Vec::new());
+/// The keyless trust to publish: the Fulcio CA chain (`[signing.keyless] ca_chain`) and the
+/// TSA chain (`[signing.keyless.tsa] chain`), PEM.
+fn keyless_trust(config: &Config) -> Result<crate::http::KeylessTrust, Error> {
+    let mut trust = crate::http::KeylessTrust::default();
+    let Some(keyless) = &config.signing.keyless else {
+        return Ok(trust);
     };
+    if let Some(path) = &keyless.ca_chain {
+        trust.certificate_authorities.push(pem_chain(path)?);
+    }
+    if let Some(tsa) = &keyless.tsa {
+        trust.timestamp_authorities.push(pem_chain(&tsa.chain)?);
+    }
+    Ok(trust)
+}
+
+/// The certificates of a PEM file, each re-encoded as one PEM block; at least one.
+fn pem_chain(path: &std::path::Path) -> Result<Vec<String>, Error> {
     let text =
         std::fs::read_to_string(path).map_err(Error::io(format!("reading {}", path.display())))?;
     let chain: Vec<String> = CertificateDer::pem_slice_iter(text.as_bytes())
@@ -256,7 +295,7 @@ fn keyless_ca_chains(config: &Config) -> Result<Vec<Vec<String>>, Error> {
     if chain.is_empty() {
         return Err(Error::Config(format!("{}: no certificate", path.display())));
     }
-    Ok(vec![chain])
+    Ok(chain)
 }
 
 /// Release provenance from configuration (`None`: not enforced).

@@ -117,6 +117,21 @@ pub struct KeylessSection {
     /// The Fulcio CA chain (PEM, root last) that verifiers must trust for keyless signatures;
     /// published by `GET /api/v1/signer/trust` (`stella trust export`).
     pub ca_chain: Option<PathBuf>,
+    /// An RFC 3161 Time-Stamping Authority that timestamps every keyless signature, so offline
+    /// verifiers can check the short-lived certificate at a trusted time.
+    pub tsa: Option<TsaSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TsaSection {
+    /// Where `application/timestamp-query` requests are POSTed.
+    pub url: String,
+    /// CA certificate to trust for an https `url`.
+    pub ca_cert: Option<PathBuf>,
+    /// The TSA's certificate chain (PEM, signing certificate first, root last): every token is
+    /// checked against it on receipt, and it is published in the trust material.
+    pub chain: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -51,7 +51,7 @@ pub fn list(service: &SigningService, caller: &Caller) -> Vec<KeyInfo> {
 pub fn trust(
     service: &SigningService,
     caller: &Caller,
-    ca_chains: &[Vec<String>],
+    keyless: &crate::http::KeylessTrust,
 ) -> stella_api::TrustMaterial {
     let mut keys: Vec<KeyInfo> = list(service, caller)
         .into_iter()
@@ -72,7 +72,8 @@ pub fn trust(
     });
     stella_api::TrustMaterial {
         keys,
-        certificate_authorities: ca_chains.to_vec(),
+        certificate_authorities: keyless.certificate_authorities.clone(),
+        timestamp_authorities: keyless.timestamp_authorities.clone(),
     }
 }
 

@@ -2,6 +2,9 @@
 //! short-lived certificate for it from Fulcio (`POST /api/v2/signingCert`) with the node's OIDC
 //! identity token; the ephemeral key signs once and is dropped. The certificate chain goes into
 //! the response and the leaf into the Sigstore bundle. Retries on 5xx and transport errors only.
+//! With a Time-Stamping Authority configured, every signature also gets an RFC 3161 token
+//! (checked against the TSA's chain before it is used) so offline verifiers can judge the
+//! ten-minute certificate at a time a third party vouches for.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +14,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
+use stella_signer::timestamp::{self, TimestampAuthority};
 use stella_signer::{
     Error as SignerError, FileKeySigner, KeyDescriptor, KeySigner, KeySource, SignatureAlgorithm,
     SignedOperation,
@@ -21,8 +25,15 @@ use crate::admission::http_client::{self, HttpsSource};
 
 const ATTEMPTS: usize = 3;
 
+/// An RFC 3161 Time-Stamping Authority and the chain its tokens must verify against.
+pub struct Tsa {
+    pub source: HttpsSource,
+    pub authorities: Vec<TimestampAuthority>,
+}
+
 pub struct KeylessSigner {
     fulcio: HttpsSource,
+    tsa: Option<Tsa>,
     identity_token_file: PathBuf,
     runtime: tokio::runtime::Handle,
     /// A stand-in: a keyless signer has no long-lived key; every operation reports its own.
@@ -34,6 +45,7 @@ impl KeylessSigner {
         fulcio_url: &str,
         ca_pem: Option<&str>,
         identity_token_file: PathBuf,
+        tsa: Option<Tsa>,
     ) -> Result<KeylessSigner, Error> {
         let base = fulcio_url.trim_end_matches('/');
         let fulcio = HttpsSource::new(
@@ -44,6 +56,7 @@ impl KeylessSigner {
         let placeholder = FileKeySigner::generate().map_err(|e| Error::Key(e.to_string()))?;
         Ok(KeylessSigner {
             fulcio,
+            tsa,
             identity_token_file,
             runtime: tokio::runtime::Handle::current(),
             descriptor: KeyDescriptor {
@@ -132,6 +145,51 @@ impl KeylessSigner {
     }
 }
 
+impl KeylessSigner {
+    /// An RFC 3161 token over `signature`, verified against the TSA's chain. Retries on 5xx and
+    /// transport errors only.
+    fn timestamp(&self, tsa: &Tsa, signature: &[u8]) -> Result<Vec<u8>, String> {
+        let mut nonce = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| "no randomness for the nonce")?;
+        let query = timestamp::request_der(signature, &nonce)?;
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(200 * attempt as u64));
+            }
+            let sent = self.runtime.block_on(async {
+                tsa.source
+                    .http
+                    .post(tsa.source.url.clone())
+                    .header("Content-Type", "application/timestamp-query")
+                    .body(query.clone())
+                    .send()
+                    .await
+            });
+            let response = match sent {
+                Ok(r) if r.status().is_server_error() => {
+                    last = format!("the TSA answered {}", r.status());
+                    continue;
+                }
+                Ok(r) => r,
+                Err(e) => {
+                    last = format!("TSA unreachable: {e}");
+                    continue;
+                }
+            };
+            let reply = self.runtime.block_on(http_client::read_ok(
+                response,
+                timestamp::MAX_RESPONSE_BYTES,
+            ))?;
+            let token = timestamp::check_response(&reply, signature, &nonce)?;
+            timestamp::verify_timestamp(&token, signature, &tsa.authorities)
+                .map_err(|e| format!("the TSA's token does not verify: {e}"))?;
+            return Ok(token);
+        }
+        Err(last)
+    }
+}
+
 impl KeySigner for KeylessSigner {
     fn descriptor(&self) -> &KeyDescriptor {
         &self.descriptor
@@ -142,6 +200,10 @@ impl KeySigner for KeylessSigner {
         let chain = self.certificate(&key).map_err(SignerError::Signing)?;
         let mut op = key.sign(message)?;
         op.certificate_chain_der = chain;
+        if let Some(tsa) = &self.tsa {
+            let token = self.timestamp(tsa, &op.signature);
+            op.timestamps = vec![token.map_err(SignerError::Signing)?];
+        }
         Ok(op)
     }
 }

@@ -64,6 +64,14 @@ impl Bundle {
                 "envelope has no signature #{index}"
             )));
         };
+        let timestamps = (!operation.timestamps.is_empty()).then(|| {
+            let tokens: Vec<Value> = operation
+                .timestamps
+                .iter()
+                .map(|t| serde_json::json!({"signedTimestamp": STANDARD.encode(t)}))
+                .collect();
+            serde_json::json!({"rfc3161Timestamps": tokens})
+        });
         let material = match operation.certificate_chain_der.first() {
             Some(leaf) => VerificationMaterial {
                 public_key: None,
@@ -71,7 +79,7 @@ impl Bundle {
                     raw_bytes: leaf.clone(),
                 }),
                 tlog_entries: Vec::new(),
-                timestamp_verification_data: None,
+                timestamp_verification_data: timestamps,
             },
             None => VerificationMaterial {
                 public_key: Some(PublicKeyIdentifier {
@@ -79,7 +87,7 @@ impl Bundle {
                 }),
                 certificate: None,
                 tlog_entries: Vec::new(),
-                timestamp_verification_data: None,
+                timestamp_verification_data: timestamps,
             },
         };
         Ok(Bundle {
@@ -120,6 +128,19 @@ impl Bundle {
             .public_key
             .as_ref()
             .map(|p| p.hint.as_str())
+    }
+
+    /// The RFC 3161 timestamps (DER `TimeStampResp`) the bundle carries; undecodable entries are skipped.
+    pub fn rfc3161_timestamps(&self) -> Vec<Vec<u8>> {
+        self.verification_material
+            .timestamp_verification_data
+            .as_ref()
+            .and_then(|t| t["rfc3161Timestamps"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["signedTimestamp"].as_str())
+            .filter_map(|b| STANDARD.decode(b).ok())
+            .collect()
     }
 
     pub fn leaf_certificate_b64(&self) -> Option<String> {

@@ -84,6 +84,8 @@ pub struct SignedOperation {
     pub public_key: PublicKey,
     /// Leaf first; empty for keyful signatures.
     pub certificate_chain_der: Vec<Vec<u8>>,
+    /// RFC 3161 timestamps (DER `TimeStampResp`) over `signature`; empty unless a TSA was asked.
+    pub timestamps: Vec<Vec<u8>>,
 }
 
 /// A long-lived signing key. See the module documentation for the byte contract.
@@ -243,6 +245,7 @@ impl KeySigner for FileKeySigner {
             signature: signature.as_ref().to_vec(),
             public_key: self.descriptor.public_key.clone(),
             certificate_chain_der: Vec::new(),
+            timestamps: Vec::new(),
         })
     }
 }

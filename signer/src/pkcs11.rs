@@ -305,6 +305,7 @@ impl KeySigner for Pkcs11KeySigner {
             signature: raw_to_der(&raw)?,
             public_key: self.descriptor.public_key.clone(),
             certificate_chain_der: Vec::new(),
+            timestamps: Vec::new(),
         })
     }
 }

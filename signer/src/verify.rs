@@ -9,6 +9,9 @@ use crate::bundle::{BUNDLE_MEDIA_TYPE_V03, Bundle};
 use crate::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
 use crate::key::PublicKey;
 use crate::statement::Statement;
+use crate::timestamp::{self, IdentityPolicy, TimestampAuthority};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verified {
@@ -41,6 +44,13 @@ pub enum VerifyFailure {
     /// The key verified the signature but was not valid when it was made.
     #[error("key {key_id} was not valid at the signing time: {reason}")]
     KeyNotValidAtSigningTime { key_id: String, reason: String },
+    /// No RFC 3161 timestamp of the bundle verifies with the trusted root's authorities.
+    #[error("no trusted timestamp: {reason}")]
+    Timestamp { reason: String },
+    /// The keyless certificate does not chain to the trusted root at the timestamp, or names
+    /// another identity or issuer.
+    #[error("certificate not trusted: {reason}")]
+    Certificate { reason: String },
 }
 
 impl VerifyFailure {
@@ -55,6 +65,8 @@ impl VerifyFailure {
             VerifyFailure::SubjectMismatch { .. } => "subject_mismatch",
             VerifyFailure::PredicateTypeMismatch { .. } => "predicate_type_mismatch",
             VerifyFailure::KeyNotValidAtSigningTime { .. } => "key_not_valid_at_signing_time",
+            VerifyFailure::Timestamp { .. } => "timestamp",
+            VerifyFailure::Certificate { .. } => "certificate",
         }
     }
 }
@@ -174,6 +186,115 @@ pub fn verify_bundle(bundle: &Bundle, key: &PublicKey) -> Result<Verified, Verif
         }
     }
     verify_envelope(&bundle.dsse_envelope, key)
+}
+
+/// The parts of a Sigstore `trusted_root.json` an offline keyless check needs.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedRoot {
+    /// Fulcio CA chains (DER), root last.
+    pub certificate_authorities: Vec<Vec<Vec<u8>>>,
+    pub timestamp_authorities: Vec<TimestampAuthority>,
+}
+
+impl TrustedRoot {
+    /// Parses `trusted_root.json` (media type `application/vnd.dev.sigstore.trustedroot+json`).
+    pub fn from_json(bytes: &[u8]) -> Result<TrustedRoot, crate::Error> {
+        let bad = |why: &str| crate::Error::InvalidInput(format!("trusted root: {why}"));
+        let root: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| bad(&e.to_string()))?;
+        if !root["mediaType"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("application/vnd.dev.sigstore.trustedroot+json"))
+        {
+            return Err(bad("not a Sigstore trusted root (mediaType)"));
+        }
+        let chains = |field: &str| -> Result<Vec<Vec<Vec<u8>>>, crate::Error> {
+            let Some(list) = root[field].as_array() else {
+                return Ok(Vec::new());
+            };
+            list.iter()
+                .map(|authority| {
+                    authority["certChain"]["certificates"]
+                        .as_array()
+                        .ok_or_else(|| bad(&format!("{field}: an authority without certChain")))?
+                        .iter()
+                        .map(|c| {
+                            c["rawBytes"]
+                                .as_str()
+                                .and_then(|b| STANDARD.decode(b).ok())
+                                .ok_or_else(|| bad(&format!("{field}: bad rawBytes")))
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        Ok(TrustedRoot {
+            certificate_authorities: chains("certificateAuthorities")?,
+            timestamp_authorities: chains("timestampAuthorities")?
+                .into_iter()
+                .map(|chain_der| TimestampAuthority { chain_der })
+                .collect(),
+        })
+    }
+}
+
+/// Verifies a keyless Sigstore bundle offline: an RFC 3161 timestamp from a trusted authority
+/// fixes the signing time, the leaf must chain to a trusted Fulcio CA at that time and name
+/// `policy`'s identity and issuer, and its key must verify the DSSE signature. Returns what
+/// was verified and the vouched-for signing time.
+pub fn verify_keyless_bundle(
+    bundle: &Bundle,
+    root: &TrustedRoot,
+    policy: &IdentityPolicy,
+) -> Result<(Verified, time::OffsetDateTime), VerifyFailure> {
+    if bundle.media_type != BUNDLE_MEDIA_TYPE_V03 {
+        return Err(VerifyFailure::UnsupportedBundle {
+            reason: format!("media type `{}`", bundle.media_type),
+        });
+    }
+    let [signature] = bundle.dsse_envelope.signatures.as_slice() else {
+        return Err(VerifyFailure::UnsupportedBundle {
+            reason: "a bundle must carry exactly one signature".into(),
+        });
+    };
+    let Some(leaf) = &bundle.verification_material.certificate else {
+        return Err(VerifyFailure::UnsupportedBundle {
+            reason: "a key bundle: verify it with --key or --trust".into(),
+        });
+    };
+    let tokens = bundle.rfc3161_timestamps();
+    if tokens.is_empty() {
+        return Err(VerifyFailure::Timestamp {
+            reason: "the bundle carries no RFC 3161 timestamp".into(),
+        });
+    }
+    let mut reasons = Vec::new();
+    let mut signed_at = None;
+    for token in &tokens {
+        match timestamp::verify_timestamp(token, &signature.sig, &root.timestamp_authorities) {
+            Ok(t) => {
+                signed_at = Some(t);
+                break;
+            }
+            Err(e) => reasons.push(e),
+        }
+    }
+    let Some(signed_at) = signed_at else {
+        return Err(VerifyFailure::Timestamp {
+            reason: reasons.join("; "),
+        });
+    };
+    let spki = timestamp::verify_leaf(
+        &leaf.raw_bytes,
+        &root.certificate_authorities,
+        signed_at,
+        policy,
+    )
+    .map_err(|reason| VerifyFailure::Certificate { reason })?;
+    let key = PublicKey::from_spki_der(&spki).map_err(|e| VerifyFailure::Certificate {
+        reason: e.to_string(),
+    })?;
+    Ok((verify_envelope(&bundle.dsse_envelope, &key)?, signed_at))
 }
 
 /// Checks the statement of a verified envelope against what the caller expects.

@@ -2,13 +2,15 @@
 //! Fulcio-protocol test CA (a separate HTTPS server speaking `POST /api/v2/signingCert`), the
 //! leaf in the Sigstore bundle. Checked independently with openssl: the leaf chains to the CA,
 //! carries the identity and the issuer extension, and its key verifies the DSSE signature.
-//! (sigstore-js also needs a trusted timestamp for certificate bundles — a Rekor entry or an
-//! RFC 3161 token — which this signer does not obtain yet; see ADR 0010.)
+//! Every keyless signature is timestamped by an RFC 3161 TSA (OpenSSL's `ts -reply` in the
+//! test), so sigstore-js and `stella verify --trusted-root` check the bundle offline against the
+//! exported `trusted_root.json`: chain at the vouched-for time, identity and issuer.
 
 use serde_json::Value;
 use stella_api::SignDsseRequest;
 use stella_tests::{
-    PLAN, Services, Verifiers, audit_api, client_for, sbom_request_for, start_configured_node,
+    PLAN, Services, TsaProcess, Verifiers, audit_api, client_for, sbom_request_for,
+    start_configured_node, stella, stella_ok,
 };
 
 #[test]
@@ -21,15 +23,19 @@ fn keyless_bundles_carry_a_fulcio_leaf_that_independent_verifiers_accept() {
     let key = stella_signer::FileKeySigner::generate().expect("key");
     std::fs::write(dir.join("signing.pem"), key.to_pkcs8_pem()).expect("key");
     std::fs::write(dir.join("fulcio-chain.pem"), services.fulcio.ca_pem()).expect("chain");
+    let tsa = TsaProcess::start();
     let node = start_configured_node(
         dir,
         &services,
         &format!(
             "[signing]\nkey_file = \"{d}/signing.pem\"\n\
-             [signing.keyless]\nfulcio_url = \"{fulcio}\"\nidentity_token_file = \"{d}/identity.jwt\"\nca_cert = \"{ca}\"\nca_chain = \"{d}/fulcio-chain.pem\"\n",
+             [signing.keyless]\nfulcio_url = \"{fulcio}\"\nidentity_token_file = \"{d}/identity.jwt\"\nca_cert = \"{ca}\"\nca_chain = \"{d}/fulcio-chain.pem\"\n\
+             [signing.keyless.tsa]\nurl = \"{tsa}\"\nchain = \"{chain}\"\n",
             d = dir.display(),
             fulcio = services.fulcio_url(),
             ca = services.ca_path().display(),
+            tsa = tsa.url,
+            chain = tsa.chain_path.display(),
         ),
     );
     let client = client_for(
@@ -106,6 +112,112 @@ fn keyless_bundles_carry_a_fulcio_leaf_that_independent_verifiers_accept() {
     let (ok, _) = openssl(&["verify", "-CAfile", "other-root.pem", "leaf.pem"]);
     assert!(!ok, "another CA does not vouch for the leaf");
 
+    // Offline, with the exported trust root: sigstore-js and `stella verify` both need the RFC
+    // 3161 timestamp, the chain at its time, and the identity and issuer asked for.
+    let mut operator = services.credentials("operator", PLAN, &node.url);
+    operator.server = node.url.clone();
+    let ops = dir.join("operator.json");
+    std::fs::write(&ops, serde_json::to_vec(&operator).expect("json")).expect("ops");
+    let kit = dir.join("kit");
+    let s = |p: &std::path::Path| p.to_str().expect("utf8").to_owned();
+    stella_ok(&["trust", "export", "-o", &s(&kit), "--credentials", &s(&ops)]);
+    let root_path = kit.join("trusted_root.json");
+    let root: Value =
+        serde_json::from_slice(&std::fs::read(&root_path).expect("root")).expect("json");
+    assert_eq!(
+        root["timestampAuthorities"].as_array().map(Vec::len),
+        Some(1),
+        "{root}"
+    );
+    let bundle_path = dir.join("keyless.bundle.json");
+    std::fs::write(&bundle_path, first.bundles[0].bundle.get()).expect("bundle");
+    assert!(
+        bundle["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]
+            ["signedTimestamp"]
+            .is_string(),
+        "{bundle}"
+    );
+    let issuer = services.authority.issuer().to_owned();
+    let (ok, out) =
+        Verifiers::sigstore_js_keyless(&bundle_path, &root_path, identity, &issuer, None);
+    assert!(ok, "sigstore-js verifies the keyless bundle: {out}");
+    let (ok, out) = Verifiers::sigstore_js_keyless(
+        &bundle_path,
+        &root_path,
+        "mallory@stella.test",
+        &issuer,
+        None,
+    );
+    assert!(!ok, "another identity is refused: {out}");
+    let digest = format!("sha256:{}", request.subject[0].digest["sha256"].clone());
+    let verify = |bundle: &std::path::Path, root: &std::path::Path, who: &str, iss: &str| {
+        let out = stella(&[
+            "verify",
+            &digest,
+            "--bundle",
+            &s(bundle),
+            "--trusted-root",
+            &s(root),
+            "--certificate-identity",
+            who,
+            "--certificate-oidc-issuer",
+            iss,
+            "--output",
+            "json",
+        ]);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code(), report)
+    };
+    let (code, report) = verify(&bundle_path, &root_path, identity, &issuer);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["certificateIdentity"], identity);
+    assert!(report["signedAt"].is_string(), "{report}");
+    let (code, report) = verify(&bundle_path, &root_path, "mallory@stella.test", &issuer);
+    assert_eq!(
+        (code, report["kind"].as_str()),
+        (Some(1), Some("certificate")),
+        "{report}"
+    );
+    let (code, report) = verify(&bundle_path, &root_path, identity, "https://evil.example");
+    assert_eq!(
+        (code, report["kind"].as_str()),
+        (Some(1), Some("certificate")),
+        "{report}"
+    );
+    // A trust root whose TSA is someone else's: no trusted time, so no verdict on the chain.
+    let stranger_tsa = TsaProcess::start();
+    let mut foreign = root.clone();
+    foreign["timestampAuthorities"][0]["certChain"]["certificates"] =
+        serde_json::json!(pem_chain(&stranger_tsa.chain_path));
+    let foreign_path = dir.join("foreign_root.json");
+    std::fs::write(&foreign_path, serde_json::to_vec(&foreign).expect("json")).expect("root");
+    let (code, report) = verify(&bundle_path, &foreign_path, identity, &issuer);
+    assert_eq!(
+        (code, report["kind"].as_str()),
+        (Some(1), Some("timestamp")),
+        "{report}"
+    );
+    let (ok, out) =
+        Verifiers::sigstore_js_keyless(&bundle_path, &foreign_path, identity, &issuer, None);
+    assert!(
+        !ok,
+        "sigstore-js refuses a timestamp from an untrusted TSA: {out}"
+    );
+    // A bundle without its timestamp cannot be judged offline.
+    let mut bare = bundle.clone();
+    bare["verificationMaterial"]
+        .as_object_mut()
+        .expect("material")
+        .remove("timestampVerificationData");
+    let bare_path = dir.join("bare.bundle.json");
+    std::fs::write(&bare_path, serde_json::to_vec(&bare).expect("json")).expect("bundle");
+    let (code, report) = verify(&bare_path, &root_path, identity, &issuer);
+    assert_eq!(
+        (code, report["kind"].as_str()),
+        (Some(1), Some("timestamp")),
+        "{report}"
+    );
+
     // A rejected identity (Fulcio answers 401: no retry) makes keyless signing unavailable;
     // the failure is audited and the quota it reserved is given back.
     std::fs::write(dir.join("identity.jwt"), "not.a.token").expect("token");
@@ -135,8 +247,6 @@ fn keyless_bundles_carry_a_fulcio_leaf_that_independent_verifiers_accept() {
             .key_id,
         key.public_key().key_id()
     );
-    let mut operator = services.credentials("operator", PLAN, &node.url);
-    operator.server = node.url.clone();
     let page = audit_api(&client_for(&node.url, operator), "limit=100");
     let record = page["records"]
         .as_array()
@@ -153,4 +263,17 @@ fn keyless_bundles_carry_a_fulcio_leaf_that_independent_verifiers_accept() {
             .is_some_and(|s| s.len() >= 16),
         "{record}"
     );
+}
+
+/// The certificates of a PEM file as trusted-root `rawBytes` entries.
+fn pem_chain(path: &std::path::Path) -> Vec<Value> {
+    use base64::Engine;
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(path).expect("chain");
+    rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .map(|c| {
+            let der = c.expect("certificate");
+            serde_json::json!({"rawBytes": base64::engine::general_purpose::STANDARD.encode(der.as_ref())})
+        })
+        .collect()
 }

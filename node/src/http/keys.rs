@@ -29,7 +29,7 @@ pub async fn trust(
     Ok(Json(key_admin::trust(
         &state.signing,
         &caller,
-        &state.keyless_ca_chains,
+        &state.keyless_trust,
     )))
 }
 

@@ -30,7 +30,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub max_body_bytes: usize,
     /// PEM chains of the Fulcio CAs keyless signatures chain to (published for verifiers).
-    pub keyless_ca_chains: Vec<Vec<String>>,
+    pub keyless_trust: KeylessTrust,
     /// Base URLs clients may address this node by (its own and the load balancer's): DPoP
     /// `htu` must be one of them plus the request path. The `Host` header is never trusted.
     pub base_urls: Vec<String>,
@@ -173,4 +173,13 @@ pub fn peer_routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/v1/remove", web::post().to(peer::remove))
         .route("/admin/v1/snapshot", web::post().to(peer::trigger_snapshot))
         .default_service(web::to(problem::not_found));
+}
+
+/// PEM chains verifiers need for keyless signatures, published by `GET /api/v1/signer/trust`.
+#[derive(Debug, Clone, Default)]
+pub struct KeylessTrust {
+    /// Fulcio CA chains, root last.
+    pub certificate_authorities: Vec<Vec<String>>,
+    /// Time-Stamping Authority chains, signing certificate first, root last.
+    pub timestamp_authorities: Vec<Vec<String>>,
 }
