@@ -672,7 +672,10 @@ impl SigningService {
                     },
                 ]);
                 self.propose(failed).await?;
-                return Err(Error::Unavailable(e.to_string()));
+                return Err(match e {
+                    Error::Unavailable(_) => e,
+                    other => Error::Unavailable(other.to_string()),
+                });
             }
         };
 

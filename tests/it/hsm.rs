@@ -70,3 +70,108 @@ fn a_node_signs_with_a_non_extractable_key_on_a_pkcs11_token() {
             .all(|r| r["keySource"] == "pkcs11" && r["keyId"] == key_id.as_str())
     );
 }
+
+/// A token that disappears under a running node (its object store removed, as when an HSM
+/// partition is deleted or a card pulled) makes HSM signing fail fast with
+/// `signing_unavailable` — audited, never a hang, never a fall-back to another key.
+#[test]
+fn a_token_that_disappears_makes_signing_unavailable_not_a_hang() {
+    let (Ok(module), Ok(conf)) = (
+        std::env::var("STELLA_TEST_PKCS11_MODULE"),
+        std::env::var("SOFTHSM2_CONF"),
+    ) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the HSM test: scripts/test.sh creates the SoftHSM2 token"
+        );
+        eprintln!("no SoftHSM2 token (run scripts/test.sh): HSM node test skipped");
+        return;
+    };
+    // A token of its own in the run's SoftHSM2 store, so removing it touches no other test.
+    let store = std::fs::read_to_string(&conf)
+        .expect("softhsm2.conf")
+        .lines()
+        .find_map(|l| l.strip_prefix("directories.tokendir = ").map(str::to_owned))
+        .expect("tokendir");
+    let before: Vec<_> = std::fs::read_dir(&store)
+        .expect("store")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let label = format!("gone-{}", std::process::id());
+    let init = std::process::Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            &label,
+            "--pin",
+            "1234",
+            "--so-pin",
+            "5678",
+        ])
+        .output()
+        .expect("softhsm2-util");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let token_dir = std::fs::read_dir(&store)
+        .expect("store")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| !before.contains(p))
+        .expect("the new token's directory");
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let services = Services::start(dir);
+    std::fs::write(dir.join("pin"), "1234").expect("pin");
+    let node = start_configured_node(
+        dir,
+        &services,
+        &format!(
+            "[signing.pkcs11]\nmodule = \"{module}\"\ntoken_label = \"{label}\"\npin_file = \"{d}/pin\"\nkey_label = \"node\"\ncreate = true\nmax_sessions = 2\n",
+            d = dir.display(),
+        ),
+    );
+    let client = client_for(
+        &node.url,
+        services.credentials("tenant-a-ci", PLAN, &node.url),
+    );
+    let request: SignDsseRequest =
+        serde_json::from_value(sbom_request_for(&client)).expect("request");
+    client
+        .sign_dsse(&request)
+        .expect("signs while the token is there");
+
+    std::fs::remove_dir_all(&token_dir).expect("remove the token");
+    let started = std::time::Instant::now();
+    let refused = match client.sign_dsse(&request) {
+        Err(stella_api::ClientError::Problem(p)) => p,
+        other => panic!("expected signing_unavailable, got {other:?}"),
+    };
+    assert_eq!(
+        refused.code.as_str(),
+        "signing_unavailable",
+        "{}",
+        refused.detail
+    );
+    assert_eq!(refused.status, 503);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "answered within the signing bound, took {:?}",
+        started.elapsed()
+    );
+    let mut operator = services.credentials("operator", PLAN, &node.url);
+    operator.server = node.url.clone();
+    let page = stella_tests::audit_api(&client_for(&node.url, operator), "limit=100");
+    let failed = page["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["decision"] == "failed")
+        .count();
+    assert_eq!(failed, 1, "the failed signing is audited: {page}");
+}
