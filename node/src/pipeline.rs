@@ -14,13 +14,15 @@ use crate::admission::Caller;
 pub const MODE_KEYFUL: &str = "keyful";
 /// Signing with an ephemeral key and a short-lived Fulcio certificate.
 pub const MODE_KEYLESS: &str = "keyless";
+/// Both: the tenant/plan's keys and a keyless signature, in one envelope.
+pub const MODE_KEYFUL_KEYLESS: &str = "keyful+keyless";
 /// PoE state of a request refused before its entitlement was established.
 pub const POE_UNCHECKED: &str = "unchecked";
 
 /// A validated request: the exact payload that will be signed.
 #[derive(Debug, Clone)]
 pub struct SigningPlan {
-    /// `keyful` or `keyless`.
+    /// `keyful`, `keyless` or `keyful+keyless`.
     pub mode: &'static str,
     pub predicate_type: PredicateType,
     pub payload: Vec<u8>,
@@ -32,9 +34,10 @@ pub fn plan(request: SignDsseRequest) -> Result<SigningPlan, Error> {
     let mode = match request.options.signing_mode.as_deref() {
         None | Some(MODE_KEYFUL) => MODE_KEYFUL,
         Some(MODE_KEYLESS) => MODE_KEYLESS,
+        Some(MODE_KEYFUL_KEYLESS) => MODE_KEYFUL_KEYLESS,
         Some(other) => {
             return Err(Error::InvalidRequest(format!(
-                "signing mode `{other}` is not offered; use `keyful` or `keyless`"
+                "signing mode `{other}` is not offered; use `keyful`, `keyless` or `keyful+keyless`"
             )));
         }
     };

@@ -536,14 +536,22 @@ impl SigningService {
                 .with_state(|state| crate::keys::select(state, &caller.tenant, &job.plan.name));
             let (service, tenant, plan_name) =
                 (self.clone(), caller.tenant.clone(), job.plan.name.clone());
-            tokio::task::spawn_blocking(move || {
+            let keyful = tokio::task::spawn_blocking(move || {
                 service
                     .inner
                     .keyring
                     .signers_for(selection, &tenant, &plan_name)
             })
             .await
-            .unwrap_or_else(|e| Err(Error::Unavailable(format!("loading the key: {e}"))))
+            .unwrap_or_else(|e| Err(Error::Unavailable(format!("loading the key: {e}"))));
+            if plan.mode == pipeline::MODE_KEYFUL_KEYLESS {
+                keyful.and_then(|mut signers| {
+                    signers.push(inner.keyring.keyless()?);
+                    Ok(signers)
+                })
+            } else {
+                keyful
+            }
         };
         let signers = match chosen {
             Ok(signers) => signers,
@@ -688,8 +696,8 @@ impl SigningService {
                 Made {
                     key_id: ops.first().map_or(&primary.key_id, |op| &op.key_id),
                     certificate_serial: ops
-                        .first()
-                        .and_then(|op| op.certificate_chain_der.first())
+                        .iter()
+                        .find_map(|op| op.certificate_chain_der.first())
                         .and_then(|leaf| crate::keyless::certificate_serial(leaf)),
                     bundle_sha256: bundle_sha256.clone(),
                 },

@@ -218,6 +218,30 @@ fn keyless_bundles_carry_a_fulcio_leaf_that_independent_verifiers_accept() {
         "{report}"
     );
 
+    // A request may ask for both: the node's key and a keyless signature in one envelope, one
+    // bundle per signature, each verified by sigstore-js its own way.
+    let mut both = request.clone();
+    both.options.signing_mode = Some("keyful+keyless".into());
+    let mixed = client.sign_dsse(&both).expect("keyful+keyless");
+    let envelope: Value = serde_json::from_str(mixed.envelope.get()).expect("envelope");
+    assert_eq!(
+        envelope["signatures"].as_array().map(Vec::len),
+        Some(2),
+        "{envelope}"
+    );
+    assert_eq!(mixed.bundles.len(), 2);
+    assert_eq!(mixed.bundles[0].key_id, key.public_key().key_id());
+    let keyful_path = dir.join("mixed-keyful.bundle.json");
+    std::fs::write(&keyful_path, mixed.bundles[0].bundle.get()).expect("bundle");
+    std::fs::write(dir.join("node.pub.pem"), key.public_key().to_pem()).expect("key");
+    let (ok, out) = Verifiers::sigstore_js(&keyful_path, &dir.join("node.pub.pem"), None);
+    assert!(ok, "the keyful bundle of a mixed signing: {out}");
+    let keyless_path = dir.join("mixed-keyless.bundle.json");
+    std::fs::write(&keyless_path, mixed.bundles[1].bundle.get()).expect("bundle");
+    let (ok, out) =
+        Verifiers::sigstore_js_keyless(&keyless_path, &root_path, identity, &issuer, None);
+    assert!(ok, "the keyless bundle of a mixed signing: {out}");
+
     // A rejected identity (Fulcio answers 401: no retry) makes keyless signing unavailable;
     // the failure is audited and the quota it reserved is given back.
     std::fs::write(dir.join("identity.jwt"), "not.a.token").expect("token");
