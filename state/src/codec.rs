@@ -12,11 +12,13 @@
 //!   entries decode unchanged) and snapshots that carry the one-time proof set (a v1 snapshot
 //!   is migrated by [`Persisted`] with an empty set). `State`'s own encoding is unchanged: the
 //!   proof set lives in a storage table of its own.
+//! - 3: `Command::RegisterThresholdKey` (a new trailing variant) and `State::threshold_groups`
+//!   (a new field: a v1/v2 `State` decodes through `StateV2` with no groups).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -32,6 +34,9 @@ pub enum CodecError {
 /// `decode_v1`; a changed type decodes its old shape and migrates.
 pub trait Persisted: Serialize + DeserializeOwned {
     fn decode_v1(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        Self::decode_v2(bytes)
+    }
+    fn decode_v2(bytes: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(bytes)
     }
 }
@@ -46,7 +51,8 @@ pub fn decode<T: Persisted>(bytes: &[u8]) -> Result<T, CodecError> {
     match bytes.split_first() {
         None => Err(CodecError::Empty),
         Some((1, rest)) => Ok(T::decode_v1(rest)?),
-        Some((2, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((2, rest)) => Ok(T::decode_v2(rest)?),
+        Some((3, rest)) => Ok(postcard::from_bytes(rest)?),
         Some((version, _)) => Err(CodecError::UnsupportedVersion(*version)),
     }
 }
@@ -62,9 +68,20 @@ impl<T: Persisted> Persisted for Option<T> {
             _ => postcard::from_bytes(bytes),
         }
     }
+    fn decode_v2(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        match bytes.split_first() {
+            Some((0, _)) => Ok(None),
+            Some((1, rest)) => T::decode_v2(rest).map(Some),
+            _ => postcard::from_bytes(bytes),
+        }
+    }
 }
 impl Persisted for crate::raft_types::Entry {}
 impl Persisted for crate::raft_types::LogId {}
 impl Persisted for crate::raft_types::Vote {}
 
-impl Persisted for crate::State {}
+impl Persisted for crate::State {
+    fn decode_v2(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes::<crate::machine::StateV2>(bytes).map(Into::into)
+    }
+}

@@ -48,6 +48,25 @@ pub enum Command {
     /// Admission of one signing request (format v2): claims the request's one-time DPoP proof
     /// (if any) and reserves quota, atomically — a replayed proof reserves nothing.
     Admit(Admit),
+    /// A threshold key made by a distributed key generation (format v3): its registry entry and
+    /// who holds which share. The shares themselves never enter the log.
+    RegisterThresholdKey {
+        entry: KeyEntry,
+        group: ThresholdGroup,
+    },
+}
+
+/// The public side of a threshold (FROST) key: the group's verifying material and the node
+/// holding each share (format v3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThresholdGroup {
+    /// Signatures need this many shares.
+    pub min_signers: u16,
+    /// `(FROST participant identifier, node id)` of every share holder, by identifier.
+    pub holders: Vec<(u16, u64)>,
+    /// The serialized FROST public key package: the group key and every holder's verifying
+    /// share (what the coordinator checks signature shares against).
+    pub public_key_package: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::AuditRecord;
 use crate::command::{
     Approval, ApprovalDecision, Command, KeyEntry, KeyState, ProofClaim, Reserve, Response,
-    ThrottleReason, Toggle, Verdict,
+    ThresholdGroup, ThrottleReason, Toggle, Verdict,
 };
 
 /// Hint given to a caller throttled by concurrency (the slot frees when a signing ends).
@@ -57,6 +57,8 @@ pub struct State {
     pub keys: BTreeMap<String, KeyEntry>,
     pub toggles: BTreeMap<String, Toggle>,
     pub approvals: BTreeMap<String, Approval>,
+    /// Share holders of threshold keys, by key id (format v3).
+    pub threshold_groups: BTreeMap<String, ThresholdGroup>,
     /// One-time proofs seen within their validity window. Not part of the state's encoding:
     /// the set can be large, so storage keeps it in a table of its own, updated per apply
     /// from [`ProofSet::take_changes`], and snapshots carry it separately.
@@ -194,6 +196,15 @@ impl State {
                     return Response::KeyExists;
                 }
                 self.keys.insert(entry.key_id.clone(), entry.clone());
+                Response::KeyRegistered
+            }
+            Command::RegisterThresholdKey { entry, group } => {
+                if self.keys.contains_key(&entry.key_id) {
+                    return Response::KeyExists;
+                }
+                self.keys.insert(entry.key_id.clone(), entry.clone());
+                self.threshold_groups
+                    .insert(entry.key_id.clone(), group.clone());
                 Response::KeyRegistered
             }
             Command::SetKeyState {
@@ -372,4 +383,30 @@ fn key_transition_allowed(from: KeyState, to: KeyState) -> bool {
             | (KeyState::Active, KeyState::Revoked)
             | (KeyState::Retired, KeyState::Revoked)
     )
+}
+
+/// `State` as formats 1 and 2 encoded it: without threshold groups (added in format v3).
+#[derive(Deserialize)]
+pub(crate) struct StateV2 {
+    ledgers: BTreeMap<LedgerKey, Ledger>,
+    reservations: BTreeMap<String, Reservation>,
+    audit_tail: Option<AuditTail>,
+    keys: BTreeMap<String, KeyEntry>,
+    toggles: BTreeMap<String, Toggle>,
+    approvals: BTreeMap<String, Approval>,
+}
+
+impl From<StateV2> for State {
+    fn from(old: StateV2) -> State {
+        State {
+            ledgers: old.ledgers,
+            reservations: old.reservations,
+            audit_tail: old.audit_tail,
+            keys: old.keys,
+            toggles: old.toggles,
+            approvals: old.approvals,
+            threshold_groups: BTreeMap::new(),
+            proofs: ProofSet::default(),
+        }
+    }
 }

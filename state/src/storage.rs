@@ -472,12 +472,21 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
-/// A snapshot written by format v1: it predates one-time proofs.
+/// A snapshot written by format v1: it predates one-time proofs (and threshold groups).
 #[derive(Deserialize)]
 struct SnapshotPayloadV1 {
     applied: Applied,
-    state: State,
+    state: crate::machine::StateV2,
     audit: Vec<String>,
+}
+
+/// A snapshot written by format v2: its state predates threshold groups.
+#[derive(Deserialize)]
+struct SnapshotPayloadV2 {
+    applied: Applied,
+    state: crate::machine::StateV2,
+    audit: Vec<String>,
+    proofs: Vec<(String, u64)>,
 }
 
 impl codec::Persisted for Applied {}
@@ -487,9 +496,18 @@ impl codec::Persisted for SnapshotPayload {
         let v1: SnapshotPayloadV1 = postcard::from_bytes(bytes)?;
         Ok(SnapshotPayload {
             applied: v1.applied,
-            state: v1.state,
+            state: v1.state.into(),
             audit: v1.audit,
             proofs: Vec::new(),
+        })
+    }
+    fn decode_v2(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        let v2: SnapshotPayloadV2 = postcard::from_bytes(bytes)?;
+        Ok(SnapshotPayload {
+            applied: v2.applied,
+            state: v2.state.into(),
+            audit: v2.audit,
+            proofs: v2.proofs,
         })
     }
 }

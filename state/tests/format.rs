@@ -2,8 +2,9 @@
 //!
 //! `fixtures/format-v1/` holds commands, a state snapshot and Raft log entries encoded by format
 //! version 1; `format-v2/` the same for version 2 (which adds `Command::Admit` and the replicated
-//! proof set). A newer node must read an older log, so every version directory stays. Regenerate
-//! (only the CURRENT version's directory is written):
+//! proof set); `format-v3/` for version 3 (threshold keys: `Command::RegisterThresholdKey` and
+//! `State::threshold_groups`). A newer node must read an older log, so every version directory
+//! stays. Regenerate (only the CURRENT version's directory is written):
 //! `STELLA_WRITE_FORMAT_FIXTURE=1 cargo test -p stella-state --test format`.
 
 use std::path::PathBuf;
@@ -17,6 +18,65 @@ fn dir() -> PathBuf {
 
 fn dir_v2() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v2")
+}
+
+fn dir_v3() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v3")
+}
+
+/// Version 3 adds threshold keys.
+fn commands_v3() -> Vec<Command> {
+    let mut commands = commands_v2();
+    commands.push(Command::RegisterThresholdKey {
+        entry: KeyEntry {
+            key_id: "sha256:t".into(),
+            owner_tenant: "tenant-a".into(),
+            plan: "pro".into(),
+            source: "threshold".into(),
+            algorithm: "BIP340_SECP256K1_SHA256".into(),
+            public_key_pem: "-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----\n".into(),
+            state: KeyState::Active,
+            created_ms: 3_000,
+            updated_ms: 3_000,
+            reason: "2-of-3 group".into(),
+        },
+        group: stella_state::command::ThresholdGroup {
+            min_signers: 2,
+            holders: vec![(1, 1), (2, 2), (3, 3)],
+            public_key_package: vec![1, 2, 3, 4],
+        },
+    });
+    commands
+}
+
+#[test]
+fn format_v3_fixtures_decode() {
+    let commands = commands_v3();
+    let state = state_after(&commands);
+    assert_eq!(state.threshold_groups.len(), 1);
+    if std::env::var_os("STELLA_WRITE_FORMAT_FIXTURE").is_some() {
+        std::fs::create_dir_all(dir_v3()).expect("dir");
+        std::fs::write(
+            dir_v3().join("commands.bin"),
+            codec::encode(&commands).expect("encode"),
+        )
+        .expect("write");
+        std::fs::write(
+            dir_v3().join("state.bin"),
+            codec::encode(&state).expect("encode"),
+        )
+        .expect("write");
+    }
+    let stored = std::fs::read(dir_v3().join("commands.bin")).expect("commands fixture");
+    assert_eq!(stored[0], 3, "fixture is format v3");
+    let decoded: Vec<Command> = codec::decode(&stored).expect("v3 commands decode");
+    assert_eq!(decoded, commands);
+    let snapshot: State =
+        codec::decode(&std::fs::read(dir_v3().join("state.bin")).expect("state fixture"))
+            .expect("v3 state decodes");
+    let mut without_proofs = state.clone();
+    without_proofs.proofs = Default::default();
+    assert_eq!(snapshot, without_proofs);
 }
 
 /// Version 2 adds admissions with one-time proofs (one of them replayed).
@@ -55,19 +115,6 @@ fn format_v2_fixtures_decode() {
         2,
         "the replayed proof was not recorded twice"
     );
-    if std::env::var_os("STELLA_WRITE_FORMAT_FIXTURE").is_some() {
-        std::fs::create_dir_all(dir_v2()).expect("dir");
-        std::fs::write(
-            dir_v2().join("commands.bin"),
-            codec::encode(&commands).expect("encode"),
-        )
-        .expect("write");
-        std::fs::write(
-            dir_v2().join("state.bin"),
-            codec::encode(&state).expect("encode"),
-        )
-        .expect("write");
-    }
     let stored = std::fs::read(dir_v2().join("commands.bin")).expect("commands fixture");
     assert_eq!(stored[0], 2, "fixture is format v2");
     let decoded: Vec<Command> = codec::decode(&stored).expect("v2 commands decode");
