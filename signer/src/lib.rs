@@ -13,6 +13,7 @@ mod error;
 pub mod key;
 pub mod pkcs11;
 pub mod statement;
+pub mod threshold;
 pub mod verify;
 
 pub use bundle::{BUNDLE_MEDIA_TYPE_V03, Bundle};
