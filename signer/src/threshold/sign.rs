@@ -59,6 +59,32 @@ pub fn commit(share: &KeyShare) -> Result<(SigningNonces, Vec<u8>), ThresholdErr
 ///
 /// Refuses a package that does not carry this holder's own commitment exactly as issued, a
 /// message that is not 32 bytes, and nonces that were made for another share.
+///
+/// Single use is enforced by the compiler. This compiles:
+/// ```no_run
+/// # use stella_signer::threshold::*;
+/// # fn f(share: &KeyShare, package: &[u8]) -> Result<(), ThresholdError> {
+/// let (nonces, _commitments) = commit(share)?;
+/// sign_share(share, nonces, package)?;
+/// # Ok(()) }
+/// ```
+/// and signing twice with the same nonces does not:
+/// ```compile_fail,E0382
+/// # use stella_signer::threshold::*;
+/// # fn f(share: &KeyShare, package: &[u8]) -> Result<(), ThresholdError> {
+/// let (nonces, _commitments) = commit(share)?;
+/// sign_share(share, nonces, package)?;
+/// sign_share(share, nonces, package)?;
+/// # Ok(()) }
+/// ```
+/// nor does keeping a copy of them:
+/// ```compile_fail,E0599
+/// # use stella_signer::threshold::*;
+/// # fn f(share: &KeyShare) -> Result<(), ThresholdError> {
+/// let (nonces, _commitments) = commit(share)?;
+/// let _copy = nonces.clone();
+/// # Ok(()) }
+/// ```
 pub fn sign_share(
     share: &KeyShare,
     nonces: SigningNonces,
