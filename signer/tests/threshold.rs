@@ -381,6 +381,17 @@ fn threshold_sign_happy_path() {
 }
 
 #[test]
+fn the_coordinator_future_is_send_for_a_sync_transport() {
+    fn send<F: Send>(f: F) -> F {
+        f
+    }
+    let (transport, group) = transport(2, 3);
+    let message = threshold_message(b"payload");
+    let out = block_on(send(threshold_sign(&transport, &group, &all(3), &message))).expect("sign");
+    assert!(verify_bip340(&group.x_only(), &message, &out.signature));
+}
+
+#[test]
 fn a_faulty_holder_is_named_and_the_others_sign() {
     let (mut transport, group) = transport(2, 3);
     transport.faulty.insert(p(1));

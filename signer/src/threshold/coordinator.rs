@@ -24,7 +24,9 @@ const MAX_ATTEMPTS: usize = 2;
 ///   an unknown session is an error.
 ///
 /// Implementations bound the time of every call themselves (the coordinator has no timer):
-/// a holder that does not answer must turn into an `Err`, not a pending future.
+/// a holder that does not answer must turn into an `Err`, not a pending future. A coordinator
+/// may abandon a session after `commit` (too few holders, a retry), so holders drop the nonces
+/// of sessions that are not signed within a short time.
 pub trait ShareTransport {
     fn commit(
         &self,

@@ -246,6 +246,16 @@ mod tests {
     }
 
     #[test]
+    fn holder_state_can_move_between_tasks() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<DkgParticipant>();
+        send_sync::<KeyShare>();
+        send_sync::<GroupKey>();
+        send_sync::<SigningNonces>();
+        send_sync::<ThresholdError>();
+    }
+
+    #[test]
     fn bip340_rejects_garbage() {
         assert!(!verify_bip340(&[0u8; 32], &[0u8; 32], &[0u8; 64]));
     }

@@ -21,6 +21,7 @@ const GROUP_VERSION: u8 = 1;
 pub struct KeyShare {
     participant: ParticipantId,
     package: KeyPackage,
+    x_only: [u8; 32],
 }
 
 impl fmt::Debug for KeyShare {
@@ -42,10 +43,11 @@ impl KeyShare {
                 "key package does not belong to participant {participant}"
             )));
         }
-        x_only_of(package.verifying_key())?;
+        let x_only = x_only_of(package.verifying_key())?;
         Ok(KeyShare {
             participant,
             package,
+            x_only,
         })
     }
 
@@ -60,8 +62,7 @@ impl KeyShare {
 
     /// The group's x-only key this share signs for.
     pub fn x_only(&self) -> [u8; 32] {
-        // Checked in `new`, so the fallback is never taken.
-        x_only_of(self.package.verifying_key()).unwrap_or([0u8; 32])
+        self.x_only
     }
 
     /// Same as [`GroupKey::key_id`].
