@@ -283,6 +283,7 @@ struct MemoryTransport {
     shares: BTreeMap<ParticipantId, KeyShare>,
     down: BTreeSet<ParticipantId>,
     faulty: BTreeSet<ParticipantId>,
+    garbled_commitments: BTreeSet<ParticipantId>,
     nonces: Mutex<BTreeMap<(ParticipantId, Vec<u8>), SigningNonces>>,
     sessions: Mutex<Vec<Vec<u8>>>,
 }
@@ -293,6 +294,7 @@ impl MemoryTransport {
             shares: shares.into_iter().map(|s| (s.participant(), s)).collect(),
             down: BTreeSet::new(),
             faulty: BTreeSet::new(),
+            garbled_commitments: BTreeSet::new(),
             nonces: Mutex::new(BTreeMap::new()),
             sessions: Mutex::new(Vec::new()),
         }
@@ -330,6 +332,9 @@ impl ShareTransport for MemoryTransport {
             .expect("lock")
             .insert((holder, session.to_vec()), nonces);
         assert!(previous.is_none(), "a session id is never reused");
+        if self.garbled_commitments.contains(&holder) {
+            return Ok(b"garbage".to_vec());
+        }
         Ok(commitments)
     }
 
@@ -349,9 +354,16 @@ impl ShareTransport for MemoryTransport {
             .ok_or_else(|| ThresholdError::Protocol("no nonces for this session".into()))?;
         let mut out = sign_share(share, nonces, signing_package)?;
         if self.faulty.contains(&holder) {
-            // A well-formed but wrong share: flip the lowest bit of the scalar.
-            let last = out.len() - 1;
-            out[last] ^= 1;
+            // A well-formed but wrong share: z + 1 (big-endian scalar, carry propagated).
+            // Adding, not flipping a bit: two flipped bits can cancel out in the sum of shares
+            // and make a valid signature, which the coordinator rightly accepts.
+            for byte in out.iter_mut().rev() {
+                let (next, carry) = byte.overflowing_add(1);
+                *byte = next;
+                if !carry {
+                    break;
+                }
+            }
         }
         Ok(out)
     }
@@ -438,6 +450,20 @@ fn an_unreachable_holder_is_replaced() {
     assert!(matches!(
         out.excluded.as_slice(),
         [(holder, ExclusionReason::Unreachable(_))] if *holder == p(1)
+    ));
+}
+
+#[test]
+fn a_holder_with_malformed_commitments_is_replaced() {
+    let (mut transport, group) = transport(2, 3);
+    transport.garbled_commitments.insert(p(2));
+    let message = threshold_message(b"payload");
+    let out = block_on(threshold_sign(&transport, &group, &all(3), &message)).expect("sign");
+    assert!(verify_bip340(&group.x_only(), &message, &out.signature));
+    assert_eq!(out.signers, vec![p(1), p(3)]);
+    assert!(matches!(
+        out.excluded.as_slice(),
+        [(holder, ExclusionReason::MalformedCommitments(_))] if *holder == p(2)
     ));
 }
 

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 
+use frost_secp256k1_tr::round1::SigningCommitments;
 use futures_util::future::join_all;
 use rand::RngCore;
 use rand::rngs::OsRng;
@@ -49,7 +50,9 @@ pub trait ShareTransport {
 pub enum ExclusionReason {
     /// The transport failed for this holder (commit or sign round); the message says how.
     Unreachable(String),
-    /// Its signature share did not verify against its verifying share.
+    /// It answered with bytes that are not FROST signing commitments.
+    MalformedCommitments(String),
+    /// Its signature share did not verify against its verifying share (or did not parse).
     BadShare,
 }
 
@@ -121,10 +124,12 @@ pub async fn threshold_sign<T: ShareTransport>(
             )
             .await;
             for (holder, result) in batch.into_iter().zip(results) {
-                match result {
-                    Ok(c) => {
+                match result.map(|c| (SigningCommitments::deserialize(&c), c)) {
+                    Ok((Ok(_), c)) => {
                         commitments.insert(holder, c);
                     }
+                    Ok((Err(e), _)) => excluded
+                        .push((holder, ExclusionReason::MalformedCommitments(e.to_string()))),
                     Err(e) => excluded.push((holder, ExclusionReason::Unreachable(e.to_string()))),
                 }
             }
