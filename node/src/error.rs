@@ -94,7 +94,9 @@ impl From<stella_signer::Error> for Error {
             S::InvalidInput(_) | S::InvalidPredicate { .. } | S::Canonical(_) => {
                 Error::InvalidRequest(e.to_string())
             }
-            S::Key(_) | S::Signing(_) | S::Verify(_) => Error::Unavailable(e.to_string()),
+            S::Key(_) | S::Signing(_) | S::Verify(_) | S::Threshold(_) => {
+                Error::Unavailable(e.to_string())
+            }
         }
     }
 }

@@ -1,3 +1,4 @@
+use crate::threshold::ThresholdError;
 use crate::verify::VerifyFailure;
 
 /// The signing core's one error type.
@@ -20,4 +21,6 @@ pub enum Error {
     Signing(String),
     #[error("verification failed: {0}")]
     Verify(#[from] VerifyFailure),
+    #[error("threshold signing: {0}")]
+    Threshold(#[from] ThresholdError),
 }

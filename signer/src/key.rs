@@ -35,12 +35,17 @@ use crate::digest::{sha256, sha256_hex};
 pub enum SignatureAlgorithm {
     #[serde(rename = "ECDSA_P256_SHA256")]
     EcdsaP256Sha256,
+    /// BIP-340 Schnorr over secp256k1 of SHA-256(message): the 64-byte signature of a
+    /// threshold (FROST) key, valid under its 32-byte x-only key (see [`crate::threshold`]).
+    #[serde(rename = "BIP340_SECP256K1_SHA256")]
+    Bip340Secp256k1Sha256,
 }
 
 impl fmt::Display for SignatureAlgorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             SignatureAlgorithm::EcdsaP256Sha256 => "ECDSA_P256_SHA256",
+            SignatureAlgorithm::Bip340Secp256k1Sha256 => "BIP340_SECP256K1_SHA256",
         })
     }
 }
@@ -53,6 +58,8 @@ pub enum KeySource {
     Pkcs11,
     /// An ephemeral key with a short-lived Fulcio certificate.
     Keyless,
+    /// A FROST group key whose shares are spread over `t`-of-`n` nodes.
+    Threshold,
 }
 
 impl KeySource {
@@ -61,6 +68,7 @@ impl KeySource {
             KeySource::File => "file",
             KeySource::Pkcs11 => "pkcs11",
             KeySource::Keyless => "keyless",
+            KeySource::Threshold => "threshold",
         }
     }
 }

@@ -13,6 +13,7 @@ mod error;
 pub mod key;
 pub mod pkcs11;
 pub mod statement;
+pub mod threshold;
 pub mod timestamp;
 pub mod verify;
 

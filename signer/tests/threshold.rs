@@ -1,0 +1,659 @@
+//! Threshold (FROST BIP-340) core: DKG, leader-blind relay, signing with cheater detection,
+//! sealed shares and a verify-only golden vector.
+//!
+//! Regenerate the golden vector (only on a deliberate format change):
+//! `STELLA_REGENERATE_GOLDEN=1 cargo test -p stella-signer-core --test threshold`
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use futures_executor::block_on;
+use serde_json::{Value, json};
+use stella_signer::digest::sha256_hex;
+use stella_signer::threshold::{
+    DkgParticipant, ExclusionReason, GroupKey, KeyShare, ParticipantId, ShareTransport,
+    SigningNonces, ThresholdError, ThresholdParams, aggregate, commit, dkg_in_process,
+    in_process_sign, sign_share, signing_package, threshold_message, threshold_sign, verify_bip340,
+};
+use stella_signer::{IN_TOTO_PAYLOAD_TYPE, pae};
+
+fn p(id: u16) -> ParticipantId {
+    ParticipantId(id)
+}
+
+fn params(t: u16, n: u16) -> ThresholdParams {
+    ThresholdParams::new(t, n).expect("params")
+}
+
+/// Runs the three DKG rounds with explicit participants, the "leader" being these maps.
+/// Returns every participant's share and group key (not deduplicated).
+fn run_dkg(t: u16, n: u16) -> Vec<(KeyShare, GroupKey)> {
+    let (participants, sealed) = dkg_to_round2(t, n);
+    participants
+        .into_iter()
+        .map(|(me, participant)| participant.finish(&inbox(&sealed, me)).expect("finish"))
+        .collect()
+}
+
+type Sealed = BTreeMap<ParticipantId, BTreeMap<ParticipantId, Vec<u8>>>;
+
+/// Rounds 1 and 2: the participants, and `sealed[sender][recipient]`.
+fn dkg_to_round2(t: u16, n: u16) -> (BTreeMap<ParticipantId, DkgParticipant>, Sealed) {
+    let params = params(t, n);
+    let session = b"dkg-session-test";
+    let mut participants = BTreeMap::new();
+    let mut round1 = BTreeMap::new();
+    for id in 1..=n {
+        let (participant, message) = DkgParticipant::start(session, p(id), params).expect("start");
+        participants.insert(p(id), participant);
+        round1.insert(p(id), message);
+    }
+    let mut sealed = BTreeMap::new();
+    for (&id, participant) in participants.iter_mut() {
+        let out = participant.round2(&round1).expect("round2");
+        assert_eq!(out.len(), usize::from(n - 1));
+        assert!(!out.contains_key(&id));
+        sealed.insert(id, out);
+    }
+    (participants, sealed)
+}
+
+fn inbox(sealed: &Sealed, me: ParticipantId) -> BTreeMap<ParticipantId, Vec<u8>> {
+    sealed
+        .iter()
+        .filter_map(|(&sender, out)| out.get(&me).map(|bytes| (sender, bytes.clone())))
+        .collect()
+}
+
+fn subsets(n: u16, t: u16) -> Vec<Vec<u16>> {
+    let mut out = Vec::new();
+    for mask in 0u32..(1 << n) {
+        if mask.count_ones() == u32::from(t) {
+            out.push((1..=n).filter(|i| mask & (1 << (i - 1)) != 0).collect());
+        }
+    }
+    out
+}
+
+fn check_dkg_and_every_subset(t: u16, n: u16) {
+    let results = run_dkg(t, n);
+    let group = results[0].1.clone();
+    for (share, g) in &results {
+        assert_eq!(*g, group, "every participant ends with the same group key");
+        assert_eq!(share.x_only(), group.x_only());
+        assert_eq!(share.key_id(), group.key_id());
+        assert_eq!(share.min_signers(), t);
+    }
+    assert_eq!(group.key_id(), sha256_hex(&group.x_only()));
+    assert_eq!(group.participants(), (1..=n).map(p).collect::<Vec<_>>());
+    let shares: BTreeMap<u16, KeyShare> = results
+        .into_iter()
+        .map(|(share, _)| (share.participant().get(), share))
+        .collect();
+
+    let message = threshold_message(b"DSSEv1 28 application/vnd.in-toto+json 2 {}");
+    for subset in subsets(n, t) {
+        let chosen: Vec<KeyShare> = subset
+            .iter()
+            .map(|i| {
+                // Each share goes through seal/open so the subset uses independent copies.
+                let kek = [9u8; 32];
+                KeyShare::open(&shares[i].seal(&kek, b"t").expect("seal"), &kek, b"t")
+                    .expect("open")
+            })
+            .collect();
+        let signature = in_process_sign(&chosen, &group, &message).expect("sign");
+        assert!(
+            verify_bip340(&group.x_only(), &message, &signature),
+            "subset {subset:?}: independent BIP-340 verification"
+        );
+        assert!(
+            group.frost_verify(&message, &signature),
+            "subset {subset:?}: FROST's own verification"
+        );
+        let mut other = message;
+        other[0] ^= 1;
+        assert!(!verify_bip340(&group.x_only(), &other, &signature));
+    }
+
+    // Fewer than t shares cannot produce a signature.
+    let too_few: Vec<KeyShare> = (1..t)
+        .map(|i| {
+            let kek = [1u8; 32];
+            KeyShare::open(&shares[&i].seal(&kek, b"").expect("seal"), &kek, b"").expect("open")
+        })
+        .collect();
+    assert!(matches!(
+        in_process_sign(&too_few, &group, &message),
+        Err(ThresholdError::Unavailable { .. })
+    ));
+    // And a coordinator that builds a package from t-1 commitments gets no signature either.
+    let mut commitments = BTreeMap::new();
+    let mut nonces = Vec::new();
+    for share in &too_few {
+        let (n, c) = commit(share).expect("commit");
+        commitments.insert(share.participant(), c);
+        nonces.push(n);
+    }
+    let package = signing_package(&commitments, &message).expect("package");
+    for (share, n) in too_few.iter().zip(nonces) {
+        assert!(
+            sign_share(share, n, &package).is_err(),
+            "a holder refuses a package with fewer than t commitments"
+        );
+    }
+    assert!(aggregate(&group, &package, &BTreeMap::new()).is_err());
+}
+
+#[test]
+fn dkg_2_of_3_every_pair_signs() {
+    check_dkg_and_every_subset(2, 3);
+}
+
+#[test]
+fn dkg_3_of_5_every_triple_signs() {
+    check_dkg_and_every_subset(3, 5);
+}
+
+#[test]
+fn group_key_bytes_round_trip() {
+    let (_, group) = dkg_in_process(b"s", params(2, 3)).expect("dkg");
+    let bytes = group.to_bytes().expect("bytes");
+    assert_eq!(GroupKey::from_bytes(&bytes).expect("parse"), group);
+    let mut wrong_version = bytes.clone();
+    wrong_version[0] = 9;
+    assert!(GroupKey::from_bytes(&wrong_version).is_err());
+    let mut wrong_n = bytes.clone();
+    wrong_n[4] = 4; // declares n = 4 for a 3-share package
+    assert!(GroupKey::from_bytes(&wrong_n).is_err());
+    assert!(GroupKey::from_bytes(&bytes[..4]).is_err());
+}
+
+#[test]
+fn round2_packages_open_only_for_their_recipient() {
+    let (mut participants, sealed) = dkg_to_round2(2, 3);
+    let for_two = sealed[&p(1)][&p(2)].clone();
+
+    // The relay hands participant 3 the package meant for 2: refused as misaddressed.
+    let mut box3 = inbox(&sealed, p(3));
+    box3.insert(p(1), for_two.clone());
+    let three = participants.remove(&p(3)).expect("3");
+    match three.finish(&box3) {
+        Err(ThresholdError::SealedPackage { sender, reason }) => {
+            assert_eq!(sender, p(1));
+            assert!(reason.contains("misaddressed"), "{reason}");
+        }
+        other => panic!("expected a misaddressed package error, got {other:?}"),
+    }
+
+    // Rewriting the header to name 3 does not help: 3 cannot decrypt it.
+    let (mut participants, sealed) = dkg_to_round2(2, 3);
+    let mut readdressed = sealed[&p(1)][&p(2)].clone();
+    readdressed[3..5].copy_from_slice(&3u16.to_be_bytes());
+    let mut box3 = inbox(&sealed, p(3));
+    box3.insert(p(1), readdressed);
+    let three = participants.remove(&p(3)).expect("3");
+    match three.finish(&box3) {
+        Err(ThresholdError::SealedPackage { sender, reason }) => {
+            assert_eq!(sender, p(1));
+            assert!(reason.contains("decryption failed"), "{reason}");
+        }
+        other => panic!("expected a decryption failure, got {other:?}"),
+    }
+
+    // A tampered package is refused by its real recipient, naming the sender.
+    let mut tampered = sealed[&p(3)][&p(2)].clone();
+    let last = tampered.len() - 20;
+    tampered[last] ^= 0x01;
+    let mut box2 = inbox(&sealed, p(2));
+    box2.insert(p(3), tampered);
+    let two = participants.remove(&p(2)).expect("2");
+    let err = two.finish(&box2).expect_err("tampered");
+    assert!(
+        matches!(&err, ThresholdError::SealedPackage { sender, .. } if *sender == p(3)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("participant 3"), "{err}");
+
+    // The untouched participant still completes.
+    let one = participants.remove(&p(1)).expect("1");
+    one.finish(&inbox(&sealed, p(1)))
+        .expect("participant 1 completes");
+}
+
+#[test]
+fn a_leader_that_equivocates_in_round_one_is_caught_in_round_three() {
+    let params = params(2, 3);
+    let mut participants = BTreeMap::new();
+    let mut round1 = BTreeMap::new();
+    for id in 1..=3 {
+        let (participant, message) = DkgParticipant::start(b"s", p(id), params).expect("start");
+        participants.insert(p(id), participant);
+        round1.insert(p(id), message);
+    }
+    // Participant 2 is shown a different (but individually valid) round-1 message from 3:
+    // one from a second run of participant 3 in the same session.
+    let (_, other3) = DkgParticipant::start(b"s", p(3), params).expect("start");
+    let mut view2 = round1.clone();
+    view2.insert(p(3), other3);
+    let mut sealed: Sealed = BTreeMap::new();
+    for (&id, participant) in participants.iter_mut() {
+        let view = if id == p(2) { &view2 } else { &round1 };
+        sealed.insert(id, participant.round2(view).expect("round2"));
+    }
+    let one = participants.remove(&p(1)).expect("1");
+    let err = one.finish(&inbox(&sealed, p(1))).expect_err("views differ");
+    assert!(
+        matches!(err, ThresholdError::SealedPackage { sender, .. } if sender == p(2)),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn round2_refuses_a_altered_copy_of_our_own_message_and_missing_peers() {
+    let params = params(2, 3);
+    let mut round1 = BTreeMap::new();
+    let mut participants = BTreeMap::new();
+    for id in 1..=3 {
+        let (participant, message) = DkgParticipant::start(b"s", p(id), params).expect("start");
+        participants.insert(p(id), participant);
+        round1.insert(p(id), message);
+    }
+    let mut altered = round1.clone();
+    altered.get_mut(&p(1)).expect("1")[40] ^= 1;
+    let one = participants.get_mut(&p(1)).expect("1");
+    assert!(matches!(
+        one.round2(&altered),
+        Err(ThresholdError::Protocol(_))
+    ));
+
+    let mut missing = round1.clone();
+    missing.remove(&p(3));
+    let two = participants.get_mut(&p(2)).expect("2");
+    match two.round2(&missing) {
+        Err(ThresholdError::Dkg { culprits, .. }) => assert_eq!(culprits, vec![p(3)]),
+        other => panic!("expected the missing participant named, got {other:?}"),
+    }
+}
+
+/// An in-memory stand-in for the node's peer transport.
+struct MemoryTransport {
+    shares: BTreeMap<ParticipantId, KeyShare>,
+    down: BTreeSet<ParticipantId>,
+    faulty: BTreeSet<ParticipantId>,
+    garbled_commitments: BTreeSet<ParticipantId>,
+    nonces: Mutex<BTreeMap<(ParticipantId, Vec<u8>), SigningNonces>>,
+    sessions: Mutex<Vec<Vec<u8>>>,
+}
+
+impl MemoryTransport {
+    fn new(shares: Vec<KeyShare>) -> MemoryTransport {
+        MemoryTransport {
+            shares: shares.into_iter().map(|s| (s.participant(), s)).collect(),
+            down: BTreeSet::new(),
+            faulty: BTreeSet::new(),
+            garbled_commitments: BTreeSet::new(),
+            nonces: Mutex::new(BTreeMap::new()),
+            sessions: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn share(&self, holder: ParticipantId, key_id: &str) -> Result<&KeyShare, ThresholdError> {
+        if self.down.contains(&holder) {
+            return Err(ThresholdError::Transport {
+                holder,
+                reason: "connection refused".into(),
+            });
+        }
+        let share = self
+            .shares
+            .get(&holder)
+            .ok_or(ThresholdError::UnknownParticipant(holder))?;
+        assert_eq!(share.key_id(), key_id);
+        Ok(share)
+    }
+}
+
+impl ShareTransport for MemoryTransport {
+    async fn commit(
+        &self,
+        holder: ParticipantId,
+        key_id: &str,
+        session: &[u8],
+    ) -> Result<Vec<u8>, ThresholdError> {
+        let share = self.share(holder, key_id)?;
+        let (nonces, commitments) = commit(share)?;
+        self.sessions.lock().expect("lock").push(session.to_vec());
+        let previous = self
+            .nonces
+            .lock()
+            .expect("lock")
+            .insert((holder, session.to_vec()), nonces);
+        assert!(previous.is_none(), "a session id is never reused");
+        if self.garbled_commitments.contains(&holder) {
+            return Ok(b"garbage".to_vec());
+        }
+        Ok(commitments)
+    }
+
+    async fn sign(
+        &self,
+        holder: ParticipantId,
+        key_id: &str,
+        session: &[u8],
+        signing_package: &[u8],
+    ) -> Result<Vec<u8>, ThresholdError> {
+        let share = self.share(holder, key_id)?;
+        let nonces = self
+            .nonces
+            .lock()
+            .expect("lock")
+            .remove(&(holder, session.to_vec()))
+            .ok_or_else(|| ThresholdError::Protocol("no nonces for this session".into()))?;
+        let mut out = sign_share(share, nonces, signing_package)?;
+        if self.faulty.contains(&holder) {
+            // A well-formed but wrong share: z + 1 (big-endian scalar, carry propagated).
+            // Adding, not flipping a bit: two flipped bits can cancel out in the sum of shares
+            // and make a valid signature, which the coordinator rightly accepts.
+            for byte in out.iter_mut().rev() {
+                let (next, carry) = byte.overflowing_add(1);
+                *byte = next;
+                if !carry {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn transport(t: u16, n: u16) -> (MemoryTransport, GroupKey) {
+    let (shares, group) = dkg_in_process(b"transport", params(t, n)).expect("dkg");
+    (MemoryTransport::new(shares), group)
+}
+
+fn all(n: u16) -> Vec<ParticipantId> {
+    (1..=n).map(p).collect()
+}
+
+#[test]
+fn threshold_sign_happy_path() {
+    let (transport, group) = transport(3, 5);
+    let message = threshold_message(b"payload");
+    let out = block_on(threshold_sign(&transport, &group, &all(5), &message)).expect("sign");
+    assert!(verify_bip340(&group.x_only(), &message, &out.signature));
+    assert_eq!(out.signers, vec![p(1), p(2), p(3)]);
+    assert!(out.excluded.is_empty());
+    assert!(
+        transport.nonces.lock().expect("lock").is_empty(),
+        "every nonce was consumed"
+    );
+}
+
+#[test]
+fn the_coordinator_future_is_send_for_a_sync_transport() {
+    fn send<F: Send>(f: F) -> F {
+        f
+    }
+    let (transport, group) = transport(2, 3);
+    let message = threshold_message(b"payload");
+    let out = block_on(send(threshold_sign(&transport, &group, &all(3), &message))).expect("sign");
+    assert!(verify_bip340(&group.x_only(), &message, &out.signature));
+}
+
+#[test]
+fn a_faulty_holder_is_named_and_the_others_sign() {
+    let (mut transport, group) = transport(2, 3);
+    transport.faulty.insert(p(1));
+    let message = threshold_message(b"payload");
+    let out = block_on(threshold_sign(&transport, &group, &all(3), &message)).expect("sign");
+    assert!(verify_bip340(&group.x_only(), &message, &out.signature));
+    assert_eq!(out.signers, vec![p(2), p(3)]);
+    assert_eq!(out.excluded, vec![(p(1), ExclusionReason::BadShare)]);
+    let sessions = transport.sessions.lock().expect("lock").clone();
+    assert_eq!(
+        sessions.iter().collect::<BTreeSet<_>>().len(),
+        2,
+        "the retry ran under a fresh session id"
+    );
+
+    let (mut transport, group) = self::transport(3, 5);
+    transport.faulty.insert(p(2));
+    let out = block_on(threshold_sign(&transport, &group, &all(5), &message)).expect("sign");
+    assert!(verify_bip340(&group.x_only(), &message, &out.signature));
+    assert!(!out.signers.contains(&p(2)));
+    assert_eq!(out.excluded, vec![(p(2), ExclusionReason::BadShare)]);
+}
+
+#[test]
+fn two_faulty_holders_of_three_are_both_named() {
+    let (mut transport, group) = transport(2, 3);
+    transport.faulty.insert(p(1));
+    transport.faulty.insert(p(2));
+    let message = threshold_message(b"payload");
+    match block_on(threshold_sign(&transport, &group, &all(3), &message)) {
+        Err(ThresholdError::BadShare { culprits }) => assert_eq!(culprits, vec![p(1), p(2)]),
+        other => panic!("expected BadShare naming 1 and 2, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_unreachable_holder_is_replaced() {
+    let (mut transport, group) = transport(2, 3);
+    transport.down.insert(p(1));
+    let message = threshold_message(b"payload");
+    let out = block_on(threshold_sign(&transport, &group, &all(3), &message)).expect("sign");
+    assert!(verify_bip340(&group.x_only(), &message, &out.signature));
+    assert_eq!(out.signers, vec![p(2), p(3)]);
+    assert!(matches!(
+        out.excluded.as_slice(),
+        [(holder, ExclusionReason::Unreachable(_))] if *holder == p(1)
+    ));
+}
+
+#[test]
+fn a_holder_with_malformed_commitments_is_replaced() {
+    let (mut transport, group) = transport(2, 3);
+    transport.garbled_commitments.insert(p(2));
+    let message = threshold_message(b"payload");
+    let out = block_on(threshold_sign(&transport, &group, &all(3), &message)).expect("sign");
+    assert!(verify_bip340(&group.x_only(), &message, &out.signature));
+    assert_eq!(out.signers, vec![p(1), p(3)]);
+    assert!(matches!(
+        out.excluded.as_slice(),
+        [(holder, ExclusionReason::MalformedCommitments(_))] if *holder == p(2)
+    ));
+}
+
+#[test]
+fn fewer_than_t_holders_is_unavailable() {
+    let (mut transport, group) = transport(3, 5);
+    transport.down.extend([p(1), p(3), p(5)]);
+    let message = threshold_message(b"payload");
+    match block_on(threshold_sign(&transport, &group, &all(5), &message)) {
+        Err(ThresholdError::Unavailable { have, need }) => {
+            assert_eq!((have, need), (2, 3));
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // Too few listed as available: refused before any call.
+    let (transport, group) = self::transport(3, 5);
+    match block_on(threshold_sign(&transport, &group, &[p(1), p(2)], &message)) {
+        Err(ThresholdError::Unavailable { have, need }) => assert_eq!((have, need), (2, 3)),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(transport.sessions.lock().expect("lock").is_empty());
+    // An id outside the group is a caller bug, not a holder to try.
+    assert!(matches!(
+        block_on(threshold_sign(&transport, &group, &[p(1), p(9)], &message)),
+        Err(ThresholdError::InvalidParticipant(9))
+    ));
+}
+
+#[test]
+fn a_holder_refuses_a_package_without_its_own_commitment() {
+    let (shares, group) = dkg_in_process(b"s", params(2, 3)).expect("dkg");
+    let message = threshold_message(b"payload");
+
+    // The package carries 2 and 3, not 1.
+    let (nonces1, _) = commit(&shares[0]).expect("commit");
+    let mut commitments = BTreeMap::new();
+    for share in &shares[1..] {
+        commitments.insert(share.participant(), commit(share).expect("commit").1);
+    }
+    let package = signing_package(&commitments, &message).expect("package");
+    assert!(matches!(
+        sign_share(&shares[0], nonces1, &package),
+        Err(ThresholdError::CommitmentMismatch { participant, .. }) if participant == p(1)
+    ));
+
+    // The package carries a commitment for 1, but not the one these nonces belong to.
+    let (nonces1, _) = commit(&shares[0]).expect("commit");
+    let (_, other1) = commit(&shares[0]).expect("commit");
+    let mut commitments = BTreeMap::new();
+    commitments.insert(p(1), other1);
+    commitments.insert(p(2), commit(&shares[1]).expect("commit").1);
+    let package = signing_package(&commitments, &message).expect("package");
+    assert!(matches!(
+        sign_share(&shares[0], nonces1, &package),
+        Err(ThresholdError::CommitmentMismatch { participant, .. }) if participant == p(1)
+    ));
+
+    // Nonces committed with one share cannot be used with another.
+    let (nonces2, c2) = commit(&shares[1]).expect("commit");
+    let (_, c1) = commit(&shares[0]).expect("commit");
+    let package =
+        signing_package(&BTreeMap::from([(p(1), c1), (p(2), c2)]), &message).expect("package");
+    assert!(matches!(
+        sign_share(&shares[0], nonces2, &package),
+        Err(ThresholdError::Protocol(_))
+    ));
+
+    // A message that is not 32 bytes is refused (the byte contract is SHA-256(PAE)).
+    let (nonces1, _) = commit(&shares[0]).expect("commit");
+    assert!(sign_share(&shares[0], nonces1, b"not a package").is_err());
+    let _ = group;
+}
+
+#[test]
+fn sealed_share_round_trip_and_failures() {
+    let (shares, group) = dkg_in_process(b"s", params(2, 3)).expect("dkg");
+    let kek = [42u8; 32];
+    let aad = b"node-1/key";
+    let sealed = shares[0].seal(&kek, aad).expect("seal");
+    assert_eq!(sealed[0], 1, "format version byte");
+    let opened = KeyShare::open(&sealed, &kek, aad).expect("open");
+    assert_eq!(opened.participant(), shares[0].participant());
+    assert_eq!(opened.key_id(), group.key_id());
+    let message = threshold_message(b"x");
+    let signature = in_process_sign(
+        &[
+            opened,
+            KeyShare::open(&shares[1].seal(&kek, aad).expect("s"), &kek, aad).expect("o"),
+        ],
+        &group,
+        &message,
+    )
+    .expect("sign with opened shares");
+    assert!(verify_bip340(&group.x_only(), &message, &signature));
+
+    assert!(
+        KeyShare::open(&sealed, &[43u8; 32], aad).is_err(),
+        "wrong KEK"
+    );
+    assert!(
+        KeyShare::open(&sealed, &kek, b"node-2/key").is_err(),
+        "wrong AAD"
+    );
+    for i in [0, 1, 13, sealed.len() / 2, sealed.len() - 1] {
+        let mut flipped = sealed.clone();
+        flipped[i] ^= 0x80;
+        assert!(
+            KeyShare::open(&flipped, &kek, aad).is_err(),
+            "flipped byte {i}"
+        );
+    }
+    assert!(
+        KeyShare::open(&sealed[..20], &kek, aad).is_err(),
+        "truncated"
+    );
+    assert!(KeyShare::open(&[], &kek, aad).is_err(), "empty");
+
+    // Two seals of the same share differ (random nonce).
+    assert_ne!(sealed, shares[0].seal(&kek, aad).expect("seal"));
+
+    let debug = format!("{:?}", shares[0]);
+    assert!(debug.contains(&group.key_id()), "{debug}");
+    assert!(!debug.to_lowercase().contains("signing_share"), "{debug}");
+}
+
+fn vector_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/golden/bip340-threshold.json")
+}
+
+fn hex32(v: &Value, field: &str) -> [u8; 32] {
+    hex::decode(v[field].as_str().expect(field))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes")
+}
+
+#[test]
+fn golden_bip340_threshold_vector() {
+    if std::env::var_os("STELLA_REGENERATE_GOLDEN").is_some() {
+        regenerate_vector();
+    }
+    let vector: Value =
+        serde_json::from_slice(&fs::read(vector_path()).expect("vector file")).expect("json");
+    let payload = vector["payload"].as_str().expect("payload");
+    let pae = pae(
+        vector["payloadType"].as_str().expect("type"),
+        payload.as_bytes(),
+    );
+    let message = threshold_message(&pae);
+    assert_eq!(
+        hex::encode(message),
+        vector["message_hex"].as_str().expect("message")
+    );
+    let x_only = hex32(&vector, "x_only_hex");
+    assert_eq!(
+        sha256_hex(&x_only),
+        vector["key_id"].as_str().expect("key id")
+    );
+    let signature: [u8; 64] = hex::decode(vector["signature_hex"].as_str().expect("sig"))
+        .expect("hex")
+        .try_into()
+        .expect("64 bytes");
+    assert!(verify_bip340(&x_only, &message, &signature));
+    let group = GroupKey::from_bytes(
+        &hex::decode(vector["group_key_hex"].as_str().expect("group")).expect("hex"),
+    )
+    .expect("group key");
+    assert_eq!(group.x_only(), x_only);
+    assert!(group.frost_verify(&message, &signature));
+    let mut tampered = signature;
+    tampered[63] ^= 1;
+    assert!(!verify_bip340(&x_only, &message, &tampered));
+}
+
+fn regenerate_vector() {
+    let (shares, group) = dkg_in_process(b"golden", params(2, 3)).expect("dkg");
+    let payload = r#"{"_type":"https://in-toto.io/Statement/v1","predicate":{},"predicateType":"stella.ops/sbom@v1","subject":[{"digest":{"sha256":"5b3d0a47f4bd1ec2b6f2e5a9be1b5d4e01e6cf8e3ab3e8f3c9c1c7e2b5a4d3c2"},"name":"registry.example/app"}]}"#;
+    let message = threshold_message(&pae(IN_TOTO_PAYLOAD_TYPE, payload.as_bytes()));
+    let signature = in_process_sign(&shares[1..], &group, &message).expect("sign");
+    let vector = json!({
+        "description": "BIP-340 signature by a 2-of-3 FROST group (participants 2 and 3) over SHA-256(DSSE PAE); verify-only, signatures are randomized",
+        "payloadType": IN_TOTO_PAYLOAD_TYPE,
+        "payload": payload,
+        "message_hex": hex::encode(message),
+        "x_only_hex": hex::encode(group.x_only()),
+        "key_id": group.key_id(),
+        "signature_hex": hex::encode(signature),
+        "group_key_hex": hex::encode(group.to_bytes().expect("bytes")),
+    });
+    let mut text = serde_json::to_string_pretty(&vector).expect("json");
+    text.push('\n');
+    fs::write(vector_path(), text).expect("write vector");
+}
