@@ -102,11 +102,20 @@ pub trait KeySigner: Send + Sync {
     fn sign(&self, message: &[u8]) -> Result<SignedOperation, Error>;
 }
 
-/// A P-256 public key (SubjectPublicKeyInfo DER), validated on construction.
+/// A public key as a DER SubjectPublicKeyInfo, validated on construction: ECDSA P-256 (file,
+/// HSM, keyless keys) or secp256k1 for BIP-340 (threshold group keys, encoded as the even-Y
+/// point of the x-only key, uncompressed — what openssl and other SPKI readers accept).
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublicKey {
     spki_der: Vec<u8>,
 }
+
+/// The fixed DER prefix of an uncompressed secp256k1 SubjectPublicKeyInfo
+/// (id-ecPublicKey, secp256k1, BIT STRING of 65 bytes).
+const SECP256K1_SPKI_PREFIX: [u8; 23] = [
+    0x30, 0x56, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b,
+    0x81, 0x04, 0x00, 0x0a, 0x03, 0x42, 0x00,
+];
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -116,6 +125,22 @@ impl fmt::Debug for PublicKey {
 
 impl PublicKey {
     pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, Error> {
+        if der.starts_with(&SECP256K1_SPKI_PREFIX) {
+            let point = &der[SECP256K1_SPKI_PREFIX.len()..];
+            let x: [u8; 32] = point
+                .get(1..33)
+                .and_then(|x| x.try_into().ok())
+                .ok_or_else(|| Error::Key("secp256k1 key must be uncompressed".into()))?;
+            // Only the even-Y point stands for an x-only BIP-340 key.
+            if PublicKey::from_bip340_x_only(&x)?.spki_der != der {
+                return Err(Error::Key(
+                    "a secp256k1 key must be the even-Y point of a BIP-340 key".into(),
+                ));
+            }
+            return Ok(PublicKey {
+                spki_der: der.to_vec(),
+            });
+        }
         // Reject anything that is not a valid point on P-256 before it is used anywhere.
         ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, der)
             .map_err(|e| Error::Key(format!("not a P-256 public key: {e}")))?;
@@ -127,6 +152,32 @@ impl PublicKey {
         Ok(PublicKey {
             spki_der: der.to_vec(),
         })
+    }
+
+    /// The SPKI of a BIP-340 x-only key (secp256k1, its even-Y point).
+    pub fn from_bip340_x_only(x_only: &[u8; 32]) -> Result<PublicKey, Error> {
+        let verifying = k256::schnorr::VerifyingKey::from_bytes(x_only)
+            .map_err(|_| Error::Key("not a BIP-340 public key".into()))?;
+        let point = k256::PublicKey::from(&verifying);
+        let mut der = SECP256K1_SPKI_PREFIX.to_vec();
+        der.extend_from_slice(
+            k256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&point, false).as_bytes(),
+        );
+        Ok(PublicKey { spki_der: der })
+    }
+
+    /// The x-only key of a BIP-340 (secp256k1) public key; `None` for P-256 keys.
+    pub fn bip340_x_only(&self) -> Option<[u8; 32]> {
+        let point = self.spki_der.strip_prefix(&SECP256K1_SPKI_PREFIX)?;
+        point.get(1..33)?.try_into().ok()
+    }
+
+    pub fn algorithm(&self) -> SignatureAlgorithm {
+        if self.bip340_x_only().is_some() {
+            SignatureAlgorithm::Bip340Secp256k1Sha256
+        } else {
+            SignatureAlgorithm::EcdsaP256Sha256
+        }
     }
 
     pub fn from_pem(pem: &str) -> Result<PublicKey, Error> {
@@ -158,8 +209,20 @@ impl PublicKey {
         STANDARD.encode(sha256(&self.spki_der))
     }
 
-    /// Checks an ASN.1 DER ECDSA P-256 signature over SHA-256(message).
+    /// Checks a signature over `message`: ASN.1 DER ECDSA over SHA-256(message) for a P-256
+    /// key; for a secp256k1 key, a 64-byte BIP-340 signature of SHA-256(message) (the threshold
+    /// keys' byte contract, see [`crate::threshold`]).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        if let Some(x_only) = self.bip340_x_only() {
+            let Ok(signature) = <[u8; 64]>::try_from(signature) else {
+                return false;
+            };
+            return crate::threshold::verify_bip340(
+                &x_only,
+                &crate::threshold::threshold_message(message),
+                &signature,
+            );
+        }
         match ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.spki_der) {
             Ok(key) => key.verify_sig(message, signature).is_ok(),
             Err(_) => false,

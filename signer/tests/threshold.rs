@@ -86,7 +86,14 @@ fn check_dkg_and_every_subset(t: u16, n: u16) {
         assert_eq!(share.key_id(), group.key_id());
         assert_eq!(share.min_signers(), t);
     }
-    assert_eq!(group.key_id(), sha256_hex(&group.x_only()));
+    // The registry id is the SPKI id every key has, and the SPKI verifies BIP-340 signatures.
+    let public = group.public_key().expect("spki");
+    assert_eq!(group.key_id(), public.key_id());
+    assert_eq!(public.bip340_x_only(), Some(group.x_only()));
+    assert_eq!(
+        stella_signer::PublicKey::from_pem(&public.to_pem()).expect("pem round trip"),
+        public
+    );
     assert_eq!(group.participants(), (1..=n).map(p).collect::<Vec<_>>());
     let shares: BTreeMap<u16, KeyShare> = results
         .into_iter()
@@ -656,4 +663,36 @@ fn regenerate_vector() {
     let mut text = serde_json::to_string_pretty(&vector).expect("json");
     text.push('\n');
     fs::write(vector_path(), text).expect("write vector");
+}
+
+/// A threshold signature in a DSSE envelope verifies offline like any other: the group's SPKI
+/// (secp256k1, even-Y point of the x-only key) checks BIP-340 over SHA-256(PAE); P-256 keys and
+/// other groups do not.
+#[test]
+fn a_threshold_signature_verifies_in_an_envelope_with_the_group_spki() {
+    use stella_signer::{Envelope, EnvelopeSignature};
+    let (shares, group) =
+        dkg_in_process(b"envelope", ThresholdParams::new(2, 3).expect("params")).expect("dkg");
+    let payload = br#"{"_type":"https://in-toto.io/Statement/v1","predicate":{},"predicateType":"stella.ops/sbom@v1","subject":[{"digest":{"sha256":"aa"},"name":"x"}]}"#.to_vec();
+    let pae = pae(IN_TOTO_PAYLOAD_TYPE, &payload);
+    let signature = in_process_sign(&shares[..2], &group, &threshold_message(&pae)).expect("sign");
+    let envelope = Envelope {
+        payload_type: IN_TOTO_PAYLOAD_TYPE.into(),
+        payload,
+        signatures: vec![EnvelopeSignature {
+            keyid: Some(group.key_id()),
+            sig: signature.to_vec(),
+        }],
+    };
+    let public = group.public_key().expect("spki");
+    let verified = stella_signer::verify::verify_envelope(&envelope, &public).expect("verifies");
+    assert_eq!(verified.key_id, group.key_id());
+    let p256 = stella_signer::FileKeySigner::generate().expect("p256");
+    assert!(stella_signer::verify::verify_envelope(&envelope, p256.public_key()).is_err());
+    let (_, other) =
+        dkg_in_process(b"other", ThresholdParams::new(2, 3).expect("params")).expect("dkg");
+    assert!(
+        stella_signer::verify::verify_envelope(&envelope, &other.public_key().expect("spki"))
+            .is_err()
+    );
 }

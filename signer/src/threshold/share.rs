@@ -67,7 +67,9 @@ impl KeyShare {
 
     /// Same as [`GroupKey::key_id`].
     pub fn key_id(&self) -> String {
-        sha256_hex(&self.x_only())
+        crate::PublicKey::from_bip340_x_only(&self.x_only())
+            .map(|k| k.key_id())
+            .unwrap_or_else(|_| format!("sha256:{}", sha256_hex(&self.x_only())))
     }
 
     pub(crate) fn package(&self) -> &KeyPackage {
@@ -218,9 +220,17 @@ impl GroupKey {
         self.x_only
     }
 
-    /// Lowercase hex SHA-256 of [`GroupKey::x_only`].
+    /// The registry key id: `sha256:` and the hex SHA-256 of the group key's SubjectPublicKeyInfo
+    /// ([`crate::PublicKey::from_bip340_x_only`]), like every other key's id.
     pub fn key_id(&self) -> String {
-        sha256_hex(&self.x_only)
+        self.public_key()
+            .map(|k| k.key_id())
+            .unwrap_or_else(|_| format!("sha256:{}", sha256_hex(&self.x_only)))
+    }
+
+    /// The group key as a [`crate::PublicKey`] (secp256k1 SPKI, verifies BIP-340 signatures).
+    pub fn public_key(&self) -> Result<crate::PublicKey, crate::Error> {
+        crate::PublicKey::from_bip340_x_only(&self.x_only)
     }
 
     pub fn params(&self) -> ThresholdParams {
