@@ -184,6 +184,13 @@ impl Client {
         self.post_json(KEYS_ADMIN_PATH, request)
     }
 
+    pub fn create_threshold_key(
+        &self,
+        request: &crate::CreateThresholdKeyRequest,
+    ) -> Result<KeyChange, ClientError> {
+        self.post_json(crate::KEYS_THRESHOLD_PATH, request)
+    }
+
     pub fn revoke_key(&self, request: &RevokeKeyRequest) -> Result<KeyChange, ClientError> {
         self.post_json(KEYS_REVOKE_PATH, request)
     }

@@ -264,6 +264,34 @@ pub struct ReleaseChange {
 pub const KEYS_PATH: &str = "/api/v1/signer/keys";
 pub const KEYS_ADMIN_PATH: &str = "/api/v1/signer/admin/keys";
 pub const KEYS_REVOKE_PATH: &str = "/api/v1/signer/admin/keys/revoke";
+pub const KEYS_THRESHOLD_PATH: &str = "/api/v1/signer/admin/keys/threshold";
+
+/// `POST /api/v1/signer/admin/keys/threshold` (scope `signer.admin`): a distributed key
+/// generation across the cluster's nodes makes a `minSigners`-of-n threshold (FROST, BIP-340)
+/// key for a tenant and plan; with `rotate`, the keys active for them are retired in the same
+/// replicated entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateThresholdKeyRequest {
+    pub tenant: String,
+    pub plan: String,
+    pub min_signers: u16,
+    /// Node ids that hold the shares (default: every voter).
+    #[serde(default)]
+    pub nodes: Vec<u64>,
+    pub reason: String,
+    #[serde(default)]
+    pub rotate: bool,
+}
+
+/// Who holds the shares of a threshold key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThresholdInfo {
+    pub min_signers: u16,
+    /// Node ids, by FROST participant (participant `i + 1` is `holders[i]`).
+    pub holders: Vec<u64>,
+}
 
 /// One entry of the replicated key registry (`GET /api/v1/signer/keys`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,7 +300,7 @@ pub struct KeyInfo {
     pub key_id: String,
     pub tenant: String,
     pub plan: String,
-    /// `file` or `pkcs11` (where the private key lives).
+    /// `file`, `pkcs11` or `threshold` (where the private key lives).
     pub source: String,
     pub algorithm: String,
     /// `active`, `retired` (verifies, no longer signs) or `revoked`.
@@ -283,6 +311,9 @@ pub struct KeyInfo {
     /// RFC 3339: the last state change (retirement or revocation time).
     pub updated_at: String,
     pub reason: String,
+    /// For a threshold key: `t` and the share holders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<ThresholdInfo>,
 }
 
 /// `POST /api/v1/signer/admin/keys` (scope `signer.admin`): register a key for a tenant and plan;

@@ -208,6 +208,24 @@ impl ClusterHandle {
         Some((id, addr))
     }
 
+    /// The address of cluster member `id` (voter or learner), from this node's view of the
+    /// membership.
+    pub fn member_addr(&self, id: NodeId) -> Option<NodeAddr> {
+        self.inner
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+    }
+
+    /// The current voters, by id.
+    pub fn voter_ids(&self) -> Vec<NodeId> {
+        self.voters().into_iter().collect()
+    }
+
     pub fn is_leader(&self) -> bool {
         self.leader()
             .is_some_and(|(id, _)| id == self.inner.node_id)

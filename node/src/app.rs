@@ -110,8 +110,9 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
     let cluster = start_cluster(&config).await?;
     let ledger = Ledger::start(cluster.clone(), config.limits.proposal_queue).await?;
     let sessions = Sessions::start(config.limits.max_sessions).await?;
+    let threshold = threshold_backend(&config, &cluster).await?;
     let signing = SigningService::new(SigningParts {
-        keyring: keyring(key, &config)?,
+        keyring: keyring(key, &config)?.with_threshold(threshold),
         ledger: ledger.clone(),
         sessions: sessions.clone(),
         cluster: cluster.clone(),
@@ -266,6 +267,32 @@ fn keyring(key: Arc<dyn stella_signer::KeySigner>, config: &Config) -> Result<Ke
         tsa,
     )?;
     Ok(keyring.with_keyless(Arc::new(signer)))
+}
+
+/// This node's key-shard actor and the way to its peers' shards.
+async fn threshold_backend(
+    config: &Config,
+    cluster: &stella_cluster::ClusterHandle,
+) -> Result<crate::threshold::ThresholdBackend, Error> {
+    let dir = config.data_dir.join("threshold");
+    let key_file = config
+        .threshold
+        .share_key_file
+        .clone()
+        .unwrap_or_else(|| dir.join("share.key"));
+    let shard = crate::threshold::Shard::start(crate::threshold::ShardConfig {
+        node_id: cluster.node_id(),
+        shares_dir: dir.join("shares"),
+        kek: crate::threshold::share_key(&key_file)?,
+        corrupt_shares: config.threshold.drill_corrupt_shares,
+    })
+    .await?;
+    Ok(crate::threshold::ThresholdBackend {
+        holders: crate::threshold::Holders {
+            shard,
+            cluster: cluster.clone(),
+        },
+    })
 }
 
 /// The keyless trust to publish: the Fulcio CA chain (`[signing.keyless] ca_chain`) and the

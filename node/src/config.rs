@@ -37,9 +37,25 @@ pub struct Config {
     /// Peer listener and identity; absent for a single node.
     #[serde(default)]
     pub cluster: Option<ClusterSection>,
+    /// This node's threshold-key shares.
+    #[serde(default)]
+    pub threshold: ThresholdSection,
     /// Set by `--dev`, never read from a file.
     #[serde(skip)]
     pub dev: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdSection {
+    /// The 32-byte key that seals this node's shares at rest (default
+    /// `DATA_DIR/threshold/share.key`, created on first start). Keep it off the data volume to
+    /// make a stolen data directory useless.
+    pub share_key_file: Option<PathBuf>,
+    /// Chaos drills only: this node answers threshold signing with corrupted signature shares,
+    /// so operators can watch the coordinator name and route around it.
+    #[serde(default)]
+    pub drill_corrupt_shares: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -367,6 +383,7 @@ impl Config {
             provenance: None,
             quota: QuotaConfig::default(),
             cluster: None,
+            threshold: ThresholdSection::default(),
             dev: true,
         }
     }

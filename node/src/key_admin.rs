@@ -41,6 +41,12 @@ pub fn list(service: &SigningService, caller: &Caller) -> Vec<KeyInfo> {
                 created_at: rfc3339_ms(k.created_ms),
                 updated_at: rfc3339_ms(k.updated_ms),
                 reason: k.reason.clone(),
+                threshold: s.threshold_groups.get(&k.key_id).map(|g| {
+                    stella_api::ThresholdInfo {
+                        min_signers: g.min_signers,
+                        holders: g.holders.iter().map(|(_, node)| *node).collect(),
+                    }
+                }),
             })
             .collect()
     })
@@ -69,6 +75,7 @@ pub fn trust(
         created_at: String::new(),
         updated_at: String::new(),
         reason: "the node's default key (tenants and plans without registered keys)".into(),
+        threshold: None,
     });
     stella_api::TrustMaterial {
         keys,
@@ -119,13 +126,41 @@ pub async fn register(
         .await
         .map_err(|e| Error::Unavailable(format!("loading the key: {e}")))?
         .map_err(|e| Error::InvalidRequest(format!("install the private key first: {e}")))?;
-    let retired: Vec<String> = if request.rotate {
+    let register = Command::RegisterKey(entry.clone());
+    registered(
+        service,
+        caller,
+        request_id,
+        entry,
+        register,
+        request.rotate,
+        "key",
+        &reason,
+    )
+    .await
+}
+
+/// Registers `entry` with `register` (and with `rotate`, retires the tenant/plan's active keys
+/// in the same replicated entry), audited; answers once every reachable member applied it.
+#[allow(clippy::too_many_arguments)]
+async fn registered(
+    service: &SigningService,
+    caller: &Caller,
+    request_id: &str,
+    entry: KeyEntry,
+    register: Command,
+    rotate: bool,
+    what: &str,
+    reason: &str,
+) -> Result<KeyChange, Error> {
+    let now_ms = service.now_ms();
+    let retired: Vec<String> = if rotate {
         service.cluster().view().with_state(|s| {
             s.keys
                 .values()
                 .filter(|k| {
-                    k.owner_tenant == request.tenant
-                        && k.plan == request.plan
+                    k.owner_tenant == entry.owner_tenant
+                        && k.plan == entry.plan
                         && k.state == KeyState::Active
                 })
                 .map(|k| k.key_id.clone())
@@ -135,7 +170,7 @@ pub async fn register(
         Vec::new()
     };
     let actor = format!("{}@{}", caller.subject, caller.tenant);
-    let mut commands = vec![Command::RegisterKey(entry.clone())];
+    let mut commands = vec![register];
     commands.extend(retired.iter().map(|key_id| Command::SetKeyState {
         key_id: key_id.clone(),
         state: KeyState::Retired,
@@ -154,10 +189,10 @@ pub async fn register(
             "key_rotated"
         },
         reason: format!(
-            "key {} active for {}/{}{}: {reason}",
+            "{what} {} active for {}/{}{}: {reason}",
             entry.key_id,
-            request.tenant,
-            request.plan,
+            entry.owner_tenant,
+            entry.plan,
             if retired.is_empty() {
                 String::new()
             } else {
@@ -172,6 +207,60 @@ pub async fn register(
         retired,
         applied_on: confirm_applied(service).await,
     })
+}
+
+/// Makes a threshold key by a distributed key generation across the nodes (the leader drives
+/// it), then registers it for the tenant and plan — with `rotate`, retiring their active keys
+/// in the same replicated entry.
+pub async fn create_threshold(
+    service: &SigningService,
+    caller: &Caller,
+    request_id: &str,
+    request: stella_api::CreateThresholdKeyRequest,
+) -> Result<KeyChange, Error> {
+    let reason = pipeline::operator_reason(&request.reason)?;
+    if request.tenant.is_empty() || request.plan.is_empty() {
+        return Err(Error::InvalidRequest("tenant and plan are required".into()));
+    }
+    let done = service
+        .generate_threshold_key(crate::threshold::KeygenJob {
+            min_signers: request.min_signers,
+            nodes: request.nodes.clone(),
+        })
+        .await?;
+    let group = stella_signer::threshold::GroupKey::from_bytes(&done.public_key_package)
+        .map_err(|e| Error::Unavailable(format!("the key generation's group key: {e}")))?;
+    let public_key = group
+        .public_key()
+        .map_err(|e| Error::Unavailable(e.to_string()))?;
+    let now_ms = service.now_ms();
+    let entry = KeyEntry {
+        key_id: public_key.key_id(),
+        owner_tenant: request.tenant.clone(),
+        plan: request.plan.clone(),
+        source: crate::keys::THRESHOLD_SOURCE.into(),
+        algorithm: stella_signer::SignatureAlgorithm::Bip340Secp256k1Sha256.to_string(),
+        public_key_pem: public_key.to_pem(),
+        state: KeyState::Active,
+        created_ms: now_ms,
+        updated_ms: now_ms,
+        reason: reason.clone(),
+    };
+    let holders: Vec<u64> = done.holders.iter().map(|(_, node)| *node).collect();
+    let summary = format!(
+        "{}-of-{} threshold key on nodes {holders:?}",
+        request.min_signers,
+        holders.len()
+    );
+    let register = Command::RegisterThresholdKey {
+        entry: entry.clone(),
+        group: stella_state::command::ThresholdGroup {
+            min_signers: request.min_signers,
+            holders: done.holders,
+            public_key_package: done.public_key_package,
+        },
+    };
+    registered(service, caller, request_id, entry, register, request.rotate, &summary, &reason).await
 }
 
 /// Revokes a key; answers once every reachable member has applied the revocation.

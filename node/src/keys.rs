@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 
 use stella_signer::{FileKeySigner, KeySigner};
 use stella_state::State;
-use stella_state::command::{KeyEntry, KeyState};
+use stella_state::command::{KeyEntry, KeyState, ThresholdGroup};
+
+/// The registry source of threshold keys (their shares are on the holders, not in a store).
+pub const THRESHOLD_SOURCE: &str = "threshold";
 
 use crate::Error;
 
@@ -21,8 +24,9 @@ pub enum Selection {
     /// Nothing registered for this tenant and plan: the node's default key.
     Default,
     /// Every active registered key, oldest first: a tenant policy of several keys (say a file
-    /// key and an HSM key) gets one signature from each, in this order, in one envelope.
-    Registered(Vec<KeyEntry>),
+    /// key and an HSM key) gets one signature from each, in this order, in one envelope. A
+    /// threshold key comes with its group (share holders).
+    Registered(Vec<(KeyEntry, Option<ThresholdGroup>)>),
     /// Keys were registered, none is active (all retired or revoked): refuse, never fall back.
     NoActiveKey,
 }
@@ -42,7 +46,11 @@ pub fn select(state: &State, tenant: &str, plan: &str) -> Selection {
         return Selection::NoActiveKey;
     }
     mine.sort_by_key(|k| (k.created_ms, k.key_id.clone()));
-    Selection::Registered(mine.into_iter().cloned().collect())
+    Selection::Registered(
+        mine.into_iter()
+            .map(|k| (k.clone(), state.threshold_groups.get(&k.key_id).cloned()))
+            .collect(),
+    )
 }
 
 /// The key source recorded in audit records: `file`, `pkcs11`, … (without a locator).
@@ -63,6 +71,7 @@ pub struct Keyring {
     stores: KeyStores,
     loaded: Mutex<HashMap<String, Arc<dyn KeySigner>>>,
     keyless: Option<Arc<dyn KeySigner>>,
+    threshold: Option<crate::threshold::ThresholdBackend>,
 }
 
 impl Keyring {
@@ -76,7 +85,19 @@ impl Keyring {
             stores,
             loaded: Mutex::new(HashMap::new()),
             keyless: None,
+            threshold: None,
         }
+    }
+
+    /// Signs with threshold keys through `backend` (every clustered node has one).
+    pub fn with_threshold(mut self, backend: crate::threshold::ThresholdBackend) -> Keyring {
+        self.threshold = Some(backend);
+        self
+    }
+
+    /// The holders of threshold shares (this node's shard and its peers).
+    pub fn threshold(&self) -> Option<&crate::threshold::ThresholdBackend> {
+        self.threshold.as_ref()
     }
 
     /// Offers keyless signing with `signer` (`[signing.keyless]`).
@@ -106,7 +127,10 @@ impl Keyring {
     ) -> Result<Vec<Arc<dyn KeySigner>>, Error> {
         match selection {
             Selection::Default => Ok(vec![self.default.clone()]),
-            Selection::Registered(entries) => entries.iter().map(|e| self.load(e)).collect(),
+            Selection::Registered(entries) => entries
+                .iter()
+                .map(|(e, group)| self.load_with_group(e, group.as_ref()))
+                .collect(),
             Selection::NoActiveKey => Err(Error::Unavailable(format!(
                 "tenant `{tenant}` has no active key for plan `{plan}` (rotated out or revoked)"
             ))),
@@ -115,6 +139,15 @@ impl Keyring {
 
     /// The private key behind a registry entry, loaded once and checked against the entry.
     pub fn load(&self, entry: &KeyEntry) -> Result<Arc<dyn KeySigner>, Error> {
+        self.load_with_group(entry, None)
+    }
+
+    /// As [`Keyring::load`]; a threshold key needs its group (holders and verifying shares).
+    pub fn load_with_group(
+        &self,
+        entry: &KeyEntry,
+        group: Option<&ThresholdGroup>,
+    ) -> Result<Arc<dyn KeySigner>, Error> {
         let mut loaded = self
             .loaded
             .lock()
@@ -123,6 +156,15 @@ impl Keyring {
             return Ok(signer.clone());
         }
         let signer: Arc<dyn KeySigner> = match entry.source.split_once(':') {
+            _ if entry.source == THRESHOLD_SOURCE => {
+                let (Some(backend), Some(group)) = (&self.threshold, group) else {
+                    return Err(Error::Unavailable(format!(
+                        "threshold key {} needs a clustered node and its share holders",
+                        entry.key_id
+                    )));
+                };
+                backend.signer(group).map_err(Error::Unavailable)?
+            }
             Some(("pkcs11", label)) => {
                 let config = self.stores.pkcs11.as_ref().ok_or_else(|| {
                     Error::Unavailable(
@@ -304,7 +346,10 @@ mod tests {
             state.keys.insert(e.key_id.clone(), e);
         }
         let ids = |s: Selection| match s {
-            Selection::Registered(keys) => keys.into_iter().map(|k| k.key_id).collect::<Vec<_>>(),
+            Selection::Registered(keys) => keys
+                .into_iter()
+                .map(|(k, _)| k.key_id)
+                .collect::<Vec<_>>(),
             other => panic!("{other:?}"),
         };
         assert_eq!(

@@ -25,5 +25,6 @@ pub mod release_trust;
 pub mod session;
 pub mod signing;
 pub mod telemetry;
+pub mod threshold;
 
 pub use error::Error;

@@ -4,7 +4,9 @@
 
 use stella_api::{SignDsseRequest, SignDsseResponse, SignedBundle, SignerIdentity};
 use stella_signer::digest::sha256_hex;
-use stella_signer::{Bundle, Envelope, PredicateType, SignedOperation, Statement, Subject};
+use stella_signer::{
+    Bundle, Envelope, PredicateType, SignatureAlgorithm, SignedOperation, Statement, Subject,
+};
 use stella_state::{AuditDraft, Decision};
 
 use crate::Error;
@@ -67,18 +69,34 @@ pub fn plan(request: SignDsseRequest) -> Result<SigningPlan, Error> {
     })
 }
 
-/// One bundle per signature, each with its canonical hash.
+/// A Sigstore bundle for one signature of the envelope.
+#[derive(Debug, Clone)]
+pub struct MadeBundle {
+    pub key_id: String,
+    pub bundle: Bundle,
+    /// SHA-256 of the canonical bundle.
+    pub sha256: String,
+}
+
+/// One bundle per cosign-verifiable signature (ECDSA P-256: file, HSM, keyless keys), each
+/// with its canonical hash. A threshold key's BIP-340 signature is in the envelope only:
+/// Sigstore verifiers have no secp256k1 Schnorr, so a bundle would verify nowhere.
 pub fn bundles(
     envelope: &Envelope,
     operations: &[SignedOperation],
-) -> Result<Vec<(Bundle, String)>, Error> {
+) -> Result<Vec<MadeBundle>, Error> {
     operations
         .iter()
         .enumerate()
+        .filter(|(_, op)| op.algorithm == SignatureAlgorithm::EcdsaP256Sha256)
         .map(|(i, op)| {
             let bundle = Bundle::for_signature(envelope, i, op)?;
-            let hash = bundle.sha256()?;
-            Ok((bundle, hash))
+            let sha256 = bundle.sha256()?;
+            Ok(MadeBundle {
+                key_id: op.key_id.clone(),
+                bundle,
+                sha256,
+            })
         })
         .collect()
 }
@@ -240,7 +258,7 @@ pub fn response(
     plan: &SigningPlan,
     envelope: &Envelope,
     operations: &[SignedOperation],
-    bundles: Vec<(Bundle, String)>,
+    bundles: Vec<MadeBundle>,
     key_source: &str,
     audit_id: String,
     request_id: &str,
@@ -248,15 +266,14 @@ pub fn response(
     let first = operations
         .first()
         .ok_or_else(|| Error::Unavailable("no signature was produced".into()))?;
-    let bundle_sha256 = bundles.first().map(|(_, h)| h.clone()).unwrap_or_default();
+    let bundle_sha256 = bundles.first().map(|b| b.sha256.clone()).unwrap_or_default();
     let bundles = bundles
         .iter()
-        .zip(operations)
-        .map(|((bundle, hash), op)| {
+        .map(|b| {
             Ok(SignedBundle {
-                key_id: op.key_id.clone(),
-                bundle: to_json(bundle)?,
-                bundle_sha256: hash.clone(),
+                key_id: b.key_id.clone(),
+                bundle: to_json(&b.bundle)?,
+                bundle_sha256: b.sha256.clone(),
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;

@@ -35,6 +35,7 @@ use crate::session::Sessions;
 pub const PEER_SIGN: &str = "/peer/v1/sign";
 pub const PEER_AUDIT: &str = "/peer/v1/audit";
 pub const PEER_CONFIGURE: &str = "/peer/v1/configure";
+pub const PEER_KEYGEN: &str = "/peer/v1/threshold/keygen";
 /// The longest an emergency bypass may be switched on for in one go.
 const MAX_BYPASS_SECONDS: u64 = 7 * 24 * 3600;
 
@@ -401,7 +402,61 @@ impl SigningService {
         Ok(self.poe_bypass())
     }
 
-    /// The leader's side of a toggle change.
+    /// A threshold key's distributed key generation, driven by the leader (forwarded there).
+    pub async fn generate_threshold_key(
+        &self,
+        job: crate::threshold::KeygenJob,
+    ) -> Result<crate::threshold::KeygenDone, Error> {
+        let leader_side = {
+            let job = job.clone();
+            async move || self.generate_as_leader(job.clone()).await
+        };
+        self.at_leader(PEER_KEYGEN, &job, leader_side).await
+    }
+
+    /// The leader's side of a key generation: the holders are voters (all of them by default).
+    pub async fn generate_as_leader(
+        &self,
+        job: crate::threshold::KeygenJob,
+    ) -> Result<crate::threshold::KeygenDone, Error> {
+        let cluster = &self.inner.cluster;
+        if !cluster.is_leader() {
+            return Err(Error::NotLeader);
+        }
+        let backend = self
+            .inner
+            .keyring
+            .threshold()
+            .ok_or_else(|| Error::Unavailable("this node has no threshold back-end".into()))?;
+        let voters = cluster.voter_ids();
+        let nodes = if job.nodes.is_empty() {
+            voters.clone()
+        } else {
+            job.nodes.clone()
+        };
+        if let Some(stranger) = nodes.iter().find(|n| !voters.contains(n)) {
+            return Err(Error::InvalidRequest(format!(
+                "node {stranger} is not a voting member"
+            )));
+        }
+        let n = nodes.len() as u64;
+        if job.min_signers < 2 || u64::from(job.min_signers) > n {
+            return Err(Error::InvalidRequest(format!(
+                "minSigners must be between 2 and the number of holders ({n})"
+            )));
+        }
+        let (group, holders) =
+            crate::threshold::generate(&backend.holders, job.min_signers, &nodes)
+                .await
+                .map_err(Error::Unavailable)?;
+        Ok(crate::threshold::KeygenDone {
+            public_key_package: group
+                .to_bytes()
+                .map_err(|e| Error::Unavailable(e.to_string()))?,
+            holders,
+        })
+    }
+
     /// Applies an operator's change through the leader and audits it.
     pub async fn configure(&self, change: ConfigChange) -> Result<ConfigApplied, Error> {
         let leader_side = {
@@ -688,11 +743,21 @@ impl SigningService {
         };
 
         // 3. Audit + commit the reservation in one Raft entry, before anything is returned.
-        let bundle_sha256 = bundles.first().map(|(_, h)| h.clone());
+        let bundle_sha256 = bundles.first().map(|b| b.sha256.clone());
+        // What the back-ends want on the record (threshold holders left out, and why).
+        let remarks: Vec<&str> = ops
+            .iter()
+            .flat_map(|op| op.remarks.iter().map(String::as_str))
+            .collect();
+        let reason = if remarks.is_empty() {
+            "signed".to_owned()
+        } else {
+            format!("signed; {}", remarks.join("; "))
+        };
         let commit = Command::Batch(vec![
             Command::Audit(draft(
                 Decision::Signed,
-                "signed".into(),
+                reason,
                 Made {
                     key_id: ops.first().map_or(&primary.key_id, |op| &op.key_id),
                     certificate_serial: ops

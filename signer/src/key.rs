@@ -94,6 +94,9 @@ pub struct SignedOperation {
     pub certificate_chain_der: Vec<Vec<u8>>,
     /// RFC 3161 timestamps (DER `TimeStampResp`) over `signature`; empty unless a TSA was asked.
     pub timestamps: Vec<Vec<u8>>,
+    /// What the back-end wants on the record about this operation (e.g. threshold share
+    /// holders that were left out, and why); empty for most.
+    pub remarks: Vec<String>,
 }
 
 /// A long-lived signing key. See the module documentation for the byte contract.
@@ -317,6 +320,7 @@ impl KeySigner for FileKeySigner {
             public_key: self.descriptor.public_key.clone(),
             certificate_chain_der: Vec::new(),
             timestamps: Vec::new(),
+            remarks: Vec::new(),
         })
     }
 }

@@ -306,6 +306,7 @@ impl KeySigner for Pkcs11KeySigner {
             public_key: self.descriptor.public_key.clone(),
             certificate_chain_der: Vec::new(),
             timestamps: Vec::new(),
+            remarks: Vec::new(),
         })
     }
 }

@@ -47,6 +47,20 @@ pub async fn register(
     ))
 }
 
+/// `POST /api/v1/signer/admin/keys/threshold` (scope `signer.admin`)
+pub async fn create_threshold(
+    state: Data<AppState>,
+    req: HttpRequest,
+    payload: Payload,
+) -> Result<Json<KeyChange>, ApiProblem> {
+    let caller = super::authenticate_with(&state, &req, &[SCOPE_ADMIN]).await?;
+    let (request, _) = body::read_json(&req, payload, state.max_body_bytes).await?;
+    let id = current_request_id().unwrap_or_default();
+    Ok(Json(
+        key_admin::create_threshold(&state.signing, &caller, &id, request).await?,
+    ))
+}
+
 /// `POST /api/v1/signer/admin/keys/revoke` (scope `signer.admin`)
 pub async fn revoke(
     state: Data<AppState>,

@@ -19,7 +19,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use stella_cluster::ClusterHandle;
 use stella_cluster::network::{RAFT_APPEND, RAFT_SNAPSHOT, RAFT_VOTE};
 
-use crate::signing::{PEER_AUDIT, PEER_CONFIGURE, PEER_SIGN, SigningService};
+use crate::signing::{PEER_AUDIT, PEER_CONFIGURE, PEER_KEYGEN, PEER_SIGN, SigningService};
+use crate::threshold;
 
 pub use context::{ClientCert, request_context, request_facts};
 pub use problem::ApiProblem;
@@ -104,6 +105,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(problem::method_not_allowed)),
         )
         .service(
+            web::resource(stella_api::KEYS_THRESHOLD_PATH)
+                .route(web::post().to(keys::create_threshold))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
             web::resource(stella_api::KEYS_REVOKE_PATH)
                 .route(web::post().to(keys::revoke))
                 .default_service(web::to(problem::method_not_allowed)),
@@ -166,6 +172,13 @@ pub fn peer_routes(cfg: &mut web::ServiceConfig) {
         .route(PEER_SIGN, web::post().to(peer::sign))
         .route(PEER_AUDIT, web::post().to(peer::audit))
         .route(PEER_CONFIGURE, web::post().to(peer::configure))
+        .route(PEER_KEYGEN, web::post().to(peer::keygen))
+        .route(threshold::PEER_DKG_START, web::post().to(peer::dkg_start))
+        .route(threshold::PEER_DKG_ROUND1, web::post().to(peer::dkg_round1))
+        .route(threshold::PEER_DKG_ROUND2, web::post().to(peer::dkg_round2))
+        .route(threshold::PEER_DKG_FINISH, web::post().to(peer::dkg_finish))
+        .route(threshold::PEER_COMMIT, web::post().to(peer::commit))
+        .route(threshold::PEER_SIGN_SHARE, web::post().to(peer::sign_share))
         .route("/peer/v1/read-index", web::post().to(peer::read_index))
         .route("/peer/v1/status", web::get().to(peer::status))
         .route("/admin/v1/init", web::post().to(peer::init))

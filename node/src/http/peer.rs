@@ -9,6 +9,7 @@ use stella_state::raft_types::{NodeAddr, NodeId, TypeConfig};
 
 use super::AppState;
 use crate::signing::{ForwardAnswer, SignJob};
+use crate::threshold::{self, PeerAnswer};
 
 pub async fn append(
     state: Data<AppState>,
@@ -66,6 +67,86 @@ pub async fn configure(
     Json(answer(
         state.signing.configure_as_leader(change.into_inner()).await,
     ))
+}
+
+/// A key generation forwarded by a follower; driven only by the leader.
+pub async fn keygen(
+    state: Data<AppState>,
+    job: Json<threshold::KeygenJob>,
+) -> Json<ForwardAnswer<threshold::KeygenDone>> {
+    Json(answer(
+        state.signing.generate_as_leader(job.into_inner()).await,
+    ))
+}
+
+/// The holder side of threshold keys: each call goes to this node's key-shard actor.
+fn holders(state: &AppState) -> Result<&threshold::Holders, String> {
+    state
+        .signing
+        .keyring()
+        .threshold()
+        .map(|b| &b.holders)
+        .ok_or_else(|| "this node holds no threshold shares".to_owned())
+}
+
+pub async fn dkg_start(
+    state: Data<AppState>,
+    req: Json<threshold::DkgStart>,
+) -> Json<PeerAnswer<Vec<u8>>> {
+    Json(match holders(&state) {
+        Ok(h) => h.dkg_start(req.into_inner()).await,
+        Err(e) => Err(e),
+    })
+}
+
+pub async fn dkg_round1(
+    state: Data<AppState>,
+    req: Json<threshold::DkgSession>,
+) -> Json<PeerAnswer<Vec<u8>>> {
+    Json(match holders(&state) {
+        Ok(h) => h.dkg_round1(req.into_inner()).await,
+        Err(e) => Err(e),
+    })
+}
+
+pub async fn dkg_round2(
+    state: Data<AppState>,
+    req: Json<threshold::DkgRound2>,
+) -> Json<PeerAnswer<std::collections::BTreeMap<u16, Vec<u8>>>> {
+    Json(match holders(&state) {
+        Ok(h) => h.dkg_round2(req.into_inner()).await,
+        Err(e) => Err(e),
+    })
+}
+
+pub async fn dkg_finish(
+    state: Data<AppState>,
+    req: Json<threshold::DkgFinish>,
+) -> Json<PeerAnswer<Vec<u8>>> {
+    Json(match holders(&state) {
+        Ok(h) => h.dkg_finish(req.into_inner()).await,
+        Err(e) => Err(e),
+    })
+}
+
+pub async fn commit(
+    state: Data<AppState>,
+    req: Json<threshold::CommitRequest>,
+) -> Json<PeerAnswer<Vec<u8>>> {
+    Json(match holders(&state) {
+        Ok(h) => h.commit(req.into_inner()).await,
+        Err(e) => Err(e),
+    })
+}
+
+pub async fn sign_share(
+    state: Data<AppState>,
+    req: Json<threshold::SignShareRequest>,
+) -> Json<PeerAnswer<Vec<u8>>> {
+    Json(match holders(&state) {
+        Ok(h) => h.sign_share(req.into_inner()).await,
+        Err(e) => Err(e),
+    })
 }
 
 fn answer<T>(result: Result<T, crate::Error>) -> ForwardAnswer<T> {

@@ -1,0 +1,478 @@
+//! Threshold keys across the cluster: FROST (BIP-340) shares held by different nodes.
+//!
+//! - [`shard`]: each node's key-shard actor (its shares, sealed at rest; DKG state and signing
+//!   nonces in memory only).
+//! - [`Holders`]: reaches a holder's shard — the local actor directly, other nodes over the peer
+//!   listener (mutual TLS). It implements the signing core's [`ShareTransport`].
+//! - [`generate`]: the leader's distributed key generation. Round-1 messages are fetched by
+//!   every participant **directly from each other holder** (addresses from its own view of the
+//!   membership), not relayed by the leader: a leader that swapped the participants' ephemeral
+//!   keys could otherwise read the round-2 packages it relays. Round-2 packages go through the
+//!   leader sealed for their recipient.
+//! - [`ThresholdKeySigner`]: a [`KeySigner`] whose `sign` runs the two FROST rounds with `t`
+//!   holders (the leader's coordinator), verifies the aggregate and reports left-out holders.
+//!
+//! Shares never enter Raft; the registry holds the group key and who holds which share
+//! (`stella_state::command::ThresholdGroup`).
+
+pub mod shard;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use stella_cluster::ClusterHandle;
+use stella_signer::threshold::{
+    ExclusionReason, GroupKey, ParticipantId, ShareTransport, ThresholdError, ThresholdParams,
+    threshold_message, threshold_sign,
+};
+use stella_signer::{
+    Error as SignerError, KeyDescriptor, KeySigner, KeySource, SignatureAlgorithm,
+    SignedOperation,
+};
+use stella_state::command::ThresholdGroup;
+
+pub use shard::{Shard, ShardConfig, share_key};
+
+pub const PEER_DKG_START: &str = "/peer/v1/threshold/dkg/start";
+pub const PEER_DKG_ROUND1: &str = "/peer/v1/threshold/dkg/round1";
+pub const PEER_DKG_ROUND2: &str = "/peer/v1/threshold/dkg/round2";
+pub const PEER_DKG_FINISH: &str = "/peer/v1/threshold/dkg/finish";
+pub const PEER_COMMIT: &str = "/peer/v1/threshold/commit";
+pub const PEER_SIGN_SHARE: &str = "/peer/v1/threshold/sign";
+
+/// Each signing round trip to a holder is bounded: a holder that does not answer is replaced
+/// (or the signature fails fast), it never holds the request.
+const SIGN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+const DKG_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DkgStart {
+    pub session: Vec<u8>,
+    pub me: u16,
+    pub min_signers: u16,
+    pub max_signers: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DkgSession {
+    pub session: Vec<u8>,
+}
+
+/// Round 2: the participant fetches every holder's round-1 message itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DkgRound2 {
+    pub session: Vec<u8>,
+    /// `(participant, node id)` of every holder.
+    pub holders: Vec<(u16, u64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DkgFinish {
+    pub session: Vec<u8>,
+    pub sealed_for_me: BTreeMap<u16, Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitRequest {
+    pub key_id: String,
+    pub session: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignShareRequest {
+    pub key_id: String,
+    pub session: Vec<u8>,
+    pub signing_package: Vec<u8>,
+}
+
+/// A key generation for the leader to drive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeygenJob {
+    pub min_signers: u16,
+    /// Share holders (node ids); empty: every voter.
+    pub nodes: Vec<u64>,
+}
+
+/// The outcome of a key generation: the public key package and who holds which share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeygenDone {
+    pub public_key_package: Vec<u8>,
+    pub holders: Vec<(u16, u64)>,
+}
+
+/// What a peer answers: the value, or why not.
+pub type PeerAnswer<T> = Result<T, String>;
+
+/// The holders' shards, local or remote.
+#[derive(Clone)]
+pub struct Holders {
+    pub shard: Shard,
+    pub cluster: ClusterHandle,
+}
+
+impl Holders {
+    /// Calls `path` on `node` — or, for this node, `local` — with a bound on the time.
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        node: u64,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+        local: impl Future<Output = Result<Resp, String>>,
+    ) -> Result<Resp, String> {
+        if node == self.cluster.node_id() {
+            return tokio::time::timeout(timeout, local)
+                .await
+                .unwrap_or_else(|_| Err("the local key shard did not answer in time".into()));
+        }
+        let addr = self
+            .cluster
+            .member_addr(node)
+            .ok_or_else(|| format!("node {node} is not a cluster member"))?;
+        let answer: PeerAnswer<Resp> = self
+            .cluster
+            .peers()
+            .post(&addr.peer_url, path, request, timeout)
+            .await
+            .map_err(|e| format!("node {node}: {e}"))?;
+        answer.map_err(|e| format!("node {node}: {e}"))
+    }
+
+    // ---- the holder side, as the peer handlers call it ----
+
+    pub async fn dkg_start(&self, request: DkgStart) -> PeerAnswer<Vec<u8>> {
+        let params = ThresholdParams::new(request.min_signers, request.max_signers)
+            .map_err(|e| e.to_string())?;
+        self.shard
+            .dkg_start(request.session, request.me, params)
+            .await
+    }
+
+    pub async fn dkg_round1(&self, request: DkgSession) -> PeerAnswer<Vec<u8>> {
+        self.shard.dkg_round1(request.session).await
+    }
+
+    /// Fetches every holder's round-1 message directly (never through the leader), then makes
+    /// this node's sealed round-2 packages.
+    pub async fn dkg_round2(&self, request: DkgRound2) -> PeerAnswer<BTreeMap<u16, Vec<u8>>> {
+        let fetched = join_all(request.holders.iter().map(|&(participant, node)| {
+            let body = DkgSession {
+                session: request.session.clone(),
+            };
+            async move {
+                let bytes = self
+                    .call(
+                        node,
+                        PEER_DKG_ROUND1,
+                        &body,
+                        DKG_CALL_TIMEOUT,
+                        self.shard.dkg_round1(body.session.clone()),
+                    )
+                    .await?;
+                Ok::<_, String>((participant, bytes))
+            }
+        }))
+        .await;
+        let round1 = fetched.into_iter().collect::<Result<BTreeMap<_, _>, _>>()?;
+        self.shard.dkg_round2(request.session, round1).await
+    }
+
+    pub async fn dkg_finish(&self, request: DkgFinish) -> PeerAnswer<Vec<u8>> {
+        self.shard
+            .dkg_finish(request.session, request.sealed_for_me)
+            .await
+    }
+
+    pub async fn commit(&self, request: CommitRequest) -> PeerAnswer<Vec<u8>> {
+        self.shard.commit(request.key_id, request.session).await
+    }
+
+    pub async fn sign_share(&self, request: SignShareRequest) -> PeerAnswer<Vec<u8>> {
+        self.shard
+            .sign(request.key_id, request.session, request.signing_package)
+            .await
+    }
+}
+
+/// The distributed key generation, driven by the leader: `t`-of-`nodes.len()`, participant
+/// `i + 1` on `nodes[i]`. Returns the group key and the holders; no node, the leader included,
+/// ever holds more than its own share.
+pub async fn generate(
+    holders: &Holders,
+    min_signers: u16,
+    nodes: &[u64],
+) -> Result<(GroupKey, Vec<(u16, u64)>), String> {
+    let max_signers = u16::try_from(nodes.len()).map_err(|_| "too many holders")?;
+    ThresholdParams::new(min_signers, max_signers).map_err(|e| e.to_string())?;
+    let assignment: Vec<(u16, u64)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| (i as u16 + 1, *node))
+        .collect();
+    let mut session = vec![0u8; 16];
+    aws_lc_rs::rand::fill(&mut session).map_err(|_| "no randomness")?;
+
+    // Round 1: every holder starts; its round-1 message stays with it for the others to fetch.
+    let started = join_all(assignment.iter().map(|&(participant, node)| {
+        let request = DkgStart {
+            session: session.clone(),
+            me: participant,
+            min_signers,
+            max_signers,
+        };
+        async move {
+            holders
+                .call::<_, Vec<u8>>(
+                    node,
+                    PEER_DKG_START,
+                    &request,
+                    DKG_CALL_TIMEOUT,
+                    holders.dkg_start(request.clone()),
+                )
+                .await
+        }
+    }))
+    .await;
+    for (result, (_, node)) in started.iter().zip(&assignment) {
+        if let Err(e) = result {
+            return Err(format!("key generation round 1 on node {node}: {e}"));
+        }
+    }
+
+    // Round 2: each holder returns packages sealed for each other holder.
+    let round2 = join_all(assignment.iter().map(|&(_, node)| {
+        let request = DkgRound2 {
+            session: session.clone(),
+            holders: assignment.clone(),
+        };
+        async move {
+            holders
+                .call::<_, BTreeMap<u16, Vec<u8>>>(
+                    node,
+                    PEER_DKG_ROUND2,
+                    &request,
+                    DKG_CALL_TIMEOUT,
+                    holders.dkg_round2(request.clone()),
+                )
+                .await
+        }
+    }))
+    .await;
+    let mut for_recipient: BTreeMap<u16, BTreeMap<u16, Vec<u8>>> = BTreeMap::new();
+    for (result, &(sender, node)) in round2.into_iter().zip(&assignment) {
+        let sealed = result.map_err(|e| format!("key generation round 2 on node {node}: {e}"))?;
+        for (recipient, package) in sealed {
+            for_recipient
+                .entry(recipient)
+                .or_default()
+                .insert(sender, package);
+        }
+    }
+
+    // Round 3: each holder opens its packages, seals its share and answers the group key.
+    let finished = join_all(assignment.iter().map(|&(participant, node)| {
+        let request = DkgFinish {
+            session: session.clone(),
+            sealed_for_me: for_recipient.remove(&participant).unwrap_or_default(),
+        };
+        async move {
+            holders
+                .call::<_, Vec<u8>>(
+                    node,
+                    PEER_DKG_FINISH,
+                    &request,
+                    DKG_CALL_TIMEOUT,
+                    holders.dkg_finish(request.clone()),
+                )
+                .await
+        }
+    }))
+    .await;
+    let mut group: Option<Vec<u8>> = None;
+    for (result, (_, node)) in finished.into_iter().zip(&assignment) {
+        let bytes = result.map_err(|e| format!("key generation round 3 on node {node}: {e}"))?;
+        match &group {
+            None => group = Some(bytes),
+            Some(first) if *first == bytes => {}
+            Some(_) => return Err(format!("node {node} ended with another group key")),
+        }
+    }
+    let group = GroupKey::from_bytes(&group.ok_or("no holder")?).map_err(|e| e.to_string())?;
+    Ok((group, assignment))
+}
+
+/// The coordinator's transport for one key: participant → node.
+struct KeyTransport<'a> {
+    holders: &'a Holders,
+    nodes: BTreeMap<ParticipantId, u64>,
+}
+
+impl KeyTransport<'_> {
+    fn node(&self, holder: ParticipantId) -> Result<u64, ThresholdError> {
+        self.nodes
+            .get(&holder)
+            .copied()
+            .ok_or(ThresholdError::UnknownParticipant(holder))
+    }
+}
+
+impl ShareTransport for KeyTransport<'_> {
+    async fn commit(
+        &self,
+        holder: ParticipantId,
+        key_id: &str,
+        session: &[u8],
+    ) -> Result<Vec<u8>, ThresholdError> {
+        let node = self.node(holder)?;
+        let request = CommitRequest {
+            key_id: key_id.to_owned(),
+            session: session.to_vec(),
+        };
+        self.holders
+            .call(
+                node,
+                PEER_COMMIT,
+                &request,
+                SIGN_CALL_TIMEOUT,
+                self.holders.commit(request.clone()),
+            )
+            .await
+            .map_err(|reason| ThresholdError::Transport { holder, reason })
+    }
+
+    async fn sign(
+        &self,
+        holder: ParticipantId,
+        key_id: &str,
+        session: &[u8],
+        signing_package: &[u8],
+    ) -> Result<Vec<u8>, ThresholdError> {
+        let node = self.node(holder)?;
+        let request = SignShareRequest {
+            key_id: key_id.to_owned(),
+            session: session.to_vec(),
+            signing_package: signing_package.to_vec(),
+        };
+        self.holders
+            .call(
+                node,
+                PEER_SIGN_SHARE,
+                &request,
+                SIGN_CALL_TIMEOUT,
+                self.holders.sign_share(request.clone()),
+            )
+            .await
+            .map_err(|reason| ThresholdError::Transport { holder, reason })
+    }
+}
+
+/// A registered threshold key, signing through `t` of its holders.
+pub struct ThresholdKeySigner {
+    holders: Holders,
+    group: GroupKey,
+    nodes: BTreeMap<ParticipantId, u64>,
+    runtime: tokio::runtime::Handle,
+    descriptor: KeyDescriptor,
+}
+
+impl ThresholdKeySigner {
+    pub fn new(holders: Holders, group: &ThresholdGroup) -> Result<ThresholdKeySigner, String> {
+        let key = GroupKey::from_bytes(&group.public_key_package).map_err(|e| e.to_string())?;
+        let public_key = key.public_key().map_err(|e| e.to_string())?;
+        Ok(ThresholdKeySigner {
+            holders,
+            nodes: group
+                .holders
+                .iter()
+                .map(|(p, n)| (ParticipantId(*p), *n))
+                .collect(),
+            runtime: tokio::runtime::Handle::current(),
+            descriptor: KeyDescriptor {
+                key_id: key.key_id(),
+                algorithm: SignatureAlgorithm::Bip340Secp256k1Sha256,
+                source: KeySource::Threshold,
+                public_key,
+            },
+            group: key,
+        })
+    }
+
+    /// Signs `message` (the PAE) through the holders; async, for the leader's pipeline.
+    pub async fn sign_async(&self, message: &[u8]) -> Result<SignedOperation, SignerError> {
+        let transport = KeyTransport {
+            holders: &self.holders,
+            nodes: self.nodes.clone(),
+        };
+        let available: Vec<ParticipantId> = self.nodes.keys().copied().collect();
+        let name = |p: &ParticipantId| {
+            format!(
+                "holder {p} (node {})",
+                self.nodes.get(p).copied().unwrap_or_default()
+            )
+        };
+        let signed = threshold_sign(
+            &transport,
+            &self.group,
+            &available,
+            &threshold_message(message),
+        )
+        .await
+        .map_err(|e| match e {
+            ThresholdError::BadShare { culprits } => SignerError::Signing(format!(
+                "invalid signature shares from {}",
+                culprits.iter().map(name).collect::<Vec<_>>().join(", ")
+            )),
+            other => SignerError::Threshold(other),
+        })?;
+        let remarks = signed
+            .excluded
+            .iter()
+            .map(|(p, why)| match why {
+                ExclusionReason::BadShare => format!("{} sent an invalid signature share", name(p)),
+                ExclusionReason::MalformedCommitments(e) => {
+                    format!("{} sent malformed commitments: {e}", name(p))
+                }
+                ExclusionReason::Unreachable(e) => format!("{} unreachable: {e}", name(p)),
+            })
+            .collect::<Vec<_>>();
+        for remark in &remarks {
+            tracing::warn!(key_id = %self.descriptor.key_id, "threshold signing: {remark}");
+        }
+        Ok(SignedOperation {
+            key_id: self.descriptor.key_id.clone(),
+            algorithm: SignatureAlgorithm::Bip340Secp256k1Sha256,
+            signature: signed.signature.to_vec(),
+            public_key: self.descriptor.public_key.clone(),
+            certificate_chain_der: Vec::new(),
+            timestamps: Vec::new(),
+            remarks,
+        })
+    }
+}
+
+impl KeySigner for ThresholdKeySigner {
+    fn descriptor(&self) -> &KeyDescriptor {
+        &self.descriptor
+    }
+
+    /// Runs on the blocking pool (the pipeline signs there): waits on the async rounds.
+    fn sign(&self, message: &[u8]) -> Result<SignedOperation, SignerError> {
+        self.runtime.block_on(self.sign_async(message))
+    }
+}
+
+/// Builds threshold signers for registry entries (the keyring keeps one per key).
+#[derive(Clone)]
+pub struct ThresholdBackend {
+    pub holders: Holders,
+}
+
+impl ThresholdBackend {
+    pub fn signer(&self, group: &ThresholdGroup) -> Result<Arc<dyn KeySigner>, String> {
+        Ok(Arc::new(ThresholdKeySigner::new(self.holders.clone(), group)?))
+    }
+}

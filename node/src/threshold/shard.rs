@@ -1,0 +1,406 @@
+//! The key-shard actor: this node's side of every threshold key.
+//!
+//! It holds, in memory only, the DKG participants of key generations in progress and the
+//! signing nonces of sessions between commit and sign; on disk, one sealed share per threshold
+//! key (`DATA_DIR/threshold/shares/<hex of key id>.share`, AES-256-GCM under the node's share
+//! key, bound to the key id and node id). Nonces are taken out of the map before use, so a
+//! session signs at most once, and a crash forgets them: a restarted holder can only commit
+//! afresh. No I/O besides reading and writing its own share files happens here; peers are
+//! reached by the handlers in [`super`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use stella_signer::threshold::{
+    DkgParticipant, KeyShare, ParticipantId, SigningNonces, ThresholdParams, commit, sign_share,
+};
+
+use crate::Error;
+
+/// Nonces of a session that is not signed within this time are dropped.
+const NONCE_TTL: Duration = Duration::from_secs(30);
+/// A key generation that does not finish within this time is dropped.
+const DKG_TTL: Duration = Duration::from_secs(120);
+
+type Reply<T> = RpcReplyPort<Result<T, String>>;
+
+pub enum ShardMsg {
+    DkgStart {
+        session: Vec<u8>,
+        me: u16,
+        params: ThresholdParams,
+        reply: Reply<Vec<u8>>,
+    },
+    /// This node's round-1 message of a session (peers fetch it directly, over mutual TLS).
+    DkgRound1 {
+        session: Vec<u8>,
+        reply: Reply<Vec<u8>>,
+    },
+    DkgRound2 {
+        session: Vec<u8>,
+        round1: BTreeMap<u16, Vec<u8>>,
+        reply: Reply<BTreeMap<u16, Vec<u8>>>,
+    },
+    /// Opens the round-2 packages sealed for this node, seals the share to disk and answers
+    /// the group key (bytes).
+    DkgFinish {
+        session: Vec<u8>,
+        sealed_for_me: BTreeMap<u16, Vec<u8>>,
+        reply: Reply<Vec<u8>>,
+    },
+    Commit {
+        key_id: String,
+        session: Vec<u8>,
+        reply: Reply<Vec<u8>>,
+    },
+    Sign {
+        key_id: String,
+        session: Vec<u8>,
+        signing_package: Vec<u8>,
+        reply: Reply<Vec<u8>>,
+    },
+}
+
+/// Where shares live and how they are sealed.
+#[derive(Clone)]
+pub struct ShardConfig {
+    pub node_id: u64,
+    pub shares_dir: PathBuf,
+    pub kek: [u8; 32],
+    /// Chaos drills only: answer every sign request with a corrupted share.
+    pub corrupt_shares: bool,
+}
+
+#[derive(Clone)]
+pub struct Shard {
+    actor: ActorRef<ShardMsg>,
+}
+
+impl Shard {
+    pub async fn start(config: ShardConfig) -> Result<Shard, Error> {
+        if config.corrupt_shares {
+            tracing::warn!(
+                "[threshold] drill_corrupt_shares is on: this node answers threshold signing with corrupted shares"
+            );
+        }
+        let (actor, _join) = Actor::spawn(None, ShardActor, config)
+            .await
+            .map_err(|e| Error::Config(format!("starting the key-shard actor: {e}")))?;
+        Ok(Shard { actor })
+    }
+
+    async fn ask<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> ShardMsg,
+    ) -> Result<T, String> {
+        match self
+            .actor
+            .call(|reply| make(reply), Some(Duration::from_secs(10)))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(answer)) => answer,
+            Ok(_) => Err("the key-shard actor did not answer".into()),
+            Err(e) => Err(format!("the key-shard actor is gone: {e}")),
+        }
+    }
+
+    pub async fn dkg_start(
+        &self,
+        session: Vec<u8>,
+        me: u16,
+        params: ThresholdParams,
+    ) -> Result<Vec<u8>, String> {
+        self.ask(|reply| ShardMsg::DkgStart {
+            session,
+            me,
+            params,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn dkg_round1(&self, session: Vec<u8>) -> Result<Vec<u8>, String> {
+        self.ask(|reply| ShardMsg::DkgRound1 { session, reply })
+            .await
+    }
+
+    pub async fn dkg_round2(
+        &self,
+        session: Vec<u8>,
+        round1: BTreeMap<u16, Vec<u8>>,
+    ) -> Result<BTreeMap<u16, Vec<u8>>, String> {
+        self.ask(|reply| ShardMsg::DkgRound2 {
+            session,
+            round1,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn dkg_finish(
+        &self,
+        session: Vec<u8>,
+        sealed_for_me: BTreeMap<u16, Vec<u8>>,
+    ) -> Result<Vec<u8>, String> {
+        self.ask(|reply| ShardMsg::DkgFinish {
+            session,
+            sealed_for_me,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn commit(&self, key_id: String, session: Vec<u8>) -> Result<Vec<u8>, String> {
+        self.ask(|reply| ShardMsg::Commit {
+            key_id,
+            session,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn sign(
+        &self,
+        key_id: String,
+        session: Vec<u8>,
+        signing_package: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        self.ask(|reply| ShardMsg::Sign {
+            key_id,
+            session,
+            signing_package,
+            reply,
+        })
+        .await
+    }
+}
+
+struct ShardActor;
+
+pub struct ShardState {
+    config: ShardConfig,
+    dkg: HashMap<Vec<u8>, (DkgParticipant, Vec<u8>, Instant)>,
+    nonces: HashMap<(String, Vec<u8>), (SigningNonces, Instant)>,
+    shares: HashMap<String, Arc<KeyShare>>,
+}
+
+impl Actor for ShardActor {
+    type Msg = ShardMsg;
+    type State = ShardState;
+    type Arguments = ShardConfig;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ShardMsg>,
+        config: ShardConfig,
+    ) -> Result<ShardState, ActorProcessingErr> {
+        Ok(ShardState {
+            config,
+            dkg: HashMap::new(),
+            nonces: HashMap::new(),
+            shares: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<ShardMsg>,
+        message: ShardMsg,
+        state: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.prune();
+        // A caller that gave up is no reason to stop the actor: ignore failed replies.
+        match message {
+            ShardMsg::DkgStart {
+                session,
+                me,
+                params,
+                reply,
+            } => {
+                let _ = reply.send(state.dkg_start(session, me, params));
+            }
+            ShardMsg::DkgRound1 { session, reply } => {
+                let answer = state
+                    .dkg
+                    .get(&session)
+                    .map(|(_, round1, _)| round1.clone())
+                    .ok_or_else(|| "no key generation with this session here".to_owned());
+                let _ = reply.send(answer);
+            }
+            ShardMsg::DkgRound2 {
+                session,
+                round1,
+                reply,
+            } => {
+                let _ = reply.send(state.dkg_round2(&session, &round1));
+            }
+            ShardMsg::DkgFinish {
+                session,
+                sealed_for_me,
+                reply,
+            } => {
+                let _ = reply.send(state.dkg_finish(&session, &sealed_for_me));
+            }
+            ShardMsg::Commit {
+                key_id,
+                session,
+                reply,
+            } => {
+                let _ = reply.send(state.commit(key_id, session));
+            }
+            ShardMsg::Sign {
+                key_id,
+                session,
+                signing_package,
+                reply,
+            } => {
+                let _ = reply.send(state.sign(key_id, session, &signing_package));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ShardState {
+    fn prune(&mut self) {
+        self.nonces.retain(|_, (_, at)| at.elapsed() < NONCE_TTL);
+        self.dkg.retain(|_, (_, _, at)| at.elapsed() < DKG_TTL);
+    }
+
+    fn dkg_start(
+        &mut self,
+        session: Vec<u8>,
+        me: u16,
+        params: ThresholdParams,
+    ) -> Result<Vec<u8>, String> {
+        if self.dkg.contains_key(&session) {
+            return Err("this key generation session is already running".into());
+        }
+        let (participant, round1) =
+            DkgParticipant::start(&session, ParticipantId(me), params).map_err(|e| e.to_string())?;
+        self.dkg
+            .insert(session, (participant, round1.clone(), Instant::now()));
+        Ok(round1)
+    }
+
+    fn dkg_round2(
+        &mut self,
+        session: &[u8],
+        round1: &BTreeMap<u16, Vec<u8>>,
+    ) -> Result<BTreeMap<u16, Vec<u8>>, String> {
+        let (participant, _, _) = self
+            .dkg
+            .get_mut(session)
+            .ok_or("no key generation with this session here")?;
+        let round1: BTreeMap<ParticipantId, Vec<u8>> = round1
+            .iter()
+            .map(|(id, bytes)| (ParticipantId(*id), bytes.clone()))
+            .collect();
+        let sealed = participant.round2(&round1).map_err(|e| e.to_string())?;
+        Ok(sealed.into_iter().map(|(id, b)| (id.get(), b)).collect())
+    }
+
+    fn dkg_finish(
+        &mut self,
+        session: &[u8],
+        sealed_for_me: &BTreeMap<u16, Vec<u8>>,
+    ) -> Result<Vec<u8>, String> {
+        let (participant, _, _) = self
+            .dkg
+            .remove(session)
+            .ok_or("no key generation with this session here")?;
+        let sealed: BTreeMap<ParticipantId, Vec<u8>> = sealed_for_me
+            .iter()
+            .map(|(id, bytes)| (ParticipantId(*id), bytes.clone()))
+            .collect();
+        let (share, group) = participant.finish(&sealed).map_err(|e| e.to_string())?;
+        let key_id = group.key_id();
+        let sealed_share = share
+            .seal(&self.config.kek, &self.aad(&key_id))
+            .map_err(|e| e.to_string())?;
+        crate::keys::write_secret_atomically(&self.share_path(&key_id), &sealed_share)
+            .map_err(|e| format!("storing the share: {e}"))?;
+        self.shares.insert(key_id, Arc::new(share));
+        group.to_bytes().map_err(|e| e.to_string())
+    }
+
+    fn commit(&mut self, key_id: String, session: Vec<u8>) -> Result<Vec<u8>, String> {
+        let share = self.share(&key_id)?;
+        let (nonces, commitments) = commit(&share).map_err(|e| e.to_string())?;
+        self.nonces
+            .insert((key_id, session), (nonces, Instant::now()));
+        Ok(commitments)
+    }
+
+    fn sign(
+        &mut self,
+        key_id: String,
+        session: Vec<u8>,
+        signing_package: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let share = self.share(&key_id)?;
+        // Taken out before use: whatever happens next, these nonces never sign again.
+        let (nonces, _) = self
+            .nonces
+            .remove(&(key_id, session))
+            .ok_or("no commitment for this session here (expired, used, or this node restarted)")?;
+        let mut signature_share =
+            sign_share(&share, nonces, signing_package).map_err(|e| e.to_string())?;
+        if self.config.corrupt_shares
+            && let Some(last) = signature_share.last_mut()
+        {
+            *last = last.wrapping_add(1);
+        }
+        Ok(signature_share)
+    }
+
+    /// This node's share of `key_id`, opened from disk on first use.
+    fn share(&mut self, key_id: &str) -> Result<Arc<KeyShare>, String> {
+        if let Some(share) = self.shares.get(key_id) {
+            return Ok(share.clone());
+        }
+        let path = self.share_path(key_id);
+        let sealed = std::fs::read(&path)
+            .map_err(|e| format!("this node holds no share of {key_id}: {e}"))?;
+        let share = KeyShare::open(&sealed, &self.config.kek, &self.aad(key_id))
+            .map_err(|e| format!("the share of {key_id} cannot be opened: {e}"))?;
+        if share.key_id() != key_id {
+            return Err(format!("the share stored for {key_id} belongs to another key"));
+        }
+        let share = Arc::new(share);
+        self.shares.insert(key_id.to_owned(), share.clone());
+        Ok(share)
+    }
+
+    fn share_path(&self, key_id: &str) -> PathBuf {
+        self.config.shares_dir.join(format!(
+            "{}.share",
+            key_id.strip_prefix("sha256:").unwrap_or(key_id)
+        ))
+    }
+
+    /// Binds a sealed share to its key and to this node: a share file copied to another key's
+    /// name or another node does not open.
+    fn aad(&self, key_id: &str) -> Vec<u8> {
+        format!("stella-threshold-share:{key_id}:node-{}", self.config.node_id).into_bytes()
+    }
+}
+
+/// The node's share-sealing key: `[threshold] share_key_file`, or `DATA_DIR/threshold/share.key`
+/// created (32 random bytes, mode 0600) on first start.
+pub fn share_key(path: &std::path::Path) -> Result<[u8; 32], Error> {
+    if !path.exists() {
+        let mut key = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut key)
+            .map_err(|_| Error::Config("no randomness for the share key".into()))?;
+        crate::keys::write_secret_atomically(path, &key)?;
+        tracing::info!(path = %path.display(), "created the threshold share key");
+    }
+    let bytes = std::fs::read(path).map_err(Error::io(format!("reading {}", path.display())))?;
+    bytes
+        .try_into()
+        .map_err(|_| Error::Config(format!("{}: a share key is 32 bytes", path.display())))
+}
