@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the project needs beyond Rust on a Debian machine: openssl (independent envelope
 # check, test PKI), Node.js + npm and the pinned sigstore-js verifier packages, iptables and
-# Debian's OCI registry (docker-registry; the tests start their own instances) and SoftHSM2.
+# Debian's OCI registry (docker-registry; the tests start their own instances), SoftHSM2, and a
+# Python venv with coincurve (libsecp256k1) as the independent BIP-340 verifier.
 # Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# Threshold (BIP-340) signatures are checked with libsecp256k1 through coincurve, in a venv.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # The partition test cuts peer traffic between loopback addresses with iptables.
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 # Release-provenance tests push and discover signatures in a real OCI registry.
@@ -27,4 +30,10 @@ fi
 
 if [ ! -d tests/verifiers/node_modules/@sigstore/verify ] || [ tests/verifiers/package-lock.json -nt tests/verifiers/node_modules/.package-lock.json ]; then
   (cd tests/verifiers && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+venv="${STELLA_VENV:-$HOME/.cache/stella-signer/venv}"
+if ! "$venv/bin/python" -c 'import coincurve' >/dev/null 2>&1; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check coincurve==21.0.0
 fi

@@ -8,6 +8,8 @@ bash scripts/install-deps.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/stella-signer/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# The independent BIP-340 verifier (libsecp256k1 via coincurve) that install-deps.sh set up.
+export STELLA_BIP340_PYTHON="${STELLA_VENV:-$HOME/.cache/stella-signer/venv}/bin/python"
 
 echo "== verifier self-test (sigstore-js and openssl against independently made material)"
 bash tests/verifiers/selftest.sh

@@ -412,6 +412,8 @@ pub struct ClusterOptions {
     pub plans: Vec<(&'static str, u64, u32, usize)>,
     /// Require DPoP server nonces (one secret shared by all nodes).
     pub dpop_nonces: bool,
+    /// Configuration sections added to one node's file: (node id, TOML).
+    pub node_extra: Vec<(usize, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -425,6 +427,7 @@ impl Default for ClusterOptions {
             extra_admission: String::new(),
             plans: Vec::new(),
             dpop_nonces: false,
+            node_extra: Vec::new(),
         }
     }
 }
@@ -518,7 +521,17 @@ impl TestCluster {
                 ttl = options.reservation_ttl_seconds,
                 snap = options.snapshot_every,
             );
-            std::fs::write(dir.path().join(format!("node-{id}.toml")), config).expect("config");
+            let extra: String = options
+                .node_extra
+                .iter()
+                .filter(|(node, _)| *node == id)
+                .map(|(_, toml)| format!("{toml}\n"))
+                .collect();
+            std::fs::write(
+                dir.path().join(format!("node-{id}.toml")),
+                format!("{config}{extra}"),
+            )
+            .expect("config");
         }
         let credentials = services.credentials("tenant-a-ci", PLAN, "");
         let mut cluster = TestCluster {

@@ -172,6 +172,28 @@ enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Make a t-of-n threshold key (FROST, BIP-340) by a distributed key generation across the
+    /// nodes — each holds one share, none the key — and register it for a tenant and plan
+    /// (scope `signer.admin`).
+    CreateThreshold {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        plan: String,
+        /// Shares needed to sign (t).
+        #[arg(long)]
+        threshold: u16,
+        /// Node ids that hold shares, comma-separated (default: every voter; n = their count).
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<u64>,
+        #[arg(long)]
+        reason: String,
+        /// Retire the tenant/plan's active keys in the same step.
+        #[arg(long)]
+        rotate: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Register a key for a tenant and plan (scope `signer.admin`).
     Register(RegisterArgs),
     /// Register a new key and retire the tenant/plan's active key in one step.
@@ -491,6 +513,28 @@ fn keys(what: KeysCommand) -> anyhow::Result<()> {
             let path = out.join(format!("{}.pem", key_id.trim_start_matches("sha256:")));
             write_private(&path, key.to_pkcs8_pem().as_bytes())?;
             say!("{key_id}  {}", path.display());
+            Ok(())
+        }
+        KeysCommand::CreateThreshold {
+            tenant,
+            plan,
+            threshold,
+            nodes,
+            reason,
+            rotate,
+            conn,
+        } => {
+            let change =
+                conn.client()?
+                    .create_threshold_key(&stella_api::CreateThresholdKeyRequest {
+                        tenant,
+                        plan,
+                        min_signers: threshold,
+                        nodes,
+                        reason,
+                        rotate,
+                    })?;
+            say!("{}", serde_json::to_string_pretty(&change)?);
             Ok(())
         }
         KeysCommand::Register(args) => register(args, false),

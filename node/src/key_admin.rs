@@ -41,12 +41,13 @@ pub fn list(service: &SigningService, caller: &Caller) -> Vec<KeyInfo> {
                 created_at: rfc3339_ms(k.created_ms),
                 updated_at: rfc3339_ms(k.updated_ms),
                 reason: k.reason.clone(),
-                threshold: s.threshold_groups.get(&k.key_id).map(|g| {
-                    stella_api::ThresholdInfo {
+                threshold: s
+                    .threshold_groups
+                    .get(&k.key_id)
+                    .map(|g| stella_api::ThresholdInfo {
                         min_signers: g.min_signers,
                         holders: g.holders.iter().map(|(_, node)| *node).collect(),
-                    }
-                }),
+                    }),
             })
             .collect()
     })
@@ -260,7 +261,17 @@ pub async fn create_threshold(
             public_key_package: done.public_key_package,
         },
     };
-    registered(service, caller, request_id, entry, register, request.rotate, &summary, &reason).await
+    registered(
+        service,
+        caller,
+        request_id,
+        entry,
+        register,
+        request.rotate,
+        &summary,
+        &reason,
+    )
+    .await
 }
 
 /// Revokes a key; answers once every reachable member has applied the revocation.

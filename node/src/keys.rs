@@ -346,10 +346,9 @@ mod tests {
             state.keys.insert(e.key_id.clone(), e);
         }
         let ids = |s: Selection| match s {
-            Selection::Registered(keys) => keys
-                .into_iter()
-                .map(|(k, _)| k.key_id)
-                .collect::<Vec<_>>(),
+            Selection::Registered(keys) => {
+                keys.into_iter().map(|(k, _)| k.key_id).collect::<Vec<_>>()
+            }
             other => panic!("{other:?}"),
         };
         assert_eq!(

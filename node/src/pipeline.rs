@@ -266,7 +266,10 @@ pub fn response(
     let first = operations
         .first()
         .ok_or_else(|| Error::Unavailable("no signature was produced".into()))?;
-    let bundle_sha256 = bundles.first().map(|b| b.sha256.clone()).unwrap_or_default();
+    let bundle_sha256 = bundles
+        .first()
+        .map(|b| b.sha256.clone())
+        .unwrap_or_default();
     let bundles = bundles
         .iter()
         .map(|b| {

@@ -11,4 +11,5 @@ mod keyless;
 mod keys;
 mod provenance;
 mod telemetry;
+mod threshold;
 mod tls;

@@ -30,8 +30,7 @@ use stella_signer::threshold::{
     threshold_message, threshold_sign,
 };
 use stella_signer::{
-    Error as SignerError, KeyDescriptor, KeySigner, KeySource, SignatureAlgorithm,
-    SignedOperation,
+    Error as SignerError, KeyDescriptor, KeySigner, KeySource, SignatureAlgorithm, SignedOperation,
 };
 use stella_state::command::ThresholdGroup;
 
@@ -473,6 +472,9 @@ pub struct ThresholdBackend {
 
 impl ThresholdBackend {
     pub fn signer(&self, group: &ThresholdGroup) -> Result<Arc<dyn KeySigner>, String> {
-        Ok(Arc::new(ThresholdKeySigner::new(self.holders.clone(), group)?))
+        Ok(Arc::new(ThresholdKeySigner::new(
+            self.holders.clone(),
+            group,
+        )?))
     }
 }

@@ -96,11 +96,7 @@ impl Shard {
         &self,
         make: impl FnOnce(Reply<T>) -> ShardMsg,
     ) -> Result<T, String> {
-        match self
-            .actor
-            .call(|reply| make(reply), Some(Duration::from_secs(10)))
-            .await
-        {
+        match self.actor.call(make, Some(Duration::from_secs(10))).await {
             Ok(ractor::rpc::CallResult::Success(answer)) => answer,
             Ok(_) => Err("the key-shard actor did not answer".into()),
             Err(e) => Err(format!("the key-shard actor is gone: {e}")),
@@ -279,8 +275,8 @@ impl ShardState {
         if self.dkg.contains_key(&session) {
             return Err("this key generation session is already running".into());
         }
-        let (participant, round1) =
-            DkgParticipant::start(&session, ParticipantId(me), params).map_err(|e| e.to_string())?;
+        let (participant, round1) = DkgParticipant::start(&session, ParticipantId(me), params)
+            .map_err(|e| e.to_string())?;
         self.dkg
             .insert(session, (participant, round1.clone(), Instant::now()));
         Ok(round1)
@@ -368,7 +364,9 @@ impl ShardState {
         let share = KeyShare::open(&sealed, &self.config.kek, &self.aad(key_id))
             .map_err(|e| format!("the share of {key_id} cannot be opened: {e}"))?;
         if share.key_id() != key_id {
-            return Err(format!("the share stored for {key_id} belongs to another key"));
+            return Err(format!(
+                "the share stored for {key_id} belongs to another key"
+            ));
         }
         let share = Arc::new(share);
         self.shares.insert(key_id.to_owned(), share.clone());
@@ -385,7 +383,11 @@ impl ShardState {
     /// Binds a sealed share to its key and to this node: a share file copied to another key's
     /// name or another node does not open.
     fn aad(&self, key_id: &str) -> Vec<u8> {
-        format!("stella-threshold-share:{key_id}:node-{}", self.config.node_id).into_bytes()
+        format!(
+            "stella-threshold-share:{key_id}:node-{}",
+            self.config.node_id
+        )
+        .into_bytes()
     }
 }
 

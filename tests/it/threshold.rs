@@ -1,0 +1,327 @@
+//! Threshold keys across processes: a distributed key generation makes a t-of-n FROST (BIP-340)
+//! key whose shares sit on different nodes; signatures need t of them. Each signature is
+//! checked by `stella verify` (the group key's secp256k1 SPKI) and by libsecp256k1 through
+//! Python's coincurve (`tests/verifiers/bip340_verify.py`, a venv made by `scripts/test.sh`).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use stella_api::{SignDsseRequest, SignDsseResponse};
+use stella_tests::{ClusterOptions, PLAN, TestCluster, client_for, repo_root, stella, stella_ok};
+
+fn s(p: &Path) -> String {
+    p.to_str().expect("utf8").to_owned()
+}
+
+/// Operator credentials (scope `signer.admin`) for the CLI, talking to node 1.
+fn operator(cluster: &TestCluster) -> String {
+    let mut ops = cluster
+        .services
+        .credentials("operator", PLAN, &cluster.api_url(1));
+    ops.server = cluster.api_url(1);
+    let path = cluster.dir.path().join("ops.json");
+    std::fs::write(&path, serde_json::to_vec(&ops).expect("json")).expect("ops");
+    s(&path)
+}
+
+/// `stella keys create-threshold`; returns the key change.
+fn create(ops: &str, tenant: &str, t: u16, nodes: &str) -> Value {
+    let t = t.to_string();
+    let mut args = vec![
+        "keys",
+        "create-threshold",
+        "--tenant",
+        tenant,
+        "--plan",
+        PLAN,
+        "--threshold",
+        &t,
+        "--reason",
+        "high-assurance releases",
+        "--credentials",
+        ops,
+    ];
+    if !nodes.is_empty() {
+        args.extend(["--nodes", nodes]);
+    }
+    let out = stella_ok(&args);
+    serde_json::from_slice(&out.stdout).expect("key change")
+}
+
+fn sign(
+    cluster: &TestCluster,
+    node: usize,
+    client_id: &str,
+) -> Result<SignDsseResponse, stella_api::ClientError> {
+    let client = client_for(
+        &cluster.api_url(node),
+        cluster
+            .services
+            .credentials(client_id, PLAN, &cluster.api_url(node)),
+    );
+    let request: SignDsseRequest =
+        serde_json::from_value(stella_tests::sbom_request_for(&client)).expect("request");
+    client.sign_dsse(&request)
+}
+
+/// The signature verifies with `stella verify` and with libsecp256k1 (coincurve).
+fn check_independently(response: &SignDsseResponse, key_id: &str, dir: &Path, name: &str) {
+    assert_eq!(response.signer_identity.key_source, "threshold");
+    assert_eq!(response.signer_identity.key_id, key_id);
+    assert_eq!(
+        response.signer_identity.algorithm,
+        "BIP340_SECP256K1_SHA256"
+    );
+    assert!(
+        response.bundles.is_empty(),
+        "no Sigstore bundle for a BIP-340 signature"
+    );
+    let envelope_path = dir.join(format!("{name}.dsse.json"));
+    std::fs::write(&envelope_path, response.envelope.get()).expect("envelope");
+    let key_path = dir.join(format!("{name}.pub.pem"));
+    std::fs::write(&key_path, &response.signer_identity.public_key_pem).expect("key");
+    let envelope: stella_signer::Envelope =
+        serde_json::from_str(response.envelope.get()).expect("envelope");
+    let statement: Value = serde_json::from_slice(&envelope.payload).expect("statement");
+    let digest = format!(
+        "sha256:{}",
+        statement["subject"][0]["digest"]["sha256"]
+            .as_str()
+            .expect("digest")
+    );
+    let out = stella(&[
+        "verify",
+        &digest,
+        "--envelope",
+        &s(&envelope_path),
+        "--key",
+        &s(&key_path),
+    ]);
+    assert!(
+        out.status.success(),
+        "stella verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let public = stella_signer::PublicKey::from_pem(&response.signer_identity.public_key_pem)
+        .expect("group key");
+    let x_only = public.bip340_x_only().expect("a BIP-340 key");
+    let message = stella_signer::threshold::threshold_message(&envelope.pae());
+    let signature = &envelope.signatures[0].sig;
+    let Some(python) = std::env::var_os("STELLA_BIP340_PYTHON") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI checks threshold signatures with coincurve: scripts/test.sh sets STELLA_BIP340_PYTHON"
+        );
+        eprintln!("STELLA_BIP340_PYTHON unset: libsecp256k1 check skipped");
+        return;
+    };
+    let check = |sig: &[u8]| {
+        std::process::Command::new(&python)
+            .arg(repo_root().join("tests/verifiers/bip340_verify.py"))
+            .args([hex::encode(x_only), hex::encode(message), hex::encode(sig)])
+            .output()
+            .expect("python")
+    };
+    let out = check(signature);
+    assert!(
+        out.status.success(),
+        "libsecp256k1 verifies the threshold signature: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut tampered = signature.clone();
+    tampered[63] ^= 1;
+    assert!(
+        !check(&tampered).status.success(),
+        "and refuses a tampered one"
+    );
+}
+
+fn audit_records(cluster: &TestCluster, node: usize) -> Vec<Value> {
+    let page = stella_tests::audit_api(
+        &client_for(
+            &cluster.api_url(node),
+            cluster
+                .services
+                .credentials("operator", PLAN, &cluster.api_url(node)),
+        ),
+        "limit=1000",
+    );
+    page["records"].as_array().expect("records").clone()
+}
+
+fn share_files(cluster: &TestCluster, node: usize) -> Vec<PathBuf> {
+    std::fs::read_dir(cluster.data_dir(node).join("threshold/shares"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_2_of_3_key_signs_with_one_node_down_and_no_node_holds_the_key() {
+    let mut cluster = TestCluster::start(ClusterOptions::default());
+    let dir = cluster.dir.path().to_path_buf();
+    let ops = operator(&cluster);
+    let change = create(&ops, "tenant-a", 2, "");
+    let key_id = change["keyId"].as_str().expect("key id").to_owned();
+
+    // Each node holds one sealed share of it, and nothing else: no share in Raft, no key file.
+    for node in 1..=3 {
+        let files = share_files(&cluster, node);
+        assert_eq!(files.len(), 1, "node {node} holds exactly one share");
+        let sealed = std::fs::read(&files[0]).expect("share");
+        let other = share_files(&cluster, node % 3 + 1);
+        assert_ne!(sealed, std::fs::read(&other[0]).expect("share"));
+    }
+    let listed = stella_ok(&["keys", "list", "--credentials", &ops, "--output", "json"]);
+    let listed: Vec<Value> = serde_json::from_slice(&listed.stdout).expect("keys");
+    let entry = listed
+        .iter()
+        .find(|k| k["keyId"] == key_id.as_str())
+        .expect("registered");
+    assert_eq!(entry["source"], "threshold");
+    assert_eq!(entry["threshold"]["minSigners"], 2);
+    assert_eq!(entry["threshold"]["holders"], serde_json::json!([1, 2, 3]));
+
+    // Signs through any node (followers route to the leader, which coordinates).
+    for node in 1..=3 {
+        let response = sign(&cluster, node, "tenant-a-ci").expect("threshold signature");
+        check_independently(&response, &key_id, &dir, &format!("all-up-{node}"));
+    }
+    // One node down (n − t = 1): still signs.
+    cluster.kill(3);
+    let response = sign(&cluster, 1, "tenant-a-ci").expect("signs with two of three");
+    check_independently(&response, &key_id, &dir, "one-down");
+    let records = audit_records(&cluster, 1);
+    let signed: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["keyId"] == key_id.as_str() && r["decision"] == "signed")
+        .collect();
+    assert_eq!(signed.len(), 4);
+    assert!(signed.iter().all(|r| r["keySource"] == "threshold"));
+    // Another tenant is never signed for with tenant-a's threshold key.
+    let other = sign(&cluster, 1, "tenant-b-ci").expect("tenant-b signs");
+    assert_ne!(other.signer_identity.key_id, key_id);
+}
+
+#[test]
+fn a_3_of_5_key_survives_two_nodes_down_and_fewer_than_t_fails_fast() {
+    let mut cluster = TestCluster::start(ClusterOptions {
+        nodes: 5,
+        ..ClusterOptions::default()
+    });
+    let dir = cluster.dir.path().to_path_buf();
+    let ops = operator(&cluster);
+    let three = create(&ops, "tenant-a", 3, "");
+    let three_id = three["keyId"].as_str().expect("key id").to_owned();
+    // tenant-b's key needs four of its five holders.
+    let four = create(&ops, "tenant-b", 4, "1,2,3,4,5");
+    let four_id = four["keyId"].as_str().expect("key id").to_owned();
+    check_independently(
+        &sign(&cluster, 2, "tenant-a-ci").expect("3-of-5"),
+        &three_id,
+        &dir,
+        "five-up",
+    );
+    check_independently(
+        &sign(&cluster, 2, "tenant-b-ci").expect("4-of-5"),
+        &four_id,
+        &dir,
+        "five-up-b",
+    );
+
+    // Two nodes down (n − t = 2): the 3-of-5 key signs; the 4-of-5 key has 3 shares left.
+    let leader = cluster
+        .client(1)
+        .cluster_status()
+        .expect("status")
+        .leader
+        .unwrap_or(1) as usize;
+    let down: Vec<usize> = (1..=5).filter(|n| *n != leader).take(2).collect();
+    for node in &down {
+        cluster.kill(*node);
+    }
+    let up = (1..=5).find(|n| !down.contains(n)).expect("a live node");
+    let response = sign(&cluster, up, "tenant-a-ci").expect("3-of-5 with two nodes down");
+    check_independently(&response, &three_id, &dir, "two-down");
+    let started = std::time::Instant::now();
+    let refused = match sign(&cluster, up, "tenant-b-ci") {
+        Err(stella_api::ClientError::Problem(p)) => p,
+        other => panic!("expected signing_unavailable, got {other:?}"),
+    };
+    assert_eq!(
+        refused.code.as_str(),
+        "signing_unavailable",
+        "{}",
+        refused.detail
+    );
+    assert!(
+        refused.detail.contains("3 of the 4"),
+        "names the shortfall: {}",
+        refused.detail
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "fails fast: {:?}",
+        started.elapsed()
+    );
+    let records = audit_records(&cluster, up);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["keyId"] == four_id.as_str() && r["decision"] == "failed"),
+        "the failure is audited"
+    );
+}
+
+#[test]
+fn a_node_sending_bad_signature_shares_is_named_and_routed_around() {
+    let cluster = TestCluster::start(ClusterOptions {
+        node_extra: vec![(2, "[threshold]\ndrill_corrupt_shares = true".into())],
+        ..ClusterOptions::default()
+    });
+    let dir = cluster.dir.path().to_path_buf();
+    let ops = operator(&cluster);
+    let key = create(&ops, "tenant-a", 2, "");
+    let key_id = key["keyId"].as_str().expect("key id").to_owned();
+    for round in 0..3 {
+        let response = sign(&cluster, 1, "tenant-a-ci").expect("signs around the faulty node");
+        check_independently(&response, &key_id, &dir, &format!("faulty-{round}"));
+    }
+    let records = audit_records(&cluster, 1);
+    let named = records
+        .iter()
+        .filter(|r| r["keyId"] == key_id.as_str() && r["decision"] == "signed")
+        .filter(|r| {
+            r["reason"]
+                .as_str()
+                .is_some_and(|t| t.contains("(node 2) sent an invalid signature share"))
+        })
+        .count();
+    assert!(
+        named >= 1,
+        "the faulty holder is named in the audit log: {records:?}"
+    );
+
+    // A 2-of-2 key on nodes 1 and 2 cannot route around node 2: refused, naming it.
+    let pair = create(&ops, "tenant-b", 2, "1,2");
+    let pair_id = pair["keyId"].as_str().expect("key id").to_owned();
+    let refused = match sign(&cluster, 1, "tenant-b-ci") {
+        Err(stella_api::ClientError::Problem(p)) => p,
+        other => panic!("expected signing_unavailable, got {other:?}"),
+    };
+    assert_eq!(refused.code.as_str(), "signing_unavailable");
+    assert!(
+        refused
+            .detail
+            .contains("invalid signature shares from holder 2 (node 2)"),
+        "{}",
+        refused.detail
+    );
+    let records = audit_records(&cluster, 1);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["keyId"] == pair_id.as_str() && r["decision"] == "failed")
+    );
+}
