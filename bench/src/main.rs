@@ -26,6 +26,7 @@ use stella_signer::{
 mod admission_cost;
 mod key_backends;
 mod raft_writes;
+mod threshold_net;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -99,6 +100,22 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
+    let (in_process, network) = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(threshold_net::measure(&pae, duration))?;
+    for r in [&in_process, &network] {
+        println!(
+            "G5: {:<18} {:>8.0} signatures/s  p50 {:>7.1} µs  p99 {:>7.1} µs",
+            r.name, r.per_second, r.p50_us, r.p99_us
+        );
+    }
+    println!(
+        "G5 FROST network / in process (2-of-3): p50 {:.2}x (goal ≤ 5x), p99 {:.2}x",
+        network.p50_us / in_process.p50_us,
+        network.p99_us / in_process.p99_us
+    );
+
     let cost = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -157,7 +174,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "{}",
-        json!({"b_sign": b_sign, "admission": {"admission_us": cost.admission_us, "sign_us": cost.sign_us, "sign_per_s": cost.sign_per_s, "admitted_sign_per_s": cost.admitted_sign_per_s}, "levels": rows, "g1": g1, "g3": {"raft": g3.raft, "baseline": g3.baseline, "ratio": g3_ratio}})
+        json!({"b_sign": b_sign, "admission": {"admission_us": cost.admission_us, "sign_us": cost.sign_us, "sign_per_s": cost.sign_per_s, "admitted_sign_per_s": cost.admitted_sign_per_s}, "levels": rows, "g1": g1, "g3": {"raft": g3.raft, "baseline": g3.baseline, "ratio": g3_ratio}, "g5_frost": {"in_process_p50_us": in_process.p50_us, "network_p50_us": network.p50_us, "p50_ratio": network.p50_us / in_process.p50_us}})
     );
     if rows.iter().any(|r| r["errors"].as_u64() != Some(0)) {
         bail!("some requests failed");

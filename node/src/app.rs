@@ -111,6 +111,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
     let ledger = Ledger::start(cluster.clone(), config.limits.proposal_queue).await?;
     let sessions = Sessions::start(config.limits.max_sessions).await?;
     let threshold = threshold_backend(&config, &cluster).await?;
+    let holders = web::Data::new(threshold.holders.clone());
     let signing = SigningService::new(SigningParts {
         keyring: keyring(key, &config)?.with_threshold(threshold),
         ledger: ledger.clone(),
@@ -164,6 +165,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
             let server = HttpServer::new(move || {
                 App::new()
                     .app_data(peer_state.clone())
+                    .app_data(holders.clone())
                     .configure(http::peer_routes)
             })
             .shutdown_timeout(5)
@@ -290,7 +292,7 @@ async fn threshold_backend(
     Ok(crate::threshold::ThresholdBackend {
         holders: crate::threshold::Holders {
             shard,
-            cluster: cluster.clone(),
+            directory: Arc::new(cluster.clone()),
         },
     })
 }

@@ -163,6 +163,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(problem::not_found));
 }
 
+/// The key-shard routes of the peer listener (app data: the node's [`threshold::Holders`]).
+pub fn threshold_peer_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(threshold::PEER_DKG_START, web::post().to(peer::dkg_start))
+        .route(threshold::PEER_DKG_ROUND1, web::post().to(peer::dkg_round1))
+        .route(threshold::PEER_DKG_ROUND2, web::post().to(peer::dkg_round2))
+        .route(threshold::PEER_DKG_FINISH, web::post().to(peer::dkg_finish))
+        .route(threshold::PEER_COMMIT, web::post().to(peer::commit))
+        .route(threshold::PEER_SIGN_SHARE, web::post().to(peer::sign_share));
+}
+
 /// Peer listener routes (mutual TLS is enforced by the listener, before any of these run).
 pub fn peer_routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::JsonConfig::default().limit(512 * 1024 * 1024))
@@ -173,12 +183,7 @@ pub fn peer_routes(cfg: &mut web::ServiceConfig) {
         .route(PEER_AUDIT, web::post().to(peer::audit))
         .route(PEER_CONFIGURE, web::post().to(peer::configure))
         .route(PEER_KEYGEN, web::post().to(peer::keygen))
-        .route(threshold::PEER_DKG_START, web::post().to(peer::dkg_start))
-        .route(threshold::PEER_DKG_ROUND1, web::post().to(peer::dkg_round1))
-        .route(threshold::PEER_DKG_ROUND2, web::post().to(peer::dkg_round2))
-        .route(threshold::PEER_DKG_FINISH, web::post().to(peer::dkg_finish))
-        .route(threshold::PEER_COMMIT, web::post().to(peer::commit))
-        .route(threshold::PEER_SIGN_SHARE, web::post().to(peer::sign_share))
+        .configure(threshold_peer_routes)
         .route("/peer/v1/read-index", web::post().to(peer::read_index))
         .route("/peer/v1/status", web::get().to(peer::status))
         .route("/admin/v1/init", web::post().to(peer::init))

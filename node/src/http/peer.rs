@@ -79,74 +79,48 @@ pub async fn keygen(
     ))
 }
 
-/// The holder side of threshold keys: each call goes to this node's key-shard actor.
-fn holders(state: &AppState) -> Result<&threshold::Holders, String> {
-    state
-        .signing
-        .keyring()
-        .threshold()
-        .map(|b| &b.holders)
-        .ok_or_else(|| "this node holds no threshold shares".to_owned())
-}
-
+/// The holder side of threshold keys: each call goes to this node's key-shard actor. Routed by
+/// [`super::threshold_peer_routes`] with the node's [`threshold::Holders`] as app data.
 pub async fn dkg_start(
-    state: Data<AppState>,
+    holders: Data<threshold::Holders>,
     req: Json<threshold::DkgStart>,
 ) -> Json<PeerAnswer<Vec<u8>>> {
-    Json(match holders(&state) {
-        Ok(h) => h.dkg_start(req.into_inner()).await,
-        Err(e) => Err(e),
-    })
+    Json(holders.dkg_start(req.into_inner()).await)
 }
 
 pub async fn dkg_round1(
-    state: Data<AppState>,
+    holders: Data<threshold::Holders>,
     req: Json<threshold::DkgSession>,
 ) -> Json<PeerAnswer<Vec<u8>>> {
-    Json(match holders(&state) {
-        Ok(h) => h.dkg_round1(req.into_inner()).await,
-        Err(e) => Err(e),
-    })
+    Json(holders.dkg_round1(req.into_inner()).await)
 }
 
 pub async fn dkg_round2(
-    state: Data<AppState>,
+    holders: Data<threshold::Holders>,
     req: Json<threshold::DkgRound2>,
 ) -> Json<PeerAnswer<std::collections::BTreeMap<u16, Vec<u8>>>> {
-    Json(match holders(&state) {
-        Ok(h) => h.dkg_round2(req.into_inner()).await,
-        Err(e) => Err(e),
-    })
+    Json(holders.dkg_round2(req.into_inner()).await)
 }
 
 pub async fn dkg_finish(
-    state: Data<AppState>,
+    holders: Data<threshold::Holders>,
     req: Json<threshold::DkgFinish>,
 ) -> Json<PeerAnswer<Vec<u8>>> {
-    Json(match holders(&state) {
-        Ok(h) => h.dkg_finish(req.into_inner()).await,
-        Err(e) => Err(e),
-    })
+    Json(holders.dkg_finish(req.into_inner()).await)
 }
 
 pub async fn commit(
-    state: Data<AppState>,
+    holders: Data<threshold::Holders>,
     req: Json<threshold::CommitRequest>,
 ) -> Json<PeerAnswer<Vec<u8>>> {
-    Json(match holders(&state) {
-        Ok(h) => h.commit(req.into_inner()).await,
-        Err(e) => Err(e),
-    })
+    Json(holders.commit(req.into_inner()).await)
 }
 
 pub async fn sign_share(
-    state: Data<AppState>,
+    holders: Data<threshold::Holders>,
     req: Json<threshold::SignShareRequest>,
 ) -> Json<PeerAnswer<Vec<u8>>> {
-    Json(match holders(&state) {
-        Ok(h) => h.sign_share(req.into_inner()).await,
-        Err(e) => Err(e),
-    })
+    Json(holders.sign_share(req.into_inner()).await)
 }
 
 fn answer<T>(result: Result<T, crate::Error>) -> ForwardAnswer<T> {

@@ -24,7 +24,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use stella_cluster::ClusterHandle;
+use stella_cluster::{ClusterHandle, PeerClient};
 use stella_signer::threshold::{
     ExclusionReason, GroupKey, ParticipantId, ShareTransport, ThresholdError, ThresholdParams,
     threshold_message, threshold_sign,
@@ -106,11 +106,34 @@ pub struct KeygenDone {
 /// What a peer answers: the value, or why not.
 pub type PeerAnswer<T> = Result<T, String>;
 
+/// How a holder finds the others: its own id, each member's peer URL, and the mutual-TLS peer
+/// client. A clustered node answers from its own view of the Raft membership — never from
+/// addresses a leader sends.
+pub trait Directory: Send + Sync {
+    fn me(&self) -> u64;
+    fn peer_url(&self, node: u64) -> Option<String>;
+    fn peers(&self) -> &PeerClient;
+}
+
+impl Directory for ClusterHandle {
+    fn me(&self) -> u64 {
+        self.node_id()
+    }
+
+    fn peer_url(&self, node: u64) -> Option<String> {
+        self.member_addr(node).map(|a| a.peer_url)
+    }
+
+    fn peers(&self) -> &PeerClient {
+        ClusterHandle::peers(self)
+    }
+}
+
 /// The holders' shards, local or remote.
 #[derive(Clone)]
 pub struct Holders {
     pub shard: Shard,
-    pub cluster: ClusterHandle,
+    pub directory: Arc<dyn Directory>,
 }
 
 impl Holders {
@@ -123,19 +146,19 @@ impl Holders {
         timeout: Duration,
         local: impl Future<Output = Result<Resp, String>>,
     ) -> Result<Resp, String> {
-        if node == self.cluster.node_id() {
+        if node == self.directory.me() {
             return tokio::time::timeout(timeout, local)
                 .await
                 .unwrap_or_else(|_| Err("the local key shard did not answer in time".into()));
         }
-        let addr = self
-            .cluster
-            .member_addr(node)
+        let peer_url = self
+            .directory
+            .peer_url(node)
             .ok_or_else(|| format!("node {node} is not a cluster member"))?;
         let answer: PeerAnswer<Resp> = self
-            .cluster
+            .directory
             .peers()
-            .post(&addr.peer_url, path, request, timeout)
+            .post(&peer_url, path, request, timeout)
             .await
             .map_err(|e| format!("node {node}: {e}"))?;
         answer.map_err(|e| format!("node {node}: {e}"))
