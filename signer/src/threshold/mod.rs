@@ -12,8 +12,9 @@
 //! - The signature is the 64-byte BIP-340 signature `R.x ‖ s` over those 32 bytes, valid under
 //!   the group's 32-byte x-only key [`GroupKey::x_only`]; [`verify_bip340`] checks it with
 //!   k256's independent BIP-340 implementation, not with FROST's own verifier.
-//! - The key id of a group is the lowercase hex SHA-256 of the 32-byte x-only key
-//!   ([`GroupKey::key_id`]), with no prefix.
+//! - The group key is published as an ordinary [`crate::PublicKey`]: the secp256k1
+//!   SubjectPublicKeyInfo of the even-Y point of the x-only key; its key id is `sha256:` + hex
+//!   SHA-256 of that SPKI ([`GroupKey::key_id`]), like every other key's.
 //! - The published x-only key is the *taproot output key* that `frost-secp256k1-tr` produces:
 //!   its DKG post-processing adds the BIP-341 "unspendable script path" tweak,
 //!   `Q = P + H_TapTweak(P)·G`, to the group key and to every share. Plain (un-tweaked) FROST
