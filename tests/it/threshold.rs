@@ -202,6 +202,32 @@ fn a_2_of_3_key_signs_with_one_node_down_and_no_node_holds_the_key() {
     // Another tenant is never signed for with tenant-a's threshold key.
     let other = sign(&cluster, 1, "tenant-b-ci").expect("tenant-b signs");
     assert_ne!(other.signer_identity.key_id, key_id);
+
+    // A tenant policy of two keys: a second threshold key (on the two live nodes) signs
+    // alongside the first, one envelope, each signature under its own key id.
+    let second = create(&ops, "tenant-a", 2, "1,2");
+    let second_id = second["keyId"].as_str().expect("key id").to_owned();
+    let both = sign(&cluster, 2, "tenant-a-ci").expect("two threshold signatures");
+    let envelope: stella_signer::Envelope =
+        serde_json::from_str(both.envelope.get()).expect("envelope");
+    let ids: Vec<_> = envelope
+        .signatures
+        .iter()
+        .map(|s| s.keyid.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(ids, vec![key_id.clone(), second_id.clone()]);
+    let listed = stella_ok(&["keys", "list", "--credentials", &ops, "--output", "json"]);
+    let listed: Vec<Value> = serde_json::from_slice(&listed.stdout).expect("keys");
+    for (i, id) in ids.iter().enumerate() {
+        let pem = listed
+            .iter()
+            .find(|k| k["keyId"] == id.as_str())
+            .and_then(|k| k["publicKeyPem"].as_str())
+            .expect("listed");
+        let key = stella_signer::PublicKey::from_pem(pem).expect("key");
+        let verified = stella_signer::verify::verify_envelope(&envelope, &key).expect("verifies");
+        assert_eq!(verified.signature_index, i);
+    }
 }
 
 #[test]
