@@ -1123,11 +1123,7 @@ fn verify_inner(args: &VerifyArgs) -> anyhow::Result<Result<Value, stella_signer
         Ok(v) => v,
         Err(failure) => return Ok(Err(failure)),
     };
-    let expect = Expectations {
-        subject_sha256: Some(artifact_sha256.clone()),
-        predicate_type: args.predicate_type.clone(),
-    };
-    if let Err(failure) = check_expectations(&verified, &expect) {
+    if let Err(failure) = check_statement(&verified, &artifact_sha256, args) {
         return Ok(Err(failure));
     }
     if let Some(validity) = &validity
@@ -1147,6 +1143,21 @@ fn verify_inner(args: &VerifyArgs) -> anyhow::Result<Result<Value, stella_signer
         "subjects": verified.statement.subject,
         "bundleSha256": bundle_sha256,
     })))
+}
+
+/// The verified statement must name the artifact (and the predicate type asked for).
+fn check_statement(
+    verified: &stella_signer::Verified,
+    artifact_sha256: &str,
+    args: &VerifyArgs,
+) -> Result<(), stella_signer::VerifyFailure> {
+    check_expectations(
+        verified,
+        &Expectations {
+            subject_sha256: Some(artifact_sha256.to_owned()),
+            predicate_type: args.predicate_type.clone(),
+        },
+    )
 }
 
 /// `stella verify --trusted-root … --certificate-identity … --certificate-oidc-issuer …`.
@@ -1170,11 +1181,7 @@ fn verify_keyless(
             Ok(v) => v,
             Err(failure) => return Ok(Err(failure)),
         };
-    let expect = Expectations {
-        subject_sha256: Some(artifact_sha256.to_owned()),
-        predicate_type: args.predicate_type.clone(),
-    };
-    if let Err(failure) = check_expectations(&verified, &expect) {
+    if let Err(failure) = check_statement(&verified, artifact_sha256, args) {
         return Ok(Err(failure));
     }
     Ok(Ok(json!({
