@@ -29,3 +29,5 @@ hsm_dir="${TMPDIR:-/tmp}/stella-softhsm-$$"
 trap 'rm -rf "$hsm_dir"' EXIT
 eval "$(bash scripts/softhsm-token.sh "$hsm_dir")"
 cargo test --locked --workspace --all-targets
+# Doc tests: among them the compile-fail proofs that signing nonces cannot be copied or reused.
+cargo test --locked --workspace --doc

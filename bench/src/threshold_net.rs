@@ -49,6 +49,11 @@ impl Directory for StaticDirectory {
     fn peers(&self) -> &PeerClient {
         &self.peers
     }
+
+    /// The bench's one key is active by construction.
+    fn may_sign(&self, _key_id: &str) -> bool {
+        true
+    }
 }
 
 pub async fn measure(pae: &[u8], duration: Duration) -> anyhow::Result<(Row, Row)> {

@@ -228,6 +228,51 @@ fn a_2_of_3_key_signs_with_one_node_down_and_no_node_holds_the_key() {
         let verified = stella_signer::verify::verify_envelope(&envelope, &key).expect("verifies");
         assert_eq!(verified.signature_index, i);
     }
+
+    // Revocation holds at the holders too: a peer that asks a holder directly (here with node
+    // 2's own cluster certificate) gets commitments for an active key, none for a revoked one.
+    stella_ok(&[
+        "keys",
+        "revoke",
+        &second_id,
+        "--reason",
+        "drill",
+        "--credentials",
+        &ops,
+    ]);
+    let pki = cluster.dir.path().join("pki");
+    let identity = reqwest::Identity::from_pem(
+        &[
+            std::fs::read(pki.join("node-2.pem")).expect("pem"),
+            std::fs::read(pki.join("node-2.key")).expect("key"),
+        ]
+        .concat(),
+    )
+    .expect("identity");
+    let peer = reqwest::blocking::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(
+            &std::fs::read(pki.join("ca.pem")).expect("ca"),
+        )
+        .expect("ca")])
+        .identity(identity)
+        .build()
+        .expect("peer client");
+    let commit = |key: &str| -> Value {
+        peer.post(format!("{}/peer/v1/threshold/commit", cluster.peer_url(1)))
+            .json(&serde_json::json!({"key_id": key, "session": [7, 7, 7]}))
+            .send()
+            .expect("peer call")
+            .json()
+            .expect("answer")
+    };
+    assert!(commit(&key_id)["Ok"].is_array(), "an active key commits");
+    let refused = commit(&second_id);
+    assert!(
+        refused["Err"]
+            .as_str()
+            .is_some_and(|e| e.contains("not an active key")),
+        "{refused}"
+    );
 }
 
 #[test]

@@ -113,6 +113,10 @@ pub trait Directory: Send + Sync {
     fn me(&self) -> u64;
     fn peer_url(&self, node: u64) -> Option<String>;
     fn peers(&self) -> &PeerClient;
+    /// Whether `key_id` may sign, in this node's own applied registry: a holder commits only
+    /// for active keys, so a retired or revoked threshold key cannot be used even by a peer
+    /// that asks the holders directly.
+    fn may_sign(&self, key_id: &str) -> bool;
 }
 
 impl Directory for ClusterHandle {
@@ -126,6 +130,14 @@ impl Directory for ClusterHandle {
 
     fn peers(&self) -> &PeerClient {
         ClusterHandle::peers(self)
+    }
+
+    fn may_sign(&self, key_id: &str) -> bool {
+        self.view().with_state(|s| {
+            s.keys
+                .get(key_id)
+                .is_some_and(|k| k.state == stella_state::command::KeyState::Active)
+        })
     }
 }
 
@@ -210,6 +222,12 @@ impl Holders {
     }
 
     pub async fn commit(&self, request: CommitRequest) -> PeerAnswer<Vec<u8>> {
+        if !self.directory.may_sign(&request.key_id) {
+            return Err(format!(
+                "{} is not an active key in this holder's registry",
+                request.key_id
+            ));
+        }
         self.shard.commit(request.key_id, request.session).await
     }
 
