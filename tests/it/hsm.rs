@@ -8,18 +8,31 @@ use stella_tests::{
     start_node_config,
 };
 
+/// The SoftHSM2 environment `scripts/test.sh` exports, by variable name; `None` (the test is
+/// skipped) outside CI when it is missing — CI must have it.
+fn softhsm<const N: usize>(names: [&str; N]) -> Option<[String; N]> {
+    let values: Vec<String> = names
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .collect();
+    if let Ok(all) = <[String; N]>::try_from(values) {
+        return Some(all);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI runs the HSM tests: scripts/test.sh creates the SoftHSM2 token"
+    );
+    eprintln!("no SoftHSM2 token (run scripts/test.sh): HSM node test skipped");
+    None
+}
+
 #[test]
 fn a_node_signs_with_a_non_extractable_key_on_a_pkcs11_token() {
-    let (Ok(module), Ok(token), Ok(pin)) = (
-        std::env::var("STELLA_TEST_PKCS11_MODULE"),
-        std::env::var("STELLA_TEST_PKCS11_TOKEN"),
-        std::env::var("STELLA_TEST_PKCS11_PIN"),
-    ) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs the HSM test: scripts/test.sh creates the SoftHSM2 token"
-        );
-        eprintln!("no SoftHSM2 token (run scripts/test.sh): HSM node test skipped");
+    let Some([module, token, pin]) = softhsm([
+        "STELLA_TEST_PKCS11_MODULE",
+        "STELLA_TEST_PKCS11_TOKEN",
+        "STELLA_TEST_PKCS11_PIN",
+    ]) else {
         return;
     };
     let tmp = tempfile::tempdir().expect("tmp");
@@ -76,15 +89,7 @@ fn a_node_signs_with_a_non_extractable_key_on_a_pkcs11_token() {
 /// `signing_unavailable` — audited, never a hang, never a fall-back to another key.
 #[test]
 fn a_token_that_disappears_makes_signing_unavailable_not_a_hang() {
-    let (Ok(module), Ok(conf)) = (
-        std::env::var("STELLA_TEST_PKCS11_MODULE"),
-        std::env::var("SOFTHSM2_CONF"),
-    ) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs the HSM test: scripts/test.sh creates the SoftHSM2 token"
-        );
-        eprintln!("no SoftHSM2 token (run scripts/test.sh): HSM node test skipped");
+    let Some([module, conf]) = softhsm(["STELLA_TEST_PKCS11_MODULE", "SOFTHSM2_CONF"]) else {
         return;
     };
     // A token of its own in the run's SoftHSM2 store, so removing it touches no other test.
