@@ -289,6 +289,7 @@ async fn threshold_backend(
         corrupt_shares: config.threshold.drill_corrupt_shares,
     })
     .await?;
+    crate::threshold::spawn_share_sweeper(shard.clone(), dir.join("shares"), cluster.clone());
     Ok(crate::threshold::ThresholdBackend {
         holders: crate::threshold::Holders {
             shard,

@@ -273,6 +273,26 @@ fn a_2_of_3_key_signs_with_one_node_down_and_no_node_holds_the_key() {
             .is_some_and(|e| e.contains("not an active key")),
         "{refused}"
     );
+    // And its shares are destroyed on the holders (the first key's stay).
+    let file_of = |id: &str| format!("{}.share", id.trim_start_matches("sha256:"));
+    let holds = |node: usize, id: &str| {
+        share_files(&cluster, node).iter().any(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy() == file_of(id))
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while (holds(1, &second_id) || holds(2, &second_id)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        !holds(1, &second_id) && !holds(2, &second_id),
+        "revoked shares destroyed"
+    );
+    assert!(
+        holds(1, &key_id) && holds(2, &key_id),
+        "the active key's shares stay"
+    );
 }
 
 #[test]

@@ -505,6 +505,43 @@ impl KeySigner for ThresholdKeySigner {
     }
 }
 
+/// How often a node looks for shares of revoked keys to destroy.
+pub const SHARE_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Destroys, every [`SHARE_SWEEP_INTERVAL`], this node's shares of keys its own applied
+/// registry says are revoked: a revoked threshold key is gone from every live holder within
+/// seconds, and from a holder that was down once it has caught up. (Retired keys keep their
+/// shares: retirement is not compromise.)
+pub fn spawn_share_sweeper(shard: Shard, shares_dir: std::path::PathBuf, cluster: ClusterHandle) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SHARE_SWEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            let revoked: Vec<String> = Shard::held_keys(&shares_dir)
+                .into_iter()
+                .filter(|key_id| {
+                    cluster.view().with_state(|s| {
+                        s.keys
+                            .get(key_id)
+                            .is_some_and(|k| k.state == stella_state::command::KeyState::Revoked)
+                    })
+                })
+                .collect();
+            for key_id in revoked {
+                match shard.destroy(key_id.clone()).await {
+                    Ok(true) => {
+                        tracing::info!(key_id = %key_id, "destroyed the share of a revoked threshold key")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(key_id = %key_id, error = %e, "could not destroy a revoked key's share")
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// Builds threshold signers for registry entries (the keyring keeps one per key).
 #[derive(Clone)]
 pub struct ThresholdBackend {

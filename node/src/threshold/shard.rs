@@ -62,6 +62,8 @@ pub enum ShardMsg {
         signing_package: Vec<u8>,
         reply: Reply<Vec<u8>>,
     },
+    /// Destroys this node's share of a revoked key: the file and the opened copy.
+    Destroy { key_id: String, reply: Reply<bool> },
 }
 
 /// Where shares live and how they are sealed.
@@ -156,6 +158,27 @@ impl Shard {
             reply,
         })
         .await
+    }
+
+    /// Destroys this node's share of `key_id`; `true` if there was one.
+    pub async fn destroy(&self, key_id: String) -> Result<bool, String> {
+        self.ask(|reply| ShardMsg::Destroy { key_id, reply }).await
+    }
+
+    /// The key ids this node holds a share of (from the share files).
+    pub fn held_keys(shares_dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(shares_dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().into_string().ok()?;
+                        let hex = name.strip_suffix(".share")?;
+                        Some(format!("sha256:{hex}"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub async fn sign(
@@ -255,6 +278,9 @@ impl Actor for ShardActor {
             } => {
                 let _ = reply.send(state.sign(key_id, session, &signing_package));
             }
+            ShardMsg::Destroy { key_id, reply } => {
+                let _ = reply.send(state.destroy(&key_id));
+            }
         }
         Ok(())
     }
@@ -351,6 +377,16 @@ impl ShardState {
             *last = last.wrapping_add(1);
         }
         Ok(signature_share)
+    }
+
+    fn destroy(&mut self, key_id: &str) -> Result<bool, String> {
+        self.shares.remove(key_id);
+        self.nonces.retain(|(k, _), _| k != key_id);
+        match std::fs::remove_file(self.share_path(key_id)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(format!("removing the share of {key_id}: {e}")),
+        }
     }
 
     /// This node's share of `key_id`, opened from disk on first use.
