@@ -495,7 +495,7 @@ fn fewer_than_t_holders_is_unavailable() {
     // An id outside the group is a caller bug, not a holder to try.
     assert!(matches!(
         block_on(threshold_sign(&transport, &group, &[p(1), p(9)], &message)),
-        Err(ThresholdError::InvalidParticipant(9))
+        Err(ThresholdError::UnknownParticipant(ParticipantId(9)))
     ));
 }
 
@@ -694,5 +694,74 @@ fn a_threshold_signature_verifies_in_an_envelope_with_the_group_spki() {
     assert!(
         stella_signer::verify::verify_envelope(&envelope, &other.public_key().expect("spki"))
             .is_err()
+    );
+}
+
+/// A proactive refresh among holders 1 and 2 of a 2-of-3 key: same group key, new shares that
+/// sign; holder 3 is out — its old share no longer combines with a new one; the group lists
+/// only 1 and 2. Round-2 packages travel sealed, as in a DKG.
+#[test]
+fn a_refresh_leaves_a_holder_out_and_keeps_the_group_key() {
+    let (shares, group) = dkg_in_process(b"before", params(2, 3)).expect("dkg");
+    let keep = vec![p(1), p(2)];
+    let mut running = BTreeMap::new();
+    let mut round1 = BTreeMap::new();
+    for share in shares.iter().take(2) {
+        let (participant, message) = stella_signer::threshold::DkgParticipant::start_refresh(
+            b"refresh",
+            share,
+            &group,
+            keep.clone(),
+        )
+        .expect("start refresh");
+        round1.insert(share.participant(), message);
+        running.insert(share.participant(), participant);
+    }
+    let mut inbox: BTreeMap<ParticipantId, BTreeMap<ParticipantId, Vec<u8>>> = BTreeMap::new();
+    for (&sender, participant) in running.iter_mut() {
+        for (recipient, sealed) in participant.round2(&round1).expect("round 2") {
+            inbox.entry(recipient).or_default().insert(sender, sealed);
+        }
+    }
+    let mut fresh = Vec::new();
+    let mut new_group = None;
+    for (id, participant) in running {
+        let (share, g) = participant
+            .finish(&inbox.remove(&id).unwrap_or_default())
+            .expect("finish");
+        fresh.push(share);
+        new_group = Some(g);
+    }
+    let new_group = new_group.expect("group");
+    assert_eq!(new_group.x_only(), group.x_only(), "the key is unchanged");
+    assert_eq!(new_group.key_id(), group.key_id());
+    assert_eq!(new_group.participants(), keep);
+    assert_ne!(
+        fresh[0].verifying_share().expect("vs"),
+        shares[0].verifying_share().expect("vs"),
+        "every share changed"
+    );
+    assert_eq!(
+        new_group.verifying_share(p(1)),
+        Some(fresh[0].verifying_share().expect("vs"))
+    );
+    let message = threshold_message(b"after the refresh");
+    let signature = in_process_sign(&fresh, &new_group, &message).expect("new shares sign");
+    assert!(verify_bip340(&group.x_only(), &message, &signature));
+    // The left-out holder's old share does not combine with a refreshed one.
+    let kek = [9u8; 32];
+    let copy = |s: &KeyShare| {
+        KeyShare::open(&s.seal(&kek, b"t").expect("seal"), &kek, b"t").expect("open")
+    };
+    assert!(in_process_sign(&[copy(&fresh[0]), copy(&shares[2])], &group, &message).is_err());
+    // And fewer than t holders cannot refresh.
+    assert!(
+        stella_signer::threshold::DkgParticipant::start_refresh(
+            b"x",
+            &shares[0],
+            &group,
+            vec![p(1)]
+        )
+        .is_err()
     );
 }

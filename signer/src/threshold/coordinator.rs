@@ -84,7 +84,7 @@ pub async fn threshold_sign<T: ShareTransport>(
     let key_id = group.key_id();
     let mut pool: Vec<ParticipantId> = Vec::new();
     for &holder in available {
-        group.params().check_participant(holder)?;
+        group.check_holder(holder)?;
         if !pool.contains(&holder) {
             pool.push(holder);
         }

@@ -106,11 +106,25 @@ enum DkgState {
     Spent,
 }
 
+/// What a run produces: a new key, or new shares of an existing key (proactive refresh, which
+/// can also leave holders out: their old shares stop combining with the new ones).
+enum DkgMode {
+    Fresh,
+    Refresh {
+        old_share: Box<KeyShare>,
+        old_group: Box<GroupKey>,
+    },
+}
+
 /// One participant's side of a DKG run. Its secret packages and X25519 key live in memory
 /// only and are dropped with it.
 pub struct DkgParticipant {
     me: ParticipantId,
     params: ThresholdParams,
+    /// Everyone taking part, by identifier (`1..=n` for a new key; for a refresh, the holders
+    /// that keep their identifiers).
+    participants: Vec<ParticipantId>,
+    mode: DkgMode,
     session_hash: [u8; 32],
     x25519: agreement::PrivateKey,
     my_round1: Vec<u8>,
@@ -141,12 +155,78 @@ impl DkgParticipant {
         params: ThresholdParams,
     ) -> Result<(DkgParticipant, Vec<u8>), ThresholdError> {
         params.check_participant(me)?;
+        let participants = params.participants().collect();
         let (secret, package) = dkg::part1(
             me.identifier()?,
             params.max_signers(),
             params.min_signers(),
             OsRng,
         )?;
+        Self::begin(
+            session,
+            me,
+            params,
+            participants,
+            DkgMode::Fresh,
+            secret,
+            package,
+        )
+    }
+
+    /// Round 1 of a proactive refresh of `old_group`'s key among `participants` (a subset of
+    /// its holders, at least `t`, keeping their identifiers): the group key stays, every share
+    /// changes, and holders left out keep shares that no longer combine with the new ones.
+    pub fn start_refresh(
+        session: &[u8],
+        old_share: &KeyShare,
+        old_group: &GroupKey,
+        participants: Vec<ParticipantId>,
+    ) -> Result<(DkgParticipant, Vec<u8>), ThresholdError> {
+        let me = old_share.participant();
+        let old_share = KeyShare::new(me, old_share.package().clone())?;
+        let old_group = old_group.clone();
+        let mut participants = participants;
+        participants.sort();
+        participants.dedup();
+        let n = u16::try_from(participants.len())
+            .map_err(|_| ThresholdError::InvalidParams("too many participants".into()))?;
+        let params = ThresholdParams::new(old_group.min_signers(), n)?;
+        if !participants.contains(&me) {
+            return Err(ThresholdError::UnknownParticipant(me));
+        }
+        if let Some(stranger) = participants
+            .iter()
+            .find(|p| !old_group.participants().contains(p))
+        {
+            return Err(ThresholdError::UnknownParticipant(*stranger));
+        }
+        if old_share.x_only() != old_group.x_only() {
+            return Err(ThresholdError::Protocol(
+                "the share to refresh belongs to another group".into(),
+            ));
+        }
+        let (secret, package) = frost_secp256k1_tr::keys::refresh::refresh_dkg_part1(
+            me.identifier()?,
+            params.max_signers(),
+            params.min_signers(),
+            OsRng,
+        )?;
+        let mode = DkgMode::Refresh {
+            old_share: Box::new(old_share),
+            old_group: Box::new(old_group),
+        };
+        Self::begin(session, me, params, participants, mode, secret, package)
+    }
+
+    fn begin(
+        session: &[u8],
+        me: ParticipantId,
+        params: ThresholdParams,
+        participants: Vec<ParticipantId>,
+        mode: DkgMode,
+        secret: dkg::round1::SecretPackage,
+        package: dkg::round1::Package,
+    ) -> Result<(DkgParticipant, Vec<u8>), ThresholdError> {
         let x25519 = agreement::PrivateKey::generate(&X25519)
             .map_err(|_| ThresholdError::Frost("X25519 key generation failed".into()))?;
         let public = x25519
@@ -171,6 +251,8 @@ impl DkgParticipant {
         let participant = DkgParticipant {
             me,
             params,
+            participants,
+            mode,
             session_hash,
             x25519,
             my_round1: message.clone(),
@@ -242,9 +324,21 @@ impl DkgParticipant {
         }
         let transcript = transcript_hash(&self.session_hash, round1);
 
-        let (secret2, packages) = dkg::part2(*secret, &others).map_err(|e| self.dkg_error(e))?;
+        let (secret2, packages) = match self.mode {
+            DkgMode::Fresh => dkg::part2(*secret, &others),
+            DkgMode::Refresh { .. } => {
+                frost_secp256k1_tr::keys::refresh::refresh_dkg_part2(*secret, &others)
+            }
+        }
+        .map_err(|e| self.dkg_error(e))?;
         let mut sealed = BTreeMap::new();
-        for recipient in self.params.participants().filter(|p| *p != self.me) {
+        let recipients: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .copied()
+            .filter(|p| *p != self.me)
+            .collect();
+        for recipient in recipients {
             let package = packages.get(&recipient.identifier()?).ok_or_else(|| {
                 ThresholdError::Frost(format!("no round-2 package for {recipient}"))
             })?;
@@ -329,9 +423,28 @@ impl DkgParticipant {
             packages.insert(sender.identifier()?, package);
         }
 
-        let (key_package, public_package) =
-            dkg::part3(&secret, &others, &packages).map_err(|e| self.dkg_error(e))?;
+        let (key_package, public_package) = match &self.mode {
+            DkgMode::Fresh => dkg::part3(&secret, &others, &packages),
+            DkgMode::Refresh {
+                old_share,
+                old_group,
+            } => frost_secp256k1_tr::keys::refresh::refresh_dkg_shares(
+                &secret,
+                &others,
+                &packages,
+                old_group.package().clone(),
+                old_share.package().clone(),
+            ),
+        }
+        .map_err(|e| self.dkg_error(e))?;
         let group = GroupKey::new(public_package, self.params)?;
+        if let DkgMode::Refresh { old_group, .. } = &self.mode
+            && old_group.x_only() != group.x_only()
+        {
+            return Err(ThresholdError::Protocol(
+                "the refresh changed the group key".into(),
+            ));
+        }
         let share = KeyShare::new(self.me, key_package)?;
         if share.x_only() != group.x_only() {
             return Err(ThresholdError::Protocol(
@@ -358,8 +471,9 @@ impl DkgParticipant {
     ) -> Result<(), ThresholdError> {
         let got: Vec<ParticipantId> = got.collect();
         let expected: Vec<ParticipantId> = self
-            .params
-            .participants()
+            .participants
+            .iter()
+            .copied()
             .filter(|p| include_me || *p != self.me)
             .collect();
         if got == expected {

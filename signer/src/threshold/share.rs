@@ -72,6 +72,12 @@ impl KeyShare {
             .unwrap_or_else(|_| format!("sha256:{}", sha256_hex(&self.x_only())))
     }
 
+    /// This share's verifying share (public), serialized; compare with
+    /// [`GroupKey::verifying_share`] to tell whether the share is the group's current one.
+    pub fn verifying_share(&self) -> Result<Vec<u8>, ThresholdError> {
+        Ok(self.package.verifying_share().serialize()?)
+    }
+
     pub(crate) fn package(&self) -> &KeyPackage {
         &self.package
     }
@@ -135,7 +141,21 @@ fn share_aad(aad: &[u8]) -> Vec<u8> {
 pub struct GroupKey {
     package: PublicKeyPackage,
     params: ThresholdParams,
+    /// The holders, by identifier (`1..=n` after a DKG; a subset after a refresh left some out).
+    participants: Vec<ParticipantId>,
     x_only: [u8; 32],
+}
+
+/// The participant ids (within `1..=MAX_PARTICIPANTS`) that have a verifying share.
+fn holders_of(package: &PublicKeyPackage) -> Result<Vec<ParticipantId>, ThresholdError> {
+    let shares = package.verifying_shares();
+    let mut found = Vec::new();
+    for p in (1..=super::MAX_PARTICIPANTS).map(ParticipantId) {
+        if shares.contains_key(&p.identifier()?) {
+            found.push(p);
+        }
+    }
+    Ok(found)
 }
 
 impl fmt::Debug for GroupKey {
@@ -164,15 +184,15 @@ impl GroupKey {
                 ),
             });
         }
-        let shares = package.verifying_shares();
-        let expected: Result<Vec<_>, _> = params.participants().map(|p| p.identifier()).collect();
-        if shares.len() != usize::from(params.max_signers())
-            || !expected?.iter().all(|id| shares.contains_key(id))
+        let participants = holders_of(&package)?;
+        if participants.len() != usize::from(params.max_signers())
+            || participants.len() != package.verifying_shares().len()
         {
             return Err(ThresholdError::Malformed {
                 what: "group key",
                 reason: format!(
-                    "verifying shares are not exactly participants 1..={}",
+                    "{} verifying shares for {} participants",
+                    package.verifying_shares().len(),
                     params.max_signers()
                 ),
             });
@@ -181,6 +201,7 @@ impl GroupKey {
         Ok(GroupKey {
             package,
             params,
+            participants,
             x_only,
         })
     }
@@ -245,9 +266,28 @@ impl GroupKey {
         self.params.max_signers()
     }
 
-    /// Every holder of the group, `1..=n`.
+    /// Every holder of the group, by identifier.
     pub fn participants(&self) -> Vec<ParticipantId> {
-        self.params.participants().collect()
+        self.participants.clone()
+    }
+
+    /// Whether `holder` is one of the group's participants.
+    pub(crate) fn check_holder(&self, holder: ParticipantId) -> Result<(), ThresholdError> {
+        if self.participants.contains(&holder) {
+            Ok(())
+        } else {
+            Err(ThresholdError::UnknownParticipant(holder))
+        }
+    }
+
+    /// The verifying share (public) of `holder`, serialized: what a holder compares with its
+    /// own share to tell whether it is current.
+    pub fn verifying_share(&self, holder: ParticipantId) -> Option<Vec<u8>> {
+        let id = holder.identifier().ok()?;
+        self.package
+            .verifying_shares()
+            .get(&id)
+            .and_then(|v| v.serialize().ok())
     }
 
     /// FROST's own verification of a 64-byte signature (the independent one is

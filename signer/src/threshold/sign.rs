@@ -167,7 +167,7 @@ pub fn aggregate(
     let mut map = BTreeMap::new();
     let mut malformed = Vec::new();
     for (&holder, bytes) in shares {
-        group.params().check_participant(holder)?;
+        group.check_holder(holder)?;
         match SignatureShare::deserialize(bytes) {
             Ok(s) => {
                 map.insert(holder.identifier()?, s);
