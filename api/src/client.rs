@@ -191,6 +191,13 @@ impl Client {
         self.post_json(crate::KEYS_THRESHOLD_PATH, request)
     }
 
+    pub fn refresh_threshold_key(
+        &self,
+        request: &crate::RefreshThresholdKeyRequest,
+    ) -> Result<KeyChange, ClientError> {
+        self.post_json(crate::KEYS_THRESHOLD_REFRESH_PATH, request)
+    }
+
     pub fn revoke_key(&self, request: &RevokeKeyRequest) -> Result<KeyChange, ClientError> {
         self.post_json(KEYS_REVOKE_PATH, request)
     }

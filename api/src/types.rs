@@ -284,6 +284,20 @@ pub struct CreateThresholdKeyRequest {
     pub rotate: bool,
 }
 
+pub const KEYS_THRESHOLD_REFRESH_PATH: &str = "/api/v1/signer/admin/keys/threshold/refresh";
+
+/// `POST /api/v1/signer/admin/keys/threshold/refresh` (scope `signer.admin`): new shares of a
+/// threshold key among `nodes` (default: every current holder that is a voter); the key stays,
+/// holders left out lose their share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RefreshThresholdKeyRequest {
+    pub key_id: String,
+    #[serde(default)]
+    pub nodes: Vec<u64>,
+    pub reason: String,
+}
+
 /// Who holds the shares of a threshold key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -194,6 +194,18 @@ enum KeysCommand {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// New shares of a threshold key among some or all of its holders (the key stays; holders
+    /// left out lose their share) — e.g. before a node leaves the cluster.
+    RefreshThreshold {
+        key_id: String,
+        /// Node ids that keep a share, comma-separated (default: every current holder).
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<u64>,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Register a key for a tenant and plan (scope `signer.admin`).
     Register(RegisterArgs),
     /// Register a new key and retire the tenant/plan's active key in one step.
@@ -533,6 +545,22 @@ fn keys(what: KeysCommand) -> anyhow::Result<()> {
                         nodes,
                         reason,
                         rotate,
+                    })?;
+            say!("{}", serde_json::to_string_pretty(&change)?);
+            Ok(())
+        }
+        KeysCommand::RefreshThreshold {
+            key_id,
+            nodes,
+            reason,
+            conn,
+        } => {
+            let change =
+                conn.client()?
+                    .refresh_threshold_key(&stella_api::RefreshThresholdKeyRequest {
+                        key_id,
+                        nodes,
+                        reason,
                     })?;
             say!("{}", serde_json::to_string_pretty(&change)?);
             Ok(())

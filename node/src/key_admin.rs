@@ -227,6 +227,7 @@ pub async fn create_threshold(
         .generate_threshold_key(crate::threshold::KeygenJob {
             min_signers: request.min_signers,
             nodes: request.nodes.clone(),
+            refresh: None,
         })
         .await?;
     let group = stella_signer::threshold::GroupKey::from_bytes(&done.public_key_package)
@@ -272,6 +273,69 @@ pub async fn create_threshold(
         &reason,
     )
     .await
+}
+
+/// Refreshes a threshold key's shares among some or all of its holders (the leader drives it):
+/// the same key, new shares; holders left out lose theirs. Answers once every reachable member
+/// applied the new group.
+pub async fn refresh_threshold(
+    service: &SigningService,
+    caller: &Caller,
+    request_id: &str,
+    request: stella_api::RefreshThresholdKeyRequest,
+) -> Result<KeyChange, Error> {
+    let reason = pipeline::operator_reason(&request.reason)?;
+    let before = service
+        .cluster()
+        .view()
+        .with_state(|s| s.threshold_groups.get(&request.key_id).cloned())
+        .ok_or_else(|| {
+            Error::InvalidRequest(format!("`{}` is not a threshold key", request.key_id))
+        })?;
+    let done = service
+        .generate_threshold_key(crate::threshold::KeygenJob {
+            min_signers: before.min_signers,
+            nodes: request.nodes.clone(),
+            refresh: Some(request.key_id.clone()),
+        })
+        .await?;
+    let kept: Vec<u64> = done.holders.iter().map(|(_, node)| *node).collect();
+    let dropped: Vec<u64> = before
+        .holders
+        .iter()
+        .map(|(_, node)| *node)
+        .filter(|node| !kept.contains(node))
+        .collect();
+    let audit = pipeline::configured_draft(Configured {
+        time: service.now_rfc3339(),
+        request_id,
+        caller,
+        subject_digests: Vec::new(),
+        state: "key_refreshed",
+        reason: format!(
+            "threshold key {} refreshed: holders {kept:?}, left out {dropped:?}: {reason}",
+            request.key_id
+        ),
+    });
+    let applied = service
+        .configure(ConfigChange {
+            commands: vec![Command::UpdateThresholdGroup {
+                key_id: request.key_id.clone(),
+                group: stella_state::command::ThresholdGroup {
+                    min_signers: before.min_signers,
+                    holders: done.holders,
+                    public_key_package: done.public_key_package,
+                },
+            }],
+            audit,
+        })
+        .await?;
+    Ok(KeyChange {
+        key_id: request.key_id,
+        audit_id: applied.audit_id,
+        retired: Vec::new(),
+        applied_on: confirm_applied(service).await,
+    })
 }
 
 /// Revokes a key; answers once every reachable member has applied the revocation.

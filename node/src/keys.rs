@@ -148,6 +148,18 @@ impl Keyring {
         entry: &KeyEntry,
         group: Option<&ThresholdGroup>,
     ) -> Result<Arc<dyn KeySigner>, Error> {
+        // A threshold key's group changes with a refresh (new verifying shares, maybe fewer
+        // holders): its signer is built from the registry's current group every time, never
+        // cached — it holds no secret, only public material.
+        if entry.source == THRESHOLD_SOURCE {
+            let (Some(backend), Some(group)) = (&self.threshold, group) else {
+                return Err(Error::Unavailable(format!(
+                    "threshold key {} needs a clustered node and its share holders",
+                    entry.key_id
+                )));
+            };
+            return backend.signer(group).map_err(Error::Unavailable);
+        }
         let mut loaded = self
             .loaded
             .lock()
@@ -156,15 +168,6 @@ impl Keyring {
             return Ok(signer.clone());
         }
         let signer: Arc<dyn KeySigner> = match entry.source.split_once(':') {
-            _ if entry.source == THRESHOLD_SOURCE => {
-                let (Some(backend), Some(group)) = (&self.threshold, group) else {
-                    return Err(Error::Unavailable(format!(
-                        "threshold key {} needs a clustered node and its share holders",
-                        entry.key_id
-                    )));
-                };
-                backend.signer(group).map_err(Error::Unavailable)?
-            }
             Some(("pkcs11", label)) => {
                 let config = self.stores.pkcs11.as_ref().ok_or_else(|| {
                     Error::Unavailable(

@@ -429,6 +429,54 @@ impl SigningService {
             .threshold()
             .ok_or_else(|| Error::Unavailable("this node has no threshold back-end".into()))?;
         let voters = cluster.voter_ids();
+        if let Some(key_id) = &job.refresh {
+            let group = cluster
+                .view()
+                .with_state(|s| {
+                    let active = s
+                        .keys
+                        .get(key_id)
+                        .is_some_and(|k| k.state == stella_state::command::KeyState::Active);
+                    s.threshold_groups.get(key_id).filter(|_| active).cloned()
+                })
+                .ok_or_else(|| {
+                    Error::InvalidRequest(format!("`{key_id}` is not an active threshold key"))
+                })?;
+            let nodes: Vec<u64> = if job.nodes.is_empty() {
+                group
+                    .holders
+                    .iter()
+                    .map(|(_, node)| *node)
+                    .filter(|node| voters.contains(node))
+                    .collect()
+            } else {
+                job.nodes.clone()
+            };
+            if nodes.len() < usize::from(group.min_signers) {
+                return Err(Error::InvalidRequest(format!(
+                    "a refresh needs at least {} holders",
+                    group.min_signers
+                )));
+            }
+            if let Some(outsider) = nodes
+                .iter()
+                .find(|n| !voters.contains(n) || !group.holders.iter().any(|(_, node)| node == *n))
+            {
+                return Err(Error::InvalidRequest(format!(
+                    "node {outsider} is not a voting holder of {key_id}"
+                )));
+            }
+            let (new_group, holders) =
+                crate::threshold::refresh(&backend.holders, key_id, &group, &nodes)
+                    .await
+                    .map_err(Error::Unavailable)?;
+            return Ok(crate::threshold::KeygenDone {
+                public_key_package: new_group
+                    .to_bytes()
+                    .map_err(|e| Error::Unavailable(e.to_string()))?,
+                holders,
+            });
+        }
         let nodes = if job.nodes.is_empty() {
             voters.clone()
         } else {

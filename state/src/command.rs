@@ -54,6 +54,12 @@ pub enum Command {
         entry: KeyEntry,
         group: ThresholdGroup,
     },
+    /// New shares of a threshold key after a refresh (format v3): the same group key, new
+    /// verifying shares, possibly fewer holders. Only an active threshold key can be refreshed.
+    UpdateThresholdGroup {
+        key_id: String,
+        group: ThresholdGroup,
+    },
 }
 
 /// The public side of a threshold (FROST) key: the group's verifying material and the node

@@ -207,6 +207,19 @@ impl State {
                     .insert(entry.key_id.clone(), group.clone());
                 Response::KeyRegistered
             }
+            Command::UpdateThresholdGroup { key_id, group } => {
+                let active = self
+                    .keys
+                    .get(key_id)
+                    .is_some_and(|k| k.state == KeyState::Active);
+                match self.threshold_groups.get_mut(key_id) {
+                    Some(current) if active => {
+                        *current = group.clone();
+                        Response::KeyUpdated
+                    }
+                    _ => Response::KeyNotFound,
+                }
+            }
             Command::SetKeyState {
                 key_id,
                 state,

@@ -46,6 +46,14 @@ fn commands_v3() -> Vec<Command> {
             public_key_package: vec![1, 2, 3, 4],
         },
     });
+    commands.push(Command::UpdateThresholdGroup {
+        key_id: "sha256:t".into(),
+        group: stella_state::command::ThresholdGroup {
+            min_signers: 2,
+            holders: vec![(1, 1), (2, 2)],
+            public_key_package: vec![5, 6, 7],
+        },
+    });
     commands
 }
 
@@ -54,6 +62,11 @@ fn format_v3_fixtures_decode() {
     let commands = commands_v3();
     let state = state_after(&commands);
     assert_eq!(state.threshold_groups.len(), 1);
+    assert_eq!(
+        state.threshold_groups["sha256:t"].holders,
+        vec![(1, 1), (2, 2)],
+        "the refresh replaced the group"
+    );
     if std::env::var_os("STELLA_WRITE_FORMAT_FIXTURE").is_some() {
         std::fs::create_dir_all(dir_v3()).expect("dir");
         std::fs::write(

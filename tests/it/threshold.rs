@@ -416,3 +416,76 @@ fn a_node_sending_bad_signature_shares_is_named_and_routed_around() {
             .any(|r| r["keyId"] == pair_id.as_str() && r["decision"] == "failed")
     );
 }
+
+#[test]
+fn a_refresh_takes_a_leaving_node_out_and_the_same_key_signs_on() {
+    let cluster = TestCluster::start(ClusterOptions::default());
+    let dir = cluster.dir.path().to_path_buf();
+    let ops = operator(&cluster);
+    let key = create(&ops, "tenant-a", 2, "");
+    let key_id = key["keyId"].as_str().expect("key id").to_owned();
+    check_independently(
+        &sign(&cluster, 1, "tenant-a-ci").expect("before"),
+        &key_id,
+        &dir,
+        "before-refresh",
+    );
+    let share_of = |node: usize| {
+        share_files(&cluster, node)
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "share"))
+            .map(|p| std::fs::read(p).expect("share"))
+    };
+    let old_shares: Vec<_> = (1..=2).map(share_of).collect();
+
+    // Node 3 is leaving: new shares for 1 and 2, the same key; node 3's share is destroyed.
+    let out = stella_ok(&[
+        "keys",
+        "refresh-threshold",
+        &key_id,
+        "--nodes",
+        "1,2",
+        "--reason",
+        "node 3 leaves",
+        "--credentials",
+        &ops,
+    ]);
+    let change: Value = serde_json::from_slice(&out.stdout).expect("change");
+    assert_eq!(change["keyId"], key_id.as_str());
+    let listed = stella_ok(&["keys", "list", "--credentials", &ops, "--output", "json"]);
+    let listed: Vec<Value> = serde_json::from_slice(&listed.stdout).expect("keys");
+    let entry = listed
+        .iter()
+        .find(|k| k["keyId"] == key_id.as_str())
+        .expect("still registered");
+    assert_eq!(entry["threshold"]["holders"], serde_json::json!([1, 2]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !share_files(&cluster, 3).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        share_files(&cluster, 3).is_empty(),
+        "the left-out node's share is destroyed"
+    );
+    for round in 0..3 {
+        let response = sign(&cluster, 1 + round % 2, "tenant-a-ci").expect("after the refresh");
+        check_independently(&response, &key_id, &dir, &format!("after-refresh-{round}"));
+    }
+    // The holders switched to their new shares (the pending ones became current).
+    for node in 1..=2 {
+        let files = share_files(&cluster, node);
+        assert_eq!(files.len(), 1, "node {node}: {files:?}");
+        assert_ne!(
+            share_of(node),
+            old_shares[node - 1],
+            "node {node} has a new share"
+        );
+    }
+    let records = audit_records(&cluster, 1);
+    assert!(
+        records.iter().any(|r| r["reason"]
+            .as_str()
+            .is_some_and(|t| t.contains("refreshed: holders [1, 2], left out [3]"))),
+        "the refresh is audited"
+    );
+}

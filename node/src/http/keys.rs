@@ -61,6 +61,20 @@ pub async fn create_threshold(
     ))
 }
 
+/// `POST /api/v1/signer/admin/keys/threshold/refresh` (scope `signer.admin`)
+pub async fn refresh_threshold(
+    state: Data<AppState>,
+    req: HttpRequest,
+    payload: Payload,
+) -> Result<Json<KeyChange>, ApiProblem> {
+    let caller = super::authenticate_with(&state, &req, &[SCOPE_ADMIN]).await?;
+    let (request, _) = body::read_json(&req, payload, state.max_body_bytes).await?;
+    let id = current_request_id().unwrap_or_default();
+    Ok(Json(
+        key_admin::refresh_threshold(&state.signing, &caller, &id, request).await?,
+    ))
+}
+
 /// `POST /api/v1/signer/admin/keys/revoke` (scope `signer.admin`)
 pub async fn revoke(
     state: Data<AppState>,

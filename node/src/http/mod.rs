@@ -110,6 +110,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(problem::method_not_allowed)),
         )
         .service(
+            web::resource(stella_api::KEYS_THRESHOLD_REFRESH_PATH)
+                .route(web::post().to(keys::refresh_threshold))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
             web::resource(stella_api::KEYS_REVOKE_PATH)
                 .route(web::post().to(keys::revoke))
                 .default_service(web::to(problem::method_not_allowed)),

@@ -54,6 +54,12 @@ pub struct DkgStart {
     pub me: u16,
     pub min_signers: u16,
     pub max_signers: u16,
+    /// A refresh of this key (the holder takes the group from its own registry) among
+    /// `participants`, instead of a new key.
+    #[serde(default)]
+    pub refresh: Option<String>,
+    #[serde(default)]
+    pub participants: Vec<u16>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,12 +94,14 @@ pub struct SignShareRequest {
     pub signing_package: Vec<u8>,
 }
 
-/// A key generation for the leader to drive.
+/// A key generation (or, with `refresh`, a refresh of that key) for the leader to drive.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeygenJob {
     pub min_signers: u16,
-    /// Share holders (node ids); empty: every voter.
+    /// Share holders (node ids); empty: every voter (for a refresh: every current holder).
     pub nodes: Vec<u64>,
+    #[serde(default)]
+    pub refresh: Option<String>,
 }
 
 /// The outcome of a key generation: the public key package and who holds which share.
@@ -117,6 +125,8 @@ pub trait Directory: Send + Sync {
     /// for active keys, so a retired or revoked threshold key cannot be used even by a peer
     /// that asks the holders directly.
     fn may_sign(&self, key_id: &str) -> bool;
+    /// The share holders of a threshold key, in this node's own applied registry.
+    fn threshold_group(&self, key_id: &str) -> Option<ThresholdGroup>;
 }
 
 impl Directory for ClusterHandle {
@@ -138,6 +148,11 @@ impl Directory for ClusterHandle {
                 .get(key_id)
                 .is_some_and(|k| k.state == stella_state::command::KeyState::Active)
         })
+    }
+
+    fn threshold_group(&self, key_id: &str) -> Option<ThresholdGroup> {
+        self.view()
+            .with_state(|s| s.threshold_groups.get(key_id).cloned())
     }
 }
 
@@ -179,6 +194,22 @@ impl Holders {
     // ---- the holder side, as the peer handlers call it ----
 
     pub async fn dkg_start(&self, request: DkgStart) -> PeerAnswer<Vec<u8>> {
+        if let Some(key_id) = request.refresh {
+            // The group comes from this holder's registry, never from the coordinator.
+            if !self.directory.may_sign(&key_id) {
+                return Err(format!("{key_id} is not an active key here"));
+            }
+            let group = self
+                .directory
+                .threshold_group(&key_id)
+                .ok_or_else(|| format!("{key_id} is not a threshold key here"))?;
+            let group =
+                GroupKey::from_bytes(&group.public_key_package).map_err(|e| e.to_string())?;
+            return self
+                .shard
+                .refresh_start(request.session, key_id, group, request.participants)
+                .await;
+        }
         let params = ThresholdParams::new(request.min_signers, request.max_signers)
             .map_err(|e| e.to_string())?;
         self.shard
@@ -228,7 +259,27 @@ impl Holders {
                 request.key_id
             ));
         }
-        self.shard.commit(request.key_id, request.session).await
+        let current = self.current_verifying_share(&request.key_id)?;
+        self.shard
+            .commit(request.key_id, request.session, current)
+            .await
+    }
+
+    /// The verifying share this node's registry expects its share of `key_id` to have (`None`
+    /// where no registry says: the bench's fixed directory).
+    fn current_verifying_share(&self, key_id: &str) -> Result<Option<Vec<u8>>, String> {
+        let Some(group) = self.directory.threshold_group(key_id) else {
+            return Ok(None);
+        };
+        let me = self.directory.me();
+        let participant = group
+            .holders
+            .iter()
+            .find(|(_, node)| *node == me)
+            .map(|(p, _)| ParticipantId(*p))
+            .ok_or_else(|| format!("this node holds no share of {key_id}"))?;
+        let key = GroupKey::from_bytes(&group.public_key_package).map_err(|e| e.to_string())?;
+        Ok(key.verifying_share(participant))
     }
 
     pub async fn sign_share(&self, request: SignShareRequest) -> PeerAnswer<Vec<u8>> {
@@ -253,17 +304,67 @@ pub async fn generate(
         .enumerate()
         .map(|(i, node)| (i as u16 + 1, *node))
         .collect();
+    let group = rounds(holders, &assignment, |session, participant| DkgStart {
+        session,
+        me: participant,
+        min_signers,
+        max_signers,
+        refresh: None,
+        participants: Vec::new(),
+    })
+    .await?;
+    Ok((group, assignment))
+}
+
+/// A refresh of `key_id` among the holders on `nodes` (a subset of `group`'s, keeping their
+/// participant ids): the group key stays, every share changes, holders left out are out.
+pub async fn refresh(
+    holders: &Holders,
+    key_id: &str,
+    group: &ThresholdGroup,
+    nodes: &[u64],
+) -> Result<(GroupKey, Vec<(u16, u64)>), String> {
+    let assignment: Vec<(u16, u64)> = group
+        .holders
+        .iter()
+        .filter(|(_, node)| nodes.contains(node))
+        .copied()
+        .collect();
+    if let Some(stranger) = nodes
+        .iter()
+        .find(|n| !assignment.iter().any(|(_, node)| node == *n))
+    {
+        return Err(format!("node {stranger} holds no share of {key_id}"));
+    }
+    let participants: Vec<u16> = assignment.iter().map(|(p, _)| *p).collect();
+    let max_signers = u16::try_from(participants.len()).map_err(|_| "too many holders")?;
+    let new_group = rounds(holders, &assignment, |session, participant| DkgStart {
+        session,
+        me: participant,
+        min_signers: group.min_signers,
+        max_signers,
+        refresh: Some(key_id.to_owned()),
+        participants: participants.clone(),
+    })
+    .await?;
+    if new_group.key_id() != key_id {
+        return Err("the refresh produced another group key".into());
+    }
+    Ok((new_group, assignment))
+}
+
+/// The three rounds of a key generation or refresh over `assignment` (participant, node).
+async fn rounds(
+    holders: &Holders,
+    assignment: &[(u16, u64)],
+    start: impl Fn(Vec<u8>, u16) -> DkgStart,
+) -> Result<GroupKey, String> {
     let mut session = vec![0u8; 16];
     aws_lc_rs::rand::fill(&mut session).map_err(|_| "no randomness")?;
 
     // Round 1: every holder starts; its round-1 message stays with it for the others to fetch.
     let started = join_all(assignment.iter().map(|&(participant, node)| {
-        let request = DkgStart {
-            session: session.clone(),
-            me: participant,
-            min_signers,
-            max_signers,
-        };
+        let request = start(session.clone(), participant);
         async move {
             holders
                 .call::<_, Vec<u8>>(
@@ -277,7 +378,7 @@ pub async fn generate(
         }
     }))
     .await;
-    for (result, (_, node)) in started.iter().zip(&assignment) {
+    for (result, (_, node)) in started.iter().zip(assignment) {
         if let Err(e) = result {
             return Err(format!("key generation round 1 on node {node}: {e}"));
         }
@@ -287,7 +388,7 @@ pub async fn generate(
     let round2 = join_all(assignment.iter().map(|&(_, node)| {
         let request = DkgRound2 {
             session: session.clone(),
-            holders: assignment.clone(),
+            holders: assignment.to_vec(),
         };
         async move {
             holders
@@ -303,7 +404,7 @@ pub async fn generate(
     }))
     .await;
     let mut for_recipient: BTreeMap<u16, BTreeMap<u16, Vec<u8>>> = BTreeMap::new();
-    for (result, &(sender, node)) in round2.into_iter().zip(&assignment) {
+    for (result, &(sender, node)) in round2.into_iter().zip(assignment) {
         let sealed = result.map_err(|e| format!("key generation round 2 on node {node}: {e}"))?;
         for (recipient, package) in sealed {
             for_recipient
@@ -333,7 +434,7 @@ pub async fn generate(
     }))
     .await;
     let mut group: Option<Vec<u8>> = None;
-    for (result, (_, node)) in finished.into_iter().zip(&assignment) {
+    for (result, (_, node)) in finished.into_iter().zip(assignment) {
         let bytes = result.map_err(|e| format!("key generation round 3 on node {node}: {e}"))?;
         match &group {
             None => group = Some(bytes),
@@ -341,8 +442,7 @@ pub async fn generate(
             Some(_) => return Err(format!("node {node} ended with another group key")),
         }
     }
-    let group = GroupKey::from_bytes(&group.ok_or("no holder")?).map_err(|e| e.to_string())?;
-    Ok((group, assignment))
+    GroupKey::from_bytes(&group.ok_or("no holder")?).map_err(|e| e.to_string())
 }
 
 /// The coordinator's transport for one key: participant → node.
@@ -509,7 +609,7 @@ impl KeySigner for ThresholdKeySigner {
 pub const SHARE_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Destroys, every [`SHARE_SWEEP_INTERVAL`], this node's shares of keys its own applied
-/// registry says are revoked: a revoked threshold key is gone from every live holder within
+/// registry says are revoked, or that a refresh left this node out of: a revoked threshold key is gone from every live holder within
 /// seconds, and from a holder that was down once it has caught up. (Retired keys keep their
 /// shares: retirement is not compromise.)
 pub fn spawn_share_sweeper(shard: Shard, shares_dir: std::path::PathBuf, cluster: ClusterHandle) {
@@ -517,20 +617,28 @@ pub fn spawn_share_sweeper(shard: Shard, shares_dir: std::path::PathBuf, cluster
         let mut tick = tokio::time::interval(SHARE_SWEEP_INTERVAL);
         loop {
             tick.tick().await;
+            let me = cluster.node_id();
             let revoked: Vec<String> = Shard::held_keys(&shares_dir)
                 .into_iter()
                 .filter(|key_id| {
                     cluster.view().with_state(|s| {
-                        s.keys
+                        let revoked = s
+                            .keys
                             .get(key_id)
-                            .is_some_and(|k| k.state == stella_state::command::KeyState::Revoked)
+                            .is_some_and(|k| k.state == stella_state::command::KeyState::Revoked);
+                        // Left out by a refresh: this node's share no longer combines.
+                        let dropped = s
+                            .threshold_groups
+                            .get(key_id)
+                            .is_some_and(|g| !g.holders.iter().any(|(_, node)| *node == me));
+                        revoked || dropped
                     })
                 })
                 .collect();
             for key_id in revoked {
                 match shard.destroy(key_id.clone()).await {
                     Ok(true) => {
-                        tracing::info!(key_id = %key_id, "destroyed the share of a revoked threshold key")
+                        tracing::info!(key_id = %key_id, "destroyed this node's share of a revoked or refreshed-away threshold key")
                     }
                     Ok(false) => {}
                     Err(e) => {

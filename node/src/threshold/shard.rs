@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use stella_signer::threshold::{
-    DkgParticipant, KeyShare, ParticipantId, SigningNonces, ThresholdParams, commit, sign_share,
+    DkgParticipant, GroupKey, KeyShare, ParticipantId, SigningNonces, ThresholdParams, commit,
+    sign_share,
 };
 
 use crate::Error;
@@ -32,6 +33,15 @@ pub enum ShardMsg {
         session: Vec<u8>,
         me: u16,
         params: ThresholdParams,
+        reply: Reply<Vec<u8>>,
+    },
+    /// Round 1 of a refresh of `key_id` (the group as this node's registry has it) among
+    /// `participants`.
+    RefreshStart {
+        session: Vec<u8>,
+        key_id: String,
+        group: Box<GroupKey>,
+        participants: Vec<u16>,
         reply: Reply<Vec<u8>>,
     },
     /// This node's round-1 message of a session (peers fetch it directly, over mutual TLS).
@@ -51,9 +61,12 @@ pub enum ShardMsg {
         sealed_for_me: BTreeMap<u16, Vec<u8>>,
         reply: Reply<Vec<u8>>,
     },
+    /// `current`: the verifying share this holder's registry expects (after a refresh, the
+    /// pending share becomes current when it matches).
     Commit {
         key_id: String,
         session: Vec<u8>,
+        current: Option<Vec<u8>>,
         reply: Reply<Vec<u8>>,
     },
     Sign {
@@ -120,6 +133,23 @@ impl Shard {
         .await
     }
 
+    pub async fn refresh_start(
+        &self,
+        session: Vec<u8>,
+        key_id: String,
+        group: GroupKey,
+        participants: Vec<u16>,
+    ) -> Result<Vec<u8>, String> {
+        self.ask(|reply| ShardMsg::RefreshStart {
+            session,
+            key_id,
+            group: Box::new(group),
+            participants,
+            reply,
+        })
+        .await
+    }
+
     pub async fn dkg_round1(&self, session: Vec<u8>) -> Result<Vec<u8>, String> {
         self.ask(|reply| ShardMsg::DkgRound1 { session, reply })
             .await
@@ -151,10 +181,16 @@ impl Shard {
         .await
     }
 
-    pub async fn commit(&self, key_id: String, session: Vec<u8>) -> Result<Vec<u8>, String> {
+    pub async fn commit(
+        &self,
+        key_id: String,
+        session: Vec<u8>,
+        current: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, String> {
         self.ask(|reply| ShardMsg::Commit {
             key_id,
             session,
+            current,
             reply,
         })
         .await
@@ -199,9 +235,18 @@ impl Shard {
 
 struct ShardActor;
 
+/// A key generation or refresh in progress on this node.
+struct Run {
+    participant: DkgParticipant,
+    round1: Vec<u8>,
+    started: Instant,
+    /// For a refresh: the key whose new share is kept pending until the registry switches.
+    refreshing: Option<String>,
+}
+
 pub struct ShardState {
     config: ShardConfig,
-    dkg: HashMap<Vec<u8>, (DkgParticipant, Vec<u8>, Instant)>,
+    dkg: HashMap<Vec<u8>, Run>,
     nonces: HashMap<(String, Vec<u8>), (SigningNonces, Instant)>,
     shares: HashMap<String, Arc<KeyShare>>,
 }
@@ -241,11 +286,20 @@ impl Actor for ShardActor {
             } => {
                 let _ = reply.send(state.dkg_start(session, me, params));
             }
+            ShardMsg::RefreshStart {
+                session,
+                key_id,
+                group,
+                participants,
+                reply,
+            } => {
+                let _ = reply.send(state.refresh_start(session, key_id, &group, participants));
+            }
             ShardMsg::DkgRound1 { session, reply } => {
                 let answer = state
                     .dkg
                     .get(&session)
-                    .map(|(_, round1, _)| round1.clone())
+                    .map(|run| run.round1.clone())
                     .ok_or_else(|| "no key generation with this session here".to_owned());
                 let _ = reply.send(answer);
             }
@@ -266,9 +320,10 @@ impl Actor for ShardActor {
             ShardMsg::Commit {
                 key_id,
                 session,
+                current,
                 reply,
             } => {
-                let _ = reply.send(state.commit(key_id, session));
+                let _ = reply.send(state.commit(key_id, session, current));
             }
             ShardMsg::Sign {
                 key_id,
@@ -289,7 +344,7 @@ impl Actor for ShardActor {
 impl ShardState {
     fn prune(&mut self) {
         self.nonces.retain(|_, (_, at)| at.elapsed() < NONCE_TTL);
-        self.dkg.retain(|_, (_, _, at)| at.elapsed() < DKG_TTL);
+        self.dkg.retain(|_, run| run.started.elapsed() < DKG_TTL);
     }
 
     fn dkg_start(
@@ -303,8 +358,47 @@ impl ShardState {
         }
         let (participant, round1) = DkgParticipant::start(&session, ParticipantId(me), params)
             .map_err(|e| e.to_string())?;
-        self.dkg
-            .insert(session, (participant, round1.clone(), Instant::now()));
+        self.begin(session, participant, round1, None)
+    }
+
+    fn refresh_start(
+        &mut self,
+        session: Vec<u8>,
+        key_id: String,
+        group: &GroupKey,
+        participants: Vec<u16>,
+    ) -> Result<Vec<u8>, String> {
+        if self.dkg.contains_key(&session) {
+            return Err("this refresh session is already running".into());
+        }
+        if group.key_id() != key_id {
+            return Err("the group does not belong to this key".into());
+        }
+        let me = self.share(&key_id, None)?.participant();
+        let share = self.share(&key_id, group.verifying_share(me))?;
+        let participants = participants.into_iter().map(ParticipantId).collect();
+        let (participant, round1) =
+            DkgParticipant::start_refresh(&session, &share, group, participants)
+                .map_err(|e| e.to_string())?;
+        self.begin(session, participant, round1, Some(key_id))
+    }
+
+    fn begin(
+        &mut self,
+        session: Vec<u8>,
+        participant: DkgParticipant,
+        round1: Vec<u8>,
+        refreshing: Option<String>,
+    ) -> Result<Vec<u8>, String> {
+        self.dkg.insert(
+            session,
+            Run {
+                participant,
+                round1: round1.clone(),
+                started: Instant::now(),
+                refreshing,
+            },
+        );
         Ok(round1)
     }
 
@@ -313,10 +407,11 @@ impl ShardState {
         session: &[u8],
         round1: &BTreeMap<u16, Vec<u8>>,
     ) -> Result<BTreeMap<u16, Vec<u8>>, String> {
-        let (participant, _, _) = self
+        let participant = &mut self
             .dkg
             .get_mut(session)
-            .ok_or("no key generation with this session here")?;
+            .ok_or("no key generation with this session here")?
+            .participant;
         let round1: BTreeMap<ParticipantId, Vec<u8>> = round1
             .iter()
             .map(|(id, bytes)| (ParticipantId(*id), bytes.clone()))
@@ -330,7 +425,7 @@ impl ShardState {
         session: &[u8],
         sealed_for_me: &BTreeMap<u16, Vec<u8>>,
     ) -> Result<Vec<u8>, String> {
-        let (participant, _, _) = self
+        let run = self
             .dkg
             .remove(session)
             .ok_or("no key generation with this session here")?;
@@ -338,19 +433,31 @@ impl ShardState {
             .iter()
             .map(|(id, bytes)| (ParticipantId(*id), bytes.clone()))
             .collect();
-        let (share, group) = participant.finish(&sealed).map_err(|e| e.to_string())?;
+        let (share, group) = run.participant.finish(&sealed).map_err(|e| e.to_string())?;
         let key_id = group.key_id();
         let sealed_share = share
             .seal(&self.config.kek, &self.aad(&key_id))
             .map_err(|e| e.to_string())?;
-        crate::keys::write_secret_atomically(&self.share_path(&key_id), &sealed_share)
+        // A refreshed share waits beside the current one until the registry names it.
+        let path = match run.refreshing {
+            Some(_) => self.pending_path(&key_id),
+            None => self.share_path(&key_id),
+        };
+        crate::keys::write_secret_atomically(&path, &sealed_share)
             .map_err(|e| format!("storing the share: {e}"))?;
-        self.shares.insert(key_id, Arc::new(share));
+        if run.refreshing.is_none() {
+            self.shares.insert(key_id, Arc::new(share));
+        }
         group.to_bytes().map_err(|e| e.to_string())
     }
 
-    fn commit(&mut self, key_id: String, session: Vec<u8>) -> Result<Vec<u8>, String> {
-        let share = self.share(&key_id)?;
+    fn commit(
+        &mut self,
+        key_id: String,
+        session: Vec<u8>,
+        current: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, String> {
+        let share = self.share(&key_id, current)?;
         let (nonces, commitments) = commit(&share).map_err(|e| e.to_string())?;
         self.nonces
             .insert((key_id, session), (nonces, Instant::now()));
@@ -363,7 +470,7 @@ impl ShardState {
         session: Vec<u8>,
         signing_package: &[u8],
     ) -> Result<Vec<u8>, String> {
-        let share = self.share(&key_id)?;
+        let share = self.share(&key_id, None)?;
         // Taken out before use: whatever happens next, these nonces never sign again.
         let (nonces, _) = self
             .nonces
@@ -382,6 +489,7 @@ impl ShardState {
     fn destroy(&mut self, key_id: &str) -> Result<bool, String> {
         self.shares.remove(key_id);
         self.nonces.retain(|(k, _), _| k != key_id);
+        let _ = std::fs::remove_file(self.pending_path(key_id));
         match std::fs::remove_file(self.share_path(key_id)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -389,13 +497,43 @@ impl ShardState {
         }
     }
 
-    /// This node's share of `key_id`, opened from disk on first use.
-    fn share(&mut self, key_id: &str) -> Result<Arc<KeyShare>, String> {
-        if let Some(share) = self.shares.get(key_id) {
-            return Ok(share.clone());
+    /// This node's share of `key_id`, opened from disk on first use. With `current` (the
+    /// verifying share the registry expects), a share that does not match is replaced by the
+    /// pending one from a refresh if that matches, and refused otherwise.
+    fn share(&mut self, key_id: &str, current: Option<Vec<u8>>) -> Result<Arc<KeyShare>, String> {
+        let share = match self.shares.get(key_id) {
+            Some(share) => share.clone(),
+            None => {
+                let share = Arc::new(self.open(&self.share_path(key_id), key_id)?);
+                self.shares.insert(key_id.to_owned(), share.clone());
+                share
+            }
+        };
+        let Some(expected) = current else {
+            return Ok(share);
+        };
+        if share.verifying_share().map_err(|e| e.to_string())? == expected {
+            return Ok(share);
         }
-        let path = self.share_path(key_id);
-        let sealed = std::fs::read(&path)
+        let pending_path = self.pending_path(key_id);
+        let pending = self.open(&pending_path, key_id).map_err(|_| {
+            format!("this node's share of {key_id} is not the registry's current one")
+        })?;
+        if pending.verifying_share().map_err(|e| e.to_string())? != expected {
+            return Err(format!(
+                "neither of this node's shares of {key_id} is the registry's current one"
+            ));
+        }
+        std::fs::rename(&pending_path, self.share_path(key_id))
+            .map_err(|e| format!("promoting the refreshed share: {e}"))?;
+        tracing::info!(key_id = %key_id, "the refreshed share is now current");
+        let pending = Arc::new(pending);
+        self.shares.insert(key_id.to_owned(), pending.clone());
+        Ok(pending)
+    }
+
+    fn open(&self, path: &std::path::Path, key_id: &str) -> Result<KeyShare, String> {
+        let sealed = std::fs::read(path)
             .map_err(|e| format!("this node holds no share of {key_id}: {e}"))?;
         let share = KeyShare::open(&sealed, &self.config.kek, &self.aad(key_id))
             .map_err(|e| format!("the share of {key_id} cannot be opened: {e}"))?;
@@ -404,9 +542,11 @@ impl ShardState {
                 "the share stored for {key_id} belongs to another key"
             ));
         }
-        let share = Arc::new(share);
-        self.shares.insert(key_id.to_owned(), share.clone());
         Ok(share)
+    }
+
+    fn pending_path(&self, key_id: &str) -> PathBuf {
+        self.share_path(key_id).with_extension("next")
     }
 
     fn share_path(&self, key_id: &str) -> PathBuf {
