@@ -8,7 +8,8 @@
 //!   listener (mutual TLS with the cluster PKI, JSON over HTTP/1.1 on loopback, the node's own
 //!   routes), a distributed key generation between them, then the leader's
 //!   [`ThresholdKeySigner`] running both FROST rounds with `t = 2` holders — one local, one
-//!   remote — exactly as a node does for a signing request.
+//!   remote — exactly as a node does for a signing request (the signer built from the group
+//!   per signature, holders checking their share against the group's verifying share).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,11 +31,13 @@ pub struct Row {
     pub p99_us: f64,
 }
 
-/// Peer addresses fixed for the bench (a node takes them from its Raft membership).
+/// Peer addresses fixed for the bench (a node takes them from its Raft membership), and the
+/// key's group once generated (a node reads it from its registry on every commit).
 struct StaticDirectory {
     me: u64,
     urls: BTreeMap<u64, String>,
     peers: PeerClient,
+    group: Arc<std::sync::OnceLock<ThresholdGroup>>,
 }
 
 impl Directory for StaticDirectory {
@@ -55,9 +58,8 @@ impl Directory for StaticDirectory {
         true
     }
 
-    /// No registry here: holders use the share they made.
     fn threshold_group(&self, _key_id: &str) -> Option<ThresholdGroup> {
-        None
+        self.group.get().cloned()
     }
 }
 
@@ -94,6 +96,7 @@ async fn network_row(pae: &[u8], duration: Duration) -> anyhow::Result<Row> {
         .map(|(i, l)| Ok((i as u64 + 1, format!("https://{}", l.local_addr()?))))
         .collect::<std::io::Result<_>>()?;
     let mut holders = Vec::new();
+    let registry = Arc::new(std::sync::OnceLock::new());
     for (i, listener) in listeners.into_iter().enumerate() {
         let id = i as u64 + 1;
         let tls = PeerTls {
@@ -113,7 +116,9 @@ async fn network_row(pae: &[u8], duration: Duration) -> anyhow::Result<Row> {
                 me: id,
                 urls: urls.clone(),
                 peers: PeerClient::new(Some(&tls), None)?,
+                group: registry.clone(),
             }),
+            groups: Default::default(),
         };
         let data = actix_web::web::Data::new(node.clone());
         let server = actix_web::HttpServer::new(move || {
@@ -131,22 +136,27 @@ async fn network_row(pae: &[u8], duration: Duration) -> anyhow::Result<Row> {
     let (group, assignment) = generate(&holders[0], 2, &[1, 2, 3])
         .await
         .map_err(anyhow::Error::msg)?;
-    let signer = ThresholdKeySigner::new(
-        holders[0].clone(),
-        &ThresholdGroup {
-            min_signers: 2,
-            holders: assignment,
-            public_key_package: group.to_bytes()?,
-        },
-    )
-    .map_err(anyhow::Error::msg)?;
+    let group = ThresholdGroup {
+        min_signers: 2,
+        holders: assignment,
+        public_key_package: group.to_bytes()?,
+    };
+    let _ = registry.set(group.clone());
+    // As on a node: the signer is built from the registry's group for every signature, and
+    // every holder checks its share against the group's verifying share on commit.
+    let sign_once = || async {
+        let signer =
+            ThresholdKeySigner::new(holders[0].clone(), &group).map_err(anyhow::Error::msg)?;
+        signer.sign_async(pae).await?;
+        anyhow::Ok(())
+    };
     // Warm the peer connections before measuring.
-    signer.sign_async(pae).await?;
+    sign_once().await?;
     let mut latencies = Vec::new();
     let started = Instant::now();
     while started.elapsed() < duration {
         let t = Instant::now();
-        signer.sign_async(pae).await?;
+        sign_once().await?;
         latencies.push(t.elapsed());
     }
     Ok(row("FROST over network", latencies, started.elapsed()))

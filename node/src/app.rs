@@ -294,6 +294,7 @@ async fn threshold_backend(
         holders: crate::threshold::Holders {
             shard,
             directory: Arc::new(cluster.clone()),
+            groups: Default::default(),
         },
     })
 }

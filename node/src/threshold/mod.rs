@@ -161,6 +161,35 @@ impl Directory for ClusterHandle {
 pub struct Holders {
     pub shard: Shard,
     pub directory: Arc<dyn Directory>,
+    pub groups: GroupKeys,
+}
+
+/// Parsed group keys by the SHA-256 of their bytes. Parsing a FROST public key package
+/// (decompressing every verifying share) costs about as much as a loopback round trip, and is
+/// needed on every signature (the coordinator's signer, each holder's share check); a group's
+/// bytes change with every refresh, so the cache never serves a stale group.
+#[derive(Clone, Default)]
+pub struct GroupKeys(Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<GroupKey>>>>);
+
+impl GroupKeys {
+    const LIMIT: usize = 256;
+
+    pub fn parse(&self, bytes: &[u8]) -> Result<Arc<GroupKey>, String> {
+        let digest = stella_signer::digest::sha256(bytes);
+        let mut cache = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(group) = cache.get(&digest) {
+            return Ok(group.clone());
+        }
+        let group = Arc::new(GroupKey::from_bytes(bytes).map_err(|e| e.to_string())?);
+        if cache.len() >= Self::LIMIT {
+            cache.clear();
+        }
+        cache.insert(digest, group.clone());
+        Ok(group)
+    }
 }
 
 impl Holders {
@@ -203,8 +232,7 @@ impl Holders {
                 .directory
                 .threshold_group(&key_id)
                 .ok_or_else(|| format!("{key_id} is not a threshold key here"))?;
-            let group =
-                GroupKey::from_bytes(&group.public_key_package).map_err(|e| e.to_string())?;
+            let group = GroupKey::clone(&*self.groups.parse(&group.public_key_package)?);
             return self
                 .shard
                 .refresh_start(request.session, key_id, group, request.participants)
@@ -278,7 +306,7 @@ impl Holders {
             .find(|(_, node)| *node == me)
             .map(|(p, _)| ParticipantId(*p))
             .ok_or_else(|| format!("this node holds no share of {key_id}"))?;
-        let key = GroupKey::from_bytes(&group.public_key_package).map_err(|e| e.to_string())?;
+        let key = self.groups.parse(&group.public_key_package)?;
         Ok(key.verifying_share(participant))
     }
 
@@ -513,7 +541,7 @@ impl ShareTransport for KeyTransport<'_> {
 /// A registered threshold key, signing through `t` of its holders.
 pub struct ThresholdKeySigner {
     holders: Holders,
-    group: GroupKey,
+    group: Arc<GroupKey>,
     nodes: BTreeMap<ParticipantId, u64>,
     runtime: tokio::runtime::Handle,
     descriptor: KeyDescriptor,
@@ -521,7 +549,7 @@ pub struct ThresholdKeySigner {
 
 impl ThresholdKeySigner {
     pub fn new(holders: Holders, group: &ThresholdGroup) -> Result<ThresholdKeySigner, String> {
-        let key = GroupKey::from_bytes(&group.public_key_package).map_err(|e| e.to_string())?;
+        let key = holders.groups.parse(&group.public_key_package)?;
         let public_key = key.public_key().map_err(|e| e.to_string())?;
         Ok(ThresholdKeySigner {
             holders,
