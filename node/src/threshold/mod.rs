@@ -252,6 +252,17 @@ impl Holders {
     /// Fetches every holder's round-1 message directly (never through the leader), then makes
     /// this node's sealed round-2 packages.
     pub async fn dkg_round2(&self, request: DkgRound2) -> PeerAnswer<BTreeMap<u16, Vec<u8>>> {
+        // One participant per node and this node among them: a coordinator cannot send us to
+        // itself for another participant's round-1 message.
+        let mut nodes: Vec<u64> = request.holders.iter().map(|(_, node)| *node).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        if nodes.len() != request.holders.len() {
+            return Err("the assignment gives a node more than one participant".into());
+        }
+        if !nodes.contains(&self.directory.me()) {
+            return Err("the assignment does not include this node".into());
+        }
         let fetched = join_all(request.holders.iter().map(|&(participant, node)| {
             let body = DkgSession {
                 session: request.session.clone(),
