@@ -201,9 +201,25 @@ async fn registered(
             }
         ),
     });
-    let applied = service.configure(ConfigChange { commands, audit }).await?;
+    applied_everywhere(
+        service,
+        entry.key_id,
+        ConfigChange { commands, audit },
+        retired,
+    )
+    .await
+}
+
+/// Applies a key change through the leader (audited), then waits for the reachable members.
+async fn applied_everywhere(
+    service: &SigningService,
+    key_id: String,
+    change: ConfigChange,
+    retired: Vec<String>,
+) -> Result<KeyChange, Error> {
+    let applied = service.configure(change).await?;
     Ok(KeyChange {
-        key_id: entry.key_id,
+        key_id,
         audit_id: applied.audit_id,
         retired,
         applied_on: confirm_applied(service).await,
@@ -317,25 +333,18 @@ pub async fn refresh_threshold(
             request.key_id
         ),
     });
-    let applied = service
-        .configure(ConfigChange {
-            commands: vec![Command::UpdateThresholdGroup {
-                key_id: request.key_id.clone(),
-                group: stella_state::command::ThresholdGroup {
-                    min_signers: before.min_signers,
-                    holders: done.holders,
-                    public_key_package: done.public_key_package,
-                },
-            }],
-            audit,
-        })
-        .await?;
-    Ok(KeyChange {
-        key_id: request.key_id,
-        audit_id: applied.audit_id,
-        retired: Vec::new(),
-        applied_on: confirm_applied(service).await,
-    })
+    let change = ConfigChange {
+        commands: vec![Command::UpdateThresholdGroup {
+            key_id: request.key_id.clone(),
+            group: stella_state::command::ThresholdGroup {
+                min_signers: before.min_signers,
+                holders: done.holders,
+                public_key_package: done.public_key_package,
+            },
+        }],
+        audit,
+    };
+    applied_everywhere(service, request.key_id, change, Vec::new()).await
 }
 
 /// Revokes a key; answers once every reachable member has applied the revocation.
@@ -359,24 +368,17 @@ pub async fn revoke(
         state: "key_revoked",
         reason: format!("key {} of {tenant} revoked: {reason}", request.key_id),
     });
-    let applied = service
-        .configure(ConfigChange {
-            commands: vec![Command::SetKeyState {
-                key_id: request.key_id.clone(),
-                state: KeyState::Revoked,
-                reason,
-                actor: format!("{}@{}", caller.subject, caller.tenant),
-                now_ms: service.now_ms(),
-            }],
-            audit,
-        })
-        .await?;
-    Ok(KeyChange {
-        key_id: request.key_id,
-        audit_id: applied.audit_id,
-        retired: Vec::new(),
-        applied_on: confirm_applied(service).await,
-    })
+    let change = ConfigChange {
+        commands: vec![Command::SetKeyState {
+            key_id: request.key_id.clone(),
+            state: KeyState::Revoked,
+            reason,
+            actor: format!("{}@{}", caller.subject, caller.tenant),
+            now_ms: service.now_ms(),
+        }],
+        audit,
+    };
+    applied_everywhere(service, request.key_id, change, Vec::new()).await
 }
 
 /// Waits (≤ 5 s) until every reachable member has applied what the leader has applied now;

@@ -6,6 +6,7 @@ use stella_api::{KeyChange, KeyInfo};
 
 use super::context::current_request_id;
 use super::{ApiProblem, AppState, body};
+use crate::admission::Caller;
 use crate::admission::optok::{SCOPE_ADMIN, SCOPE_AUDIT, SCOPE_AUDIT_ALL, SCOPE_SIGN};
 use crate::key_admin;
 
@@ -33,58 +34,68 @@ pub async fn trust(
     )))
 }
 
-/// `POST /api/v1/signer/admin/keys` (scope `signer.admin`)
+/// An operator's key change (scope `signer.admin`): authenticated, its JSON body read (bad
+/// bodies answer problem+json), handed to `change` with the caller and the request id.
+async fn key_change<R: serde::de::DeserializeOwned>(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: Payload,
+    change: impl AsyncFnOnce(&Caller, &str, R) -> Result<KeyChange, crate::Error>,
+) -> Result<Json<KeyChange>, ApiProblem> {
+    let caller = super::authenticate_with(state, req, &[SCOPE_ADMIN]).await?;
+    let (request, _) = body::read_json(req, payload, state.max_body_bytes).await?;
+    let id = current_request_id().unwrap_or_default();
+    Ok(Json(change(&caller, &id, request).await?))
+}
+
+/// `POST /api/v1/signer/admin/keys`
 pub async fn register(
     state: Data<AppState>,
     req: HttpRequest,
     payload: Payload,
 ) -> Result<Json<KeyChange>, ApiProblem> {
-    let caller = super::authenticate_with(&state, &req, &[SCOPE_ADMIN]).await?;
-    let (request, _) = body::read_json(&req, payload, state.max_body_bytes).await?;
-    let id = current_request_id().unwrap_or_default();
-    Ok(Json(
-        key_admin::register(&state.signing, &caller, &id, request).await?,
-    ))
+    let signing = &state.signing;
+    key_change(&state, &req, payload, async |caller, id, request| {
+        key_admin::register(signing, caller, id, request).await
+    })
+    .await
 }
 
-/// `POST /api/v1/signer/admin/keys/threshold` (scope `signer.admin`)
+/// `POST /api/v1/signer/admin/keys/threshold`
 pub async fn create_threshold(
     state: Data<AppState>,
     req: HttpRequest,
     payload: Payload,
 ) -> Result<Json<KeyChange>, ApiProblem> {
-    let caller = super::authenticate_with(&state, &req, &[SCOPE_ADMIN]).await?;
-    let (request, _) = body::read_json(&req, payload, state.max_body_bytes).await?;
-    let id = current_request_id().unwrap_or_default();
-    Ok(Json(
-        key_admin::create_threshold(&state.signing, &caller, &id, request).await?,
-    ))
+    let signing = &state.signing;
+    key_change(&state, &req, payload, async |caller, id, request| {
+        key_admin::create_threshold(signing, caller, id, request).await
+    })
+    .await
 }
 
-/// `POST /api/v1/signer/admin/keys/threshold/refresh` (scope `signer.admin`)
+/// `POST /api/v1/signer/admin/keys/threshold/refresh`
 pub async fn refresh_threshold(
     state: Data<AppState>,
     req: HttpRequest,
     payload: Payload,
 ) -> Result<Json<KeyChange>, ApiProblem> {
-    let caller = super::authenticate_with(&state, &req, &[SCOPE_ADMIN]).await?;
-    let (request, _) = body::read_json(&req, payload, state.max_body_bytes).await?;
-    let id = current_request_id().unwrap_or_default();
-    Ok(Json(
-        key_admin::refresh_threshold(&state.signing, &caller, &id, request).await?,
-    ))
+    let signing = &state.signing;
+    key_change(&state, &req, payload, async |caller, id, request| {
+        key_admin::refresh_threshold(signing, caller, id, request).await
+    })
+    .await
 }
 
-/// `POST /api/v1/signer/admin/keys/revoke` (scope `signer.admin`)
+/// `POST /api/v1/signer/admin/keys/revoke`
 pub async fn revoke(
     state: Data<AppState>,
     req: HttpRequest,
     payload: Payload,
 ) -> Result<Json<KeyChange>, ApiProblem> {
-    let caller = super::authenticate_with(&state, &req, &[SCOPE_ADMIN]).await?;
-    let (request, _) = body::read_json(&req, payload, state.max_body_bytes).await?;
-    let id = current_request_id().unwrap_or_default();
-    Ok(Json(
-        key_admin::revoke(&state.signing, &caller, &id, request).await?,
-    ))
+    let signing = &state.signing;
+    key_change(&state, &req, payload, async |caller, id, request| {
+        key_admin::revoke(signing, caller, id, request).await
+    })
+    .await
 }
