@@ -907,3 +907,17 @@ impl Drop for RegistryProcess {
         self.stop();
     }
 }
+
+/// The problem a request was refused with, which must carry `code`.
+pub fn refused_with<T: std::fmt::Debug>(
+    result: Result<T, stella_api::ClientError>,
+    code: &str,
+) -> stella_api::Problem {
+    match result {
+        Err(stella_api::ClientError::Problem(p)) => {
+            assert_eq!(p.code.as_str(), code, "{}", p.detail);
+            p
+        }
+        other => panic!("expected a `{code}` problem, got {other:?}"),
+    }
+}

@@ -153,16 +153,7 @@ fn a_token_that_disappears_makes_signing_unavailable_not_a_hang() {
 
     std::fs::remove_dir_all(&token_dir).expect("remove the token");
     let started = std::time::Instant::now();
-    let refused = match client.sign_dsse(&request) {
-        Err(stella_api::ClientError::Problem(p)) => p,
-        other => panic!("expected signing_unavailable, got {other:?}"),
-    };
-    assert_eq!(
-        refused.code.as_str(),
-        "signing_unavailable",
-        "{}",
-        refused.detail
-    );
+    let refused = stella_tests::refused_with(client.sign_dsse(&request), "signing_unavailable");
     assert_eq!(refused.status, 503);
     assert!(
         started.elapsed() < std::time::Duration::from_secs(15),

@@ -245,16 +245,7 @@ fn keyless_bundles_carry_a_fulcio_leaf_that_independent_verifiers_accept() {
     // A rejected identity (Fulcio answers 401: no retry) makes keyless signing unavailable;
     // the failure is audited and the quota it reserved is given back.
     std::fs::write(dir.join("identity.jwt"), "not.a.token").expect("token");
-    let refused = match client.sign_dsse(&request) {
-        Err(stella_api::ClientError::Problem(p)) => p,
-        other => panic!("expected a problem, got {other:?}"),
-    };
-    assert_eq!(
-        refused.code.as_str(),
-        "signing_unavailable",
-        "{}",
-        refused.detail
-    );
+    stella_tests::refused_with(client.sign_dsse(&request), "signing_unavailable");
     std::fs::write(dir.join("identity.jwt"), services.identity_token(identity)).expect("token");
     client
         .sign_dsse(&request)

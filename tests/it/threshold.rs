@@ -162,6 +162,71 @@ fn a_2_of_3_key_signs_with_one_node_down_and_no_node_holds_the_key() {
     let mut cluster = TestCluster::start(ClusterOptions::default());
     let dir = cluster.dir.path().to_path_buf();
     let ops = operator(&cluster);
+
+    // Bad requests to the threshold endpoints answer problem+json with a stable code.
+    let admin = client_for(
+        &cluster.api_url(1),
+        cluster
+            .services
+            .credentials("operator", PLAN, &cluster.api_url(1)),
+    );
+    let post = |client: &stella_api::Client, path: &str, body: &[u8]| {
+        let response = client
+            .send(reqwest::Method::POST, path, &[], Some(body.to_vec()))
+            .expect("answer");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let problem: Value = response.json().unwrap_or(Value::Null);
+        assert_eq!(content_type, "application/problem+json", "{problem}");
+        (
+            status,
+            problem["code"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    let create_path = stella_api::KEYS_THRESHOLD_PATH;
+    let refresh_path = stella_api::KEYS_THRESHOLD_REFRESH_PATH;
+    for (path, body) in [
+        (create_path, &b"{not json"[..]),
+        (
+            create_path,
+            br#"{"tenant":"tenant-a","plan":"p","minSigners":2,"reason":"r","extra":1}"#,
+        ),
+        (
+            create_path,
+            br#"{"tenant":"tenant-a","plan":"p","minSigners":5,"reason":"too many"}"#,
+        ),
+        (
+            create_path,
+            br#"{"tenant":"tenant-a","plan":"p","minSigners":2,"nodes":[9],"reason":"stranger"}"#,
+        ),
+        (
+            refresh_path,
+            br#"{"keyId":"sha256:00","reason":"no such key"}"#,
+        ),
+    ] {
+        let (status, code) = post(&admin, path, body);
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "invalid_request"),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    let (status, _) = post(
+        cluster.client(1),
+        create_path,
+        br#"{"tenant":"tenant-a","plan":"p","minSigners":2,"reason":"not an operator"}"#,
+    );
+    assert!(
+        status == 401 || status == 403,
+        "a tenant cannot make keys: {status}"
+    );
+
     let change = create(&ops, "tenant-a", 2, "");
     let key_id = change["keyId"].as_str().expect("key id").to_owned();
 
@@ -336,16 +401,8 @@ fn a_3_of_5_key_survives_two_nodes_down_and_fewer_than_t_fails_fast() {
     let response = sign(&cluster, up, "tenant-a-ci").expect("3-of-5 with two nodes down");
     check_independently(&response, &three_id, &dir, "two-down");
     let started = std::time::Instant::now();
-    let refused = match sign(&cluster, up, "tenant-b-ci") {
-        Err(stella_api::ClientError::Problem(p)) => p,
-        other => panic!("expected signing_unavailable, got {other:?}"),
-    };
-    assert_eq!(
-        refused.code.as_str(),
-        "signing_unavailable",
-        "{}",
-        refused.detail
-    );
+    let refused =
+        stella_tests::refused_with(sign(&cluster, up, "tenant-b-ci"), "signing_unavailable");
     assert!(
         refused.detail.contains("3 of the 4"),
         "names the shortfall: {}",
@@ -397,11 +454,8 @@ fn a_node_sending_bad_signature_shares_is_named_and_routed_around() {
     // A 2-of-2 key on nodes 1 and 2 cannot route around node 2: refused, naming it.
     let pair = create(&ops, "tenant-b", 2, "1,2");
     let pair_id = pair["keyId"].as_str().expect("key id").to_owned();
-    let refused = match sign(&cluster, 1, "tenant-b-ci") {
-        Err(stella_api::ClientError::Problem(p)) => p,
-        other => panic!("expected signing_unavailable, got {other:?}"),
-    };
-    assert_eq!(refused.code.as_str(), "signing_unavailable");
+    let refused =
+        stella_tests::refused_with(sign(&cluster, 1, "tenant-b-ci"), "signing_unavailable");
     assert!(
         refused
             .detail
