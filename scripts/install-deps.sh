@@ -7,6 +7,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Every external program the scripts and tests run is either installed below or checked here.
+# These come with a Rust toolchain or with every Debian system (Essential packages); nothing here
+# installs them, so a missing one stops with a clear message instead of a test failing later.
+missing=()
+for tool in cargo rustc cc bash grep sed seq sleep mktemp id cat; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: missing ${missing[*]}: install a Rust toolchain (rustup) and gcc first" >&2
+  exit 1
+fi
+
 need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
@@ -22,7 +34,10 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 if ((${#need[@]})); then
   sudo=""
-  [ "$(id -u)" = 0 ] || sudo=sudo
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "install-deps: need ${need[*]}, but not root and no sudo" >&2; exit 1; }
+    sudo=sudo
+  fi
   echo "installing: ${need[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null

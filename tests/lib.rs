@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use rustix::process::Signal;
 use serde_json::Value;
 
 mod services;
@@ -118,18 +119,22 @@ impl NodeProcess {
 
     /// SIGKILL, no chance to flush anything.
     pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill().expect("SIGKILL the node");
+        self.child.wait().expect("reap the node");
+    }
+
+    /// Sends `signal` to the node through the OS interface (no external `kill` program, which a
+    /// minimal system lacks). A node that has already exited and been reaped is an error here.
+    pub fn signal(&self, signal: Signal) {
+        send_signal(&self.child, signal);
     }
 
     /// SIGTERM and wait for a clean exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        send_signal(&self.child, Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.child.try_wait().expect("wait for the node") {
                 return status;
             }
             if Instant::now() > deadline {
@@ -786,7 +791,17 @@ pub struct Partition {
 impl Drop for Partition {
     fn drop(&mut self) {
         for rule in &self.rules {
-            let _ = Command::new("iptables").arg("-D").args(rule).output();
+            let removed = Command::new("iptables").arg("-D").args(rule).output();
+            let failure = match removed {
+                Ok(out) if out.status.success() => continue,
+                Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
+                Err(e) => e.to_string(),
+            };
+            // A rule left behind keeps the partition for every later test: say so loudly.
+            eprintln!("iptables -D {rule:?} failed: {failure}");
+            if !std::thread::panicking() {
+                panic!("could not heal the partition: iptables -D {rule:?}: {failure}");
+            }
         }
     }
 }
@@ -919,5 +934,13 @@ pub fn refused_with<T: std::fmt::Debug>(
             p
         }
         other => panic!("expected a `{code}` problem, got {other:?}"),
+    }
+}
+
+/// `kill(2)` on a child process; failing to deliver the signal fails the test.
+pub fn send_signal(child: &Child, signal: Signal) {
+    let pid = rustix::process::Pid::from_child(child);
+    if let Err(e) = rustix::process::kill_process(pid, signal) {
+        panic!("sending {signal:?} to process {pid:?}: {e}");
     }
 }
