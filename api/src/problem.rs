@@ -20,10 +20,12 @@ pub enum ProblemCode {
     MethodNotAllowed,
     SigningUnavailable,
     InternalError,
+    /// Too many failed authentications from this source: refused before any verification work.
+    RateLimited,
 }
 
 impl ProblemCode {
-    pub const ALL: [ProblemCode; 12] = [
+    pub const ALL: [ProblemCode; 13] = [
         ProblemCode::InvalidToken,
         ProblemCode::EntitlementDenied,
         ProblemCode::ReleaseUntrusted,
@@ -36,6 +38,7 @@ impl ProblemCode {
         ProblemCode::MethodNotAllowed,
         ProblemCode::SigningUnavailable,
         ProblemCode::InternalError,
+        ProblemCode::RateLimited,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -52,6 +55,7 @@ impl ProblemCode {
             ProblemCode::MethodNotAllowed => "method_not_allowed",
             ProblemCode::SigningUnavailable => "signing_unavailable",
             ProblemCode::InternalError => "internal_error",
+            ProblemCode::RateLimited => "rate_limited",
         }
     }
 
@@ -59,7 +63,7 @@ impl ProblemCode {
         match self {
             ProblemCode::InvalidToken => 401,
             ProblemCode::EntitlementDenied | ProblemCode::ReleaseUntrusted => 403,
-            ProblemCode::PlanThrottled => 429,
+            ProblemCode::PlanThrottled | ProblemCode::RateLimited => 429,
             ProblemCode::ArtifactTooLarge => 413,
             ProblemCode::InvalidRequest | ProblemCode::UnsupportedPredicateType => 400,
             ProblemCode::UnsupportedMediaType => 415,
@@ -84,6 +88,7 @@ impl ProblemCode {
             ProblemCode::MethodNotAllowed => "Method not allowed on this resource",
             ProblemCode::SigningUnavailable => "Signing is temporarily unavailable",
             ProblemCode::InternalError => "Internal error",
+            ProblemCode::RateLimited => "Too many failed authentications from this source",
         }
     }
 
@@ -104,7 +109,7 @@ pub struct Problem {
     pub code: ProblemCode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// For `plan_throttled` and `signing_unavailable`: when to try again (also sent as `Retry-After`).
+    /// For `plan_throttled`, `rate_limited` and `signing_unavailable`: when to try again (also sent as `Retry-After`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_seconds: Option<u64>,
 }

@@ -92,6 +92,7 @@ pub async fn measure(request: &Value, duration: Duration) -> anyhow::Result<Admi
         }],
         bypass_plan: "team".into(),
         clock,
+        preauth: Default::default(),
     });
 
     let key = DpopKey::from_pem(&FileKeySigner::generate()?.to_pkcs8_pem())
@@ -106,8 +107,9 @@ pub async fn measure(request: &Value, duration: Duration) -> anyhow::Result<Admi
     let facts = RequestFacts {
         method: "POST".into(),
         urls: vec![url.into()],
-        authorization: Some(format!("DPoP {token}")),
+        authorization: vec![format!("DPoP {token}")],
         dpop: vec![proof],
+        source: None,
         client_cert_sha256: None,
     };
     let mut request: SignDsseRequest = serde_json::from_value(request.clone())?;

@@ -122,6 +122,13 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         admission: admission.clone(),
         provenance: build_provenance(&config, clock_for_provenance)?.map(Arc::new),
     });
+    let preauth_every = config
+        .admission
+        .as_ref()
+        .map_or(crate::config::default_preauth_summary_seconds(), |a| {
+            a.preauth_summary_seconds
+        });
+    spawn_preauth_summaries(signing.clone(), Duration::from_secs(preauth_every.max(1)));
     let state = web::Data::new(AppState {
         signing,
         metrics: telemetry::init_metrics(),
@@ -207,6 +214,19 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         sessions,
         admission,
     })
+}
+
+/// Every `every`, the refusals before authentication this node counted go into one audit record.
+fn spawn_preauth_summaries(signing: SigningService, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            signing.audit_preauth_summary().await;
+        }
+    });
 }
 
 /// Stores the client certificate's thumbprint with the connection (mTLS-bound tokens).
@@ -443,6 +463,7 @@ async fn build_admission(config: &Config, clock: Arc<dyn Clock>) -> Result<Admis
         plans: config.plans.clone(),
         bypass_plan: e.bypass_plan.clone(),
         clock,
+        preauth: a.preauth_policy(),
     }))
 }
 

@@ -206,6 +206,25 @@ pub struct AdmissionConfig {
     pub dpop_nonce_secret_file: Option<PathBuf>,
     #[serde(default = "default_dpop_max_age")]
     pub dpop_nonce_lifetime_seconds: i64,
+    /// Failed authentications per second one source address may sustain; past its burst, the
+    /// source is refused with `rate_limited` before any verification work.
+    #[serde(default = "default_failed_auth_per_second")]
+    pub failed_auth_per_second: u32,
+    #[serde(default = "default_failed_auth_burst")]
+    pub failed_auth_burst: u32,
+    /// How often the node audits its count of refusals before authentication (one record per
+    /// period with refusals, by code and source).
+    #[serde(default = "default_preauth_summary_seconds")]
+    pub preauth_summary_seconds: u64,
+}
+
+impl AdmissionConfig {
+    pub fn preauth_policy(&self) -> crate::admission::preauth::PreAuthPolicy {
+        crate::admission::preauth::PreAuthPolicy {
+            failures_per_second: f64::from(self.failed_auth_per_second.max(1)),
+            burst: f64::from(self.failed_auth_burst.max(1)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,6 +327,15 @@ fn default_jwks_max_age() -> u64 {
 }
 fn default_dpop_max_age() -> i64 {
     300
+}
+pub fn default_failed_auth_per_second() -> u32 {
+    20
+}
+pub fn default_failed_auth_burst() -> u32 {
+    100
+}
+pub fn default_preauth_summary_seconds() -> u64 {
+    60
 }
 fn default_poe_ttl() -> i64 {
     300

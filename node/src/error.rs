@@ -1,5 +1,28 @@
 use stella_api::ProblemCode;
 
+/// The most bytes of caller-chosen text (a `kid`, a scheme, a claim) that an error message, a
+/// problem detail, an audit reason or a log line echoes.
+pub const MAX_ECHO_BYTES: usize = 64;
+/// The most bytes of a problem's `detail` and of an audit record's reason.
+pub const MAX_DETAIL_BYTES: usize = 512;
+
+/// `text` cut to at most `max` bytes on a character boundary, marked with `…` when cut.
+pub fn clip_to(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// Caller-chosen text as an error may echo it (at most [`MAX_ECHO_BYTES`]).
+pub fn clip(text: &str) -> String {
+    clip_to(text, MAX_ECHO_BYTES)
+}
+
 /// The node's one error type. Request-level variants map onto stable problem codes through
 /// [`Error::code`]; start-up variants end the process with a message.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +56,9 @@ pub enum Error {
         retry_after_seconds: u64,
         reason: String,
     },
+    /// Too many failed authentications from this source.
+    #[error("too many failed authentications from this address; retry in {retry_after_seconds} s")]
+    RateLimited { retry_after_seconds: u64 },
     /// A problem answered by the leader for a forwarded request.
     #[error("{}", .0.detail)]
     Remote(stella_api::Problem),
@@ -55,6 +81,9 @@ impl Error {
             Error::Throttled {
                 retry_after_seconds,
                 ..
+            } => Some(*retry_after_seconds),
+            Error::RateLimited {
+                retry_after_seconds,
             } => Some(*retry_after_seconds),
             Error::Remote(p) => p.retry_after_seconds,
             Error::Unavailable(_) | Error::Overloaded | Error::NotLeader => Some(1),
@@ -80,6 +109,7 @@ impl Error {
                 ProblemCode::SigningUnavailable
             }
             Error::Throttled { .. } => ProblemCode::PlanThrottled,
+            Error::RateLimited { .. } => ProblemCode::RateLimited,
             Error::Remote(p) => p.code,
             Error::Config(_) | Error::Io { .. } | Error::Key(_) => ProblemCode::InternalError,
         }
@@ -98,5 +128,24 @@ impl From<stella_signer::Error> for Error {
                 Error::Unavailable(e.to_string())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_text_is_cut_on_a_character_boundary() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(100);
+        let cut = clip(&long);
+        assert!(
+            cut.len() <= MAX_ECHO_BYTES + '…'.len_utf8(),
+            "{}",
+            cut.len()
+        );
+        assert!(cut.ends_with('…') && cut.starts_with("éé"));
+        assert_eq!(clip_to("abcdef", 3), "abc…");
     }
 }

@@ -196,13 +196,37 @@ pub fn refusal_draft(refusal: Refusal<'_>) -> AuditDraft {
         reason: format!(
             "{}: {}",
             refusal.error.code().as_str(),
-            refusal
-                .error
-                .to_string()
-                .chars()
-                .take(500)
-                .collect::<String>()
+            crate::error::clip_to(&refusal.error.to_string(), crate::error::MAX_DETAIL_BYTES)
         ),
+        bundle_sha256: None,
+        statement_sha256: None,
+    }
+}
+
+/// The audit record of one period's refusals before authentication on one node: no caller, no
+/// tenant, the counts by code and source in the reason.
+pub fn preauth_draft(
+    time: String,
+    request_id: &str,
+    summary: &crate::admission::preauth::PreAuthSummary,
+) -> AuditDraft {
+    AuditDraft {
+        time,
+        request_id: request_id.to_owned(),
+        tenant: String::new(),
+        caller_subject: String::new(),
+        issuer: String::new(),
+        subject_digests: Vec::new(),
+        predicate_type: String::new(),
+        key_id: String::new(),
+        key_source: String::new(),
+        signing_mode: String::new(),
+        poe_state: POE_UNCHECKED.to_owned(),
+        plan: None,
+        provenance: None,
+        certificate_serial: None,
+        decision: Decision::Denied,
+        reason: crate::error::clip_to(&summary.reason(), crate::error::MAX_DETAIL_BYTES),
         bundle_sha256: None,
         statement_sha256: None,
     }

@@ -127,30 +127,55 @@ impl SigningService {
         &self.inner.admission
     }
 
-    /// Step 1 on the receiving node: token and sender binding. Refusals are audited.
+    /// Step 1 on the receiving node: token and sender binding. A refusal of a caller whose
+    /// token verified is audited on its own; one before that is counted by admission and
+    /// audited in the node's periodic summary ([`SigningService::audit_preauth_summary`]).
     pub async fn authenticate(
         &self,
         facts: &RequestFacts,
         request_id: &str,
     ) -> Result<Authenticated, Error> {
-        let result = self
+        let failure = match self
             .inner
             .admission
-            .authenticate(facts, &[SCOPE_SIGN])
-            .await;
-        if let Err(e) = &result {
+            .authenticate_detailed(facts, &[SCOPE_SIGN])
+            .await
+        {
+            Ok(authn) => return Ok(authn),
+            Err(failure) => failure,
+        };
+        if let Some(caller) = &failure.caller {
             self.refused(Refusal {
                 time: self.inner.clock.now_rfc3339(),
                 request_id,
-                caller: None,
+                caller: Some(caller),
                 request: None,
                 poe_state: POE_UNCHECKED,
                 plan_name: None,
-                error: e,
+                error: &failure.error,
             })
             .await;
         }
-        result
+        Err(failure.error)
+    }
+
+    /// Audits the refusals before authentication counted since the last call, as one record of
+    /// this node (bounded in size whatever the traffic was). Nothing to write: nothing happens.
+    pub async fn audit_preauth_summary(&self) {
+        let Some(summary) = self.inner.admission.take_preauth_summary() else {
+            return;
+        };
+        let node = self.inner.cluster.node_id();
+        let draft = pipeline::preauth_draft(
+            self.inner.clock.now_rfc3339(),
+            &format!("preauth-node-{node}-{}", summary.to_ms),
+            &summary,
+        );
+        let leader_side = || self.audit_as_leader(draft.clone());
+        if let Err(e) = self.at_leader(PEER_AUDIT, &draft, leader_side).await {
+            metrics::counter!("stella_signer_refusal_audit_failures_total").increment(1);
+            tracing::error!(error = %e, total = summary.total, "the pre-authentication summary could not be audited");
+        }
     }
 
     /// Steps 2–7 for an authenticated caller: entitlement and plan here, then the leader.
@@ -237,10 +262,7 @@ impl SigningService {
             provenance,
             request,
         };
-        let leader_side = {
-            let job = job.clone();
-            async move || self.sign_as_leader(job.clone()).await
-        };
+        let leader_side = || self.sign_as_leader(job.clone());
         let result = self.at_leader(PEER_SIGN, &job, leader_side).await;
         if let Err(e) = &result {
             self.log_rejection(&authn.caller, e, started);
@@ -307,10 +329,7 @@ impl SigningService {
             return;
         }
         let draft = pipeline::refusal_draft(refusal);
-        let leader_side = {
-            let draft = draft.clone();
-            async move || self.audit_as_leader(draft.clone()).await
-        };
+        let leader_side = || self.audit_as_leader(draft.clone());
         if let Err(e) = self.at_leader(PEER_AUDIT, &draft, leader_side).await {
             metrics::counter!("stella_signer_refusal_audit_failures_total").increment(1);
             tracing::error!(error = %e, "a refusal could not be audited");
@@ -407,10 +426,7 @@ impl SigningService {
         &self,
         job: crate::threshold::KeygenJob,
     ) -> Result<crate::threshold::KeygenDone, Error> {
-        let leader_side = {
-            let job = job.clone();
-            async move || self.generate_as_leader(job.clone()).await
-        };
+        let leader_side = || self.generate_as_leader(job.clone());
         self.at_leader(PEER_KEYGEN, &job, leader_side).await
     }
 
@@ -507,10 +523,7 @@ impl SigningService {
 
     /// Applies an operator's change through the leader and audits it.
     pub async fn configure(&self, change: ConfigChange) -> Result<ConfigApplied, Error> {
-        let leader_side = {
-            let change = change.clone();
-            async move || self.configure_as_leader(change.clone()).await
-        };
+        let leader_side = || self.configure_as_leader(change.clone());
         self.at_leader(PEER_CONFIGURE, &change, leader_side).await
     }
 
@@ -535,15 +548,16 @@ impl SigningService {
 
     /// Runs `local` if this node leads, else forwards `body` to the leader's `path`; re-routes
     /// across elections until `ROUTE_BUDGET` is spent.
-    async fn at_leader<B, T>(
+    async fn at_leader<B, T, F>(
         &self,
         path: &str,
         body: &B,
-        local: impl AsyncFn() -> Result<T, Error>,
+        local: impl Fn() -> F,
     ) -> Result<T, Error>
     where
         B: Serialize,
         T: DeserializeOwned,
+        F: std::future::Future<Output = Result<T, Error>>,
     {
         let cluster = &self.inner.cluster;
         let deadline = tokio::time::Instant::now() + ROUTE_BUDGET;

@@ -151,6 +151,7 @@ async fn admission() -> stella_node::admission::Admission {
         plans: Vec::new(),
         bypass_plan: "team".into(),
         clock,
+        preauth: Default::default(),
     })
 }
 

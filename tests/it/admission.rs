@@ -29,6 +29,10 @@ struct Fixture {
 }
 
 fn fixture(ttl: u64, grace: u64) -> Fixture {
+    fixture_with(ttl, grace, "preauth_summary_seconds = 1")
+}
+
+fn fixture_with(ttl: u64, grace: u64, extra_admission: &str) -> Fixture {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
     let services = Services::start(dir);
@@ -40,7 +44,7 @@ fn fixture(ttl: u64, grace: u64) -> Fixture {
         d = dir.display(),
         admission = services.node_toml_with(
             &[(PLAN, 1000, 100, 1024 * 1024), ("tiny", 1000, 100, 2048)],
-            "",
+            extra_admission,
             &format!(
                 "cache_ttl_seconds = {ttl}\nnegative_cache_ttl_seconds = 1\ngrace_seconds = {grace}"
             ),
@@ -143,6 +147,56 @@ impl Fixture {
         (status, response.json().unwrap_or(Value::Null))
     }
 
+    /// POSTs the request body with exactly these headers (repeated names are sent repeated).
+    fn send_headers(&self, request_id: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut request = self
+            .http(false)
+            .post(self.url())
+            .header("x-request-id", request_id)
+            .json(&self.body());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().expect("request");
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut problem: Value = response.json().unwrap_or(Value::Null);
+        if let Some(seconds) = retry_after {
+            problem["retryAfterHeader"] = json!(seconds);
+        }
+        (status, problem)
+    }
+
+    /// The audit records that summarise refusals before authentication, and the sum of their
+    /// counts of `code` from loopback, once that sum reaches `at_least` (polled: summaries are
+    /// written every second).
+    fn preauth_counted(&self, code: &str, at_least: u64) -> (Vec<Value>, u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let summaries: Vec<Value> = self
+                .audit()
+                .into_values()
+                .filter(|r| {
+                    r["requestId"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with("preauth-node-"))
+                })
+                .collect();
+            let counted = summaries
+                .iter()
+                .map(|r| count_in_reason(r["reason"].as_str().unwrap_or(""), code))
+                .sum();
+            if counted >= at_least || std::time::Instant::now() > deadline {
+                return (summaries, counted);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn dpop(&self, request_id: &str, token: &str) -> (u16, Value) {
         let proof = self.proof(token);
         self.send(
@@ -165,6 +219,19 @@ impl Fixture {
             .map(|r| (r["requestId"].as_str().unwrap_or("").to_owned(), r.clone()))
             .collect()
     }
+}
+
+/// `N` in a summary reason's "`code` from 127.0.0.1: N".
+fn count_in_reason(reason: &str, code: &str) -> u64 {
+    let key = format!("{code} from 127.0.0.1: ");
+    reason
+        .split_once(&key)
+        .and_then(|(_, rest)| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn b64(value: &Value) -> String {
@@ -411,6 +478,85 @@ fn forged_expired_misbound_and_replayed_credentials_are_refused_and_audited() {
         "invalid_token",
     );
 
+    // `iat` at the ends of i64 (and at or before the epoch) is stale: no wrap-around into the
+    // window, so such a proof is refused the first time and every time after.
+    for (id, iat) in [
+        ("iat-min", i64::MIN),
+        ("iat-min-plus", i64::MIN + 1000),
+        ("iat-zero", 0),
+        ("iat-negative", -1),
+        ("iat-max", i64::MAX),
+    ] {
+        let wrapped = proof("POST", &f.url(), Some(&tok), iat);
+        check(
+            id,
+            f.send(id, &auth, Some(&wrapped), &f.body()),
+            "invalid_token",
+        );
+        let again = format!("{id}-again");
+        let (status, problem) = f.send(&again, &auth, Some(&wrapped), &f.body());
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (401, Some("invalid_token")),
+            "{id}: {problem}"
+        );
+    }
+    // …and for reads, whose proofs this node claims locally.
+    let audit_url = format!("{}/api/v1/signer/audit", f.node.url);
+    let read_token = f.token(|_| {});
+    let read_proof = f
+        .key
+        .proof("GET", &audit_url, Some(&read_token), None, i64::MIN)
+        .expect("proof");
+    for _ in 0..2 {
+        let response = f
+            .http(false)
+            .get(&audit_url)
+            .header("authorization", format!("DPoP {read_token}"))
+            .header("dpop", &read_proof)
+            .send()
+            .expect("audit read");
+        assert_eq!(response.status().as_u16(), 401, "a wrapped iat never reads");
+    }
+
+    // Two Authorization headers: refused, whichever comes first.
+    let fresh = proof("POST", &f.url(), Some(&tok), now);
+    let (status, problem) = f.send_headers(
+        "two-authorization",
+        &[
+            ("authorization", auth.as_str()),
+            ("authorization", "Bearer junk"),
+            ("dpop", fresh.as_str()),
+        ],
+    );
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("invalid_token")),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("more than one Authorization")),
+        "{problem}"
+    );
+    let (status, problem) = f.send_headers(
+        "two-authorization-reversed",
+        &[
+            ("authorization", "Bearer junk"),
+            ("authorization", auth.as_str()),
+            ("dpop", fresh.as_str()),
+        ],
+    );
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("invalid_token")),
+        "{problem}"
+    );
+    // The proof was not spent by the refused requests: alone, the same header signs.
+    let (status, body) = f.send("one-authorization", &auth, Some(&fresh), &f.body());
+    assert_eq!(status, 200, "{body}");
+
     // --- mTLS binding ---
     let cert_thumbprint = thumbprint(&f.services.pki.join("admin.pem"));
     let mtls_token = f.token(|c| c["cnf"] = json!({"x5t#S256": cert_thumbprint}));
@@ -560,9 +706,42 @@ fn forged_expired_misbound_and_replayed_credentials_are_refused_and_audited() {
         "a token from the rotated key is accepted: {body}"
     );
 
-    // Every refusal is in the audit log, with its code, and nothing was signed for it.
+    // Refusals before the token verified name nobody: they are counted in the node's periodic
+    // summary records, not audited one by one. Every other refusal is audited with its code.
+    const COUNTED: [&str; 10] = [
+        "expired",
+        "not-yet-valid",
+        "wrong-issuer",
+        "wrong-audience",
+        "no-tenant",
+        "alg-none",
+        "key-confusion",
+        "unknown-kid",
+        "bad-signature",
+        "unbound",
+    ];
+    // …plus the two requests with two Authorization headers.
+    let (summaries, counted) = f.preauth_counted("invalid_token", COUNTED.len() as u64 + 2);
+    assert_eq!(counted, COUNTED.len() as u64 + 2, "{summaries:?}");
+    for summary in &summaries {
+        assert_eq!(summary["decision"], "denied", "{summary}");
+        assert_eq!(summary["tenant"], "", "{summary}");
+        assert!(
+            summary["reason"].as_str().is_some_and(|r| r.len() <= 520),
+            "{summary}"
+        );
+    }
     let audit = f.audit();
-    for (id, code) in &expected {
+    for id in COUNTED
+        .iter()
+        .chain(&["two-authorization", "two-authorization-reversed"])
+    {
+        assert!(
+            !audit.contains_key(*id),
+            "{id} is counted, not audited alone"
+        );
+    }
+    for (id, code) in expected.iter().filter(|(id, _)| !COUNTED.contains(id)) {
         let record = audit.get(*id).unwrap_or_else(|| panic!("{id} is audited"));
         assert_eq!(record["decision"], "denied", "{id}: {record}");
         assert!(
@@ -579,6 +758,86 @@ fn forged_expired_misbound_and_replayed_credentials_are_refused_and_audited() {
     }
     assert_eq!(audit["ok-1"]["tenant"], "tenant-a");
     assert_eq!(audit["ok-1"]["plan"], PLAN);
+}
+
+#[test]
+fn an_unauthenticated_flood_buys_no_audit_records_and_is_refused_at_the_door_per_source() {
+    let f = fixture_with(
+        300,
+        3600,
+        "preauth_summary_seconds = 1\nfailed_auth_burst = 5\nfailed_auth_per_second = 1",
+    );
+    // An honest caller signs first: its token is one the node has verified.
+    let tok = f.token(|_| {});
+    let (status, body) = f.dpop("honest-before", &tok);
+    assert_eq!(status, 200, "{body}");
+    let records_before = f.audit().len();
+
+    // 40 requests with a 480-byte bogus scheme from the same address.
+    let junk = format!("{} token", "x".repeat(480));
+    let started = std::time::Instant::now();
+    let mut unauthenticated = 0u64;
+    let mut limited = 0u64;
+    for i in 0..40 {
+        let (status, problem) =
+            f.send_headers(&format!("flood-{i}"), &[("authorization", junk.as_str())]);
+        match (status, problem["code"].as_str()) {
+            (401, Some("invalid_token")) => {
+                unauthenticated += 1;
+                let detail = problem["detail"].as_str().unwrap_or("");
+                assert!(detail.len() < 200, "the scheme is echoed clipped: {detail}");
+            }
+            (429, Some("rate_limited")) => {
+                limited += 1;
+                let retry: u64 = problem["retryAfterHeader"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .expect("Retry-After");
+                assert!(retry >= 1, "{problem}");
+            }
+            other => panic!("flood-{i}: unexpected {other:?}: {problem}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs() + 1;
+    assert!(
+        (5..=5 + elapsed).contains(&unauthenticated),
+        "a burst of 5 plus 1/s: {unauthenticated} verified in {elapsed} s"
+    );
+    assert_eq!(unauthenticated + limited, 40);
+
+    // The honest caller, from the same address, still signs with the token the node knows.
+    let (status, body) = f.dpop("honest-during", &tok);
+    assert_eq!(status, 200, "{body}");
+
+    // The flood left only summary records: counted by code and source, none per request.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (summaries, counted) = loop {
+        let (summaries, invalid) = f.preauth_counted("invalid_token", unauthenticated);
+        let rate_limited: u64 = summaries
+            .iter()
+            .map(|r| count_in_reason(r["reason"].as_str().unwrap_or(""), "rate_limited"))
+            .sum();
+        if invalid + rate_limited >= 40 || std::time::Instant::now() > deadline {
+            break (summaries, invalid + rate_limited);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(counted, 40, "{summaries:?}");
+    let audit = f.audit();
+    assert!(
+        !audit.keys().any(|id| id.starts_with("flood-")),
+        "no record per unauthenticated request"
+    );
+    assert_eq!(
+        audit.len(),
+        records_before + 1 + summaries.len(),
+        "the honest signing and the summaries, nothing else"
+    );
+    let seconds = started.elapsed().as_secs() + 2;
+    assert!(
+        summaries.len() as u64 <= seconds,
+        "one summary per second at most: {summaries:?}"
+    );
 }
 
 #[test]

@@ -52,8 +52,11 @@ impl Proof {
     }
 
     /// Until when a second use of this proof counts as a replay (later it is stale anyway).
+    /// Saturating: `iat` came from the caller.
     pub fn replay_window_end(&self, policy: &ProofPolicy) -> i64 {
-        self.iat + policy.max_age_seconds + policy.skew_seconds
+        self.iat
+            .saturating_add(policy.max_age_seconds)
+            .saturating_add(policy.skew_seconds)
     }
 }
 
@@ -132,7 +135,7 @@ pub fn verify(
     {
         return Err(ProofError::Url);
     }
-    if claims.iat > now + policy.skew_seconds || now - claims.iat > policy.max_age_seconds {
+    if !iat_in_window(claims.iat, policy, now) {
         return Err(ProofError::Stale);
     }
     if let Some(token) = target.access_token {
@@ -147,6 +150,14 @@ pub fn verify(
         iat: claims.iat,
         nonce: claims.nonce,
     })
+}
+
+/// `iat` is the caller's number: compared without arithmetic on it (no `now - iat`, which
+/// wraps at `i64::MIN`), and a time at or before the epoch is never a fresh proof.
+fn iat_in_window(iat: i64, policy: &ProofPolicy, now: i64) -> bool {
+    iat > 0
+        && iat <= now.saturating_add(policy.skew_seconds)
+        && iat >= now.saturating_sub(policy.max_age_seconds)
 }
 
 /// RFC 9449 §4.3 compares `htu` without query and fragment, after syntax normalization
@@ -208,7 +219,9 @@ impl NonceIssuer {
             return false;
         };
         let issued = i64::from_be_bytes(issued);
-        tag_ok && issued <= now + 5 && now - issued <= self.lifetime_seconds
+        tag_ok
+            && issued <= now.saturating_add(5)
+            && issued >= now.saturating_sub(self.lifetime_seconds)
     }
 }
 
@@ -237,6 +250,43 @@ mod tests {
             "tampered time"
         );
         assert!(!b.is_valid("", 1_000) && !b.is_valid("not base64!", 1_000));
+    }
+
+    #[test]
+    fn iat_at_the_ends_of_i64_is_stale_not_wrapped_into_the_window() {
+        let policy = ProofPolicy {
+            max_age_seconds: 60,
+            skew_seconds: 5,
+        };
+        let now = 1_700_000_000;
+        for iat in [
+            i64::MIN,
+            i64::MIN + 1_000,
+            -1,
+            0,
+            i64::MAX,
+            i64::MAX - 3,
+            now - 61,
+            now + 6,
+        ] {
+            assert!(!iat_in_window(iat, &policy, now), "iat {iat}");
+        }
+        for iat in [now, now - 60, now + 5] {
+            assert!(iat_in_window(iat, &policy, now), "iat {iat}");
+        }
+        // Even a clock at the ends of the range neither panics nor wraps.
+        assert!(!iat_in_window(i64::MIN, &policy, i64::MAX));
+        assert!(iat_in_window(i64::MAX, &policy, i64::MAX));
+        let proof = Proof {
+            jkt: "k".into(),
+            jti: "j".into(),
+            iat: i64::MAX,
+            nonce: None,
+        };
+        assert_eq!(proof.replay_window_end(&policy), i64::MAX);
+        let nonces = NonceIssuer::new(&[1u8; 32], 300);
+        assert!(!nonces.is_valid(&nonces.issue(i64::MIN), 1_000));
+        assert!(!nonces.is_valid(&nonces.issue(1_000), i64::MIN));
     }
 
     #[test]

@@ -97,7 +97,12 @@ impl JwksCache {
         }
         // An old set still verifies (the Authority may be down); an unknown kid does not.
         self.lookup(kid, false)
-            .ok_or_else(|| JwksError::UnknownKey(kid.to_owned()))
+            .ok_or_else(|| JwksError::UnknownKey(crate::error::clip(kid)))
+    }
+
+    /// Whether `kid` is a key of the set this node holds (no fetch, however old the set).
+    pub fn knows(&self, kid: &str) -> bool {
+        self.lookup(kid, false).is_some()
     }
 
     fn lookup(&self, kid: &str, fresh_only: bool) -> Option<Jwk> {

@@ -14,6 +14,7 @@ pub mod jose;
 pub mod jwks;
 pub mod licensing;
 pub mod optok;
+pub mod preauth;
 pub mod provenance;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use self::entitlement::{EntitlementCache, Freshness, Lookup};
 use self::jwks::{JwksCache, JwksError};
 use self::licensing::{Introspection, Poe};
 use self::optok::{Binding, OpTok, TokenPolicy};
+use self::preauth::{PreAuth, PreAuthPolicy, PreAuthSummary};
 use crate::Error;
 use crate::clock::Clock;
 use crate::config::PlanConfig;
@@ -54,11 +56,28 @@ pub struct RequestFacts {
     pub method: String,
     /// Every URL the client may have addressed (this node's and the load balancer's), no query.
     pub urls: Vec<String>,
-    pub authorization: Option<String>,
+    /// Every `Authorization` header value (more than one is an error).
+    pub authorization: Vec<String>,
     /// Every `DPoP` header value (more than one is an error).
     pub dpop: Vec<String>,
     /// base64url SHA-256 of the client certificate presented on this connection (mTLS).
     pub client_cert_sha256: Option<String>,
+    /// The address the connection came from (the load balancer's, behind one).
+    pub source: Option<std::net::IpAddr>,
+}
+
+/// An authentication that failed; `caller` is set when the token itself verified (the binding,
+/// scope or proof failed), so the refusal can be attributed and audited on its own.
+#[derive(Debug)]
+pub struct AuthFailure {
+    pub error: Error,
+    pub caller: Option<Caller>,
+}
+
+impl From<AuthFailure> for Error {
+    fn from(f: AuthFailure) -> Error {
+        f.error
+    }
 }
 
 /// A caller whose token and binding checked out.
@@ -92,6 +111,7 @@ pub struct AdmissionParts {
     pub plans: Vec<PlanConfig>,
     pub bypass_plan: String,
     pub clock: Arc<dyn Clock>,
+    pub preauth: PreAuthPolicy,
 }
 
 pub struct Admission {
@@ -102,6 +122,8 @@ pub struct Admission {
     /// `TOKEN_CACHE_SECONDS`: a caller reuses its token for many requests, and the ES256
     /// verification is the costliest step of admission. Times are re-checked on every hit.
     verified_tokens: Mutex<HashMap<[u8; 32], (OpTok, i64)>>,
+    /// Refusals before the caller is known: counted per source, and limited.
+    preauth: PreAuth,
 }
 
 /// How long a verified token is trusted without verifying its signature again (a key the
@@ -112,6 +134,7 @@ const TOKEN_CACHE_ENTRIES: usize = 10_000;
 impl Admission {
     pub fn new(parts: AdmissionParts) -> Admission {
         Admission {
+            preauth: PreAuth::new(parts.preauth),
             parts,
             local_proofs: Mutex::new(HashMap::new()),
             verified_tokens: Mutex::new(HashMap::new()),
@@ -136,9 +159,109 @@ impl Admission {
         facts: &RequestFacts,
         scopes: &[&str],
     ) -> Result<Authenticated, Error> {
-        let (scheme, raw_token) = split_authorization(facts.authorization.as_deref())?;
+        Ok(self.authenticate_detailed(facts, scopes).await?)
+    }
+
+    /// [`Admission::authenticate`], saying whether the token verified when it fails. A source
+    /// over its budget of failures is refused before any verification work unless its
+    /// credential could be an honest caller's (behind a load balancer every caller shares one
+    /// source address); failures before the token verified are counted in the
+    /// pre-authentication tally (see `preauth`).
+    pub async fn authenticate_detailed(
+        &self,
+        facts: &RequestFacts,
+        scopes: &[&str],
+    ) -> Result<Authenticated, AuthFailure> {
+        let now_ms = self.now_ms();
+        if let Some(retry_after_seconds) = self.preauth.over_budget(facts.source, now_ms)
+            && !self.may_be_honest(facts)
+        {
+            self.preauth
+                .refused(facts.source, "rate_limited", now_ms, false);
+            return Err(AuthFailure {
+                error: Error::RateLimited {
+                    retry_after_seconds,
+                },
+                caller: None,
+            });
+        }
+        let result = self.authenticate_inner(facts, scopes).await;
+        if let Err(failure) = &result
+            && failure.caller.is_none()
+            && !matches!(failure.error, Error::Unavailable(_))
+        {
+            let code = failure.error.code().as_str();
+            self.preauth.refused(facts.source, code, now_ms, true);
+        }
+        result
+    }
+
+    /// The pre-authentication refusals counted since the last call (one audit record's worth).
+    pub fn take_preauth_summary(&self) -> Option<PreAuthSummary> {
+        self.preauth.take_summary(self.now_ms())
+    }
+
+    fn now_ms(&self) -> i64 {
+        let nanos = self.parts.clock.now().unix_timestamp_nanos() / 1_000_000;
+        i64::try_from(nanos).unwrap_or(i64::MAX)
+    }
+
+    /// Whether the request's credential could be an honest caller's, judged without any
+    /// signature check: a token this node verified recently, or one signed (it claims) under a
+    /// key the Authority publishes. Garbage, other schemes and unknown key ids cannot be.
+    fn may_be_honest(&self, facts: &RequestFacts) -> bool {
+        use sha2::Digest;
+        let Ok((_, raw_token)) = split_authorization(&facts.authorization) else {
+            return false;
+        };
+        let digest: [u8; 32] = sha2::Sha256::digest(raw_token.as_bytes()).into();
+        if self.lock_tokens().contains_key(&digest) {
+            return true;
+        }
+        optok::parse_header(raw_token).is_ok_and(|(_, kid)| self.parts.jwks.knows(&kid))
+    }
+
+    async fn authenticate_inner(
+        &self,
+        facts: &RequestFacts,
+        scopes: &[&str],
+    ) -> Result<Authenticated, AuthFailure> {
+        let unknown = |error: Error| AuthFailure {
+            error,
+            caller: None,
+        };
+        let (scheme, raw_token) = split_authorization(&facts.authorization).map_err(unknown)?;
         let now = self.now();
-        let token = self.verify_token(raw_token, now).await?;
+        let token = self.verify_token(raw_token, now).await.map_err(unknown)?;
+        let caller = Caller {
+            tenant: token.tenant.clone(),
+            subject: token.subject.clone(),
+            issuer: token.issuer.clone(),
+            scopes: token.scopes.clone(),
+        };
+        match self.bind(facts, scopes, &token, scheme, raw_token, now) {
+            Ok(proof) => Ok(Authenticated {
+                caller,
+                token,
+                proof,
+            }),
+            Err(error) => Err(AuthFailure {
+                error,
+                caller: Some(caller),
+            }),
+        }
+    }
+
+    /// Scope and sender binding of a verified token: the DPoP proof, or the mTLS certificate.
+    fn bind(
+        &self,
+        facts: &RequestFacts,
+        scopes: &[&str],
+        token: &OpTok,
+        scheme: Scheme,
+        raw_token: &str,
+        now: i64,
+    ) -> Result<Option<Proof>, Error> {
         if !scopes.iter().any(|s| token.has_scope(s)) {
             return Err(Error::Unauthenticated(format!(
                 "the token lacks scope `{}`",
@@ -177,16 +300,7 @@ impl Admission {
                 None
             }
         };
-        Ok(Authenticated {
-            caller: Caller {
-                tenant: token.tenant.clone(),
-                subject: token.subject.clone(),
-                issuer: token.issuer.clone(),
-                scopes: token.scopes.clone(),
-            },
-            token,
-            proof,
-        })
+        Ok(proof)
     }
 
     /// The token's verified claims, from the cache or by full verification.
@@ -392,9 +506,22 @@ enum Scheme {
     Dpop,
 }
 
-fn split_authorization(value: Option<&str>) -> Result<(Scheme, &str), Error> {
-    let value =
-        value.ok_or_else(|| Error::Unauthenticated("missing Authorization header".into()))?;
+/// Exactly one `Authorization` header: with two, which one admission read and which one a proxy
+/// or log read could differ, so a second header is refused, not ignored.
+fn split_authorization(values: &[String]) -> Result<(Scheme, &str), Error> {
+    let value = match values {
+        [one] => one,
+        [] => {
+            return Err(Error::Unauthenticated(
+                "missing Authorization header".into(),
+            ));
+        }
+        _ => {
+            return Err(Error::Unauthenticated(
+                "more than one Authorization header".into(),
+            ));
+        }
+    };
     let (scheme, token) = value
         .split_once(' ')
         .ok_or_else(|| Error::Unauthenticated("malformed Authorization header".into()))?;
@@ -408,7 +535,8 @@ fn split_authorization(value: Option<&str>) -> Result<(Scheme, &str), Error> {
         Ok((Scheme::Bearer, token))
     } else {
         Err(Error::Unauthenticated(format!(
-            "authorization scheme `{scheme}` is not supported (DPoP or Bearer)"
+            "authorization scheme `{}` is not supported (DPoP or Bearer)",
+            crate::error::clip(scheme)
         )))
     }
 }

@@ -154,6 +154,9 @@ pub fn prepare(
             dpop_max_age_seconds: 300,
             dpop_nonce_secret_file: Some(nonce_secret_path),
             dpop_nonce_lifetime_seconds: 300,
+            failed_auth_per_second: crate::config::default_failed_auth_per_second(),
+            failed_auth_burst: crate::config::default_failed_auth_burst(),
+            preauth_summary_seconds: crate::config::default_preauth_summary_seconds(),
         },
         entitlement: EntitlementConfig {
             introspection_url: format!("{url}/dev/licensing/introspect"),

@@ -182,6 +182,15 @@ mod tests {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCert(pub String);
 
+/// Every value of a header, counted whole: a value that is not visible ASCII still counts (as
+/// its lossy text, which then fails to parse), so it cannot hide a second header.
+fn all_values(req: &actix_web::HttpRequest, name: &str) -> Vec<String> {
+    req.headers()
+        .get_all(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect()
+}
+
 /// What admission needs to know about a request, taken from its headers and connection.
 pub fn request_facts(
     req: &actix_web::HttpRequest,
@@ -194,17 +203,9 @@ pub fn request_facts(
             .iter()
             .map(|base| format!("{}{path}", base.trim_end_matches('/')))
             .collect(),
-        authorization: req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        dpop: req
-            .headers()
-            .get_all("dpop")
-            .filter_map(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .collect(),
+        authorization: all_values(req, "authorization"),
+        dpop: all_values(req, "dpop"),
         client_cert_sha256: req.conn_data::<ClientCert>().map(|c| c.0.clone()),
+        source: req.peer_addr().map(|a| a.ip()),
     }
 }

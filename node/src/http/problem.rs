@@ -37,7 +37,7 @@ impl From<Error> for ApiProblem {
         let detail = if code == ProblemCode::InternalError {
             "internal error".to_owned()
         } else {
-            e.to_string()
+            crate::error::clip_to(&e.to_string(), crate::error::MAX_DETAIL_BYTES)
         };
         if code == ProblemCode::InternalError || code == ProblemCode::SigningUnavailable {
             tracing::error!(error = %e, code = code.as_str(), "request failed");
@@ -92,7 +92,9 @@ impl ResponseError for ApiProblem {
                     response.insert_header(("dpop-nonce", value));
                 }
             }
-            ProblemCode::SigningUnavailable | ProblemCode::PlanThrottled => {
+            ProblemCode::SigningUnavailable
+            | ProblemCode::PlanThrottled
+            | ProblemCode::RateLimited => {
                 let seconds = problem.retry_after_seconds.unwrap_or(1).to_string();
                 if let Ok(value) = HeaderValue::from_str(&seconds) {
                     response.insert_header((header::RETRY_AFTER, value));
