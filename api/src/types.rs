@@ -240,6 +240,10 @@ pub struct ApprovalRequest {
     pub reason: String,
     /// The approval (once granted) lapses this long after the request: 1 s to 90 days.
     pub expires_in_seconds: u64,
+    /// The requester's proof of entitlement: required of tenants (not of operators), so only
+    /// an entitled tenant can add to the replicated state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poe: Option<ProofOfEntitlement>,
 }
 
 /// `POST /api/v1/signer/admin/releases/approvals/decision` (scope `signer.admin`).

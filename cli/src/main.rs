@@ -807,13 +807,13 @@ fn release(what: ReleaseCommand) -> ExitCode {
             for_,
             conn,
         } => report((|| {
-            let answer = conn
-                .client()?
-                .request_approval(&stella_api::ApprovalRequest {
-                    image_digest: digest,
-                    reason,
-                    expires_in_seconds: parse_duration(&for_)?,
-                })?;
+            let client = conn.client()?;
+            let answer = client.request_approval(&stella_api::ApprovalRequest {
+                image_digest: digest,
+                reason,
+                expires_in_seconds: parse_duration(&for_)?,
+                poe: client.credentials().poe.clone(),
+            })?;
             say!("{}", serde_json::to_string_pretty(&answer)?);
             Ok(())
         })()),

@@ -8,14 +8,25 @@ use stella_api::{
 };
 use stella_state::Command;
 use stella_state::command::{Approval, Toggle, Verdict};
+use stella_state::machine::MAX_PENDING_APPROVALS_PER_TENANT;
 
 use crate::Error;
-use crate::admission::Caller;
+use crate::admission::optok::SCOPE_ADMIN;
 use crate::admission::provenance::{self, allow_toggle, untrusted_reason};
+use crate::admission::{Authenticated, Caller};
 use crate::pipeline::{self, Configured};
 use crate::signing::{ConfigChange, SigningService, rfc3339_ms};
 
 const MAX_APPROVAL_SECONDS: u64 = 90 * 24 * 3600;
+
+fn too_many_pending() -> Error {
+    Error::Throttled {
+        retry_after_seconds: 60,
+        reason: format!(
+            "{MAX_PENDING_APPROVALS_PER_TENANT} approvals of this tenant are pending; retry once an operator decided one or one expired"
+        ),
+    }
+}
 
 fn digest_of(text: &str) -> Result<String, Error> {
     stella_release::parse_digest(text).map_err(|e| Error::InvalidRequest(e.to_string()))?;
@@ -83,12 +94,17 @@ pub async fn allow(
 }
 
 /// Records a request for a manual approval; an operator decides it later.
+/// A tenant (not an operator) must show a valid proof of entitlement, and may have at most
+/// `MAX_PENDING_APPROVALS_PER_TENANT` undecided approvals (the state machine enforces the bound;
+/// this node checks it first to answer with a clear 429).
 pub async fn request_approval(
     service: &SigningService,
-    caller: &Caller,
+    authn: &Authenticated,
+    client_cert_sha256: Option<&str>,
     request_id: &str,
     request: ApprovalRequest,
 ) -> Result<ReleaseChange, Error> {
+    let caller = &authn.caller;
     let digest = digest_of(&request.image_digest)?;
     let reason = pipeline::operator_reason(&request.reason)?;
     if !(1..=MAX_APPROVAL_SECONDS).contains(&request.expires_in_seconds) {
@@ -96,9 +112,27 @@ pub async fn request_approval(
             "expiresInSeconds must be between 1 and {MAX_APPROVAL_SECONDS}"
         )));
     }
+    if !caller.has_scope(SCOPE_ADMIN) {
+        service
+            .admission()
+            .entitle(
+                authn,
+                request.poe.as_ref(),
+                client_cert_sha256,
+                service.poe_bypass_on(),
+            )
+            .await?;
+    }
+    let pending = service
+        .cluster()
+        .view()
+        .with_state(|s| s.pending_approvals(&caller.tenant));
+    if pending >= MAX_PENDING_APPROVALS_PER_TENANT {
+        return Err(too_many_pending());
+    }
     let now_ms = service.now_ms();
     let approval_id = format!("apr-{}", stella_api::dpop::random_id());
-    let expires_at_ms = now_ms + request.expires_in_seconds * 1000;
+    let expires_at_ms = now_ms.saturating_add(request.expires_in_seconds.saturating_mul(1000));
     let approval = Approval {
         approval_id: approval_id.clone(),
         subject: digest.clone(),

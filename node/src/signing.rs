@@ -188,11 +188,7 @@ impl SigningService {
         body_bytes: usize,
     ) -> Result<SignDsseResponse, Error> {
         let started = Instant::now();
-        let bypass_on = self
-            .inner
-            .cluster
-            .view()
-            .with_state(|s| s.toggle_enabled(BYPASS_TOGGLE, self.now_ms()));
+        let bypass_on = self.poe_bypass_on();
         let admission = &self.inner.admission;
         let entitled = admission
             .entitle(
@@ -334,6 +330,15 @@ impl SigningService {
             metrics::counter!("stella_signer_refusal_audit_failures_total").increment(1);
             tracing::error!(error = %e, "a refusal could not be audited");
         }
+    }
+
+    /// Whether the PoE emergency bypass is in force, as this node has applied it.
+    pub fn poe_bypass_on(&self) -> bool {
+        let now_ms = self.now_ms();
+        self.inner
+            .cluster
+            .view()
+            .with_state(|s| s.toggle_enabled(BYPASS_TOGGLE, now_ms))
     }
 
     /// The PoE bypass as this node has applied it.
@@ -912,6 +917,7 @@ fn refused_change(response: &Response) -> bool {
             | Response::ApprovalNotFound
             | Response::ApprovalAlreadyDecided
             | Response::ApprovalExpired
+            | Response::ApprovalLimitReached
             | Response::KeyExists
             | Response::KeyNotFound
             | Response::InvalidKeyTransition { .. }

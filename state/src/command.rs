@@ -210,6 +210,9 @@ pub enum Response {
     Batch(Vec<Response>),
     /// `Admit` with a proof the cluster has already seen: nothing was reserved.
     Replayed,
+    /// `RequestApproval` from a tenant that already has `MAX_PENDING_APPROVALS_PER_TENANT`
+    /// undecided, unexpired approvals: nothing was recorded.
+    ApprovalLimitReached,
 }
 
 /// Audit drafts use serde features (optional fields, flattening in records) that a

@@ -246,8 +246,15 @@ impl State {
                 Response::ToggleSet
             }
             Command::RequestApproval(approval) => {
+                // Denied and expired approvals grant nothing: they leave the state (their
+                // history is in the audit log), so tenants cannot grow it with old requests.
+                self.prune_approvals(approval.requested_ms);
                 if self.approvals.contains_key(&approval.approval_id) {
                     return Response::ApprovalExists;
+                }
+                let tenant = approval_tenant(&approval.requested_by);
+                if self.pending_approvals(tenant) >= MAX_PENDING_APPROVALS_PER_TENANT {
+                    return Response::ApprovalLimitReached;
                 }
                 let mut approval = approval.clone();
                 approval.decision = None;
@@ -377,6 +384,23 @@ impl State {
             .is_some_and(|t| t.enabled && t.expires_at_ms.is_none_or(|exp| now_ms < exp))
     }
 
+    /// Undecided approvals requested by `tenant` (expired ones are pruned before this counts).
+    pub fn pending_approvals(&self, tenant: &str) -> usize {
+        self.approvals
+            .values()
+            .filter(|a| a.decision.is_none() && approval_tenant(&a.requested_by) == tenant)
+            .count()
+    }
+
+    fn prune_approvals(&mut self, now_ms: u64) {
+        self.approvals.retain(|_, a| {
+            now_ms < a.expires_at_ms
+                && a.decision
+                    .as_ref()
+                    .is_none_or(|d| d.verdict == Verdict::Approved)
+        });
+    }
+
     /// Whether `subject` has an approval that is approved and unexpired at `now_ms`.
     pub fn approved(&self, subject: &str, now_ms: u64) -> bool {
         self.approvals.values().any(|a| {
@@ -387,6 +411,17 @@ impl State {
                     .is_some_and(|d| d.verdict == Verdict::Approved)
         })
     }
+}
+
+/// The most undecided approvals one tenant may have in the replicated state at once: with
+/// reasons of at most 500 bytes, a tenant holds at most ~32 KiB of approvals (`docs/security.md`).
+pub const MAX_PENDING_APPROVALS_PER_TENANT: usize = 32;
+
+/// The tenant of an approval's requester (`subject@tenant`, as the node writes it).
+pub fn approval_tenant(requested_by: &str) -> &str {
+    requested_by
+        .rsplit_once('@')
+        .map_or(requested_by, |(_, tenant)| tenant)
 }
 
 fn key_transition_allowed(from: KeyState, to: KeyState) -> bool {

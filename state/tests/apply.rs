@@ -146,6 +146,87 @@ fn approvals_are_decided_once_and_expire() {
 }
 
 #[test]
+fn a_tenant_has_a_bounded_number_of_pending_approvals_and_old_ones_leave_the_state() {
+    use stella_state::machine::MAX_PENDING_APPROVALS_PER_TENANT;
+    let mut state = State::default();
+    let request = |id: usize, tenant: &str, now_ms: u64| {
+        Command::RequestApproval(Approval {
+            approval_id: format!("ap-{tenant}-{id}"),
+            subject: "sha256:abc".into(),
+            requested_by: format!("ci@{tenant}"),
+            reason: "r".repeat(500),
+            requested_ms: now_ms,
+            expires_at_ms: now_ms + 1_000,
+            decision: None,
+        })
+    };
+    for i in 0..MAX_PENDING_APPROVALS_PER_TENANT {
+        assert_eq!(
+            state.apply(&request(i, "a", 10), &mut Vec::new()),
+            Response::ApprovalRecorded
+        );
+    }
+    assert_eq!(
+        state.apply(&request(99, "a", 10), &mut Vec::new()),
+        Response::ApprovalLimitReached,
+        "tenant a is at its bound"
+    );
+    assert_eq!(
+        state.apply(&request(0, "b", 10), &mut Vec::new()),
+        Response::ApprovalRecorded,
+        "another tenant is not"
+    );
+    // A denied approval leaves the state at the next request; an approved one stays until it
+    // expires (it still grants trust).
+    let decide = |id: &str, verdict| Command::DecideApproval {
+        approval_id: id.into(),
+        verdict,
+        actor: "op".into(),
+        reason: "checked".into(),
+        now_ms: 20,
+    };
+    assert_eq!(
+        state.apply(&decide("ap-a-0", Verdict::Denied), &mut Vec::new()),
+        Response::ApprovalRecorded
+    );
+    assert_eq!(
+        state.apply(&decide("ap-a-1", Verdict::Approved), &mut Vec::new()),
+        Response::ApprovalRecorded
+    );
+    assert_eq!(
+        state.apply(&request(100, "a", 30), &mut Vec::new()),
+        Response::ApprovalRecorded,
+        "two decided: room for one more pending"
+    );
+    assert!(!state.approvals.contains_key("ap-a-0"), "denied: pruned");
+    assert!(state.approvals.contains_key("ap-a-1"), "approved: kept");
+    assert!(state.approved("sha256:abc", 30));
+    // Once everything has expired, a request finds an empty state (but for itself).
+    assert_eq!(
+        state.apply(&request(101, "a", 5_000), &mut Vec::new()),
+        Response::ApprovalRecorded
+    );
+    assert_eq!(state.approvals.len(), 1);
+    // i64/u64 ends: an approval requested at the end of time neither panics nor lingers.
+    let mut at_end = Approval {
+        approval_id: "end".into(),
+        subject: "s".into(),
+        requested_by: "x@c".into(),
+        reason: String::new(),
+        requested_ms: u64::MAX,
+        expires_at_ms: u64::MAX,
+        decision: None,
+    };
+    assert_eq!(
+        state.apply(&Command::RequestApproval(at_end.clone()), &mut Vec::new()),
+        Response::ApprovalRecorded
+    );
+    at_end.approval_id = "end-2".into();
+    state.apply(&Command::RequestApproval(at_end), &mut Vec::new());
+    assert!(!state.approvals.contains_key("end"), "expired at u64::MAX");
+}
+
+#[test]
 fn quota_window_concurrency_and_ttl() {
     let reserve = |id: &str, now_ms| {
         Command::Reserve(Reserve {

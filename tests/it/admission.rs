@@ -12,7 +12,8 @@ use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use stella_api::dpop::{DpopKey, unix_now};
 use stella_tests::{
-    NodeProcess, PLAN, Services, audit_api, client_for, sbom_request_json, stella, stella_ok,
+    NodeProcess, PLAN, Services, audit_api, client_for, refused_with, sbom_request_json, stella,
+    stella_ok,
 };
 
 const SIGN: &str = "/api/v1/signer/sign/dsse";
@@ -837,6 +838,57 @@ fn an_unauthenticated_flood_buys_no_audit_records_and_is_refused_at_the_door_per
     assert!(
         summaries.len() as u64 <= seconds,
         "one summary per second at most: {summaries:?}"
+    );
+}
+
+#[test]
+fn a_tenant_cannot_grow_the_replicated_state_with_approval_requests() {
+    use stella_api::{ApprovalDecision, ApprovalRequest};
+    let f = fixture(300, 3600);
+    let client_of = |id: &str| {
+        let mut creds = f.services.credentials(id, PLAN, &f.node.url);
+        creds.ca_cert_pem = Some(std::fs::read_to_string(f.services.ca_path()).expect("ca"));
+        client_for(&f.node.url, creds)
+    };
+    let tenant_a = client_of("tenant-a-ci");
+    let tenant_b = client_of("tenant-b-ci");
+    let operator = client_of("operator");
+    let request = |client: &stella_api::Client, with_poe: bool| {
+        client.request_approval(&ApprovalRequest {
+            image_digest: format!("sha256:{}", "ab".repeat(32)),
+            reason: "r".repeat(500),
+            expires_in_seconds: 3600,
+            poe: client.credentials().poe.clone().filter(|_| with_poe),
+        })
+    };
+    // Only an entitled tenant may add to the replicated state.
+    refused_with(request(&tenant_a, false), "entitlement_denied");
+    let mut ids = Vec::new();
+    for _ in 0..32 {
+        let change = request(&tenant_a, true).expect("recorded");
+        ids.push(change.approval_id.expect("id"));
+    }
+    let problem = refused_with(request(&tenant_a, true), "plan_throttled");
+    assert!(problem.retry_after_seconds.is_some(), "{problem:?}");
+    assert!(problem.detail.contains("pending"), "{problem:?}");
+    // Another tenant has its own bound; an operator's decision makes room.
+    request(&tenant_b, true).expect("tenant b is not limited by tenant a");
+    operator
+        .decide_approval(&ApprovalDecision {
+            approval_id: ids[0].clone(),
+            verdict: "denied".into(),
+            reason: "not a release of ours".into(),
+        })
+        .expect("denied");
+    request(&tenant_a, true).expect("one decided: room for one more");
+    refused_with(request(&tenant_a, true), "plan_throttled");
+    // The denied approval left the state; its history stays in the audit log.
+    let audit = f.audit();
+    assert!(
+        audit
+            .values()
+            .any(|r| r["reason"].as_str().is_some_and(|t| t.contains(&ids[0]))),
+        "the denied approval is audited"
     );
 }
 

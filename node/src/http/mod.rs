@@ -59,13 +59,28 @@ async fn authenticate_with(
     req: &actix_web::HttpRequest,
     scopes: &[&str],
 ) -> Result<crate::admission::Caller, crate::Error> {
+    Ok(authenticated(state, req, scopes).await?.0.caller)
+}
+
+/// As [`authenticate_with`], keeping the token and the request facts (for a PoE check).
+async fn authenticated(
+    state: &AppState,
+    req: &actix_web::HttpRequest,
+    scopes: &[&str],
+) -> Result<
+    (
+        crate::admission::Authenticated,
+        crate::admission::RequestFacts,
+    ),
+    crate::Error,
+> {
     let admission = state.signing.admission();
     let facts = request_facts(req, &state.base_urls);
     let authn = admission.authenticate(&facts, scopes).await?;
     if let Some(proof) = &authn.proof {
         admission.claim_locally(proof)?;
     }
-    Ok(authn.caller)
+    Ok((authn, facts))
 }
 
 /// Registers every route. Unknown paths and wrong methods answer problem+json too.

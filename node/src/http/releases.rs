@@ -49,11 +49,12 @@ pub async fn request_approval(
     req: HttpRequest,
     payload: Payload,
 ) -> Result<Json<ReleaseChange>, ApiProblem> {
-    let caller = super::authenticate_with(&state, &req, &[SCOPE_SIGN, SCOPE_ADMIN]).await?;
+    let (authn, facts) = super::authenticated(&state, &req, &[SCOPE_SIGN, SCOPE_ADMIN]).await?;
     let (request, _) = body::read_json(&req, payload, state.max_body_bytes).await?;
     let id = current_request_id().unwrap_or_default();
+    let client_cert = facts.client_cert_sha256.as_deref();
     Ok(Json(
-        release_trust::request_approval(&state.signing, &caller, &id, request).await?,
+        release_trust::request_approval(&state.signing, &authn, client_cert, &id, request).await?,
     ))
 }
 
