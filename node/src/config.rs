@@ -422,6 +422,14 @@ impl Config {
                 "TLS is on by default: set [tls] cert and key, or `disabled = true` behind a TLS-terminating proxy".into(),
             ));
         }
+        // Tokens and proofs in clear text may only cross the loopback interface (a TLS proxy
+        // on the same host); anything wider would hand them to the network.
+        if self.tls.disabled && !self.listen.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "[tls] disabled = true is only allowed on a loopback listen address, not {}",
+                self.listen
+            )));
+        }
         if self.limits.max_body_bytes < 1024 {
             return Err(Error::Config(
                 "limits.max_body_bytes must be at least 1024".into(),
@@ -517,6 +525,18 @@ max_artifact_bytes = 1048576
         assert!(matches!(Config::from_toml(&no_tls), Err(Error::Config(_))));
         let disabled = MINIMAL.replace("[tls]\n", "[tls]\ndisabled = true\n");
         assert!(Config::from_toml(&disabled).is_ok());
+        for wide in ["0.0.0.0:8443", "10.1.2.3:8443", "[::]:8443"] {
+            let exposed = disabled.replace("127.0.0.1:8443", wide);
+            assert!(
+                matches!(Config::from_toml(&exposed), Err(Error::Config(e)) if e.contains("loopback")),
+                "{wide}"
+            );
+        }
+        let loopback = disabled.replace("127.0.0.1:8443", "127.0.0.3:8443");
+        assert!(
+            Config::from_toml(&loopback).is_ok(),
+            "all of 127/8 is loopback"
+        );
     }
 
     #[test]

@@ -900,6 +900,21 @@ fn a_licensing_outage_is_bridged_only_within_grace_and_the_bypass_is_audited_and
     let (status, body) = f.dpop("before-outage", &tok);
     assert_eq!(status, 200, "{body}");
 
+    // A licensing service that refuses the signer's client (401) has answered: no cached
+    // positive stands in for it, not even within grace.
+    f.services.licensing.set_rejecting_client(true);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, body) = f.dpop("client-refused", &f.token(|_| {}));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("entitlement_denied")),
+        "a 401 from licensing is not an outage: {body}"
+    );
+    f.services.licensing.set_rejecting_client(false);
+    std::thread::sleep(Duration::from_millis(1200));
+    let (status, body) = f.dpop("client-accepted-again", &f.token(|_| {}));
+    assert_eq!(status, 200, "{body}");
+
     f.services.licensing.set_outage(true);
     std::thread::sleep(Duration::from_millis(1500));
     let (status, body) = f.dpop("stale", &f.token(|_| {}));

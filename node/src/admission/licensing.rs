@@ -27,6 +27,20 @@ pub struct Introspection {
     pub revoked: bool,
 }
 
+impl Introspection {
+    /// What a refusing licensing service means for the PoE: not active.
+    pub fn refused() -> Introspection {
+        Introspection {
+            active: false,
+            license_id: None,
+            plan: None,
+            tenant: None,
+            exp: None,
+            revoked: false,
+        }
+    }
+}
+
 /// A PoE as presented: `format` is `jwt` (a license token) or `mtls` (the thumbprint of the
 /// client certificate the license was issued to).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -69,6 +83,13 @@ impl Licensing for LicensingClient {
                 .send()
                 .await
                 .map_err(|e| LicensingUnavailable(e.to_string()))?;
+            // Only transport errors and 5xx are outages (served from the cache within grace).
+            // A 4xx is the licensing service's answer — our client refused, the endpoint gone —
+            // so nothing cached may stand in for it: the PoE is not active.
+            if response.status().is_client_error() {
+                tracing::warn!(status = %response.status(), "the licensing service refused the introspection; treating the PoE as not active");
+                return Ok(Introspection::refused());
+            }
             let body = http_client::read_ok(response, 64 * 1024)
                 .await
                 .map_err(LicensingUnavailable)?;

@@ -23,6 +23,7 @@ pub struct DevLicensing {
     secret_sha256: String,
     revoked: std::sync::Mutex<HashSet<String>>,
     outage: AtomicBool,
+    reject_client: AtomicBool,
     calls: AtomicUsize,
     clock: Arc<dyn Clock>,
 }
@@ -45,6 +46,7 @@ impl DevLicensing {
             secret_sha256: hex::encode(Sha256::digest(client_secret.as_bytes())),
             revoked: std::sync::Mutex::new(HashSet::new()),
             outage: AtomicBool::new(false),
+            reject_client: AtomicBool::new(false),
             calls: AtomicUsize::new(0),
             clock,
         })
@@ -85,12 +87,21 @@ impl DevLicensing {
         self.outage.load(Ordering::SeqCst)
     }
 
+    /// While on, the signer's client credentials are refused (401 `invalid_client`), as when
+    /// the licensing service has withdrawn the signer's client: an answer, not an outage.
+    pub fn set_rejecting_client(&self, on: bool) {
+        self.reject_client.store(on, Ordering::SeqCst);
+    }
+
     /// Introspection requests answered so far.
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
 
     pub fn authenticate(&self, basic: Option<(String, String)>) -> bool {
+        if self.reject_client.load(Ordering::SeqCst) {
+            return false;
+        }
         basic.is_some_and(|(id, secret)| {
             id == self.client_id
                 && hex::encode(Sha256::digest(secret.as_bytes())) == self.secret_sha256
