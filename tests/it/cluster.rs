@@ -107,7 +107,12 @@ fn leader_killed_under_load_loses_nothing_and_nodes_agree_byte_for_byte() {
     let oracle = Arc::new(Mutex::new(Oracle::default()));
     let workers = load(&cluster, 6, &stop, &oracle);
 
-    std::thread::sleep(Duration::from_millis(1500));
+    // Kill once the load is really running (a condition, not a timer: a busy machine may take
+    // seconds to get the first signatures through).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while oracle.lock().expect("oracle").acked.len() <= 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let leader = cluster.lock().expect("cluster").leader().expect("a leader");
     let killed_at = Instant::now();
     cluster.lock().expect("cluster").kill(leader);

@@ -3,7 +3,7 @@
 //! signing continues the chain.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -11,7 +11,12 @@ use stella_tests::{
     Credentials, NodeProcess, audit_records, audit_verify, authed, client_for, sbom_request_for,
 };
 
-fn load(url: String, creds: Credentials, stop: Arc<AtomicBool>) -> Vec<(String, String)> {
+fn load(
+    url: String,
+    creds: Credentials,
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicUsize>,
+) -> Vec<(String, String)> {
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -36,6 +41,7 @@ fn load(url: String, creds: Credentials, stop: Arc<AtomicBool>) -> Vec<(String, 
             json["auditId"].as_str().unwrap_or_default().to_owned(),
             json["bundleSha256"].as_str().unwrap_or_default().to_owned(),
         ));
+        count.fetch_add(1, Ordering::Relaxed);
     }
     acked
 }
@@ -48,13 +54,21 @@ fn sigkill_under_load_loses_no_acknowledged_record() {
     for round in 0..3u64 {
         let node = NodeProcess::start_dev(&data);
         let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicUsize::new(0));
         let workers: Vec<_> = (0..6)
             .map(|_| {
-                let (url, creds, stop) = (node.url.clone(), node.credentials(), stop.clone());
-                std::thread::spawn(move || load(url, creds, stop))
+                let (url, creds) = (node.url.clone(), node.credentials());
+                let (stop, count) = (stop.clone(), count.clone());
+                std::thread::spawn(move || load(url, creds, stop, count))
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(700 + 300 * round));
+        // Kill under load: once this round has acknowledgements (a condition, so a busy machine
+        // only makes it wait longer), then at a different moment each round.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while count.load(Ordering::Relaxed) < 25 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100 * round));
         node.kill();
         stop.store(true, Ordering::Relaxed);
         for w in workers {
