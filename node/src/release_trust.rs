@@ -123,14 +123,14 @@ pub async fn request_approval(
             )
             .await?;
     }
+    let now_ms = service.now_ms();
     let pending = service
         .cluster()
         .view()
-        .with_state(|s| s.pending_approvals(&caller.tenant));
+        .with_state(|s| s.pending_approvals(&caller.tenant, now_ms));
     if pending >= MAX_PENDING_APPROVALS_PER_TENANT {
         return Err(too_many_pending());
     }
-    let now_ms = service.now_ms();
     let approval_id = format!("apr-{}", stella_api::dpop::random_id());
     let expires_at_ms = now_ms.saturating_add(request.expires_in_seconds.saturating_mul(1000));
     let approval = Approval {

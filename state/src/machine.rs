@@ -253,7 +253,9 @@ impl State {
                     return Response::ApprovalExists;
                 }
                 let tenant = approval_tenant(&approval.requested_by);
-                if self.pending_approvals(tenant) >= MAX_PENDING_APPROVALS_PER_TENANT {
+                if self.pending_approvals(tenant, approval.requested_ms)
+                    >= MAX_PENDING_APPROVALS_PER_TENANT
+                {
                     return Response::ApprovalLimitReached;
                 }
                 let mut approval = approval.clone();
@@ -384,11 +386,16 @@ impl State {
             .is_some_and(|t| t.enabled && t.expires_at_ms.is_none_or(|exp| now_ms < exp))
     }
 
-    /// Undecided approvals requested by `tenant` (expired ones are pruned before this counts).
-    pub fn pending_approvals(&self, tenant: &str) -> usize {
+    /// Undecided approvals requested by `tenant` that have not expired at `now_ms` (expired ones
+    /// may still sit in the state until the next request prunes them; they never count).
+    pub fn pending_approvals(&self, tenant: &str, now_ms: u64) -> usize {
         self.approvals
             .values()
-            .filter(|a| a.decision.is_none() && approval_tenant(&a.requested_by) == tenant)
+            .filter(|a| {
+                a.decision.is_none()
+                    && now_ms < a.expires_at_ms
+                    && approval_tenant(&a.requested_by) == tenant
+            })
             .count()
     }
 

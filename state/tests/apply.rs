@@ -199,6 +199,20 @@ fn a_tenant_has_a_bounded_number_of_pending_approvals_and_old_ones_leave_the_sta
         "two decided: room for one more pending"
     );
     assert!(!state.approvals.contains_key("ap-a-0"), "denied: pruned");
+    // Expired, undecided approvals still in the state (nothing pruned them yet) never count:
+    // a receiving node checking the bound against its applied state must not lock a tenant
+    // out after its requests lapsed undecided.
+    assert_eq!(
+        state.pending_approvals("a", 30),
+        MAX_PENDING_APPROVALS_PER_TENANT - 1,
+        "32 filed, two decided, one more filed"
+    );
+    assert_eq!(
+        state.pending_approvals("a", 1_010),
+        1,
+        "requested at 30, until 1_030"
+    );
+    assert_eq!(state.pending_approvals("a", 5_000), 0);
     assert!(state.approvals.contains_key("ap-a-1"), "approved: kept");
     assert!(state.approved("sha256:abc", 30));
     // Once everything has expired, a request finds an empty state (but for itself).

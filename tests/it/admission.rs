@@ -853,14 +853,15 @@ fn a_tenant_cannot_grow_the_replicated_state_with_approval_requests() {
     let tenant_a = client_of("tenant-a-ci");
     let tenant_b = client_of("tenant-b-ci");
     let operator = client_of("operator");
-    let request = |client: &stella_api::Client, with_poe: bool| {
+    let request_for = |client: &stella_api::Client, with_poe: bool, expires_in_seconds: u64| {
         client.request_approval(&ApprovalRequest {
             image_digest: format!("sha256:{}", "ab".repeat(32)),
             reason: "r".repeat(500),
-            expires_in_seconds: 3600,
+            expires_in_seconds,
             poe: client.credentials().poe.clone().filter(|_| with_poe),
         })
     };
+    let request = |client: &stella_api::Client, with_poe: bool| request_for(client, with_poe, 3600);
     // Only an entitled tenant may add to the replicated state.
     refused_with(request(&tenant_a, false), "entitlement_denied");
     let mut ids = Vec::new();
@@ -882,6 +883,16 @@ fn a_tenant_cannot_grow_the_replicated_state_with_approval_requests() {
         .expect("denied");
     request(&tenant_a, true).expect("one decided: room for one more");
     refused_with(request(&tenant_a, true), "plan_throttled");
+    // Approvals that lapse undecided stop counting at once, although nothing has pruned them
+    // from the state yet: tenant b fills its bound with short-lived requests, waits, files again.
+    let filed = std::time::Instant::now();
+    for _ in 0..31 {
+        request_for(&tenant_b, true, 8).expect("recorded");
+    }
+    refused_with(request(&tenant_b, true), "plan_throttled");
+    // Expiry is a matter of time passing: wait until the short-lived ones have lapsed.
+    std::thread::sleep(Duration::from_millis(8_500).saturating_sub(filed.elapsed()));
+    request(&tenant_b, true).expect("the lapsed approvals no longer count");
     // The denied approval left the state; its history stays in the audit log.
     let audit = f.audit();
     assert!(
