@@ -8,6 +8,11 @@ use time::format_description::well_known::Rfc3339;
 pub trait Clock: Send + Sync {
     fn now(&self) -> OffsetDateTime;
 
+    /// Unix milliseconds (0 before the epoch, which a working clock never is).
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+    }
+
     /// RFC 3339 UTC, second precision with fractional part as the clock gives it.
     fn now_rfc3339(&self) -> String {
         self.now().format(&Rfc3339).unwrap_or_default()

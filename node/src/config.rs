@@ -329,10 +329,10 @@ fn default_dpop_max_age() -> i64 {
     300
 }
 pub fn default_failed_auth_per_second() -> u32 {
-    20
+    crate::admission::preauth::DEFAULT_FAILURES_PER_SECOND
 }
 pub fn default_failed_auth_burst() -> u32 {
-    100
+    crate::admission::preauth::DEFAULT_BURST
 }
 pub fn default_preauth_summary_seconds() -> u64 {
     60

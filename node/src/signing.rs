@@ -905,7 +905,7 @@ impl SigningService {
     }
 
     pub fn now_ms(&self) -> u64 {
-        u64::try_from(self.inner.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+        self.inner.clock.now_ms()
     }
 }
 

@@ -28,8 +28,9 @@ pub struct Introspection {
 }
 
 impl Introspection {
-    /// What a refusing licensing service means for the PoE: not active.
-    pub fn refused() -> Introspection {
+    /// `active: false` and nothing else: an unknown or altered PoE, or a licensing service that
+    /// refused to answer about it.
+    pub fn inactive() -> Introspection {
         Introspection {
             active: false,
             license_id: None,
@@ -88,7 +89,7 @@ impl Licensing for LicensingClient {
             // so nothing cached may stand in for it: the PoE is not active.
             if response.status().is_client_error() {
                 tracing::warn!(status = %response.status(), "the licensing service refused the introspection; treating the PoE as not active");
-                return Ok(Introspection::refused());
+                return Ok(Introspection::inactive());
             }
             let body = http_client::read_ok(response, 64 * 1024)
                 .await

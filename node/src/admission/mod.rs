@@ -172,12 +172,11 @@ impl Admission {
         facts: &RequestFacts,
         scopes: &[&str],
     ) -> Result<Authenticated, AuthFailure> {
-        let now_ms = self.now_ms();
+        let now_ms = self.parts.clock.now_ms();
         if let Some(retry_after_seconds) = self.preauth.over_budget(facts.source, now_ms)
             && !self.may_be_honest(facts)
         {
-            self.preauth
-                .refused(facts.source, "rate_limited", now_ms, false);
+            self.preauth.rate_limited(facts.source, now_ms);
             return Err(AuthFailure {
                 error: Error::RateLimited {
                     retry_after_seconds,
@@ -191,19 +190,14 @@ impl Admission {
             && !matches!(failure.error, Error::Unavailable(_))
         {
             let code = failure.error.code().as_str();
-            self.preauth.refused(facts.source, code, now_ms, true);
+            self.preauth.refused(facts.source, code, now_ms);
         }
         result
     }
 
     /// The pre-authentication refusals counted since the last call (one audit record's worth).
     pub fn take_preauth_summary(&self) -> Option<PreAuthSummary> {
-        self.preauth.take_summary(self.now_ms())
-    }
-
-    fn now_ms(&self) -> i64 {
-        let nanos = self.parts.clock.now().unix_timestamp_nanos() / 1_000_000;
-        i64::try_from(nanos).unwrap_or(i64::MAX)
+        self.preauth.take_summary(self.parts.clock.now_ms())
     }
 
     /// Whether the request's credential could be an honest caller's, judged without any

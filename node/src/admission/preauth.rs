@@ -14,6 +14,10 @@
 //!
 //! No I/O and no clock: times come in as Unix milliseconds, so the rules are tested directly.
 
+/// Default budget of a source: failed authentications per second, and in a burst.
+pub const DEFAULT_FAILURES_PER_SECOND: u32 = 20;
+pub const DEFAULT_BURST: u32 = 100;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -36,8 +40,8 @@ pub struct PreAuthPolicy {
 impl Default for PreAuthPolicy {
     fn default() -> PreAuthPolicy {
         PreAuthPolicy {
-            failures_per_second: 20.0,
-            burst: 100.0,
+            failures_per_second: f64::from(DEFAULT_FAILURES_PER_SECOND),
+            burst: f64::from(DEFAULT_BURST),
         }
     }
 }
@@ -45,8 +49,8 @@ impl Default for PreAuthPolicy {
 /// One period's pre-authentication refusals, as they go into the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreAuthSummary {
-    pub from_ms: i64,
-    pub to_ms: i64,
+    pub from_ms: u64,
+    pub to_ms: u64,
     pub total: u64,
     /// (code, source, count), the largest counts first, at most `SUMMARY_ROWS`.
     pub rows: Vec<(String, String, u64)>,
@@ -77,7 +81,7 @@ impl PreAuthSummary {
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
-    at_ms: i64,
+    at_ms: u64,
 }
 
 #[derive(Default)]
@@ -85,7 +89,7 @@ struct Inner {
     buckets: HashMap<IpAddr, Bucket>,
     tally: BTreeMap<(&'static str, String), u64>,
     total: u64,
-    since_ms: Option<i64>,
+    since_ms: Option<u64>,
 }
 
 pub struct PreAuth {
@@ -108,11 +112,11 @@ impl PreAuth {
     }
 
     /// Seconds until `source` may fail again, when it has spent its budget; `None`: go ahead.
-    pub fn over_budget(&self, source: Option<IpAddr>, now_ms: i64) -> Option<u64> {
+    pub fn over_budget(&self, source: Option<IpAddr>, now_ms: u64) -> Option<u64> {
         let source = source?;
         let inner = self.lock();
         let bucket = inner.buckets.get(&source)?;
-        let tokens = self.refilled(bucket, now_ms);
+        let tokens = refill(&self.policy, bucket, now_ms);
         if tokens >= 1.0 {
             return None;
         }
@@ -120,23 +124,11 @@ impl PreAuth {
         Some(wait.ceil().clamp(1.0, 3600.0) as u64)
     }
 
-    /// Counts one refusal before authentication; `spend`: it also costs the source a token
-    /// (a refusal for being over budget does not, or a flood would never end).
-    pub fn refused(&self, source: Option<IpAddr>, code: &'static str, now_ms: i64, spend: bool) {
+    /// Counts one refusal before authentication, and spends one of the source's budget.
+    pub fn refused(&self, source: Option<IpAddr>, code: &'static str, now_ms: u64) {
         let mut inner = self.lock();
-        inner.since_ms.get_or_insert(now_ms);
-        inner.total = inner.total.saturating_add(1);
-        let label = source.map_or_else(|| "unknown".to_owned(), |s| s.to_string());
-        let row = if inner.tally.len() < MAX_TALLY_ROWS
-            || inner.tally.contains_key(&(code, label.clone()))
-        {
-            (code, label)
-        } else {
-            (code, "other".to_owned())
-        };
-        let count = inner.tally.entry(row).or_insert(0);
-        *count = count.saturating_add(1);
-        let Some(source) = source.filter(|_| spend) else {
+        count(&mut inner, source, code, now_ms);
+        let Some(source) = source else {
             return;
         };
         if inner.buckets.len() >= MAX_SOURCES && !inner.buckets.contains_key(&source) {
@@ -160,12 +152,14 @@ impl PreAuth {
         };
     }
 
-    fn refilled(&self, bucket: &Bucket, now_ms: i64) -> f64 {
-        refill(&self.policy, bucket, now_ms)
+    /// Counts a refusal for being over budget; it costs the source nothing more, or a flood
+    /// would never end.
+    pub fn rate_limited(&self, source: Option<IpAddr>, now_ms: u64) {
+        count(&mut self.lock(), source, "rate_limited", now_ms);
     }
 
     /// The refusals counted since the last call, or `None` if there were none.
-    pub fn take_summary(&self, now_ms: i64) -> Option<PreAuthSummary> {
+    pub fn take_summary(&self, now_ms: u64) -> Option<PreAuthSummary> {
         let mut inner = self.lock();
         let from_ms = inner.since_ms.take()?;
         let total = std::mem::take(&mut inner.total);
@@ -184,9 +178,24 @@ impl PreAuth {
     }
 }
 
+/// One refusal in the period's tally, under `other` once the tally is full.
+fn count(inner: &mut Inner, source: Option<IpAddr>, code: &'static str, now_ms: u64) {
+    inner.since_ms.get_or_insert(now_ms);
+    inner.total = inner.total.saturating_add(1);
+    let label = source.map_or_else(|| "unknown".to_owned(), |s| s.to_string());
+    let row =
+        if inner.tally.len() < MAX_TALLY_ROWS || inner.tally.contains_key(&(code, label.clone())) {
+            (code, label)
+        } else {
+            (code, "other".to_owned())
+        };
+    let n = inner.tally.entry(row).or_insert(0);
+    *n = n.saturating_add(1);
+}
+
 /// Tokens in `bucket` at `now_ms` (a clock that went back refills nothing).
-fn refill(policy: &PreAuthPolicy, bucket: &Bucket, now_ms: i64) -> f64 {
-    let elapsed_ms = now_ms.saturating_sub(bucket.at_ms).max(0) as f64;
+fn refill(policy: &PreAuthPolicy, bucket: &Bucket, now_ms: u64) -> f64 {
+    let elapsed_ms = now_ms.saturating_sub(bucket.at_ms) as f64;
     (bucket.tokens + elapsed_ms / 1000.0 * policy.failures_per_second).min(policy.burst)
 }
 
@@ -206,22 +215,23 @@ mod tests {
         });
         for _ in 0..3 {
             assert_eq!(guard.over_budget(ip(1), 0), None);
-            guard.refused(ip(1), "invalid_token", 0, true);
+            guard.refused(ip(1), "invalid_token", 0);
         }
         assert_eq!(guard.over_budget(ip(1), 0), Some(1), "burst spent");
         assert_eq!(guard.over_budget(ip(2), 0), None, "another source");
         assert_eq!(guard.over_budget(None, 0), None, "no address: no bucket");
         // A refusal for being over budget costs nothing, so the source recovers on time.
-        guard.refused(ip(1), "rate_limited", 100, false);
+        guard.rate_limited(ip(1), 100);
         assert_eq!(guard.over_budget(ip(1), 499), Some(1));
         assert_eq!(
             guard.over_budget(ip(1), 500),
             None,
             "2/s refills one in 500 ms"
         );
-        // A clock that jumps back or to the ends of the range neither panics nor refills.
-        assert_eq!(guard.over_budget(ip(1), i64::MIN), Some(1));
-        assert_eq!(guard.over_budget(ip(1), i64::MAX), None);
+        // A clock that jumps back refills nothing; one at the end of the range neither panics
+        // nor overflows.
+        assert_eq!(guard.over_budget(ip(1), 0), Some(1));
+        assert_eq!(guard.over_budget(ip(1), u64::MAX), None);
     }
 
     #[test]
@@ -230,10 +240,10 @@ mod tests {
         assert_eq!(guard.take_summary(0), None, "nothing happened");
         for i in 0..200u32 {
             let source = Some(IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]));
-            guard.refused(source, "invalid_token", 1_000, true);
+            guard.refused(source, "invalid_token", 1_000);
         }
         for _ in 0..500 {
-            guard.refused(ip(7), "invalid_token", 2_000, true);
+            guard.refused(ip(7), "invalid_token", 2_000);
         }
         let summary = guard.take_summary(3_000).expect("summary");
         assert_eq!(summary.total, 700);
@@ -256,7 +266,7 @@ mod tests {
         let guard = PreAuth::new(PreAuthPolicy::default());
         for i in 0..(MAX_SOURCES as u32 + 10) {
             let source = Some(IpAddr::from(i.to_be_bytes()));
-            guard.refused(source, "invalid_token", 0, true);
+            guard.refused(source, "invalid_token", 0);
         }
         assert!(guard.lock().buckets.len() <= MAX_SOURCES);
         assert!(guard.lock().tally.len() <= MAX_TALLY_ROWS + 1);

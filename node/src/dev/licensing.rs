@@ -111,14 +111,7 @@ impl DevLicensing {
     /// RFC 7662: anything this service did not issue (or that was altered) is `active: false`.
     pub fn introspect(&self, token: &str) -> Introspection {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let inactive = Introspection {
-            active: false,
-            license_id: None,
-            plan: None,
-            tenant: None,
-            exp: None,
-            revoked: false,
-        };
+        let inactive = Introspection::inactive();
         let Ok(header) = jose::header(token) else {
             return inactive;
         };
