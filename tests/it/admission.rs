@@ -135,26 +135,28 @@ impl Fixture {
         proof: Option<&str>,
         body: &Value,
     ) -> (u16, Value) {
-        let mut request = http
-            .post(self.url())
-            .header("x-request-id", request_id)
-            .header("authorization", authorization)
-            .json(body);
-        if let Some(proof) = proof {
-            request = request.header("dpop", proof);
-        }
-        let response = request.send().expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().unwrap_or(Value::Null))
+        let mut headers = vec![("authorization", authorization)];
+        headers.extend(proof.map(|p| ("dpop", p)));
+        self.send_raw(http, request_id, &headers, body)
     }
 
     /// POSTs the request body with exactly these headers (repeated names are sent repeated).
     fn send_headers(&self, request_id: &str, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut request = self
-            .http(false)
+        self.send_raw(&self.http(false), request_id, headers, &self.body())
+    }
+
+    /// The status and JSON answer; a `Retry-After` header is copied into `retryAfterHeader`.
+    fn send_raw(
+        &self,
+        http: &reqwest::blocking::Client,
+        request_id: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> (u16, Value) {
+        let mut request = http
             .post(self.url())
             .header("x-request-id", request_id)
-            .json(&self.body());
+            .json(body);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -165,11 +167,11 @@ impl Fixture {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let mut problem: Value = response.json().unwrap_or(Value::Null);
+        let mut answer: Value = response.json().unwrap_or(Value::Null);
         if let Some(seconds) = retry_after {
-            problem["retryAfterHeader"] = json!(seconds);
+            answer["retryAfterHeader"] = json!(seconds);
         }
-        (status, problem)
+        (status, answer)
     }
 
     /// The audit records that summarise refusals before authentication, and the sum of their
@@ -220,6 +222,15 @@ impl Fixture {
             .map(|r| (r["requestId"].as_str().unwrap_or("").to_owned(), r.clone()))
             .collect()
     }
+}
+
+/// The answer is a problem with this status and code (its JSON is the failure message).
+fn assert_refused(status: u16, answer: &Value, want_status: u16, code: &str) {
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (want_status, Some(code)),
+        "{answer}"
+    );
 }
 
 /// `N` in a summary reason's "`code` from 127.0.0.1: N".
@@ -496,11 +507,7 @@ fn forged_expired_misbound_and_replayed_credentials_are_refused_and_audited() {
         );
         let again = format!("{id}-again");
         let (status, problem) = f.send(&again, &auth, Some(&wrapped), &f.body());
-        assert_eq!(
-            (status, problem["code"].as_str()),
-            (401, Some("invalid_token")),
-            "{id}: {problem}"
-        );
+        assert_refused(status, &problem, 401, "invalid_token");
     }
     // …and for reads, whose proofs this node claims locally.
     let audit_url = format!("{}/api/v1/signer/audit", f.node.url);
@@ -530,11 +537,7 @@ fn forged_expired_misbound_and_replayed_credentials_are_refused_and_audited() {
             ("dpop", fresh.as_str()),
         ],
     );
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (401, Some("invalid_token")),
-        "{problem}"
-    );
+    assert_refused(status, &problem, 401, "invalid_token");
     assert!(
         problem["detail"]
             .as_str()
@@ -549,11 +552,7 @@ fn forged_expired_misbound_and_replayed_credentials_are_refused_and_audited() {
             ("dpop", fresh.as_str()),
         ],
     );
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (401, Some("invalid_token")),
-        "{problem}"
-    );
+    assert_refused(status, &problem, 401, "invalid_token");
     // The proof was not spent by the refused requests: alone, the same header signs.
     let (status, body) = f.send("one-authorization", &auth, Some(&fresh), &f.body());
     assert_eq!(status, 200, "{body}");
@@ -916,11 +915,7 @@ fn a_licensing_outage_is_bridged_only_within_grace_and_the_bypass_is_audited_and
     f.services.licensing.set_rejecting_client(true);
     std::thread::sleep(Duration::from_millis(1500));
     let (status, body) = f.dpop("client-refused", &f.token(|_| {}));
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (403, Some("entitlement_denied")),
-        "a 401 from licensing is not an outage: {body}"
-    );
+    assert_refused(status, &body, 403, "entitlement_denied");
     f.services.licensing.set_rejecting_client(false);
     std::thread::sleep(Duration::from_millis(1200));
     let (status, body) = f.dpop("client-accepted-again", &f.token(|_| {}));
@@ -936,11 +931,7 @@ fn a_licensing_outage_is_bridged_only_within_grace_and_the_bypass_is_audited_and
     assert_eq!(body["quota"]["poeState"], "stale");
     std::thread::sleep(Duration::from_millis(3000));
     let (status, body) = f.dpop("past-grace", &f.token(|_| {}));
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (403, Some("entitlement_denied")),
-        "{body}"
-    );
+    assert_refused(status, &body, 403, "entitlement_denied");
 
     // The operator switches the bypass on for a short while (CLI, scope signer.admin).
     let mut ops = f.services.credentials("operator", PLAN, &f.node.url);
@@ -998,11 +989,7 @@ fn a_licensing_outage_is_bridged_only_within_grace_and_the_bypass_is_audited_and
     assert_eq!(body["quota"]["poeState"], "bypassed");
     std::thread::sleep(Duration::from_millis(4500));
     let (status, body) = f.dpop("bypass-expired", &f.token(|_| {}));
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (403, Some("entitlement_denied")),
-        "{body}"
-    );
+    assert_refused(status, &body, 403, "entitlement_denied");
 
     // Licensing back: the PoE is honoured again, and a revocation shows once the cache expires.
     f.services.licensing.set_outage(false);
@@ -1097,11 +1084,7 @@ fn proofs_are_single_use_cluster_wide_nonces_hold_on_every_node_and_tenants_get_
     assert_eq!(status, 200, "{answer}");
     // The same proof again, on a third node: the replicated proof set refuses it.
     let (status, _, _, answer) = post(3, &proof, "replay-other-node");
-    assert_eq!(
-        (status, answer["code"].as_str()),
-        (401, Some("invalid_token")),
-        "{answer}"
-    );
+    assert_refused(status, &answer, 401, "invalid_token");
     assert!(
         answer["detail"]
             .as_str()
