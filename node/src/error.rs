@@ -75,6 +75,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// A tenant at its bound of pending release approvals (checked by the receiving node, and
+    /// again by the state machine when two requests race for the last slot).
+    pub fn too_many_pending_approvals() -> Error {
+        let bound = stella_state::machine::MAX_PENDING_APPROVALS_PER_TENANT;
+        Error::Throttled {
+            retry_after_seconds: 60,
+            reason: format!(
+                "{bound} approvals of this tenant are pending; retry once an operator decided one or one expired"
+            ),
+        }
+    }
+
     /// Seconds a client should wait before retrying, when that is known.
     pub fn retry_after_seconds(&self) -> Option<u64> {
         match self {

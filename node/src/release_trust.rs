@@ -19,15 +19,6 @@ use crate::signing::{ConfigChange, SigningService, rfc3339_ms};
 
 const MAX_APPROVAL_SECONDS: u64 = 90 * 24 * 3600;
 
-fn too_many_pending() -> Error {
-    Error::Throttled {
-        retry_after_seconds: 60,
-        reason: format!(
-            "{MAX_PENDING_APPROVALS_PER_TENANT} approvals of this tenant are pending; retry once an operator decided one or one expired"
-        ),
-    }
-}
-
 fn digest_of(text: &str) -> Result<String, Error> {
     stella_release::parse_digest(text).map_err(|e| Error::InvalidRequest(e.to_string()))?;
     Ok(text.to_owned())
@@ -129,7 +120,7 @@ pub async fn request_approval(
         .view()
         .with_state(|s| s.pending_approvals(&caller.tenant, now_ms));
     if pending >= MAX_PENDING_APPROVALS_PER_TENANT {
-        return Err(too_many_pending());
+        return Err(Error::too_many_pending_approvals());
     }
     let approval_id = format!("apr-{}", stella_api::dpop::random_id());
     let expires_at_ms = now_ms.saturating_add(request.expires_in_seconds.saturating_mul(1000));

@@ -540,9 +540,10 @@ impl SigningService {
             other => vec![other],
         };
         if let Some(refused) = responses.iter().find(|r| refused_change(r)) {
-            return Err(Error::InvalidRequest(format!(
-                "the change was not applied: {refused:?}"
-            )));
+            return Err(match refused {
+                Response::ApprovalLimitReached => Error::too_many_pending_approvals(),
+                other => Error::InvalidRequest(format!("the change was not applied: {other:?}")),
+            });
         }
         let audit_id = self.audit_as_leader(change.audit).await?;
         Ok(ConfigApplied {
