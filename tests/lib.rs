@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use rustix::process::Signal;
+use rustix::process::Signal;
 use serde_json::Value;
 
 mod services;
@@ -121,12 +121,6 @@ impl NodeProcess {
     pub fn kill(mut self) {
         self.child.kill().expect("SIGKILL the node");
         self.child.wait().expect("reap the node");
-    }
-
-    /// Sends `signal` to the node through the OS interface (no external `kill` program, which a
-    /// minimal system lacks). A node that has already exited and been reaped is an error here.
-    pub fn signal(&self, signal: Signal) {
-        send_signal(&self.child, signal);
     }
 
     /// SIGTERM and wait for a clean exit.
@@ -937,8 +931,9 @@ pub fn refused_with<T: std::fmt::Debug>(
     }
 }
 
-/// `kill(2)` on a child process; failing to deliver the signal fails the test.
-pub fn send_signal(child: &Child, signal: Signal) {
+/// `kill(2)` on a child process, through the OS interface (no external `kill` program, which a
+/// minimal system lacks); failing to deliver the signal fails the test.
+fn send_signal(child: &Child, signal: Signal) {
     let pid = rustix::process::Pid::from_child(child);
     if let Err(e) = rustix::process::kill_process(pid, signal) {
         panic!("sending {signal:?} to process {pid:?}: {e}");
