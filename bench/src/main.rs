@@ -24,6 +24,7 @@ use stella_signer::{
 };
 
 mod admission_cost;
+mod flood;
 mod key_backends;
 mod raft_writes;
 mod threshold_net;
@@ -52,6 +53,10 @@ struct Args {
     /// Only the Raft-vs-redb write comparison, at these client counts (e.g. 1,4,64).
     #[arg(long, value_delimiter = ',')]
     g3_only: Vec<usize>,
+    /// Only the flood comparison: one honest DPoP client with no flood, then under this many
+    /// unauthenticated requests per second from the same address (issue 13, finding 5).
+    #[arg(long)]
+    flood: Option<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -77,6 +82,13 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let request = sample_request();
+    let node_bin = match &args.node_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("stella-signer"),
+    };
+    if let Some(rate) = args.flood {
+        return flood_comparison(&node_bin, &request, rate, duration);
+    }
 
     let b_sign = raw_sign_loop(&request, duration)?;
     println!("B_sign (file key, aws-lc-rs, 2 threads): {b_sign:.0} signatures/s");
@@ -130,10 +142,6 @@ fn main() -> anyhow::Result<()> {
         cost.admitted_sign_per_s / cost.sign_per_s
     );
 
-    let node_bin = match args.node_bin {
-        Some(p) => p,
-        None => std::env::current_exe()?.with_file_name("stella-signer"),
-    };
     let data = tempfile::tempdir()?;
     let (mut child, url, creds) = start_node(&node_bin, data.path())?;
     let auth = Arc::new(LoadAuth::new(&url, creds)?);
@@ -179,6 +187,67 @@ fn main() -> anyhow::Result<()> {
     if rows.iter().any(|r| r["errors"].as_u64() != Some(0)) {
         bail!("some requests failed");
     }
+    Ok(())
+}
+
+/// The honest caller's figures without and with a flood, on one dev node.
+fn flood_comparison(
+    node_bin: &PathBuf,
+    request: &Value,
+    rate: u64,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let (mut child, url, creds) = start_node(node_bin, data.path())?;
+    let auth = Arc::new(LoadAuth::new(&url, creds)?);
+    let (quiet, flooded) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(flood::measure(
+            &url,
+            data.path(),
+            auth,
+            request,
+            rate,
+            duration,
+        ))?;
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "{:>22} {:>9} {:>9} {:>9} {:>8} {:>11} {:>8} {:>8} {:>12}",
+        "honest client (c=1)",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "flood req/s",
+        "401",
+        "429",
+        "raft growth"
+    );
+    for (name, p) in [
+        ("no flood", &quiet),
+        (&*format!("flood {rate}/s"), &flooded),
+    ] {
+        println!(
+            "{:>22} {:>9.0} {:>9.2} {:>9.2} {:>8} {:>11.0} {:>8} {:>8} {:>10.1} KB",
+            name,
+            p.honest.throughput,
+            p.honest.p50_ms,
+            p.honest.p99_ms,
+            p.honest.errors,
+            p.flood_per_second,
+            p.flood_401,
+            p.flood_429,
+            p.raft_growth_bytes as f64 / 1024.0
+        );
+    }
+    println!(
+        "flood / no flood: honest p99 {:.2}x, honest throughput {:.3}; flood answers other than 401/429: {}",
+        flooded.honest.p99_ms / quiet.honest.p99_ms,
+        flooded.honest.throughput / quiet.honest.throughput,
+        flooded.flood_other
+    );
     Ok(())
 }
 
