@@ -4,10 +4,9 @@
 //! The flood comes from the same address as the honest caller (loopback), as it would through a
 //! load balancer: every request carries a 480-byte bogus `Authorization` scheme, so the node
 //! refuses it before any token is known. Reported per phase: the honest caller's p50/p99 and
-//! error rate, the flood's achieved rate and its answers by status, and how much the node's
-//! Raft directory grew (refusals must not buy replicated state).
+//! error rate, the flood's achieved rate and its answers by status, and how many Raft entries
+//! the phase committed beside the honest signings (refusals must not buy replicated state).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,32 +22,34 @@ pub struct Phase {
     pub flood_401: u64,
     pub flood_429: u64,
     pub flood_other: u64,
-    pub raft_growth_bytes: u64,
+    /// Raft entries committed during the phase.
+    pub raft_entries: u64,
 }
 
-/// Runs the honest load for `duration` without a flood, then with `rate` flood requests/s.
-pub async fn measure(
+/// Runs the honest load for `duration` without a flood, then with `rate` flood requests/s;
+/// `commit_index` reads the node's committed Raft index (a blocking call, between phases).
+pub fn measure(
     url: &str,
-    data_dir: &Path,
     auth: Arc<LoadAuth>,
     request: &Value,
     rate: u64,
     duration: Duration,
+    commit_index: &dyn Fn() -> anyhow::Result<u64>,
 ) -> anyhow::Result<(Phase, Phase)> {
-    let quiet = phase(url, data_dir, auth.clone(), request, 0, duration).await?;
-    let flooded = phase(url, data_dir, auth, request, rate, duration).await?;
+    let quiet = phase(url, auth.clone(), request, 0, duration, commit_index)?;
+    let flooded = phase(url, auth, request, rate, duration, commit_index)?;
     Ok((quiet, flooded))
 }
 
-async fn phase(
+fn phase(
     url: &str,
-    data_dir: &Path,
     auth: Arc<LoadAuth>,
     request: &Value,
     rate: u64,
     duration: Duration,
+    commit_index: &dyn Fn() -> anyhow::Result<u64>,
 ) -> anyhow::Result<Phase> {
-    let before = dir_bytes(&data_dir.join("raft"));
+    let before = commit_index()?;
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new([
         AtomicU64::new(0),
@@ -62,13 +63,17 @@ async fn phase(
         std::thread::spawn(move || flood(&url, rate, &stop, &counts))
     });
     let started = Instant::now();
-    let honest = http_load(url, auth, request, 1, duration).await?;
+    let honest = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(http_load(url, auth, request, 1, duration));
     stop.store(true, Ordering::Relaxed);
     if let Some(flood) = flood {
         flood
             .join()
             .map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
     }
+    let honest = honest?;
     let elapsed = started.elapsed().as_secs_f64();
     let [sent_401, sent_429, other, answered] = counts.as_ref();
     Ok(Phase {
@@ -77,7 +82,7 @@ async fn phase(
         flood_401: sent_401.load(Ordering::Relaxed),
         flood_429: sent_429.load(Ordering::Relaxed),
         flood_other: other.load(Ordering::Relaxed),
-        raft_growth_bytes: dir_bytes(&data_dir.join("raft")).saturating_sub(before),
+        raft_entries: commit_index()?.saturating_sub(before),
     })
 }
 
@@ -126,18 +131,4 @@ fn flood(url: &str, rate: u64, stop: &AtomicBool, counts: &[AtomicU64; 4]) -> an
         futures_util::future::join_all(senders).await;
     });
     Ok(())
-}
-
-/// Bytes of the files directly in `dir` (the Raft log and state-machine files).
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }

@@ -199,18 +199,15 @@ fn flood_comparison(
 ) -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let (mut child, url, creds) = start_node(node_bin, data.path())?;
+    let status = stella_api::Client::new(stella_api::ClientConfig {
+        server: url.clone(),
+        credentials: creds.clone(),
+        timeout: Duration::from_secs(30),
+    })?;
+    let commit_index =
+        || -> anyhow::Result<u64> { Ok(status.cluster_status()?.commit_index.unwrap_or(0)) };
     let auth = Arc::new(LoadAuth::new(&url, creds)?);
-    let (quiet, flooded) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(flood::measure(
-            &url,
-            data.path(),
-            auth,
-            request,
-            rate,
-            duration,
-        ))?;
+    let (quiet, flooded) = flood::measure(&url, auth, request, rate, duration, &commit_index)?;
     let _ = child.kill();
     let _ = child.wait();
     println!(
@@ -223,14 +220,14 @@ fn flood_comparison(
         "flood req/s",
         "401",
         "429",
-        "raft growth"
+        "Raft entries"
     );
     for (name, p) in [
         ("no flood", &quiet),
         (&*format!("flood {rate}/s"), &flooded),
     ] {
         println!(
-            "{:>22} {:>9.0} {:>9.2} {:>9.2} {:>8} {:>11.0} {:>8} {:>8} {:>10.1} KB",
+            "{:>22} {:>9.0} {:>9.2} {:>9.2} {:>8} {:>11.0} {:>8} {:>8} {:>12}",
             name,
             p.honest.throughput,
             p.honest.p50_ms,
@@ -239,7 +236,7 @@ fn flood_comparison(
             p.flood_per_second,
             p.flood_401,
             p.flood_429,
-            p.raft_growth_bytes as f64 / 1024.0
+            p.raft_entries
         );
     }
     println!(
