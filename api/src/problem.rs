@@ -22,10 +22,13 @@ pub enum ProblemCode {
     InternalError,
     /// Too many failed authentications from this source: refused before any verification work.
     RateLimited,
+    /// Peer plane only: the client certificate's role (node, operator, another cluster) may not
+    /// call this route.
+    PeerForbidden,
 }
 
 impl ProblemCode {
-    pub const ALL: [ProblemCode; 13] = [
+    pub const ALL: [ProblemCode; 14] = [
         ProblemCode::InvalidToken,
         ProblemCode::EntitlementDenied,
         ProblemCode::ReleaseUntrusted,
@@ -39,6 +42,7 @@ impl ProblemCode {
         ProblemCode::SigningUnavailable,
         ProblemCode::InternalError,
         ProblemCode::RateLimited,
+        ProblemCode::PeerForbidden,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -56,13 +60,16 @@ impl ProblemCode {
             ProblemCode::SigningUnavailable => "signing_unavailable",
             ProblemCode::InternalError => "internal_error",
             ProblemCode::RateLimited => "rate_limited",
+            ProblemCode::PeerForbidden => "peer_forbidden",
         }
     }
 
     pub fn status(&self) -> u16 {
         match self {
             ProblemCode::InvalidToken => 401,
-            ProblemCode::EntitlementDenied | ProblemCode::ReleaseUntrusted => 403,
+            ProblemCode::EntitlementDenied
+            | ProblemCode::ReleaseUntrusted
+            | ProblemCode::PeerForbidden => 403,
             ProblemCode::PlanThrottled | ProblemCode::RateLimited => 429,
             ProblemCode::ArtifactTooLarge => 413,
             ProblemCode::InvalidRequest | ProblemCode::UnsupportedPredicateType => 400,
@@ -89,6 +96,7 @@ impl ProblemCode {
             ProblemCode::SigningUnavailable => "Signing is temporarily unavailable",
             ProblemCode::InternalError => "Internal error",
             ProblemCode::RateLimited => "Too many failed authentications from this source",
+            ProblemCode::PeerForbidden => "This peer certificate's role may not call this route",
         }
     }
 

@@ -5,6 +5,7 @@
 //! is one code path for every deployment size.
 
 mod error;
+pub mod identity;
 pub mod network;
 pub mod pki;
 pub mod tls;

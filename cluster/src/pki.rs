@@ -1,22 +1,35 @@
 //! Dev cluster PKI: a cluster CA and one certificate per node (plus an operator certificate),
 //! ECDSA P-256, valid for loopback names. For production, issue node certificates from your own
-//! CA with the same shape: serverAuth + clientAuth, SAN covering the peer URL's host.
+//! CA with the same shape: serverAuth + clientAuth, SAN covering the peer URL's host, and one
+//! identity URI SAN — `stella://<cluster-id>/node/<id>` for node `id`,
+//! `stella://<cluster-id>/operator/<name>` for an operator (see [`crate::identity`]).
 
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    SanType, BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 
-use crate::ClusterError;
+use crate::{ClusterError, identity};
 
 fn err(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Tls(e.to_string())
 }
 
-/// Writes `ca.pem`, `ca.key`, `node-<i>.pem`/`node-<i>.key` for `1..=nodes` and `admin.pem`/`admin.key` into `dir`.
-pub fn generate_dev_pki(dir: &Path, nodes: u64, extra_sans: &[String]) -> Result<(), ClusterError> {
+/// Writes `ca.pem`, `ca.key`, `node-<i>.pem`/`node-<i>.key` for `1..=nodes` (identity: node `i`
+/// of `cluster_id`) and `admin.pem`/`admin.key` (operator `admin`) into `dir`.
+pub fn generate_dev_pki(
+    dir: &Path,
+    cluster_id: &str,
+    nodes: u64,
+    extra_sans: &[String],
+) -> Result<(), ClusterError> {
+    if !identity::valid_name(cluster_id) {
+        return Err(ClusterError::Config(format!(
+            "cluster id `{cluster_id}`: 1-63 letters, digits, `-`, `_` or `.`"
+        )));
+    }
     std::fs::create_dir_all(dir).map_err(err)?;
     let ca_key = KeyPair::generate().map_err(err)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
@@ -34,21 +47,27 @@ pub fn generate_dev_pki(dir: &Path, nodes: u64, extra_sans: &[String]) -> Result
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     names.extend(extra_sans.iter().cloned());
     for i in 1..=nodes {
-        leaf(dir, &format!("node-{i}"), &names, &ca)?;
+        let uri = identity::node_uri(cluster_id, i);
+        leaf(dir, &format!("node-{i}"), &names, &uri, &ca)?;
     }
-    leaf(dir, "admin", &names, &ca)
+    let uri = identity::operator_uri(cluster_id, "admin");
+    leaf(dir, "admin", &names, &uri, &ca)
 }
 
 fn leaf(
     dir: &Path,
     stem: &str,
     sans: &[String],
+    identity_uri: &str,
     ca: &CertifiedIssuer<'_, KeyPair>,
 ) -> Result<(), ClusterError> {
     let key = KeyPair::generate().map_err(err)?;
     let mut sans = sans.to_vec();
     sans.push(stem.to_owned());
     let mut params = CertificateParams::new(sans).map_err(err)?;
+    params
+        .subject_alt_names
+        .push(SanType::URI(identity_uri.try_into().map_err(err)?));
     params.distinguished_name = name(stem);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![
@@ -78,4 +97,39 @@ fn write(dir: &Path, file: &str, text: &str, mode: u32) -> Result<(), ClusterErr
         .open(dir.join(file))
         .map_err(err)?;
     f.write_all(text.as_bytes()).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    use super::*;
+    use crate::identity::{PeerRole, role_of_certificate};
+
+    #[test]
+    fn each_dev_certificate_names_its_role_in_its_cluster() {
+        let dir = tempfile::tempdir().expect("tmp");
+        generate_dev_pki(dir.path(), "prod", 2, &[]).expect("pki");
+        let der = |stem: &str| {
+            CertificateDer::from_pem_file(dir.path().join(format!("{stem}.pem"))).expect("pem")
+        };
+        assert_eq!(
+            role_of_certificate(&der("node-2"), "prod"),
+            Ok(PeerRole::Node(2))
+        );
+        assert_eq!(
+            role_of_certificate(&der("admin"), "prod"),
+            Ok(PeerRole::Operator("admin".into()))
+        );
+        assert_eq!(
+            role_of_certificate(&der("node-1"), "staging"),
+            Err(identity::IdentityError::OtherCluster("prod".into()))
+        );
+        assert_eq!(
+            role_of_certificate(&der("ca"), "prod"),
+            Err(identity::IdentityError::Missing)
+        );
+        assert!(generate_dev_pki(dir.path(), "a/b", 1, &[]).is_err());
+    }
 }

@@ -169,14 +169,19 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
             let tls = stella_cluster::tls::peer_server_config(&peer_tls(section)?)
                 .map_err(|e| Error::Config(e.to_string()))?;
             let peer_state = state.clone();
+            let cluster_id = section.cluster_id.clone();
             let server = HttpServer::new(move || {
                 App::new()
                     .app_data(peer_state.clone())
                     .app_data(holders.clone())
+                    .wrap(from_fn(http::peer_access::guard))
                     .configure(http::peer_routes)
             })
             .shutdown_timeout(5)
             .disable_signals()
+            .on_connect(move |conn, data| {
+                http::peer_access::remember_peer(&cluster_id, conn, data)
+            })
             .bind_rustls_0_23(section.peer_listen, tls)
             .map_err(Error::io(format!(
                 "binding the peer listener {}",

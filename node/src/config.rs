@@ -354,6 +354,10 @@ fn default_reservation_ttl() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
     pub node_id: u64,
+    /// The cluster's name in its certificates' identity URIs (`stella://<cluster-id>/node/<id>`):
+    /// a peer whose certificate names another cluster is refused even if the CA is shared.
+    #[serde(default = "default_cluster_id")]
+    pub cluster_id: String,
     /// Address of the peer (Raft, mutual TLS) listener.
     pub peer_listen: SocketAddr,
     /// How peers reach this node's peer listener, e.g. `https://10.0.0.5:9441`.
@@ -368,6 +372,10 @@ pub struct ClusterSection {
     /// Build a Raft snapshot (and compact the log) every this many entries.
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
+}
+
+fn default_cluster_id() -> String {
+    stella_cluster::identity::DEFAULT_CLUSTER_ID.into()
 }
 
 fn default_snapshot_every() -> u64 {
@@ -428,6 +436,14 @@ impl Config {
             return Err(Error::Config(format!(
                 "[tls] disabled = true is only allowed on a loopback listen address, not {}",
                 self.listen
+            )));
+        }
+        if let Some(cluster) = &self.cluster
+            && !stella_cluster::identity::valid_name(&cluster.cluster_id)
+        {
+            return Err(Error::Config(format!(
+                "[cluster] cluster_id `{}`: 1-63 letters, digits, `-`, `_` or `.`",
+                cluster.cluster_id
             )));
         }
         if self.limits.max_body_bytes < 1024 {

@@ -59,6 +59,9 @@ pub enum Error {
     /// Too many failed authentications from this source.
     #[error("too many failed authentications from this address; retry in {retry_after_seconds} s")]
     RateLimited { retry_after_seconds: u64 },
+    /// Peer plane: the client certificate's role may not call this route (or act as this node).
+    #[error("{0}")]
+    PeerForbidden(String),
     /// A problem answered by the leader for a forwarded request.
     #[error("{}", .0.detail)]
     Remote(stella_api::Problem),
@@ -122,6 +125,7 @@ impl Error {
             }
             Error::Throttled { .. } => ProblemCode::PlanThrottled,
             Error::RateLimited { .. } => ProblemCode::RateLimited,
+            Error::PeerForbidden(_) => ProblemCode::PeerForbidden,
             Error::Remote(p) => p.code,
             Error::Config(_) | Error::Io { .. } | Error::Key(_) => ProblemCode::InternalError,
         }

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use stella_api::{KeyChange, KeyInfo, RegisterKeyRequest, RevokeKeyRequest};
 use stella_signer::PublicKey;
-use stella_state::Command;
 use stella_state::command::{KeyEntry, KeyState};
 
 use crate::Error;
 use crate::admission::Caller;
 use crate::admission::optok::{SCOPE_ADMIN, SCOPE_AUDIT_ALL};
-use crate::pipeline::{self, Configured};
-use crate::signing::{ConfigChange, SigningService, rfc3339_ms};
+use crate::changes::{ChangeRequest, ConfigChange};
+use crate::pipeline;
+use crate::signing::{ConfigApplied, SigningService, rfc3339_ms};
 
 fn state_name(state: KeyState) -> &'static str {
     match state {
@@ -103,132 +103,47 @@ pub async fn register(
         ("pkcs11", Some(label)) if !label.is_empty() => format!("pkcs11:{label}"),
         (other, _) => {
             return Err(Error::InvalidRequest(format!(
-                "source `{other}`: use file, or pkcs11 with a label"
+                "source `{}`: use file, or pkcs11 with a label",
+                crate::error::clip(other)
             )));
         }
     };
-    let now_ms = service.now_ms();
-    let entry = KeyEntry {
+    // The private key must be in place (this node checks its own copy) before the key can be
+    // made active: a registered key nobody can use would stop the tenant's signing.
+    let probe = KeyEntry {
         key_id: public_key.key_id(),
         owner_tenant: request.tenant.clone(),
         plan: request.plan.clone(),
-        source,
+        source: source.clone(),
         algorithm: "ECDSA_P256_SHA256".into(),
         public_key_pem: public_key.to_pem(),
         state: KeyState::Active,
-        created_ms: now_ms,
-        updated_ms: now_ms,
+        created_ms: 0,
+        updated_ms: 0,
         reason: reason.clone(),
     };
-    // The private key must be in place (this node checks its own copy) before the key can be
-    // made active: a registered key nobody can use would stop the tenant's signing.
-    let (loader, probe) = (service.clone(), entry.clone());
+    let loader = service.clone();
     tokio::task::spawn_blocking(move || loader.keyring().load(&probe))
         .await
         .map_err(|e| Error::Unavailable(format!("loading the key: {e}")))?
         .map_err(|e| Error::InvalidRequest(format!("install the private key first: {e}")))?;
-    let register = Command::RegisterKey(entry.clone());
-    registered(
-        service,
-        caller,
-        request_id,
-        entry,
-        register,
-        request.rotate,
-        "key",
-        &reason,
-    )
-    .await
-}
-
-/// Registers `entry` with `register` (and with `rotate`, retires the tenant/plan's active keys
-/// in the same replicated entry), audited; answers once every reachable member applied it.
-#[allow(clippy::too_many_arguments)]
-async fn registered(
-    service: &SigningService,
-    caller: &Caller,
-    request_id: &str,
-    entry: KeyEntry,
-    register: Command,
-    rotate: bool,
-    what: &str,
-    reason: &str,
-) -> Result<KeyChange, Error> {
-    let now_ms = service.now_ms();
-    let retired: Vec<String> = if rotate {
-        service.cluster().view().with_state(|s| {
-            s.keys
-                .values()
-                .filter(|k| {
-                    k.owner_tenant == entry.owner_tenant
-                        && k.plan == entry.plan
-                        && k.state == KeyState::Active
-                })
-                .map(|k| k.key_id.clone())
-                .collect()
-        })
-    } else {
-        Vec::new()
+    let change = ChangeRequest::RegisterKey {
+        tenant: request.tenant,
+        plan: request.plan,
+        source,
+        public_key_pem: public_key.to_pem(),
+        rotate: request.rotate,
+        reason,
     };
-    let actor = format!("{}@{}", caller.subject, caller.tenant);
-    let mut commands = vec![register];
-    commands.extend(retired.iter().map(|key_id| Command::SetKeyState {
-        key_id: key_id.clone(),
-        state: KeyState::Retired,
-        reason: format!("rotated to {}: {reason}", entry.key_id),
-        actor: actor.clone(),
-        now_ms,
-    }));
-    let audit = pipeline::configured_draft(Configured {
-        time: service.now_rfc3339(),
-        request_id,
-        caller,
-        subject_digests: Vec::new(),
-        state: if retired.is_empty() {
-            "key_registered"
-        } else {
-            "key_rotated"
-        },
-        reason: format!(
-            "{what} {} active for {}/{}{}: {reason}",
-            entry.key_id,
-            entry.owner_tenant,
-            entry.plan,
-            if retired.is_empty() {
-                String::new()
-            } else {
-                format!(", retired {}", retired.join(", "))
-            }
-        ),
-    });
-    applied_everywhere(
-        service,
-        entry.key_id,
-        ConfigChange { commands, audit },
-        retired,
-    )
-    .await
+    let applied = service
+        .configure(ConfigChange::new(caller, request_id, change))
+        .await?;
+    confirmed(service, applied).await
 }
 
-/// Applies a key change through the leader (audited), then waits for the reachable members.
-async fn applied_everywhere(
-    service: &SigningService,
-    key_id: String,
-    change: ConfigChange,
-    retired: Vec<String>,
-) -> Result<KeyChange, Error> {
-    let applied = service.configure(change).await?;
-    Ok(KeyChange {
-        key_id,
-        audit_id: applied.audit_id,
-        retired,
-        applied_on: confirm_applied(service).await,
-    })
-}
-
-/// Makes a threshold key by a distributed key generation across the nodes (the leader drives
-/// it), then registers it for the tenant and plan — with `rotate`, retiring their active keys
-/// in the same replicated entry.
+/// Makes a threshold key by a distributed key generation across the nodes, then registers it
+/// for the tenant and plan — with `rotate`, retiring their active keys in the same replicated
+/// entry. The leader drives both; the group is never something a peer hands it.
 pub async fn create_threshold(
     service: &SigningService,
     caller: &Caller,
@@ -239,56 +154,18 @@ pub async fn create_threshold(
     if request.tenant.is_empty() || request.plan.is_empty() {
         return Err(Error::InvalidRequest("tenant and plan are required".into()));
     }
-    let done = service
-        .generate_threshold_key(crate::threshold::KeygenJob {
-            min_signers: request.min_signers,
-            nodes: request.nodes.clone(),
-            refresh: None,
-        })
+    let change = ChangeRequest::CreateThresholdKey {
+        tenant: request.tenant,
+        plan: request.plan,
+        min_signers: request.min_signers,
+        nodes: request.nodes,
+        rotate: request.rotate,
+        reason,
+    };
+    let applied = service
+        .generate_threshold_key(ConfigChange::new(caller, request_id, change))
         .await?;
-    let group = stella_signer::threshold::GroupKey::from_bytes(&done.public_key_package)
-        .map_err(|e| Error::Unavailable(format!("the key generation's group key: {e}")))?;
-    let public_key = group
-        .public_key()
-        .map_err(|e| Error::Unavailable(e.to_string()))?;
-    let now_ms = service.now_ms();
-    let entry = KeyEntry {
-        key_id: public_key.key_id(),
-        owner_tenant: request.tenant.clone(),
-        plan: request.plan.clone(),
-        source: crate::keys::THRESHOLD_SOURCE.into(),
-        algorithm: stella_signer::SignatureAlgorithm::Bip340Secp256k1Sha256.to_string(),
-        public_key_pem: public_key.to_pem(),
-        state: KeyState::Active,
-        created_ms: now_ms,
-        updated_ms: now_ms,
-        reason: reason.clone(),
-    };
-    let holders: Vec<u64> = done.holders.iter().map(|(_, node)| *node).collect();
-    let summary = format!(
-        "{}-of-{} threshold key on nodes {holders:?}",
-        request.min_signers,
-        holders.len()
-    );
-    let register = Command::RegisterThresholdKey {
-        entry: entry.clone(),
-        group: stella_state::command::ThresholdGroup {
-            min_signers: request.min_signers,
-            holders: done.holders,
-            public_key_package: done.public_key_package,
-        },
-    };
-    registered(
-        service,
-        caller,
-        request_id,
-        entry,
-        register,
-        request.rotate,
-        &summary,
-        &reason,
-    )
-    .await
+    confirmed(service, applied).await
 }
 
 /// Refreshes a threshold key's shares among some or all of its holders (the leader drives it):
@@ -300,51 +177,15 @@ pub async fn refresh_threshold(
     request_id: &str,
     request: stella_api::RefreshThresholdKeyRequest,
 ) -> Result<KeyChange, Error> {
-    let reason = pipeline::operator_reason(&request.reason)?;
-    let before = service
-        .cluster()
-        .view()
-        .with_state(|s| s.threshold_groups.get(&request.key_id).cloned())
-        .ok_or_else(|| {
-            Error::InvalidRequest(format!("`{}` is not a threshold key", request.key_id))
-        })?;
-    let done = service
-        .generate_threshold_key(crate::threshold::KeygenJob {
-            min_signers: before.min_signers,
-            nodes: request.nodes.clone(),
-            refresh: Some(request.key_id.clone()),
-        })
-        .await?;
-    let kept: Vec<u64> = done.holders.iter().map(|(_, node)| *node).collect();
-    let dropped: Vec<u64> = before
-        .holders
-        .iter()
-        .map(|(_, node)| *node)
-        .filter(|node| !kept.contains(node))
-        .collect();
-    let audit = pipeline::configured_draft(Configured {
-        time: service.now_rfc3339(),
-        request_id,
-        caller,
-        subject_digests: Vec::new(),
-        state: "key_refreshed",
-        reason: format!(
-            "threshold key {} refreshed: holders {kept:?}, left out {dropped:?}: {reason}",
-            request.key_id
-        ),
-    });
-    let change = ConfigChange {
-        commands: vec![Command::UpdateThresholdGroup {
-            key_id: request.key_id.clone(),
-            group: stella_state::command::ThresholdGroup {
-                min_signers: before.min_signers,
-                holders: done.holders,
-                public_key_package: done.public_key_package,
-            },
-        }],
-        audit,
+    let change = ChangeRequest::RefreshThresholdKey {
+        key_id: request.key_id,
+        nodes: request.nodes,
+        reason: pipeline::operator_reason(&request.reason)?,
     };
-    applied_everywhere(service, request.key_id, change, Vec::new()).await
+    let applied = service
+        .generate_threshold_key(ConfigChange::new(caller, request_id, change))
+        .await?;
+    confirmed(service, applied).await
 }
 
 /// Revokes a key; answers once every reachable member has applied the revocation.
@@ -354,31 +195,24 @@ pub async fn revoke(
     request_id: &str,
     request: RevokeKeyRequest,
 ) -> Result<KeyChange, Error> {
-    let reason = pipeline::operator_reason(&request.reason)?;
-    let tenant = service
-        .cluster()
-        .view()
-        .with_state(|s| s.keys.get(&request.key_id).map(|k| k.owner_tenant.clone()))
-        .ok_or_else(|| Error::InvalidRequest(format!("no key `{}`", request.key_id)))?;
-    let audit = pipeline::configured_draft(Configured {
-        time: service.now_rfc3339(),
-        request_id,
-        caller,
-        subject_digests: Vec::new(),
-        state: "key_revoked",
-        reason: format!("key {} of {tenant} revoked: {reason}", request.key_id),
-    });
-    let change = ConfigChange {
-        commands: vec![Command::SetKeyState {
-            key_id: request.key_id.clone(),
-            state: KeyState::Revoked,
-            reason,
-            actor: format!("{}@{}", caller.subject, caller.tenant),
-            now_ms: service.now_ms(),
-        }],
-        audit,
+    let change = ChangeRequest::RevokeKey {
+        key_id: request.key_id,
+        reason: pipeline::operator_reason(&request.reason)?,
     };
-    applied_everywhere(service, request.key_id, change, Vec::new()).await
+    let applied = service
+        .configure(ConfigChange::new(caller, request_id, change))
+        .await?;
+    confirmed(service, applied).await
+}
+
+/// The answer to a key change the leader applied (audited), once the reachable members have.
+async fn confirmed(service: &SigningService, applied: ConfigApplied) -> Result<KeyChange, Error> {
+    Ok(KeyChange {
+        key_id: applied.subject.unwrap_or_default(),
+        audit_id: applied.audit_id,
+        retired: applied.retired,
+        applied_on: confirm_applied(service).await,
+    })
 }
 
 /// Waits (≤ 5 s) until every reachable member has applied what the leader has applied now;

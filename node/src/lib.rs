@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod app;
+pub mod changes;
 pub mod clock;
 pub mod config;
 pub mod dev;

@@ -57,6 +57,9 @@ enum ClusterCommand {
     Certs {
         #[arg(long)]
         out: PathBuf,
+        /// The cluster id the certificates' identity URIs name (`[cluster] cluster_id`).
+        #[arg(long, default_value = stella_cluster::identity::DEFAULT_CLUSTER_ID)]
+        cluster_id: String,
         #[arg(long, default_value_t = 3)]
         nodes: u64,
         /// Extra subject alternative names (host names or IPs) for every node certificate.
@@ -75,7 +78,8 @@ enum ClusterCommand {
         #[arg(long)]
         leader: String,
     },
-    /// Remove NODE_ID from the cluster led by LEADER, using CONFIG's peer identity.
+    /// Remove NODE_ID from the cluster led by LEADER. A node may remove only itself: removing
+    /// another member takes an operator certificate (`--cert`/`--key`, e.g. `admin.pem`).
     Remove {
         #[arg(long)]
         config: PathBuf,
@@ -83,7 +87,20 @@ enum ClusterCommand {
         leader: String,
         #[arg(long)]
         node_id: u64,
+        #[command(flatten)]
+        identity: Identity,
     },
+}
+
+/// The peer identity to act with instead of the certificate in CONFIG.
+#[derive(clap::Args)]
+struct Identity {
+    /// Operator certificate (PEM) from the cluster CA.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -174,25 +191,45 @@ fn read_audit(data_dir: &std::path::Path) -> anyhow::Result<Vec<stella_state::Au
 }
 
 fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
-    let (config_path, target, body, path) = match &command {
-        ClusterCommand::Certs { out, nodes, san } => {
-            stella_cluster::pki::generate_dev_pki(out, *nodes, san)?;
-            println!("{}", json!({"dir": out, "nodes": nodes}));
+    let no_identity = Identity {
+        cert: None,
+        key: None,
+    };
+    let (config_path, target, body, path, identity) = match &command {
+        ClusterCommand::Certs {
+            out,
+            cluster_id,
+            nodes,
+            san,
+        } => {
+            stella_cluster::pki::generate_dev_pki(out, cluster_id, *nodes, san)?;
+            println!(
+                "{}",
+                json!({"dir": out, "clusterId": cluster_id, "nodes": nodes})
+            );
             return Ok(());
         }
-        ClusterCommand::Init { config } => (config, None, json!({}), "/admin/v1/init"),
-        ClusterCommand::Join { config, leader } => {
-            (config, Some(leader.clone()), json!(null), "/admin/v1/join")
+        ClusterCommand::Init { config } => {
+            (config, None, json!({}), "/admin/v1/init", &no_identity)
         }
+        ClusterCommand::Join { config, leader } => (
+            config,
+            Some(leader.clone()),
+            json!(null),
+            "/admin/v1/join",
+            &no_identity,
+        ),
         ClusterCommand::Remove {
             config,
             leader,
             node_id,
+            identity,
         } => (
             config,
             Some(leader.clone()),
             json!({"nodeId": node_id}),
             "/admin/v1/remove",
+            identity,
         ),
     };
     let config = Config::from_file(config_path)?;
@@ -204,8 +241,8 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
     };
     let tls = stella_cluster::PeerTls {
         ca_pem: read(&section.ca_cert)?,
-        cert_pem: read(&section.cert)?,
-        key_pem: read(&section.key)?,
+        cert_pem: read(identity.cert.as_ref().unwrap_or(&section.cert))?,
+        key_pem: read(identity.key.as_ref().unwrap_or(&section.key))?,
     };
     let body = if body.is_null() {
         json!({"nodeId": section.node_id, "peerUrl": section.peer_url, "apiUrl": section.api_url})

@@ -6,41 +6,16 @@ use stella_api::{
     AllowlistChange, ApprovalDecision, ApprovalRequest, ReferrersReport, ReleaseChange,
     ReleaseSignature,
 };
-use stella_state::Command;
-use stella_state::command::{Approval, Toggle, Verdict};
+use stella_state::command::Verdict;
 use stella_state::machine::MAX_PENDING_APPROVALS_PER_TENANT;
 
 use crate::Error;
 use crate::admission::optok::SCOPE_ADMIN;
-use crate::admission::provenance::{self, allow_toggle, untrusted_reason};
+use crate::admission::provenance::{self, untrusted_reason};
 use crate::admission::{Authenticated, Caller};
-use crate::pipeline::{self, Configured};
-use crate::signing::{ConfigChange, SigningService, rfc3339_ms};
-
-const MAX_APPROVAL_SECONDS: u64 = 90 * 24 * 3600;
-
-fn digest_of(text: &str) -> Result<String, Error> {
-    stella_release::parse_digest(text).map_err(|e| Error::InvalidRequest(e.to_string()))?;
-    Ok(text.to_owned())
-}
-
-fn audited(
-    service: &SigningService,
-    caller: &Caller,
-    request_id: &str,
-    digest: &str,
-    state: &str,
-    reason: String,
-) -> stella_state::AuditDraft {
-    pipeline::configured_draft(Configured {
-        time: service.now_rfc3339(),
-        request_id,
-        caller,
-        subject_digests: vec![digest.to_owned()],
-        state,
-        reason,
-    })
-}
+use crate::changes::{ChangeRequest, ConfigChange, MAX_APPROVAL_SECONDS, digest_of};
+use crate::pipeline;
+use crate::signing::SigningService;
 
 /// Adds a digest to the allowlist, or removes it.
 pub async fn allow(
@@ -49,34 +24,13 @@ pub async fn allow(
     request_id: &str,
     change: AllowlistChange,
 ) -> Result<ReleaseChange, Error> {
-    let digest = digest_of(&change.image_digest)?;
-    let reason = pipeline::operator_reason(&change.reason)?;
-    let toggle = Toggle {
-        name: allow_toggle(&digest),
-        enabled: change.allowed,
-        reason: reason.clone(),
-        actor: format!("{}@{}", caller.subject, caller.tenant),
-        set_ms: service.now_ms(),
-        expires_at_ms: None,
+    let request = ChangeRequest::Allowlist {
+        digest: digest_of(&change.image_digest)?,
+        allowed: change.allowed,
+        reason: pipeline::operator_reason(&change.reason)?,
     };
-    let (state, verb) = if change.allowed {
-        ("release_allowed", "allowlisted")
-    } else {
-        ("release_disallowed", "removed from the allowlist")
-    };
-    let audit = audited(
-        service,
-        caller,
-        request_id,
-        &digest,
-        state,
-        format!("scanner image {digest} {verb}: {reason}"),
-    );
     let applied = service
-        .configure(ConfigChange {
-            commands: vec![Command::SetToggle(toggle)],
-            audit,
-        })
+        .configure(ConfigChange::new(caller, request_id, request))
         .await?;
     Ok(ReleaseChange {
         audit_id: applied.audit_id,
@@ -123,32 +77,14 @@ pub async fn request_approval(
         return Err(Error::too_many_pending_approvals());
     }
     let approval_id = format!("apr-{}", stella_api::dpop::random_id());
-    let expires_at_ms = now_ms.saturating_add(request.expires_in_seconds.saturating_mul(1000));
-    let approval = Approval {
+    let change = ChangeRequest::RequestApproval {
         approval_id: approval_id.clone(),
-        subject: digest.clone(),
-        requested_by: format!("{}@{}", caller.subject, caller.tenant),
-        reason: reason.clone(),
-        requested_ms: now_ms,
-        expires_at_ms,
-        decision: None,
+        digest,
+        reason,
+        expires_in_seconds: request.expires_in_seconds,
     };
-    let audit = audited(
-        service,
-        caller,
-        request_id,
-        &digest,
-        "release_approval_requested",
-        format!(
-            "approval {approval_id} requested for scanner image {digest} until {}: {reason}",
-            rfc3339_ms(expires_at_ms)
-        ),
-    );
     let applied = service
-        .configure(ConfigChange {
-            commands: vec![Command::RequestApproval(approval)],
-            audit,
-        })
+        .configure(ConfigChange::new(caller, request_id, change))
         .await?;
     Ok(ReleaseChange {
         audit_id: applied.audit_id,
@@ -163,47 +99,23 @@ pub async fn decide(
     request_id: &str,
     decision: ApprovalDecision,
 ) -> Result<ReleaseChange, Error> {
-    let reason = pipeline::operator_reason(&decision.reason)?;
     let verdict = match decision.verdict.as_str() {
         "approved" => Verdict::Approved,
         "denied" => Verdict::Denied,
         other => {
             return Err(Error::InvalidRequest(format!(
-                "verdict `{other}`: use approved or denied"
+                "verdict `{}`: use approved or denied",
+                crate::error::clip(other)
             )));
         }
     };
-    let subject = service
-        .cluster()
-        .view()
-        .with_state(|s| {
-            s.approvals
-                .get(&decision.approval_id)
-                .map(|a| a.subject.clone())
-        })
-        .ok_or_else(|| Error::InvalidRequest(format!("no approval `{}`", decision.approval_id)))?;
-    let audit = audited(
-        service,
-        caller,
-        request_id,
-        &subject,
-        "release_approval_decided",
-        format!(
-            "approval {} {} for scanner image {subject}: {reason}",
-            decision.approval_id, decision.verdict
-        ),
-    );
+    let request = ChangeRequest::DecideApproval {
+        approval_id: decision.approval_id.clone(),
+        verdict,
+        reason: pipeline::operator_reason(&decision.reason)?,
+    };
     let applied = service
-        .configure(ConfigChange {
-            commands: vec![Command::DecideApproval {
-                approval_id: decision.approval_id.clone(),
-                verdict,
-                actor: format!("{}@{}", caller.subject, caller.tenant),
-                reason,
-                now_ms: service.now_ms(),
-            }],
-            audit,
-        })
+        .configure(ConfigChange::new(caller, request_id, request))
         .await?;
     Ok(ReleaseChange {
         audit_id: applied.audit_id,

@@ -25,8 +25,9 @@ use crate::admission::provenance::{self, Provenance};
 use crate::admission::{
     Admission, Authenticated, BYPASS_TOGGLE, Caller, RequestFacts, optok::SCOPE_SIGN,
 };
+use crate::changes::{self, ChangeRequest, ConfigChange};
 use crate::clock::Clock;
-use crate::config::{PlanConfig, QuotaConfig};
+use crate::config::QuotaConfig;
 use crate::keys::Keyring;
 use crate::ledger::{Ledger, ProposeError};
 use crate::pipeline::{self, Outcome, POE_UNCHECKED, Refusal};
@@ -36,22 +37,17 @@ pub const PEER_SIGN: &str = "/peer/v1/sign";
 pub const PEER_AUDIT: &str = "/peer/v1/audit";
 pub const PEER_CONFIGURE: &str = "/peer/v1/configure";
 pub const PEER_KEYGEN: &str = "/peer/v1/threshold/keygen";
-/// The longest an emergency bypass may be switched on for in one go.
-const MAX_BYPASS_SECONDS: u64 = 7 * 24 * 3600;
-
-/// An operator's change to the replicated configuration (toggles, allowlist, approvals) and
-/// the audit record to write once it applied.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ConfigChange {
-    pub commands: Vec<Command>,
-    pub audit: AuditDraft,
-}
-
 /// What the leader answered to a configuration change.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfigApplied {
-    pub responses: Vec<Response>,
     pub audit_id: String,
+    /// The change's key id or approval id, when it has one.
+    pub subject: Option<String>,
+    /// Keys a rotation retired.
+    pub retired: Vec<String>,
+    /// The leader's applied log index once the change applied (a node that has applied this
+    /// far reads the change back).
+    pub applied_index: u64,
 }
 /// How long one signing operation may take (an HSM that hangs gets 503, not a stuck request).
 const SIGN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,7 +63,9 @@ pub struct SignJob {
     pub caller_subject: String,
     pub issuer: String,
     pub request_id: String,
-    pub plan: PlanConfig,
+    /// The plan the receiving node entitled the caller to, by name: its limits are the
+    /// leader's own configuration, never numbers a peer sends.
+    pub plan: String,
     pub poe_state: String,
     /// The DPoP proof to claim cluster-wide (absent for mTLS-bound tokens).
     pub proof: Option<ProofClaim>,
@@ -247,7 +245,7 @@ impl SigningService {
             caller_subject: authn.caller.subject.clone(),
             issuer: authn.caller.issuer.clone(),
             request_id: request_id.to_owned(),
-            plan: entitled.plan,
+            plan: entitled.plan.name,
             poe_state: entitled.poe_state.to_owned(),
             proof: authn.proof.as_ref().map(|p| ProofClaim {
                 key: p.replay_key(),
@@ -366,80 +364,48 @@ impl SigningService {
         request_id: &str,
         change: stella_api::PoeBypassRequest,
     ) -> Result<stella_api::ToggleStatus, Error> {
-        let reason = pipeline::operator_reason(&change.reason)?;
-        let now_ms = self.now_ms();
-        let expires_at_ms = match (change.enabled, change.expires_in_seconds) {
-            (true, Some(s)) if (1..=MAX_BYPASS_SECONDS).contains(&s) => Some(now_ms + s * 1000),
-            (true, _) => {
-                return Err(Error::InvalidRequest(format!(
-                    "an emergency bypass must expire: expiresInSeconds between 1 and {MAX_BYPASS_SECONDS}"
-                )));
-            }
-            (false, _) => None,
+        let enabled = change.enabled;
+        let request = ChangeRequest::PoeBypass {
+            enabled,
+            reason: pipeline::operator_reason(&change.reason)?,
+            expires_in_seconds: change.expires_in_seconds,
         };
-        let actor = format!("{}@{}", caller.subject, caller.tenant);
-        let toggle = stella_state::command::Toggle {
-            name: BYPASS_TOGGLE.into(),
-            enabled: change.enabled,
-            reason: reason.to_owned(),
-            actor: actor.clone(),
-            set_ms: now_ms,
-            expires_at_ms,
-        };
-        let audit = pipeline::configured_draft(pipeline::Configured {
-            time: self.inner.clock.now_rfc3339(),
-            request_id,
-            caller,
-            subject_digests: Vec::new(),
-            state: if change.enabled {
-                "bypass_on"
-            } else {
-                "bypass_off"
-            },
-            reason: match expires_at_ms {
-                Some(exp) => format!("{BYPASS_TOGGLE} on until {}: {reason}", rfc3339_ms(exp)),
-                None => format!("{BYPASS_TOGGLE} off: {reason}"),
-            },
-        });
-        let set_ms = toggle.set_ms;
-        let enabled = toggle.enabled;
         let applied = self
-            .configure(ConfigChange {
-                commands: vec![Command::SetToggle(toggle)],
-                audit,
-            })
+            .configure(ConfigChange::new(caller, request_id, request))
             .await?;
+        let actor = format!("{}@{}", caller.subject, caller.tenant);
         tracing::warn!(toggle = BYPASS_TOGGLE, enabled, actor = %actor, audit_id = %applied.audit_id, "PoE bypass changed");
         // The leader applied it; give this node a moment to apply it too, so the answer reads
         // the change back (every node applies it within a heartbeat or so).
-        for _ in 0..100 {
-            let applied = self
-                .inner
-                .cluster
-                .view()
-                .with_state(|s| s.toggles.get(BYPASS_TOGGLE).map(|t| t.set_ms) == Some(set_ms));
-            if applied {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_applied(applied.applied_index, Duration::from_secs(2))
+            .await;
         Ok(self.poe_bypass())
     }
 
-    /// A threshold key's distributed key generation, driven by the leader (forwarded there).
-    pub async fn generate_threshold_key(
-        &self,
-        job: crate::threshold::KeygenJob,
-    ) -> Result<crate::threshold::KeygenDone, Error> {
-        let leader_side = || self.generate_as_leader(job.clone());
-        self.at_leader(PEER_KEYGEN, &job, leader_side).await
+    /// Waits (at most `budget`) until this node has applied the log up to `index`.
+    pub async fn wait_applied(&self, index: u64, budget: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + budget;
+        loop {
+            if self.inner.cluster.status().applied_index.unwrap_or(0) >= index {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
-    /// The leader's side of a key generation: the holders are voters (all of them by default).
-    pub async fn generate_as_leader(
-        &self,
-        job: crate::threshold::KeygenJob,
-    ) -> Result<crate::threshold::KeygenDone, Error> {
+    /// A threshold key made or refreshed by a distributed key generation, registered with its
+    /// audit record: the leader drives both (forwarded there).
+    pub async fn generate_threshold_key(&self, change: ConfigChange) -> Result<ConfigApplied, Error> {
+        let leader_side = || self.generate_as_leader(change.clone());
+        self.at_leader(PEER_KEYGEN, &change, leader_side).await
+    }
+
+    /// The leader's side of a key generation: the holders are voters (all of them by default);
+    /// the group it produced is registered in one entry with the audit record.
+    pub async fn generate_as_leader(&self, change: ConfigChange) -> Result<ConfigApplied, Error> {
         let cluster = &self.inner.cluster;
         if !cluster.is_leader() {
             return Err(Error::NotLeader);
@@ -450,106 +416,152 @@ impl SigningService {
             .threshold()
             .ok_or_else(|| Error::Unavailable("this node has no threshold back-end".into()))?;
         let voters = cluster.voter_ids();
-        if let Some(key_id) = &job.refresh {
-            let group = cluster
-                .view()
-                .with_state(|s| {
-                    let active = s
-                        .keys
-                        .get(key_id)
-                        .is_some_and(|k| k.state == stella_state::command::KeyState::Active);
-                    s.threshold_groups.get(key_id).filter(|_| active).cloned()
-                })
-                .ok_or_else(|| {
-                    Error::InvalidRequest(format!("`{key_id}` is not an active threshold key"))
-                })?;
-            let nodes: Vec<u64> = if job.nodes.is_empty() {
-                group
-                    .holders
-                    .iter()
-                    .map(|(_, node)| *node)
-                    .filter(|node| voters.contains(node))
-                    .collect()
-            } else {
-                job.nodes.clone()
-            };
-            if nodes.len() < usize::from(group.min_signers) {
-                return Err(Error::InvalidRequest(format!(
-                    "a refresh needs at least {} holders",
-                    group.min_signers
-                )));
+        let group = match &change.request {
+            ChangeRequest::RefreshThresholdKey { key_id, nodes, .. } => {
+                let group = cluster
+                    .view()
+                    .with_state(|s| {
+                        let active = s
+                            .keys
+                            .get(key_id)
+                            .is_some_and(|k| k.state == stella_state::command::KeyState::Active);
+                        s.threshold_groups.get(key_id).filter(|_| active).cloned()
+                    })
+                    .ok_or_else(|| {
+                        Error::InvalidRequest(format!("`{key_id}` is not an active threshold key"))
+                    })?;
+                let nodes: Vec<u64> = if nodes.is_empty() {
+                    group
+                        .holders
+                        .iter()
+                        .map(|(_, node)| *node)
+                        .filter(|node| voters.contains(node))
+                        .collect()
+                } else {
+                    nodes.clone()
+                };
+                if nodes.len() < usize::from(group.min_signers) {
+                    return Err(Error::InvalidRequest(format!(
+                        "a refresh needs at least {} holders",
+                        group.min_signers
+                    )));
+                }
+                if let Some(outsider) = nodes.iter().find(|n| {
+                    !voters.contains(n) || !group.holders.iter().any(|(_, node)| node == *n)
+                }) {
+                    return Err(Error::InvalidRequest(format!(
+                        "node {outsider} is not a voting holder of {key_id}"
+                    )));
+                }
+                let (new_group, holders) =
+                    crate::threshold::refresh(&backend.holders, key_id, &group, &nodes)
+                        .await
+                        .map_err(Error::Unavailable)?;
+                stella_state::command::ThresholdGroup {
+                    min_signers: group.min_signers,
+                    holders,
+                    public_key_package: new_group
+                        .to_bytes()
+                        .map_err(|e| Error::Unavailable(e.to_string()))?,
+                }
             }
-            if let Some(outsider) = nodes
-                .iter()
-                .find(|n| !voters.contains(n) || !group.holders.iter().any(|(_, node)| node == *n))
-            {
-                return Err(Error::InvalidRequest(format!(
-                    "node {outsider} is not a voting holder of {key_id}"
-                )));
+            ChangeRequest::CreateThresholdKey {
+                min_signers, nodes, ..
+            } => {
+                let nodes = if nodes.is_empty() {
+                    voters.clone()
+                } else {
+                    nodes.clone()
+                };
+                if let Some(stranger) = nodes.iter().find(|n| !voters.contains(n)) {
+                    return Err(Error::InvalidRequest(format!(
+                        "node {stranger} is not a voting member"
+                    )));
+                }
+                let n = nodes.len() as u64;
+                if *min_signers < 2 || u64::from(*min_signers) > n {
+                    return Err(Error::InvalidRequest(format!(
+                        "minSigners must be between 2 and the number of holders ({n})"
+                    )));
+                }
+                let (group, holders) =
+                    crate::threshold::generate(&backend.holders, *min_signers, &nodes)
+                        .await
+                        .map_err(Error::Unavailable)?;
+                stella_state::command::ThresholdGroup {
+                    min_signers: *min_signers,
+                    holders,
+                    public_key_package: group
+                        .to_bytes()
+                        .map_err(|e| Error::Unavailable(e.to_string()))?,
+                }
             }
-            let (new_group, holders) =
-                crate::threshold::refresh(&backend.holders, key_id, &group, &nodes)
-                    .await
-                    .map_err(Error::Unavailable)?;
-            return Ok(crate::threshold::KeygenDone {
-                public_key_package: new_group
-                    .to_bytes()
-                    .map_err(|e| Error::Unavailable(e.to_string()))?,
-                holders,
-            });
-        }
-        let nodes = if job.nodes.is_empty() {
-            voters.clone()
-        } else {
-            job.nodes.clone()
+            _ => {
+                return Err(Error::InvalidRequest(
+                    "not a threshold key generation".into(),
+                ));
+            }
         };
-        if let Some(stranger) = nodes.iter().find(|n| !voters.contains(n)) {
-            return Err(Error::InvalidRequest(format!(
-                "node {stranger} is not a voting member"
-            )));
-        }
-        let n = nodes.len() as u64;
-        if job.min_signers < 2 || u64::from(job.min_signers) > n {
-            return Err(Error::InvalidRequest(format!(
-                "minSigners must be between 2 and the number of holders ({n})"
-            )));
-        }
-        let (group, holders) =
-            crate::threshold::generate(&backend.holders, job.min_signers, &nodes)
-                .await
-                .map_err(Error::Unavailable)?;
-        Ok(crate::threshold::KeygenDone {
-            public_key_package: group
-                .to_bytes()
-                .map_err(|e| Error::Unavailable(e.to_string()))?,
-            holders,
-        })
+        self.configured(&change, Some(&group)).await
     }
 
-    /// Applies an operator's change through the leader and audits it.
+    /// Applies a change through the leader, with its audit record in the same entry.
     pub async fn configure(&self, change: ConfigChange) -> Result<ConfigApplied, Error> {
         let leader_side = || self.configure_as_leader(change.clone());
         self.at_leader(PEER_CONFIGURE, &change, leader_side).await
     }
 
-    /// The leader's side of a configuration change: the commands in one entry, then — if the
-    /// state accepted every one — the audit record. A refused change is not audited as done.
+    /// The leader's side of a configuration change (never a key generation's: those carry a
+    /// group only [`SigningService::generate_as_leader`] may produce).
     pub async fn configure_as_leader(&self, change: ConfigChange) -> Result<ConfigApplied, Error> {
-        let responses = match self.propose(Command::Batch(change.commands)).await? {
-            Response::Batch(rs) => rs,
-            other => vec![other],
-        };
-        if let Some(refused) = responses.iter().find(|r| refused_change(r)) {
-            return Err(match refused {
-                Response::ApprovalLimitReached => Error::too_many_pending_approvals(),
-                other => Error::InvalidRequest(format!("the change was not applied: {other:?}")),
-            });
+        if !self.inner.cluster.is_leader() {
+            return Err(Error::NotLeader);
         }
-        let audit_id = self.audit_as_leader(change.audit).await?;
-        Ok(ConfigApplied {
-            responses,
-            audit_id,
-        })
+        self.configured(&change, None).await
+    }
+
+    /// Plans `change` against this leader's state and proposes it as one `Configure` entry. A
+    /// refused change applies nothing and is not audited as done.
+    async fn configured(
+        &self,
+        change: &ConfigChange,
+        generated: Option<&stella_state::command::ThresholdGroup>,
+    ) -> Result<ConfigApplied, Error> {
+        let now_ms = self.now_ms();
+        let time = self.inner.clock.now_rfc3339();
+        let planned = self
+            .inner
+            .cluster
+            .view()
+            .with_state(|s| changes::plan(s, change, generated, now_ms, time))?;
+        let proposal = Command::Configure {
+            commands: planned.commands,
+            audit: planned.audit,
+        };
+        match self.propose(proposal).await? {
+            Response::Configured {
+                audit_id: Some(audit_id),
+                ..
+            } => Ok(ConfigApplied {
+                audit_id,
+                subject: planned.subject,
+                retired: planned.retired,
+                applied_index: self.inner.cluster.status().applied_index.unwrap_or(0),
+            }),
+            Response::Configured { responses, .. } => {
+                let refused = responses.iter().find(|r| r.is_refused_change());
+                Err(match refused {
+                    Some(Response::ApprovalLimitReached) => Error::too_many_pending_approvals(),
+                    Some(other) => {
+                        Error::InvalidRequest(format!("the change was not applied: {other:?}"))
+                    }
+                    None => Error::Unavailable("the change was not audited".into()),
+                })
+            }
+            other => Err(Error::Unavailable(format!(
+                "unexpected answer to a configuration change: {other:?}"
+            ))),
+        }
     }
 
     /// Runs `local` if this node leads, else forwards `body` to the leader's `path`; re-routes
@@ -638,12 +650,16 @@ impl SigningService {
                 caller: Some(&caller),
                 request: Some(request),
                 poe_state: &job.poe_state,
-                plan_name: Some(&job.plan.name),
+                plan_name: Some(&job.plan),
                 error: &e,
             };
             // Already on the leader: audit directly.
             let _ = self.audit_as_leader(pipeline::refusal_draft(refusal)).await;
             e
+        };
+        let limits = match inner.admission.plan(&job.plan) {
+            Ok(limits) => limits,
+            Err(e) => return Err(refused(e, &job.request).await),
         };
         let plan = pipeline::plan(job.request.clone())?;
         // The key registry decides which key signs for this tenant and plan (on the leader,
@@ -656,9 +672,9 @@ impl SigningService {
             let selection = inner
                 .cluster
                 .view()
-                .with_state(|state| crate::keys::select(state, &caller.tenant, &job.plan.name));
+                .with_state(|state| crate::keys::select(state, &caller.tenant, &job.plan));
             let (service, tenant, plan_name) =
-                (self.clone(), caller.tenant.clone(), job.plan.name.clone());
+                (self.clone(), caller.tenant.clone(), job.plan.clone());
             let keyful = tokio::task::spawn_blocking(move || {
                 service
                     .inner
@@ -693,10 +709,10 @@ impl SigningService {
             reserve: Reserve {
                 reservation_id: reservation_id.clone(),
                 tenant: caller.tenant.clone(),
-                plan: job.plan.name.clone(),
-                limit: job.plan.signatures_per_window,
-                window_ms: job.plan.window_seconds * 1000,
-                max_concurrent: job.plan.max_concurrent,
+                plan: job.plan.clone(),
+                limit: limits.signatures_per_window,
+                window_ms: limits.window_seconds.saturating_mul(1000),
+                max_concurrent: limits.max_concurrent,
                 now_ms: self.now_ms(),
                 ttl_ms: inner.quota.reservation_ttl_seconds * 1000,
             },
@@ -716,11 +732,11 @@ impl SigningService {
                 retry_after_ms,
                 reason,
             } => {
-                metrics::counter!(crate::telemetry::QUOTA_HITS, "plan" => job.plan.name.clone())
+                metrics::counter!(crate::telemetry::QUOTA_HITS, "plan" => job.plan.clone())
                     .increment(1);
                 let e = Error::Throttled {
                     retry_after_seconds: retry_after_ms.div_ceil(1000).max(1),
-                    reason: format!("plan `{}`: {reason:?}", job.plan.name),
+                    reason: format!("plan `{}`: {reason:?}", job.plan),
                 };
                 return Err(refused(e, &job.request).await);
             }
@@ -752,7 +768,7 @@ impl SigningService {
                 key_id: made.key_id,
                 key_source,
                 poe_state: &job.poe_state,
-                plan_name: &job.plan.name,
+                plan_name: &job.plan,
                 provenance: job.provenance.as_deref(),
                 certificate_serial: made.certificate_serial,
                 decision,
@@ -864,7 +880,7 @@ impl SigningService {
         tracing::info!(
             target: "stella::sign",
             tenant = %caller.tenant,
-            plan = %job.plan.name,
+            plan = %job.plan,
             poe_state = %job.poe_state,
             subject_digest = %plan.subject_digests.first().map(String::as_str).unwrap_or(""),
             subjects = plan.subject_digests.len(),
@@ -880,8 +896,8 @@ impl SigningService {
             &plan, &envelope, &ops, bundles, key_source, audit_id, request_id,
         )?;
         response.quota = Some(QuotaStatus {
-            plan: job.plan.name.clone(),
-            limit: job.plan.signatures_per_window,
+            plan: job.plan.clone(),
+            limit: limits.signatures_per_window,
             remaining,
             window_resets_at: rfc3339_ms(window_resets_at_ms),
             poe_state: job.poe_state.clone(),
@@ -911,20 +927,6 @@ impl SigningService {
 }
 
 /// State answers that mean a configuration command changed nothing.
-fn refused_change(response: &Response) -> bool {
-    matches!(
-        response,
-        Response::ApprovalExists
-            | Response::ApprovalNotFound
-            | Response::ApprovalAlreadyDecided
-            | Response::ApprovalExpired
-            | Response::ApprovalLimitReached
-            | Response::KeyExists
-            | Response::KeyNotFound
-            | Response::InvalidKeyTransition { .. }
-    )
-}
-
 pub fn rfc3339_ms(ms: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()

@@ -17,6 +17,7 @@ pub const POE_STATE: &str = "stella_signer_poe_decisions_total";
 pub const QUOTA_HITS: &str = "stella_signer_quota_throttled_total";
 pub const JWKS_REFRESH: &str = "stella_signer_jwks_refresh_total";
 pub const PROVENANCE_LOOKUPS: &str = "stella_signer_release_registry_lookups_total";
+pub const PEER_REFUSALS: &str = "stella_signer_peer_refusals_total";
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -101,6 +102,10 @@ fn describe() {
     metrics::describe_counter!(
         PROVENANCE_LOOKUPS,
         "Registry look-ups for scanner release signatures (cache misses)"
+    );
+    metrics::describe_counter!(
+        PEER_REFUSALS,
+        "Peer-listener calls refused because the certificate's role may not make them"
     );
 }
 

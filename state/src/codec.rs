@@ -14,11 +14,13 @@
 //!   proof set lives in a storage table of its own.
 //! - 3: `Command::RegisterThresholdKey` (a new trailing variant) and `State::threshold_groups`
 //!   (a new field: a v1/v2 `State` decodes through `StateV2` with no groups).
+//! - 4: `Command::Configure` / `Response::Configured` (new trailing variants: a configuration
+//!   change and its audit record in one entry); v3 bytes decode unchanged.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -52,7 +54,7 @@ pub fn decode<T: Persisted>(bytes: &[u8]) -> Result<T, CodecError> {
         None => Err(CodecError::Empty),
         Some((1, rest)) => Ok(T::decode_v1(rest)?),
         Some((2, rest)) => Ok(T::decode_v2(rest)?),
-        Some((3, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((3 | 4, rest)) => Ok(postcard::from_bytes(rest)?),
         Some((version, _)) => Err(CodecError::UnsupportedVersion(*version)),
     }
 }

@@ -60,6 +60,14 @@ pub enum Command {
         key_id: String,
         group: ThresholdGroup,
     },
+    /// A configuration change and its audit record in one log entry (format v4): the commands
+    /// apply all or nothing, and the record is appended only if every one was accepted — no
+    /// leader change or overload can separate a change from its record.
+    Configure {
+        commands: Vec<Command>,
+        #[serde(with = "json_draft")]
+        audit: AuditDraft,
+    },
 }
 
 /// The public side of a threshold (FROST) key: the group's verifying material and the node
@@ -213,6 +221,32 @@ pub enum Response {
     /// `RequestApproval` from a tenant that already has `MAX_PENDING_APPROVALS_PER_TENANT`
     /// undecided, unexpired approvals: nothing was recorded.
     ApprovalLimitReached,
+    /// `Configure`: each command's answer, and the audit id if the change applied (every
+    /// command accepted); `None` means nothing changed and nothing was audited.
+    Configured {
+        responses: Vec<Response>,
+        audit_id: Option<String>,
+    },
+    /// A command that has no place inside `Configure` (quota, audit, batches): refused.
+    InvalidConfigCommand,
+}
+
+impl Response {
+    /// Whether a configuration command was refused by the state (nothing changed).
+    pub fn is_refused_change(&self) -> bool {
+        matches!(
+            self,
+            Response::ApprovalExists
+                | Response::ApprovalNotFound
+                | Response::ApprovalAlreadyDecided
+                | Response::ApprovalExpired
+                | Response::ApprovalLimitReached
+                | Response::KeyExists
+                | Response::KeyNotFound
+                | Response::InvalidKeyTransition { .. }
+                | Response::InvalidConfigCommand
+        )
+    }
 }
 
 /// Audit drafts use serde features (optional fields, flattening in records) that a

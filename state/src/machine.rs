@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditRecord;
+use crate::audit::{AuditDraft, AuditRecord};
 use crate::command::{
     Approval, ApprovalDecision, Command, KeyEntry, KeyState, ProofClaim, Reserve, Response,
     ThresholdGroup, ThrottleReason, Toggle, Verdict,
@@ -291,6 +291,7 @@ impl State {
             Command::Batch(commands) => {
                 Response::Batch(commands.iter().map(|c| self.apply(c, emitted)).collect())
             }
+            Command::Configure { commands, audit } => self.configure(commands, audit, emitted),
             Command::Admit(admit) => {
                 if let Some(proof) = &admit.proof
                     && !self.proofs.claim(proof, admit.reserve.now_ms)
@@ -299,6 +300,53 @@ impl State {
                 }
                 self.reserve(&admit.reserve)
             }
+        }
+    }
+
+    /// All or nothing: a refused command rolls the whole change back. Configuration changes are
+    /// rare and never touch the one-time proofs, so the rollback copy leaves those out.
+    fn configure(
+        &mut self,
+        commands: &[Command],
+        audit: &AuditDraft,
+        emitted: &mut Vec<AuditRecord>,
+    ) -> Response {
+        let proofs = std::mem::take(&mut self.proofs);
+        let before = self.clone();
+        let mut scratch = Vec::new();
+        let responses: Vec<Response> = commands
+            .iter()
+            .map(|c| match c {
+                // Only registry, toggle and approval commands belong in a configuration change.
+                Command::Reserve(_)
+                | Command::Commit { .. }
+                | Command::Release { .. }
+                | Command::Admit(_)
+                | Command::Audit(_)
+                | Command::Batch(_)
+                | Command::Configure { .. } => Response::InvalidConfigCommand,
+                _ => self.apply(c, &mut scratch),
+            })
+            .collect();
+        let refused = responses.iter().any(Response::is_refused_change);
+        if refused {
+            *self = before;
+        }
+        self.proofs = proofs;
+        if refused {
+            return Response::Configured {
+                responses,
+                audit_id: None,
+            };
+        }
+        emitted.append(&mut scratch);
+        let audit_id = match self.apply(&Command::Audit(audit.clone()), emitted) {
+            Response::Audited { audit_id, .. } => Some(audit_id),
+            _ => None,
+        };
+        Response::Configured {
+            responses,
+            audit_id,
         }
     }
 

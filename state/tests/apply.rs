@@ -388,3 +388,97 @@ fn admission_claims_each_proof_once_within_its_window_and_reserves_atomically() 
     // expired; it was claimed again, and p2 and p3 are still held.
     assert_eq!(state.proofs.len(), 3);
 }
+
+fn configured_draft(reason: &str) -> stella_state::AuditDraft {
+    stella_state::AuditDraft {
+        time: "2026-12-01T10:00:00Z".into(),
+        request_id: "req-cfg".into(),
+        tenant: "ops".into(),
+        caller_subject: "alice".into(),
+        issuer: "authority".into(),
+        subject_digests: Vec::new(),
+        predicate_type: String::new(),
+        key_id: String::new(),
+        key_source: String::new(),
+        signing_mode: String::new(),
+        poe_state: "key_rotated".into(),
+        plan: None,
+        provenance: None,
+        certificate_serial: None,
+        decision: stella_state::Decision::Configured,
+        reason: reason.into(),
+        bundle_sha256: None,
+        statement_sha256: None,
+    }
+}
+
+#[test]
+fn a_configuration_change_and_its_audit_record_apply_together_or_not_at_all() {
+    let mut state = State::default();
+    let mut emitted = Vec::new();
+    // Applied: both commands and the record, in one command.
+    let rotate = Command::Configure {
+        commands: vec![Command::RegisterKey(key("k1")), set_key("k0", KeyState::Retired)],
+        audit: configured_draft("rotated"),
+    };
+    state.apply(&Command::RegisterKey(key("k0")), &mut emitted);
+    let answer = state.apply(&rotate, &mut emitted);
+    let Response::Configured {
+        audit_id: Some(audit_id),
+        responses,
+    } = answer
+    else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(responses, vec![Response::KeyRegistered, Response::KeyUpdated]);
+    assert_eq!(emitted.len(), 1);
+    assert_eq!(emitted[0].audit_id, audit_id);
+    assert_eq!(emitted[0].draft.reason, "rotated");
+    assert_eq!(state.keys["k0"].state, KeyState::Retired);
+
+    // Refused half-way: the first command's effect is rolled back and nothing is audited.
+    let before = state.clone();
+    let answer = state.apply(
+        &Command::Configure {
+            commands: vec![Command::RegisterKey(key("k2")), set_key("missing", KeyState::Revoked)],
+            audit: configured_draft("never"),
+        },
+        &mut emitted,
+    );
+    assert_eq!(
+        answer,
+        Response::Configured {
+            responses: vec![Response::KeyRegistered, Response::KeyNotFound],
+            audit_id: None
+        }
+    );
+    assert_eq!(state, before, "nothing of a refused change stays");
+    assert_eq!(emitted.len(), 1, "a refused change is not audited");
+
+    // Quota, audit or nested commands have no place in a configuration change.
+    for stowaway in [
+        Command::Audit(configured_draft("forged")),
+        Command::Batch(vec![]),
+        Command::Commit {
+            reservation_id: "r".into(),
+            now_ms: 1,
+        },
+    ] {
+        let answer = state.apply(
+            &Command::Configure {
+                commands: vec![stowaway],
+                audit: configured_draft("never"),
+            },
+            &mut emitted,
+        );
+        assert_eq!(
+            answer,
+            Response::Configured {
+                responses: vec![Response::InvalidConfigCommand],
+                audit_id: None
+            }
+        );
+    }
+    assert_eq!(state, before);
+    assert_eq!(emitted.len(), 1);
+}

@@ -3,9 +3,10 @@
 //! `fixtures/format-v1/` holds commands, a state snapshot and Raft log entries encoded by format
 //! version 1; `format-v2/` the same for version 2 (which adds `Command::Admit` and the replicated
 //! proof set); `format-v3/` for version 3 (threshold keys: `Command::RegisterThresholdKey` and
-//! `State::threshold_groups`). A newer node must read an older log, so every version directory
+//! `State::threshold_groups`); `format-v4/` for version 4 (`Command::Configure`: a configuration
+//! change and its audit record in one entry). A newer node must read an older log, so every version directory
 //! stays. Regenerate (only the CURRENT version's directory is written):
-//! `STELLA_WRITE_FORMAT_FIXTURE=1 cargo test -p stella-state --test format`.
+//! `STELLA_WRITE_FORMAT_FIXTURE=1 cargo test -p stella-state --test format format_v4`.
 
 use std::path::PathBuf;
 
@@ -22,6 +23,66 @@ fn dir_v2() -> PathBuf {
 
 fn dir_v3() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v3")
+}
+
+fn dir_v4() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v4")
+}
+
+/// Version 4 adds configuration changes with their audit record in the same entry.
+fn commands_v4() -> Vec<Command> {
+    let mut commands = commands_v3();
+    let mut draft = commands
+        .iter()
+        .find_map(|c| match c {
+            Command::Audit(d) => Some(d.clone()),
+            _ => None,
+        })
+        .expect("an audit draft among the v1 commands");
+    draft.decision = Decision::Configured;
+    draft.reason = "poe.bypass off: drill over".into();
+    commands.push(Command::Configure {
+        commands: vec![Command::SetToggle(Toggle {
+            name: "poe.bypass".into(),
+            enabled: false,
+            reason: "drill over".into(),
+            actor: "alice@ops".into(),
+            set_ms: 4_000,
+            expires_at_ms: None,
+        })],
+        audit: draft,
+    });
+    commands
+}
+
+#[test]
+fn format_v4_fixtures_decode() {
+    let commands = commands_v4();
+    let state = state_after(&commands);
+    assert!(state.toggles.contains_key("poe.bypass"));
+    if std::env::var_os("STELLA_WRITE_FORMAT_FIXTURE").is_some() {
+        std::fs::create_dir_all(dir_v4()).expect("dir");
+        std::fs::write(
+            dir_v4().join("commands.bin"),
+            codec::encode(&commands).expect("encode"),
+        )
+        .expect("write");
+        std::fs::write(
+            dir_v4().join("state.bin"),
+            codec::encode(&state).expect("encode"),
+        )
+        .expect("write");
+    }
+    let stored = std::fs::read(dir_v4().join("commands.bin")).expect("commands fixture");
+    assert_eq!(stored[0], 4, "fixture is format v4");
+    let decoded: Vec<Command> = codec::decode(&stored).expect("v4 commands decode");
+    assert_eq!(decoded, commands);
+    let snapshot: State =
+        codec::decode(&std::fs::read(dir_v4().join("state.bin")).expect("state fixture"))
+            .expect("v4 state decodes");
+    let mut without_proofs = state.clone();
+    without_proofs.proofs = Default::default();
+    assert_eq!(snapshot, without_proofs);
 }
 
 /// Version 3 adds threshold keys.
@@ -67,19 +128,6 @@ fn format_v3_fixtures_decode() {
         vec![(1, 1), (2, 2)],
         "the refresh replaced the group"
     );
-    if std::env::var_os("STELLA_WRITE_FORMAT_FIXTURE").is_some() {
-        std::fs::create_dir_all(dir_v3()).expect("dir");
-        std::fs::write(
-            dir_v3().join("commands.bin"),
-            codec::encode(&commands).expect("encode"),
-        )
-        .expect("write");
-        std::fs::write(
-            dir_v3().join("state.bin"),
-            codec::encode(&state).expect("encode"),
-        )
-        .expect("write");
-    }
     let stored = std::fs::read(dir_v3().join("commands.bin")).expect("commands fixture");
     assert_eq!(stored[0], 3, "fixture is format v3");
     let decoded: Vec<Command> = codec::decode(&stored).expect("v3 commands decode");

@@ -10,6 +10,7 @@ mod context;
 mod keys;
 mod ops;
 mod peer;
+pub mod peer_access;
 mod problem;
 mod releases;
 
@@ -193,8 +194,12 @@ pub fn threshold_peer_routes(cfg: &mut web::ServiceConfig) {
         .route(threshold::PEER_SIGN_SHARE, web::post().to(peer::sign_share));
 }
 
-/// Peer listener routes (mutual TLS is enforced by the listener, before any of these run).
+/// Peer listener routes (mutual TLS is enforced by the listener, before any of these run; the
+/// certificate's role by [`peer_access::guard`], which the listener wraps around them).
 pub fn peer_routes(cfg: &mut web::ServiceConfig) {
+    use peer_access::{
+        ADMIN_INIT, ADMIN_JOIN, ADMIN_REMOVE, ADMIN_SNAPSHOT, PEER_READ_INDEX, PEER_STATUS,
+    };
     cfg.app_data(web::JsonConfig::default().limit(512 * 1024 * 1024))
         .route(RAFT_APPEND, web::post().to(peer::append))
         .route(RAFT_VOTE, web::post().to(peer::vote))
@@ -204,12 +209,12 @@ pub fn peer_routes(cfg: &mut web::ServiceConfig) {
         .route(PEER_CONFIGURE, web::post().to(peer::configure))
         .route(PEER_KEYGEN, web::post().to(peer::keygen))
         .configure(threshold_peer_routes)
-        .route("/peer/v1/read-index", web::post().to(peer::read_index))
-        .route("/peer/v1/status", web::get().to(peer::status))
-        .route("/admin/v1/init", web::post().to(peer::init))
-        .route("/admin/v1/join", web::post().to(peer::join))
-        .route("/admin/v1/remove", web::post().to(peer::remove))
-        .route("/admin/v1/snapshot", web::post().to(peer::trigger_snapshot))
+        .route(PEER_READ_INDEX, web::post().to(peer::read_index))
+        .route(PEER_STATUS, web::get().to(peer::status))
+        .route(ADMIN_INIT, web::post().to(peer::init))
+        .route(ADMIN_JOIN, web::post().to(peer::join))
+        .route(ADMIN_REMOVE, web::post().to(peer::remove))
+        .route(ADMIN_SNAPSHOT, web::post().to(peer::trigger_snapshot))
         .default_service(web::to(problem::not_found));
 }
 

@@ -1,44 +1,68 @@
 //! Peer listener (mutual TLS, cluster certificates only): Raft RPCs, leader-side signing for
 //! forwarded requests, read-index and status for other nodes, and membership administration.
 
-use actix_web::HttpResponse;
 use actix_web::web::{Data, Json};
+use actix_web::{HttpRequest, HttpResponse};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::{Deserialize, Serialize};
 use stella_state::raft_types::{NodeAddr, NodeId, TypeConfig};
 
-use super::AppState;
+use super::peer_access::{self, may_act_as};
+use super::{ApiProblem, AppState};
 use crate::signing::{ForwardAnswer, SignJob};
 use crate::threshold::{self, PeerAnswer};
 
+/// Raft RPCs come only from the member their certificate names: a node cannot vote, append
+/// or install a snapshot in another node's name.
+fn raft_sender(req: &HttpRequest, sender: Option<NodeId>) -> Result<(), ApiProblem> {
+    let role = peer_access::role(req)?;
+    match sender {
+        Some(id) if may_act_as(&role, id, false) => Ok(()),
+        _ => Err(crate::Error::PeerForbidden(format!(
+            "{role} may not send Raft messages as node {}",
+            sender.map_or_else(|| "?".into(), |id| id.to_string())
+        ))
+        .into()),
+    }
+}
+
 pub async fn append(
     state: Data<AppState>,
+    req: HttpRequest,
     rpc: Json<AppendEntriesRequest<TypeConfig>>,
-) -> HttpResponse {
-    HttpResponse::Ok().json(
+) -> Result<HttpResponse, ApiProblem> {
+    raft_sender(&req, rpc.vote.leader_id().voted_for())?;
+    Ok(HttpResponse::Ok().json(
         state
             .cluster()
             .raft()
             .append_entries(rpc.into_inner())
             .await,
-    )
+    ))
 }
 
-pub async fn vote(state: Data<AppState>, rpc: Json<VoteRequest<NodeId>>) -> HttpResponse {
-    HttpResponse::Ok().json(state.cluster().raft().vote(rpc.into_inner()).await)
+pub async fn vote(
+    state: Data<AppState>,
+    req: HttpRequest,
+    rpc: Json<VoteRequest<NodeId>>,
+) -> Result<HttpResponse, ApiProblem> {
+    raft_sender(&req, rpc.vote.leader_id().voted_for())?;
+    Ok(HttpResponse::Ok().json(state.cluster().raft().vote(rpc.into_inner()).await))
 }
 
 pub async fn snapshot(
     state: Data<AppState>,
+    req: HttpRequest,
     rpc: Json<InstallSnapshotRequest<TypeConfig>>,
-) -> HttpResponse {
-    HttpResponse::Ok().json(
+) -> Result<HttpResponse, ApiProblem> {
+    raft_sender(&req, rpc.vote.leader_id().voted_for())?;
+    Ok(HttpResponse::Ok().json(
         state
             .cluster()
             .raft()
             .install_snapshot(rpc.into_inner())
             .await,
-    )
+    ))
 }
 
 /// A follower's admitted signing job; answered only by the leader.
@@ -59,10 +83,10 @@ pub async fn audit(
     ))
 }
 
-/// A follower's configuration change (with its audit record); answered only by the leader.
+/// A follower's typed configuration change; the leader plans and audits it itself.
 pub async fn configure(
     state: Data<AppState>,
-    change: Json<crate::signing::ConfigChange>,
+    change: Json<crate::changes::ConfigChange>,
 ) -> Json<ForwardAnswer<crate::signing::ConfigApplied>> {
     Json(answer(
         state.signing.configure_as_leader(change.into_inner()).await,
@@ -72,8 +96,8 @@ pub async fn configure(
 /// A key generation forwarded by a follower; driven only by the leader.
 pub async fn keygen(
     state: Data<AppState>,
-    job: Json<threshold::KeygenJob>,
-) -> Json<ForwardAnswer<threshold::KeygenDone>> {
+    job: Json<crate::changes::ConfigChange>,
+) -> Json<ForwardAnswer<crate::signing::ConfigApplied>> {
     Json(answer(
         state.signing.generate_as_leader(job.into_inner()).await,
     ))
@@ -181,27 +205,51 @@ fn admin(result: Result<(), stella_cluster::ClusterError>) -> HttpResponse {
     }
 }
 
+/// Membership changes for node `subject`: an operator for any node, a node only for itself.
+fn membership_for(req: &HttpRequest, subject: NodeId) -> Result<(), ApiProblem> {
+    let role = peer_access::role(req)?;
+    if may_act_as(&role, subject, true) {
+        Ok(())
+    } else {
+        Err(crate::Error::PeerForbidden(format!(
+            "{role} may change only its own membership, not node {subject}'s"
+        ))
+        .into())
+    }
+}
+
 /// `cluster init`: make this node a one-member cluster.
-pub async fn init(state: Data<AppState>) -> HttpResponse {
-    admin(state.cluster().initialize().await)
+pub async fn init(state: Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiProblem> {
+    membership_for(&req, state.cluster().node_id())?;
+    Ok(admin(state.cluster().initialize().await))
 }
 
 /// `cluster join` (sent to the leader): add as learner, wait for catch-up, promote to voter.
-pub async fn join(state: Data<AppState>, req: Json<JoinRequest>) -> HttpResponse {
-    let req = req.into_inner();
+pub async fn join(
+    state: Data<AppState>,
+    req: HttpRequest,
+    body: Json<JoinRequest>,
+) -> Result<HttpResponse, ApiProblem> {
+    let body = body.into_inner();
+    membership_for(&req, body.node_id)?;
     let addr = NodeAddr {
-        peer_url: req.peer_url,
-        api_url: req.api_url,
+        peer_url: body.peer_url,
+        api_url: body.api_url,
     };
-    admin(state.cluster().join(req.node_id, addr).await)
+    Ok(admin(state.cluster().join(body.node_id, addr).await))
 }
 
 /// `cluster remove` (sent to the leader).
-pub async fn remove(state: Data<AppState>, req: Json<RemoveRequest>) -> HttpResponse {
-    admin(state.cluster().remove(req.node_id).await)
+pub async fn remove(
+    state: Data<AppState>,
+    req: HttpRequest,
+    body: Json<RemoveRequest>,
+) -> Result<HttpResponse, ApiProblem> {
+    membership_for(&req, body.node_id)?;
+    Ok(admin(state.cluster().remove(body.node_id).await))
 }
 
-/// Build a snapshot now (log compaction on demand).
+/// Build a snapshot now (log compaction on demand; operators only, see `peer_access`).
 pub async fn trigger_snapshot(state: Data<AppState>) -> HttpResponse {
     admin(state.cluster().trigger_snapshot().await)
 }

@@ -94,23 +94,6 @@ pub struct SignShareRequest {
     pub signing_package: Vec<u8>,
 }
 
-/// A key generation (or, with `refresh`, a refresh of that key) for the leader to drive.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeygenJob {
-    pub min_signers: u16,
-    /// Share holders (node ids); empty: every voter (for a refresh: every current holder).
-    pub nodes: Vec<u64>,
-    #[serde(default)]
-    pub refresh: Option<String>,
-}
-
-/// The outcome of a key generation: the public key package and who holds which share.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeygenDone {
-    pub public_key_package: Vec<u8>,
-    pub holders: Vec<(u16, u64)>,
-}
-
 /// What a peer answers: the value, or why not.
 pub type PeerAnswer<T> = Result<T, String>;
 
