@@ -72,7 +72,13 @@ fn secret_of(client_id: &str) -> String {
 impl Services {
     pub fn start(dir: &Path) -> Services {
         let pki = dir.join("standin-pki");
-        stella_cluster::pki::generate_dev_pki(&pki, stella_cluster::identity::DEFAULT_CLUSTER_ID, 1, &[]).expect("stand-in PKI");
+        stella_cluster::pki::generate_dev_pki(
+            &pki,
+            stella_cluster::identity::DEFAULT_CLUSTER_ID,
+            1,
+            &[],
+        )
+        .expect("stand-in PKI");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let authority_key = stella_signer::FileKeySigner::generate()
             .expect("key")

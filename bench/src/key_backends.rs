@@ -76,7 +76,12 @@ fn keyless(
     use stella_node::dev::{DevAuthority, DevFulcio, DevLicensing, DevServices, StandIn};
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let pki = dir.join("pki");
-    stella_cluster::pki::generate_dev_pki(&pki, stella_cluster::identity::DEFAULT_CLUSTER_ID, 1, &[])?;
+    stella_cluster::pki::generate_dev_pki(
+        &pki,
+        stella_cluster::identity::DEFAULT_CLUSTER_ID,
+        1,
+        &[],
+    )?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let url = format!("https://{}", listener.local_addr()?);
     let authority = Arc::new(DevAuthority::new(

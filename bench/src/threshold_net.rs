@@ -85,7 +85,12 @@ fn in_process_row(pae: &[u8], duration: Duration) -> anyhow::Result<Row> {
 async fn network_row(pae: &[u8], duration: Duration) -> anyhow::Result<Row> {
     let dir = tempfile::tempdir()?;
     let pki = dir.path().join("pki");
-    stella_cluster::pki::generate_dev_pki(&pki, stella_cluster::identity::DEFAULT_CLUSTER_ID, 3, &["127.0.0.1".to_owned()])?;
+    stella_cluster::pki::generate_dev_pki(
+        &pki,
+        stella_cluster::identity::DEFAULT_CLUSTER_ID,
+        3,
+        &["127.0.0.1".to_owned()],
+    )?;
     let read = |name: &str| std::fs::read_to_string(pki.join(name));
     let listeners = (0..3)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))

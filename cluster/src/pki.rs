@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use rcgen::{
-    SanType, BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 
 use crate::{ClusterError, identity};
@@ -32,16 +32,8 @@ pub fn generate_dev_pki(
     }
     std::fs::create_dir_all(dir).map_err(err)?;
     let ca_key = KeyPair::generate().map_err(err)?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name = name("stella-signer cluster CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
     write(dir, "ca.key", &ca_key.serialize_pem(), 0o600)?;
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(err)?;
+    let ca = CertifiedIssuer::self_signed(ca_params()?, ca_key).map_err(err)?;
     write(dir, "ca.pem", &ca.pem(), 0o644)?;
 
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
@@ -54,12 +46,38 @@ pub fn generate_dev_pki(
     leaf(dir, "admin", &names, &uri, &ca)
 }
 
+fn ca_params() -> Result<CertificateParams, ClusterError> {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name = name("stella-signer cluster CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(ca_params)
+}
+
+/// Issues one more certificate (`<stem>.pem`/`<stem>.key`, identity `identity_uri`) from the dev
+/// CA that [`generate_dev_pki`] wrote into `dir` — a node added later, or a second operator.
+pub fn issue_from_dev_ca(
+    dir: &Path,
+    stem: &str,
+    identity_uri: &str,
+    sans: &[String],
+) -> Result<(), ClusterError> {
+    let ca_key = std::fs::read_to_string(dir.join("ca.key")).map_err(err)?;
+    let ca_key = KeyPair::from_pem(&ca_key).map_err(err)?;
+    let ca = rcgen::Issuer::new(ca_params()?, ca_key);
+    leaf(dir, stem, sans, identity_uri, &ca)
+}
+
 fn leaf(
     dir: &Path,
     stem: &str,
     sans: &[String],
     identity_uri: &str,
-    ca: &CertifiedIssuer<'_, KeyPair>,
+    ca: &rcgen::Issuer<'_, impl rcgen::SigningKey>,
 ) -> Result<(), ClusterError> {
     let key = KeyPair::generate().map_err(err)?;
     let mut sans = sans.to_vec();

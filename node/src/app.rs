@@ -179,9 +179,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
             })
             .shutdown_timeout(5)
             .disable_signals()
-            .on_connect(move |conn, data| {
-                http::peer_access::remember_peer(&cluster_id, conn, data)
-            })
+            .on_connect(move |conn, data| http::peer_access::remember_peer(&cluster_id, conn, data))
             .bind_rustls_0_23(section.peer_listen, tls)
             .map_err(Error::io(format!(
                 "binding the peer listener {}",

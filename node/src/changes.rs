@@ -289,7 +289,8 @@ pub fn plan(
                 Verdict::Approved => "approved",
                 Verdict::Denied => "denied",
             };
-            let text = format!("approval {approval_id} {word} for scanner image {subject}: {reason}");
+            let text =
+                format!("approval {approval_id} {word} for scanner image {subject}: {reason}");
             Ok(planned(
                 vec![Command::DecideApproval {
                     approval_id: approval_id.clone(),
@@ -362,14 +363,16 @@ pub fn plan(
             reason,
             ..
         } => {
-            let group = generated.ok_or_else(|| Error::InvalidRequest("no key generation".into()))?;
+            let group =
+                generated.ok_or_else(|| Error::InvalidRequest("no key generation".into()))?;
             if tenant.is_empty() || plan.is_empty() {
                 return Err(Error::InvalidRequest("tenant and plan are required".into()));
             }
             let reason = pipeline::operator_reason(reason)?;
-            let group_key =
-                stella_signer::threshold::GroupKey::from_bytes(&group.public_key_package)
-                    .map_err(|e| Error::Unavailable(format!("the key generation's group key: {e}")))?;
+            let group_key = stella_signer::threshold::GroupKey::from_bytes(
+                &group.public_key_package,
+            )
+            .map_err(|e| Error::Unavailable(format!("the key generation's group key: {e}")))?;
             let public_key = group_key
                 .public_key()
                 .map_err(|e| Error::Unavailable(e.to_string()))?;
@@ -416,12 +419,12 @@ pub fn plan(
             ))
         }
         ChangeRequest::RefreshThresholdKey { key_id, reason, .. } => {
-            let group = generated.ok_or_else(|| Error::InvalidRequest("no key generation".into()))?;
+            let group =
+                generated.ok_or_else(|| Error::InvalidRequest("no key generation".into()))?;
             let reason = pipeline::operator_reason(reason)?;
-            let before = state
-                .threshold_groups
-                .get(key_id)
-                .ok_or_else(|| Error::InvalidRequest(format!("`{key_id}` is not a threshold key")))?;
+            let before = state.threshold_groups.get(key_id).ok_or_else(|| {
+                Error::InvalidRequest(format!("`{key_id}` is not a threshold key"))
+            })?;
             let kept: Vec<u64> = group.holders.iter().map(|(_, node)| *node).collect();
             let dropped: Vec<u64> = before
                 .holders
@@ -569,46 +572,58 @@ mod tests {
     fn unbounded_or_malformed_requests_are_refused_before_proposing() {
         let state = State::default();
         let at = |request| plan(&state, &change(request), None, u64::MAX - 10, String::new());
-        assert!(at(ChangeRequest::PoeBypass {
-            enabled: true,
-            reason: "x".into(),
-            expires_in_seconds: None,
-        })
-        .is_err());
-        assert!(at(ChangeRequest::PoeBypass {
-            enabled: true,
-            reason: "x".into(),
-            expires_in_seconds: Some(u64::MAX),
-        })
-        .is_err());
+        assert!(
+            at(ChangeRequest::PoeBypass {
+                enabled: true,
+                reason: "x".into(),
+                expires_in_seconds: None,
+            })
+            .is_err()
+        );
+        assert!(
+            at(ChangeRequest::PoeBypass {
+                enabled: true,
+                reason: "x".into(),
+                expires_in_seconds: Some(u64::MAX),
+            })
+            .is_err()
+        );
         // Saturates instead of wrapping at the end of time.
-        assert!(at(ChangeRequest::PoeBypass {
-            enabled: true,
-            reason: "x".into(),
-            expires_in_seconds: Some(60),
-        })
-        .is_ok());
-        assert!(at(ChangeRequest::RequestApproval {
-            approval_id: "apr-1".into(),
-            digest: "sha256:nothex".into(),
-            reason: "x".into(),
-            expires_in_seconds: 60,
-        })
-        .is_err());
-        assert!(at(ChangeRequest::RevokeKey {
-            key_id: "nope".into(),
-            reason: "x".into(),
-        })
-        .is_err());
-        assert!(at(ChangeRequest::RegisterKey {
-            tenant: "t".into(),
-            plan: "p".into(),
-            source: "file".into(),
-            public_key_pem: "not a key".into(),
-            rotate: false,
-            reason: "x".into(),
-        })
-        .is_err());
+        assert!(
+            at(ChangeRequest::PoeBypass {
+                enabled: true,
+                reason: "x".into(),
+                expires_in_seconds: Some(60),
+            })
+            .is_ok()
+        );
+        assert!(
+            at(ChangeRequest::RequestApproval {
+                approval_id: "apr-1".into(),
+                digest: "sha256:nothex".into(),
+                reason: "x".into(),
+                expires_in_seconds: 60,
+            })
+            .is_err()
+        );
+        assert!(
+            at(ChangeRequest::RevokeKey {
+                key_id: "nope".into(),
+                reason: "x".into(),
+            })
+            .is_err()
+        );
+        assert!(
+            at(ChangeRequest::RegisterKey {
+                tenant: "t".into(),
+                plan: "p".into(),
+                source: "file".into(),
+                public_key_pem: "not a key".into(),
+                rotate: false,
+                reason: "x".into(),
+            })
+            .is_err()
+        );
     }
 
     #[test]

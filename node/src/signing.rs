@@ -398,7 +398,10 @@ impl SigningService {
 
     /// A threshold key made or refreshed by a distributed key generation, registered with its
     /// audit record: the leader drives both (forwarded there).
-    pub async fn generate_threshold_key(&self, change: ConfigChange) -> Result<ConfigApplied, Error> {
+    pub async fn generate_threshold_key(
+        &self,
+        change: ConfigChange,
+    ) -> Result<ConfigApplied, Error> {
         let leader_side = || self.generate_as_leader(change.clone());
         self.at_leader(PEER_KEYGEN, &change, leader_side).await
     }

@@ -148,7 +148,13 @@ async fn admission() -> stella_node::admission::Admission {
         )
         .await
         .expect("cache"),
-        plans: Vec::new(),
+        plans: vec![PlanConfig {
+            name: "team".into(),
+            signatures_per_window: 1,
+            window_seconds: 3600,
+            max_concurrent: 10,
+            max_artifact_bytes: 1 << 20,
+        }],
         bypass_plan: "team".into(),
         clock,
         preauth: Default::default(),
@@ -174,13 +180,7 @@ fn job(request_id: &str) -> SignJob {
         caller_subject: "s".into(),
         issuer: "i".into(),
         request_id: request_id.into(),
-        plan: PlanConfig {
-            name: "team".into(),
-            signatures_per_window: 1,
-            window_seconds: 3600,
-            max_concurrent: 10,
-            max_artifact_bytes: 1 << 20,
-        },
+        plan: "team".into(),
         poe_state: "valid".into(),
         proof: None,
         provenance: None,

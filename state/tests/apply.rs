@@ -418,7 +418,10 @@ fn a_configuration_change_and_its_audit_record_apply_together_or_not_at_all() {
     let mut emitted = Vec::new();
     // Applied: both commands and the record, in one command.
     let rotate = Command::Configure {
-        commands: vec![Command::RegisterKey(key("k1")), set_key("k0", KeyState::Retired)],
+        commands: vec![
+            Command::RegisterKey(key("k1")),
+            set_key("k0", KeyState::Retired),
+        ],
         audit: configured_draft("rotated"),
     };
     state.apply(&Command::RegisterKey(key("k0")), &mut emitted);
@@ -430,7 +433,10 @@ fn a_configuration_change_and_its_audit_record_apply_together_or_not_at_all() {
     else {
         panic!("{answer:?}")
     };
-    assert_eq!(responses, vec![Response::KeyRegistered, Response::KeyUpdated]);
+    assert_eq!(
+        responses,
+        vec![Response::KeyRegistered, Response::KeyUpdated]
+    );
     assert_eq!(emitted.len(), 1);
     assert_eq!(emitted[0].audit_id, audit_id);
     assert_eq!(emitted[0].draft.reason, "rotated");
@@ -440,7 +446,10 @@ fn a_configuration_change_and_its_audit_record_apply_together_or_not_at_all() {
     let before = state.clone();
     let answer = state.apply(
         &Command::Configure {
-            commands: vec![Command::RegisterKey(key("k2")), set_key("missing", KeyState::Revoked)],
+            commands: vec![
+                Command::RegisterKey(key("k2")),
+                set_key("missing", KeyState::Revoked),
+            ],
             audit: configured_draft("never"),
         },
         &mut emitted,

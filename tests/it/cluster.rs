@@ -506,20 +506,34 @@ fn the_peer_listener_admits_only_cluster_certificates_and_membership_can_shrink(
         "a certificate from another CA gets nothing"
     );
 
-    // Membership shrinks through the CLI: remove a follower, the other two carry on.
+    // Membership shrinks through the CLI: an operator removes a follower (a node's own
+    // certificate may remove only itself), the other two carry on.
     let leader = cluster.leader().expect("leader");
     let victim = (1..=3).find(|id| *id != leader).expect("follower");
     let config = cluster.config_path(leader);
-    cluster.admin(&[
-        "cluster",
-        "remove",
-        "--config",
-        &config,
-        "--leader",
-        &cluster.peer_url(leader),
-        "--node-id",
-        &victim.to_string(),
-    ]);
+    let pki = cluster.dir.path().join("pki");
+    let remove = |cert: &str| {
+        vec![
+            "cluster".to_owned(),
+            "remove".into(),
+            "--config".into(),
+            config.clone(),
+            "--leader".into(),
+            cluster.peer_url(leader),
+            "--node-id".into(),
+            victim.to_string(),
+            "--cert".into(),
+            pki.join(format!("{cert}.pem")).display().to_string(),
+            "--key".into(),
+            pki.join(format!("{cert}.key")).display().to_string(),
+        ]
+    };
+    let as_node = remove(&format!("node-{leader}"));
+    let (ok, text) = run_cli(&as_node);
+    assert!(!ok && text.contains("peer_forbidden"), "{text}");
+    let as_operator = remove("admin");
+    let args: Vec<&str> = as_operator.iter().map(String::as_str).collect();
+    cluster.admin(&args);
     cluster.kill(victim);
     let status = cluster.status(leader).expect("status");
     let ids: Vec<u64> = status["members"]
@@ -532,4 +546,170 @@ fn the_peer_listener_admits_only_cluster_certificates_and_membership_can_shrink(
     assert_eq!(ids.len(), 2);
     let (code, body) = cluster.sign(leader).expect("sign");
     assert_eq!(code, 200, "{body}");
+}
+
+/// A client that presents `stem`'s certificate from the cluster's PKI directory.
+fn peer_client(pki: &std::path::Path, stem: &str) -> reqwest::blocking::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.join("ca.pem")).expect("ca"))
+        .expect("ca");
+    let identity = reqwest::Identity::from_pem(
+        &[
+            std::fs::read(pki.join(format!("{stem}.pem"))).expect("pem"),
+            std::fs::read(pki.join(format!("{stem}.key"))).expect("key"),
+        ]
+        .concat(),
+    )
+    .expect("identity");
+    reqwest::blocking::Client::builder()
+        .tls_certs_only([ca])
+        .identity(identity)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// Posts `body` and returns the status and the JSON answer (problem+json on refusals).
+fn peer_post(client: &reqwest::blocking::Client, url: &str, body: &Value) -> (u16, Value) {
+    let response = client.post(url).json(body).send().expect("peer answers");
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+/// A forged forwarded job: any tenant, a plan of the forger's choosing, "valid" PoE, no proof.
+fn forged_job(plan: Value) -> Value {
+    serde_json::json!({
+        "tenant": "tenant-a",
+        "caller_subject": "forger",
+        "issuer": "nobody",
+        "request_id": "forged-1",
+        "plan": plan,
+        "poe_state": "valid",
+        "proof": null,
+        "provenance": null,
+        "request": stella_tests::sbom_request_json(),
+    })
+}
+
+#[test]
+fn peer_routes_admit_only_the_roles_that_need_them() {
+    let cluster = TestCluster::start(ClusterOptions::default());
+    let leader = cluster.leader().expect("leader");
+    let follower = (1..=3).find(|id| *id != leader).expect("follower");
+    let pki = cluster.dir.path().join("pki");
+    let url = |path: &str| format!("{}{path}", cluster.peer_url(leader));
+    let audit = |cluster: &TestCluster| -> Vec<Value> {
+        cluster
+            .client(leader)
+            .audit(&[("limit", "1000".to_owned())])
+            .expect("audit")
+            .records
+    };
+    let audit_before = audit(&cluster).len();
+
+    // The operator certificate `cluster certs` mints: status yes; sign, audit, configure,
+    // key shares and Raft never.
+    let operator = peer_client(&pki, "admin");
+    let status = operator.get(url("/peer/v1/status")).send().expect("status");
+    assert_eq!(status.status().as_u16(), 200);
+    let vote = serde_json::json!({
+        "vote": stella_state::raft_types::Vote::new(1_000, leader as u64),
+        "last_log_id": null,
+    });
+    for (path, body) in [
+        ("/peer/v1/sign", forged_job(serde_json::json!("pro"))),
+        ("/peer/v1/audit", serde_json::json!({})),
+        ("/peer/v1/configure", serde_json::json!({})),
+        ("/peer/v1/threshold/keygen", serde_json::json!({})),
+        ("/peer/v1/threshold/sign", serde_json::json!({})),
+        ("/peer/v1/read-index", serde_json::json!({})),
+        ("/raft/v1/vote", vote.clone()),
+        ("/raft/v1/append", serde_json::json!({})),
+    ] {
+        let (status, problem) = peer_post(&operator, &url(path), &body);
+        assert_eq!(status, 403, "operator on {path}: {problem}");
+        assert_eq!(problem["code"], "peer_forbidden", "{path}: {problem}");
+    }
+
+    // A certificate from the same CA for another cluster id is nobody here.
+    stella_cluster::pki::issue_from_dev_ca(
+        &pki,
+        "other-cluster-node-1",
+        &stella_cluster::identity::node_uri("other", 1),
+        &["127.0.0.1".to_owned()],
+    )
+    .expect("issue");
+    let foreign = peer_client(&pki, "other-cluster-node-1");
+    let answer = foreign.get(url("/peer/v1/status")).send().expect("answers");
+    assert_eq!(answer.status().as_u16(), 403);
+    let (status, problem) = peer_post(&foreign, &url("/peer/v1/sign"), &forged_job("pro".into()));
+    assert_eq!((status, &problem["code"]), (403, &"peer_forbidden".into()));
+
+    // A member votes, appends and changes membership only as itself.
+    let member = peer_client(&pki, &format!("node-{follower}"));
+    let (status, problem) = peer_post(&member, &url("/raft/v1/vote"), &vote);
+    assert_eq!(
+        status, 403,
+        "node {follower} voting as node {leader}: {problem}"
+    );
+    let (status, problem) = peer_post(
+        &member,
+        &url("/admin/v1/remove"),
+        &serde_json::json!({"nodeId": leader}),
+    );
+    assert_eq!(status, 403, "{problem}");
+
+    // Even a member cannot choose a forwarded job's limits: the leader takes them from its own
+    // configuration, and a plan it does not offer is refused.
+    let (status, answer) = peer_post(
+        &member,
+        &url("/peer/v1/sign"),
+        &forged_job(serde_json::json!({"name": "pro", "signatures_per_window": u64::MAX})),
+    );
+    assert_eq!(status, 400, "a plan is a name, not limits: {answer}");
+    let (status, answer) = peer_post(
+        &member,
+        &url("/peer/v1/sign"),
+        &forged_job(serde_json::json!("unlimited")),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["Refused"]["code"], "entitlement_denied",
+        "a plan the leader does not offer: {answer}"
+    );
+
+    // And no peer proposes commands: a configuration change is a typed request.
+    let (status, answer) = peer_post(
+        &member,
+        &url("/peer/v1/configure"),
+        &serde_json::json!({
+            "commands": [{"SetToggle": {"name": "poe.bypass", "enabled": true, "reason": "x",
+                "actor": "forger", "set_ms": 0, "expires_at_ms": null}}],
+            "audit": {}
+        }),
+    );
+    assert_eq!(status, 400, "{answer}");
+
+    // Nothing of the above configured anything; the one refused forged job is audited.
+    let records = audit(&cluster);
+    let new = &records[audit_before..];
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(new[0]["requestId"], "forged-1");
+    assert_eq!(new[0]["decision"], "denied", "{new:?}");
+    // The cluster still signs for real callers.
+    let (code, body) = cluster.sign(leader).expect("sign");
+    assert_eq!(code, 200, "{body}");
+}
+
+/// Runs the node binary with `args`: whether it succeeded, and what it printed.
+fn run_cli(args: &[String]) -> (bool, String) {
+    let out = std::process::Command::new(stella_tests::bin("stella-signer"))
+        .args(args)
+        .output()
+        .expect("stella-signer");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }

@@ -14,15 +14,14 @@ use crate::threshold::{self, PeerAnswer};
 
 /// Raft RPCs come only from the member their certificate names: a node cannot vote, append
 /// or install a snapshot in another node's name.
-fn raft_sender(req: &HttpRequest, sender: Option<NodeId>) -> Result<(), ApiProblem> {
+fn raft_sender(req: &HttpRequest, sender: Option<NodeId>) -> Result<(), crate::Error> {
     let role = peer_access::role(req)?;
     match sender {
         Some(id) if may_act_as(&role, id, false) => Ok(()),
         _ => Err(crate::Error::PeerForbidden(format!(
             "{role} may not send Raft messages as node {}",
             sender.map_or_else(|| "?".into(), |id| id.to_string())
-        ))
-        .into()),
+        ))),
     }
 }
 
@@ -206,15 +205,14 @@ fn admin(result: Result<(), stella_cluster::ClusterError>) -> HttpResponse {
 }
 
 /// Membership changes for node `subject`: an operator for any node, a node only for itself.
-fn membership_for(req: &HttpRequest, subject: NodeId) -> Result<(), ApiProblem> {
+fn membership_for(req: &HttpRequest, subject: NodeId) -> Result<(), crate::Error> {
     let role = peer_access::role(req)?;
     if may_act_as(&role, subject, true) {
         Ok(())
     } else {
         Err(crate::Error::PeerForbidden(format!(
             "{role} may change only its own membership, not node {subject}'s"
-        ))
-        .into())
+        )))
     }
 }
 

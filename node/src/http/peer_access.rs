@@ -78,12 +78,12 @@ pub fn route_access(path: &str) -> Option<Access> {
 
 /// Whether `role` passes `access` at the door (the handler may narrow a node to itself).
 pub fn admits(access: Access, role: &PeerRole) -> bool {
-    match (access, role) {
-        (Access::Anyone, _) | (Access::OperatorsOrSelf, _) => true,
-        (Access::Nodes, PeerRole::Node(_)) => true,
-        (Access::Operators, PeerRole::Operator(_)) => true,
-        _ => false,
-    }
+    matches!(
+        (access, role),
+        (Access::Anyone | Access::OperatorsOrSelf, _)
+            | (Access::Nodes, PeerRole::Node(_))
+            | (Access::Operators, PeerRole::Operator(_))
+    )
 }
 
 /// Whether `role` may act for node `subject` (a Raft sender, a joining or leaving member): an
@@ -179,8 +179,14 @@ mod tests {
         for path in [ADMIN_INIT, ADMIN_JOIN, ADMIN_REMOVE, PEER_STATUS] {
             assert!(admits(route_access(path).expect(path), &operator), "{path}");
         }
-        assert!(admits(route_access(ADMIN_SNAPSHOT).expect("snapshot"), &operator));
-        assert!(!admits(route_access(ADMIN_SNAPSHOT).expect("snapshot"), &node));
+        assert!(admits(
+            route_access(ADMIN_SNAPSHOT).expect("snapshot"),
+            &operator
+        ));
+        assert!(!admits(
+            route_access(ADMIN_SNAPSHOT).expect("snapshot"),
+            &node
+        ));
         assert_eq!(route_access("/peer/v1/other"), None);
     }
 
