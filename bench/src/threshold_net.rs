@@ -124,6 +124,8 @@ async fn network_row(pae: &[u8], duration: Duration) -> anyhow::Result<Row> {
                 group: registry.clone(),
             }),
             groups: Default::default(),
+            // No admissions here: this measures the FROST rounds and their transport.
+            gate: None,
         };
         let data = actix_web::web::Data::new(node.clone());
         let server = actix_web::HttpServer::new(move || {
@@ -150,8 +152,8 @@ async fn network_row(pae: &[u8], duration: Duration) -> anyhow::Result<Row> {
     // As on a node: the signer is built from the registry's group for every signature, and
     // every holder checks its share against the group's verifying share on commit.
     let sign_once = || async {
-        let signer =
-            ThresholdKeySigner::new(holders[0].clone(), &group).map_err(anyhow::Error::msg)?;
+        let signer = ThresholdKeySigner::new(holders[0].clone(), &group, "bench", false)
+            .map_err(anyhow::Error::msg)?;
         signer.sign_async(pae).await?;
         anyhow::Ok(())
     };

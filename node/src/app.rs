@@ -110,7 +110,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
     let cluster = start_cluster(&config).await?;
     let ledger = Ledger::start(cluster.clone(), config.limits.proposal_queue).await?;
     let sessions = Sessions::start(config.limits.max_sessions).await?;
-    let threshold = threshold_backend(&config, &cluster).await?;
+    let threshold = threshold_backend(&config, &cluster, &admission, &base_urls).await?;
     let holders = web::Data::new(threshold.holders.clone());
     let signing = SigningService::new(SigningParts {
         keyring: keyring(key, &config)?.with_threshold(threshold),
@@ -298,6 +298,8 @@ fn keyring(key: Arc<dyn stella_signer::KeySigner>, config: &Config) -> Result<Ke
 async fn threshold_backend(
     config: &Config,
     cluster: &stella_cluster::ClusterHandle,
+    admission: &Arc<Admission>,
+    base_urls: &[String],
 ) -> Result<crate::threshold::ThresholdBackend, Error> {
     let dir = config.data_dir.join("threshold");
     let key_file = config
@@ -313,12 +315,23 @@ async fn threshold_backend(
     })
     .await?;
     crate::threshold::spawn_share_sweeper(shard.clone(), dir.join("shares"), cluster.clone());
+    if config.threshold.drill_tamper_as_coordinator {
+        tracing::warn!(
+            "[threshold] drill_tamper_as_coordinator is on: as leader, this node asks holders to sign forged statements"
+        );
+    }
     Ok(crate::threshold::ThresholdBackend {
         holders: crate::threshold::Holders {
             shard,
             directory: Arc::new(cluster.clone()),
             groups: Default::default(),
+            gate: Some(Arc::new(crate::threshold::gate::AdmissionGate::new(
+                cluster.clone(),
+                admission.clone(),
+                base_urls.to_vec(),
+            ))),
         },
+        tamper: config.threshold.drill_tamper_as_coordinator,
     })
 }
 

@@ -56,6 +56,10 @@ pub struct ThresholdSection {
     /// so operators can watch the coordinator name and route around it.
     #[serde(default)]
     pub drill_corrupt_shares: bool,
+    /// Chaos drills only: as coordinator (leader), this node asks the share holders to sign a
+    /// statement nobody admitted, so operators can watch the holders refuse.
+    #[serde(default)]
+    pub drill_tamper_as_coordinator: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -119,17 +119,19 @@ impl Keyring {
 
     /// The signers for the registry's `selection` for `tenant` on `plan`, in envelope order.
     /// May block (first use of a key reads its file or opens it on the token).
+    /// A threshold key's signer signs only for `admission` (the request's reservation id).
     pub fn signers_for(
         &self,
         selection: Selection,
         tenant: &str,
         plan: &str,
+        admission: &str,
     ) -> Result<Vec<Arc<dyn KeySigner>>, Error> {
         match selection {
             Selection::Default => Ok(vec![self.default.clone()]),
             Selection::Registered(entries) => entries
                 .iter()
-                .map(|(e, group)| self.load_with_group(e, group.as_ref()))
+                .map(|(e, group)| self.load_with_group(e, group.as_ref(), admission))
                 .collect(),
             Selection::NoActiveKey => Err(Error::Unavailable(format!(
                 "tenant `{tenant}` has no active key for plan `{plan}` (rotated out or revoked)"
@@ -139,7 +141,7 @@ impl Keyring {
 
     /// The private key behind a registry entry, loaded once and checked against the entry.
     pub fn load(&self, entry: &KeyEntry) -> Result<Arc<dyn KeySigner>, Error> {
-        self.load_with_group(entry, None)
+        self.load_with_group(entry, None, "")
     }
 
     /// As [`Keyring::load`]; a threshold key needs its group (holders and verifying shares).
@@ -147,6 +149,7 @@ impl Keyring {
         &self,
         entry: &KeyEntry,
         group: Option<&ThresholdGroup>,
+        admission: &str,
     ) -> Result<Arc<dyn KeySigner>, Error> {
         // A threshold key's group changes with a refresh (new verifying shares, maybe fewer
         // holders): its signer is built from the registry's current group every time, never
@@ -158,7 +161,7 @@ impl Keyring {
                     entry.key_id
                 )));
             };
-            return backend.signer(group).map_err(Error::Unavailable);
+            return backend.signer(group, admission).map_err(Error::Unavailable);
         }
         let mut loaded = self
             .loaded

@@ -71,7 +71,17 @@ pub struct SignJob {
     pub proof: Option<ProofClaim>,
     /// How the scanner release was trusted, when the request needed it.
     pub provenance: Option<String>,
+    /// The caller's credentials as presented (threshold share holders verify them again).
+    pub credentials: Credentials,
     pub request: SignDsseRequest,
+}
+
+/// A caller's credentials exactly as the receiving node got them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    pub authorization: String,
+    pub dpop: Option<String>,
+    pub client_cert_sha256: Option<String>,
 }
 
 impl SignJob {
@@ -254,6 +264,11 @@ impl SigningService {
                     .saturating_mul(1000),
             }),
             provenance,
+            credentials: Credentials {
+                authorization: facts.authorization.first().cloned().unwrap_or_default(),
+                dpop: facts.dpop.first().cloned(),
+                client_cert_sha256: facts.client_cert_sha256.clone(),
+            },
             request,
         };
         let leader_side = || self.sign_as_leader(job.clone());
@@ -665,6 +680,7 @@ impl SigningService {
             Err(e) => return Err(refused(e, &job.request).await),
         };
         let plan = pipeline::plan(job.request.clone())?;
+        let reservation_id = format!("{request_id}/{}", random_suffix());
         // The key registry decides which key signs for this tenant and plan (on the leader,
         // whose applied state is the newest). The choice is made under the state lock; loading
         // a key the first time (a file read, opening an HSM key) happens outside it, on the
@@ -676,13 +692,17 @@ impl SigningService {
                 .cluster
                 .view()
                 .with_state(|state| crate::keys::select(state, &caller.tenant, &job.plan));
-            let (service, tenant, plan_name) =
-                (self.clone(), caller.tenant.clone(), job.plan.clone());
+            let (service, tenant, plan_name, admission) = (
+                self.clone(),
+                caller.tenant.clone(),
+                job.plan.clone(),
+                reservation_id.clone(),
+            );
             let keyful = tokio::task::spawn_blocking(move || {
                 service
                     .inner
                     .keyring
-                    .signers_for(selection, &tenant, &plan_name)
+                    .signers_for(selection, &tenant, &plan_name, &admission)
             })
             .await
             .unwrap_or_else(|e| Err(Error::Unavailable(format!("loading the key: {e}"))));
@@ -705,9 +725,15 @@ impl SigningService {
             .ok_or_else(|| Error::Unavailable("no key for tenant".into()))?;
         let key_source = primary.source.as_str();
 
-        // 1. Claim the DPoP proof and reserve quota through Raft, in one entry.
-        let reservation_id = format!("{request_id}/{}", random_suffix());
-        let admit = Command::Admit(Admit {
+        // 1. Claim the DPoP proof and reserve quota through Raft, in one entry — with the
+        //    caller's evidence when a threshold key signs, for its holders to re-check.
+        let threshold_keys: Vec<String> = signers
+            .iter()
+            .map(|s| s.descriptor())
+            .filter(|d| d.source == stella_signer::KeySource::Threshold)
+            .map(|d| d.key_id.clone())
+            .collect();
+        let admit = Admit {
             proof: job.proof.clone(),
             reserve: Reserve {
                 reservation_id: reservation_id.clone(),
@@ -719,7 +745,24 @@ impl SigningService {
                 now_ms: self.now_ms(),
                 ttl_ms: inner.quota.reservation_ttl_seconds * 1000,
             },
-        });
+        };
+        let admit = if threshold_keys.is_empty() {
+            Command::Admit(admit)
+        } else {
+            Command::AdmitWithEvidence {
+                admit,
+                evidence: stella_state::command::AdmissionEvidence {
+                    tenant: caller.tenant.clone(),
+                    plan: job.plan.clone(),
+                    key_ids: threshold_keys,
+                    statement_sha256: plan.statement_sha256.clone(),
+                    authorization: job.credentials.authorization.clone(),
+                    dpop: job.credentials.dpop.clone(),
+                    client_cert_sha256: job.credentials.client_cert_sha256.clone(),
+                    poe_state: job.poe_state.clone(),
+                },
+            }
+        };
         let (remaining, window_resets_at_ms) = match self.propose(admit).await? {
             Response::Reserved {
                 remaining,

@@ -184,6 +184,11 @@ fn job(request_id: &str) -> SignJob {
         poe_state: "valid".into(),
         proof: None,
         provenance: None,
+        credentials: stella_node::signing::Credentials {
+            authorization: "DPoP token".into(),
+            dpop: None,
+            client_cert_sha256: None,
+        },
         request: request(),
     }
 }

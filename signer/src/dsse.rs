@@ -31,6 +31,29 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The payload type and payload a PAE encodes, if `bytes` is exactly one PAE (canonical decimal
+/// lengths, nothing before or after): `parse_pae(&pae(t, p)) == Some((t, p))`. A threshold
+/// share holder uses it to learn which statement a coordinator asks it to sign.
+pub fn parse_pae(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    fn length(rest: &[u8]) -> Option<(usize, &[u8])> {
+        let end = rest.iter().position(|b| *b == b' ')?;
+        let digits = &rest[..end];
+        if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+            return None;
+        }
+        let n: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
+        Some((n, &rest[end + 1..]))
+    }
+    let rest = bytes.strip_prefix(b"DSSEv1 ")?;
+    let (type_len, rest) = length(rest)?;
+    if rest.len() < type_len.checked_add(1)? || rest[type_len] != b' ' {
+        return None;
+    }
+    let payload_type = std::str::from_utf8(&rest[..type_len]).ok()?;
+    let (payload_len, payload) = length(&rest[type_len + 1..])?;
+    (payload.len() == payload_len).then_some((payload_type, payload))
+}
+
 /// One signature inside an envelope. `keyid` is omitted from JSON when absent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +145,30 @@ mod tests {
             pae("http://example.com/HelloWorld", b"hello world"),
             b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec()
         );
+    }
+
+    #[test]
+    fn parse_pae_reads_back_exactly_one_pae() {
+        let encoded = pae(IN_TOTO_PAYLOAD_TYPE, b"{\"a\":1} x");
+        assert_eq!(
+            parse_pae(&encoded),
+            Some((IN_TOTO_PAYLOAD_TYPE, &b"{\"a\":1} x"[..]))
+        );
+        assert_eq!(parse_pae(&pae("", b"")), Some(("", &b""[..])));
+        let mut longer = encoded.clone();
+        longer.push(b'!');
+        for bad in [
+            &longer[..],
+            &encoded[..encoded.len() - 1],
+            b"DSSEv1 01 a 1 b",
+            b"DSSEv1 1 a 01 b",
+            b"DSSEv1 99999999999999999999999 a 1 b",
+            b"DSSEv1 1 a1 b",
+            b"DSSEv2 1 a 1 b",
+            b"",
+        ] {
+            assert_eq!(parse_pae(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

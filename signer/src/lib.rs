@@ -18,7 +18,7 @@ pub mod timestamp;
 pub mod verify;
 
 pub use bundle::{BUNDLE_MEDIA_TYPE_V03, Bundle};
-pub use dsse::{Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE, pae};
+pub use dsse::{Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE, pae, parse_pae};
 pub use error::Error;
 pub use key::{
     FileKeySigner, KeyDescriptor, KeySigner, KeySource, PublicKey, SignatureAlgorithm,

@@ -14,8 +14,11 @@
 //!   proof set lives in a storage table of its own.
 //! - 3: `Command::RegisterThresholdKey` (a new trailing variant) and `State::threshold_groups`
 //!   (a new field: a v1/v2 `State` decodes through `StateV2` with no groups).
-//! - 4: `Command::Configure` / `Response::Configured` (new trailing variants: a configuration
-//!   change and its audit record in one entry); v3 bytes decode unchanged.
+//! - 4: `Command::Configure` / `Response::Configured` (a configuration change and its audit
+//!   record in one entry) and `Command::AdmitWithEvidence` (an admission a threshold key will
+//!   sign, with the caller evidence its share holders re-check): new trailing variants, so v3
+//!   bytes decode unchanged. The evidence lives in a `#[serde(skip)]` state field, so `State`'s
+//!   own encoding is unchanged.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -68,6 +68,34 @@ pub enum Command {
         #[serde(with = "json_draft")]
         audit: AuditDraft,
     },
+    /// `Admit` for a request a threshold key will sign (format v4): the caller's evidence stays
+    /// in the state while the reservation is open, for every share holder to re-check.
+    AdmitWithEvidence {
+        admit: Admit,
+        evidence: AdmissionEvidence,
+    },
+}
+
+/// What a share holder needs to decide for itself that a threshold signature is owed: who asked
+/// (the credentials exactly as presented, re-verified by each holder against its own JWKS),
+/// under which plan, for which keys, and which statement — a holder releases a share only for
+/// the PAE of exactly this statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionEvidence {
+    pub tenant: String,
+    pub plan: String,
+    /// The threshold keys this admission may use.
+    pub key_ids: Vec<String>,
+    /// Hex SHA-256 of the in-toto statement (the DSSE payload) to be signed.
+    pub statement_sha256: String,
+    /// The `Authorization` header as the caller sent it (a sender-constrained OpTok).
+    pub authorization: String,
+    /// The DPoP proof as the caller sent it (absent for mTLS-bound tokens).
+    pub dpop: Option<String>,
+    /// Base64url SHA-256 of the caller's client certificate (mTLS-bound tokens).
+    pub client_cert_sha256: Option<String>,
+    /// The entitlement decision the receiving node made (`valid`, `stale`, `bypassed`).
+    pub poe_state: String,
 }
 
 /// The public side of a threshold (FROST) key: the group's verifying material and the node

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditDraft, AuditRecord};
 use crate::command::{
-    Approval, ApprovalDecision, Command, KeyEntry, KeyState, ProofClaim, Reserve, Response,
-    ThresholdGroup, ThrottleReason, Toggle, Verdict,
+    AdmissionEvidence, Admit, Approval, ApprovalDecision, Command, KeyEntry, KeyState, ProofClaim,
+    Reserve, Response, ThresholdGroup, ThrottleReason, Toggle, Verdict,
 };
 
 /// Hint given to a caller throttled by concurrency (the slot frees when a signing ends).
@@ -64,6 +64,13 @@ pub struct State {
     /// from [`ProofSet::take_changes`], and snapshots carry it separately.
     #[serde(skip)]
     pub proofs: ProofSet,
+    /// The caller evidence of admissions that may use a threshold key, by reservation id, while
+    /// the reservation is open: what each share holder re-checks before it releases a share.
+    /// Short-lived (gone when the reservation commits, is released or expires) and rebuilt by
+    /// replaying the log, so it is not part of the state's encoding or of snapshots; a holder
+    /// restored from a snapshot mid-signing refuses, and the coordinator routes around it.
+    #[serde(skip)]
+    pub admissions: BTreeMap<String, AdmissionEvidence>,
 }
 
 /// A change to the proof set, for storage to mirror.
@@ -106,6 +113,11 @@ impl ProofSet {
     /// Every held proof with the end of its window.
     pub fn entries(&self) -> impl Iterator<Item = (&str, u64)> {
         self.by_key.iter().map(|(k, e)| (k.as_str(), *e))
+    }
+
+    /// Whether the cluster has claimed proof `key` (and it is still within its window).
+    pub fn contains(&self, key: &str) -> bool {
+        self.by_key.contains_key(key)
     }
 
     /// Changes since the last call, oldest first.
@@ -157,6 +169,7 @@ impl State {
         match command {
             Command::Reserve(r) => self.reserve(r),
             Command::Commit { reservation_id, .. } => {
+                self.admissions.remove(reservation_id);
                 match self.reservations.remove(reservation_id) {
                     Some(res) => {
                         if let Some(ledger) = self.ledgers.get_mut(&res.ledger) {
@@ -168,6 +181,7 @@ impl State {
                 }
             }
             Command::Release { reservation_id, .. } => {
+                self.admissions.remove(reservation_id);
                 match self.reservations.remove(reservation_id) {
                     Some(res) => {
                         self.refund(&res);
@@ -292,13 +306,14 @@ impl State {
                 Response::Batch(commands.iter().map(|c| self.apply(c, emitted)).collect())
             }
             Command::Configure { commands, audit } => self.configure(commands, audit, emitted),
-            Command::Admit(admit) => {
-                if let Some(proof) = &admit.proof
-                    && !self.proofs.claim(proof, admit.reserve.now_ms)
-                {
-                    return Response::Replayed;
+            Command::Admit(admit) => self.admit(admit),
+            Command::AdmitWithEvidence { admit, evidence } => {
+                let response = self.admit(admit);
+                if matches!(response, Response::Reserved { .. }) {
+                    self.admissions
+                        .insert(admit.reserve.reservation_id.clone(), evidence.clone());
                 }
-                self.reserve(&admit.reserve)
+                response
             }
         }
     }
@@ -319,6 +334,7 @@ impl State {
             .map(|c| match c {
                 // Only registry, toggle and approval commands belong in a configuration change.
                 Command::Reserve(_)
+                | Command::AdmitWithEvidence { .. }
                 | Command::Commit { .. }
                 | Command::Release { .. }
                 | Command::Admit(_)
@@ -404,6 +420,15 @@ impl State {
     }
 
     /// Releases (and refunds) reservations of `key` whose TTL has passed.
+    fn admit(&mut self, admit: &Admit) -> Response {
+        if let Some(proof) = &admit.proof
+            && !self.proofs.claim(proof, admit.reserve.now_ms)
+        {
+            return Response::Replayed;
+        }
+        self.reserve(&admit.reserve)
+    }
+
     fn expire_reservations(&mut self, key: &LedgerKey, now_ms: u64) {
         let expired: Vec<String> = self
             .reservations
@@ -412,6 +437,7 @@ impl State {
             .map(|(id, _)| id.clone())
             .collect();
         for id in expired {
+            self.admissions.remove(&id);
             if let Some(res) = self.reservations.remove(&id) {
                 self.refund(&res);
             }
@@ -510,6 +536,7 @@ impl From<StateV2> for State {
             approvals: old.approvals,
             threshold_groups: BTreeMap::new(),
             proofs: ProofSet::default(),
+            admissions: BTreeMap::new(),
         }
     }
 }

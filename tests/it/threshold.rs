@@ -330,14 +330,17 @@ fn a_2_of_3_key_signs_with_one_node_down_and_no_node_holds_the_key() {
             .json()
             .expect("answer")
     };
-    assert!(commit(&key_id)["Ok"].is_array(), "an active key commits");
-    let refused = commit(&second_id);
-    assert!(
-        refused["Err"]
-            .as_str()
-            .is_some_and(|e| e.contains("not an active key")),
-        "{refused}"
-    );
+    // A member asking a holder directly, with no admitted request behind it, gets nothing —
+    // for an active key as for a revoked one.
+    for key in [&key_id, &second_id] {
+        let refused = commit(key);
+        assert!(
+            refused["Err"]
+                .as_str()
+                .is_some_and(|e| e.contains("no open admission")),
+            "{refused}"
+        );
+    }
     // And its shares are destroyed on the holders (the first key's stay).
     let file_of = |id: &str| format!("{}.share", id.trim_start_matches("sha256:"));
     let holds = |node: usize, id: &str| {
@@ -541,5 +544,46 @@ fn a_refresh_takes_a_leaving_node_out_and_the_same_key_signs_on() {
             .as_str()
             .is_some_and(|t| t.contains("refreshed: holders [1, 2], left out [3]"))),
         "the refresh is audited"
+    );
+}
+
+#[test]
+fn holders_refuse_a_coordinator_that_asks_for_a_statement_nobody_admitted() {
+    // Every node tampers when it coordinates, so whichever leads asks its holders to sign a
+    // forged statement for a real caller's admission.
+    let cluster = TestCluster::start(ClusterOptions {
+        node_extra: (1..=3)
+            .map(|id| {
+                (
+                    id,
+                    "[threshold]\ndrill_tamper_as_coordinator = true".to_owned(),
+                )
+            })
+            .collect(),
+        ..ClusterOptions::default()
+    });
+    let ops = operator(&cluster);
+    let key = create(&ops, "tenant-a", 2, "");
+    let key_id = key["keyId"].as_str().expect("key id").to_owned();
+    let refused =
+        stella_tests::refused_with(sign(&cluster, 1, "tenant-a-ci"), "signing_unavailable");
+    assert!(
+        refused.detail.contains("not of the admitted statement"),
+        "the holders name why: {}",
+        refused.detail
+    );
+    // Nothing was signed with the key; the failure is audited.
+    let records = audit_records(&cluster, 1);
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["keyId"] == key_id.as_str() && r["decision"] == "signed"),
+        "{records:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["keyId"] == key_id.as_str() && r["decision"] == "failed"),
+        "{records:?}"
     );
 }

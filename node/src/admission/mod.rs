@@ -162,6 +162,19 @@ impl Admission {
         Ok(self.authenticate_detailed(facts, scopes).await?)
     }
 
+    /// Verifies credentials again, away from any client connection (a threshold share holder
+    /// re-checking an admission): the same checks as [`Admission::authenticate`], without the
+    /// per-source budget or the pre-authentication tally, and without claiming the proof.
+    pub async fn verify_credentials(
+        &self,
+        facts: &RequestFacts,
+        scopes: &[&str],
+    ) -> Result<Authenticated, Error> {
+        self.authenticate_inner(facts, scopes)
+            .await
+            .map_err(|failure| failure.error)
+    }
+
     /// [`Admission::authenticate`], saying whether the token verified when it fails. A source
     /// over its budget of failures is refused before any verification work unless its
     /// credential could be an honest caller's (behind a load balancer every caller shares one

@@ -15,6 +15,7 @@
 //! Shares never enter Raft; the registry holds the group key and who holds which share
 //! (`stella_state::command::ThresholdGroup`).
 
+pub mod gate;
 pub mod shard;
 
 use std::collections::BTreeMap;
@@ -85,6 +86,9 @@ pub struct DkgFinish {
 pub struct CommitRequest {
     pub key_id: String,
     pub session: Vec<u8>,
+    /// The reservation id of the Raft-committed admission this signature is for.
+    #[serde(default)]
+    pub admission: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +96,13 @@ pub struct SignShareRequest {
     pub key_id: String,
     pub session: Vec<u8>,
     pub signing_package: Vec<u8>,
+    /// The reservation id of the Raft-committed admission this signature is for.
+    #[serde(default)]
+    pub admission: String,
+    /// The PAE the coordinator says the message is of (the holder checks it against the
+    /// admitted statement and the signing package).
+    #[serde(default)]
+    pub pae: Vec<u8>,
 }
 
 /// What a peer answers: the value, or why not.
@@ -145,6 +156,9 @@ pub struct Holders {
     pub shard: Shard,
     pub directory: Arc<dyn Directory>,
     pub groups: GroupKeys,
+    /// This holder's own decision before committing or signing (every clustered node has one;
+    /// `None` only in the bench's fixed directory, which has no admissions).
+    pub gate: Option<Arc<dyn gate::ShareGate>>,
 }
 
 /// Parsed group keys by the SHA-256 of their bytes. Parsing a FROST public key package
@@ -275,6 +289,9 @@ impl Holders {
     }
 
     pub async fn commit(&self, request: CommitRequest) -> PeerAnswer<Vec<u8>> {
+        if let Some(gate) = &self.gate {
+            gate.commit(&request).await?;
+        }
         if !self.directory.may_sign(&request.key_id) {
             return Err(format!(
                 "{} is not an active key in this holder's registry",
@@ -305,6 +322,9 @@ impl Holders {
     }
 
     pub async fn sign_share(&self, request: SignShareRequest) -> PeerAnswer<Vec<u8>> {
+        if let Some(gate) = &self.gate {
+            gate.share(&request).await?;
+        }
         self.shard
             .sign(request.key_id, request.session, request.signing_package)
             .await
@@ -471,6 +491,9 @@ async fn rounds(
 struct KeyTransport<'a> {
     holders: &'a Holders,
     nodes: BTreeMap<ParticipantId, u64>,
+    /// The admission (reservation id) and the PAE every holder checks.
+    admission: &'a str,
+    pae: &'a [u8],
 }
 
 impl KeyTransport<'_> {
@@ -493,6 +516,7 @@ impl ShareTransport for KeyTransport<'_> {
         let request = CommitRequest {
             key_id: key_id.to_owned(),
             session: session.to_vec(),
+            admission: self.admission.to_owned(),
         };
         self.holders
             .call(
@@ -518,6 +542,8 @@ impl ShareTransport for KeyTransport<'_> {
             key_id: key_id.to_owned(),
             session: session.to_vec(),
             signing_package: signing_package.to_vec(),
+            admission: self.admission.to_owned(),
+            pae: self.pae.to_vec(),
         };
         self.holders
             .call(
@@ -539,10 +565,20 @@ pub struct ThresholdKeySigner {
     nodes: BTreeMap<ParticipantId, u64>,
     runtime: tokio::runtime::Handle,
     descriptor: KeyDescriptor,
+    /// The admission (reservation id) this signer signs for: holders sign nothing else.
+    admission: String,
+    /// Chaos drills only: coordinate a signature over a statement nobody admitted.
+    tamper: bool,
 }
 
 impl ThresholdKeySigner {
-    pub fn new(holders: Holders, group: &ThresholdGroup) -> Result<ThresholdKeySigner, String> {
+    /// A signer for one admitted request (`admission`: its reservation id).
+    pub fn new(
+        holders: Holders,
+        group: &ThresholdGroup,
+        admission: &str,
+        tamper: bool,
+    ) -> Result<ThresholdKeySigner, String> {
         let key = holders.groups.parse(&group.public_key_package)?;
         let public_key = key.public_key().map_err(|e| e.to_string())?;
         Ok(ThresholdKeySigner {
@@ -560,14 +596,30 @@ impl ThresholdKeySigner {
                 public_key,
             },
             group: key,
+            admission: admission.to_owned(),
+            tamper,
         })
     }
 
     /// Signs `message` (the PAE) through the holders; async, for the leader's pipeline.
     pub async fn sign_async(&self, message: &[u8]) -> Result<SignedOperation, SignerError> {
+        // A tampering coordinator (a drill) asks for a statement of its own choosing.
+        let forged;
+        let message = if self.tamper {
+            forged = stella_signer::pae(
+                stella_signer::IN_TOTO_PAYLOAD_TYPE,
+                br#"{"_type":"https://in-toto.io/Statement/v1","subject":[],"predicateType":"forged"}"#,
+            );
+            tracing::warn!(key_id = %self.descriptor.key_id, "[threshold] drill_tamper_as_coordinator is on: asking the holders to sign a forged statement");
+            &forged[..]
+        } else {
+            message
+        };
         let transport = KeyTransport {
             holders: &self.holders,
             nodes: self.nodes.clone(),
+            admission: &self.admission,
+            pae: message,
         };
         let available: Vec<ParticipantId> = self.nodes.keys().copied().collect();
         let name = |p: &ParticipantId| {
@@ -676,13 +728,22 @@ pub fn spawn_share_sweeper(shard: Shard, shares_dir: std::path::PathBuf, cluster
 #[derive(Clone)]
 pub struct ThresholdBackend {
     pub holders: Holders,
+    /// Chaos drills only (`[threshold] drill_tamper_as_coordinator`).
+    pub tamper: bool,
 }
 
 impl ThresholdBackend {
-    pub fn signer(&self, group: &ThresholdGroup) -> Result<Arc<dyn KeySigner>, String> {
+    /// A signer of `group`'s key for one admitted request.
+    pub fn signer(
+        &self,
+        group: &ThresholdGroup,
+        admission: &str,
+    ) -> Result<Arc<dyn KeySigner>, String> {
         Ok(Arc::new(ThresholdKeySigner::new(
             self.holders.clone(),
             group,
+            admission,
+            self.tamper,
         )?))
     }
 }

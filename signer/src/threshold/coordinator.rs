@@ -109,7 +109,11 @@ pub async fn threshold_sign<T: ShareTransport>(
             .copied()
             .collect();
         if queue.len() < need {
-            return Err(shortfall(queue.len(), &culprits));
+            // Holders that refused to sign say why better than a count does.
+            return Err(match last_failure.take() {
+                Some(refusal) if culprits.is_empty() => refusal,
+                _ => shortfall(queue.len(), &culprits),
+            });
         }
         let session = fresh_session();
 

@@ -48,7 +48,10 @@ use frost_secp256k1_tr::Identifier;
 pub use coordinator::{ExclusionReason, ShareTransport, ThresholdSignature, threshold_sign};
 pub use dkg::{DkgParticipant, Round1Message, dkg_in_process};
 pub use share::{GroupKey, KeyShare};
-pub use sign::{SigningNonces, aggregate, commit, in_process_sign, sign_share, signing_package};
+pub use sign::{
+    SigningNonces, aggregate, commit, in_process_sign, sign_share, signing_package,
+    signing_package_message,
+};
 
 /// Largest group this module accepts. FROST allows up to 65535 participants; a cluster has a
 /// handful of nodes, and a DKG moves `n·(n−1)` sealed packages, so the bound is kept well below

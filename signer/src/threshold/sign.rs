@@ -127,6 +127,17 @@ pub fn sign_share(
     Ok(signature_share.serialize())
 }
 
+/// Holder: the 32-byte message a coordinator's signing package asks to sign (checked against
+/// the admitted statement before a share is released).
+pub fn signing_package_message(signing_package: &[u8]) -> Result<Vec<u8>, ThresholdError> {
+    let package =
+        SigningPackage::deserialize(signing_package).map_err(|e| ThresholdError::Malformed {
+            what: "signing package",
+            reason: e.to_string(),
+        })?;
+    Ok(package.message().to_vec())
+}
+
 /// Coordinator: the signing package for the chosen holders' commitments and the message.
 pub fn signing_package(
     commitments: &BTreeMap<ParticipantId, Vec<u8>>,
