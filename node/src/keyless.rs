@@ -120,26 +120,7 @@ impl KeylessSigner {
             let bytes = self
                 .runtime
                 .block_on(http_client::read_ok(response, 256 * 1024))?;
-            let answer: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| format!("undecodable Fulcio answer: {e}"))?;
-            let pems = answer
-                .pointer("/signedCertificateEmbeddedSct/chain/certificates")
-                .or_else(|| answer.pointer("/signedCertificateDetachedSct/chain/certificates"))
-                .and_then(Value::as_array)
-                .ok_or("the Fulcio answer has no certificate chain")?;
-            let chain = pems
-                .iter()
-                .filter_map(Value::as_str)
-                .map(|pem| {
-                    CertificateDer::from_pem_slice(pem.as_bytes())
-                        .map(|c| c.to_vec())
-                        .map_err(|e| format!("certificate: {e}"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if chain.is_empty() {
-                return Err("the Fulcio answer has an empty chain".into());
-            }
-            return Ok(chain);
+            return chain_of_fulcio_answer(&bytes);
         }
         Err(last)
     }
@@ -209,6 +190,30 @@ impl KeySigner for KeylessSigner {
 }
 
 /// The serial number of a DER certificate, as lowercase hex (for the audit log).
+/// The certificate chain (DER, leaf first) in a Fulcio `/api/v2/signingCert` answer.
+pub fn chain_of_fulcio_answer(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let answer: Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("undecodable Fulcio answer: {e}"))?;
+    let pems = answer
+        .pointer("/signedCertificateEmbeddedSct/chain/certificates")
+        .or_else(|| answer.pointer("/signedCertificateDetachedSct/chain/certificates"))
+        .and_then(Value::as_array)
+        .ok_or("the Fulcio answer has no certificate chain")?;
+    let chain = pems
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|pem| {
+            CertificateDer::from_pem_slice(pem.as_bytes())
+                .map(|c| c.to_vec())
+                .map_err(|e| format!("certificate: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if chain.is_empty() {
+        return Err("the Fulcio answer has an empty chain".into());
+    }
+    Ok(chain)
+}
+
 pub fn certificate_serial(der: &[u8]) -> Option<String> {
     // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version?, serialNumber INTEGER … } }
     fn header(bytes: &[u8]) -> Option<(u8, usize, usize)> {

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod dev;
 mod error;
+pub mod fuzzing;
 pub mod http;
 pub mod key_admin;
 pub mod keyless;

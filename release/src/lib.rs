@@ -663,6 +663,53 @@ pub fn release_bundle(
     Bundle::for_signature(&envelope, 0, op).map_err(|e| ReleaseError::Signing(e.to_string()))
 }
 
+/// Fuzz entry point (`fuzz/` and the corpus test in `stella-node`): a registry's answer — an
+/// OCI index or image manifest, or a blob — parsed and walked as discovery does, and whatever
+/// it carries verified as a release signature against `key`. Must never panic.
+pub fn fuzz_registry_document(data: &[u8], key: &PublicKey) {
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let mut discovery = Discovery::default();
+    if let Ok(index) = serde_json::from_slice::<IndexDoc>(data) {
+        for descriptor in &index.manifests {
+            let _ = parse_digest(&descriptor.digest);
+            let _ = descriptor
+                .artifact_type
+                .as_deref()
+                .is_some_and(|t| t != BUNDLE_MEDIA_TYPE);
+        }
+    }
+    if let Ok(manifest) = serde_json::from_slice::<ManifestDoc>(data) {
+        for layer in &manifest.layers {
+            let signature = layer
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(COSIGN_SIGNATURE_ANNOTATION))
+                .and_then(Value::as_str)
+                .and_then(|s| STANDARD.decode(s).ok());
+            if let Some(signature) = signature {
+                discovery.candidates.push(Candidate::CosignClassic {
+                    manifest_digest: sha256_digest(data),
+                    payload: data.to_vec(),
+                    signature,
+                });
+            }
+        }
+    }
+    if let Ok(bundle) = Bundle::from_json(data) {
+        discovery.candidates.push(Candidate::Bundle {
+            manifest_digest: sha256_digest(data),
+            bundle: Box::new(bundle),
+        });
+    }
+    discovery.candidates.push(Candidate::CosignClassic {
+        manifest_digest: sha256_digest(data),
+        payload: data.to_vec(),
+        signature: data.to_vec(),
+    });
+    let _ = verify(&discovery, &digest, std::slice::from_ref(key));
+    let _ = media_type_of(data);
+}
+
 fn media_type_of(manifest: &[u8]) -> String {
     serde_json::from_slice::<Value>(manifest)
         .ok()

@@ -586,6 +586,7 @@ fn forged_job(plan: Value) -> Value {
         "poe_state": "valid",
         "proof": null,
         "provenance": null,
+        "credentials": {"authorization": "DPoP forged", "dpop": null, "client_cert_sha256": null},
         "request": stella_tests::sbom_request_json(),
     })
 }
