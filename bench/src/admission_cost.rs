@@ -71,6 +71,7 @@ pub async fn measure(request: &Value, duration: Duration) -> anyhow::Result<Admi
             JwksSource::File(jwks),
             Duration::from_secs(30),
             Duration::from_secs(600),
+            Duration::from_secs(24 * 3600),
         ),
         nonces: None,
         entitlements: EntitlementCache::start(

@@ -473,6 +473,7 @@ async fn build_admission(config: &Config, clock: Arc<dyn Clock>) -> Result<Admis
             jwks_source,
             Duration::from_secs(a.jwks_min_refresh_seconds),
             Duration::from_secs(a.jwks_max_age_seconds),
+            Duration::from_secs(a.jwks_max_stale_seconds),
         ),
         nonces,
         entitlements,

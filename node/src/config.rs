@@ -198,6 +198,10 @@ pub struct AdmissionConfig {
     /// Keys are re-fetched after this long even without an unknown `kid`.
     #[serde(default = "default_jwks_max_age")]
     pub jwks_max_age_seconds: u64,
+    /// Past `jwks_max_age_seconds`, keys that cannot be refreshed still verify for this long;
+    /// then every token is refused (503) until a refresh succeeds.
+    #[serde(default = "default_jwks_max_stale")]
+    pub jwks_max_stale_seconds: u64,
     /// Base URLs clients use to reach the cluster (the load balancer's), accepted as DPoP `htu`
     /// besides the URL the request arrived on.
     #[serde(default)]
@@ -326,6 +330,10 @@ fn default_max_lifetime() -> i64 {
 fn default_jwks_min_refresh() -> u64 {
     30
 }
+fn default_jwks_max_stale() -> u64 {
+    24 * 3600
+}
+
 fn default_jwks_max_age() -> u64 {
     600
 }

@@ -135,6 +135,7 @@ async fn admission() -> stella_node::admission::Admission {
             jwks::JwksSource::File("/nonexistent/jwks.json".into()),
             Duration::from_secs(1),
             Duration::from_secs(60),
+            Duration::from_secs(60),
         ),
         nonces: None,
         entitlements: entitlement::EntitlementCache::start(

@@ -1,7 +1,10 @@
 //! The Authority's key set: fetched over HTTPS (or read from a file for offline installs),
 //! cached, and refreshed when a token names a `kid` the cache does not know (key rotation) —
 //! at most once per `min_refresh` so that tokens with random `kid`s cannot make the node hammer
-//! the Authority. A failed refresh keeps the keys already known.
+//! the Authority. A failed refresh keeps the keys already known — for at most `max_stale` past
+//! their `max_age`: after that the node fails closed (503) rather than trust keys the Authority
+//! may have withdrawn long ago, and says so in its log and metrics (and each refusal is counted
+//! in the pre-authentication audit summary).
 
 use std::path::PathBuf;
 use std::sync::RwLock;
@@ -38,6 +41,8 @@ pub struct JwksCache {
     source: JwksSource,
     min_refresh: Duration,
     max_age: Duration,
+    /// How long past `max_age` a set that cannot be refreshed still verifies.
+    max_stale: Duration,
     cached: RwLock<Cached>,
     /// Single flight: one refresh at a time; waiters re-check the cache after it.
     refreshing: tokio::sync::Mutex<()>,
@@ -51,11 +56,17 @@ struct Cached {
 }
 
 impl JwksCache {
-    pub fn new(source: JwksSource, min_refresh: Duration, max_age: Duration) -> JwksCache {
+    pub fn new(
+        source: JwksSource,
+        min_refresh: Duration,
+        max_age: Duration,
+        max_stale: Duration,
+    ) -> JwksCache {
         JwksCache {
             source,
             min_refresh,
             max_age,
+            max_stale,
             cached: RwLock::new(Cached::default()),
             refreshing: tokio::sync::Mutex::new(()),
         }
@@ -95,14 +106,32 @@ impl JwksCache {
                 }
             }
         }
-        // An old set still verifies (the Authority may be down); an unknown kid does not.
+        // An old set still verifies for a while (the Authority may be down); an unknown kid
+        // does not, and neither does a set past its stale bound.
+        if self.expired() {
+            metrics::counter!(crate::telemetry::JWKS_REFRESH, "result" => "expired").increment(1);
+            tracing::error!(
+                max_stale_seconds = self.max_stale.as_secs(),
+                "the Authority's JWKS could not be refreshed and is past its stale bound: refusing every token until a refresh succeeds"
+            );
+            return Err(JwksError::Unavailable(
+                "the Authority's keys are too old and could not be refreshed".into(),
+            ));
+        }
         self.lookup(kid, false)
             .ok_or_else(|| JwksError::UnknownKey(crate::error::clip(kid)))
     }
 
-    /// Whether `kid` is a key of the set this node holds (no fetch, however old the set).
+    /// Whether the held set is past `max_age + max_stale` (or there never was one).
+    fn expired(&self) -> bool {
+        self.read()
+            .fetched_at
+            .is_none_or(|t| t.elapsed() >= self.max_age.saturating_add(self.max_stale))
+    }
+
+    /// Whether `kid` is a key of the set this node holds and may still use (no fetch).
     pub fn knows(&self, kid: &str) -> bool {
-        self.lookup(kid, false).is_some()
+        !self.expired() && self.lookup(kid, false).is_some()
     }
 
     fn lookup(&self, kid: &str, fresh_only: bool) -> Option<Jwk> {
@@ -178,6 +207,7 @@ mod tests {
             JwksSource::File(path.clone()),
             Duration::from_millis(300),
             Duration::from_secs(600),
+            Duration::from_secs(3600),
         );
         assert!(cache.key("k1").await.is_ok());
         std::fs::write(&path, jwks("k2")).expect("rotate");
@@ -198,5 +228,33 @@ mod tests {
             cache.key("k2").await.is_ok(),
             "a failed refresh keeps the known keys"
         );
+    }
+
+    #[tokio::test]
+    async fn keys_that_cannot_be_refreshed_are_trusted_only_up_to_the_stale_bound() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, jwks("k1")).expect("write");
+        // Old after 200 ms, unusable 300 ms later if the Authority stays away.
+        let cache = JwksCache::new(
+            JwksSource::File(path.clone()),
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+            Duration::from_millis(300),
+        );
+        assert!(cache.key("k1").await.is_ok());
+        std::fs::remove_file(&path).expect("the Authority goes away");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(cache.key("k1").await.is_ok(), "old but within the bound");
+        assert!(cache.knows("k1"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(matches!(
+            cache.key("k1").await,
+            Err(JwksError::Unavailable(_))
+        ));
+        assert!(!cache.knows("k1"), "an expired set vouches for nobody");
+        std::fs::write(&path, jwks("k1")).expect("the Authority is back");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(cache.key("k1").await.is_ok(), "a refresh restores trust");
     }
 }

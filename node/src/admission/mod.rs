@@ -200,10 +200,13 @@ impl Admission {
         let result = self.authenticate_inner(facts, scopes).await;
         if let Err(failure) = &result
             && failure.caller.is_none()
-            && !matches!(failure.error, Error::Unavailable(_))
         {
-            let code = failure.error.code().as_str();
-            self.preauth.refused(facts.source, code, now_ms);
+            if matches!(failure.error, Error::Unavailable(_)) {
+                self.preauth.unavailable(facts.source, now_ms);
+            } else {
+                let code = failure.error.code().as_str();
+                self.preauth.refused(facts.source, code, now_ms);
+            }
         }
         result
     }

@@ -152,6 +152,12 @@ impl PreAuth {
         };
     }
 
+    /// Counts a refusal that was not the caller's fault (the Authority's keys unavailable): in
+    /// the summary, at no cost to the source's budget.
+    pub fn unavailable(&self, source: Option<IpAddr>, now_ms: u64) {
+        count(&mut self.lock(), source, "signing_unavailable", now_ms);
+    }
+
     /// Counts a refusal for being over budget; it costs the source nothing more, or a flood
     /// would never end.
     pub fn rate_limited(&self, source: Option<IpAddr>, now_ms: u64) {

@@ -150,6 +150,7 @@ pub fn prepare(
             max_token_lifetime_seconds: 24 * 3600,
             jwks_min_refresh_seconds: 30,
             jwks_max_age_seconds: 600,
+            jwks_max_stale_seconds: 24 * 3600,
             public_urls: Vec::new(),
             dpop_max_age_seconds: 300,
             dpop_nonce_secret_file: Some(nonce_secret_path),
