@@ -172,7 +172,7 @@ impl Services {
     ) -> String {
         let ca = self.ca_path();
         let mut toml = format!(
-            "[admission]\nissuer = \"{url}/authority\"\njwks_url = \"{url}/authority/jwks.json\"\nca_cert = \"{ca}\"\njwks_min_refresh_seconds = 1\n{extra_admission}\n\
+            "[admission]\nissuer = \"{url}/authority\"\njwks_url = \"{url}/authority/jwks.json\"\nca_cert = \"{ca}\"\njwks_min_refresh_seconds = 1\nauditor_tenants = [\"ops\"]\n{extra_admission}\n\
              [entitlement]\nintrospection_url = \"{url}/licensing/introspect\"\nclient_id = \"{LICENSING_CLIENT}\"\nclient_secret_file = \"{secret}\"\nca_cert = \"{ca}\"\nbypass_plan = \"{bypass}\"\n{extra_entitlement}\n",
             url = self.standin.url,
             ca = ca.display(),

@@ -92,6 +92,7 @@ pub async fn measure(request: &Value, duration: Duration) -> anyhow::Result<Admi
             max_artifact_bytes: 1 << 20,
         }],
         bypass_plan: "team".into(),
+        auditor_tenants: Vec::new(),
         clock,
         preauth: Default::default(),
     });

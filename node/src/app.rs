@@ -479,6 +479,7 @@ async fn build_admission(config: &Config, clock: Arc<dyn Clock>) -> Result<Admis
         entitlements,
         plans: config.plans.clone(),
         bypass_plan: e.bypass_plan.clone(),
+        auditor_tenants: a.auditor_tenants.clone(),
         clock,
         preauth: a.preauth_policy(),
     }))

@@ -180,6 +180,10 @@ fn default_hsm_sessions() -> usize {
 pub struct AdmissionConfig {
     /// The Authority's issuer URL (`iss` of every OpTok).
     pub issuer: String,
+    /// Tenants whose tokens may use `signer.audit.all` (read every tenant's audit records
+    /// and keys). The scope in any other tenant's token is ignored.
+    #[serde(default)]
+    pub auditor_tenants: Vec<String>,
     #[serde(default = "default_audience")]
     pub audience: String,
     /// Where the Authority publishes its JWKS (HTTPS)…

@@ -157,6 +157,7 @@ async fn admission() -> stella_node::admission::Admission {
             max_artifact_bytes: 1 << 20,
         }],
         bypass_plan: "team".into(),
+        auditor_tenants: Vec::new(),
         clock,
         preauth: Default::default(),
     })

@@ -155,7 +155,7 @@ fn a_configured_node_serves_tls_and_the_cli_signs_through_it() {
 
     // Audit API: a tenant that is not an auditor sees its own records only, page by page.
     let creds_path = dir.join("creds.json");
-    let page = |query: &str| {
+    let page_as = |creds_path: &Path, query: &str| {
         let out = stella(
             &[
                 "audit",
@@ -178,6 +178,7 @@ fn a_configured_node_serves_tls_and_the_cli_signs_through_it() {
             .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("record"))
             .collect::<Vec<_>>()
     };
+    let page = |query: &str| page_as(&creds_path, query);
     let first = page("--limit 1 --tenant someone-else");
     assert_eq!(first.len(), 1);
     assert_eq!(
@@ -195,6 +196,22 @@ fn a_configured_node_serves_tls_and_the_cli_signs_through_it() {
             .iter()
             .all(|r| r["seq"].as_u64() > first[0]["seq"].as_u64())
     );
+
+    // `signer.audit.all` counts only for configured auditor tenants (`ops` here): tenant-a's
+    // token carries the scope and still reads only its own records; the operator reads all.
+    let as_client = |client: &str| {
+        let path = dir.join(format!("{client}.json"));
+        let creds = services.credentials(client, PLAN, &node.url);
+        std::fs::write(&path, serde_json::to_vec(&creds).expect("json")).expect("creds");
+        path
+    };
+    let not_an_auditor = page_as(&as_client("tenant-a-ci"), "--tenant tenant-b");
+    assert!(
+        not_an_auditor.iter().all(|r| r["tenant"] == "tenant-a"),
+        "a scope the Authority granted does not make a tenant an auditor: {not_an_auditor:?}"
+    );
+    let auditor = page_as(&as_client("operator"), "--tenant tenant-b");
+    assert!(!auditor.is_empty() && auditor.iter().all(|r| r["tenant"] == "tenant-b"));
 
     // The configured body limit applies.
     let mut with_ca = creds.clone();

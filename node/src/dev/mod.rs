@@ -143,6 +143,7 @@ pub fn prepare(
         admission: AdmissionConfig {
             issuer,
             audience: "signer".into(),
+            auditor_tenants: vec![DEV_TENANT.into()],
             jwks_url: Some(format!("{url}/dev/authority/jwks.json")),
             jwks_file: None,
             ca_cert: None,
