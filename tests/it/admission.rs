@@ -1147,7 +1147,14 @@ fn proofs_are_single_use_cluster_wide_nonces_hold_on_every_node_and_tenants_get_
 
     // The audit log agrees on every node's view: five signatures per tenant, three refusals,
     // and the replays are recorded as denials.
-    let page = audit_api(cluster.client(1), "limit=1000");
+    // Read as the Attestor (an auditor tenant): every tenant's records.
+    let auditor = client_for(
+        &cluster.api_url(1),
+        cluster
+            .services
+            .credentials("operator", PLAN, &cluster.api_url(1)),
+    );
+    let page = audit_api(&auditor, "limit=1000");
     let records = page["records"].as_array().expect("records");
     for t in 1..=QUOTA_TENANTS {
         let tenant = format!("quota-{t}");
