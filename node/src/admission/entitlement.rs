@@ -98,6 +98,9 @@ impl EntitlementCache {
 
 struct CacheActor;
 
+/// The most PoEs the cache holds (each authenticated caller can present new ones).
+pub const MAX_ENTRIES: usize = 10_000;
+
 pub struct CacheArgs {
     licensing: Arc<dyn Licensing>,
     config: CacheConfig,
@@ -107,6 +110,26 @@ pub struct CacheArgs {
 pub struct CacheState {
     args: CacheArgs,
     entries: HashMap<String, Entry>,
+}
+
+/// At `max` entries, before a new PoE gets one: entries nobody can use go first, then the one
+/// that goes stale soonest (never one with a fetch in flight).
+fn make_room(entries: &mut HashMap<String, Entry>, key: &str, now: i64, grace: i64, max: usize) {
+    if entries.len() < max || entries.contains_key(key) {
+        return;
+    }
+    entries.retain(|_, e| {
+        e.in_flight || (e.answer.is_some() && now < e.fresh_until.saturating_add(grace))
+    });
+    if entries.len() >= max
+        && let Some(first) = entries
+            .iter()
+            .filter(|(_, e)| !e.in_flight)
+            .min_by_key(|(_, e)| e.fresh_until)
+            .map(|(k, _)| k.clone())
+    {
+        entries.remove(&first);
+    }
 }
 
 /// Entries are keyed by a hash of the PoE: the cache never holds license tokens as keys.
@@ -125,10 +148,15 @@ impl CacheState {
     fn fresh_until(&self, answer: &Introspection, now: i64) -> i64 {
         let config = &self.args.config;
         if !answer.active || answer.revoked {
-            return now + config.negative_ttl_seconds;
+            return now.saturating_add(config.negative_ttl_seconds);
         }
-        let ttl_end = now + config.ttl_seconds;
+        let ttl_end = now.saturating_add(config.ttl_seconds);
         answer.exp.map_or(ttl_end, |exp| exp.min(ttl_end))
+    }
+
+    fn make_room(&mut self, key: &str, now: i64) {
+        let grace = self.args.config.grace_seconds;
+        make_room(&mut self.entries, key, now, grace, MAX_ENTRIES);
     }
 
     /// What to answer from an entry whose fetch just failed.
@@ -137,7 +165,10 @@ impl CacheState {
             Some(answer)
                 if answer.active
                     && !answer.revoked
-                    && now < entry.fresh_until + self.args.config.grace_seconds =>
+                    && now
+                        < entry
+                            .fresh_until
+                            .saturating_add(self.args.config.grace_seconds) =>
             {
                 Lookup::Known(answer.clone(), Freshness::Stale)
             }
@@ -172,6 +203,7 @@ impl Actor for CacheActor {
         match message {
             EntitlementMsg::Lookup(poe, reply) => {
                 let key = cache_key(&poe);
+                state.make_room(&key, now);
                 let entry = state.entries.entry(key.clone()).or_insert(Entry {
                     answer: None,
                     fresh_until: i64::MIN,
@@ -222,7 +254,10 @@ impl Actor for CacheActor {
                 }
                 // Bound memory: an entry nobody can use any more is dropped.
                 let useful = entry.answer.is_some()
-                    && now < entry.fresh_until + state.args.config.grace_seconds;
+                    && now
+                        < entry
+                            .fresh_until
+                            .saturating_add(state.args.config.grace_seconds);
                 if useful {
                     state.entries.insert(key, entry);
                 }
@@ -331,5 +366,39 @@ mod tests {
             Lookup::Unavailable(_)
         ));
         cache.stop();
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_evicts_the_useless_first() {
+        let entry = |fresh_until: i64, in_flight: bool| Entry {
+            answer: Some(Introspection {
+                active: true,
+                license_id: None,
+                plan: None,
+                tenant: None,
+                exp: None,
+                revoked: false,
+            }),
+            fresh_until,
+            in_flight,
+            waiters: Vec::new(),
+        };
+        let mut entries: HashMap<String, Entry> = HashMap::new();
+        entries.insert("expired".into(), entry(10, false));
+        entries.insert("soon".into(), entry(2_000, false));
+        entries.insert("late".into(), entry(9_000, false));
+        entries.insert("fetching".into(), entry(i64::MIN, true));
+        // Below the bound nothing moves; a known key never evicts.
+        make_room(&mut entries, "new", 1_000, 100, 5);
+        make_room(&mut entries, "late", 1_000, 100, 4);
+        assert_eq!(entries.len(), 4);
+        // At the bound the unusable entry goes first...
+        make_room(&mut entries, "new", 1_000, 100, 4);
+        assert!(!entries.contains_key("expired"));
+        assert_eq!(entries.len(), 3);
+        // ...then the one that goes stale soonest, never one being fetched.
+        make_room(&mut entries, "new", 1_000, 100, 3);
+        assert!(!entries.contains_key("soon"));
+        assert!(entries.contains_key("fetching") && entries.contains_key("late"));
     }
 }

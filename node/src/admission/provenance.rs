@@ -32,9 +32,14 @@ pub struct ProvenanceParts {
     pub clock: Arc<dyn Clock>,
 }
 
+/// The most digests whose verdicts are cached (callers choose digests: the cache is bounded).
+pub const MAX_CACHED_VERDICTS: usize = 4096;
+
 pub struct Provenance {
     parts: ProvenanceParts,
     cache: Mutex<HashMap<String, (Verdict, i64)>>,
+    /// Single flight: one registry look-up per digest at a time; waiters then read the cache.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// How a digest was admitted (recorded in the audit log).
@@ -75,11 +80,35 @@ pub fn replicated_path(state: &State, digest: &str, now_ms: u64) -> Option<Path>
         })
 }
 
+/// Caches a verdict; at `max` digests, expired verdicts go first, then the oldest.
+fn remember(
+    cache: &mut HashMap<String, (Verdict, i64)>,
+    digest: &str,
+    verdict: Verdict,
+    now: i64,
+    window: impl Fn(&Verdict) -> i64,
+    max: usize,
+) {
+    if cache.len() >= max && !cache.contains_key(digest) {
+        cache.retain(|_, (v, at)| now < at.saturating_add(window(v)));
+        if cache.len() >= max
+            && let Some(oldest) = cache
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            cache.remove(&oldest);
+        }
+    }
+    cache.insert(digest.to_owned(), (verdict, now));
+}
+
 impl Provenance {
     pub fn new(parts: ProvenanceParts) -> Provenance {
         Provenance {
             parts,
             cache: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashMap::new()),
         }
     }
 
@@ -90,18 +119,30 @@ impl Provenance {
     /// The signature path: a cached verdict within its window, else the registry.
     pub async fn by_signature(&self, digest: &str) -> Result<Path, Error> {
         stella_release::parse_digest(digest).map_err(|e| Error::InvalidRequest(e.to_string()))?;
-        let now = self.parts.clock.now().unix_timestamp();
-        let cached = self.lock().get(digest).cloned();
-        let verdict = match cached {
-            Some((verdict, at)) if now < at + self.window(&verdict) => verdict,
-            _ => match self.fetch(digest).await {
-                Ok(verdict) => {
-                    self.lock()
-                        .insert(digest.to_owned(), (verdict.clone(), now));
-                    verdict
-                }
-                Err(e) => return Err(e),
-            },
+        let verdict = match self.cached(digest) {
+            Some(verdict) => verdict,
+            None => {
+                let flight = self
+                    .fetching
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry(digest.to_owned())
+                    .or_default()
+                    .clone();
+                let _one = flight.lock().await;
+                let verdict = match self.cached(digest) {
+                    Some(verdict) => Ok(verdict),
+                    None => self.fetch(digest).await.inspect(|verdict| {
+                        let now = self.parts.clock.now().unix_timestamp();
+                        self.remember(digest, verdict.clone(), now);
+                    }),
+                };
+                self.fetching
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(digest);
+                verdict?
+            }
         };
         match verdict.signer() {
             Some(key_id) if verdict.trusted => Ok(Path::Signature {
@@ -126,6 +167,29 @@ impl Provenance {
             })?;
         metrics::counter!(crate::telemetry::PROVENANCE_LOOKUPS).increment(1);
         Ok(stella_release::verify(&discovery, digest, &self.parts.keys))
+    }
+
+    /// The cached verdict for `digest`, if still within its window.
+    fn cached(&self, digest: &str) -> Option<Verdict> {
+        let now = self.parts.clock.now().unix_timestamp();
+        match self.lock().get(digest) {
+            Some((verdict, at)) if now < at.saturating_add(self.window(verdict)) => {
+                Some(verdict.clone())
+            }
+            _ => None,
+        }
+    }
+
+    fn remember(&self, digest: &str, verdict: Verdict, now: i64) {
+        let window = |v: &Verdict| self.window(v);
+        remember(
+            &mut self.lock(),
+            digest,
+            verdict,
+            now,
+            window,
+            MAX_CACHED_VERDICTS,
+        );
     }
 
     fn window(&self, verdict: &Verdict) -> i64 {
@@ -164,4 +228,32 @@ pub fn untrusted_reason(digest: &str, verdict: &Verdict) -> String {
         "no release signature of scanner image {digest} verifies: {}",
         reasons.join("; ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verdict_cache_is_bounded_and_drops_expired_then_oldest() {
+        let verdict = |trusted| Verdict {
+            trusted,
+            signatures: Vec::new(),
+            problems: Vec::new(),
+        };
+        // Trusted verdicts last 100 s, untrusted 10 s.
+        let window = |v: &Verdict| if v.trusted { 100 } else { 10 };
+        let mut cache = HashMap::new();
+        remember(&mut cache, "a", verdict(true), 0, window, 3);
+        remember(&mut cache, "b", verdict(false), 5, window, 3);
+        remember(&mut cache, "c", verdict(true), 8, window, 3);
+        remember(&mut cache, "c", verdict(true), 9, window, 3);
+        assert_eq!(cache.len(), 3, "a known digest never evicts");
+        // At 20 s `b` has expired: it goes, nothing else.
+        remember(&mut cache, "d", verdict(true), 20, window, 3);
+        assert!(!cache.contains_key("b") && cache.len() == 3);
+        // Nothing expired: the oldest goes.
+        remember(&mut cache, "e", verdict(true), 21, window, 3);
+        assert!(!cache.contains_key("a") && cache.len() == 3);
+    }
 }
