@@ -13,7 +13,7 @@ use rustix::process::Signal;
 use serde_json::Value;
 
 mod services;
-pub use services::{PLAN, QUOTA_TENANTS, Services, TENANT_A, clients};
+pub use services::{OWN_KEYS_PLAN, PLAN, QUOTA_TENANTS, Services, TENANT_A, clients};
 pub use stella_api::{Client, ClientConfig, Credentials};
 
 pub fn bin_dir() -> PathBuf {

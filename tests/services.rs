@@ -39,6 +39,9 @@ pub struct TestClient {
 /// Tenants with their own small quota, for quota-pressure tests.
 pub const QUOTA_TENANTS: usize = 6;
 
+/// The test plan that does not use the node's shared default key.
+pub const OWN_KEYS_PLAN: &str = "own-keys";
+
 /// Every client the stand-in Authority knows.
 pub fn clients() -> Vec<TestClient> {
     let client = |id: &str, tenant: &str, scopes: &[&'static str]| TestClient {
@@ -180,8 +183,10 @@ impl Services {
             bypass = plans.first().map(|p| p.0).unwrap_or(PLAN),
         );
         for (name, per_window, concurrent, max_bytes) in plans {
+            // Test plans share the node's key, but `own-keys`: its tenants need keys of their own.
+            let shared = *name != OWN_KEYS_PLAN;
             toml.push_str(&format!(
-                "[[plans]]\nname = \"{name}\"\nsignatures_per_window = {per_window}\nwindow_seconds = 3600\nmax_concurrent = {concurrent}\nmax_artifact_bytes = {max_bytes}\n"
+                "[[plans]]\nname = \"{name}\"\nsignatures_per_window = {per_window}\nwindow_seconds = 3600\nmax_concurrent = {concurrent}\nmax_artifact_bytes = {max_bytes}\nshared_default_key = {shared}\n"
             ));
         }
         toml

@@ -90,6 +90,7 @@ pub async fn measure(request: &Value, duration: Duration) -> anyhow::Result<Admi
             window_seconds: 3600,
             max_concurrent: u32::MAX,
             max_artifact_bytes: 1 << 20,
+            shared_default_key: true,
         }],
         bypass_plan: "team".into(),
         auditor_tenants: Vec::new(),

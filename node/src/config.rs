@@ -268,6 +268,11 @@ pub struct PlanConfig {
     pub max_concurrent: u32,
     /// Largest request body (the evidence to sign) this plan may send.
     pub max_artifact_bytes: usize,
+    /// Tenants on this plan without a registered key of their own sign with the node's default
+    /// key. Off by default: every such tenant's evidence verifies with the same key, so one
+    /// tenant's signature cannot be told from another's by the key alone.
+    #[serde(default)]
+    pub shared_default_key: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

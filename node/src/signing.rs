@@ -692,6 +692,14 @@ impl SigningService {
                 .cluster
                 .view()
                 .with_state(|state| crate::keys::select(state, &caller.tenant, &job.plan));
+            if selection == crate::keys::Selection::Default && !limits.shared_default_key {
+                let e = Error::EntitlementDenied(format!(
+                    "tenant `{}` has no key of its own on plan `{}`, and the plan does not use the shared default key",
+                    crate::error::clip(&caller.tenant),
+                    crate::error::clip(&job.plan)
+                ));
+                return Err(refused(e, &job.request).await);
+            }
             let (service, tenant, plan_name, admission) = (
                 self.clone(),
                 caller.tenant.clone(),

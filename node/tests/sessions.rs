@@ -155,6 +155,7 @@ async fn admission() -> stella_node::admission::Admission {
             window_seconds: 3600,
             max_concurrent: 10,
             max_artifact_bytes: 1 << 20,
+            shared_default_key: true,
         }],
         bypass_plan: "team".into(),
         auditor_tenants: Vec::new(),

@@ -44,7 +44,11 @@ fn fixture_with(ttl: u64, grace: u64, extra_admission: &str) -> Fixture {
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\n[tls]\ncert = \"{pki}/node-1.pem\"\nkey = \"{pki}/node-1.key\"\nclient_ca = \"{pki}/ca.pem\"\n[signing]\nkey_file = \"{d}/signing.pem\"\n{admission}",
         d = dir.display(),
         admission = services.node_toml_with(
-            &[(PLAN, 1000, 100, 1024 * 1024), ("tiny", 1000, 100, 2048)],
+            &[
+                (PLAN, 1000, 100, 1024 * 1024),
+                ("tiny", 1000, 100, 2048),
+                (stella_tests::OWN_KEYS_PLAN, 1000, 100, 1024 * 1024),
+            ],
             extra_admission,
             &format!(
                 "cache_ttl_seconds = {ttl}\nnegative_cache_ttl_seconds = 1\ngrace_seconds = {grace}"
@@ -1176,5 +1180,42 @@ fn proofs_are_single_use_cluster_wide_nonces_hold_on_every_node_and_tenants_get_
         replay["reason"]
             .as_str()
             .is_some_and(|r| r.starts_with("invalid_token"))
+    );
+}
+
+#[test]
+fn a_tenant_without_its_own_key_is_not_signed_for_with_the_shared_key_unless_its_plan_says_so() {
+    let f = fixture(300, 3600);
+    let client = |plan: &str| {
+        let mut creds = f.services.credentials("tenant-b-ci", plan, &f.node.url);
+        creds.ca_cert_pem = Some(std::fs::read_to_string(f.services.ca_path()).expect("ca"));
+        client_for(&f.node.url, creds)
+    };
+    let sign = |client: &stella_api::Client| {
+        let request: stella_api::SignDsseRequest =
+            serde_json::from_value(stella_tests::sbom_request_for(client)).expect("request");
+        client.sign_dsse(&request)
+    };
+    // On a plan that opts into the shared key, tenant-b signs with the node's key...
+    let shared = client(PLAN);
+    assert!(sign(&shared).is_ok());
+    // ...on one that does not, it is refused until it has a key of its own, and it is audited.
+    let refused = refused_with(
+        sign(&client(stella_tests::OWN_KEYS_PLAN)),
+        "entitlement_denied",
+    );
+    assert!(
+        refused.detail.contains("has no key of its own"),
+        "{}",
+        refused.detail
+    );
+    let audited = f.audit();
+    assert!(
+        audited.values().any(|r| r["tenant"] == "tenant-b"
+            && r["decision"] == "denied"
+            && r["reason"]
+                .as_str()
+                .is_some_and(|t| t.contains("has no key of its own"))),
+        "{audited:?}"
     );
 }

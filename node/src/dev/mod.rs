@@ -176,6 +176,8 @@ pub fn prepare(
             window_seconds: 3600,
             max_concurrent: 100_000,
             max_artifact_bytes: max_body_bytes,
+            // The dev tenant signs with the dev key.
+            shared_default_key: true,
         }],
     })
 }
