@@ -18,6 +18,51 @@ pub fn clip_to(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
+/// Route prefixes of this service: paths under them are public API, not internal detail.
+const PUBLIC_PATHS: [&str; 7] = [
+    "/api/", "/peer/", "/raft/", "/admin/", "/healthz", "/readyz", "/metrics",
+];
+
+/// `text` without internal locations: every URL becomes `<url>` and every absolute file-system
+/// path `<path>` (the service's own API routes stay). Problem details go to callers; where a
+/// dependency lives, and where the node keeps its files, stay in the node's log.
+pub fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for piece in text.split_inclusive(char::is_whitespace) {
+        let word = piece.trim_end_matches(char::is_whitespace);
+        let space = &piece[word.len()..];
+        let lead = word.len()
+            - word
+                .trim_start_matches(['(', '"', '`', '\'', '<', '['])
+                .len();
+        let core_end = word
+            .trim_end_matches([')', '"', '`', '\'', ',', ';', ':', '.', '>', ']'])
+            .len()
+            .max(lead);
+        let core = &word[lead..core_end];
+        let replacement = if core.contains("://") {
+            Some("<url>")
+        } else if core.starts_with('/')
+            && core[1..].contains('/')
+            && !PUBLIC_PATHS.iter().any(|p| core.starts_with(p))
+        {
+            Some("<path>")
+        } else {
+            None
+        };
+        match replacement {
+            Some(r) => {
+                out.push_str(&word[..lead]);
+                out.push_str(r);
+                out.push_str(&word[core_end..]);
+            }
+            None => out.push_str(word),
+        }
+        out.push_str(space);
+    }
+    out
+}
+
 /// Caller-chosen text as an error may echo it (at most [`MAX_ECHO_BYTES`]).
 pub fn clip(text: &str) -> String {
     clip_to(text, MAX_ECHO_BYTES)
@@ -149,6 +194,28 @@ impl From<stella_signer::Error> for Error {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn details_lose_internal_urls_and_paths_but_keep_api_routes() {
+        assert_eq!(
+            super::scrub(
+                "Fulcio unreachable: error sending request for url (https://fulcio.internal:5555/api/v2/signingCert)"
+            ),
+            "Fulcio unreachable: error sending request for url (<url>)"
+        );
+        assert_eq!(
+            super::scrub(
+                "install the private key first: reading /var/lib/stella/keys/a.pem: No such file"
+            ),
+            "install the private key first: reading <path>: No such file"
+        );
+        assert_eq!(
+            super::scrub("operator admin may not call /peer/v1/sign, see `/etc/x/y`."),
+            "operator admin may not call /peer/v1/sign, see `<path>`."
+        );
+        assert_eq!(super::scrub("a/b and / alone stay"), "a/b and / alone stay");
+        assert_eq!(super::scrub("é://x ü"), "<url> ü");
+    }
     use super::*;
 
     #[test]

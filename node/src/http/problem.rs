@@ -37,7 +37,8 @@ impl From<Error> for ApiProblem {
         let detail = if code == ProblemCode::InternalError {
             "internal error".to_owned()
         } else {
-            crate::error::clip_to(&e.to_string(), crate::error::MAX_DETAIL_BYTES)
+            let text = crate::error::scrub(&e.to_string());
+            crate::error::clip_to(&text, crate::error::MAX_DETAIL_BYTES)
         };
         if code == ProblemCode::InternalError || code == ProblemCode::SigningUnavailable {
             tracing::error!(error = %e, code = code.as_str(), "request failed");
