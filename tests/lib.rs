@@ -369,6 +369,22 @@ fn report(out: Output) -> (bool, String) {
     (out.status.success(), text.trim().to_owned())
 }
 
+/// Writes a secret file (a private key, a PIN, a shared secret) readable by its owner only, as
+/// the node requires.
+pub fn write_secret(path: impl AsRef<Path>, bytes: impl AsRef<[u8]>) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = path.as_ref();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes.as_ref()))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
 /// A sign request body for raw HTTP tests.
 pub fn sbom_request_json() -> Value {
     serde_json::json!({
@@ -482,7 +498,7 @@ impl TestCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let key = stella_signer::FileKeySigner::generate().expect("key");
-        std::fs::write(dir.path().join("signing.pem"), key.to_pkcs8_pem()).expect("key");
+        write_secret(dir.path().join("signing.pem"), key.to_pkcs8_pem());
         std::fs::write(
             dir.path().join("signing.pub.pem"),
             key.public_key().to_pem(),
@@ -495,7 +511,7 @@ impl TestCluster {
         );
         if options.dpop_nonces {
             let secret = dir.path().join("dpop-nonce.key");
-            std::fs::write(&secret, stella_api::dpop::random_id().repeat(3)).expect("secret");
+            write_secret(&secret, stella_api::dpop::random_id().repeat(3));
             extra_admission.push_str(&format!(
                 "dpop_nonce_secret_file = \"{}\"\n",
                 secret.display()

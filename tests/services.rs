@@ -91,7 +91,7 @@ impl Services {
             .to_pkcs8_pem();
         let licensing_secret = "licensing-client-secret";
         let licensing_secret_file = dir.join("licensing-secret");
-        std::fs::write(&licensing_secret_file, licensing_secret).expect("secret");
+        crate::write_secret(&licensing_secret_file, licensing_secret);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let issuer = format!("https://{addr}/authority");

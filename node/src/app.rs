@@ -430,8 +430,7 @@ async fn build_admission(config: &Config, clock: Arc<dyn Clock>) -> Result<Admis
     };
     let nonces = match &a.dpop_nonce_secret_file {
         Some(path) => {
-            let secret =
-                std::fs::read(path).map_err(Error::io(format!("reading {}", path.display())))?;
+            let secret = keys::read_secret(path)?;
             if secret.len() < 32 {
                 return Err(Error::Config(format!(
                     "{}: the DPoP nonce secret must be at least 32 bytes",
@@ -446,7 +445,10 @@ async fn build_admission(config: &Config, clock: Arc<dyn Clock>) -> Result<Admis
     let licensing = LicensingClient {
         endpoint: HttpsSource::new(&e.introspection_url, licensing_ca.as_deref(), timeout)?,
         client_id: e.client_id.clone(),
-        client_secret: read(&e.client_secret_file)?.trim().to_owned(),
+        client_secret: String::from_utf8(keys::read_secret(&e.client_secret_file)?)
+            .map_err(|_| Error::Config("the licensing client secret is not UTF-8".into()))?
+            .trim()
+            .to_owned(),
     };
     let entitlements = EntitlementCache::start(
         Arc::new(licensing),
@@ -492,7 +494,10 @@ fn peer_tls(section: &crate::config::ClusterSection) -> Result<PeerTls, Error> {
     Ok(PeerTls {
         ca_pem: read(&section.ca_cert)?,
         cert_pem: read(&section.cert)?,
-        key_pem: read(&section.key)?,
+        key_pem: {
+            keys::owner_only(&section.key)?;
+            read(&section.key)?
+        },
     })
 }
 
@@ -542,6 +547,7 @@ fn tls_config(config: &Config) -> Result<rustls::ServerConfig, Error> {
             cert_path.display()
         )));
     }
+    keys::owner_only(key_path)?;
     let key = PrivateKeyDer::from_pem_file(key_path)
         .map_err(|e| Error::Config(format!("TLS key {}: {e}", key_path.display())))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

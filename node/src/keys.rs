@@ -243,8 +243,9 @@ pub fn load_signing_key(
     dev: bool,
 ) -> Result<Arc<dyn KeySigner>, Error> {
     if let Some(hsm) = &config.pkcs11 {
-        let pin = std::fs::read_to_string(&hsm.pin_file)
-            .map_err(Error::io(format!("reading {}", hsm.pin_file.display())))?;
+        let pin = String::from_utf8(read_secret(&hsm.pin_file)?).map_err(|_| {
+            Error::Config(format!("{}: the PIN is not UTF-8", hsm.pin_file.display()))
+        })?;
         let signer = stella_signer::pkcs11::Pkcs11KeySigner::open(
             &stella_signer::pkcs11::Pkcs11Config {
                 module: hsm.module.clone(),
@@ -274,7 +275,30 @@ pub fn load_signing_key(
 
 /// Loads a PKCS#8 PEM key file.
 pub fn load_file_key(path: &Path) -> Result<FileKeySigner, Error> {
+    owner_only(path)?;
     FileKeySigner::from_pem_file(path).map_err(|e| Error::Key(e.to_string()))
+}
+
+/// Refuses a secret file (private key, PIN, share key, shared secret) that anyone but its owner
+/// may read or write, as ssh does with private keys: a node never uses a secret that other
+/// accounts on the host could have copied or replaced.
+pub fn owner_only(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(Error::io(format!("reading {}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::Config(format!(
+            "{} may be read or written by group or others (mode {mode:03o}): `chmod 600` it",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A secret file's contents, once [`owner_only`] says only its owner can read it.
+pub fn read_secret(path: &Path) -> Result<Vec<u8>, Error> {
+    owner_only(path)?;
+    std::fs::read(path).map_err(Error::io(format!("reading {}", path.display())))
 }
 
 /// Loads the key at `path`, creating it (mode 0600, written atomically and fsynced) when absent.
@@ -322,6 +346,30 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_secret_others_could_read_or_replace_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("signing.pem");
+        let key = FileKeySigner::generate().expect("key");
+        write_secret_atomically(&path, key.to_pkcs8_pem().as_bytes()).expect("write");
+        assert!(load_file_key(&path).is_ok(), "0600 is fine");
+        for mode in [0o640, 0o604, 0o620, 0o644] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let err = load_file_key(&path)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("chmod 600"), "{mode:o}: {err}");
+            assert!(read_secret(&path).is_err());
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+        assert!(
+            read_secret(&path).is_ok(),
+            "read-only for the owner is fine"
+        );
+    }
     use super::*;
 
     fn entry(id: &str, tenant: &str, plan: &str, state: KeyState, created_ms: u64) -> KeyEntry {

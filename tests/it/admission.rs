@@ -38,7 +38,7 @@ fn fixture_with(ttl: u64, grace: u64, extra_admission: &str) -> Fixture {
     let dir = tmp.path();
     let services = Services::start(dir);
     let key = stella_signer::FileKeySigner::generate().expect("key");
-    std::fs::write(dir.join("signing.pem"), key.to_pkcs8_pem()).expect("key");
+    stella_tests::write_secret(dir.join("signing.pem"), key.to_pkcs8_pem());
     let pki = services.pki.display().to_string();
     let config = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\n[tls]\ncert = \"{pki}/node-1.pem\"\nkey = \"{pki}/node-1.key\"\nclient_ca = \"{pki}/ca.pem\"\n[signing]\nkey_file = \"{d}/signing.pem\"\n{admission}",

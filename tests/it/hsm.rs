@@ -38,7 +38,7 @@ fn a_node_signs_with_a_non_extractable_key_on_a_pkcs11_token() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
     let services = Services::start(dir);
-    std::fs::write(dir.join("pin"), &pin).expect("pin");
+    stella_tests::write_secret(dir.join("pin"), &pin);
     let node = start_configured_node(
         dir,
         &services,
@@ -132,7 +132,7 @@ fn a_token_that_disappears_makes_signing_unavailable_not_a_hang() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
     let services = Services::start(dir);
-    std::fs::write(dir.join("pin"), "1234").expect("pin");
+    stella_tests::write_secret(dir.join("pin"), "1234");
     let node = start_configured_node(
         dir,
         &services,

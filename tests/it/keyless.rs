@@ -21,7 +21,7 @@ fn keyless_bundles_carry_a_fulcio_leaf_that_independent_verifiers_accept() {
     let identity = "signer@stella.test";
     std::fs::write(dir.join("identity.jwt"), services.identity_token(identity)).expect("token");
     let key = stella_signer::FileKeySigner::generate().expect("key");
-    std::fs::write(dir.join("signing.pem"), key.to_pkcs8_pem()).expect("key");
+    stella_tests::write_secret(dir.join("signing.pem"), key.to_pkcs8_pem());
     std::fs::write(dir.join("fulcio-chain.pem"), services.fulcio.ca_pem()).expect("chain");
     let tsa = TsaProcess::start();
     let node = start_configured_node(

@@ -67,7 +67,7 @@ fn only_trusted_scanner_releases_get_their_evidence_signed() {
     )
     .expect("pub");
     let signing = stella_signer::FileKeySigner::generate().expect("key");
-    std::fs::write(dir.join("signing.pem"), signing.to_pkcs8_pem()).expect("key");
+    stella_tests::write_secret(dir.join("signing.pem"), signing.to_pkcs8_pem());
     let node = start_configured_node(
         dir,
         &services,

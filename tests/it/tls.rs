@@ -87,7 +87,7 @@ fn a_configured_node_serves_tls_and_the_cli_signs_through_it() {
     let dir = tmp.path();
     make_pki(dir);
     let key = stella_signer::FileKeySigner::generate().expect("key");
-    std::fs::write(dir.join("signing.pem"), key.to_pkcs8_pem()).expect("key file");
+    stella_tests::write_secret(dir.join("signing.pem"), key.to_pkcs8_pem());
     std::fs::write(dir.join("signing.pub.pem"), key.public_key().to_pem()).expect("pub file");
     let services = Services::start(dir);
     let config = format!(

@@ -577,7 +577,7 @@ pub fn share_key(path: &std::path::Path) -> Result<[u8; 32], Error> {
         crate::keys::write_secret_atomically(path, &key)?;
         tracing::info!(path = %path.display(), "created the threshold share key");
     }
-    let bytes = std::fs::read(path).map_err(Error::io(format!("reading {}", path.display())))?;
+    let bytes = crate::keys::read_secret(path)?;
     bytes
         .try_into()
         .map_err(|_| Error::Config(format!("{}: a share key is 32 bytes", path.display())))
