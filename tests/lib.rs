@@ -752,7 +752,21 @@ impl TestCluster {
                 }
             }
             if Instant::now() > deadline {
-                panic!("cluster did not converge: {statuses:?}");
+                // What the nodes said last (warnings and errors) is what explains a stall.
+                let said: Vec<String> = (1..=self.len())
+                    .filter_map(|id| self.node(id).map(|n| (id, n.logs())))
+                    .flat_map(|(id, logs)| {
+                        logs.into_iter()
+                            .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+                            .rev()
+                            .take(15)
+                            .map(move |l| format!("node {id}: {l}"))
+                    })
+                    .collect();
+                panic!(
+                    "cluster did not converge: {statuses:?}\nlast warnings:\n{}",
+                    said.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -25,6 +25,9 @@ use stella_state::{Command, Response};
 pub use error::ClusterError;
 pub use network::{PeerClient, PeerTls};
 
+/// Entries per AppendEntries call (openraft's default is 300).
+pub const MAX_PAYLOAD_ENTRIES: u64 = 32;
+
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub node_id: NodeId,
@@ -106,6 +109,11 @@ impl ClusterHandle {
             election_timeout_min: config.election_timeout_ms.0,
             election_timeout_max: config.election_timeout_ms.1,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            // openraft gives each AppendEntries one heartbeat interval to complete: a follower
+            // catching up after a restart gets small batches, so each one fits the budget even
+            // on a busy machine (300 entries per call never did there, and the follower kept
+            // campaigning instead of catching up).
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
             max_in_snapshot_log_to_keep: config.snapshot_every / 2,
             ..Default::default()
         };
