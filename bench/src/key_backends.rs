@@ -151,7 +151,7 @@ pub fn compare(message: &[u8], duration: Duration) -> anyhow::Result<Vec<Backend
             &Pkcs11Config {
                 module: module.into(),
                 token_label: token,
-                pin,
+                pin: pin.into(),
                 key_label: "bench".into(),
                 max_sessions: 4,
             },

@@ -113,7 +113,7 @@ async fn network_row(pae: &[u8], duration: Duration) -> anyhow::Result<Row> {
             shard: Shard::start(ShardConfig {
                 node_id: id,
                 shares_dir: dir.path().join(format!("node-{id}")),
-                kek: [id as u8; 32],
+                kek: zeroize::Zeroizing::new([id as u8; 32]),
                 corrupt_shares: false,
             })
             .await?,

@@ -121,6 +121,14 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         quota: config.quota.clone(),
         admission: admission.clone(),
         provenance: build_provenance(&config, clock_for_provenance)?.map(Arc::new),
+        backends: crate::signing::Backends::new(
+            &config
+                .signing
+                .pkcs11
+                .as_ref()
+                .map(|hsm| vec![("pkcs11", hsm.max_sessions)])
+                .unwrap_or_default(),
+        ),
     });
     let preauth_every = config
         .admission
@@ -310,7 +318,7 @@ async fn threshold_backend(
     let shard = crate::threshold::Shard::start(crate::threshold::ShardConfig {
         node_id: cluster.node_id(),
         shares_dir: dir.join("shares"),
-        kek: crate::threshold::share_key(&key_file)?,
+        kek: zeroize::Zeroizing::new(crate::threshold::share_key(&key_file)?),
         corrupt_shares: config.threshold.drill_corrupt_shares,
     })
     .await?;
@@ -445,10 +453,12 @@ async fn build_admission(config: &Config, clock: Arc<dyn Clock>) -> Result<Admis
     let licensing = LicensingClient {
         endpoint: HttpsSource::new(&e.introspection_url, licensing_ca.as_deref(), timeout)?,
         client_id: e.client_id.clone(),
-        client_secret: String::from_utf8(keys::read_secret(&e.client_secret_file)?)
-            .map_err(|_| Error::Config("the licensing client secret is not UTF-8".into()))?
-            .trim()
-            .to_owned(),
+        client_secret: zeroize::Zeroizing::new(
+            String::from_utf8(keys::read_secret(&e.client_secret_file)?)
+                .map_err(|_| Error::Config("the licensing client secret is not UTF-8".into()))?
+                .trim()
+                .to_owned(),
+        ),
     };
     let entitlements = EntitlementCache::start(
         Arc::new(licensing),

@@ -24,6 +24,44 @@ use crate::Error;
 use crate::admission::http_client::{self, HttpsSource};
 
 const ATTEMPTS: usize = 3;
+/// Longest single Fulcio or TSA call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// The request deadline of the signing running on this (blocking) thread.
+    static DEADLINE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` — a signing on the blocking pool — with `deadline` bounding every Fulcio and TSA
+/// attempt it makes: no retry starts, and no call waits, past the request's own deadline.
+pub fn within_deadline<R>(deadline: std::time::Instant, f: impl FnOnce() -> R) -> R {
+    DEADLINE.set(Some(deadline));
+    let result = f();
+    DEADLINE.set(None);
+    result
+}
+
+/// Time left for one more call: `None` once the deadline has passed.
+fn time_left() -> Option<Duration> {
+    match DEADLINE.get() {
+        None => Some(CALL_TIMEOUT),
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            (left > Duration::from_millis(50)).then(|| left.min(CALL_TIMEOUT))
+        }
+    }
+}
+
+/// Waits before retry `attempt`, unless that would pass the deadline.
+fn back_off(attempt: usize) -> Option<Duration> {
+    let pause = Duration::from_millis(200 * attempt as u64);
+    let left = time_left()?;
+    if pause >= left {
+        return None;
+    }
+    std::thread::sleep(pause);
+    time_left()
+}
 
 /// An RFC 3161 Time-Stamping Authority and the chain its tokens must verify against.
 pub struct Tsa {
@@ -94,14 +132,21 @@ impl KeylessSigner {
         });
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(200 * attempt as u64));
-            }
+            let budget = if attempt > 0 {
+                back_off(attempt)
+            } else {
+                time_left()
+            };
+            let Some(budget) = budget else {
+                last = format!("{last} (no time left before the request's deadline)");
+                break;
+            };
             // The request is built inside the runtime: its timeout timer needs the reactor.
             let response = match self.runtime.block_on(async {
                 self.fulcio
                     .http
                     .post(self.fulcio.url.clone())
+                    .timeout(budget)
                     .json(&body)
                     .send()
                     .await
@@ -135,13 +180,20 @@ impl KeylessSigner {
         let query = timestamp::request_der(signature, &nonce)?;
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(200 * attempt as u64));
-            }
+            let budget = if attempt > 0 {
+                back_off(attempt)
+            } else {
+                time_left()
+            };
+            let Some(budget) = budget else {
+                last = format!("{last} (no time left before the request's deadline)");
+                break;
+            };
             let sent = self.runtime.block_on(async {
                 tsa.source
                     .http
                     .post(tsa.source.url.clone())
+                    .timeout(budget)
                     .header("Content-Type", "application/timestamp-query")
                     .body(query.clone())
                     .send()

@@ -218,10 +218,7 @@ pub fn key_stores(config: &crate::config::Config) -> Result<KeyStores, Error> {
         Some(hsm) => Some(stella_signer::pkcs11::Pkcs11Config {
             module: hsm.module.clone(),
             token_label: hsm.token_label.clone(),
-            pin: std::fs::read_to_string(&hsm.pin_file)
-                .map_err(Error::io(format!("reading {}", hsm.pin_file.display())))?
-                .trim()
-                .to_owned(),
+            pin: read_pin(&hsm.pin_file)?,
             key_label: hsm.key_label.clone(),
             max_sessions: hsm.max_sessions,
         }),
@@ -243,14 +240,12 @@ pub fn load_signing_key(
     dev: bool,
 ) -> Result<Arc<dyn KeySigner>, Error> {
     if let Some(hsm) = &config.pkcs11 {
-        let pin = String::from_utf8(read_secret(&hsm.pin_file)?).map_err(|_| {
-            Error::Config(format!("{}: the PIN is not UTF-8", hsm.pin_file.display()))
-        })?;
+        let pin = read_pin(&hsm.pin_file)?;
         let signer = stella_signer::pkcs11::Pkcs11KeySigner::open(
             &stella_signer::pkcs11::Pkcs11Config {
                 module: hsm.module.clone(),
                 token_label: hsm.token_label.clone(),
-                pin: pin.trim().to_owned(),
+                pin,
                 key_label: hsm.key_label.clone(),
                 max_sessions: hsm.max_sessions,
             },
@@ -293,6 +288,14 @@ pub fn owner_only(path: &Path) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// The PKCS#11 PIN from an owner-only file (trimmed; wiped from memory when dropped).
+pub fn read_pin(path: &Path) -> Result<zeroize::Zeroizing<String>, Error> {
+    let bytes = zeroize::Zeroizing::new(read_secret(path)?);
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Error::Config(format!("{}: the PIN is not UTF-8", path.display())))?;
+    Ok(zeroize::Zeroizing::new(text.trim().to_owned()))
 }
 
 /// A secret file's contents, once [`owner_only`] says only its owner can read it.

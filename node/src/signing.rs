@@ -103,6 +103,66 @@ pub enum ForwardAnswer<T> {
     NotLeader,
 }
 
+/// Signings each key back-end may run at once (a PKCS#11 token: its session pool).
+pub const MAX_SIGNINGS_PER_BACKEND: usize = 16;
+/// The longest a signing waits for a busy back-end before it gets a retryable 503.
+const BACKEND_QUEUE_WAIT: Duration = Duration::from_secs(2);
+
+/// Per-back-end bounds on concurrent signing work (file, pkcs11, keyless, threshold).
+pub struct Backends {
+    bounds: std::collections::HashMap<&'static str, Arc<tokio::sync::Semaphore>>,
+}
+
+impl Backends {
+    /// `limits`: signings at once per back-end kind; kinds not named get
+    /// [`MAX_SIGNINGS_PER_BACKEND`].
+    pub fn new(limits: &[(&'static str, usize)]) -> Backends {
+        let kinds = ["file", "pkcs11", "keyless", "threshold"];
+        Backends {
+            bounds: kinds
+                .into_iter()
+                .map(|kind| {
+                    let n = limits
+                        .iter()
+                        .find(|(k, _)| *k == kind)
+                        .map_or(MAX_SIGNINGS_PER_BACKEND, |(_, n)| (*n).max(1));
+                    (kind, Arc::new(tokio::sync::Semaphore::new(n)))
+                })
+                .collect(),
+        }
+    }
+
+    /// A permit of every back-end `signers` use, waiting no later than `deadline`.
+    pub async fn acquire(
+        &self,
+        signers: &[Arc<dyn KeySigner>],
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<tokio::sync::OwnedSemaphorePermit>, Error> {
+        let mut kinds: Vec<&'static str> = signers
+            .iter()
+            .map(|s| s.descriptor().source.as_str())
+            .filter(|kind| self.bounds.contains_key(kind))
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        let mut permits = Vec::with_capacity(kinds.len());
+        // Waiting for a slot longer than this only hands the signing less of its deadline.
+        let wait_until = deadline.min(tokio::time::Instant::now() + BACKEND_QUEUE_WAIT);
+        for kind in kinds {
+            let bound = self.bounds[kind].clone();
+            match tokio::time::timeout_at(wait_until, bound.acquire_owned()).await {
+                Ok(Ok(permit)) => permits.push(permit),
+                _ => {
+                    return Err(Error::Unavailable(format!(
+                        "the {kind} key back-end is busy (its signings in progress did not finish in time)"
+                    )));
+                }
+            }
+        }
+        Ok(permits)
+    }
+}
+
 /// What the signing service is built from (see `app.rs`).
 pub struct SigningParts {
     pub keyring: Keyring,
@@ -113,6 +173,7 @@ pub struct SigningParts {
     pub quota: QuotaConfig,
     pub admission: Arc<Admission>,
     pub provenance: Option<Arc<Provenance>>,
+    pub backends: Backends,
 }
 
 #[derive(Clone)]
@@ -832,18 +893,27 @@ impl SigningService {
         };
 
         // 2. Sign, off the async workers (an HSM call blocks) and bounded in time (a token
-        //    that stops answering must not hold the request forever).
-        let signed = {
+        //    that stops answering must not hold the request forever) and in work: each key
+        //    back-end runs at most so many signings at once, and a permit is returned only
+        //    when the blocking work really ends — a hung HSM or Fulcio fills its own bound and
+        //    further requests get a quick 503, instead of piling up threads and sessions.
+        let signed = async {
+            let deadline = tokio::time::Instant::now() + SIGN_TIMEOUT;
+            let permits = inner.backends.acquire(&signers, deadline).await?;
             let (signers, payload) = (signers.clone(), plan.payload.clone());
+            let std_deadline = deadline.into_std();
             let job = tokio::task::spawn_blocking(move || {
+                let _permits = permits;
                 let refs: Vec<&dyn KeySigner> = signers.iter().map(|s| s.as_ref()).collect();
-                Envelope::sign(IN_TOTO_PAYLOAD_TYPE, payload, &refs)
-                    .map_err(Error::from)
-                    .and_then(|(envelope, ops)| {
-                        pipeline::bundles(&envelope, &ops).map(|b| (envelope, ops, b))
-                    })
+                crate::keyless::within_deadline(std_deadline, || {
+                    Envelope::sign(IN_TOTO_PAYLOAD_TYPE, payload, &refs)
+                })
+                .map_err(Error::from)
+                .and_then(|(envelope, ops)| {
+                    pipeline::bundles(&envelope, &ops).map(|b| (envelope, ops, b))
+                })
             });
-            match tokio::time::timeout(SIGN_TIMEOUT, job).await {
+            match tokio::time::timeout_at(deadline, job).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(join)) => Err(Error::Unavailable(format!(
                     "the key back-end failed: {join}"
@@ -852,7 +922,8 @@ impl SigningService {
                     "the key back-end did not answer within {SIGN_TIMEOUT:?}"
                 ))),
             }
-        };
+        }
+        .await;
         let (envelope, ops, bundles) = match signed {
             Ok(parts) => parts,
             Err(e) => {

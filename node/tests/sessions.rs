@@ -23,6 +23,8 @@ enum Fault {
     Fails,
     Panics,
     Slow,
+    /// Hangs until the flag is set (an HSM that stopped answering).
+    Hangs(Arc<std::sync::atomic::AtomicBool>),
 }
 
 struct FaultySigner {
@@ -36,12 +38,21 @@ impl KeySigner for FaultySigner {
     }
 
     fn sign(&self, message: &[u8]) -> Result<SignedOperation, SignerError> {
-        match self.fault {
+        match &self.fault {
             Fault::Fails => Err(SignerError::Signing("HSM session lost".into())),
             Fault::Panics => panic!("back-end bug"),
             Fault::Slow => {
                 std::thread::sleep(Duration::from_millis(300));
                 self.inner.sign(message)
+            }
+            Fault::Hangs(released) => {
+                let started = std::time::Instant::now();
+                while !released.load(std::sync::atomic::Ordering::SeqCst)
+                    && started.elapsed() < Duration::from_secs(120)
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(SignerError::Signing("the token came back".into()))
             }
         }
     }
@@ -100,6 +111,8 @@ async fn service_with(
         quota: QuotaConfig::default(),
         admission: Arc::new(admission().await),
         provenance: None,
+        // The file back-end (the faulty signer's) runs at most two signings at once.
+        backends: stella_node::signing::Backends::new(&[("file", 2)]),
     });
     (service, cluster)
 }
@@ -264,4 +277,44 @@ async fn sessions_are_bounded_and_overload_is_a_retryable_503() {
         "the running session finishes normally"
     );
     cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_back_end_fills_only_its_own_bound_and_later_requests_get_a_retryable_503() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (service, cluster) = service(dir.path(), Fault::Hangs(released.clone())).await;
+    // Each tenant has its own quota of one: three tenants, three signings.
+    let for_tenant = |t: &str| SignJob {
+        tenant: t.into(),
+        request_id: format!("req-{t}"),
+        ..job("unused")
+    };
+    // Two signings hang on the token: each gets 503 at the signing deadline...
+    let hung: Vec<_> = ["t1", "t2"]
+        .into_iter()
+        .map(|t| {
+            let (service, job) = (service.clone(), for_tenant(t));
+            tokio::spawn(async move { service.sign_as_leader(job).await })
+        })
+        .collect();
+    for h in hung {
+        let e = h.await.expect("join").expect_err("the token hangs");
+        assert_eq!(e.code().as_str(), "signing_unavailable");
+        assert!(e.to_string().contains("did not answer"), "{e}");
+    }
+    // ...but their calls still hold the token, and the file back-end runs two at a time: a
+    // third signing is refused as busy instead of starting a third hung call.
+    let e = service
+        .sign_as_leader(for_tenant("t3"))
+        .await
+        .expect_err("busy");
+    assert_eq!(e.code().as_str(), "signing_unavailable");
+    assert!(e.to_string().contains("busy"), "{e}");
+    assert!(e.retry_after_seconds().is_some(), "retryable");
+    released.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        reservations_drain(&cluster).await,
+        "every reservation came back"
+    );
 }

@@ -32,15 +32,28 @@ const P256_SPKI_PREFIX: [u8; 26] = [
     0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Pkcs11Config {
     /// The PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
     pub module: PathBuf,
     pub token_label: String,
-    pub pin: String,
+    /// The user PIN: wiped from memory when dropped, never printed (`Debug` redacts it).
+    pub pin: zeroize::Zeroizing<String>,
     pub key_label: String,
     /// Sessions kept open for signing; concurrent signings beyond it wait for one.
     pub max_sessions: usize,
+}
+
+impl std::fmt::Debug for Pkcs11Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Config")
+            .field("module", &self.module)
+            .field("token_label", &self.token_label)
+            .field("pin", &"<redacted>")
+            .field("key_label", &self.key_label)
+            .field("max_sessions", &self.max_sessions)
+            .finish()
+    }
 }
 
 pub struct Pkcs11KeySigner {
@@ -100,7 +113,7 @@ impl Pkcs11KeySigner {
         let session = context
             .open_rw_session(slot)
             .map_err(err("opening a session"))?;
-        let pin = AuthPin::new(config.pin.clone().into());
+        let pin = AuthPin::new(config.pin.as_str().into());
         match session.login(UserType::User, Some(&pin)) {
             Ok(())
             | Err(cryptoki::error::Error::Pkcs11(

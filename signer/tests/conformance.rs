@@ -85,7 +85,7 @@ fn the_pkcs11_key_conforms_and_stays_on_the_token() {
     let config = |key: &str| Pkcs11Config {
         module: module.clone().into(),
         token_label: token.clone(),
-        pin: pin.clone(),
+        pin: pin.clone().into(),
         key_label: key.into(),
         max_sessions: 4,
     };
@@ -107,4 +107,10 @@ fn the_pkcs11_key_conforms_and_stays_on_the_token() {
         ..config("conformance")
     };
     assert!(Pkcs11KeySigner::open(&no_token, false).is_err());
+    // The PIN never shows in a log line or panic message.
+    let printed = format!("{:?}", config("conformance"));
+    assert!(
+        !printed.contains(pin.as_str()) && printed.contains("<redacted>"),
+        "{printed}"
+    );
 }

@@ -655,6 +655,47 @@ fn forged_expired_misbound_and_replayed_credentials_are_refused_and_audited() {
         ),
         "entitlement_denied",
     );
+    // --- installation binding: a token the Authority issued to an installation (`inst`)
+    // needs that installation's PoE.
+    let installed = f.token(|c| c["inst"] = json!("inst-1"));
+    check(
+        "inst-poe-of-no-installation",
+        f.send(
+            "inst-poe-of-no-installation",
+            &format!("DPoP {installed}"),
+            Some(&f.proof(&installed)),
+            &f.body(),
+        ),
+        "entitlement_denied",
+    );
+    let license_for = |id: &str, installation: &str| {
+        f.services
+            .licensing
+            .issue_for(id, "tenant-a", PLAN, now + 3600, Some(installation))
+            .expect("license")
+    };
+    let mut body = f.body();
+    body["poe"]["value"] = json!(license_for("lic-inst-2", "inst-2"));
+    check(
+        "inst-poe-of-another-installation",
+        f.send(
+            "inst-poe-of-another-installation",
+            &format!("DPoP {installed}"),
+            Some(&f.proof(&installed)),
+            &body,
+        ),
+        "entitlement_denied",
+    );
+    let mut body = f.body();
+    body["poe"]["value"] = json!(license_for("lic-inst-1", "inst-1"));
+    let (status, answer) = f.send(
+        "inst-poe-of-this-installation",
+        &format!("DPoP {installed}"),
+        Some(&f.proof(&installed)),
+        &body,
+    );
+    assert_eq!(status, 200, "the installation's own PoE entitles: {answer}");
+
     let mut body = f.body();
     body.as_object_mut().expect("obj").remove("poe");
     check(

@@ -296,6 +296,7 @@ mod tests {
                     tenant: Some("t".into()),
                     exp: Some(10_000_000_000),
                     revoked: false,
+                    inst: None,
                 })
             })
         }
@@ -378,6 +379,7 @@ mod tests {
                 tenant: None,
                 exp: None,
                 revoked: false,
+                inst: None,
             }),
             fresh_until,
             in_flight,

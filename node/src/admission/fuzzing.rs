@@ -73,6 +73,7 @@ pub fn poe(data: &[u8]) {
             jti: "j".into(),
             expires_at: 0,
             binding: optok::Binding::Dpop { jkt: "k".into() },
+            installation: None,
         };
         let _ = super::decide(&answer, &token, 1_800_000_000);
     }

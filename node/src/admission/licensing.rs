@@ -25,6 +25,9 @@ pub struct Introspection {
     pub exp: Option<i64>,
     #[serde(default)]
     pub revoked: bool,
+    /// The installation the license is bound to (`inst`), if the licensing service says.
+    #[serde(default)]
+    pub inst: Option<String>,
 }
 
 impl Introspection {
@@ -38,6 +41,7 @@ impl Introspection {
             tenant: None,
             exp: None,
             revoked: false,
+            inst: None,
         }
     }
 }
@@ -65,7 +69,8 @@ pub trait Licensing: Send + Sync + 'static {
 pub struct LicensingClient {
     pub endpoint: HttpsSource,
     pub client_id: String,
-    pub client_secret: String,
+    /// Wiped from memory when dropped.
+    pub client_secret: zeroize::Zeroizing<String>,
 }
 
 impl Licensing for LicensingClient {
@@ -79,7 +84,7 @@ impl Licensing for LicensingClient {
                 .endpoint
                 .http
                 .post(self.endpoint.url.clone())
-                .basic_auth(&self.client_id, Some(&self.client_secret))
+                .basic_auth(&self.client_id, Some(self.client_secret.as_str()))
                 .form(&[("token", poe.value.as_str()), ("token_type_hint", hint)])
                 .send()
                 .await

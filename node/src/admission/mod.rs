@@ -487,6 +487,13 @@ pub fn decide(answer: &Introspection, token: &OpTok, now: i64) -> Result<String,
     if token.plan.as_ref().is_some_and(|p| *p != plan) {
         return deny("the proof of entitlement's plan disagrees with the token's");
     }
+    // The Authority binds the token to an installation: the license must be that installation's
+    // (a PoE lifted from one installation does not entitle another).
+    if let Some(installation) = &token.installation
+        && answer.inst.as_deref() != Some(installation.as_str())
+    {
+        return deny("the proof of entitlement is not bound to the token's installation");
+    }
     Ok(plan)
 }
 
@@ -577,6 +584,7 @@ mod tests {
             jti: "j".into(),
             expires_at: 2_000,
             binding: Binding::Dpop { jkt: "k".into() },
+            installation: None,
         }
     }
 
@@ -588,6 +596,7 @@ mod tests {
             tenant: Some("tenant-a".into()),
             exp: Some(2_000),
             revoked: false,
+            inst: None,
         }
     }
 
@@ -643,6 +652,32 @@ mod tests {
             token(None),
             1_000
         ));
+        // A token bound to an installation needs a PoE of that installation.
+        let installed = OpTok {
+            installation: Some("inst-1".into()),
+            ..token(None)
+        };
+        assert!(
+            denied(answer(), installed.clone(), 1_000),
+            "PoE of no installation"
+        );
+        assert!(denied(
+            Introspection {
+                inst: Some("inst-2".into()),
+                ..answer()
+            },
+            installed.clone(),
+            1_000
+        ));
+        let mine = Introspection {
+            inst: Some("inst-1".into()),
+            ..answer()
+        };
+        assert!(decide(&mine, &installed, 1_000).is_ok());
+        assert!(
+            decide(&mine, &token(None), 1_000).is_ok(),
+            "the token does not say"
+        );
     }
 
     #[test]

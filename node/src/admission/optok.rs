@@ -43,6 +43,9 @@ pub struct OpTok {
     pub jti: String,
     pub expires_at: i64,
     pub binding: Binding,
+    /// The installation the Authority issued the token to (`inst`), if it says: the PoE must
+    /// then be bound to the same installation.
+    pub installation: Option<String>,
 }
 
 impl OpTok {
@@ -109,6 +112,7 @@ struct Claims {
     tid: String,
     plan: Option<String>,
     cnf: Option<Confirmation>,
+    inst: Option<String>,
 }
 
 /// Header of a presented token, with the `kid` the key lookup needs.
@@ -185,5 +189,6 @@ pub fn verify(
         jti: claims.jti,
         expires_at: claims.exp,
         binding,
+        installation: claims.inst.filter(|i| !i.is_empty()),
     })
 }

@@ -60,13 +60,28 @@ impl DevLicensing {
         plan: &str,
         exp: i64,
     ) -> Result<String, Error> {
-        let claims = json!({
+        self.issue_for(license_id, tenant, plan, exp, None)
+    }
+
+    /// As [`DevLicensing::issue`], bound to an installation (`inst`) when given.
+    pub fn issue_for(
+        &self,
+        license_id: &str,
+        tenant: &str,
+        plan: &str,
+        exp: i64,
+        installation: Option<&str>,
+    ) -> Result<String, Error> {
+        let mut claims = json!({
             "license_id": license_id,
             "tenant": tenant,
             "plan": plan,
             "iat": self.clock.now().unix_timestamp(),
             "exp": exp,
         });
+        if let Some(installation) = installation {
+            claims["inst"] = json!(installation);
+        }
         jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &self.key)
             .map_err(|e| Error::Key(e.to_string()))
     }
@@ -135,6 +150,7 @@ impl DevLicensing {
             tenant: text("tenant"),
             exp,
             revoked,
+            inst: text("inst"),
         }
     }
 }

@@ -18,8 +18,64 @@ use super::{ApiProblem, AppState};
 use crate::Error;
 
 pub const MAX_LIMIT: usize = 1000;
-/// Records examined per call when filters skip most of them.
-const MAX_SCAN: usize = 100_000;
+/// Records examined per call when filters skip most of them (the page's `next` continues).
+const MAX_SCAN: usize = 20_000;
+/// Audit scans running at once on this node; more callers wait their turn (storage reads run on
+/// the blocking pool, never on the async workers that serve signing).
+const MAX_CONCURRENT_SCANS: usize = 2;
+
+fn scans() -> &'static tokio::sync::Semaphore {
+    static SCANS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SCANS.get_or_init(|| tokio::sync::Semaphore::new(MAX_CONCURRENT_SCANS))
+}
+
+/// What one bounded scan found.
+struct Scan {
+    records: Vec<stella_state::AuditRecord>,
+    cursor: u64,
+    exhausted: bool,
+}
+
+/// Reads records after `after` until `limit` match or `MAX_SCAN` were examined (blocking I/O).
+fn scan(
+    view: &stella_state::storage::StateView,
+    after: u64,
+    limit: usize,
+    tenant: Option<&str>,
+    subject: Option<&str>,
+) -> Result<Scan, Error> {
+    let mut records = Vec::new();
+    let mut cursor = after;
+    let mut scanned = 0;
+    let mut exhausted = false;
+    while records.len() < limit && scanned < MAX_SCAN {
+        let chunk = view
+            .audit_after(cursor, 512)
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        if chunk.is_empty() {
+            exhausted = true;
+            break;
+        }
+        for record in chunk {
+            scanned += 1;
+            cursor = record.seq;
+            let tenant_ok = tenant.is_none_or(|t| record.draft.tenant == t);
+            let subject_ok =
+                subject.is_none_or(|s| record.draft.subject_digests.iter().any(|d| d == s));
+            if tenant_ok && subject_ok {
+                records.push(record);
+                if records.len() == limit {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(Scan {
+        records,
+        cursor,
+        exhausted,
+    })
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,34 +129,20 @@ async fn page(
         }
     };
     let view = state.cluster().view();
-    let mut records = Vec::new();
-    let mut cursor = after;
-    let mut scanned = 0;
-    let mut exhausted = false;
-    while records.len() < limit && scanned < MAX_SCAN {
-        let chunk = view
-            .audit_after(cursor, 512)
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
-        if chunk.is_empty() {
-            exhausted = true;
-            break;
-        }
-        for record in chunk {
-            scanned += 1;
-            cursor = record.seq;
-            let tenant_ok = tenant.as_ref().is_none_or(|t| &record.draft.tenant == t);
-            let subject_ok = query
-                .subject
-                .as_ref()
-                .is_none_or(|s| record.draft.subject_digests.contains(s));
-            if tenant_ok && subject_ok {
-                records.push(record);
-                if records.len() == limit {
-                    break;
-                }
-            }
-        }
-    }
+    let _turn = scans()
+        .acquire()
+        .await
+        .map_err(|_| Error::Unavailable("the audit reader is shutting down".into()))?;
+    let subject = query.subject;
+    let Scan {
+        records,
+        cursor,
+        exhausted,
+    } = tokio::task::spawn_blocking(move || {
+        scan(&view, after, limit, tenant.as_deref(), subject.as_deref())
+    })
+    .await
+    .map_err(|e| Error::Unavailable(format!("reading the audit log: {e}")))??;
     let next = if exhausted && records.len() < limit {
         None
     } else {

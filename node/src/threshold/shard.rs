@@ -84,7 +84,8 @@ pub enum ShardMsg {
 pub struct ShardConfig {
     pub node_id: u64,
     pub shares_dir: PathBuf,
-    pub kek: [u8; 32],
+    /// The share-sealing key (wiped from memory when the last copy is dropped).
+    pub kek: zeroize::Zeroizing<[u8; 32]>,
     /// Chaos drills only: answer every sign request with a corrupted share.
     pub corrupt_shares: bool,
 }
