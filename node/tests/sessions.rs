@@ -131,7 +131,7 @@ async fn admission() -> stella_node::admission::Admission {
         )
         .expect("endpoint"),
         client_id: "unused".into(),
-        client_secret: "unused".into(),
+        client_secret: String::from("unused").into(),
     };
     Admission::new(AdmissionParts {
         token_policy: optok::TokenPolicy {

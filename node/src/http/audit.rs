@@ -128,7 +128,7 @@ async fn page(
             )));
         }
     };
-    let view = state.cluster().view();
+    let view = state.cluster().view().clone();
     let _turn = scans()
         .acquire()
         .await
