@@ -467,6 +467,17 @@ impl Config {
                 cluster.cluster_id
             )));
         }
+        // Plain HTTP would let anyone on the path swap release signatures: only for a registry
+        // on this host (tests, a local mirror).
+        if let Some(p) = &self.provenance
+            && p.insecure_registry
+            && !stella_release::RegistryConfig::new(&p.repository).is_loopback()
+        {
+            return Err(Error::Config(format!(
+                "[provenance] insecure_registry is only allowed for a registry on loopback, not `{}`",
+                p.repository
+            )));
+        }
         if self.limits.max_body_bytes < 1024 {
             return Err(Error::Config(
                 "limits.max_body_bytes must be at least 1024".into(),
@@ -574,6 +585,21 @@ max_artifact_bytes = 1048576
             Config::from_toml(&loopback).is_ok(),
             "all of 127/8 is loopback"
         );
+    }
+
+    #[test]
+    fn plain_http_to_a_registry_only_on_loopback() {
+        let with = |repository: &str| {
+            format!(
+                "{MINIMAL}\n[provenance]\nrepository = \"{repository}\"\ninsecure_registry = true\ntrusted_keys = [\"/k.pem\"]\n"
+            )
+        };
+        assert!(Config::from_toml(&with("127.0.0.1:5000/stella/scanner")).is_ok());
+        assert!(Config::from_toml(&with("localhost:5000/stella/scanner")).is_ok());
+        assert!(matches!(
+            Config::from_toml(&with("registry.example:5000/stella/scanner")),
+            Err(Error::Config(e)) if e.contains("loopback")
+        ));
     }
 
     #[test]

@@ -59,8 +59,10 @@ pub struct RegistryConfig {
     pub ca_pem: Option<String>,
     /// Larger referrer manifests are not fetched.
     pub max_manifest_bytes: usize,
-    /// Larger signature blobs are not fetched.
+    /// Larger signature blobs are not fetched (and a stream is cut off past it).
     pub max_blob_bytes: usize,
+    /// The longest the registry may take to answer a call (and to connect: a third of it).
+    pub timeout: std::time::Duration,
 }
 
 impl RegistryConfig {
@@ -71,7 +73,21 @@ impl RegistryConfig {
             ca_pem: None,
             max_manifest_bytes: 256 * 1024,
             max_blob_bytes: 1024 * 1024,
+            timeout: std::time::Duration::from_secs(10),
         }
+    }
+
+    /// Whether the repository's registry is on this host (the only place plain HTTP may go).
+    pub fn is_loopback(&self) -> bool {
+        let host = self.repository.split('/').next().unwrap_or_default();
+        let host = match host.strip_prefix('[') {
+            Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+        };
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 }
 
@@ -282,6 +298,8 @@ impl Registry {
             } else {
                 ClientProtocol::Https
             },
+            read_timeout: Some(config.timeout),
+            connect_timeout: Some(config.timeout / 3),
             ..ClientConfig::default()
         };
         if let Some(pem) = &config.ca_pem {
@@ -333,12 +351,29 @@ impl Registry {
                 descriptor.digest, descriptor.size, self.config.max_blob_bytes
             ));
         }
+        use futures_util::TryStreamExt;
         let reference = self.reference("").map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        self.client
-            .pull_blob(&reference, descriptor.digest.as_str(), &mut out)
+        let mut stream = self
+            .client
+            .pull_blob_stream(&reference, descriptor.digest.as_str())
             .await
             .map_err(|e| format!("blob {}: {e}", descriptor.digest))?;
+        // Read while counting: a registry that sends more than the descriptor said (or than the
+        // limit) is cut off, never buffered whole.
+        let mut out = Vec::new();
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|e| format!("blob {}: {e}", descriptor.digest))?
+        {
+            if out.len().saturating_add(chunk.len()) > self.config.max_blob_bytes {
+                return Err(format!(
+                    "blob {} is over the {}-byte limit",
+                    descriptor.digest, self.config.max_blob_bytes
+                ));
+            }
+            out.extend_from_slice(&chunk);
+        }
         if out.len() > self.config.max_blob_bytes || sha256_digest(&out) != descriptor.digest {
             return Err(format!(
                 "blob {} does not match its descriptor",
@@ -356,16 +391,20 @@ impl Registry {
         //    reads errors there as "none": its answer only ever adds candidates).
         let mut referrers: Vec<DescriptorDoc> = Vec::new();
         let subject = self.reference(&format!("@{digest}"))?;
-        if let Ok(index) = self.client.pull_referrers(&subject, None).await
-            && !index.manifests.is_empty()
-        {
-            referrers.extend(index.manifests.iter().map(|m| DescriptorDoc {
+        match self.client.pull_referrers(&subject, None).await {
+            Ok(index) => referrers.extend(index.manifests.iter().map(|m| DescriptorDoc {
                 media_type: m.media_type.clone(),
                 digest: m.digest.clone(),
                 size: u64::try_from(m.size).unwrap_or(u64::MAX),
                 artifact_type: None,
                 annotations: None,
-            }));
+            })),
+            // A registry without the referrers API: the tag schema below is the answer.
+            Err(e) if not_found(&e) => {}
+            // Anything else is a problem to report (the tag schema may still find signatures).
+            Err(e) => discovery
+                .problems
+                .push(format!("referrers API for {digest}: {e}")),
         }
         // 2. The referrers tag schema, read here directly so that errors are errors.
         if referrers.is_empty() {
@@ -738,5 +777,32 @@ fn not_found(e: &OciDistributionError) -> bool {
             )
         }),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_registry_on_this_host_counts_as_loopback() {
+        for repo in [
+            "localhost:5000/stella/scanner",
+            "127.0.0.1:5000/x",
+            "127.1.2.3/x",
+            "[::1]:5000/x",
+            "LOCALHOST/x",
+        ] {
+            assert!(RegistryConfig::new(repo).is_loopback(), "{repo}");
+        }
+        for repo in [
+            "registry.example:5000/x",
+            "10.0.0.5:5000/x",
+            "localhost.example.com/x",
+            "[2001:db8::1]:5000/x",
+            "127.0.0.1.nip.io/x",
+        ] {
+            assert!(!RegistryConfig::new(repo).is_loopback(), "{repo}");
+        }
     }
 }
