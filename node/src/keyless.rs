@@ -52,6 +52,16 @@ fn time_left() -> Option<Duration> {
     }
 }
 
+/// The time one more call may take: the first at once, a retry after its back-off; `None`
+/// when the deadline leaves no room for it.
+fn attempt_budget(attempt: usize) -> Option<Duration> {
+    if attempt == 0 {
+        time_left()
+    } else {
+        back_off(attempt)
+    }
+}
+
 /// Waits before retry `attempt`, unless that would pass the deadline.
 fn back_off(attempt: usize) -> Option<Duration> {
     let pause = Duration::from_millis(200 * attempt as u64);
@@ -132,12 +142,7 @@ impl KeylessSigner {
         });
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
-            let budget = if attempt > 0 {
-                back_off(attempt)
-            } else {
-                time_left()
-            };
-            let Some(budget) = budget else {
+            let Some(budget) = attempt_budget(attempt) else {
                 last = format!("{last} (no time left before the request's deadline)");
                 break;
             };
@@ -180,12 +185,7 @@ impl KeylessSigner {
         let query = timestamp::request_der(signature, &nonce)?;
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
-            let budget = if attempt > 0 {
-                back_off(attempt)
-            } else {
-                time_left()
-            };
-            let Some(budget) = budget else {
+            let Some(budget) = attempt_budget(attempt) else {
                 last = format!("{last} (no time left before the request's deadline)");
                 break;
             };

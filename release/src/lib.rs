@@ -273,6 +273,17 @@ struct DescriptorDoc {
     annotations: Option<serde_json::Map<String, Value>>,
 }
 
+impl DescriptorDoc {
+    /// The signature a classic cosign layer carries in its annotation, decoded.
+    fn cosign_signature(&self) -> Option<Vec<u8>> {
+        self.annotations
+            .as_ref()
+            .and_then(|a| a.get(COSIGN_SIGNATURE_ANNOTATION))
+            .and_then(Value::as_str)
+            .and_then(|s| STANDARD.decode(s).ok())
+    }
+}
+
 #[derive(Deserialize)]
 struct ManifestDoc {
     #[serde(default)]
@@ -433,13 +444,7 @@ impl Registry {
             match serde_json::from_slice::<ManifestDoc>(&bytes) {
                 Ok(manifest) => {
                     for layer in manifest.layers {
-                        let signature = layer
-                            .annotations
-                            .as_ref()
-                            .and_then(|a| a.get(COSIGN_SIGNATURE_ANNOTATION))
-                            .and_then(Value::as_str)
-                            .and_then(|s| STANDARD.decode(s).ok());
-                        let Some(signature) = signature else {
+                        let Some(signature) = layer.cosign_signature() else {
                             discovery.problems.push(format!(
                                 "cosign layer {} has no signature annotation",
                                 layer.digest
@@ -719,13 +724,7 @@ pub fn fuzz_registry_document(data: &[u8], key: &PublicKey) {
     }
     if let Ok(manifest) = serde_json::from_slice::<ManifestDoc>(data) {
         for layer in &manifest.layers {
-            let signature = layer
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(COSIGN_SIGNATURE_ANNOTATION))
-                .and_then(Value::as_str)
-                .and_then(|s| STANDARD.decode(s).ok());
-            if let Some(signature) = signature {
+            if let Some(signature) = layer.cosign_signature() {
                 discovery.candidates.push(Candidate::CosignClassic {
                     manifest_digest: sha256_digest(data),
                     payload: data.to_vec(),

@@ -131,34 +131,8 @@ mod tests {
         ];
         let mut corpus = seeds.clone();
         let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
         for seed in &seeds {
-            for _ in 0..300 {
-                let mut input = seed.clone();
-                for _ in 0..=(next() % 4) {
-                    let at = if input.is_empty() {
-                        0
-                    } else {
-                        (next() as usize) % input.len()
-                    };
-                    match next() % 4 {
-                        0 if !input.is_empty() => input[at] = next() as u8,
-                        1 => {
-                            input.insert(at, b".\"{}[]:=,-_AZaz09\\\0\xff"[(next() % 18) as usize])
-                        }
-                        2 if !input.is_empty() => {
-                            input.remove(at);
-                        }
-                        _ => input.truncate(at),
-                    }
-                }
-                corpus.push(input);
-            }
+            corpus.extend(crate::fuzzing::mutations(seed, 300, &mut state));
         }
         corpus
     }
