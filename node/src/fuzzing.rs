@@ -275,6 +275,19 @@ mod tests {
         );
         let chain = crate::keyless::chain_of_fulcio_answer(&seeds("fulcio")[0]).expect("chain");
         assert_eq!(chain.len(), 2);
+        // Once a crash of the `fulcio` target: a DER length that overflowed the serial reader.
+        let crash = include_bytes!("../../fuzz/seeds/fulcio/regression-length-overflow");
+        fulcio(crash);
+        let mut huge_length = vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xff, 0x30, 0x88];
+        huge_length.extend([0xff; 8]);
+        assert_eq!(crate::keyless::certificate_serial(&huge_length), None);
+        let leaf = rcgen::generate_simple_self_signed(vec!["fuzz.test".to_owned()])
+            .expect("cert")
+            .cert;
+        assert!(
+            crate::keyless::certificate_serial(leaf.der()).is_some_and(|s| !s.is_empty()),
+            "a real certificate's serial is read"
+        );
         let tsr = &seeds("tsa")[0];
         assert!(
             check_response(tsr, SEED_TSA_SIGNATURE, &[7; 8]).is_err_and(|e| e.contains("nonce")),

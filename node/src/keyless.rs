@@ -267,31 +267,9 @@ pub fn chain_of_fulcio_answer(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
 }
 
 pub fn certificate_serial(der: &[u8]) -> Option<String> {
-    // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version?, serialNumber INTEGER … } }
-    fn header(bytes: &[u8]) -> Option<(u8, usize, usize)> {
-        let tag = *bytes.first()?;
-        let first = *bytes.get(1)?;
-        if first < 0x80 {
-            return Some((tag, 2, first as usize));
-        }
-        let n = (first & 0x7f) as usize;
-        let len = bytes
-            .get(2..2 + n)?
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
-        Some((tag, 2 + n, len))
-    }
-    let (_, outer, _) = header(der)?;
-    let tbs = der.get(outer..)?;
-    let (_, tbs_header, _) = header(tbs)?;
-    let mut rest = tbs.get(tbs_header..)?;
-    if rest.first() == Some(&0xa0) {
-        let (_, h, len) = header(rest)?;
-        rest = rest.get(h + len..)?;
-    }
-    let (tag, h, len) = header(rest)?;
-    if tag != 0x02 {
-        return None;
-    }
-    Some(hex::encode(rest.get(h..h + len)?))
+    use x509_cert::der::Decode;
+    // A real DER parser: the certificate comes from Fulcio, and a hand-rolled length reader
+    // overflowed on a crafted one (found by the `fulcio` fuzz target).
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    Some(hex::encode(cert.tbs_certificate.serial_number.as_bytes()))
 }
