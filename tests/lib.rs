@@ -876,6 +876,70 @@ impl Drop for TsaProcess {
     }
 }
 
+/// A stand-in registry that speaks the distribution-spec referrers API
+/// (`tests/verifiers/oci-referrers-server.py`), serving what the test writes under `dir`.
+pub struct ReferrersRegistry {
+    child: Child,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl ReferrersRegistry {
+    pub fn start() -> ReferrersRegistry {
+        let dir = tempfile::tempdir().expect("tmp");
+        for sub in ["referrers", "manifests", "blobs"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("dir");
+        }
+        let child = Command::new("python3")
+            .arg(Verifiers::dir().join("oci-referrers-server.py"))
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 (installed by scripts/install-deps.sh)");
+        let port_file = dir.path().join("port");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !port_file.exists() {
+            assert!(Instant::now() < deadline, "the referrers stand-in did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let port = std::fs::read_to_string(&port_file).expect("port");
+        ReferrersRegistry {
+            child,
+            addr: format!("127.0.0.1:{}", port.trim()),
+            dir,
+        }
+    }
+
+    /// Serves `bytes` at `/v2/<name>/<kind>/<reference>` (kind: manifests or blobs).
+    pub fn put(&self, kind: &str, reference: &str, bytes: &[u8]) {
+        std::fs::write(self.dir.path().join(kind).join(reference), bytes).expect("write");
+    }
+
+    /// The referrers index for `digest`.
+    pub fn put_referrers(&self, digest: &str, index: &[u8]) {
+        std::fs::write(
+            self.dir.path().join("referrers").join(format!("{digest}.json")),
+            index,
+        )
+        .expect("write");
+    }
+
+    /// What the referrers API answers from now on (200 serves the index).
+    pub fn referrers_status(&self, status: u16) {
+        std::fs::write(self.dir.path().join("referrers-status"), status.to_string())
+            .expect("write");
+    }
+}
+
+impl Drop for ReferrersRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub struct RegistryProcess {
     child: Option<Child>,
     pub addr: String,

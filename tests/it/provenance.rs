@@ -346,3 +346,75 @@ fn only_trusted_scanner_releases_get_their_evidence_signed() {
         ]
     );
 }
+
+/// The OCI 1.1 referrers API, against a stand-in that speaks it (Debian's registry does not):
+/// a release signature found through it is trusted; a 5xx from it is reported, never read as
+/// "no signatures"; a 404 (no referrers API) falls back to the tag schema.
+#[test]
+fn the_referrers_api_finds_release_signatures_and_its_errors_are_reported() {
+    let stand_in = stella_tests::ReferrersRegistry::start();
+    let repository = format!("{}/{REPO}", stand_in.addr);
+    let release_key = stella_signer::FileKeySigner::generate().expect("key");
+    let image = sha256_digest(b"scanner image 1.2.3");
+
+    // A release bundle for the image, as a referrer: blob, manifest and the referrers index.
+    let bundle = stella_release::release_bundle(&repository, &image, &release_key).expect("bundle");
+    let blob = serde_json::to_vec(&bundle).expect("bundle json");
+    let blob_digest = sha256_digest(&blob);
+    stand_in.put("blobs", &blob_digest, &blob);
+    let empty = b"{}";
+    stand_in.put("blobs", &sha256_digest(empty), empty);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": stella_release::BUNDLE_MEDIA_TYPE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256_digest(empty), "size": 2},
+        "layers": [{"mediaType": stella_release::BUNDLE_MEDIA_TYPE, "digest": blob_digest, "size": blob.len()}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": image, "size": 1}
+    }))
+    .expect("manifest");
+    let manifest_digest = sha256_digest(&manifest);
+    stand_in.put("manifests", &manifest_digest, &manifest);
+    stand_in.put_referrers(
+        &image,
+        &serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": manifest.len(),
+                "artifactType": stella_release::BUNDLE_MEDIA_TYPE}]
+        }))
+        .expect("index"),
+    );
+
+    let mut config = RegistryConfig::new(&repository);
+    config.insecure = true;
+    let registry = Registry::new(config).expect("registry client");
+    let keys = [release_key.public_key().clone()];
+    let rt = runtime();
+    let look = || {
+        let discovery = rt.block_on(registry.discover(&image)).expect("discovery");
+        stella_release::verify(&discovery, &image, &keys)
+    };
+
+    let found = look();
+    assert!(found.trusted, "found through the referrers API: {found:?}");
+    assert!(found.problems.is_empty(), "{found:?}");
+
+    // The referrers API fails: reported as a problem, and nothing is trusted on its silence.
+    stand_in.referrers_status(503);
+    let failed = look();
+    assert!(!failed.trusted, "{failed:?}");
+    assert!(
+        failed.problems.iter().any(|p| p.contains("referrers API")),
+        "a 5xx is reported: {failed:?}"
+    );
+
+    // No referrers API at all (404): the tag schema is asked instead; it has nothing here.
+    stand_in.referrers_status(404);
+    let unsupported = look();
+    assert!(!unsupported.trusted, "{unsupported:?}");
+    assert!(
+        !unsupported.problems.iter().any(|p| p.contains("referrers API")),
+        "a registry without the API is not an error: {unsupported:?}"
+    );
+}
