@@ -901,7 +901,10 @@ impl ReferrersRegistry {
         let port_file = dir.path().join("port");
         let deadline = Instant::now() + Duration::from_secs(30);
         while !port_file.exists() {
-            assert!(Instant::now() < deadline, "the referrers stand-in did not come up");
+            assert!(
+                Instant::now() < deadline,
+                "the referrers stand-in did not come up"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let port = std::fs::read_to_string(&port_file).expect("port");
@@ -920,7 +923,10 @@ impl ReferrersRegistry {
     /// The referrers index for `digest`.
     pub fn put_referrers(&self, digest: &str, index: &[u8]) {
         std::fs::write(
-            self.dir.path().join("referrers").join(format!("{digest}.json")),
+            self.dir
+                .path()
+                .join("referrers")
+                .join(format!("{digest}.json")),
             index,
         )
         .expect("write");

@@ -414,7 +414,10 @@ fn the_referrers_api_finds_release_signatures_and_its_errors_are_reported() {
     let unsupported = look();
     assert!(!unsupported.trusted, "{unsupported:?}");
     assert!(
-        !unsupported.problems.iter().any(|p| p.contains("referrers API")),
+        !unsupported
+            .problems
+            .iter()
+            .any(|p| p.contains("referrers API")),
         "a registry without the API is not an error: {unsupported:?}"
     );
 }
