@@ -246,13 +246,14 @@ pub fn plan(
         } => {
             let digest = digest_of(digest)?;
             let reason = pipeline::operator_reason(reason)?;
-            if !(1..=MAX_APPROVAL_SECONDS).contains(expires_in_seconds)
-                || !approval_id.starts_with("apr-")
-                || approval_id.len() > 64
-            {
+            if !(1..=MAX_APPROVAL_SECONDS).contains(expires_in_seconds) {
                 return Err(Error::InvalidRequest(format!(
                     "expiresInSeconds must be between 1 and {MAX_APPROVAL_SECONDS}"
                 )));
+            }
+            // The receiving node names the approval; the leader only checks the name's shape.
+            if !approval_id.starts_with("apr-") || approval_id.len() > 64 {
+                return Err(Error::InvalidRequest("a malformed approval id".into()));
             }
             let expires_at_ms = now_ms.saturating_add(expires_in_seconds * 1000);
             let approval = Approval {
