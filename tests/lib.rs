@@ -932,6 +932,11 @@ impl ReferrersRegistry {
         .expect("write");
     }
 
+    /// From now on every call needs the anonymous pull token of the distribution token flow.
+    pub fn require_token(&self, token: &str) {
+        std::fs::write(self.dir.path().join("require-token"), token).expect("write");
+    }
+
     /// What the referrers API answers from now on (200 serves the index).
     pub fn referrers_status(&self, status: u16) {
         std::fs::write(self.dir.path().join("referrers-status"), status.to_string())

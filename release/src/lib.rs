@@ -17,9 +17,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -252,6 +251,10 @@ fn verify_cosign_classic(
 /// A repository in a registry, for publishing and discovering release signatures.
 pub struct Registry {
     client: Client,
+    /// Manifests are fetched with this client, read as a stream and cut off at
+    /// `max_manifest_bytes` (the OCI client reads a manifest whole before anyone can look at
+    /// its size).
+    http: reqwest::Client,
     config: RegistryConfig,
 }
 
@@ -293,6 +296,14 @@ struct ManifestDoc {
 enum Fetch {
     Found(Vec<u8>),
     Missing,
+    /// Larger than `max_manifest_bytes`: not read (a problem to report, not an outage).
+    Oversized,
+}
+
+/// Why a bounded GET gave no body.
+enum Fetched {
+    Oversized,
+    Unavailable(String),
 }
 
 impl Registry {
@@ -321,10 +332,133 @@ impl Registry {
                     data: pem.as_bytes().to_vec(),
                 });
         }
+        let mut http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout / 3)
+            // A connection whose answer was cut off (oversized) must not be handed to the next
+            // call; a discovery makes a handful of calls, so none are kept.
+            .pool_max_idle_per_host(0)
+            .redirect(reqwest::redirect::Policy::limited(3));
+        if let Some(pem) = &config.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| ReleaseError::Reference(format!("registry CA: {e}")))?;
+            http = http.tls_certs_merge(certs);
+        }
+        let http = http
+            .build()
+            .map_err(|e| ReleaseError::Unavailable(format!("HTTP client: {e}")))?;
         Ok(Registry {
             client: Client::new(client_config),
+            http,
             config,
         })
+    }
+
+    /// `scheme://host` and the repository name of the configured repository.
+    fn endpoint(&self) -> (String, &str) {
+        let (host, name) = self
+            .config
+            .repository
+            .split_once('/')
+            .unwrap_or((self.config.repository.as_str(), ""));
+        let scheme = if self.config.insecure {
+            "http"
+        } else {
+            "https"
+        };
+        (format!("{scheme}://{host}"), name)
+    }
+
+    /// GETs `url`, answering a registry's `401 Bearer` challenge with an anonymous pull token
+    /// (the distribution token flow), and reads at most `max` bytes; `None` on 404.
+    async fn get_bounded(
+        &self,
+        url: &str,
+        accept: &str,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>, Fetched> {
+        let send = |token: Option<String>| {
+            let mut request = self.http.get(url).header("Accept", accept);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            request.send()
+        };
+        let unavailable = |e: reqwest::Error| {
+            // The cause (refused, reset, timed out) is in the error's sources.
+            let e = e.without_url();
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            Fetched::Unavailable(text)
+        };
+        let mut response = send(None).await.map_err(unavailable)?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED
+            && let Some(token) = self.anonymous_token(response.headers()).await
+        {
+            response = send(Some(token)).await.map_err(unavailable)?;
+        }
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(Fetched::Unavailable(format!(
+                "the registry answered {status}"
+            )));
+        }
+        if response.content_length().is_some_and(|n| n > max as u64) {
+            return Err(Fetched::Oversized);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
+            if body.len().saturating_add(chunk.len()) > max {
+                return Err(Fetched::Oversized);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(body))
+    }
+
+    /// An anonymous token for a `WWW-Authenticate: Bearer realm=…,service=…,scope=…`
+    /// challenge, or `None` if there is none to answer.
+    async fn anonymous_token(&self, headers: &reqwest::header::HeaderMap) -> Option<String> {
+        let challenge = headers
+            .get(reqwest::header::WWW_AUTHENTICATE)?
+            .to_str()
+            .ok()?;
+        let params = challenge.strip_prefix("Bearer ")?;
+        let field = |name: &str| {
+            params.split(',').find_map(|kv| {
+                let (k, v) = kv.trim().split_once('=')?;
+                (k == name).then(|| v.trim_matches('"').to_owned())
+            })
+        };
+        let realm = field("realm")?;
+        let query: Vec<(&str, String)> = [("service", field("service")), ("scope", field("scope"))]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        let answer = self.http.get(&realm).query(&query).send().await.ok()?;
+        if !answer.status().is_success() {
+            return None;
+        }
+        let mut answer = answer;
+        let mut body = Vec::new();
+        while let Some(chunk) = answer.chunk().await.ok()? {
+            if body.len() + chunk.len() > 64 * 1024 {
+                return None;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let json: Value = serde_json::from_slice(&body).ok()?;
+        json.get("token")
+            .or_else(|| json.get("access_token"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
     }
 
     pub fn repository(&self) -> &str {
@@ -337,21 +471,23 @@ impl Registry {
             .map_err(|e| ReleaseError::Reference(format!("{text}: {e}")))
     }
 
-    /// A raw manifest (or index) by tag or digest; `Missing` on 404.
+    /// A raw manifest (or index) by tag (`:tag`) or digest (`@sha256:…`), read as a stream and
+    /// refused past `max_manifest_bytes`; `Missing` on 404.
     async fn manifest(&self, suffix: &str) -> Result<Fetch, ReleaseError> {
-        let reference = self.reference(suffix)?;
+        // Validates the reference the way the OCI client would.
+        self.reference(suffix)?;
+        let reference = suffix.trim_start_matches([':', '@']);
+        let (base, name) = self.endpoint();
+        let url = format!("{base}/v2/{name}/manifests/{reference}");
+        let accept = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST].join(", ");
         match self
-            .client
-            .pull_manifest_raw(
-                &reference,
-                &RegistryAuth::Anonymous,
-                &[OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST],
-            )
+            .get_bounded(&url, &accept, self.config.max_manifest_bytes)
             .await
         {
-            Ok((bytes, _)) => Ok(Fetch::Found(bytes.to_vec())),
-            Err(e) if not_found(&e) => Ok(Fetch::Missing),
-            Err(e) => Err(ReleaseError::Unavailable(e.to_string())),
+            Ok(Some(bytes)) => Ok(Fetch::Found(bytes)),
+            Ok(None) => Ok(Fetch::Missing),
+            Err(Fetched::Oversized) => Ok(Fetch::Oversized),
+            Err(Fetched::Unavailable(e)) => Err(ReleaseError::Unavailable(e)),
         }
     }
 
@@ -398,22 +534,42 @@ impl Registry {
     pub async fn discover(&self, digest: &str) -> Result<Discovery, ReleaseError> {
         let hex = parse_digest(digest)?;
         let mut discovery = Discovery::default();
-        // 1. The referrers API (oci-client falls back to the tag schema itself on a 404, but
-        //    reads errors there as "none": its answer only ever adds candidates).
+        // 1. The OCI 1.1 referrers API (a 404 means the registry has none: then the tag schema).
         let mut referrers: Vec<DescriptorDoc> = Vec::new();
         let subject = self.reference(&format!("@{digest}"))?;
-        match self.client.pull_referrers(&subject, None).await {
-            Ok(index) => referrers.extend(index.manifests.iter().map(|m| DescriptorDoc {
-                media_type: m.media_type.clone(),
-                digest: m.digest.clone(),
-                size: u64::try_from(m.size).unwrap_or(u64::MAX),
-                artifact_type: None,
-                annotations: None,
-            })),
+        // The OCI client answers a registry's token challenge only when asked to: get an
+        // anonymous pull token first (a registry without auth needs none) for the blobs below.
+        if let Err(e) = self
+            .client
+            .auth(&subject, &RegistryAuth::Anonymous, RegistryOperation::Pull)
+            .await
+        {
+            discovery
+                .problems
+                .push(format!("registry authentication for {digest}: {e}"));
+        }
+        // Read here, bounded like every manifest (the OCI client reads the answer whole, and
+        // on a 404 fetches the tag-schema index whole too).
+        let (base, name) = self.endpoint();
+        let url = format!("{base}/v2/{name}/referrers/{digest}");
+        match self
+            .get_bounded(&url, OCI_INDEX, self.config.max_manifest_bytes)
+            .await
+        {
+            Ok(Some(bytes)) => match serde_json::from_slice::<IndexDoc>(&bytes) {
+                Ok(index) => referrers = index.manifests,
+                Err(e) => discovery
+                    .problems
+                    .push(format!("malformed referrers API answer for {digest}: {e}")),
+            },
             // A registry without the referrers API: the tag schema below is the answer.
-            Err(e) if not_found(&e) => {}
+            Ok(None) => {}
+            Err(Fetched::Oversized) => discovery.problems.push(format!(
+                "the referrers API answer for {digest} is over the {}-byte limit",
+                self.config.max_manifest_bytes
+            )),
             // Anything else is a problem to report (the tag schema may still find signatures).
-            Err(e) => discovery
+            Err(Fetched::Unavailable(e)) => discovery
                 .problems
                 .push(format!("referrers API for {digest}: {e}")),
         }
@@ -428,6 +584,10 @@ impl Registry {
                         "malformed referrers index at tag sha256-{hex}: {e}"
                     )),
                 },
+                Fetch::Oversized => discovery.problems.push(format!(
+                    "the referrers index at tag sha256-{hex} is over the {}-byte limit",
+                    self.config.max_manifest_bytes
+                )),
                 Fetch::Missing => {}
             }
         }
@@ -439,7 +599,14 @@ impl Registry {
             }
         }
         // 3. The classic cosign signature tag.
-        if let Fetch::Found(bytes) = self.manifest(&format!(":sha256-{hex}.sig")).await? {
+        let cosign = self.manifest(&format!(":sha256-{hex}.sig")).await?;
+        if let Fetch::Oversized = cosign {
+            discovery.problems.push(format!(
+                "the cosign signature manifest of {digest} is over the {}-byte limit",
+                self.config.max_manifest_bytes
+            ));
+        }
+        if let Fetch::Found(bytes) = cosign {
             let manifest_digest = sha256_digest(&bytes);
             match serde_json::from_slice::<ManifestDoc>(&bytes) {
                 Ok(manifest) => {
@@ -494,6 +661,12 @@ impl Registry {
         {
             Fetch::Found(bytes) => bytes,
             Fetch::Missing => return Err(format!("referrer {} is missing", descriptor.digest)),
+            Fetch::Oversized => {
+                return Err(format!(
+                    "referrer manifest {} is over the {}-byte limit",
+                    descriptor.digest, self.config.max_manifest_bytes
+                ));
+            }
         };
         if bytes.len() > self.config.max_manifest_bytes {
             return Err(format!(
@@ -549,6 +722,12 @@ impl Registry {
                     self.config.repository
                 )));
             }
+            Fetch::Oversized => {
+                return Err(ReleaseError::Reference(format!(
+                    "the manifest of {digest} is over the {}-byte limit",
+                    self.config.max_manifest_bytes
+                )));
+            }
         };
         let layer = self.push_blob(bundle_bytes).await?;
         let config = self.push_blob(b"{}").await?;
@@ -577,6 +756,12 @@ impl Registry {
                 .map(|i| i.manifests)
                 .unwrap_or_default(),
             Fetch::Missing => Vec::new(),
+            Fetch::Oversized => {
+                return Err(ReleaseError::Unavailable(format!(
+                    "the tag-schema index of {digest} is over the {}-byte limit",
+                    self.config.max_manifest_bytes
+                )));
+            }
         };
         entries.retain(|d| d.digest != manifest_digest);
         entries.push(DescriptorDoc {
@@ -763,20 +948,6 @@ fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
-}
-
-fn not_found(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::ImageManifestNotFoundError(_) => true,
-        OciDistributionError::ServerError { code, .. } => *code == 404,
-        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
-            matches!(
-                e.code,
-                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown
-            )
-        }),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -391,28 +391,50 @@ fn the_referrers_api_finds_release_signatures_and_its_errors_are_reported() {
     let registry = Registry::new(config).expect("registry client");
     let keys = [release_key.public_key().clone()];
     let rt = runtime();
-    let look = || {
-        let discovery = rt.block_on(registry.discover(&image)).expect("discovery");
+    let look = |step: &str| {
+        let discovery = rt
+            .block_on(registry.discover(&image))
+            .unwrap_or_else(|e| panic!("{step}: {e}"));
         stella_release::verify(&discovery, &image, &keys)
     };
 
-    let found = look();
+    let found = look("found");
     assert!(found.trusted, "found through the referrers API: {found:?}");
     assert!(found.problems.is_empty(), "{found:?}");
 
+    // A registry that wants the anonymous token flow (as public registries do) works the same.
+    stand_in.require_token("pull-token-1");
+    let with_token = look("token");
+    assert!(with_token.trusted, "through the token flow: {with_token:?}");
+
     // The referrers API fails: reported as a problem, and nothing is trusted on its silence.
     stand_in.referrers_status(503);
-    let failed = look();
+    let failed = look("503");
     assert!(!failed.trusted, "{failed:?}");
     assert!(
         failed.problems.iter().any(|p| p.contains("referrers API")),
         "a 5xx is reported: {failed:?}"
     );
 
-    // No referrers API at all (404): the tag schema is asked instead; it has nothing here.
+    // No referrers API at all (404): the tag schema is asked instead. Its index here is larger
+    // than the limit: it is reported, and never read whole.
     stand_in.referrers_status(404);
-    let unsupported = look();
+    let hex = image.trim_start_matches("sha256:");
+    let mut oversized = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []
+    }))
+    .expect("index");
+    oversized.resize(300 * 1024, b' ');
+    stand_in.put("manifests", &format!("sha256-{hex}"), &oversized);
+    let unsupported = look("404");
     assert!(!unsupported.trusted, "{unsupported:?}");
+    assert!(
+        unsupported
+            .problems
+            .iter()
+            .any(|p| p.contains("over the 262144-byte limit")),
+        "an oversized manifest is a problem, not a read: {unsupported:?}"
+    );
     assert!(
         !unsupported
             .problems

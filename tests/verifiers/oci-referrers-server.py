@@ -11,7 +11,9 @@ Debian's registry has no referrers API, so this one serves it from files the tes
   GET /v2/<name>/manifests/<reference>      DIR/manifests/<reference> (media type from its JSON),
                                             else 404 MANIFEST_UNKNOWN
   GET /v2/<name>/blobs/<digest>             DIR/blobs/<digest>, else 404 BLOB_UNKNOWN
-on 127.0.0.1 and an ephemeral port, written to DIR/port once it listens.
+on 127.0.0.1 and an ephemeral port, written to DIR/port once it listens. With DIR/require-token
+present, every /v2/ call needs `Authorization: Bearer <its content>`, else 401 with the
+distribution token-flow challenge; GET /token answers {"token": ...} anonymously.
 """
 
 import http.server
@@ -26,6 +28,9 @@ def main():
     root = sys.argv[1]
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        # Keep-alive, as registries do (every answer carries its Content-Length).
+        protocol_version = "HTTP/1.1"
+
         def log_message(self, *args):
             pass
 
@@ -45,6 +50,21 @@ def main():
 
         def do_GET(self):
             path = self.path.split("?")[0]
+            token_file = os.path.join(root, "require-token")
+            if os.path.exists(token_file):
+                token = open(token_file).read().strip()
+                if path == "/token":
+                    return self.answer(200, json.dumps({"token": token}).encode())
+                if self.headers.get("Authorization") != "Bearer " + token:
+                    port = self.server.server_address[1]
+                    self.send_response(401)
+                    self.send_header(
+                        "WWW-Authenticate",
+                        'Bearer realm="http://127.0.0.1:%d/token",service="stand-in",scope="repository:stella/scanner:pull"' % port,
+                    )
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
             if path in ("/v2/", "/v2"):
                 return self.answer(200, b"{}")
             parts = path.split("/")
@@ -67,7 +87,10 @@ def main():
                 if not os.path.exists(file):
                     return self.missing("MANIFEST_UNKNOWN")
                 body = open(file, "rb").read()
-                media_type = json.loads(body).get("mediaType", "application/vnd.oci.image.manifest.v1+json")
+                try:
+                    media_type = json.loads(body).get("mediaType", "application/vnd.oci.image.manifest.v1+json")
+                except ValueError:
+                    media_type = "application/vnd.oci.image.manifest.v1+json"
                 return self.answer(200, body, media_type)
             if kind == "blobs":
                 file = os.path.join(root, "blobs", safe)
