@@ -846,23 +846,10 @@ pub struct TsaProcess {
 impl TsaProcess {
     pub fn start() -> TsaProcess {
         let dir = tempfile::tempdir().expect("tmp");
-        let child = Command::new("python3")
-            .arg(Verifiers::dir().join("tsa-server.py"))
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 (installed by scripts/install-deps.sh)");
-        let port_file = dir.path().join("port");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !port_file.exists() {
-            assert!(Instant::now() < deadline, "the TSA did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let port = std::fs::read_to_string(&port_file).expect("port");
+        let (child, port) = start_python_stand_in("tsa-server.py", dir.path());
         TsaProcess {
             child,
-            url: format!("http://127.0.0.1:{}/", port.trim()),
+            url: format!("http://127.0.0.1:{port}/"),
             chain_path: dir.path().join("tsa-chain.pem"),
             _dir: dir,
         }
@@ -874,6 +861,26 @@ impl Drop for TsaProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `tests/verifiers/<script> DIR` and waits (generously) for the port it writes to
+/// `DIR/port` once it listens.
+fn start_python_stand_in(script: &str, dir: &Path) -> (Child, String) {
+    let child = Command::new("python3")
+        .arg(Verifiers::dir().join(script))
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 (installed by scripts/install-deps.sh)");
+    let port_file = dir.join("port");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !port_file.exists() {
+        assert!(Instant::now() < deadline, "{script} did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let port = std::fs::read_to_string(&port_file).expect("port");
+    (child, port.trim().to_owned())
 }
 
 /// A stand-in registry that speaks the distribution-spec referrers API
@@ -891,26 +898,10 @@ impl ReferrersRegistry {
         for sub in ["referrers", "manifests", "blobs"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("dir");
         }
-        let child = Command::new("python3")
-            .arg(Verifiers::dir().join("oci-referrers-server.py"))
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 (installed by scripts/install-deps.sh)");
-        let port_file = dir.path().join("port");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !port_file.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "the referrers stand-in did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let port = std::fs::read_to_string(&port_file).expect("port");
+        let (child, port) = start_python_stand_in("oci-referrers-server.py", dir.path());
         ReferrersRegistry {
             child,
-            addr: format!("127.0.0.1:{}", port.trim()),
+            addr: format!("127.0.0.1:{port}"),
             dir,
         }
     }

@@ -453,23 +453,13 @@ impl SigningService {
         tracing::warn!(toggle = BYPASS_TOGGLE, enabled, actor = %actor, audit_id = %applied.audit_id, "PoE bypass changed");
         // The leader applied it; give this node a moment to apply it too, so the answer reads
         // the change back (every node applies it within a heartbeat or so).
-        self.wait_applied(applied.applied_index, Duration::from_secs(2))
+        // (If it has not within the bound, the answer reads this node's state a moment early.)
+        let _ = self
+            .inner
+            .cluster
+            .wait_applied(applied.applied_index, Duration::from_secs(2))
             .await;
         Ok(self.poe_bypass())
-    }
-
-    /// Waits (at most `budget`) until this node has applied the log up to `index`.
-    pub async fn wait_applied(&self, index: u64, budget: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + budget;
-        loop {
-            if self.inner.cluster.status().applied_index.unwrap_or(0) >= index {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 
     /// A threshold key made or refreshed by a distributed key generation, registered with its
