@@ -19,11 +19,16 @@
 //!   sign, with the caller evidence its share holders re-check): new trailing variants, so v3
 //!   bytes decode unchanged. The evidence lives in a `#[serde(skip)]` state field, so `State`'s
 //!   own encoding is unchanged.
+//! - 5: `Command::AdmitOnce` / `Command::Finish` and `Response::InProgress` / `Concluded` /
+//!   `Superseded` (exactly-once signing: new trailing variants, v4 bytes decode unchanged);
+//!   the proof set becomes a claim set (binding, pending attempt or committed outcome) kept in
+//!   the `claims` table, and snapshots carry claims — a v2–v4 snapshot's bare proofs become
+//!   `Used` claims (`SnapshotPayload::decode_v4`), as do the old `proofs` table's rows.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub const FORMAT_VERSION: u8 = 4;
+pub const FORMAT_VERSION: u8 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -42,6 +47,10 @@ pub trait Persisted: Serialize + DeserializeOwned {
         Self::decode_v2(bytes)
     }
     fn decode_v2(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        Self::decode_v4(bytes)
+    }
+    /// Formats 3 and 4.
+    fn decode_v4(bytes: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(bytes)
     }
 }
@@ -57,7 +66,8 @@ pub fn decode<T: Persisted>(bytes: &[u8]) -> Result<T, CodecError> {
         None => Err(CodecError::Empty),
         Some((1, rest)) => Ok(T::decode_v1(rest)?),
         Some((2, rest)) => Ok(T::decode_v2(rest)?),
-        Some((3 | 4, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((3 | 4, rest)) => Ok(T::decode_v4(rest)?),
+        Some((5, rest)) => Ok(postcard::from_bytes(rest)?),
         Some((version, _)) => Err(CodecError::UnsupportedVersion(*version)),
     }
 }
@@ -80,7 +90,15 @@ impl<T: Persisted> Persisted for Option<T> {
             _ => postcard::from_bytes(bytes),
         }
     }
+    fn decode_v4(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        match bytes.split_first() {
+            Some((0, _)) => Ok(None),
+            Some((1, rest)) => T::decode_v4(rest).map(Some),
+            _ => postcard::from_bytes(bytes),
+        }
+    }
 }
+impl Persisted for crate::machine::Claim {}
 impl Persisted for crate::raft_types::Entry {}
 impl Persisted for crate::raft_types::LogId {}
 impl Persisted for crate::raft_types::Vote {}

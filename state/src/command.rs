@@ -74,6 +74,85 @@ pub enum Command {
         admit: Admit,
         evidence: AdmissionEvidence,
     },
+    /// Admission of a signing request with an idempotency identity (format v5): the first
+    /// time, claims the identity and reserves quota; asked again with the same binding, answers
+    /// the committed outcome (`Concluded`), `InProgress` while an attempt of the same leader
+    /// term still holds it, or hands the identity to this attempt when the previous one ended
+    /// without an outcome or belongs to an older term (its leader is gone: its reservation is
+    /// refunded). Another binding is a replay.
+    AdmitOnce(AdmitOnce),
+    /// The end of an admitted signing (format v5): its audit record, the reservation committed
+    /// (signed) or released (failed), and the identity's outcome — in one entry. An attempt
+    /// that no longer holds its identity (another attempt took it over) changes nothing and
+    /// is answered `Superseded`.
+    Finish(Finish),
+}
+
+/// What `AdmitOnce` carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmitOnce {
+    pub admit: Admit,
+    pub identity: Option<Identity>,
+    /// The caller's evidence, for threshold keys (see `AdmitWithEvidence`).
+    pub evidence: Option<AdmissionEvidence>,
+}
+
+/// A signing request's idempotency identity: the DPoP proof (its `jti` scoped to its key) or
+/// the caller's `Idempotency-Key`, scoped to the caller, hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub key: String,
+    /// Hex SHA-256 over what the identity is bound to (the token and the request's hash): a
+    /// second use with another binding is a replay, not a retry.
+    pub binding: String,
+    /// The end of the identity's validity window; the outcome is kept until then.
+    pub expires_at_ms: u64,
+}
+
+/// What `Finish` carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finish {
+    pub reservation_id: String,
+    /// The identity key the attempt holds, if the request has one.
+    pub identity: Option<String>,
+    #[serde(with = "json_draft")]
+    pub audit: AuditDraft,
+    /// `Some`: signed — the reservation commits and this is the identity's outcome (its
+    /// `audit_id` is filled in by `apply`). `None`: failed — the reservation is released and
+    /// the identity is open again (a retry is a new attempt).
+    pub signed: Option<SignedOutcome>,
+    pub now_ms: u64,
+}
+
+/// The committed outcome of an identity, answered to every later ask within its window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Signed(SignedOutcome),
+    /// Refused by quota at admission, until `until_ms`.
+    Throttled { reason: ThrottleReason, until_ms: u64 },
+}
+
+/// Enough to answer a signing again, byte for byte: the statement is rebuilt from the request
+/// (the binding pins it), the signatures and their verification material are kept here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedOutcome {
+    pub audit_id: String,
+    pub request_id: String,
+    pub remaining: u64,
+    pub window_resets_at_ms: u64,
+    pub key_source: String,
+    pub signatures: Vec<StoredSignature>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSignature {
+    pub key_id: String,
+    pub algorithm: String,
+    pub signature: Vec<u8>,
+    /// SubjectPublicKeyInfo DER.
+    pub public_key: Vec<u8>,
+    pub certificate_chain_der: Vec<Vec<u8>>,
+    pub timestamps: Vec<Vec<u8>>,
 }
 
 /// What a share holder needs to decide for itself that a threshold signature is owed: who asked
@@ -257,6 +336,12 @@ pub enum Response {
     },
     /// A command that has no place inside `Configure` (quota, audit, batches): refused.
     InvalidConfigCommand,
+    /// `AdmitOnce`: an attempt of the current leader term holds the identity (format v5).
+    InProgress,
+    /// `AdmitOnce`: the identity's committed outcome (format v5).
+    Concluded(Box<Outcome>),
+    /// `Finish` from an attempt that no longer holds its identity: nothing applied (format v5).
+    Superseded,
 }
 
 impl Response {

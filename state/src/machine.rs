@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditDraft, AuditRecord};
 use crate::command::{
-    AdmissionEvidence, Admit, Approval, ApprovalDecision, Command, KeyEntry, KeyState, ProofClaim,
-    Reserve, Response, ThresholdGroup, ThrottleReason, Toggle, Verdict,
+    AdmissionEvidence, Admit, AdmitOnce, Approval, ApprovalDecision, Command, Finish, KeyEntry,
+    KeyState, Outcome, ProofClaim, Reserve, Response, ThresholdGroup, ThrottleReason, Toggle,
+    Verdict,
 };
 
 /// Hint given to a caller throttled by concurrency (the slot frees when a signing ends).
@@ -71,19 +72,57 @@ pub struct State {
     /// restored from a snapshot mid-signing refuses, and the coordinator routes around it.
     #[serde(skip)]
     pub admissions: BTreeMap<String, AdmissionEvidence>,
+    /// The leader term of the entry being applied (from its log id, set by storage before each
+    /// entry; 0 outside storage). `AdmitOnce` tells a retry of a live attempt from one whose
+    /// leader is gone by it. Not state: part of each entry's identity in the log.
+    #[serde(skip)]
+    pub term: u64,
 }
 
 /// A change to the proof set, for storage to mirror.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProofChange {
-    Claimed { key: String, expires_at_ms: u64 },
+    Claimed { key: String, claim: Claim },
     Forgotten { key: String },
 }
 
-/// Seen one-time proofs by key, with an expiry index so pruning is proportional to what expires.
+/// One identity the cluster has seen within its window: a one-time DPoP proof or an
+/// idempotency key (format v5; a format-v2–v4 proof is a bare `Used` claim).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub expires_at_ms: u64,
+    /// What the identity is bound to; `None` for a proof claimed without one (`Admit`).
+    pub binding: Option<String>,
+    pub status: ClaimStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClaimStatus {
+    /// Claimed by an `Admit` (no outcome kept: any second use is a replay).
+    Used,
+    /// An attempt holds it: the leader term that admitted it and its reservation.
+    Pending { term: u64, reservation_id: String },
+    /// The last attempt failed without an outcome: the next one takes it.
+    Open,
+    /// Decided: every later ask gets this.
+    Done(Outcome),
+}
+
+impl Claim {
+    pub(crate) fn used(expires_at_ms: u64) -> Claim {
+        Claim {
+            expires_at_ms,
+            binding: None,
+            status: ClaimStatus::Used,
+        }
+    }
+}
+
+/// Seen one-time proofs and idempotency keys by key, with an expiry index so pruning is
+/// proportional to what expires.
 #[derive(Debug, Clone, Default)]
 pub struct ProofSet {
-    by_key: BTreeMap<String, u64>,
+    by_key: BTreeMap<String, Claim>,
     by_expiry: std::collections::BTreeSet<(u64, String)>,
     /// Changes since storage last took them (not part of the set's value).
     changes: Vec<ProofChange>,
@@ -97,10 +136,23 @@ impl PartialEq for ProofSet {
 
 impl Eq for ProofSet {}
 
+/// Bare proofs with the end of their window (formats 2–4).
 impl FromIterator<(String, u64)> for ProofSet {
     fn from_iter<I: IntoIterator<Item = (String, u64)>>(entries: I) -> ProofSet {
-        let by_key: BTreeMap<String, u64> = entries.into_iter().collect();
-        let by_expiry = by_key.iter().map(|(k, e)| (*e, k.clone())).collect();
+        entries
+            .into_iter()
+            .map(|(k, e)| (k, Claim::used(e)))
+            .collect()
+    }
+}
+
+impl FromIterator<(String, Claim)> for ProofSet {
+    fn from_iter<I: IntoIterator<Item = (String, Claim)>>(entries: I) -> ProofSet {
+        let by_key: BTreeMap<String, Claim> = entries.into_iter().collect();
+        let by_expiry = by_key
+            .iter()
+            .map(|(k, c)| (c.expires_at_ms, k.clone()))
+            .collect();
         ProofSet {
             by_key,
             by_expiry,
@@ -110,14 +162,18 @@ impl FromIterator<(String, u64)> for ProofSet {
 }
 
 impl ProofSet {
-    /// Every held proof with the end of its window.
-    pub fn entries(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.by_key.iter().map(|(k, e)| (k.as_str(), *e))
+    /// Every held claim.
+    pub fn claims(&self) -> impl Iterator<Item = (&str, &Claim)> {
+        self.by_key.iter().map(|(k, c)| (k.as_str(), c))
     }
 
     /// Whether the cluster has claimed proof `key` (and it is still within its window).
     pub fn contains(&self, key: &str) -> bool {
         self.by_key.contains_key(key)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Claim> {
+        self.by_key.get(key)
     }
 
     /// Changes since the last call, oldest first.
@@ -133,7 +189,7 @@ impl ProofSet {
         self.by_key.is_empty()
     }
 
-    /// Forgets proofs whose window ended at or before `now_ms`.
+    /// Forgets claims whose window ended at or before `now_ms`.
     fn prune(&mut self, now_ms: u64) {
         while let Some((expires, _)) = self.by_expiry.first() {
             if *expires > now_ms {
@@ -152,14 +208,29 @@ impl ProofSet {
         if self.by_key.contains_key(&claim.key) {
             return false;
         }
-        self.by_key.insert(claim.key.clone(), claim.expires_at_ms);
-        self.by_expiry
-            .insert((claim.expires_at_ms, claim.key.clone()));
-        self.changes.push(ProofChange::Claimed {
-            key: claim.key.clone(),
-            expires_at_ms: claim.expires_at_ms,
-        });
+        self.put(claim.key.clone(), Claim::used(claim.expires_at_ms));
         true
+    }
+
+    /// Inserts or replaces the claim of `key` (its window never changes once claimed).
+    fn put(&mut self, key: String, claim: Claim) {
+        if let Some(old) = self.by_key.get(&key) {
+            self.by_expiry.remove(&(old.expires_at_ms, key.clone()));
+        }
+        self.by_expiry.insert((claim.expires_at_ms, key.clone()));
+        self.changes.push(ProofChange::Claimed {
+            key: key.clone(),
+            claim: claim.clone(),
+        });
+        self.by_key.insert(key, claim);
+    }
+
+    /// Sets the status of a held claim.
+    fn set_status(&mut self, key: &str, status: ClaimStatus) {
+        if let Some(mut claim) = self.by_key.get(key).cloned() {
+            claim.status = status;
+            self.put(key.to_owned(), claim);
+        }
     }
 }
 
@@ -315,7 +386,119 @@ impl State {
                 }
                 response
             }
+            Command::AdmitOnce(once) => self.admit_once(once),
+            Command::Finish(finish) => self.finish(finish, emitted),
         }
+    }
+
+    /// See [`Command::AdmitOnce`].
+    fn admit_once(&mut self, once: &AdmitOnce) -> Response {
+        let reserve = &once.admit.reserve;
+        if let Some(proof) = &once.admit.proof
+            && !self.proofs.claim(proof, reserve.now_ms)
+        {
+            return Response::Replayed;
+        }
+        if let Some(identity) = &once.identity {
+            self.proofs.prune(reserve.now_ms);
+            if let Some(claim) = self.proofs.get(&identity.key) {
+                if claim.binding.as_deref() != Some(identity.binding.as_str()) {
+                    return Response::Replayed;
+                }
+                match claim.status.clone() {
+                    ClaimStatus::Used => return Response::Replayed,
+                    ClaimStatus::Done(outcome) => return Response::Concluded(Box::new(outcome)),
+                    ClaimStatus::Pending {
+                        term,
+                        reservation_id,
+                    } => {
+                        if term == self.term && self.reservations.contains_key(&reservation_id) {
+                            return Response::InProgress;
+                        }
+                        // Its leader is gone (or its reservation expired): this attempt takes
+                        // the identity over, and the old reservation's grant goes back.
+                        self.admissions.remove(&reservation_id);
+                        if let Some(res) = self.reservations.remove(&reservation_id) {
+                            self.refund(&res);
+                        }
+                    }
+                    ClaimStatus::Open => {}
+                }
+            }
+        }
+        let response = self.reserve(reserve);
+        if let Some(identity) = &once.identity {
+            let status = match &response {
+                Response::Reserved { .. } => Some(ClaimStatus::Pending {
+                    term: self.term,
+                    reservation_id: reserve.reservation_id.clone(),
+                }),
+                Response::Throttled {
+                    reason,
+                    retry_after_ms,
+                } => Some(ClaimStatus::Done(Outcome::Throttled {
+                    reason: *reason,
+                    until_ms: reserve.now_ms.saturating_add(*retry_after_ms),
+                })),
+                _ => None,
+            };
+            if let Some(status) = status {
+                self.proofs.put(
+                    identity.key.clone(),
+                    Claim {
+                        expires_at_ms: identity.expires_at_ms,
+                        binding: Some(identity.binding.clone()),
+                        status,
+                    },
+                );
+            }
+        }
+        if let (Response::Reserved { .. }, Some(evidence)) = (&response, &once.evidence) {
+            self.admissions
+                .insert(reserve.reservation_id.clone(), evidence.clone());
+        }
+        response
+    }
+
+    /// See [`Command::Finish`].
+    fn finish(&mut self, finish: &Finish, emitted: &mut Vec<AuditRecord>) -> Response {
+        if let Some(key) = &finish.identity
+            && let Some(claim) = self.proofs.get(key)
+        {
+            let holds = matches!(&claim.status, ClaimStatus::Pending { reservation_id, .. }
+                if *reservation_id == finish.reservation_id);
+            if !holds {
+                return Response::Superseded;
+            }
+        }
+        let audited = self.apply(&Command::Audit(finish.audit.clone()), emitted);
+        let Response::Audited { audit_id, .. } = &audited else {
+            return audited;
+        };
+        let end = if finish.signed.is_some() {
+            Command::Commit {
+                reservation_id: finish.reservation_id.clone(),
+                now_ms: finish.now_ms,
+            }
+        } else {
+            Command::Release {
+                reservation_id: finish.reservation_id.clone(),
+                now_ms: finish.now_ms,
+            }
+        };
+        self.apply(&end, emitted);
+        if let Some(key) = &finish.identity {
+            let status = match &finish.signed {
+                Some(signed) => {
+                    let mut signed = signed.clone();
+                    signed.audit_id = audit_id.clone();
+                    ClaimStatus::Done(Outcome::Signed(signed))
+                }
+                None => ClaimStatus::Open,
+            };
+            self.proofs.set_status(key, status);
+        }
+        audited
     }
 
     /// All or nothing: a refused command rolls the whole change back. Configuration changes are
@@ -340,7 +523,9 @@ impl State {
                 | Command::Admit(_)
                 | Command::Audit(_)
                 | Command::Batch(_)
-                | Command::Configure { .. } => Response::InvalidConfigCommand,
+                | Command::Configure { .. }
+                | Command::AdmitOnce(_)
+                | Command::Finish(_) => Response::InvalidConfigCommand,
                 _ => self.apply(c, &mut scratch),
             })
             .collect();
@@ -537,6 +722,7 @@ impl From<StateV2> for State {
             threshold_groups: BTreeMap::new(),
             proofs: ProofSet::default(),
             admissions: BTreeMap::new(),
+            term: 0,
         }
     }
 }

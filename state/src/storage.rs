@@ -31,13 +31,15 @@ use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::{
     EntryPayload, LogState, RaftLogReader, RaftSnapshotBuilder, Snapshot, StorageIOError,
 };
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditRecord;
 use crate::codec;
 use crate::command::Response;
-use crate::machine::{ProofChange, State};
+use crate::machine::{Claim, ProofChange, State};
 use crate::raft_types::{
     Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
 };
@@ -46,8 +48,12 @@ const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("log_meta");
 const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
-/// The replicated one-time proof set (`State::proofs`): key → end of its window (ms).
+/// One-time proofs as formats 2–4 kept them: key → end of its window (ms). Read at start-up
+/// (as bare `Used` claims) and emptied as they are rewritten into `CLAIMS` or expire.
 const PROOFS: TableDefinition<&str, u64> = TableDefinition::new("proofs");
+/// The replicated claim set (`State::proofs`, format v5): key → encoded `Claim` (its window,
+/// binding, and the pending attempt or committed outcome).
+const CLAIMS: TableDefinition<&str, &[u8]> = TableDefinition::new("claims");
 
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
@@ -81,13 +87,38 @@ fn create(path: &Path) -> Result<Database, StorageError> {
 
 fn read_proofs(db: &Database) -> Result<crate::machine::ProofSet, StorageError> {
     let txn = db.begin_read().map_err(read_err)?;
-    let table = txn.open_table(PROOFS).map_err(read_err)?;
+    let legacy = txn.open_table(PROOFS).map_err(read_err)?;
     let mut entries = Vec::new();
-    for item in table.iter().map_err(read_err)? {
+    for item in legacy.iter().map_err(read_err)? {
         let (k, v) = item.map_err(read_err)?;
-        entries.push((k.value().to_owned(), v.value()));
+        entries.push((k.value().to_owned(), Claim::used(v.value())));
+    }
+    let claims = txn.open_table(CLAIMS).map_err(read_err)?;
+    for item in claims.iter().map_err(read_err)? {
+        let (k, v) = item.map_err(read_err)?;
+        let claim: Claim = codec::decode(v.value()).map_err(read_err)?;
+        entries.push((k.value().to_owned(), claim));
     }
     Ok(entries.into_iter().collect())
+}
+
+/// Replaces every claim row with `claims` (a snapshot's set).
+fn write_claims(
+    txn: &redb::WriteTransaction,
+    claims: &[(String, Vec<u8>)],
+) -> Result<(), StorageError> {
+    txn.open_table(PROOFS)
+        .map_err(write_err)?
+        .retain(|_, _| false)
+        .map_err(write_err)?;
+    let mut table = txn.open_table(CLAIMS).map_err(write_err)?;
+    table.retain(|_, _| false).map_err(write_err)?;
+    for (key, claim) in claims {
+        table
+            .insert(key.as_str(), claim.as_slice())
+            .map_err(write_err)?;
+    }
+    Ok(())
 }
 
 fn get_meta<T: codec::Persisted>(
@@ -462,8 +493,9 @@ struct SnapshotPayload {
     state: State,
     /// Canonical JSON lines of every audit record, in sequence order.
     audit: Vec<String>,
-    /// The one-time proof set (format v2), which the state's own encoding leaves out.
-    proofs: Vec<(String, u64)>,
+    /// The claim set (format v5; formats 2–4 carried bare proofs), which the state's own
+    /// encoding leaves out.
+    claims: Vec<(String, Claim)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -489,6 +521,22 @@ struct SnapshotPayloadV2 {
     proofs: Vec<(String, u64)>,
 }
 
+/// A snapshot written by formats 3 and 4: bare proofs instead of claims.
+#[derive(Deserialize)]
+struct SnapshotPayloadV4 {
+    applied: Applied,
+    state: State,
+    audit: Vec<String>,
+    proofs: Vec<(String, u64)>,
+}
+
+fn used_claims(proofs: Vec<(String, u64)>) -> Vec<(String, Claim)> {
+    proofs
+        .into_iter()
+        .map(|(k, e)| (k, Claim::used(e)))
+        .collect()
+}
+
 impl codec::Persisted for Applied {}
 impl codec::Persisted for StoredSnapshot {}
 impl codec::Persisted for SnapshotPayload {
@@ -498,7 +546,7 @@ impl codec::Persisted for SnapshotPayload {
             applied: v1.applied,
             state: v1.state.into(),
             audit: v1.audit,
-            proofs: Vec::new(),
+            claims: Vec::new(),
         })
     }
     fn decode_v2(bytes: &[u8]) -> Result<Self, postcard::Error> {
@@ -507,7 +555,16 @@ impl codec::Persisted for SnapshotPayload {
             applied: v2.applied,
             state: v2.state.into(),
             audit: v2.audit,
-            proofs: v2.proofs,
+            claims: used_claims(v2.proofs),
+        })
+    }
+    fn decode_v4(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        let v4: SnapshotPayloadV4 = postcard::from_bytes(bytes)?;
+        Ok(SnapshotPayload {
+            applied: v4.applied,
+            state: v4.state,
+            audit: v4.audit,
+            claims: used_claims(v4.proofs),
         })
     }
 }
@@ -567,6 +624,7 @@ impl StateMachineStore {
         txn.open_table(SM_META).map_err(write_err)?;
         txn.open_table(AUDIT).map_err(write_err)?;
         txn.open_table(PROOFS).map_err(write_err)?;
+        txn.open_table(CLAIMS).map_err(write_err)?;
         txn.commit().map_err(write_err)?;
         let applied: Applied = get_meta(&db, SM_META, APPLIED)?.unwrap_or_default();
         let mut state: State = get_meta(&db, SM_META, "state")?.unwrap_or_default();
@@ -674,6 +732,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(|_| write_err(std::io::Error::other("state lock poisoned")))?;
             for entry in entries {
                 self.applied.last_applied = Some(entry.log_id);
+                state.term = entry.log_id.leader_id.term;
                 let response = match entry.payload {
                     EntryPayload::Blank => Response::Applied,
                     EntryPayload::Normal(command) => state.apply(&command, &mut emitted),
@@ -684,10 +743,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 responses.push(response);
             }
+            // The term describes the entry being applied, not the state.
+            state.term = 0;
             state_bytes = codec::encode(&*state).map_err(write_err)?;
             proof_changes = state.proofs.take_changes();
         }
         let applied_bytes = codec::encode(&self.applied).map_err(write_err)?;
+        let claim_rows = proof_changes
+            .into_iter()
+            .map(|change| match change {
+                ProofChange::Claimed { key, claim } => {
+                    codec::encode(&claim).map(|bytes| (key, Some(bytes)))
+                }
+                ProofChange::Forgotten { key } => Ok((key, None)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(write_err)?;
         let records: Vec<(u64, Vec<u8>)> = emitted
             .iter()
             .map(|r| (r.seq, r.to_canonical_line()))
@@ -702,17 +773,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 for (seq, line) in &records {
                     audit.insert(*seq, line.as_slice()).map_err(write_err)?;
                 }
-                let mut proofs = txn.open_table(PROOFS).map_err(write_err)?;
-                for change in &proof_changes {
-                    match change {
-                        ProofChange::Claimed { key, expires_at_ms } => {
-                            proofs
-                                .insert(key.as_str(), *expires_at_ms)
+                let mut legacy = txn.open_table(PROOFS).map_err(write_err)?;
+                let mut claims = txn.open_table(CLAIMS).map_err(write_err)?;
+                let migrating = legacy.len().map_err(write_err)? > 0;
+                for (key, claim) in &claim_rows {
+                    match claim {
+                        Some(bytes) => {
+                            claims
+                                .insert(key.as_str(), bytes.as_slice())
                                 .map_err(write_err)?;
                         }
-                        ProofChange::Forgotten { key } => {
-                            proofs.remove(key.as_str()).map_err(write_err)?;
+                        None => {
+                            claims.remove(key.as_str()).map_err(write_err)?;
                         }
+                    }
+                    if migrating {
+                        legacy.remove(key.as_str()).map_err(write_err)?;
                     }
                 }
                 let mut meta = txn.open_table(SM_META).map_err(write_err)?;
@@ -734,16 +810,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| e.to_string())
             .and_then(|audit| {
                 let state = self.state_snapshot();
-                let proofs = state
+                let claims = state
                     .proofs
-                    .entries()
-                    .map(|(k, e)| (k.to_owned(), e))
+                    .claims()
+                    .map(|(k, c)| (k.to_owned(), c.clone()))
                     .collect();
                 codec::encode(&SnapshotPayload {
                     applied: self.applied.clone(),
                     state,
                     audit,
-                    proofs,
+                    claims,
                 })
                 .map_err(|e| e.to_string())
             });
@@ -780,18 +856,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .map_err(write_err)?;
         let db = self.db.clone();
         let audit = payload.audit;
-        let proofs = payload.proofs;
-        let proof_rows = proofs.clone();
+        let claims = payload.claims;
+        let claim_rows = claims
+            .iter()
+            .map(|(k, c)| codec::encode(c).map(|bytes| (k.clone(), bytes)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(write_err)?;
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             let txn = db.begin_write().map_err(write_err)?;
             {
-                let mut proof_table = txn.open_table(PROOFS).map_err(write_err)?;
-                proof_table.retain(|_, _| false).map_err(write_err)?;
-                for (key, expires_at_ms) in &proof_rows {
-                    proof_table
-                        .insert(key.as_str(), *expires_at_ms)
-                        .map_err(write_err)?;
-                }
+                write_claims(&txn, &claim_rows)?;
                 let mut table = txn.open_table(AUDIT).map_err(write_err)?;
                 table.retain(|_, _| false).map_err(write_err)?;
                 for line in &audit {
@@ -821,7 +895,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .write()
             .map_err(|_| write_err(std::io::Error::other("state lock poisoned")))?;
         *state = payload.state;
-        state.proofs = proofs.into_iter().collect();
+        state.proofs = claims.into_iter().collect();
         Ok(())
     }
 

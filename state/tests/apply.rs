@@ -491,3 +491,182 @@ fn a_configuration_change_and_its_audit_record_apply_together_or_not_at_all() {
     assert_eq!(state, before);
     assert_eq!(emitted.len(), 1);
 }
+
+mod exactly_once {
+    use stella_state::command::{
+        Admit, AdmitOnce, Finish, Identity, Outcome, Reserve, Response, SignedOutcome,
+        ThrottleReason,
+    };
+    use stella_state::{Command, State};
+
+    fn draft(request_id: &str) -> stella_state::AuditDraft {
+        let mut d = super::configured_draft("signed");
+        d.request_id = request_id.into();
+        d.decision = stella_state::Decision::Signed;
+        d
+    }
+
+    fn admit(reservation: &str, binding: &str, now_ms: u64, limit: u64) -> Command {
+        Command::AdmitOnce(AdmitOnce {
+            admit: Admit {
+                proof: None,
+                reserve: Reserve {
+                    reservation_id: reservation.into(),
+                    tenant: "t".into(),
+                    plan: "team".into(),
+                    limit,
+                    window_ms: 60_000,
+                    max_concurrent: 10,
+                    now_ms,
+                    ttl_ms: 30_000,
+                },
+            },
+            identity: Some(Identity {
+                key: "id-1".into(),
+                binding: binding.into(),
+                expires_at_ms: now_ms + 10_000,
+            }),
+            evidence: None,
+        })
+    }
+
+    fn finish(reservation: &str, signed: bool) -> Command {
+        Command::Finish(Finish {
+            reservation_id: reservation.into(),
+            identity: Some("id-1".into()),
+            audit: draft("req-1"),
+            signed: signed.then(|| SignedOutcome {
+                audit_id: String::new(),
+                request_id: "req-1".into(),
+                remaining: 4,
+                window_resets_at_ms: 60_000,
+                key_source: "file".into(),
+                signatures: Vec::new(),
+            }),
+            now_ms: 200,
+        })
+    }
+
+    fn apply(state: &mut State, term: u64, command: &Command) -> Response {
+        state.term = term;
+        state.apply(command, &mut Vec::new())
+    }
+
+    fn used(state: &State) -> u64 {
+        state.ledgers.values().map(|l| l.used).sum()
+    }
+
+    #[test]
+    fn a_retry_gets_the_committed_outcome_and_takes_no_second_grant() {
+        let mut state = State::default();
+        assert!(matches!(
+            apply(&mut state, 1, &admit("r1", "b", 100, 5)),
+            Response::Reserved { .. }
+        ));
+        // Asked again while the first attempt runs on the same leader: in progress.
+        assert_eq!(
+            apply(&mut state, 1, &admit("r2", "b", 150, 5)),
+            Response::InProgress
+        );
+        let Response::Audited { audit_id, .. } = apply(&mut state, 1, &finish("r1", true)) else {
+            panic!("finish audits")
+        };
+        // Every later ask, on any leader, gets the same outcome with the record's audit id.
+        for (term, reservation) in [(1, "r3"), (2, "r4")] {
+            match apply(&mut state, term, &admit(reservation, "b", 300, 5)) {
+                Response::Concluded(outcome) => match *outcome {
+                    Outcome::Signed(signed) => assert_eq!(signed.audit_id, audit_id),
+                    other => panic!("unexpected outcome {other:?}"),
+                },
+                other => panic!("expected the committed outcome, got {other:?}"),
+            }
+        }
+        assert_eq!(used(&state), 1);
+        assert!(state.reservations.is_empty());
+        // The same identity with another binding (another request or token) is a replay.
+        assert_eq!(
+            apply(&mut state, 2, &admit("r5", "other", 300, 5)),
+            Response::Replayed
+        );
+    }
+
+    #[test]
+    fn a_new_leader_takes_over_an_attempt_whose_leader_is_gone() {
+        let mut state = State::default();
+        apply(&mut state, 1, &admit("r1", "b", 100, 5));
+        // Term 2: the old leader's attempt never finished; the new one takes the identity and
+        // the old grant is refunded (one grant in all).
+        assert!(matches!(
+            apply(&mut state, 2, &admit("r2", "b", 150, 5)),
+            Response::Reserved { .. }
+        ));
+        assert_eq!(used(&state), 1);
+        // The old attempt's late finish changes nothing.
+        assert_eq!(
+            apply(&mut state, 2, &finish("r1", true)),
+            Response::Superseded
+        );
+        assert!(state.audit_tail.is_none());
+        assert!(matches!(
+            apply(&mut state, 2, &finish("r2", true)),
+            Response::Audited { .. }
+        ));
+        assert_eq!(state.audit_tail.as_ref().map(|t| t.seq), Some(1));
+    }
+
+    #[test]
+    fn a_failed_attempt_reopens_the_identity_and_refunds() {
+        let mut state = State::default();
+        apply(&mut state, 1, &admit("r1", "b", 100, 5));
+        assert!(matches!(
+            apply(&mut state, 1, &finish("r1", false)),
+            Response::Audited { .. }
+        ));
+        assert_eq!(used(&state), 0);
+        assert!(matches!(
+            apply(&mut state, 1, &admit("r2", "b", 150, 5)),
+            Response::Reserved { .. }
+        ));
+        // A released reservation (the session died) also lets the next attempt in.
+        state.apply(
+            &Command::Release {
+                reservation_id: "r2".into(),
+                now_ms: 160,
+            },
+            &mut Vec::new(),
+        );
+        assert!(matches!(
+            apply(&mut state, 1, &admit("r3", "b", 170, 5)),
+            Response::Reserved { .. }
+        ));
+    }
+
+    #[test]
+    fn a_refusal_is_the_outcome_too_and_claims_expire_with_their_window() {
+        let mut state = State::default();
+        let limited = |r: &str, now| admit(r, "b", now, 0);
+        assert!(matches!(
+            apply(&mut state, 1, &limited("r1", 100)),
+            Response::Throttled {
+                reason: ThrottleReason::Quota,
+                ..
+            }
+        ));
+        match apply(&mut state, 3, &limited("r2", 200)) {
+            Response::Concluded(outcome) => assert!(matches!(
+                *outcome,
+                Outcome::Throttled {
+                    reason: ThrottleReason::Quota,
+                    until_ms: 60_000
+                }
+            )),
+            other => panic!("expected the same refusal, got {other:?}"),
+        }
+        // Past the identity's window it is forgotten: a new decision.
+        assert!(matches!(
+            apply(&mut state, 3, &admit("r3", "b", 20_000, 5)),
+            Response::Reserved { .. }
+        ));
+        assert_eq!(state.proofs.len(), 1);
+    }
+}
