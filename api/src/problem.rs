@@ -25,10 +25,13 @@ pub enum ProblemCode {
     /// Peer plane only: the client certificate's role (node, operator, another cluster) may not
     /// call this route.
     PeerForbidden,
+    /// The request's idempotency identity (its DPoP proof or `Idempotency-Key`) was used by
+    /// the same caller for a different request body.
+    IdempotencyConflict,
 }
 
 impl ProblemCode {
-    pub const ALL: [ProblemCode; 14] = [
+    pub const ALL: [ProblemCode; 15] = [
         ProblemCode::InvalidToken,
         ProblemCode::EntitlementDenied,
         ProblemCode::ReleaseUntrusted,
@@ -43,6 +46,7 @@ impl ProblemCode {
         ProblemCode::InternalError,
         ProblemCode::RateLimited,
         ProblemCode::PeerForbidden,
+        ProblemCode::IdempotencyConflict,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -61,6 +65,7 @@ impl ProblemCode {
             ProblemCode::InternalError => "internal_error",
             ProblemCode::RateLimited => "rate_limited",
             ProblemCode::PeerForbidden => "peer_forbidden",
+            ProblemCode::IdempotencyConflict => "idempotency_conflict",
         }
     }
 
@@ -75,6 +80,7 @@ impl ProblemCode {
             ProblemCode::InvalidRequest | ProblemCode::UnsupportedPredicateType => 400,
             ProblemCode::UnsupportedMediaType => 415,
             ProblemCode::NotFound => 404,
+            ProblemCode::IdempotencyConflict => 409,
             ProblemCode::MethodNotAllowed => 405,
             ProblemCode::SigningUnavailable => 503,
             ProblemCode::InternalError => 500,
@@ -97,6 +103,9 @@ impl ProblemCode {
             ProblemCode::InternalError => "Internal error",
             ProblemCode::RateLimited => "Too many failed authentications from this source",
             ProblemCode::PeerForbidden => "This peer certificate's role may not call this route",
+            ProblemCode::IdempotencyConflict => {
+                "The idempotency key was already used for a different request"
+            }
         }
     }
 

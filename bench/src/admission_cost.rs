@@ -112,6 +112,7 @@ pub async fn measure(request: &Value, duration: Duration) -> anyhow::Result<Admi
         urls: vec![url.into()],
         authorization: vec![format!("DPoP {token}")],
         dpop: vec![proof],
+        idempotency_key: Vec::new(),
         source: None,
         client_cert_sha256: None,
     };

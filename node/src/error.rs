@@ -107,6 +107,9 @@ pub enum Error {
     /// Peer plane: the client certificate's role may not call this route (or act as this node).
     #[error("{0}")]
     PeerForbidden(String),
+    /// The same caller used an idempotency identity for a different request.
+    #[error("{0}")]
+    IdempotencyConflict(String),
     /// A problem answered by the leader for a forwarded request.
     #[error("{}", .0.detail)]
     Remote(stella_api::Problem),
@@ -171,6 +174,7 @@ impl Error {
             Error::Throttled { .. } => ProblemCode::PlanThrottled,
             Error::RateLimited { .. } => ProblemCode::RateLimited,
             Error::PeerForbidden(_) => ProblemCode::PeerForbidden,
+            Error::IdempotencyConflict(_) => ProblemCode::IdempotencyConflict,
             Error::Remote(p) => p.code,
             Error::Config(_) | Error::Io { .. } | Error::Key(_) => ProblemCode::InternalError,
         }

@@ -69,6 +69,142 @@ pub fn plan(request: SignDsseRequest) -> Result<SigningPlan, Error> {
     })
 }
 
+/// The longest `Idempotency-Key` accepted (the value is hashed; it never enters the state).
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+/// The caller's `Idempotency-Key` header: absent, or one value of 1–255 visible ASCII
+/// characters (a structured-field string in double quotes is accepted and unquoted).
+pub fn idempotency_key(values: &[String]) -> Result<Option<String>, Error> {
+    let value = match values {
+        [] => return Ok(None),
+        [one] => one.trim(),
+        _ => {
+            return Err(Error::InvalidRequest(
+                "more than one `Idempotency-Key` header".into(),
+            ));
+        }
+    };
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    let valid = !value.is_empty()
+        && value.len() <= MAX_IDEMPOTENCY_KEY_BYTES
+        && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"');
+    if !valid {
+        return Err(Error::InvalidRequest(format!(
+            "`Idempotency-Key` must be 1–{MAX_IDEMPOTENCY_KEY_BYTES} visible ASCII characters"
+        )));
+    }
+    Ok(Some(value.to_owned()))
+}
+
+/// What a signing request's idempotency identity is made of (`docs/api.md`).
+pub struct IdentityFacts<'a> {
+    /// The DPoP proof the receiving node checked (its `jti` scoped to its key, hashed).
+    pub proof: Option<&'a stella_state::command::ProofClaim>,
+    pub idempotency_key: Option<&'a str>,
+    /// The `Authorization` header as presented.
+    pub authorization: &'a str,
+    pub tenant: &'a str,
+    pub subject: &'a str,
+    pub client_cert_sha256: Option<&'a str>,
+    pub request: &'a SignDsseRequest,
+    pub now_ms: u64,
+    /// How long an `Idempotency-Key`'s outcome is kept.
+    pub window_ms: u64,
+}
+
+/// The request's idempotency identity: its DPoP proof (bound to the token and the request's
+/// canonical hash), else its `Idempotency-Key` (scoped to the caller, bound to the request's
+/// hash); `None` when it has neither (every such request is a new one).
+pub fn identity(f: IdentityFacts<'_>) -> Result<Option<stella_state::command::Identity>, Error> {
+    use stella_state::command::Identity;
+    let canonical = stella_signer::canonical::to_vec(f.request)?;
+    let request_sha256 = sha256_hex(&canonical);
+    if let Some(proof) = f.proof {
+        let token_sha256 = sha256_hex(f.authorization.as_bytes());
+        return Ok(Some(Identity {
+            key: proof.key.clone(),
+            binding: sha256_hex(
+                format!("stella-idempotency-v1\ndpop\n{token_sha256}\n{request_sha256}")
+                    .as_bytes(),
+            ),
+            expires_at_ms: proof.expires_at_ms,
+        }));
+    }
+    let Some(key) = f.idempotency_key else {
+        return Ok(None);
+    };
+    // Scoped to the caller: another caller's equal key is another identity.
+    let scope = format!(
+        "stella-idempotency-v1\nkey\n{}\n{}\n{}\n{}",
+        f.tenant,
+        f.subject,
+        f.client_cert_sha256.unwrap_or(""),
+        key
+    );
+    Ok(Some(Identity {
+        key: sha256_hex(scope.as_bytes()),
+        binding: sha256_hex(
+            format!("stella-idempotency-v1\nkey\n{request_sha256}").as_bytes(),
+        ),
+        expires_at_ms: f.now_ms.saturating_add(f.window_ms),
+    }))
+}
+
+/// What the committed outcome keeps of each signature.
+pub fn stored_signatures(
+    operations: &[SignedOperation],
+) -> Vec<stella_state::command::StoredSignature> {
+    operations
+        .iter()
+        .map(|op| stella_state::command::StoredSignature {
+            key_id: op.key_id.clone(),
+            algorithm: op.algorithm.to_string(),
+            signature: op.signature.clone(),
+            public_key: op.public_key.spki_der().to_vec(),
+            certificate_chain_der: op.certificate_chain_der.clone(),
+            timestamps: op.timestamps.clone(),
+        })
+        .collect()
+}
+
+/// The envelope and operations of a committed signing, rebuilt from the plan (the same
+/// request gives the same payload) and the kept signatures.
+pub fn rebuilt(
+    plan: &SigningPlan,
+    signatures: &[stella_state::command::StoredSignature],
+) -> Result<(Envelope, Vec<SignedOperation>), Error> {
+    let mut operations = Vec::with_capacity(signatures.len());
+    for s in signatures {
+        let algorithm: SignatureAlgorithm =
+            serde_json::from_value(serde_json::Value::String(s.algorithm.clone()))
+                .map_err(|e| Error::Unavailable(format!("a kept signature: {e}")))?;
+        operations.push(SignedOperation {
+            key_id: s.key_id.clone(),
+            algorithm,
+            signature: s.signature.clone(),
+            public_key: stella_signer::PublicKey::from_spki_der(&s.public_key)?,
+            certificate_chain_der: s.certificate_chain_der.clone(),
+            timestamps: s.timestamps.clone(),
+            remarks: Vec::new(),
+        });
+    }
+    let envelope = Envelope {
+        payload_type: stella_signer::IN_TOTO_PAYLOAD_TYPE.to_owned(),
+        payload: plan.payload.clone(),
+        signatures: operations
+            .iter()
+            .map(|op| stella_signer::EnvelopeSignature {
+                keyid: Some(op.key_id.clone()),
+                sig: op.signature.clone(),
+            })
+            .collect(),
+    };
+    Ok((envelope, operations))
+}
+
 /// A Sigstore bundle for one signature of the envelope.
 #[derive(Debug, Clone)]
 pub struct MadeBundle {

@@ -30,7 +30,8 @@ use crate::clock::Clock;
 use crate::config::QuotaConfig;
 use crate::keys::Keyring;
 use crate::ledger::{Ledger, ProposeError};
-use crate::pipeline::{self, Outcome, POE_UNCHECKED, Refusal};
+use crate::pipeline::{self, POE_UNCHECKED, Refusal};
+use stella_state::command::Outcome;
 use crate::session::Sessions;
 
 pub const PEER_SIGN: &str = "/peer/v1/sign";
@@ -73,6 +74,9 @@ pub struct SignJob {
     pub provenance: Option<String>,
     /// The caller's credentials as presented (threshold share holders verify them again).
     pub credentials: Credentials,
+    /// The caller's `Idempotency-Key` (callers without a DPoP proof; `docs/api.md`).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
     pub request: SignDsseRequest,
 }
 
@@ -310,6 +314,7 @@ impl SigningService {
             }
         };
         metrics::counter!(crate::telemetry::POE_STATE, "state" => entitled.poe_state).increment(1);
+        let idempotency_key = pipeline::idempotency_key(&facts.idempotency_key)?;
         let policy = admission.proof_policy();
         let job = SignJob {
             tenant: authn.caller.tenant.clone(),
@@ -330,6 +335,7 @@ impl SigningService {
                 dpop: facts.dpop.first().cloned(),
                 client_cert_sha256: facts.client_cert_sha256.clone(),
             },
+            idempotency_key,
             request,
         };
         let leader_side = || self.sign_as_leader(job.clone());
@@ -792,25 +798,40 @@ impl SigningService {
             .filter(|d| d.source == stella_signer::KeySource::Threshold)
             .map(|d| d.key_id.clone())
             .collect();
-        let admit = Admit {
-            proof: job.proof.clone(),
-            reserve: Reserve {
-                reservation_id: reservation_id.clone(),
-                tenant: caller.tenant.clone(),
-                plan: job.plan.clone(),
-                limit: limits.signatures_per_window,
-                window_ms: limits.window_seconds.saturating_mul(1000),
-                max_concurrent: limits.max_concurrent,
-                now_ms: self.now_ms(),
-                ttl_ms: inner.quota.reservation_ttl_seconds * 1000,
+        let identity = pipeline::identity(pipeline::IdentityFacts {
+            proof: job.proof.as_ref(),
+            idempotency_key: job.idempotency_key.as_deref(),
+            authorization: &job.credentials.authorization,
+            tenant: &caller.tenant,
+            subject: &caller.subject,
+            client_cert_sha256: job.credentials.client_cert_sha256.as_deref(),
+            request: &job.request,
+            now_ms: self.now_ms(),
+            window_ms: inner.admission.idempotency_window_ms(),
+        })?;
+        let identity_key = identity.as_ref().map(|i| i.key.clone());
+        let admit = Command::AdmitOnce(stella_state::command::AdmitOnce {
+            admit: Admit {
+                // The identity carries the proof (bound to token and request).
+                proof: if identity.is_some() {
+                    None
+                } else {
+                    job.proof.clone()
+                },
+                reserve: Reserve {
+                    reservation_id: reservation_id.clone(),
+                    tenant: caller.tenant.clone(),
+                    plan: job.plan.clone(),
+                    limit: limits.signatures_per_window,
+                    window_ms: limits.window_seconds.saturating_mul(1000),
+                    max_concurrent: limits.max_concurrent,
+                    now_ms: self.now_ms(),
+                    ttl_ms: inner.quota.reservation_ttl_seconds * 1000,
+                },
             },
-        };
-        let admit = if threshold_keys.is_empty() {
-            Command::Admit(admit)
-        } else {
-            Command::AdmitWithEvidence {
-                admit,
-                evidence: stella_state::command::AdmissionEvidence {
+            identity,
+            evidence: (!threshold_keys.is_empty()).then(|| {
+                stella_state::command::AdmissionEvidence {
                     tenant: caller.tenant.clone(),
                     plan: job.plan.clone(),
                     key_ids: threshold_keys,
@@ -819,17 +840,65 @@ impl SigningService {
                     dpop: job.credentials.dpop.clone(),
                     client_cert_sha256: job.credentials.client_cert_sha256.clone(),
                     poe_state: job.poe_state.clone(),
-                },
-            }
+                }
+            }),
+        });
+        let quota_status = |remaining: u64, window_resets_at_ms: u64| QuotaStatus {
+            plan: job.plan.clone(),
+            limit: limits.signatures_per_window,
+            remaining,
+            window_resets_at: rfc3339_ms(window_resets_at_ms),
+            poe_state: job.poe_state.clone(),
         };
         let (remaining, window_resets_at_ms) = match self.propose(admit).await? {
             Response::Reserved {
                 remaining,
                 window_resets_at_ms,
             } => (remaining, window_resets_at_ms),
+            Response::Concluded(outcome) => {
+                // Asked before (a retry, or a re-forward after a failover): the committed
+                // outcome, not a new decision.
+                metrics::counter!(crate::telemetry::IDEMPOTENT_REPLIES).increment(1);
+                return match *outcome {
+                    Outcome::Signed(signed) => {
+                        let (envelope, ops) = pipeline::rebuilt(&plan, &signed.signatures)?;
+                        let bundles = pipeline::bundles(&envelope, &ops)?;
+                        let mut response = pipeline::response(
+                            &plan,
+                            &envelope,
+                            &ops,
+                            bundles,
+                            &signed.key_source,
+                            signed.audit_id.clone(),
+                            &signed.request_id,
+                        )?;
+                        response.quota =
+                            Some(quota_status(signed.remaining, signed.window_resets_at_ms));
+                        Ok(response)
+                    }
+                    Outcome::Throttled { reason, until_ms } => Err(Error::Throttled {
+                        retry_after_seconds: until_ms
+                            .saturating_sub(self.now_ms())
+                            .div_ceil(1000)
+                            .max(1),
+                        reason: format!("plan `{}`: {reason:?}", job.plan),
+                    }),
+                };
+            }
+            Response::InProgress => {
+                return Err(Error::Unavailable(
+                    "this request is being signed by an earlier attempt; retry shortly with the same proof or Idempotency-Key".into(),
+                ));
+            }
+            Response::Replayed if job.proof.is_none() => {
+                let e = Error::IdempotencyConflict(
+                    "this Idempotency-Key was used for a different request".into(),
+                );
+                return Err(refused(e, &job.request).await);
+            }
             Response::Replayed => {
                 let e = Error::Unauthenticated(
-                    "DPoP proof replayed (its jti was already used in this cluster)".into(),
+                    "DPoP proof replayed (its jti was already used in this cluster, for another request or token)".into(),
                 );
                 return Err(refused(e, &job.request).await);
             }
@@ -865,7 +934,7 @@ impl SigningService {
             bundle_sha256: Option<String>,
         }
         let draft = |decision: Decision, reason: String, made: Made<'_>| {
-            pipeline::audit_draft(Outcome {
+            pipeline::audit_draft(pipeline::Outcome {
                 time: inner.clock.now_rfc3339(),
                 request_id,
                 caller: &caller,
@@ -918,8 +987,10 @@ impl SigningService {
             Ok(parts) => parts,
             Err(e) => {
                 guard.reservation_id = None;
-                let failed = Command::Batch(vec![
-                    Command::Audit(draft(
+                let failed = Command::Finish(stella_state::command::Finish {
+                    reservation_id,
+                    identity: identity_key.clone(),
+                    audit: draft(
                         Decision::Failed,
                         e.to_string(),
                         Made {
@@ -927,12 +998,10 @@ impl SigningService {
                             certificate_serial: None,
                             bundle_sha256: None,
                         },
-                    )),
-                    Command::Release {
-                        reservation_id,
-                        now_ms: self.now_ms(),
-                    },
-                ]);
+                    ),
+                    signed: None,
+                    now_ms: self.now_ms(),
+                });
                 self.propose(failed).await?;
                 return Err(match e {
                     Error::Unavailable(_) => e,
@@ -953,8 +1022,10 @@ impl SigningService {
         } else {
             format!("signed; {}", remarks.join("; "))
         };
-        let commit = Command::Batch(vec![
-            Command::Audit(draft(
+        let commit = Command::Finish(stella_state::command::Finish {
+            reservation_id,
+            identity: identity_key,
+            audit: draft(
                 Decision::Signed,
                 reason,
                 Made {
@@ -965,21 +1036,26 @@ impl SigningService {
                         .and_then(|leaf| crate::keyless::certificate_serial(leaf)),
                     bundle_sha256: bundle_sha256.clone(),
                 },
-            )),
-            Command::Commit {
-                reservation_id,
-                now_ms: self.now_ms(),
-            },
-        ]);
+            ),
+            signed: Some(stella_state::command::SignedOutcome {
+                audit_id: String::new(),
+                request_id: request_id.to_owned(),
+                remaining,
+                window_resets_at_ms,
+                key_source: key_source.to_owned(),
+                signatures: pipeline::stored_signatures(&ops),
+            }),
+            now_ms: self.now_ms(),
+        });
         let audit_id = match self.propose(commit).await? {
-            Response::Batch(rs) => match rs.first() {
-                Some(Response::Audited { audit_id, .. }) => audit_id.clone(),
-                other => {
-                    return Err(Error::Unavailable(format!(
-                        "unexpected audit answer: {other:?}"
-                    )));
-                }
-            },
+            Response::Audited { audit_id, .. } => audit_id,
+            Response::Superseded => {
+                // Another attempt holds the request now (this one outlived its reservation):
+                // its outcome is the one a retry gets; this signature is never handed out.
+                return Err(Error::Unavailable(
+                    "this attempt was superseded by a newer one; retry with the same proof or Idempotency-Key".into(),
+                ));
+            }
             other => {
                 return Err(Error::Unavailable(format!(
                     "unexpected audit answer: {other:?}"
@@ -1010,13 +1086,7 @@ impl SigningService {
         let mut response = pipeline::response(
             &plan, &envelope, &ops, bundles, key_source, audit_id, request_id,
         )?;
-        response.quota = Some(QuotaStatus {
-            plan: job.plan.clone(),
-            limit: limits.signatures_per_window,
-            remaining,
-            window_resets_at: rfc3339_ms(window_resets_at_ms),
-            poe_state: job.poe_state.clone(),
-        });
+        response.quota = Some(quota_status(remaining, window_resets_at_ms));
         Ok(response)
     }
 

@@ -15,6 +15,8 @@ pub const POE_LOOKUPS: &str = "stella_signer_poe_lookups_total";
 pub const POE_OUTAGES: &str = "stella_signer_poe_introspection_failures_total";
 pub const POE_STATE: &str = "stella_signer_poe_decisions_total";
 pub const QUOTA_HITS: &str = "stella_signer_quota_throttled_total";
+/// Signing requests answered with an earlier attempt's committed outcome (retries).
+pub const IDEMPOTENT_REPLIES: &str = "stella_signer_idempotent_replies_total";
 pub const JWKS_REFRESH: &str = "stella_signer_jwks_refresh_total";
 pub const PROVENANCE_LOOKUPS: &str = "stella_signer_release_registry_lookups_total";
 pub const PEER_REFUSALS: &str = "stella_signer_peer_refusals_total";
@@ -98,6 +100,10 @@ fn describe() {
         "Admitted requests by PoE state (valid, stale, bypassed)"
     );
     metrics::describe_counter!(QUOTA_HITS, "Requests throttled by plan quota, by plan");
+    metrics::describe_counter!(
+        IDEMPOTENT_REPLIES,
+        "Signing requests answered with the committed outcome of an earlier attempt"
+    );
     metrics::describe_counter!(JWKS_REFRESH, "Authority JWKS refreshes by result");
     metrics::describe_counter!(
         PROVENANCE_LOOKUPS,

@@ -486,11 +486,19 @@ fn forged_expired_misbound_and_replayed_credentials_are_refused_and_audited() {
         "invalid_token",
     );
     let once = proof("POST", &f.url(), Some(&tok), now);
-    let (status, body) = f.send("replay-first", &auth, Some(&once), &f.body());
-    assert_eq!(status, 200, "{body}");
+    let (status, first) = f.send("replay-first", &auth, Some(&once), &f.body());
+    assert_eq!(status, 200, "{first}");
+    // The same proof for the same request is a retry: the committed outcome, not a second
+    // signature (exactly once); for another request it is a replay.
+    let (status, again) = f.send("replay-retry", &auth, Some(&once), &f.body());
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["auditId"], first["auditId"]);
+    assert_eq!(again["envelope"], first["envelope"]);
+    let mut other = f.body();
+    other["subject"][0]["name"] = json!("another-artifact");
     check(
         "replay-same-node",
-        f.send("replay-same-node", &auth, Some(&once), &f.body()),
+        f.send("replay-same-node", &auth, Some(&once), &other),
         "invalid_token",
     );
 
@@ -1084,13 +1092,13 @@ fn proofs_are_single_use_cluster_wide_nonces_hold_on_every_node_and_tenants_get_
     let mut body = sbom_request_json();
     body["poe"] = serde_json::to_value(&cluster.credentials.poe).expect("poe");
     let public = format!("{PUBLIC_URL}{SIGN}");
-    let post = |node: usize, proof: &str, id: &str| {
+    let post = |node: usize, proof: &str, id: &str, body: &Value| {
         let response = http
             .post(format!("{}{SIGN}", cluster.api_url(node)))
             .header("authorization", format!("DPoP {token}"))
             .header("dpop", proof)
             .header("x-request-id", id)
-            .json(&body)
+            .json(body)
             .send()
             .expect("request");
         let status = response.status().as_u16();
@@ -1115,7 +1123,7 @@ fn proofs_are_single_use_cluster_wide_nonces_hold_on_every_node_and_tenants_get_
     let without_nonce = key
         .proof("POST", &public, Some(&token), None, unix_now())
         .expect("proof");
-    let (status, nonce, challenge, _) = post(1, &without_nonce, "no-nonce");
+    let (status, nonce, challenge, _) = post(1, &without_nonce, "no-nonce", &body);
     assert_eq!(status, 401);
     assert!(challenge.contains("use_dpop_nonce"), "{challenge}");
     let nonce = nonce.expect("a DPoP-Nonce header");
@@ -1125,10 +1133,19 @@ fn proofs_are_single_use_cluster_wide_nonces_hold_on_every_node_and_tenants_get_
     let proof = key
         .proof("POST", &public, Some(&token), Some(&nonce), unix_now())
         .expect("proof");
-    let (status, _, _, answer) = post(2, &proof, "first-use");
-    assert_eq!(status, 200, "{answer}");
-    // The same proof again, on a third node: the replicated proof set refuses it.
-    let (status, _, _, answer) = post(3, &proof, "replay-other-node");
+    let (status, _, _, first) = post(2, &proof, "first-use", &body);
+    assert_eq!(status, 200, "{first}");
+    // The same request with the same proof on a third node is a retry: it gets the committed
+    // outcome — the same envelope, bundles and audit id — and takes no second grant.
+    let (status, _, _, again) = post(3, &proof, "retry-other-node", &body);
+    assert_eq!(status, 200, "{again}");
+    for field in ["auditId", "envelope", "bundleSha256", "requestId"] {
+        assert_eq!(again[field], first[field], "{field}");
+    }
+    // The same proof for another request, on a third node: the replicated set refuses it.
+    let mut other = body.clone();
+    other["subject"][0]["name"] = json!("another-artifact");
+    let (status, _, _, answer) = post(3, &proof, "replay-other-node", &other);
     assert_refused(status, &answer, 401, "invalid_token");
     assert!(
         answer["detail"]
@@ -1136,7 +1153,7 @@ fn proofs_are_single_use_cluster_wide_nonces_hold_on_every_node_and_tenants_get_
             .is_some_and(|d| d.contains("replayed")),
         "{answer}"
     );
-    let (status, _, _, _) = post(2, &proof, "replay-same-node");
+    let (status, _, _, _) = post(2, &proof, "replay-same-node", &other);
     assert_eq!(status, 401);
 
     // Quota pressure: six tenants at once, eight attempts each through all nodes, five grants

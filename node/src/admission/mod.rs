@@ -60,6 +60,8 @@ pub struct RequestFacts {
     pub authorization: Vec<String>,
     /// Every `DPoP` header value (more than one is an error).
     pub dpop: Vec<String>,
+    /// Every `Idempotency-Key` header value (more than one is an error).
+    pub idempotency_key: Vec<String>,
     /// base64url SHA-256 of the client certificate presented on this connection (mTLS).
     pub client_cert_sha256: Option<String>,
     /// The address the connection came from (the load balancer's, behind one).
@@ -146,6 +148,19 @@ impl Admission {
 
     pub fn proof_policy(&self) -> &ProofPolicy {
         &self.parts.proof_policy
+    }
+
+    /// How long the outcome of an `Idempotency-Key` is kept: a DPoP proof's validity window.
+    pub fn idempotency_window_ms(&self) -> u64 {
+        let policy = &self.parts.proof_policy;
+        u64::try_from(
+            policy
+                .max_age_seconds
+                .saturating_add(policy.skew_seconds)
+                .max(1),
+        )
+        .unwrap_or(1)
+        .saturating_mul(1000)
     }
 
     pub fn now(&self) -> i64 {

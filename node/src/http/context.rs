@@ -205,6 +205,7 @@ pub fn request_facts(
             .collect(),
         authorization: all_values(req, "authorization"),
         dpop: all_values(req, "dpop"),
+        idempotency_key: all_values(req, "idempotency-key"),
         client_cert_sha256: req.conn_data::<ClientCert>().map(|c| c.0.clone()),
         source: req.peer_addr().map(|a| a.ip()),
     }

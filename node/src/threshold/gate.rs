@@ -152,6 +152,7 @@ impl AdmissionGate {
             urls: self.sign_urls(),
             authorization: vec![evidence.authorization.clone()],
             dpop: evidence.dpop.iter().cloned().collect(),
+            idempotency_key: Vec::new(),
             client_cert_sha256: evidence.client_cert_sha256.clone(),
             source: None,
         };
