@@ -6,6 +6,7 @@
 
 mod error;
 pub mod identity;
+pub mod lease;
 pub mod network;
 pub mod pki;
 pub mod tls;
@@ -24,6 +25,13 @@ use stella_state::{Command, Response};
 
 pub use error::ClusterError;
 pub use network::{PeerClient, PeerTls};
+
+/// Leader heartbeat interval.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
+/// Election timeout range. openraft's leader lease is the upper bound: followers refuse votes
+/// for that long after a heartbeat and campaign after lease + timeout, so a dead leader is
+/// replaced 0.75–1 s after its last heartbeat (ADR 0015).
+pub const DEFAULT_ELECTION_TIMEOUT_MS: (u64, u64) = (250, 500);
 
 /// Entries per AppendEntries call (openraft's default is 300).
 pub const MAX_PAYLOAD_ENTRIES: u64 = 32;
@@ -56,8 +64,8 @@ impl ClusterConfig {
             raft_dir,
             addr,
             tls,
-            heartbeat_ms: 100,
-            election_timeout_ms: (300, 600),
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
             snapshot_every: 5000,
             local_address: None,
         }
@@ -93,6 +101,9 @@ struct Inner {
     raft: Raft,
     view: StateView,
     peers: PeerClient,
+    timing: lease::Timing,
+    /// The last AppendEntries this node accepted from a leader (followers' side of the lease).
+    contact: std::sync::Mutex<Option<lease::Contact>>,
 }
 
 impl ClusterHandle {
@@ -139,6 +150,12 @@ impl ClusterHandle {
                 raft,
                 view,
                 peers,
+                timing: lease::Timing {
+                    heartbeat: Duration::from_millis(config.heartbeat_ms),
+                    election_min: Duration::from_millis(config.election_timeout_ms.0),
+                    election_max: Duration::from_millis(config.election_timeout_ms.1),
+                },
+                contact: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -203,6 +220,133 @@ impl ClusterHandle {
             }
             RaftError::Fatal(f) => ClusterError::Raft(f.to_string()),
         }
+    }
+
+    /// Hands an AppendEntries from a leader to Raft, and remembers an accepted one: a
+    /// follower's readiness is "heard from the current leader lately and caught up".
+    pub async fn append_entries(
+        &self,
+        rpc: openraft::raft::AppendEntriesRequest<stella_state::raft_types::TypeConfig>,
+    ) -> Result<
+        openraft::raft::AppendEntriesResponse<NodeId>,
+        RaftError<NodeId>,
+    > {
+        let term = rpc.vote.leader_id().term;
+        let leader = rpc.vote.leader_id().voted_for();
+        let leader_commit = rpc.leader_commit.map(|l| l.index);
+        let answer = self.inner.raft.append_entries(rpc).await;
+        if matches!(answer, Ok(openraft::raft::AppendEntriesResponse::Success)) {
+            let mut contact = self
+                .inner
+                .contact
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *contact = Some(lease::Contact {
+                at: std::time::Instant::now(),
+                term,
+                leader,
+                leader_commit,
+            });
+        }
+        answer
+    }
+
+    /// The facts readiness and the leader lease are decided on (see [`lease`]).
+    pub fn lease_facts(&self) -> lease::Facts {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters = membership.voter_ids().count();
+        let member = membership.get_node(&self.inner.node_id).is_some();
+        let contact = self
+            .inner
+            .contact
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        lease::Facts {
+            node_id: self.inner.node_id,
+            member,
+            single_voter: voters == 1,
+            leader: m.state == ServerState::Leader,
+            term: m.current_term,
+            current_leader: m.current_leader,
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            applied: m.last_applied.map(|l| (l.leader_id.term, l.index)),
+            since_contact: contact.as_ref().map(|c| c.at.elapsed()),
+            contact_term: contact.as_ref().map(|c| c.term),
+            contact_leader_commit: contact.and_then(|c| c.leader_commit),
+        }
+    }
+
+    /// Whether Raft runs (a storage error stops it for good).
+    pub fn raft_running(&self) -> bool {
+        self.inner.raft.metrics().borrow().running_state.is_ok()
+    }
+
+    pub fn timing(&self) -> lease::Timing {
+        self.inner.timing
+    }
+
+    /// Whether this node may act as leader for clients now: it leads, and a quorum
+    /// acknowledged it within the lease (a partitioned leader stops serving within one
+    /// election timeout, although openraft keeps it leader until it hears a higher term).
+    pub fn serving_leader(&self) -> bool {
+        lease::serving_leader(&self.lease_facts(), &self.inner.timing)
+    }
+
+    /// Resolves when this node stops serving as the leader of `term` (a newer term, another
+    /// leader, or its lease lapsed).
+    pub async fn leadership_lost(&self, term: u64) {
+        loop {
+            let facts = self.lease_facts();
+            if !facts.leader || facts.term != term || !lease::serving_leader(&facts, &self.inner.timing)
+            {
+                return;
+            }
+            tokio::time::sleep(lease::POLL).await;
+        }
+    }
+
+    /// Resolves when this node learns of a leader other than `leader` or a term newer than
+    /// `term` — a forward to `leader` is then moot.
+    pub async fn leader_changed(&self, leader: NodeId, term: u64) {
+        let mut metrics = self.inner.raft.metrics();
+        let _ = metrics
+            .wait_for(|m| m.current_term != term || m.current_leader.is_some_and(|l| l != leader))
+            .await;
+    }
+
+    /// The current term as this node knows it.
+    pub fn term(&self) -> u64 {
+        self.inner.raft.metrics().borrow().current_term
+    }
+
+    /// Stops this node campaigning (graceful shutdown) and asks `target` — a caught-up
+    /// voter — to take over: see `lease::transfer`.
+    pub fn raft_runtime(&self) -> openraft::raft::RuntimeConfigHandle<'_, stella_state::raft_types::TypeConfig> {
+        self.inner.raft.runtime_config()
+    }
+
+    /// The voter (other than this node) whose replicated log is furthest, when this node leads.
+    pub fn most_caught_up_voter(&self) -> Option<(NodeId, NodeAddr)> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let replication = m.replication.as_ref()?;
+        let membership = m.membership_config.membership();
+        membership
+            .voter_ids()
+            .filter(|id| *id != self.inner.node_id)
+            .max_by_key(|id| replication.get(id).cloned().flatten().map(|l| l.index))
+            .and_then(|id| membership.get_node(&id).map(|n| (id, n.clone())))
+    }
+
+    /// Campaign now (the target of a leadership transfer).
+    pub async fn elect(&self) -> Result<(), ClusterError> {
+        self.inner
+            .raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))
     }
 
     /// The current leader as this node sees it.

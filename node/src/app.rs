@@ -112,6 +112,15 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
     let sessions = Sessions::start(config.limits.max_sessions).await?;
     let threshold = threshold_backend(&config, &cluster, &admission, &base_urls).await?;
     let holders = web::Data::new(threshold.holders.clone());
+    let health = crate::readiness::NodeHealth {
+        actors: vec![
+            ledger.health(),
+            admission.entitlement_health(),
+            threshold.holders.shard.health(),
+        ],
+        data_dir: config.data_dir.clone(),
+        shutting_down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
     let signing = SigningService::new(SigningParts {
         keyring: keyring(key, &config)?.with_threshold(threshold),
         ledger: ledger.clone(),
@@ -129,6 +138,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
                 .map(|hsm| vec![("pkcs11", hsm.max_sessions)])
                 .unwrap_or_default(),
         ),
+        request_deadline: Duration::from_secs(config.limits.request_deadline_seconds.max(1)),
     });
     let preauth_every = config
         .admission
@@ -143,6 +153,8 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         max_body_bytes: config.limits.max_body_bytes,
         keyless_trust: keyless_trust(&config)?,
         base_urls,
+        health: health.clone(),
+        drill_kill_actors: config.drill.kill_actors,
     });
 
     let client_state = state.clone();
@@ -204,7 +216,18 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
     let server = server.run();
     // Signals are ours, registered before the ready line: a SIGTERM that arrives right after
     // start-up still shuts down gracefully (flushing the state machine) instead of killing.
-    stop_on_signal(server.handle(), peer_server.as_ref().map(|s| s.handle()))?;
+    stop_on_signal(Shutdown {
+        client: server.handle(),
+        peer: peer_server.as_ref().map(|s| s.handle()),
+        cluster: cluster.clone(),
+        shutting_down: health.shutting_down.clone(),
+        grace: Duration::from_millis(
+            config
+                .cluster
+                .as_ref()
+                .map_or(0, |c| c.shutdown_grace_ms),
+        ),
+    })?;
     if config.cluster.is_none()
         && cluster
             .wait_for_leader(Duration::from_secs(10))
@@ -526,6 +549,8 @@ async fn start_cluster(config: &Config) -> Result<ClusterHandle, Error> {
                 Some(peer_tls(section)?),
             );
             c.snapshot_every = section.snapshot_every;
+            c.heartbeat_ms = section.heartbeat_ms;
+            c.election_timeout_ms = (section.election_timeout_ms[0], section.election_timeout_ms[1]);
             let ip = section.peer_listen.ip();
             c.local_address = (!ip.is_unspecified()).then_some(ip);
             c
@@ -594,10 +619,20 @@ fn tls_config(config: &Config) -> Result<rustls::ServerConfig, Error> {
         .map_err(|e| Error::Config(format!("TLS certificate/key: {e}")))
 }
 
-fn stop_on_signal(
+/// What a graceful shutdown stops, in order.
+struct Shutdown {
     client: actix_web::dev::ServerHandle,
     peer: Option<actix_web::dev::ServerHandle>,
-) -> Result<(), Error> {
+    cluster: ClusterHandle,
+    shutting_down: Arc<std::sync::atomic::AtomicBool>,
+    grace: Duration,
+}
+
+/// On SIGTERM/SIGINT: not ready first (the balancer drains the node), then stop accepting and
+/// finish the requests in flight (bounded by the server's shutdown timeout) while the peer
+/// listener still carries Raft, then hand leadership to a caught-up voter, then stop the peer
+/// listener. `Node::run` then stops the actors and Raft.
+fn stop_on_signal(shutdown: Shutdown) -> Result<(), Error> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate =
         signal(SignalKind::terminate()).map_err(Error::io("installing the SIGTERM handler"))?;
@@ -608,11 +643,76 @@ fn stop_on_signal(
             _ = terminate.recv() => {}
             _ = interrupt.recv() => {}
         }
-        tracing::info!("shutting down");
-        if let Some(peer) = peer {
+        tracing::info!("shutting down: not ready, draining");
+        shutdown
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::Release);
+        tokio::time::sleep(shutdown.grace).await;
+        shutdown.client.stop(true).await;
+        if shutdown.peer.is_some() {
+            transfer_leadership(&shutdown.cluster).await;
+        }
+        if let Some(peer) = shutdown.peer {
             peer.stop(true).await;
         }
-        client.stop(true).await;
     });
     Ok(())
+}
+
+/// If this node leads: stop campaigning and heartbeating, let the followers' leases run out,
+/// and ask the most caught-up voter to campaign at once (openraft 0.9 has no transfer call;
+/// this is Raft's TimeoutNow, done from outside). Bounded; on any failure the cluster elects
+/// a leader by timeout as after a crash.
+async fn transfer_leadership(cluster: &ClusterHandle) {
+    if !cluster.is_leader() || cluster.voter_ids().len() < 2 {
+        return;
+    }
+    let runtime = cluster.raft_runtime();
+    runtime.elect(false);
+    let Some((target, addr)) = cluster.most_caught_up_voter() else {
+        return;
+    };
+    // Let the last entries reach the target (its log must be at least as long as any voter's).
+    let last = cluster.status().last_log_index;
+    let caught_up = cluster
+        .raft()
+        .wait(Some(Duration::from_secs(1)))
+        .metrics(
+            |m| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&target).cloned().flatten())
+                    .map(|l| l.index)
+                    >= last
+            },
+            "target caught up",
+        )
+        .await;
+    runtime.heartbeat(false);
+    // openraft's followers refuse votes for one lease after the last heartbeat they took.
+    tokio::time::sleep(cluster.timing().election_max + cluster.timing().heartbeat).await;
+    let asked: Result<serde_json::Value, _> = cluster
+        .peers()
+        .post(
+            &addr.peer_url,
+            crate::http::peer_access::PEER_ELECT,
+            &serde_json::json!({}),
+            Duration::from_secs(2),
+        )
+        .await;
+    let moved = cluster
+        .raft()
+        .wait(Some(Duration::from_secs(3)))
+        .metrics(
+            |m| m.current_leader.is_some_and(|l| l != cluster.node_id()),
+            "leadership moved",
+        )
+        .await;
+    tracing::info!(
+        target,
+        caught_up = caught_up.is_ok(),
+        asked = asked.is_ok(),
+        moved = moved.is_ok(),
+        "leadership transfer"
+    );
 }

@@ -40,9 +40,21 @@ pub struct Config {
     /// This node's threshold-key shares.
     #[serde(default)]
     pub threshold: ThresholdSection,
+    /// Chaos-drill hooks (all off by default; never on in production).
+    #[serde(default)]
+    pub drill: DrillSection,
     /// Set by `--dev`, never read from a file.
     #[serde(skip)]
     pub dev: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillSection {
+    /// Operators (peer listener, operator certificate) may kill this node's supervised actors
+    /// (`POST /admin/v1/drill/kill-actor`) to watch supervision and readiness recover.
+    #[serde(default)]
+    pub kill_actors: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -88,6 +100,15 @@ pub struct Limits {
     /// Signing sessions running at once on the leader before the node answers 503.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// A signing request is answered within this many seconds of its admission: past it the
+    /// node stops waiting for the leader and answers 503 (outcome unknown; retry with the same
+    /// proof or `Idempotency-Key`).
+    #[serde(default = "default_request_deadline")]
+    pub request_deadline_seconds: u64,
+}
+
+fn default_request_deadline() -> u64 {
+    10
 }
 
 impl Default for Limits {
@@ -96,6 +117,7 @@ impl Default for Limits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             proposal_queue: DEFAULT_PROPOSAL_QUEUE,
             max_sessions: default_max_sessions(),
+            request_deadline_seconds: default_request_deadline(),
         }
     }
 }
@@ -393,6 +415,29 @@ pub struct ClusterSection {
     /// Build a Raft snapshot (and compact the log) every this many entries.
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
+    /// Leader heartbeat interval (ms).
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// Election timeout range (ms); the upper bound is also the leader lease (ADR 0015).
+    #[serde(default = "default_election_timeout_ms")]
+    pub election_timeout_ms: [u64; 2],
+    /// On SIGTERM the node reports not-ready this long before it stops accepting requests,
+    /// so a load balancer's health check drains it first.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    stella_cluster::DEFAULT_HEARTBEAT_MS
+}
+
+fn default_election_timeout_ms() -> [u64; 2] {
+    let (min, max) = stella_cluster::DEFAULT_ELECTION_TIMEOUT_MS;
+    [min, max]
+}
+
+fn default_shutdown_grace_ms() -> u64 {
+    1000
 }
 
 fn default_cluster_id() -> String {
@@ -441,6 +486,7 @@ impl Config {
             quota: QuotaConfig::default(),
             cluster: None,
             threshold: ThresholdSection::default(),
+            drill: DrillSection::default(),
             dev: true,
         }
     }

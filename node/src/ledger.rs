@@ -40,16 +40,17 @@ pub enum LedgerMsg {
 /// Clonable handle: bounded admission in front of the actor's mailbox.
 #[derive(Clone)]
 pub struct Ledger {
-    actor: ActorRef<LedgerMsg>,
+    actor: crate::supervise::Supervised<LedgerMsg>,
     pending: Arc<AtomicUsize>,
     capacity: usize,
 }
 
 impl Ledger {
     pub async fn start(cluster: ClusterHandle, capacity: usize) -> Result<Ledger, crate::Error> {
-        let (actor, _join) = Actor::spawn(None, LedgerActor, cluster)
-            .await
-            .map_err(|e| crate::Error::Config(format!("starting the ledger actor: {e}")))?;
+        let actor = crate::supervise::Supervised::start("quota-ledger", move || {
+            (LedgerActor, cluster.clone())
+        })
+        .await?;
         Ok(Ledger {
             actor,
             pending: Arc::new(AtomicUsize::new(0)),
@@ -65,6 +66,7 @@ impl Ledger {
         }
         let result = self
             .actor
+            .actor()
             .call(|reply| LedgerMsg::Propose(Box::new(command), reply), None)
             .await;
         self.pending.fetch_sub(1, Ordering::AcqRel);
@@ -80,7 +82,11 @@ impl Ledger {
     }
 
     pub fn stop(&self) {
-        self.actor.stop(None);
+        self.actor.stop();
+    }
+
+    pub fn health(&self) -> crate::supervise::ActorHealth {
+        self.actor.health()
     }
 }
 
@@ -103,15 +109,42 @@ impl LedgerState {
             tokio::spawn(async move {
                 metrics::histogram!(crate::telemetry::RAFT_BATCH).record(commands.len() as f64);
                 let expected = commands.len();
-                let proposal = tokio::time::timeout(
-                    PROPOSE_TIMEOUT,
-                    cluster.propose(Command::Batch(commands)),
-                );
-                let result = match proposal.await.unwrap_or_else(|_| {
-                    Err(ClusterError::Unavailable(format!(
-                        "the proposal did not commit within {PROPOSE_TIMEOUT:?}: no quorum?"
-                    )))
-                }) {
+                let term = cluster.term();
+                // A leader cut off from its quorum stops waiting as soon as its lease lapses
+                // or a newer term appears (the entry may still commit: the callers' outcome
+                // is unknown, and their retries find it — exactly once).
+                let leading = cluster.is_leader();
+                let outcome = if leading && !cluster.serving_leader() {
+                    Err(ClusterError::Unavailable(
+                        "this node leads but no quorum acknowledged it lately".into(),
+                    ))
+                } else {
+                    let proposal = async {
+                        tokio::time::timeout(PROPOSE_TIMEOUT, cluster.propose(Command::Batch(commands)))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(ClusterError::Unavailable(format!(
+                                    "the proposal did not commit within {PROPOSE_TIMEOUT:?}: no quorum?"
+                                )))
+                            })
+                    };
+                    let lost = async {
+                        if leading {
+                            cluster.leadership_lost(term).await;
+                        } else {
+                            // Not the leader: the proposal answers NotLeader at once.
+                            std::future::pending::<()>().await;
+                        }
+                    };
+                    tokio::select! {
+                        biased;
+                        r = proposal => r,
+                        () = lost => Err(ClusterError::Unavailable(
+                            "leadership lost while the proposal waited for its commit".into(),
+                        )),
+                    }
+                };
+                let result = match outcome {
                     Ok(Response::Batch(responses)) if responses.len() == expected => Ok(responses),
                     Ok(other) => Err(ProposeError::Unavailable(format!(
                         "unexpected batch answer: {other:?}"

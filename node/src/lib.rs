@@ -23,9 +23,11 @@ pub mod keyless;
 pub mod keys;
 pub mod ledger;
 pub mod pipeline;
+pub mod readiness;
 pub mod release_trust;
 pub mod session;
 pub mod signing;
+pub mod supervise;
 pub mod telemetry;
 pub mod threshold;
 

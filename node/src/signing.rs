@@ -52,10 +52,12 @@ pub struct ConfigApplied {
 }
 /// How long one signing operation may take (an HSM that hangs gets 503, not a stuck request).
 const SIGN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a request may wait for a (new) leader before it gets 503.
-const ROUTE_BUDGET: Duration = Duration::from_secs(5);
-/// Back-off before forwarding again to a leader that just failed to answer.
-const RETRY_SAME_LEADER: Duration = Duration::from_millis(500);
+/// How long an operator's or the node's own call (audit, configuration, key generation) may
+/// wait for the leader; signing requests use `[limits] request_deadline_seconds`.
+const ADMIN_DEADLINE: Duration = Duration::from_secs(30);
+/// Back-off before forwarding again to a leader that just failed to answer (cut short when a
+/// new leader is known).
+const RETRY_SAME_LEADER: Duration = Duration::from_millis(250);
 
 /// An admitted signing request, as the leader runs it (forwarded by a follower, or local).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,6 +180,8 @@ pub struct SigningParts {
     pub admission: Arc<Admission>,
     pub provenance: Option<Arc<Provenance>>,
     pub backends: Backends,
+    /// How long a signing request may take from admission to answer.
+    pub request_deadline: Duration,
 }
 
 #[derive(Clone)]
@@ -245,7 +249,7 @@ impl SigningService {
             &summary,
         );
         let leader_side = || self.audit_as_leader(draft.clone());
-        if let Err(e) = self.at_leader(PEER_AUDIT, &draft, leader_side).await {
+        if let Err(e) = self.at_leader(PEER_AUDIT, &draft, admin_deadline(), leader_side).await {
             metrics::counter!("stella_signer_refusal_audit_failures_total").increment(1);
             tracing::error!(error = %e, total = summary.total, "the pre-authentication summary could not be audited");
         }
@@ -339,7 +343,8 @@ impl SigningService {
             request,
         };
         let leader_side = || self.sign_as_leader(job.clone());
-        let result = self.at_leader(PEER_SIGN, &job, leader_side).await;
+        let deadline = tokio::time::Instant::from_std(started) + self.inner.request_deadline;
+        let result = self.at_leader(PEER_SIGN, &job, deadline, leader_side).await;
         if let Err(e) = &result {
             self.log_rejection(&authn.caller, e, started);
         }
@@ -406,7 +411,7 @@ impl SigningService {
         }
         let draft = pipeline::refusal_draft(refusal);
         let leader_side = || self.audit_as_leader(draft.clone());
-        if let Err(e) = self.at_leader(PEER_AUDIT, &draft, leader_side).await {
+        if let Err(e) = self.at_leader(PEER_AUDIT, &draft, admin_deadline(), leader_side).await {
             metrics::counter!("stella_signer_refusal_audit_failures_total").increment(1);
             tracing::error!(error = %e, "a refusal could not be audited");
         }
@@ -475,7 +480,7 @@ impl SigningService {
         change: ConfigChange,
     ) -> Result<ConfigApplied, Error> {
         let leader_side = || self.generate_as_leader(change.clone());
-        self.at_leader(PEER_KEYGEN, &change, leader_side).await
+        self.at_leader(PEER_KEYGEN, &change, admin_deadline(), leader_side).await
     }
 
     /// The leader's side of a key generation: the holders are voters (all of them by default);
@@ -583,7 +588,7 @@ impl SigningService {
     /// Applies a change through the leader, with its audit record in the same entry.
     pub async fn configure(&self, change: ConfigChange) -> Result<ConfigApplied, Error> {
         let leader_side = || self.configure_as_leader(change.clone());
-        self.at_leader(PEER_CONFIGURE, &change, leader_side).await
+        self.at_leader(PEER_CONFIGURE, &change, admin_deadline(), leader_side).await
     }
 
     /// The leader's side of a configuration change (never a key generation's: those carry a
@@ -639,12 +644,16 @@ impl SigningService {
         }
     }
 
-    /// Runs `local` if this node leads, else forwards `body` to the leader's `path`; re-routes
-    /// across elections until `ROUTE_BUDGET` is spent.
+    /// Runs `local` if this node leads, else forwards `body` to the leader's `path`, until
+    /// `deadline`. A forward is abandoned as soon as this node learns of another leader or a
+    /// newer term (re-routed to the newest leader); a leader whose lease lapsed answers 503 at
+    /// once. Past the deadline the outcome is unknown: the caller retries with the same
+    /// proof or `Idempotency-Key` and gets the committed outcome if there is one.
     async fn at_leader<B, T, F>(
         &self,
         path: &str,
         body: &B,
+        deadline: tokio::time::Instant,
         local: impl Fn() -> F,
     ) -> Result<T, Error>
     where
@@ -653,52 +662,76 @@ impl SigningService {
         F: std::future::Future<Output = Result<T, Error>>,
     {
         let cluster = &self.inner.cluster;
-        let deadline = tokio::time::Instant::now() + ROUTE_BUDGET;
-        let mut failed_leader = None;
-        while tokio::time::Instant::now() < deadline {
-            let remaining = deadline - tokio::time::Instant::now();
-            let Some((leader_id, leader)) = cluster.wait_for_leader(remaining).await else {
+        // Waits (bounded) for this node to learn of a leader other than `leader` in `term`.
+        let moved_on = async |leader: u64, term: u64, at_most: Duration| {
+            let until = deadline.min(tokio::time::Instant::now() + at_most);
+            let _ = tokio::time::timeout_at(until, cluster.leader_changed(leader, term)).await;
+        };
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let Some((leader_id, leader)) = cluster.wait_for_leader(deadline - now).await else {
                 break;
             };
-            // A leader we could not reach a moment ago: give the election time to replace it
-            // before trying it again.
-            if failed_leader.is_some_and(|(id, at): (u64, tokio::time::Instant)| {
-                id == leader_id && at.elapsed() < RETRY_SAME_LEADER
-            }) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+            let term = cluster.term();
             if leader_id == cluster.node_id() {
-                match local().await {
-                    Err(Error::NotLeader) => {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                if !cluster.serving_leader() {
+                    return Err(Error::Unavailable(
+                        "this node lost contact with its quorum; retry (another node may lead now)"
+                            .into(),
+                    ));
+                }
+                match tokio::time::timeout_at(deadline, local()).await {
+                    Err(_) => break,
+                    Ok(Err(Error::NotLeader)) => {
+                        moved_on(leader_id, term, Duration::from_millis(50)).await;
                         continue;
                     }
-                    other => return other,
+                    Ok(other) => return other,
                 }
             }
-            let answer: Result<ForwardAnswer<T>, _> = cluster
+            let forward = cluster
                 .peers()
-                .post(&leader.peer_url, path, body, Duration::from_secs(30))
-                .await;
+                .post::<B, ForwardAnswer<T>>(&leader.peer_url, path, body, deadline - now);
+            let answer = tokio::select! {
+                biased;
+                answer = forward => Some(answer),
+                () = cluster.leader_changed(leader_id, term) => None,
+            };
             match answer {
-                Ok(ForwardAnswer::Done(value)) => return Ok(value),
-                Ok(ForwardAnswer::Refused(problem)) => return Err(Error::Remote(problem)),
-                Ok(ForwardAnswer::NotLeader) => tokio::time::sleep(Duration::from_millis(20)).await,
-                Err(e) => {
+                None => {
+                    metrics::counter!(crate::telemetry::REROUTES, "why" => "leader_changed")
+                        .increment(1);
+                    tracing::info!(leader = leader_id, "a newer leader is known; re-routing the forward");
+                }
+                Some(Ok(ForwardAnswer::Done(value))) => return Ok(value),
+                Some(Ok(ForwardAnswer::Refused(problem))) => return Err(Error::Remote(problem)),
+                Some(Ok(ForwardAnswer::NotLeader)) => {
+                    moved_on(leader_id, term, Duration::from_millis(100)).await;
+                }
+                Some(Err(e)) => {
+                    metrics::counter!(crate::telemetry::REROUTES, "why" => "unreachable")
+                        .increment(1);
                     tracing::warn!(leader = leader_id, error = %e, "forwarding to the leader failed; re-routing");
-                    failed_leader = Some((leader_id, tokio::time::Instant::now()));
+                    // Give the election time to replace it before trying it again.
+                    moved_on(leader_id, term, RETRY_SAME_LEADER).await;
                 }
             }
         }
         Err(Error::Unavailable(
-            "no reachable leader: the cluster has no quorum or is electing one".into(),
+            "no leader answered before the request's deadline (the cluster has no quorum or is electing one); the outcome is unknown: retry with the same proof or Idempotency-Key".into(),
         ))
     }
 
     /// The leader's side: runs the job in its own supervised session. Answers `NotLeader`
     /// (never forwards) when this node is not the leader.
     pub async fn sign_as_leader(&self, job: SignJob) -> Result<SignDsseResponse, Error> {
+        // A leader past its lease may be deposed already: the forwarder re-routes.
+        if !self.inner.cluster.serving_leader() {
+            return Err(Error::NotLeader);
+        }
         self.inner.sessions.run(self.clone(), job).await
     }
 
@@ -1144,6 +1177,10 @@ impl Drop for ReservationGuard {
             });
         }
     }
+}
+
+fn admin_deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + ADMIN_DEADLINE
 }
 
 fn random_suffix() -> String {

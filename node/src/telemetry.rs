@@ -15,6 +15,10 @@ pub const POE_LOOKUPS: &str = "stella_signer_poe_lookups_total";
 pub const POE_OUTAGES: &str = "stella_signer_poe_introspection_failures_total";
 pub const POE_STATE: &str = "stella_signer_poe_decisions_total";
 pub const QUOTA_HITS: &str = "stella_signer_quota_throttled_total";
+/// Supervised actors restarted after dying, by actor.
+pub const ACTOR_RESTARTS: &str = "stella_signer_actor_restarts_total";
+/// Forwards to the leader abandoned and sent again, by why (`leader_changed`, `unreachable`).
+pub const REROUTES: &str = "stella_signer_forward_reroutes_total";
 /// Signing requests answered with an earlier attempt's committed outcome (retries).
 pub const IDEMPOTENT_REPLIES: &str = "stella_signer_idempotent_replies_total";
 pub const JWKS_REFRESH: &str = "stella_signer_jwks_refresh_total";
@@ -100,6 +104,14 @@ fn describe() {
         "Admitted requests by PoE state (valid, stale, bypassed)"
     );
     metrics::describe_counter!(QUOTA_HITS, "Requests throttled by plan quota, by plan");
+    metrics::describe_counter!(
+        ACTOR_RESTARTS,
+        "Supervised actors (quota-ledger, entitlement-cache, key-shard) restarted after dying"
+    );
+    metrics::describe_counter!(
+        REROUTES,
+        "Forwards to the leader abandoned for a newer leader or an unreachable one"
+    );
     metrics::describe_counter!(
         IDEMPOTENT_REPLIES,
         "Signing requests answered with the committed outcome of an earlier attempt"

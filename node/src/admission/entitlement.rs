@@ -57,7 +57,7 @@ struct Entry {
 
 #[derive(Clone)]
 pub struct EntitlementCache {
-    actor: ActorRef<EntitlementMsg>,
+    actor: crate::supervise::Supervised<EntitlementMsg>,
 }
 
 impl EntitlementCache {
@@ -66,23 +66,25 @@ impl EntitlementCache {
         config: CacheConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<EntitlementCache, Error> {
-        let (actor, _join) = Actor::spawn(
-            None,
-            CacheActor,
-            CacheArgs {
-                licensing,
-                config,
-                clock,
-            },
-        )
-        .await
-        .map_err(|e| Error::Config(format!("starting the entitlement cache: {e}")))?;
+        // A restarted cache starts empty and refills from the licensing service.
+        let actor = crate::supervise::Supervised::start("entitlement-cache", move || {
+            (
+                CacheActor,
+                CacheArgs {
+                    licensing: licensing.clone(),
+                    config: config.clone(),
+                    clock: clock.clone(),
+                },
+            )
+        })
+        .await?;
         Ok(EntitlementCache { actor })
     }
 
     pub async fn lookup(&self, poe: Poe) -> Lookup {
         match self
             .actor
+            .actor()
             .call(|reply| EntitlementMsg::Lookup(poe, reply), None)
             .await
         {
@@ -92,7 +94,11 @@ impl EntitlementCache {
     }
 
     pub fn stop(&self) {
-        self.actor.stop(None);
+        self.actor.stop();
+    }
+
+    pub fn health(&self) -> crate::supervise::ActorHealth {
+        self.actor.health()
     }
 }
 

@@ -122,6 +122,23 @@ impl JwksCache {
             .ok_or_else(|| JwksError::UnknownKey(crate::error::clip(kid)))
     }
 
+    /// Readiness: the Authority's keys are loaded and within their stale bound. A set that
+    /// was never fetched (or is past the bound) is fetched now, at most once per
+    /// `min_refresh` (the same single flight as verification).
+    pub async fn check_loaded(&self) -> Result<(), String> {
+        if !self.expired() {
+            return Ok(());
+        }
+        // A key id nobody uses: `key` refreshes the set if it may, then reports.
+        match self.key("stella-readiness-probe").await {
+            Ok(_) | Err(JwksError::UnknownKey(_)) if !self.expired() => Ok(()),
+            Ok(_) | Err(JwksError::UnknownKey(_)) => {
+                Err("the Authority's keys could not be loaded".into())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Whether the held set is past `max_age + max_stale` (or there never was one).
     fn expired(&self) -> bool {
         self.read()

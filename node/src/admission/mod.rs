@@ -171,6 +171,15 @@ impl Admission {
         self.parts.entitlements.stop();
     }
 
+    /// Readiness: the Authority's keys are loaded (fetched now if they never were).
+    pub async fn trust_loaded(&self) -> Result<(), String> {
+        self.parts.jwks.check_loaded().await
+    }
+
+    pub fn entitlement_health(&self) -> crate::supervise::ActorHealth {
+        self.parts.entitlements.health()
+    }
+
     /// Verifies the OpTok and its sender binding; `scopes`: the token needs one of them.
     pub async fn authenticate(
         &self,

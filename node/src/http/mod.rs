@@ -36,6 +36,10 @@ pub struct AppState {
     /// Base URLs clients may address this node by (its own and the load balancer's): DPoP
     /// `htu` must be one of them plus the request path. The `Host` header is never trusted.
     pub base_urls: Vec<String>,
+    /// What readiness watches besides the cluster (actors, storage, shutdown).
+    pub health: crate::readiness::NodeHealth,
+    /// Chaos drills only (`[drill] kill_actors`): operators may kill a supervised actor.
+    pub drill_kill_actors: bool,
 }
 
 impl AppState {
@@ -198,7 +202,8 @@ pub fn threshold_peer_routes(cfg: &mut web::ServiceConfig) {
 /// certificate's role by [`peer_access::guard`], which the listener wraps around them).
 pub fn peer_routes(cfg: &mut web::ServiceConfig) {
     use peer_access::{
-        ADMIN_INIT, ADMIN_JOIN, ADMIN_REMOVE, ADMIN_SNAPSHOT, PEER_READ_INDEX, PEER_STATUS,
+        ADMIN_DRILL_KILL, ADMIN_INIT, ADMIN_JOIN, ADMIN_REMOVE, ADMIN_SNAPSHOT, PEER_ELECT,
+        PEER_READ_INDEX, PEER_STATUS,
     };
     cfg.app_data(web::JsonConfig::default().limit(512 * 1024 * 1024))
         .route(RAFT_APPEND, web::post().to(peer::append))
@@ -215,6 +220,8 @@ pub fn peer_routes(cfg: &mut web::ServiceConfig) {
         .route(ADMIN_JOIN, web::post().to(peer::join))
         .route(ADMIN_REMOVE, web::post().to(peer::remove))
         .route(ADMIN_SNAPSHOT, web::post().to(peer::trigger_snapshot))
+        .route(PEER_ELECT, web::post().to(peer::elect))
+        .route(ADMIN_DRILL_KILL, web::post().to(peer::drill_kill_actor))
         .default_service(web::to(problem::not_found));
 }
 

@@ -2,7 +2,7 @@
 
 use actix_web::HttpResponse;
 use actix_web::web::{Data, Json};
-use stella_api::{Health, HealthCheck};
+use stella_api::Health;
 
 use super::AppState;
 use crate::telemetry;
@@ -15,37 +15,19 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// `GET /readyz`: the node can sign — it is a cluster member and knows a leader.
+/// `GET /readyz`: 200 only when this node can serve a signing now (`readiness.rs`); 503 names
+/// the failing checks.
 pub async fn readyz(state: Data<AppState>) -> HttpResponse {
-    let status = state.cluster().status();
-    let member =
-        status.voters.contains(&status.node_id) || status.learners.contains(&status.node_id);
-    let leader_ok = status.leader.is_some();
-    let health = Health {
-        status: if member && leader_ok {
-            "ready"
-        } else {
-            "not_ready"
-        }
-        .into(),
-        checks: vec![
-            HealthCheck {
-                name: "cluster_member".into(),
-                ok: member,
-                detail: (!member)
-                    .then(|| "not a member yet: run `stella-signer cluster init` or `join`".into()),
-            },
-            HealthCheck {
-                name: "leader_known".into(),
-                ok: leader_ok,
-                detail: (!leader_ok).then(|| "no leader: the cluster has no quorum".into()),
-            },
-        ],
-    };
-    if member && leader_ok {
+    let health = state
+        .health
+        .report(state.cluster(), state.signing.admission())
+        .await;
+    if health.status == "ready" {
         HttpResponse::Ok().json(health)
     } else {
-        HttpResponse::ServiceUnavailable().json(health)
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("retry-after", "1"))
+            .json(health)
     }
 }
 

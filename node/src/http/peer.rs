@@ -31,13 +31,7 @@ pub async fn append(
     rpc: Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Result<HttpResponse, ApiProblem> {
     raft_sender(&req, rpc.vote.leader_id().voted_for())?;
-    Ok(HttpResponse::Ok().json(
-        state
-            .cluster()
-            .raft()
-            .append_entries(rpc.into_inner())
-            .await,
-    ))
+    Ok(HttpResponse::Ok().json(state.cluster().append_entries(rpc.into_inner()).await))
 }
 
 pub async fn vote(
@@ -250,4 +244,51 @@ pub async fn remove(
 /// Build a snapshot now (log compaction on demand; operators only, see `peer_access`).
 pub async fn trigger_snapshot(state: Data<AppState>) -> HttpResponse {
     admin(state.cluster().trigger_snapshot().await)
+}
+
+/// Leadership transfer: the leader that is shutting down asks this node to campaign now. Only
+/// the leader this node knows may ask.
+pub async fn elect(state: Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiProblem> {
+    let role = peer_access::role(&req)?;
+    let cluster = state.cluster();
+    match cluster.leader() {
+        Some((leader, _)) if may_act_as(&role, leader, false) => {}
+        _ => {
+            return Err(crate::Error::PeerForbidden(format!(
+                "{role} is not the leader this node knows; it may not hand over leadership"
+            ))
+            .into());
+        }
+    }
+    tracing::info!("leadership transfer: campaigning at the leader's request");
+    Ok(admin(cluster.elect().await))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KillActor {
+    pub actor: String,
+}
+
+/// Chaos drills only: kill one supervised actor (`quota-ledger`, `entitlement-cache`,
+/// `key-shard`) as a crash would; its supervisor restarts it.
+pub async fn drill_kill_actor(
+    state: Data<AppState>,
+    body: Json<KillActor>,
+) -> Result<HttpResponse, ApiProblem> {
+    if !state.drill_kill_actors {
+        return Err(crate::Error::InvalidRequest(
+            "actor kills are a drill: set `[drill] kill_actors = true` on this node".into(),
+        )
+        .into());
+    }
+    let Some(actor) = state.health.actor(&body.actor) else {
+        return Err(crate::Error::InvalidRequest(format!(
+            "no supervised actor `{}`",
+            crate::error::clip(&body.actor)
+        ))
+        .into());
+    };
+    tracing::warn!(actor = actor.name, "drill: killing a supervised actor");
+    actor.kill();
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"killed": actor.name})))
 }

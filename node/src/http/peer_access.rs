@@ -8,7 +8,8 @@
 //! | forwarded signing, audit, configuration, key generation, threshold shares, read index | yes | no |
 //! | status | yes | yes |
 //! | `init`, `join`, `remove` (membership) | only for itself | yes |
-//! | `snapshot` (compaction) | no | yes |
+//! | `snapshot` (compaction), drill `kill-actor` | no | yes |
+//! | `elect` (leadership transfer) | only from the leader it knows | no |
 //!
 //! A certificate with no identity, several, or another cluster's is refused every route.
 //! [`route_access`] and [`may_act_as`] are the decision, free of I/O; [`guard`] applies it.
@@ -31,6 +32,10 @@ pub const ADMIN_INIT: &str = "/admin/v1/init";
 pub const ADMIN_JOIN: &str = "/admin/v1/join";
 pub const ADMIN_REMOVE: &str = "/admin/v1/remove";
 pub const ADMIN_SNAPSHOT: &str = "/admin/v1/snapshot";
+/// Leadership transfer: the leader that shuts down asks a caught-up voter to campaign now.
+pub const PEER_ELECT: &str = "/peer/v1/elect";
+/// Chaos drills only (`[drill] kill_actors`): kill one supervised actor of this node.
+pub const ADMIN_DRILL_KILL: &str = "/admin/v1/drill/kill-actor";
 
 /// The identity the connection's client certificate names, read once per connection.
 #[derive(Debug, Clone)]
@@ -51,7 +56,7 @@ pub enum Access {
 
 /// The roles `path` admits; `None` for a path the peer listener does not serve.
 pub fn route_access(path: &str) -> Option<Access> {
-    const NODES: [&str; 14] = [
+    const NODES: [&str; 15] = [
         RAFT_APPEND,
         RAFT_VOTE,
         RAFT_SNAPSHOT,
@@ -60,6 +65,7 @@ pub fn route_access(path: &str) -> Option<Access> {
         PEER_CONFIGURE,
         PEER_KEYGEN,
         PEER_READ_INDEX,
+        PEER_ELECT,
         threshold::PEER_DKG_START,
         threshold::PEER_DKG_ROUND1,
         threshold::PEER_DKG_ROUND2,
@@ -71,7 +77,7 @@ pub fn route_access(path: &str) -> Option<Access> {
         p if NODES.contains(&p) => Some(Access::Nodes),
         PEER_STATUS => Some(Access::Anyone),
         ADMIN_INIT | ADMIN_JOIN | ADMIN_REMOVE => Some(Access::OperatorsOrSelf),
-        ADMIN_SNAPSHOT => Some(Access::Operators),
+        ADMIN_SNAPSHOT | ADMIN_DRILL_KILL => Some(Access::Operators),
         _ => None,
     }
 }

@@ -92,7 +92,7 @@ pub struct ShardConfig {
 
 #[derive(Clone)]
 pub struct Shard {
-    actor: ActorRef<ShardMsg>,
+    actor: crate::supervise::Supervised<ShardMsg>,
 }
 
 impl Shard {
@@ -102,17 +102,28 @@ impl Shard {
                 "[threshold] drill_corrupt_shares is on: this node answers threshold signing with corrupted shares"
             );
         }
-        let (actor, _join) = Actor::spawn(None, ShardActor, config)
-            .await
-            .map_err(|e| Error::Config(format!("starting the key-shard actor: {e}")))?;
+        // A restarted shard actor reads the sealed shares from disk again; DKG or refresh
+        // rounds in progress are lost (their driver fails and can be run again).
+        let actor =
+            crate::supervise::Supervised::start("key-shard", move || (ShardActor, config.clone()))
+                .await?;
         Ok(Shard { actor })
+    }
+
+    pub fn health(&self) -> crate::supervise::ActorHealth {
+        self.actor.health()
     }
 
     async fn ask<T: Send + 'static>(
         &self,
         make: impl FnOnce(Reply<T>) -> ShardMsg,
     ) -> Result<T, String> {
-        match self.actor.call(make, Some(Duration::from_secs(10))).await {
+        match self
+            .actor
+            .actor()
+            .call(make, Some(Duration::from_secs(10)))
+            .await
+        {
             Ok(ractor::rpc::CallResult::Success(answer)) => answer,
             Ok(_) => Err("the key-shard actor did not answer".into()),
             Err(e) => Err(format!("the key-shard actor is gone: {e}")),
