@@ -790,6 +790,42 @@ impl TestCluster {
         self.nodes[id - 1] = Some(node);
     }
 
+    /// Freezes node `id` (SIGSTOP), as a long GC pause or a stalled VM would.
+    pub fn pause(&self, id: usize) {
+        if let Some(node) = &self.nodes[id - 1] {
+            send_signal(&node.child, Signal::STOP);
+        }
+    }
+
+    /// Thaws a paused node (SIGCONT).
+    pub fn resume(&self, id: usize) {
+        if let Some(node) = &self.nodes[id - 1] {
+            send_signal(&node.child, Signal::CONT);
+        }
+    }
+
+    /// `GET /readyz` of node `id`: (status, the failing checks' names).
+    pub fn readiness(&self, id: usize) -> Option<(u16, Vec<String>)> {
+        let response = reqwest::blocking::Client::new()
+            .get(format!("{}/readyz", self.api_url(id)))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .ok()?;
+        let status = response.status().as_u16();
+        let body: Value = response.json().ok()?;
+        let failing = body["checks"]
+            .as_array()
+            .map(|checks| {
+                checks
+                    .iter()
+                    .filter(|c| c["ok"] == false)
+                    .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some((status, failing))
+    }
+
     /// Signs once through node `id`; returns (status, body).
     pub fn sign(&self, id: usize) -> Result<(u16, Value), String> {
         let client = self.client(id);

@@ -128,7 +128,63 @@ impl Client {
             serde_json::to_vec(request)
         }
         .map_err(|e| ClientError::Config(e.to_string()))?;
-        decode(self.send(Method::POST, SIGN_DSSE_PATH, &[], Some(body))?)
+        decode(self.send_idempotent(SIGN_DSSE_PATH, body, SIGN_RETRY_BUDGET)?)
+    }
+
+    /// POSTs a signing request so that it takes effect at most once however often it is sent:
+    /// every retry carries the same DPoP proof and `Idempotency-Key` (the server answers a
+    /// repeat with the first attempt's committed outcome). Retries a transport error (the
+    /// outcome is unknown) and a 503 (after its `Retry-After`, at most 2 s) until `budget` is
+    /// spent; answers a DPoP nonce challenge once with a new proof (a challenged request did
+    /// nothing).
+    pub fn send_idempotent(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        budget: Duration,
+    ) -> Result<Response, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let started = Instant::now();
+        let key = crate::dpop::random_id();
+        let mut headers = self.auth_headers("POST", &url)?;
+        let mut challenged_once = false;
+        loop {
+            let mut request = self
+                .http
+                .post(&url)
+                .header("idempotency-key", &key)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            for (name, value) in &headers {
+                request = request.header(*name, value);
+            }
+            let wait = match request.send() {
+                Ok(response) => {
+                    let challenged = self.remember_nonce(&response)
+                        && response.status() == reqwest::StatusCode::UNAUTHORIZED;
+                    if challenged && !challenged_once {
+                        challenged_once = true;
+                        headers = self.auth_headers("POST", &url)?;
+                        continue;
+                    }
+                    if response.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                        return Ok(response);
+                    }
+                    let wait = retry_after(&response).min(Duration::from_secs(2));
+                    if started.elapsed() + wait >= budget {
+                        return Ok(response);
+                    }
+                    wait
+                }
+                Err(e) => {
+                    if started.elapsed() + RETRY_PAUSE >= budget {
+                        return Err(ClientError::Transport(e.to_string()));
+                    }
+                    RETRY_PAUSE
+                }
+            };
+            std::thread::sleep(wait);
+        }
     }
 
     pub fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
@@ -224,7 +280,8 @@ impl Client {
         decode(response)
     }
 
-    /// Sends an authenticated request, answering one nonce challenge.
+    /// Sends an authenticated request, answering one nonce challenge. Not retried: for
+    /// signing use [`Client::send_idempotent`].
     pub fn send(
         &self,
         method: Method,
@@ -384,6 +441,22 @@ fn header_value(response: &Response, name: &str) -> Option<String> {
 fn certs(pem: &str) -> Result<Vec<reqwest::Certificate>, ClientError> {
     reqwest::Certificate::from_pem_bundle(pem.as_bytes())
         .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))
+}
+
+/// How long `sign_dsse` keeps retrying a request whose outcome is unknown.
+pub const SIGN_RETRY_BUDGET: Duration = Duration::from_secs(30);
+/// Pause before retrying after a transport error.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// A response's `Retry-After` in seconds (1 s when absent or not a number).
+fn retry_after(response: &Response) -> Duration {
+    let seconds = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    Duration::from_secs(seconds)
 }
 
 pub fn decode<T: serde::de::DeserializeOwned>(response: Response) -> Result<T, ClientError> {

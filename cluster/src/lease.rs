@@ -104,18 +104,22 @@ pub fn checks(facts: &Facts, timing: &Timing) -> Vec<Check> {
             )
         })
     } else {
-        let fresh = facts.since_contact.is_some_and(|d| d <= timing.election_max)
+        let fresh = facts
+            .since_contact
+            .is_some_and(|d| d <= timing.election_max)
             && facts.contact_term == Some(facts.term);
-        Check::new("leader_contact", fresh || facts.single_voter, || {
-            match facts.since_contact {
+        Check::new(
+            "leader_contact",
+            fresh || facts.single_voter,
+            || match facts.since_contact {
                 Some(d) => format!(
                     "no AppendEntries from the leader of term {} for {} ms",
                     facts.term,
                     d.as_millis()
                 ),
                 None => "no AppendEntries from a leader since this node started".into(),
-            }
-        })
+            },
+        )
     };
     let caught_up = {
         let applied_term = facts.applied.map(|(t, _)| t);

@@ -227,10 +227,7 @@ impl ClusterHandle {
     pub async fn append_entries(
         &self,
         rpc: openraft::raft::AppendEntriesRequest<stella_state::raft_types::TypeConfig>,
-    ) -> Result<
-        openraft::raft::AppendEntriesResponse<NodeId>,
-        RaftError<NodeId>,
-    > {
+    ) -> Result<openraft::raft::AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
         let term = rpc.vote.leader_id().term;
         let leader = rpc.vote.leader_id().voted_for();
         let leader_commit = rpc.leader_commit.map(|l| l.index);
@@ -299,7 +296,9 @@ impl ClusterHandle {
     pub async fn leadership_lost(&self, term: u64) {
         loop {
             let facts = self.lease_facts();
-            if !facts.leader || facts.term != term || !lease::serving_leader(&facts, &self.inner.timing)
+            if !facts.leader
+                || facts.term != term
+                || !lease::serving_leader(&facts, &self.inner.timing)
             {
                 return;
             }
@@ -323,7 +322,9 @@ impl ClusterHandle {
 
     /// Stops this node campaigning (graceful shutdown) and asks `target` — a caught-up
     /// voter — to take over: see `lease::transfer`.
-    pub fn raft_runtime(&self) -> openraft::raft::RuntimeConfigHandle<'_, stella_state::raft_types::TypeConfig> {
+    pub fn raft_runtime(
+        &self,
+    ) -> openraft::raft::RuntimeConfigHandle<'_, stella_state::raft_types::TypeConfig> {
         self.inner.raft.runtime_config()
     }
 

@@ -221,12 +221,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         peer: peer_server.as_ref().map(|s| s.handle()),
         cluster: cluster.clone(),
         shutting_down: health.shutting_down.clone(),
-        grace: Duration::from_millis(
-            config
-                .cluster
-                .as_ref()
-                .map_or(0, |c| c.shutdown_grace_ms),
-        ),
+        grace: Duration::from_millis(config.cluster.as_ref().map_or(0, |c| c.shutdown_grace_ms)),
     })?;
     if config.cluster.is_none()
         && cluster
@@ -550,7 +545,10 @@ async fn start_cluster(config: &Config) -> Result<ClusterHandle, Error> {
             );
             c.snapshot_every = section.snapshot_every;
             c.heartbeat_ms = section.heartbeat_ms;
-            c.election_timeout_ms = (section.election_timeout_ms[0], section.election_timeout_ms[1]);
+            c.election_timeout_ms = (
+                section.election_timeout_ms[0],
+                section.election_timeout_ms[1],
+            );
             let ip = section.peer_listen.ip();
             c.local_address = (!ip.is_unspecified()).then_some(ip);
             c
@@ -664,7 +662,8 @@ fn stop_on_signal(shutdown: Shutdown) -> Result<(), Error> {
 /// this is Raft's TimeoutNow, done from outside). Bounded; on any failure the cluster elects
 /// a leader by timeout as after a crash.
 async fn transfer_leadership(cluster: &ClusterHandle) {
-    if !cluster.is_leader() || cluster.voter_ids().len() < 2 {
+    // A leader without a quorum cannot hand over (nobody could win); its followers elect.
+    if !cluster.serving_leader() || cluster.voter_ids().len() < 2 {
         return;
     }
     let runtime = cluster.raft_runtime();

@@ -120,13 +120,16 @@ impl LedgerState {
                     ))
                 } else {
                     let proposal = async {
-                        tokio::time::timeout(PROPOSE_TIMEOUT, cluster.propose(Command::Batch(commands)))
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(ClusterError::Unavailable(format!(
-                                    "the proposal did not commit within {PROPOSE_TIMEOUT:?}: no quorum?"
-                                )))
-                            })
+                        tokio::time::timeout(
+                            PROPOSE_TIMEOUT,
+                            cluster.propose(Command::Batch(commands)),
+                        )
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(ClusterError::Unavailable(format!(
+                                "the proposal did not commit within {PROPOSE_TIMEOUT:?}: no quorum?"
+                            )))
+                        })
                     };
                     let lost = async {
                         if leading {

@@ -127,8 +127,7 @@ pub fn identity(f: IdentityFacts<'_>) -> Result<Option<stella_state::command::Id
         return Ok(Some(Identity {
             key: proof.key.clone(),
             binding: sha256_hex(
-                format!("stella-idempotency-v1\ndpop\n{token_sha256}\n{request_sha256}")
-                    .as_bytes(),
+                format!("stella-idempotency-v1\ndpop\n{token_sha256}\n{request_sha256}").as_bytes(),
             ),
             expires_at_ms: proof.expires_at_ms,
         }));
@@ -146,9 +145,7 @@ pub fn identity(f: IdentityFacts<'_>) -> Result<Option<stella_state::command::Id
     );
     Ok(Some(Identity {
         key: sha256_hex(scope.as_bytes()),
-        binding: sha256_hex(
-            format!("stella-idempotency-v1\nkey\n{request_sha256}").as_bytes(),
-        ),
+        binding: sha256_hex(format!("stella-idempotency-v1\nkey\n{request_sha256}").as_bytes()),
         expires_at_ms: f.now_ms.saturating_add(f.window_ms),
     }))
 }

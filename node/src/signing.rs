@@ -31,8 +31,8 @@ use crate::config::QuotaConfig;
 use crate::keys::Keyring;
 use crate::ledger::{Ledger, ProposeError};
 use crate::pipeline::{self, POE_UNCHECKED, Refusal};
-use stella_state::command::Outcome;
 use crate::session::Sessions;
+use stella_state::command::Outcome;
 
 pub const PEER_SIGN: &str = "/peer/v1/sign";
 pub const PEER_AUDIT: &str = "/peer/v1/audit";
@@ -249,7 +249,10 @@ impl SigningService {
             &summary,
         );
         let leader_side = || self.audit_as_leader(draft.clone());
-        if let Err(e) = self.at_leader(PEER_AUDIT, &draft, admin_deadline(), leader_side).await {
+        if let Err(e) = self
+            .at_leader(PEER_AUDIT, &draft, admin_deadline(), leader_side)
+            .await
+        {
             metrics::counter!("stella_signer_refusal_audit_failures_total").increment(1);
             tracing::error!(error = %e, total = summary.total, "the pre-authentication summary could not be audited");
         }
@@ -411,7 +414,10 @@ impl SigningService {
         }
         let draft = pipeline::refusal_draft(refusal);
         let leader_side = || self.audit_as_leader(draft.clone());
-        if let Err(e) = self.at_leader(PEER_AUDIT, &draft, admin_deadline(), leader_side).await {
+        if let Err(e) = self
+            .at_leader(PEER_AUDIT, &draft, admin_deadline(), leader_side)
+            .await
+        {
             metrics::counter!("stella_signer_refusal_audit_failures_total").increment(1);
             tracing::error!(error = %e, "a refusal could not be audited");
         }
@@ -480,7 +486,8 @@ impl SigningService {
         change: ConfigChange,
     ) -> Result<ConfigApplied, Error> {
         let leader_side = || self.generate_as_leader(change.clone());
-        self.at_leader(PEER_KEYGEN, &change, admin_deadline(), leader_side).await
+        self.at_leader(PEER_KEYGEN, &change, admin_deadline(), leader_side)
+            .await
     }
 
     /// The leader's side of a key generation: the holders are voters (all of them by default);
@@ -588,7 +595,8 @@ impl SigningService {
     /// Applies a change through the leader, with its audit record in the same entry.
     pub async fn configure(&self, change: ConfigChange) -> Result<ConfigApplied, Error> {
         let leader_side = || self.configure_as_leader(change.clone());
-        self.at_leader(PEER_CONFIGURE, &change, admin_deadline(), leader_side).await
+        self.at_leader(PEER_CONFIGURE, &change, admin_deadline(), leader_side)
+            .await
     }
 
     /// The leader's side of a configuration change (never a key generation's: those carry a
@@ -692,9 +700,12 @@ impl SigningService {
                     Ok(other) => return other,
                 }
             }
-            let forward = cluster
-                .peers()
-                .post::<B, ForwardAnswer<T>>(&leader.peer_url, path, body, deadline - now);
+            let forward = cluster.peers().post::<B, ForwardAnswer<T>>(
+                &leader.peer_url,
+                path,
+                body,
+                deadline - now,
+            );
             let answer = tokio::select! {
                 biased;
                 answer = forward => Some(answer),
@@ -704,7 +715,10 @@ impl SigningService {
                 None => {
                     metrics::counter!(crate::telemetry::REROUTES, "why" => "leader_changed")
                         .increment(1);
-                    tracing::info!(leader = leader_id, "a newer leader is known; re-routing the forward");
+                    tracing::info!(
+                        leader = leader_id,
+                        "a newer leader is known; re-routing the forward"
+                    );
                 }
                 Some(Ok(ForwardAnswer::Done(value))) => return Ok(value),
                 Some(Ok(ForwardAnswer::Refused(problem))) => return Err(Error::Remote(problem)),

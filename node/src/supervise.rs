@@ -35,6 +35,8 @@ pub struct Supervised<M: ractor::Message> {
     alive: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
     restarts: Arc<AtomicU32>,
+    /// Drills: the next restart waits at least until then.
+    hold_until: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl<M: ractor::Message> Clone for Supervised<M> {
@@ -45,6 +47,7 @@ impl<M: ractor::Message> Clone for Supervised<M> {
             alive: self.alive.clone(),
             stopping: self.stopping.clone(),
             restarts: self.restarts.clone(),
+            hold_until: self.hold_until.clone(),
         }
     }
 }
@@ -67,6 +70,7 @@ impl<M: ractor::Message> Supervised<M> {
             alive: Arc::new(AtomicBool::new(true)),
             stopping: Arc::new(AtomicBool::new(false)),
             restarts: Arc::new(AtomicU32::new(0)),
+            hold_until: Arc::new(std::sync::Mutex::new(None)),
         };
         let me = supervised.clone();
         tokio::spawn(async move {
@@ -81,10 +85,20 @@ impl<M: ractor::Message> Supervised<M> {
                 if started.elapsed() >= STABLE_AFTER {
                     crashes = 0;
                 }
-                let delay = backoff(crashes);
+                let held = me
+                    .hold_until
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+                    .map(|until| until.saturating_duration_since(Instant::now()));
+                let delay = backoff(crashes).max(held.unwrap_or_default());
                 crashes = crashes.saturating_add(1);
                 metrics::counter!(crate::telemetry::ACTOR_RESTARTS, "actor" => name).increment(1);
-                tracing::error!(actor = name, delay_ms = delay.as_millis() as u64, "actor died; restarting");
+                tracing::error!(
+                    actor = name,
+                    delay_ms = delay.as_millis() as u64,
+                    "actor died; restarting"
+                );
                 loop {
                     tokio::time::sleep(delay).await;
                     if me.stopping.load(Ordering::Acquire) {
@@ -93,8 +107,9 @@ impl<M: ractor::Message> Supervised<M> {
                     let (actor, args) = make();
                     match Actor::spawn(None, actor, args).await {
                         Ok((actor, handle)) => {
-                            *me.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                                actor;
+                            *me.current
+                                .write()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = actor;
                             join = handle;
                             break;
                         }
@@ -132,7 +147,14 @@ impl<M: ractor::Message> Supervised<M> {
             name: self.name,
             alive: self.alive.clone(),
             restarts: self.restarts.clone(),
-            kill: Arc::new(move || me.actor().kill()),
+            kill: Arc::new(move |hold: Duration| {
+                *me.hold_until
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(Instant::now() + hold);
+                me.alive.store(false, Ordering::Release);
+                me.actor().kill();
+            }),
         }
     }
 }
@@ -143,7 +165,7 @@ pub struct ActorHealth {
     pub name: &'static str,
     alive: Arc<AtomicBool>,
     restarts: Arc<AtomicU32>,
-    kill: Arc<dyn Fn() + Send + Sync>,
+    kill: Arc<dyn Fn(Duration) + Send + Sync>,
 }
 
 impl ActorHealth {
@@ -155,9 +177,10 @@ impl ActorHealth {
         self.restarts.load(Ordering::Acquire)
     }
 
-    /// Drills only (`[drill] kill_actors`): kills the actor as a crash would.
-    pub fn kill(&self) {
-        (self.kill)();
+    /// Drills only (`[drill] kill_actors`): kills the actor as a crash would; its restart
+    /// waits at least `hold` (so the not-ready window can be watched).
+    pub fn kill(&self, hold: Duration) {
+        (self.kill)(hold);
     }
 }
 
@@ -203,14 +226,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_killed_actor_comes_back_with_fresh_state() {
-        let supervised = Supervised::start("echo", || (Echo, 10)).await.expect("start");
+        let supervised = Supervised::start("echo", || (Echo, 10))
+            .await
+            .expect("start");
         let ask = |s: &Supervised<ractor::RpcReplyPort<u32>>| {
             let actor = s.actor();
             async move { ractor::call!(actor, |reply| reply).ok() }
         };
         assert_eq!(ask(&supervised).await, Some(11));
         let health = supervised.health();
-        health.kill();
+        health.kill(Duration::ZERO);
         // Not alive until the supervisor restarted it; then served again, from fresh state.
         let deadline = Instant::now() + Duration::from_secs(30);
         while health.restarts() == 0 {

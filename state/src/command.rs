@@ -129,7 +129,10 @@ pub struct Finish {
 pub enum Outcome {
     Signed(SignedOutcome),
     /// Refused by quota at admission, until `until_ms`.
-    Throttled { reason: ThrottleReason, until_ms: u64 },
+    Throttled {
+        reason: ThrottleReason,
+        until_ms: u64,
+    },
 }
 
 /// Enough to answer a signing again, byte for byte: the statement is rebuilt from the request

@@ -5,6 +5,7 @@ mod bad_input;
 mod cluster;
 mod dev_node;
 mod durability;
+mod failover;
 mod hsm;
 mod independent;
 mod keyless;

@@ -265,8 +265,12 @@ pub async fn elect(state: Data<AppState>, req: HttpRequest) -> Result<HttpRespon
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KillActor {
     pub actor: String,
+    /// The restart waits at least this long (at most 60 s).
+    #[serde(default)]
+    pub restart_after_ms: u64,
 }
 
 /// Chaos drills only: kill one supervised actor (`quota-ledger`, `entitlement-cache`,
@@ -289,6 +293,8 @@ pub async fn drill_kill_actor(
         .into());
     };
     tracing::warn!(actor = actor.name, "drill: killing a supervised actor");
-    actor.kill();
+    actor.kill(std::time::Duration::from_millis(
+        body.restart_after_ms.min(60_000),
+    ));
     Ok(HttpResponse::Accepted().json(serde_json::json!({"killed": actor.name})))
 }
