@@ -1,7 +1,9 @@
 //! Test harness: runs the real `stella-signer` and `stella` binaries as processes on loopback.
 //!
-//! Binaries are found next to the test executable (`target/<profile>/`), or in
+//! Binaries are found next to the test executable (`target/<profile>/`, also for the drill), or in
 //! `STELLA_BIN_DIR`; `scripts/test.sh` builds them before the tests run.
+
+pub mod drill;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -20,12 +22,14 @@ pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("STELLA_BIN_DIR") {
         return PathBuf::from(dir);
     }
-    // target/<profile>/deps/<test-binary>
+    // target/<profile>/deps/<test-binary>, or target/<profile>/<binary> (the drill)
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf()
+    let dir = exe.parent().expect("target/<profile>");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target/<profile>").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 pub fn bin(name: &str) -> PathBuf {
@@ -39,10 +43,12 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .parent()
+    .expect("repo root")
+    .to_path_buf()
 }
 
 /// A running `stella-signer` process whose stdout (JSON logs) is captured.

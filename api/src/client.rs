@@ -134,8 +134,8 @@ impl Client {
     /// POSTs a signing request so that it takes effect at most once however often it is sent:
     /// every retry carries the same DPoP proof and `Idempotency-Key` (the server answers a
     /// repeat with the first attempt's committed outcome). Retries a transport error (the
-    /// outcome is unknown) and a 503 (after its `Retry-After`, at most 2 s) until `budget` is
-    /// spent; answers a DPoP nonce challenge once with a new proof (a challenged request did
+    /// outcome is unknown) and a 503 (after its `Retry-After`, at most 2 s), five attempts at
+    /// most and until `budget` is spent; answers a DPoP nonce challenge once with a new proof (a challenged request did
     /// nothing).
     pub fn send_idempotent(
         &self,
@@ -148,7 +148,9 @@ impl Client {
         let key = crate::dpop::random_id();
         let mut headers = self.auth_headers("POST", &url)?;
         let mut challenged_once = false;
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             let mut request = self
                 .http
                 .post(&url)
@@ -171,13 +173,13 @@ impl Client {
                         return Ok(response);
                     }
                     let wait = retry_after(&response).min(Duration::from_secs(2));
-                    if started.elapsed() + wait >= budget {
+                    if attempts >= MAX_ATTEMPTS || started.elapsed() + wait >= budget {
                         return Ok(response);
                     }
                     wait
                 }
                 Err(e) => {
-                    if started.elapsed() + RETRY_PAUSE >= budget {
+                    if attempts >= MAX_ATTEMPTS || started.elapsed() + RETRY_PAUSE >= budget {
                         return Err(ClientError::Transport(e.to_string()));
                     }
                     RETRY_PAUSE
@@ -445,6 +447,9 @@ fn certs(pem: &str) -> Result<Vec<reqwest::Certificate>, ClientError> {
 
 /// How long `sign_dsse` keeps retrying a request whose outcome is unknown.
 pub const SIGN_RETRY_BUDGET: Duration = Duration::from_secs(30);
+/// Attempts of one signing request at most (a 503 that persists — a key back-end down — is
+/// answered after a few seconds, not after the whole budget).
+const MAX_ATTEMPTS: u32 = 5;
 /// Pause before retrying after a transport error.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 

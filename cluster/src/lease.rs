@@ -68,6 +68,17 @@ pub fn serving_leader(facts: &Facts, timing: &Timing) -> bool {
                 .is_some_and(|ms| Duration::from_millis(ms) <= timing.election_max))
 }
 
+/// Whether this node leads but its lease lapsed: a quorum acknowledged it once, and not within
+/// the longest election timeout since (cut off, or frozen). A leader not yet acknowledged at all
+/// (just elected) has not lapsed: its first heartbeat round is a moment away.
+pub fn lease_lapsed(facts: &Facts, timing: &Timing) -> bool {
+    facts.leader
+        && !facts.single_voter
+        && facts
+            .millis_since_quorum_ack
+            .is_some_and(|ms| Duration::from_millis(ms) > timing.election_max)
+}
+
 /// One readiness check and, when it fails, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
@@ -200,12 +211,15 @@ mod tests {
             ..leader()
         };
         assert!(!serving_leader(&partitioned, &timing()));
+        assert!(lease_lapsed(&partitioned, &timing()));
         assert_eq!(failing(&partitioned), ["leader_lease"]);
         let never_acked = Facts {
             millis_since_quorum_ack: None,
             ..leader()
         };
         assert!(!serving_leader(&never_acked, &timing()));
+        // Just elected: not ready yet, but not cut off either.
+        assert!(!lease_lapsed(&never_acked, &timing()));
         let alone = Facts {
             single_voter: true,
             millis_since_quorum_ack: None,

@@ -291,14 +291,20 @@ impl ClusterHandle {
         lease::serving_leader(&self.lease_facts(), &self.inner.timing)
     }
 
-    /// Resolves when this node stops serving as the leader of `term` (a newer term, another
-    /// leader, or its lease lapsed).
+    /// Whether this node leads with a lapsed lease (see [`lease::lease_lapsed`]): it must not
+    /// keep clients waiting.
+    pub fn lease_lapsed(&self) -> bool {
+        lease::lease_lapsed(&self.lease_facts(), &self.inner.timing)
+    }
+
+    /// Resolves when this node stops being the leader of `term` (a newer term, another leader)
+    /// or its lease lapses.
     pub async fn leadership_lost(&self, term: u64) {
         loop {
             let facts = self.lease_facts();
             if !facts.leader
                 || facts.term != term
-                || !lease::serving_leader(&facts, &self.inner.timing)
+                || lease::lease_lapsed(&facts, &self.inner.timing)
             {
                 return;
             }

@@ -139,6 +139,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
                 .unwrap_or_default(),
         ),
         request_deadline: Duration::from_secs(config.limits.request_deadline_seconds.max(1)),
+        live: Default::default(),
     });
     let preauth_every = config
         .admission

@@ -245,9 +245,12 @@ mod tests {
                 "{target} has real seeds"
             );
             if std::env::var_os("STELLA_WRITE_FUZZ_SEEDS").is_some() {
-                let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../fuzz/seeds")
-                    .join(target);
+                let dir = std::path::PathBuf::from(
+                    std::env::var_os("CARGO_MANIFEST_DIR")
+                        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+                )
+                .join("../fuzz/seeds")
+                .join(target);
                 std::fs::create_dir_all(&dir).expect("seed dir");
                 for (i, seed) in seeds.iter().enumerate() {
                     let name = dir.join(format!("seed-{i}"));

@@ -114,7 +114,7 @@ impl LedgerState {
                 // or a newer term appears (the entry may still commit: the callers' outcome
                 // is unknown, and their retries find it — exactly once).
                 let leading = cluster.is_leader();
-                let outcome = if leading && !cluster.serving_leader() {
+                let outcome = if leading && cluster.lease_lapsed() {
                     Err(ClusterError::Unavailable(
                         "this node leads but no quorum acknowledged it lately".into(),
                     ))

@@ -182,6 +182,47 @@ pub struct SigningParts {
     pub backends: Backends,
     /// How long a signing request may take from admission to answer.
     pub request_deadline: Duration,
+    /// Reservations whose session runs on this node now.
+    pub live: LiveAttempts,
+}
+
+/// The reservations of the signing sessions running on this node (the leader's own knowledge
+/// of which admitted attempts are still alive).
+#[derive(Default)]
+pub struct LiveAttempts {
+    running: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl LiveAttempts {
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn contains(&self, reservation_id: &str) -> bool {
+        self.set().contains(reservation_id)
+    }
+
+    /// Marks `reservation_id` running until the returned guard drops.
+    pub fn enter(&self, reservation_id: &str) -> LiveAttempt<'_> {
+        self.set().insert(reservation_id.to_owned());
+        LiveAttempt {
+            attempts: self,
+            reservation_id: reservation_id.to_owned(),
+        }
+    }
+}
+
+pub struct LiveAttempt<'a> {
+    attempts: &'a LiveAttempts,
+    reservation_id: String,
+}
+
+impl Drop for LiveAttempt<'_> {
+    fn drop(&mut self) {
+        self.attempts.set().remove(&self.reservation_id);
+    }
 }
 
 #[derive(Clone)]
@@ -685,7 +726,7 @@ impl SigningService {
             };
             let term = cluster.term();
             if leader_id == cluster.node_id() {
-                if !cluster.serving_leader() {
+                if cluster.lease_lapsed() {
                     return Err(Error::Unavailable(
                         "this node lost contact with its quorum; retry (another node may lead now)"
                             .into(),
@@ -742,9 +783,13 @@ impl SigningService {
     /// The leader's side: runs the job in its own supervised session. Answers `NotLeader`
     /// (never forwards) when this node is not the leader.
     pub async fn sign_as_leader(&self, job: SignJob) -> Result<SignDsseResponse, Error> {
-        // A leader past its lease may be deposed already: the forwarder re-routes.
-        if !self.inner.cluster.serving_leader() {
-            return Err(Error::NotLeader);
+        // A leader past its lease is cut off from its quorum (or was frozen): it refuses at
+        // once, and the caller retries (by then another node may lead).
+        let cluster = &self.inner.cluster;
+        if cluster.lease_lapsed() {
+            return Err(Error::Unavailable(
+                "the leader lost contact with its quorum; retry".into(),
+            ));
         }
         self.inner.sessions.run(self.clone(), job).await
     }
@@ -857,6 +902,9 @@ impl SigningService {
             window_ms: inner.admission.idempotency_window_ms(),
         })?;
         let identity_key = identity.as_ref().map(|i| i.key.clone());
+        // From before the admission on: a retry meeting this attempt's reservation can tell
+        // it still runs.
+        let _running = inner.live.enter(&reservation_id);
         let admit = Command::AdmitOnce(stella_state::command::AdmitOnce {
             admit: Admit {
                 // The identity carries the proof (bound to token and request).
@@ -932,7 +980,18 @@ impl SigningService {
                     }),
                 };
             }
-            Response::InProgress => {
+            Response::InProgress { reservation_id } => {
+                // Same leader term, so this node admitted that attempt: if its session no
+                // longer runs (it failed and its release did not commit), release it now — the
+                // caller's retry then takes the identity over.
+                if !inner.live.contains(&reservation_id) {
+                    let _ = self
+                        .propose(Command::Release {
+                            reservation_id,
+                            now_ms: self.now_ms(),
+                        })
+                        .await;
+                }
                 return Err(Error::Unavailable(
                     "this request is being signed by an earlier attempt; retry shortly with the same proof or Idempotency-Key".into(),
                 ));

@@ -113,6 +113,8 @@ async fn service_with(
         provenance: None,
         // The file back-end (the faulty signer's) runs at most two signings at once.
         backends: stella_node::signing::Backends::new(&[("file", 2)]),
+        request_deadline: std::time::Duration::from_secs(10),
+        live: Default::default(),
     });
     (service, cluster)
 }
@@ -205,6 +207,7 @@ fn job(request_id: &str) -> SignJob {
             dpop: None,
             client_cert_sha256: None,
         },
+        idempotency_key: None,
         request: request(),
     }
 }

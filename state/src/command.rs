@@ -339,8 +339,13 @@ pub enum Response {
     },
     /// A command that has no place inside `Configure` (quota, audit, batches): refused.
     InvalidConfigCommand,
-    /// `AdmitOnce`: an attempt of the current leader term holds the identity (format v5).
-    InProgress,
+    /// `AdmitOnce`: an attempt of the current leader term holds the identity, with this open
+    /// reservation (format v5). The leader knows whether that attempt still runs; if it does
+    /// not (it failed and its release did not commit), releasing the reservation lets the next
+    /// attempt in.
+    InProgress {
+        reservation_id: String,
+    },
     /// `AdmitOnce`: the identity's committed outcome (format v5).
     Concluded(Box<Outcome>),
     /// `Finish` from an attempt that no longer holds its identity: nothing applied (format v5).

@@ -413,7 +413,7 @@ impl State {
                         reservation_id,
                     } => {
                         if term == self.term && self.reservations.contains_key(&reservation_id) {
-                            return Response::InProgress;
+                            return Response::InProgress { reservation_id };
                         }
                         // Its leader is gone (or its reservation expired): this attempt takes
                         // the identity over, and the old reservation's grant goes back.

@@ -566,7 +566,9 @@ mod exactly_once {
         // Asked again while the first attempt runs on the same leader: in progress.
         assert_eq!(
             apply(&mut state, 1, &admit("r2", "b", 150, 5)),
-            Response::InProgress
+            Response::InProgress {
+                reservation_id: "r1".into()
+            }
         );
         let Response::Audited { audit_id, .. } = apply(&mut state, 1, &finish("r1", true)) else {
             panic!("finish audits")
