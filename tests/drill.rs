@@ -17,6 +17,26 @@ pub const DEADLINE: Duration = Duration::from_secs(5);
 /// What a busy machine may add to a deadline before the answer reaches the caller.
 pub const SLACK: Duration = Duration::from_secs(3);
 
+/// Cluster options for failover runs: every node answers a signing within [`DEADLINE`], plus
+/// `extra` TOML appended to each node's `[cluster]` section (then any further sections).
+pub fn options(distinct_addresses: bool, extra: &str) -> crate::ClusterOptions {
+    crate::ClusterOptions {
+        distinct_addresses,
+        node_extra: (1..=3)
+            .map(|id| {
+                (
+                    id,
+                    format!(
+                        "{extra}\n[limits]\nrequest_deadline_seconds = {}",
+                        DEADLINE.as_secs()
+                    ),
+                )
+            })
+            .collect(),
+        ..crate::ClusterOptions::default()
+    }
+}
+
 /// One HTTP attempt of a logical request, as its caller saw it.
 #[derive(Debug, Clone)]
 pub struct Attempt {

@@ -796,6 +796,30 @@ impl TestCluster {
         self.nodes[id - 1] = Some(node);
     }
 
+    /// Sends SIGTERM to node `id` and returns at once (a rollout's stop); [`TestCluster::reap`]
+    /// waits for the exit.
+    pub fn terminate(&self, id: usize) {
+        if let Some(node) = &self.nodes[id - 1] {
+            send_signal(&node.child, Signal::TERM);
+        }
+    }
+
+    /// Waits (up to 30 s) for node `id` to exit after [`TestCluster::terminate`]; its status.
+    pub fn reap(&mut self, id: usize) -> std::process::ExitStatus {
+        let mut node = self.nodes[id - 1].take().expect("a running node");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = node.child.try_wait().expect("wait for the node") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Freezes node `id` (SIGSTOP), as a long GC pause or a stalled VM would.
     pub fn pause(&self, id: usize) {
         if let Some(node) = &self.nodes[id - 1] {
@@ -830,6 +854,45 @@ impl TestCluster {
             })
             .unwrap_or_default();
         Some((status, failing))
+    }
+
+    /// Waits until `/readyz` of node `id` answers 200 (panics with its last answer after
+    /// `timeout`).
+    pub fn wait_ready(&self, id: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let answer = self.readiness(id);
+            if answer.as_ref().map(|r| r.0) == Some(200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} is not ready: {answer:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// An HTTPS client presenting `stem`'s certificate from the cluster's PKI directory
+    /// (`admin` is the operator's, `node-N` a node's).
+    pub fn peer_client(&self, stem: &str) -> reqwest::blocking::Client {
+        let pki = self.dir.path().join("pki");
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.join("ca.pem")).expect("ca"))
+            .expect("ca");
+        let identity = reqwest::Identity::from_pem(
+            &[
+                std::fs::read(pki.join(format!("{stem}.pem"))).expect("pem"),
+                std::fs::read(pki.join(format!("{stem}.key"))).expect("key"),
+            ]
+            .concat(),
+        )
+        .expect("identity");
+        reqwest::blocking::Client::builder()
+            .tls_certs_only([ca])
+            .identity(identity)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client")
     }
 
     /// Signs once through node `id`; returns (status, body).

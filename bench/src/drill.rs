@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use stella_tests::drill::{Attempt, Callers, DEADLINE, SLACK, assert_honest_outcomes, by_request};
-use stella_tests::{ClusterOptions, TestCluster};
+use stella_tests::TestCluster;
+use stella_tests::drill::{
+    Attempt, Callers, DEADLINE, SLACK, assert_honest_outcomes, by_request, options,
+};
 
 #[derive(Parser)]
 #[command(
@@ -95,21 +97,7 @@ fn drill(kind: &str, faults: usize, callers: usize) -> anyhow::Result<Figures> {
     if !matches!(kind, "kill" | "pause" | "partition") {
         bail!("unknown fault kind `{kind}` (kill, pause, partition)");
     }
-    let mut cluster = TestCluster::start(ClusterOptions {
-        distinct_addresses: kind == "partition",
-        node_extra: (1..=3)
-            .map(|id| {
-                (
-                    id,
-                    format!(
-                        "[limits]\nrequest_deadline_seconds = {}",
-                        DEADLINE.as_secs()
-                    ),
-                )
-            })
-            .collect(),
-        ..ClusterOptions::default()
-    });
+    let mut cluster = TestCluster::start(options(kind == "partition", ""));
     ready_everywhere(&cluster)?;
     let load = Callers::start(&cluster, callers);
     load.wait_acked(20, "warm-up");
@@ -178,14 +166,8 @@ fn drill(kind: &str, faults: usize, callers: usize) -> anyhow::Result<Figures> {
 }
 
 fn ready_everywhere(cluster: &TestCluster) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
     for id in 1..=cluster.len() {
-        while cluster.readiness(id).map(|r| r.0) != Some(200) {
-            if Instant::now() > deadline {
-                bail!("node {id} is not ready: {:?}", cluster.readiness(id));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        cluster.wait_ready(id, Duration::from_secs(120));
     }
     Ok(())
 }

@@ -548,26 +548,6 @@ fn the_peer_listener_admits_only_cluster_certificates_and_membership_can_shrink(
     assert_eq!(code, 200, "{body}");
 }
 
-/// A client that presents `stem`'s certificate from the cluster's PKI directory.
-fn peer_client(pki: &std::path::Path, stem: &str) -> reqwest::blocking::Client {
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.join("ca.pem")).expect("ca"))
-        .expect("ca");
-    let identity = reqwest::Identity::from_pem(
-        &[
-            std::fs::read(pki.join(format!("{stem}.pem"))).expect("pem"),
-            std::fs::read(pki.join(format!("{stem}.key"))).expect("key"),
-        ]
-        .concat(),
-    )
-    .expect("identity");
-    reqwest::blocking::Client::builder()
-        .tls_certs_only([ca])
-        .identity(identity)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
-
 /// Posts `body` and returns the status and the JSON answer (problem+json on refusals).
 fn peer_post(client: &reqwest::blocking::Client, url: &str, body: &Value) -> (u16, Value) {
     let response = client.post(url).json(body).send().expect("peer answers");
@@ -609,7 +589,7 @@ fn peer_routes_admit_only_the_roles_that_need_them() {
 
     // The operator certificate `cluster certs` mints: status yes; sign, audit, configure,
     // key shares and Raft never.
-    let operator = peer_client(&pki, "admin");
+    let operator = cluster.peer_client("admin");
     let status = operator.get(url("/peer/v1/status")).send().expect("status");
     assert_eq!(status.status().as_u16(), 200);
     let vote = serde_json::json!({
@@ -639,14 +619,14 @@ fn peer_routes_admit_only_the_roles_that_need_them() {
         &["127.0.0.1".to_owned()],
     )
     .expect("issue");
-    let foreign = peer_client(&pki, "other-cluster-node-1");
+    let foreign = cluster.peer_client("other-cluster-node-1");
     let answer = foreign.get(url("/peer/v1/status")).send().expect("answers");
     assert_eq!(answer.status().as_u16(), 403);
     let (status, problem) = peer_post(&foreign, &url("/peer/v1/sign"), &forged_job("pro".into()));
     assert_eq!((status, &problem["code"]), (403, &"peer_forbidden".into()));
 
     // A member votes, appends and changes membership only as itself.
-    let member = peer_client(&pki, &format!("node-{follower}"));
+    let member = cluster.peer_client(&format!("node-{follower}"));
     let (status, problem) = peer_post(&member, &url("/raft/v1/vote"), &vote);
     assert_eq!(
         status, 403,

@@ -6,25 +6,13 @@ use std::time::{Duration, Instant};
 
 use stella_tests::drill::{
     Attempt, Callers, DEADLINE, SLACK, assert_honest_outcomes, assert_log_matches, by_request,
+    options,
 };
 use stella_tests::{ClusterOptions, TestCluster};
 
 #[test]
 fn a_leader_killed_under_load_costs_honest_callers_nothing_but_a_retry() {
-    let mut cluster = TestCluster::start(ClusterOptions {
-        node_extra: (1..=3)
-            .map(|id| {
-                (
-                    id,
-                    format!(
-                        "[limits]\nrequest_deadline_seconds = {}",
-                        DEADLINE.as_secs()
-                    ),
-                )
-            })
-            .collect(),
-        ..ClusterOptions::default()
-    });
+    let mut cluster = TestCluster::start(options(false, ""));
     let callers = Callers::start(&cluster, 6);
     callers.wait_acked(30, "before the kill");
     let leader = cluster.leader().expect("a leader");
@@ -52,32 +40,10 @@ fn a_leader_killed_under_load_costs_honest_callers_nothing_but_a_retry() {
 
 #[test]
 fn a_partitioned_or_paused_leader_bounds_every_wait_and_says_it_is_not_ready() {
-    let mut cluster = TestCluster::start(ClusterOptions {
-        distinct_addresses: true,
-        node_extra: (1..=3)
-            .map(|id| {
-                (
-                    id,
-                    format!(
-                        "[limits]\nrequest_deadline_seconds = {}",
-                        DEADLINE.as_secs()
-                    ),
-                )
-            })
-            .collect(),
-        ..ClusterOptions::default()
-    });
+    let mut cluster = TestCluster::start(options(true, ""));
     cluster.wait_converged(Duration::from_secs(60));
     for id in 1..=3 {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while cluster.readiness(id).map(|r| r.0) != Some(200) {
-            assert!(
-                Instant::now() < deadline,
-                "node {id} never became ready: {:?}",
-                cluster.readiness(id)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        cluster.wait_ready(id, Duration::from_secs(60));
     }
     let callers = Callers::start(&cluster, 4);
 
@@ -134,15 +100,7 @@ fn a_partitioned_or_paused_leader_bounds_every_wait_and_says_it_is_not_ready() {
     cluster.resume(frozen);
     println!("pause: leader {frozen} frozen 5 s; first signings after it {recovery:?}");
     // Thawed, it learns the new term and is ready again once caught up.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while cluster.readiness(frozen).map(|r| r.0) != Some(200) {
-        assert!(
-            Instant::now() < deadline,
-            "the thawed node never became ready: {:?}",
-            cluster.readiness(frozen)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cluster.wait_ready(frozen, Duration::from_secs(60));
     callers.target(&[1, 2, 3]);
     callers.wait_acked(10, "after the pause");
     let attempts = callers.finish();
@@ -178,25 +136,7 @@ fn each_supervised_actor_killed_is_restarted_and_readiness_says_so_meanwhile() {
         ..ClusterOptions::default()
     });
     cluster.wait_converged(Duration::from_secs(60));
-    let pki = cluster.dir.path().join("pki");
-    let operator = {
-        let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.join("ca.pem")).expect("ca"))
-            .expect("ca");
-        let identity = reqwest::Identity::from_pem(
-            &[
-                std::fs::read(pki.join("admin.pem")).expect("pem"),
-                std::fs::read(pki.join("admin.key")).expect("key"),
-            ]
-            .concat(),
-        )
-        .expect("identity");
-        reqwest::blocking::Client::builder()
-            .tls_certs_only([ca])
-            .identity(identity)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client")
-    };
+    let operator = cluster.peer_client("admin");
     let kill = |node: usize, actor: &str| {
         let response = operator
             .post(format!(
@@ -210,20 +150,7 @@ fn each_supervised_actor_killed_is_restarted_and_readiness_says_so_meanwhile() {
     };
     // Off unless the node's configuration says it is a drill.
     assert_eq!(kill(1, "quota-ledger"), 400);
-    let ready = |node: usize| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match cluster.readiness(node) {
-                Some((200, _)) => return,
-                other => assert!(
-                    Instant::now() < deadline,
-                    "node {node} not ready: {other:?}"
-                ),
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    ready(2);
+    cluster.wait_ready(2, Duration::from_secs(60));
     for actor in ["quota-ledger", "entitlement-cache", "key-shard"] {
         assert_eq!(kill(2, actor), 202, "{actor}");
         // Not ready while it is down, naming the actors check…
@@ -234,7 +161,7 @@ fn each_supervised_actor_killed_is_restarted_and_readiness_says_so_meanwhile() {
             "{actor}: {failing:?}"
         );
         // …ready again once its supervisor restarted it, and signing through it works.
-        ready(2);
+        cluster.wait_ready(2, Duration::from_secs(60));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match cluster.sign(2) {
@@ -260,4 +187,61 @@ fn each_supervised_actor_killed_is_restarted_and_readiness_says_so_meanwhile() {
             "{actor} restart counted"
         );
     }
+}
+
+#[test]
+fn a_leader_stopped_with_sigterm_drains_hands_over_and_loses_nothing() {
+    let mut cluster = TestCluster::start(options(false, "shutdown_grace_ms = 5000"));
+    cluster.wait_converged(Duration::from_secs(60));
+    let callers = Callers::start(&cluster, 4);
+    callers.wait_acked(20, "before the stop");
+    let leader = cluster.leader().expect("a leader");
+    let others: Vec<usize> = (1..=3).filter(|id| *id != leader).collect();
+    let term_before = cluster.status(others[0]).expect("status")["term"].as_u64();
+    let stopped = Instant::now();
+    cluster.terminate(leader);
+    // Not ready from the signal on (the balancer drains it), while it still answers.
+    loop {
+        let (status, failing) = cluster
+            .readiness(leader)
+            .expect("it still answers during the grace");
+        if status == 503 {
+            assert!(failing.contains(&"accepting".to_owned()), "{failing:?}");
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_millis(4500),
+            "still ready after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    callers.target(&others);
+    let exit = cluster.reap(leader);
+    assert!(exit.success(), "a clean exit: {exit:?}");
+    // Leadership moved to a caught-up voter, in a newer term.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new_leader = loop {
+        if let Some(status) = cluster.status(others[0])
+            && let Some(l) = status["leader"].as_u64()
+            && others.contains(&(l as usize))
+            && status["term"].as_u64() > term_before
+        {
+            break l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader after the handover"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!(
+        "leader {leader} stopped with SIGTERM; node {new_leader} leads {:?} after the signal",
+        stopped.elapsed()
+    );
+    callers.wait_acked(20, "after the stop");
+    let attempts = callers.finish();
+    let outcomes = assert_honest_outcomes(&attempts);
+    cluster.restart(leader);
+    cluster.wait_converged(Duration::from_secs(60));
+    assert_log_matches(&mut cluster, &outcomes);
 }
