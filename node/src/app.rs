@@ -120,6 +120,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         ],
         data_dir: config.data_dir.clone(),
         shutting_down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        drill_kill_actors: config.drill.kill_actors,
     };
     let signing = SigningService::new(SigningParts {
         keyring: keyring(key, &config)?.with_threshold(threshold),
@@ -155,7 +156,6 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         keyless_trust: keyless_trust(&config)?,
         base_urls,
         health: health.clone(),
-        drill_kill_actors: config.drill.kill_actors,
     });
 
     let client_state = state.clone();

@@ -13,6 +13,7 @@ use stella_api::{Health, HealthCheck};
 use stella_cluster::ClusterHandle;
 use stella_cluster::lease;
 
+use crate::Error;
 use crate::admission::Admission;
 use crate::supervise::ActorHealth;
 
@@ -23,6 +24,8 @@ pub struct NodeHealth {
     pub data_dir: PathBuf,
     /// Set first thing on SIGTERM: the load balancer drains this node.
     pub shutting_down: Arc<AtomicBool>,
+    /// Chaos drills only (`[drill] kill_actors`): operators may kill a supervised actor.
+    pub drill_kill_actors: bool,
 }
 
 /// The gathered facts, one instant.
@@ -103,9 +106,22 @@ impl NodeHealth {
         })
     }
 
-    /// Drills: the supervised actor called `name`.
-    pub fn actor(&self, name: &str) -> Option<&ActorHealth> {
-        self.actors.iter().find(|a| a.name == name)
+    /// Drills: kills the supervised actor called `name` (its restart waits at least `hold`).
+    pub fn drill_kill(&self, name: &str, hold: std::time::Duration) -> Result<&'static str, Error> {
+        if !self.drill_kill_actors {
+            return Err(Error::InvalidRequest(
+                "actor kills are a drill: set `[drill] kill_actors = true` on this node".into(),
+            ));
+        }
+        let actor = self.actors.iter().find(|a| a.name == name).ok_or_else(|| {
+            Error::InvalidRequest(format!(
+                "no supervised actor `{}`",
+                crate::error::clip(name)
+            ))
+        })?;
+        tracing::warn!(actor = actor.name, "drill: killing a supervised actor");
+        actor.kill(hold);
+        Ok(actor.name)
     }
 }
 

@@ -99,6 +99,7 @@ impl<T: Persisted> Persisted for Option<T> {
     }
 }
 impl Persisted for crate::machine::Claim {}
+impl Persisted for Vec<(String, crate::machine::Claim)> {}
 impl Persisted for crate::raft_types::Entry {}
 impl Persisted for crate::raft_types::LogId {}
 impl Persisted for crate::raft_types::Vote {}

@@ -4,9 +4,10 @@
 //! version 1; `format-v2/` the same for version 2 (which adds `Command::Admit` and the replicated
 //! proof set); `format-v3/` for version 3 (threshold keys: `Command::RegisterThresholdKey` and
 //! `State::threshold_groups`); `format-v4/` for version 4 (`Command::Configure`: a configuration
-//! change and its audit record in one entry). A newer node must read an older log, so every version directory
-//! stays. Regenerate (only the CURRENT version's directory is written):
-//! `STELLA_WRITE_FORMAT_FIXTURE=1 cargo test -p stella-state --test format format_v4`.
+//! change and its audit record in one entry); `format-v5/` for version 5 (exactly-once signing:
+//! `Command::AdmitOnce` / `Command::Finish`, and the claim set's rows). A newer node must read an
+//! older log, so every version directory stays. Regenerate (only the CURRENT version's directory
+//! is written): `STELLA_WRITE_FORMAT_FIXTURE=1 cargo test -p stella-state --test format format_v5`.
 
 use std::path::PathBuf;
 
@@ -72,19 +73,6 @@ fn format_v4_fixtures_decode() {
     let commands = commands_v4();
     let state = state_after(&commands);
     assert!(state.toggles.contains_key("poe.bypass"));
-    if std::env::var_os("STELLA_WRITE_FORMAT_FIXTURE").is_some() {
-        std::fs::create_dir_all(dir_v4()).expect("dir");
-        std::fs::write(
-            dir_v4().join("commands.bin"),
-            codec::encode(&commands).expect("encode"),
-        )
-        .expect("write");
-        std::fs::write(
-            dir_v4().join("state.bin"),
-            codec::encode(&state).expect("encode"),
-        )
-        .expect("write");
-    }
     let stored = std::fs::read(dir_v4().join("commands.bin")).expect("commands fixture");
     assert_eq!(stored[0], 4, "fixture is format v4");
     let decoded: Vec<Command> = codec::decode(&stored).expect("v4 commands decode");
@@ -95,6 +83,113 @@ fn format_v4_fixtures_decode() {
     let mut without_proofs = state.clone();
     without_proofs.proofs = Default::default();
     assert_eq!(snapshot, without_proofs);
+}
+
+fn dir_v5() -> PathBuf {
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/fixtures/format-v5")
+}
+
+/// Version 5 adds exactly-once signing: an admission with an idempotency identity and the
+/// finish that records its outcome.
+fn commands_v5() -> Vec<Command> {
+    use stella_state::command::{
+        Admit, AdmitOnce, Finish, Identity, SignedOutcome, StoredSignature,
+    };
+    let mut commands = commands_v4();
+    let draft = commands
+        .iter()
+        .find_map(|c| match c {
+            Command::Audit(d) => Some(d.clone()),
+            _ => None,
+        })
+        .expect("an audit draft among the v1 commands");
+    commands.push(Command::AdmitOnce(AdmitOnce {
+        admit: Admit {
+            proof: None,
+            reserve: Reserve {
+                reservation_id: "res-v5".into(),
+                tenant: "acme".into(),
+                plan: "team".into(),
+                limit: 10,
+                window_ms: 60_000,
+                max_concurrent: 4,
+                now_ms: 5_000,
+                ttl_ms: 30_000,
+            },
+        },
+        identity: Some(Identity {
+            key: "a".repeat(64),
+            binding: "b".repeat(64),
+            expires_at_ms: 305_000,
+        }),
+        evidence: None,
+    }));
+    commands.push(Command::Finish(Finish {
+        reservation_id: "res-v5".into(),
+        identity: Some("a".repeat(64)),
+        audit: draft,
+        signed: Some(SignedOutcome {
+            audit_id: String::new(),
+            request_id: "req-v5".into(),
+            remaining: 9,
+            window_resets_at_ms: 60_000,
+            key_source: "file".into(),
+            signatures: vec![StoredSignature {
+                key_id: "sha256:key".into(),
+                algorithm: "ECDSA_P256_SHA256".into(),
+                signature: vec![0x30, 0x44, 1, 2, 3],
+                public_key: vec![0x30, 0x59, 4, 5, 6],
+                certificate_chain_der: vec![vec![0x30, 0x82, 7]],
+                timestamps: Vec::new(),
+            }],
+        }),
+        now_ms: 5_100,
+    }));
+    commands
+}
+
+#[test]
+fn format_v5_fixtures_decode() {
+    let commands = commands_v5();
+    let state = state_after(&commands);
+    let claims: Vec<(String, stella_state::machine::Claim)> = state
+        .proofs
+        .claims()
+        .map(|(k, c)| (k.to_owned(), c.clone()))
+        .collect();
+    assert!(
+        claims
+            .iter()
+            .any(|(_, c)| matches!(c.status, stella_state::machine::ClaimStatus::Done(_))),
+        "the finish recorded its outcome"
+    );
+    if std::env::var_os("STELLA_WRITE_FORMAT_FIXTURE").is_some() {
+        std::fs::create_dir_all(dir_v5()).expect("dir");
+        for (name, bytes) in [
+            ("commands.bin", codec::encode(&commands)),
+            ("state.bin", codec::encode(&state)),
+            ("claims.bin", codec::encode(&claims)),
+        ] {
+            std::fs::write(dir_v5().join(name), bytes.expect("encode")).expect("write");
+        }
+    }
+    let stored = std::fs::read(dir_v5().join("commands.bin")).expect("commands fixture");
+    assert_eq!(stored[0], 5, "fixture is format v5");
+    let decoded: Vec<Command> = codec::decode(&stored).expect("v5 commands decode");
+    assert_eq!(decoded, commands);
+    let snapshot: State =
+        codec::decode(&std::fs::read(dir_v5().join("state.bin")).expect("state fixture"))
+            .expect("v5 state decodes");
+    let mut without_claims = state.clone();
+    without_claims.proofs = Default::default();
+    assert_eq!(snapshot, without_claims);
+    let rows: Vec<(String, stella_state::machine::Claim)> =
+        codec::decode(&std::fs::read(dir_v5().join("claims.bin")).expect("claims fixture"))
+            .expect("v5 claims decode");
+    assert_eq!(rows, claims);
 }
 
 /// Version 3 adds threshold keys.

@@ -174,3 +174,43 @@ async fn applied_state_and_audit_survive_reopen_and_travel_in_snapshots() {
             .is_some()
     );
 }
+
+/// A node upgraded from format v4 finds its one-time proofs in the old `proofs` table: they are
+/// claims (a second use is a replay), and they leave that table when they expire.
+#[tokio::test]
+async fn proofs_of_a_v4_node_are_claims_after_the_upgrade() {
+    let dir = tempfile::tempdir().expect("tmp");
+    {
+        // What a v4 node left behind: one row in `proofs` (key → end of its window).
+        let db = redb::Database::create(dir.path().join("state-machine.redb")).expect("db");
+        let txn = db.begin_write().expect("txn");
+        {
+            let table: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("proofs");
+            let mut proofs = txn.open_table(table).expect("table");
+            proofs.insert("old-proof", 600_000).expect("row");
+        }
+        txn.commit().expect("commit");
+    }
+    let (_, mut sm) = storage::open(dir.path()).expect("open");
+    assert!(sm.view().with_state(|s| s.proofs.contains("old-proof")));
+    let responses = sm
+        .apply(vec![entry(1, 1, admit("r1", "old-proof"))])
+        .await
+        .expect("apply");
+    assert_eq!(
+        responses[0],
+        Response::Replayed,
+        "a v4 proof is still spent"
+    );
+    // Past its window it is forgotten, in both tables: a reopened node does not bring it back.
+    let mut late = admit("r2", "new-proof");
+    if let Command::Admit(a) = &mut late {
+        a.reserve.now_ms = 700_000;
+    }
+    sm.apply(vec![entry(1, 2, late)]).await.expect("apply");
+    drop(sm);
+    let (_, sm) = storage::open(dir.path()).expect("reopen");
+    let view = sm.view();
+    assert!(!view.with_state(|s| s.proofs.contains("old-proof")));
+    assert!(view.with_state(|s| s.proofs.contains("new-proof")));
+}

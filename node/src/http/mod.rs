@@ -36,10 +36,9 @@ pub struct AppState {
     /// Base URLs clients may address this node by (its own and the load balancer's): DPoP
     /// `htu` must be one of them plus the request path. The `Host` header is never trusted.
     pub base_urls: Vec<String>,
-    /// What readiness watches besides the cluster (actors, storage, shutdown).
+    /// What readiness watches besides the cluster (actors, storage, shutdown), and the drill
+    /// hook that kills actors.
     pub health: crate::readiness::NodeHealth,
-    /// Chaos drills only (`[drill] kill_actors`): operators may kill a supervised actor.
-    pub drill_kill_actors: bool,
 }
 
 impl AppState {

@@ -279,22 +279,7 @@ pub async fn drill_kill_actor(
     state: Data<AppState>,
     body: Json<KillActor>,
 ) -> Result<HttpResponse, ApiProblem> {
-    if !state.drill_kill_actors {
-        return Err(crate::Error::InvalidRequest(
-            "actor kills are a drill: set `[drill] kill_actors = true` on this node".into(),
-        )
-        .into());
-    }
-    let Some(actor) = state.health.actor(&body.actor) else {
-        return Err(crate::Error::InvalidRequest(format!(
-            "no supervised actor `{}`",
-            crate::error::clip(&body.actor)
-        ))
-        .into());
-    };
-    tracing::warn!(actor = actor.name, "drill: killing a supervised actor");
-    actor.kill(std::time::Duration::from_millis(
-        body.restart_after_ms.min(60_000),
-    ));
-    Ok(HttpResponse::Accepted().json(serde_json::json!({"killed": actor.name})))
+    let hold = std::time::Duration::from_millis(body.restart_after_ms.min(60_000));
+    let killed = state.health.drill_kill(&body.actor, hold)?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"killed": killed})))
 }
