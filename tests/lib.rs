@@ -804,13 +804,16 @@ impl TestCluster {
         }
     }
 
-    /// Waits (up to 30 s) for node `id` to exit after [`TestCluster::terminate`]; its status.
-    pub fn reap(&mut self, id: usize) -> std::process::ExitStatus {
+    /// Waits (up to 30 s) for node `id` to exit after [`TestCluster::terminate`]; its status
+    /// and what it logged.
+    pub fn reap(&mut self, id: usize) -> (std::process::ExitStatus, Vec<String>) {
         let mut node = self.nodes[id - 1].take().expect("a running node");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = node.child.try_wait().expect("wait for the node") {
-                return status;
+                // The log reader thread drains what is left of the pipe.
+                std::thread::sleep(Duration::from_millis(200));
+                return (status, node.logs());
             }
             assert!(
                 Instant::now() < deadline,

@@ -216,8 +216,17 @@ fn a_leader_stopped_with_sigterm_drains_hands_over_and_loses_nothing() {
         std::thread::sleep(Duration::from_millis(10));
     }
     callers.target(&others);
-    let exit = cluster.reap(leader);
+    let (exit, logs) = cluster.reap(leader);
     assert!(exit.success(), "a clean exit: {exit:?}");
+    // It handed leadership over itself (not left it to an election by timeout).
+    let handover = logs
+        .iter()
+        .find(|l| l.contains("leadership transfer") && l.contains("\"moved\":true"));
+    assert!(
+        handover.is_some(),
+        "no handover logged: {:?}",
+        &logs[logs.len().saturating_sub(20)..]
+    );
     // Leadership moved to a caught-up voter, in a newer term.
     let deadline = Instant::now() + Duration::from_secs(30);
     let new_leader = loop {
