@@ -146,6 +146,8 @@ impl Client {
         let url = format!("{}{path}", self.base);
         let started = Instant::now();
         let key = crate::dpop::random_id();
+        // One request id for every attempt: the audit records of all of them carry it.
+        let request_id = format!("req-{key}");
         let mut headers = self.auth_headers("POST", &url)?;
         let mut challenged_once = false;
         let mut attempts = 0;
@@ -155,6 +157,7 @@ impl Client {
                 .http
                 .post(&url)
                 .header("idempotency-key", &key)
+                .header("x-request-id", &request_id)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
             for (name, value) in &headers {

@@ -105,6 +105,8 @@ struct Inner {
     timing: lease::Timing,
     /// The last AppendEntries this node accepted from a leader (followers' side of the lease).
     contact: std::sync::Mutex<Option<lease::Contact>>,
+    /// Set when this leader hands leadership over (graceful shutdown): it takes no new work.
+    handing_over: std::sync::atomic::AtomicBool,
 }
 
 impl ClusterHandle {
@@ -157,6 +159,7 @@ impl ClusterHandle {
                     election_max: Duration::from_millis(config.election_timeout_ms.1),
                 },
                 contact: std::sync::Mutex::new(None),
+                handing_over: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -333,6 +336,22 @@ impl ClusterHandle {
         &self,
     ) -> openraft::raft::RuntimeConfigHandle<'_, stella_state::raft_types::TypeConfig> {
         self.inner.raft.runtime_config()
+    }
+
+    /// From now on this node takes no new leader work (forwarded jobs are answered "not the
+    /// leader", so their senders wait for the next one) and campaigns no more: its log stops
+    /// growing, so a voter can catch up with it completely before it hands over.
+    pub fn begin_handover(&self) {
+        self.inner
+            .handing_over
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.inner.raft.runtime_config().elect(false);
+    }
+
+    pub fn handing_over(&self) -> bool {
+        self.inner
+            .handing_over
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The voter (other than this node) whose replicated log is furthest, when this node leads.

@@ -535,7 +535,7 @@ impl SigningService {
     /// the group it produced is registered in one entry with the audit record.
     pub async fn generate_as_leader(&self, change: ConfigChange) -> Result<ConfigApplied, Error> {
         let cluster = &self.inner.cluster;
-        if !cluster.is_leader() {
+        if !cluster.is_leader() || cluster.handing_over() {
             return Err(Error::NotLeader);
         }
         let backend = self
@@ -643,7 +643,7 @@ impl SigningService {
     /// The leader's side of a configuration change (never a key generation's: those carry a
     /// group only [`SigningService::generate_as_leader`] may produce).
     pub async fn configure_as_leader(&self, change: ConfigChange) -> Result<ConfigApplied, Error> {
-        if !self.inner.cluster.is_leader() {
+        if !self.inner.cluster.is_leader() || self.inner.cluster.handing_over() {
             return Err(Error::NotLeader);
         }
         self.configured(&change, None).await
@@ -783,9 +783,13 @@ impl SigningService {
     /// The leader's side: runs the job in its own supervised session. Answers `NotLeader`
     /// (never forwards) when this node is not the leader.
     pub async fn sign_as_leader(&self, job: SignJob) -> Result<SignDsseResponse, Error> {
+        // A leader handing over takes no new work: the forwarder waits for the next one.
+        let cluster = &self.inner.cluster;
+        if cluster.handing_over() {
+            return Err(Error::NotLeader);
+        }
         // A leader past its lease is cut off from its quorum (or was frozen): it refuses at
         // once, and the caller retries (by then another node may lead).
-        let cluster = &self.inner.cluster;
         if cluster.lease_lapsed() {
             return Err(Error::Unavailable(
                 "the leader lost contact with its quorum; retry".into(),

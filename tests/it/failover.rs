@@ -224,9 +224,10 @@ fn a_leader_stopped_with_sigterm_drains_hands_over_and_loses_nothing() {
         .find(|l| l.contains("leadership transfer") && l.contains("\"moved\":true"));
     assert!(
         handover.is_some(),
-        "no handover logged: {:?}",
+        "no handover: {:?}",
         &logs[logs.len().saturating_sub(20)..]
     );
+    println!("{}", handover.map_or("", String::as_str));
     // Leadership moved to a caught-up voter, in a newer term.
     let deadline = Instant::now() + Duration::from_secs(30);
     let new_leader = loop {

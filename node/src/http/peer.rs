@@ -71,6 +71,9 @@ pub async fn audit(
     state: Data<AppState>,
     draft: Json<stella_state::AuditDraft>,
 ) -> Json<ForwardAnswer<String>> {
+    if state.cluster().handing_over() {
+        return Json(ForwardAnswer::NotLeader);
+    }
     Json(answer(
         state.signing.audit_as_leader(draft.into_inner()).await,
     ))
