@@ -608,6 +608,43 @@ fn forged_expired_misbound_and_replayed_credentials_are_refused_and_audited() {
         "invalid_token",
     );
 
+    // --- Idempotency-Key (callers without DPoP) ---
+    // A retry with the same key and body gets the committed outcome (no second signature, no
+    // second record); the same key for another body is a conflict; without a key, every
+    // request is a new one.
+    let bearer = format!("Bearer {mtls_token}");
+    let keyed = |id: &str, key: &str, body: &Value| {
+        f.send_raw(
+            &with_cert,
+            id,
+            &[("authorization", bearer.as_str()), ("idempotency-key", key)],
+            body,
+        )
+    };
+    let (status, first) = keyed("idem-first", "build-4711-sbom", &f.body());
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = keyed("idem-retry", "\"build-4711-sbom\"", &f.body());
+    assert_eq!(status, 200, "{again}");
+    for field in ["auditId", "envelope", "bundleSha256"] {
+        assert_eq!(again[field], first[field], "{field}");
+    }
+    assert_eq!(
+        again["requestId"], "idem-first",
+        "the first attempt's request id"
+    );
+    let mut other = f.body();
+    other["subject"][0]["name"] = json!("another-artifact");
+    let (status, conflict) = keyed("idem-conflict", "build-4711-sbom", &other);
+    assert_refused(status, &conflict, 409, "idempotency_conflict");
+    let (status, bad) = keyed("idem-bad-key", "has space", &f.body());
+    assert_refused(status, &bad, 400, "invalid_request");
+    let (_, one) = f.send_with(&with_cert, "no-key-1", &bearer, None, &f.body());
+    let (_, two) = f.send_with(&with_cert, "no-key-2", &bearer, None, &f.body());
+    assert_ne!(
+        one["auditId"], two["auditId"],
+        "without a key, two signings"
+    );
+
     // --- the PoE ---
     let license = f.poe["value"].as_str().expect("license").to_owned();
     let parts: Vec<&str> = license.split('.').collect();
@@ -805,10 +842,21 @@ fn forged_expired_misbound_and_replayed_credentials_are_refused_and_audited() {
         );
         assert!(record.get("bundleSha256").is_none(), "{id}");
     }
-    for id in ["ok-1", "replay-first", "mtls-ok"] {
+    for id in ["ok-1", "replay-first", "mtls-ok", "idem-first"] {
         assert_eq!(audit[id]["decision"], "signed", "{id}");
         assert_eq!(audit[id]["poeState"], "valid", "{id}");
     }
+    // Retries answered from the committed outcome leave no record of their own.
+    for id in ["replay-retry", "idem-retry"] {
+        assert!(!audit.contains_key(id), "{id} is not a second decision");
+    }
+    assert!(
+        audit["idem-conflict"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("idempotency_conflict")),
+        "{}",
+        audit["idem-conflict"]
+    );
     assert_eq!(audit["ok-1"]["tenant"], "tenant-a");
     assert_eq!(audit["ok-1"]["plan"], PLAN);
 }
