@@ -10,6 +10,7 @@ pub mod audit;
 pub mod codec;
 pub mod command;
 pub mod machine;
+pub mod merkle;
 pub mod raft_types;
 pub mod storage;
 
