@@ -745,7 +745,7 @@ impl SigningService {
                 &leader.peer_url,
                 path,
                 body,
-                deadline - now,
+                deadline.saturating_duration_since(tokio::time::Instant::now()),
             );
             let answer = tokio::select! {
                 biased;
