@@ -11,6 +11,8 @@
 
 pub mod admission;
 pub mod app;
+pub mod attempts;
+pub mod backends;
 pub mod changes;
 pub mod clock;
 pub mod config;
@@ -25,6 +27,7 @@ pub mod ledger;
 pub mod pipeline;
 pub mod readiness;
 pub mod release_trust;
+pub mod router;
 pub mod session;
 pub mod signing;
 pub mod supervise;

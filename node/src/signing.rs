@@ -12,9 +12,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use stella_api::{Problem, QuotaStatus, SignDsseRequest, SignDsseResponse};
+use stella_api::{QuotaStatus, SignDsseRequest, SignDsseResponse};
 use stella_cluster::ClusterHandle;
 use stella_signer::{Envelope, IN_TOTO_PAYLOAD_TYPE, KeySigner};
 use stella_state::command::{Admit, ProofClaim, Reserve, Response};
@@ -32,6 +31,11 @@ use crate::keys::Keyring;
 use crate::ledger::{Ledger, ProposeError};
 use crate::pipeline::{self, POE_UNCHECKED, Refusal};
 use crate::session::Sessions;
+
+pub use crate::attempts::LiveAttempts;
+use crate::attempts::ReservationGuard;
+pub use crate::backends::{Backends, MAX_SIGNINGS_PER_BACKEND};
+pub use crate::router::ForwardAnswer;
 use stella_state::command::Outcome;
 
 pub const PEER_SIGN: &str = "/peer/v1/sign";
@@ -52,13 +56,6 @@ pub struct ConfigApplied {
 }
 /// How long one signing operation may take (an HSM that hangs gets 503, not a stuck request).
 const SIGN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an operator's or the node's own call (audit, configuration, key generation) may
-/// wait for the leader; signing requests use `[limits] request_deadline_seconds`.
-const ADMIN_DEADLINE: Duration = Duration::from_secs(30);
-/// Back-off before forwarding again to a leader that just failed to answer (cut short when a
-/// new leader is known).
-const RETRY_SAME_LEADER: Duration = Duration::from_millis(250);
-
 /// An admitted signing request, as the leader runs it (forwarded by a follower, or local).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignJob {
@@ -101,74 +98,6 @@ impl SignJob {
     }
 }
 
-/// The leader's answer to a forwarded call.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum ForwardAnswer<T> {
-    Done(T),
-    Refused(Problem),
-    NotLeader,
-}
-
-/// Signings each key back-end may run at once (a PKCS#11 token: its session pool).
-pub const MAX_SIGNINGS_PER_BACKEND: usize = 16;
-/// The longest a signing waits for a busy back-end before it gets a retryable 503.
-const BACKEND_QUEUE_WAIT: Duration = Duration::from_secs(2);
-
-/// Per-back-end bounds on concurrent signing work (file, pkcs11, keyless, threshold).
-pub struct Backends {
-    bounds: std::collections::HashMap<&'static str, Arc<tokio::sync::Semaphore>>,
-}
-
-impl Backends {
-    /// `limits`: signings at once per back-end kind; kinds not named get
-    /// [`MAX_SIGNINGS_PER_BACKEND`].
-    pub fn new(limits: &[(&'static str, usize)]) -> Backends {
-        let kinds = ["file", "pkcs11", "keyless", "threshold"];
-        Backends {
-            bounds: kinds
-                .into_iter()
-                .map(|kind| {
-                    let n = limits
-                        .iter()
-                        .find(|(k, _)| *k == kind)
-                        .map_or(MAX_SIGNINGS_PER_BACKEND, |(_, n)| (*n).max(1));
-                    (kind, Arc::new(tokio::sync::Semaphore::new(n)))
-                })
-                .collect(),
-        }
-    }
-
-    /// A permit of every back-end `signers` use, waiting no later than `deadline`.
-    pub async fn acquire(
-        &self,
-        signers: &[Arc<dyn KeySigner>],
-        deadline: tokio::time::Instant,
-    ) -> Result<Vec<tokio::sync::OwnedSemaphorePermit>, Error> {
-        let mut kinds: Vec<&'static str> = signers
-            .iter()
-            .map(|s| s.descriptor().source.as_str())
-            .filter(|kind| self.bounds.contains_key(kind))
-            .collect();
-        kinds.sort_unstable();
-        kinds.dedup();
-        let mut permits = Vec::with_capacity(kinds.len());
-        // Waiting for a slot longer than this only hands the signing less of its deadline.
-        let wait_until = deadline.min(tokio::time::Instant::now() + BACKEND_QUEUE_WAIT);
-        for kind in kinds {
-            let bound = self.bounds[kind].clone();
-            match tokio::time::timeout_at(wait_until, bound.acquire_owned()).await {
-                Ok(Ok(permit)) => permits.push(permit),
-                _ => {
-                    return Err(Error::Unavailable(format!(
-                        "the {kind} key back-end is busy (its signings in progress did not finish in time)"
-                    )));
-                }
-            }
-        }
-        Ok(permits)
-    }
-}
-
 /// What the signing service is built from (see `app.rs`).
 pub struct SigningParts {
     pub keyring: Keyring,
@@ -184,45 +113,6 @@ pub struct SigningParts {
     pub request_deadline: Duration,
     /// Reservations whose session runs on this node now.
     pub live: LiveAttempts,
-}
-
-/// The reservations of the signing sessions running on this node (the leader's own knowledge
-/// of which admitted attempts are still alive).
-#[derive(Default)]
-pub struct LiveAttempts {
-    running: std::sync::Mutex<std::collections::HashSet<String>>,
-}
-
-impl LiveAttempts {
-    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub fn contains(&self, reservation_id: &str) -> bool {
-        self.set().contains(reservation_id)
-    }
-
-    /// Marks `reservation_id` running until the returned guard drops.
-    pub fn enter(&self, reservation_id: &str) -> LiveAttempt<'_> {
-        self.set().insert(reservation_id.to_owned());
-        LiveAttempt {
-            attempts: self,
-            reservation_id: reservation_id.to_owned(),
-        }
-    }
-}
-
-pub struct LiveAttempt<'a> {
-    attempts: &'a LiveAttempts,
-    reservation_id: String,
-}
-
-impl Drop for LiveAttempt<'_> {
-    fn drop(&mut self) {
-        self.attempts.set().remove(&self.reservation_id);
-    }
 }
 
 #[derive(Clone)]
@@ -290,9 +180,14 @@ impl SigningService {
             &summary,
         );
         let leader_side = || self.audit_as_leader(draft.clone());
-        if let Err(e) = self
-            .at_leader(PEER_AUDIT, &draft, admin_deadline(), leader_side)
-            .await
+        if let Err(e) = crate::router::at_leader(
+            &self.inner.cluster,
+            PEER_AUDIT,
+            &draft,
+            crate::router::admin_deadline(),
+            leader_side,
+        )
+        .await
         {
             metrics::counter!("stella_signer_refusal_audit_failures_total").increment(1);
             tracing::error!(error = %e, total = summary.total, "the pre-authentication summary could not be audited");
@@ -388,7 +283,9 @@ impl SigningService {
         };
         let leader_side = || self.sign_as_leader(job.clone());
         let deadline = tokio::time::Instant::from_std(started) + self.inner.request_deadline;
-        let result = self.at_leader(PEER_SIGN, &job, deadline, leader_side).await;
+        let result =
+            crate::router::at_leader(&self.inner.cluster, PEER_SIGN, &job, deadline, leader_side)
+                .await;
         if let Err(e) = &result {
             self.log_rejection(&authn.caller, e, started);
         }
@@ -455,9 +352,14 @@ impl SigningService {
         }
         let draft = pipeline::refusal_draft(refusal);
         let leader_side = || self.audit_as_leader(draft.clone());
-        if let Err(e) = self
-            .at_leader(PEER_AUDIT, &draft, admin_deadline(), leader_side)
-            .await
+        if let Err(e) = crate::router::at_leader(
+            &self.inner.cluster,
+            PEER_AUDIT,
+            &draft,
+            crate::router::admin_deadline(),
+            leader_side,
+        )
+        .await
         {
             metrics::counter!("stella_signer_refusal_audit_failures_total").increment(1);
             tracing::error!(error = %e, "a refusal could not be audited");
@@ -527,8 +429,14 @@ impl SigningService {
         change: ConfigChange,
     ) -> Result<ConfigApplied, Error> {
         let leader_side = || self.generate_as_leader(change.clone());
-        self.at_leader(PEER_KEYGEN, &change, admin_deadline(), leader_side)
-            .await
+        crate::router::at_leader(
+            &self.inner.cluster,
+            PEER_KEYGEN,
+            &change,
+            crate::router::admin_deadline(),
+            leader_side,
+        )
+        .await
     }
 
     /// The leader's side of a key generation: the holders are voters (all of them by default);
@@ -636,8 +544,14 @@ impl SigningService {
     /// Applies a change through the leader, with its audit record in the same entry.
     pub async fn configure(&self, change: ConfigChange) -> Result<ConfigApplied, Error> {
         let leader_side = || self.configure_as_leader(change.clone());
-        self.at_leader(PEER_CONFIGURE, &change, admin_deadline(), leader_side)
-            .await
+        crate::router::at_leader(
+            &self.inner.cluster,
+            PEER_CONFIGURE,
+            &change,
+            crate::router::admin_deadline(),
+            leader_side,
+        )
+        .await
     }
 
     /// The leader's side of a configuration change (never a key generation's: those carry a
@@ -691,93 +605,6 @@ impl SigningService {
                 "unexpected answer to a configuration change: {other:?}"
             ))),
         }
-    }
-
-    /// Runs `local` if this node leads, else forwards `body` to the leader's `path`, until
-    /// `deadline`. A forward is abandoned as soon as this node learns of another leader or a
-    /// newer term (re-routed to the newest leader); a leader whose lease lapsed answers 503 at
-    /// once. Past the deadline the outcome is unknown: the caller retries with the same
-    /// proof or `Idempotency-Key` and gets the committed outcome if there is one.
-    async fn at_leader<B, T, F>(
-        &self,
-        path: &str,
-        body: &B,
-        deadline: tokio::time::Instant,
-        local: impl Fn() -> F,
-    ) -> Result<T, Error>
-    where
-        B: Serialize,
-        T: DeserializeOwned,
-        F: std::future::Future<Output = Result<T, Error>>,
-    {
-        let cluster = &self.inner.cluster;
-        // Waits (bounded) for this node to learn of a leader other than `leader` in `term`.
-        let moved_on = async |leader: u64, term: u64, at_most: Duration| {
-            let until = deadline.min(tokio::time::Instant::now() + at_most);
-            let _ = tokio::time::timeout_at(until, cluster.leader_changed(leader, term)).await;
-        };
-        loop {
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let Some((leader_id, leader)) = cluster.wait_for_leader(deadline - now).await else {
-                break;
-            };
-            let term = cluster.term();
-            if leader_id == cluster.node_id() {
-                if cluster.lease_lapsed() {
-                    return Err(Error::Unavailable(
-                        "this node lost contact with its quorum; retry (another node may lead now)"
-                            .into(),
-                    ));
-                }
-                match tokio::time::timeout_at(deadline, local()).await {
-                    Err(_) => break,
-                    Ok(Err(Error::NotLeader)) => {
-                        moved_on(leader_id, term, Duration::from_millis(50)).await;
-                        continue;
-                    }
-                    Ok(other) => return other,
-                }
-            }
-            let forward = cluster.peers().post::<B, ForwardAnswer<T>>(
-                &leader.peer_url,
-                path,
-                body,
-                deadline.saturating_duration_since(tokio::time::Instant::now()),
-            );
-            let answer = tokio::select! {
-                biased;
-                answer = forward => Some(answer),
-                () = cluster.leader_changed(leader_id, term) => None,
-            };
-            match answer {
-                None => {
-                    metrics::counter!(crate::telemetry::REROUTES, "why" => "leader_changed")
-                        .increment(1);
-                    tracing::info!(
-                        leader = leader_id,
-                        "a newer leader is known; re-routing the forward"
-                    );
-                }
-                Some(Ok(ForwardAnswer::Done(value))) => return Ok(value),
-                Some(Ok(ForwardAnswer::Refused(problem))) => return Err(Error::Remote(problem)),
-                Some(Ok(ForwardAnswer::NotLeader)) => {
-                    moved_on(leader_id, term, Duration::from_millis(100)).await;
-                }
-                Some(Err(e)) => {
-                    metrics::counter!(crate::telemetry::REROUTES, "why" => "unreachable")
-                        .increment(1);
-                    tracing::warn!(leader = leader_id, error = %e, "forwarding to the leader failed; re-routing");
-                    // Give the election time to replace it before trying it again.
-                    moved_on(leader_id, term, RETRY_SAME_LEADER).await;
-                }
-            }
-        }
-        Err(Error::Unavailable(
-            "no leader answered before the request's deadline (the cluster has no quorum or is electing one); the outcome is unknown: retry with the same proof or Idempotency-Key".into(),
-        ))
     }
 
     /// The leader's side: runs the job in its own supervised session. Answers `NotLeader`
@@ -1230,34 +1057,6 @@ pub fn rfc3339_ms(ms: u64) -> String {
                 .ok()
         })
         .unwrap_or_default()
-}
-
-/// Releases a reservation whose session ended without committing or releasing it.
-struct ReservationGuard {
-    ledger: Ledger,
-    reservation_id: Option<String>,
-    now_ms: u64,
-}
-
-impl Drop for ReservationGuard {
-    fn drop(&mut self) {
-        if let Some(reservation_id) = self.reservation_id.take() {
-            let ledger = self.ledger.clone();
-            let now_ms = self.now_ms;
-            tokio::spawn(async move {
-                let _ = ledger
-                    .propose(Command::Release {
-                        reservation_id,
-                        now_ms,
-                    })
-                    .await;
-            });
-        }
-    }
-}
-
-fn admin_deadline() -> tokio::time::Instant {
-    tokio::time::Instant::now() + ADMIN_DEADLINE
 }
 
 fn random_suffix() -> String {
