@@ -121,6 +121,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         data_dir: config.data_dir.clone(),
         shutting_down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         drill_kill_actors: config.drill.kill_actors,
+        last_probe: Default::default(),
     };
     let signing = SigningService::new(SigningParts {
         keyring: keyring(key, &config)?.with_threshold(threshold),

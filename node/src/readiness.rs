@@ -26,7 +26,16 @@ pub struct NodeHealth {
     pub shutting_down: Arc<AtomicBool>,
     /// Chaos drills only (`[drill] kill_actors`): operators may kill a supervised actor.
     pub drill_kill_actors: bool,
+    /// The last storage probe: `/readyz` is unauthenticated, so a flood of it writes the disk
+    /// at most once per [`PROBE_EVERY`].
+    pub last_probe: Arc<std::sync::Mutex<Option<Probe>>>,
 }
+
+/// A storage probe's time and answer.
+pub type Probe = (std::time::Instant, Result<(), String>);
+
+/// How long a storage probe's answer is reused.
+pub const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The gathered facts, one instant.
 pub struct Facts {
@@ -92,10 +101,7 @@ impl NodeHealth {
 
     /// Gathers the facts and decides.
     pub async fn report(&self, cluster: &ClusterHandle, admission: &Admission) -> Health {
-        let dir = self.data_dir.clone();
-        let storage = tokio::task::spawn_blocking(move || probe_write(&dir))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+        let storage = self.storage_probe().await;
         decide(Facts {
             cluster: lease::checks(&cluster.lease_facts(), &cluster.timing()),
             actors: self.actors.iter().map(|a| (a.name, a.alive())).collect(),
@@ -104,6 +110,30 @@ impl NodeHealth {
             trust: admission.trust_loaded().await,
             shutting_down: self.shutting_down(),
         })
+    }
+
+    /// The data directory takes a write (probed at most once per [`PROBE_EVERY`]).
+    async fn storage_probe(&self) -> Result<(), String> {
+        let recent = self
+            .last_probe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < PROBE_EVERY)
+            .map(|(_, result)| result.clone());
+        if let Some(result) = recent {
+            return result;
+        }
+        let dir = self.data_dir.clone();
+        let result = tokio::task::spawn_blocking(move || probe_write(&dir))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        *self
+            .last_probe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((std::time::Instant::now(), result.clone()));
+        result
     }
 
     /// Drills: kills the supervised actor called `name` (its restart waits at least `hold`).

@@ -179,8 +179,16 @@ impl SigningService {
             &format!("preauth-node-{node}-{}", summary.to_ms),
             &summary,
         );
+        if let Err(e) = self.audit_at_leader(draft).await {
+            metrics::counter!("stella_signer_refusal_audit_failures_total").increment(1);
+            tracing::error!(error = %e, total = summary.total, "the pre-authentication summary could not be audited");
+        }
+    }
+
+    /// Appends `draft` to the audit log through the leader (here or forwarded).
+    async fn audit_at_leader(&self, draft: AuditDraft) -> Result<String, Error> {
         let leader_side = || self.audit_as_leader(draft.clone());
-        if let Err(e) = crate::router::at_leader(
+        crate::router::at_leader(
             &self.inner.cluster,
             PEER_AUDIT,
             &draft,
@@ -188,10 +196,6 @@ impl SigningService {
             leader_side,
         )
         .await
-        {
-            metrics::counter!("stella_signer_refusal_audit_failures_total").increment(1);
-            tracing::error!(error = %e, total = summary.total, "the pre-authentication summary could not be audited");
-        }
     }
 
     /// Steps 2–7 for an authenticated caller: entitlement and plan here, then the leader.
@@ -350,17 +354,7 @@ impl SigningService {
         if matches!(refusal.error, Error::DpopNonce(_) | Error::Unavailable(_)) {
             return;
         }
-        let draft = pipeline::refusal_draft(refusal);
-        let leader_side = || self.audit_as_leader(draft.clone());
-        if let Err(e) = crate::router::at_leader(
-            &self.inner.cluster,
-            PEER_AUDIT,
-            &draft,
-            crate::router::admin_deadline(),
-            leader_side,
-        )
-        .await
-        {
+        if let Err(e) = self.audit_at_leader(pipeline::refusal_draft(refusal)).await {
             metrics::counter!("stella_signer_refusal_audit_failures_total").increment(1);
             tracing::error!(error = %e, "a refusal could not be audited");
         }

@@ -210,11 +210,9 @@ pub fn verify_inclusion(
         }
         if f_n % 2 == 1 || f_n == s_n {
             r = node_hash(p, &r);
-            if f_n % 2 == 0 {
-                while f_n % 2 == 0 && f_n != 0 {
-                    f_n >>= 1;
-                    s_n >>= 1;
-                }
+            while f_n % 2 == 0 && f_n != 0 {
+                f_n >>= 1;
+                s_n >>= 1;
             }
         } else {
             r = node_hash(&r, p);
@@ -275,11 +273,9 @@ pub fn verify_consistency(
         if f_n % 2 == 1 || f_n == s_n {
             f_r = node_hash(c, &f_r);
             s_r = node_hash(c, &s_r);
-            if f_n % 2 == 0 {
-                while f_n % 2 == 0 && f_n != 0 {
-                    f_n >>= 1;
-                    s_n >>= 1;
-                }
+            while f_n % 2 == 0 && f_n != 0 {
+                f_n >>= 1;
+                s_n >>= 1;
             }
         } else {
             s_r = node_hash(&s_r, c);
