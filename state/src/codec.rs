@@ -24,11 +24,15 @@
 //!   the proof set becomes a claim set (binding, pending attempt or committed outcome) kept in
 //!   the `claims` table, and snapshots carry claims — a v2–v4 snapshot's bare proofs become
 //!   `Used` claims (`SnapshotPayload::decode_v4`), as do the old `proofs` table's rows.
+//! - 6: the audit log's Merkle tree (`log_tree`): `Command::CutCheckpoint` / `SignCheckpoint`
+//!   and their responses (new trailing variants: v5 bytes decode unchanged), the tree's head
+//!   and checkpoint kept under a key of their own, and snapshots that carry them — a v1–v5
+//!   snapshot (or state machine) has none, and storage rebuilds the tree from its records.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub const FORMAT_VERSION: u8 = 5;
+pub const FORMAT_VERSION: u8 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -51,6 +55,9 @@ pub trait Persisted: Serialize + DeserializeOwned {
     }
     /// Formats 3 and 4.
     fn decode_v4(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        Self::decode_v5(bytes)
+    }
+    fn decode_v5(bytes: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(bytes)
     }
 }
@@ -67,7 +74,8 @@ pub fn decode<T: Persisted>(bytes: &[u8]) -> Result<T, CodecError> {
         Some((1, rest)) => Ok(T::decode_v1(rest)?),
         Some((2, rest)) => Ok(T::decode_v2(rest)?),
         Some((3 | 4, rest)) => Ok(T::decode_v4(rest)?),
-        Some((5, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((5, rest)) => Ok(T::decode_v5(rest)?),
+        Some((6, rest)) => Ok(postcard::from_bytes(rest)?),
         Some((version, _)) => Err(CodecError::UnsupportedVersion(*version)),
     }
 }
@@ -97,8 +105,16 @@ impl<T: Persisted> Persisted for Option<T> {
             _ => postcard::from_bytes(bytes),
         }
     }
+    fn decode_v5(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        match bytes.split_first() {
+            Some((0, _)) => Ok(None),
+            Some((1, rest)) => T::decode_v5(rest).map(Some),
+            _ => postcard::from_bytes(bytes),
+        }
+    }
 }
 impl Persisted for crate::machine::Claim {}
+impl Persisted for crate::log_tree::LogTree {}
 impl Persisted for Vec<(String, crate::machine::Claim)> {}
 impl Persisted for crate::raft_types::Entry {}
 impl Persisted for crate::raft_types::LogId {}

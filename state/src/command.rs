@@ -86,6 +86,15 @@ pub enum Command {
     /// that no longer holds its identity (another attempt took it over) changes nothing and
     /// is answered `Superseded`.
     Finish(Finish),
+    /// Fixes the audit log's current tree head for a checkpoint (format v6).
+    CutCheckpoint {
+        now_ms: u64,
+    },
+    /// The leader's signed note over the head it cut (format v6); see `log_tree`.
+    SignCheckpoint {
+        head: crate::log_tree::TreeHead,
+        note: String,
+    },
 }
 
 /// What `AdmitOnce` carries.
@@ -350,6 +359,12 @@ pub enum Response {
     Concluded(Box<Outcome>),
     /// `Finish` from an attempt that no longer holds its identity: nothing applied (format v5).
     Superseded,
+    /// `CutCheckpoint`: the head to sign (format v6).
+    CheckpointCut(crate::log_tree::TreeHead),
+    /// `SignCheckpoint` applied: every node now serves this checkpoint (format v6).
+    CheckpointSigned,
+    /// `SignCheckpoint` refused: nothing changed (format v6).
+    CheckpointRefused(crate::log_tree::CheckpointRefusal),
 }
 
 impl Response {

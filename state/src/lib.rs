@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod codec;
 pub mod command;
+pub mod log_tree;
 pub mod machine;
 pub mod merkle;
 pub mod raft_types;

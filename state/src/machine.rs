@@ -77,6 +77,11 @@ pub struct State {
     /// leader is gone by it. Not state: part of each entry's identity in the log.
     #[serde(skip)]
     pub term: u64,
+    /// The audit log's Merkle tree head and checkpoints (format v6). Kept by storage under a
+    /// key of its own and carried by snapshots beside the state, so the state's own encoding
+    /// is unchanged.
+    #[serde(skip)]
+    pub log: crate::log_tree::LogTree,
 }
 
 /// A change to the proof set, for storage to mirror.
@@ -264,6 +269,7 @@ impl State {
             Command::Audit(draft) => {
                 let prev = self.audit_tail.as_ref().map(|t| (t.seq, t.hash.as_str()));
                 let record = AuditRecord::chain(draft.clone(), prev);
+                self.log.push_record(&record.to_canonical_line());
                 self.audit_tail = Some(AuditTail {
                     seq: record.seq,
                     hash: record.hash.clone(),
@@ -388,6 +394,11 @@ impl State {
             }
             Command::AdmitOnce(once) => self.admit_once(once),
             Command::Finish(finish) => self.finish(finish, emitted),
+            Command::CutCheckpoint { now_ms } => Response::CheckpointCut(self.log.cut(*now_ms)),
+            Command::SignCheckpoint { head, note } => match self.log.sign(*head, note) {
+                Ok(()) => Response::CheckpointSigned,
+                Err(refusal) => Response::CheckpointRefused(refusal),
+            },
         }
     }
 
@@ -525,7 +536,9 @@ impl State {
                 | Command::Batch(_)
                 | Command::Configure { .. }
                 | Command::AdmitOnce(_)
-                | Command::Finish(_) => Response::InvalidConfigCommand,
+                | Command::Finish(_)
+                | Command::CutCheckpoint { .. }
+                | Command::SignCheckpoint { .. } => Response::InvalidConfigCommand,
                 _ => self.apply(c, &mut scratch),
             })
             .collect();
@@ -723,6 +736,7 @@ impl From<StateV2> for State {
             proofs: ProofSet::default(),
             admissions: BTreeMap::new(),
             term: 0,
+            log: crate::log_tree::LogTree::default(),
         }
     }
 }

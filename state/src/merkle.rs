@@ -1,5 +1,4 @@
-//! RFC 9162 (RFC 6962) Merkle tree hashing over the audit log, kept incrementally (the first
-//! piece of the verifiable audit log, issue 15; not wired into the state machine yet).
+//! RFC 9162 (RFC 6962) Merkle tree hashing over the audit log, kept incrementally.
 //!
 //! Leaf hash = SHA-256(0x00 ‖ record bytes), interior = SHA-256(0x01 ‖ left ‖ right). The
 //! tree is stored as the hashes of its complete, aligned subtrees: node `(level, index)` covers
@@ -59,7 +58,7 @@ pub fn empty_root() -> Hash {
 /// `leaf` is appended: the leaf at `(0, size)`, then each subtree it completes. `store` must
 /// hold the tree's earlier hashes.
 pub fn append(
-    store: &impl HashStore,
+    store: &(impl HashStore + ?Sized),
     size: u64,
     leaf: Hash,
 ) -> Result<Vec<(Node, Hash)>, MerkleError> {
@@ -77,6 +76,47 @@ pub fn append(
     Ok(out)
 }
 
+/// The right edge of a tree: the roots of its perfect subtrees, largest first (one per set bit
+/// of the size, so at most 64). Enough to append a leaf and to compute the root, and small
+/// enough to live in the replicated state, so every node derives the same root at the same size
+/// without reading storage.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Frontier {
+    size: u64,
+    peaks: Vec<Hash>,
+}
+
+impl Frontier {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a leaf hash; returns the subtree hashes to store, as [`append`] does.
+    pub fn push(&mut self, leaf: Hash) -> Vec<(Node, Hash)> {
+        let mut out = vec![((0u8, self.size), leaf)];
+        let (mut level, mut index, mut hash) = (0u8, self.size, leaf);
+        while index % 2 == 1 {
+            let Some(left) = self.peaks.pop() else { break };
+            hash = node_hash(&left, &hash);
+            level += 1;
+            index /= 2;
+            out.push(((level, index), hash));
+        }
+        self.peaks.push(hash);
+        self.size += 1;
+        out
+    }
+
+    /// The root of the tree: the peaks folded from the right (RFC 9162's MTH).
+    pub fn root(&self) -> Hash {
+        let mut peaks = self.peaks.iter().rev();
+        let Some(last) = peaks.next() else {
+            return empty_root();
+        };
+        peaks.fold(*last, |acc, left| node_hash(left, &acc))
+    }
+}
+
 /// The largest power of two strictly below `n` (n ≥ 2).
 fn split(n: u64) -> u64 {
     1u64 << (63 - (n - 1).leading_zeros())
@@ -84,7 +124,7 @@ fn split(n: u64) -> u64 {
 
 /// MTH(D[lo:hi]) for `lo < hi`, from stored complete subtrees: the range splits into aligned
 /// perfect subtrees, folded from the right.
-fn range_hash(store: &impl HashStore, lo: u64, hi: u64) -> Result<Hash, MerkleError> {
+fn range_hash(store: &(impl HashStore + ?Sized), lo: u64, hi: u64) -> Result<Hash, MerkleError> {
     let mut parts = Vec::new();
     let mut at = lo;
     while at < hi {
@@ -112,7 +152,7 @@ fn range_hash(store: &impl HashStore, lo: u64, hi: u64) -> Result<Hash, MerkleEr
 }
 
 /// The root of the first `size` leaves.
-pub fn root(store: &impl HashStore, size: u64) -> Result<Hash, MerkleError> {
+pub fn root(store: &(impl HashStore + ?Sized), size: u64) -> Result<Hash, MerkleError> {
     if size == 0 {
         return Ok(empty_root());
     }
@@ -121,7 +161,7 @@ pub fn root(store: &impl HashStore, size: u64) -> Result<Hash, MerkleError> {
 
 /// The inclusion proof of leaf `index` in the tree of `size` leaves (RFC 9162 §2.1.3.1).
 pub fn inclusion_proof(
-    store: &impl HashStore,
+    store: &(impl HashStore + ?Sized),
     index: u64,
     size: u64,
 ) -> Result<Vec<Hash>, MerkleError> {
@@ -151,7 +191,7 @@ pub fn inclusion_proof(
 
 /// The consistency proof between trees of `old` and `new` leaves (RFC 9162 §2.1.4.1).
 pub fn consistency_proof(
-    store: &impl HashStore,
+    store: &(impl HashStore + ?Sized),
     old: u64,
     new: u64,
 ) -> Result<Vec<Hash>, MerkleError> {
@@ -350,6 +390,22 @@ mod tests {
             hex::encode(empty_root()),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn the_frontier_agrees_with_the_stored_tree() {
+        let mut frontier = Frontier::default();
+        assert_eq!(frontier.root(), empty_root());
+        let mut store = Mem::default();
+        for (i, leaf) in leaves(70).into_iter().enumerate() {
+            let stored = append(&store, i as u64, leaf).expect("append");
+            assert_eq!(frontier.push(leaf), stored);
+            for ((level, index), hash) in stored {
+                store.0.insert((level, index), hash);
+            }
+            assert_eq!(frontier.size(), i as u64 + 1);
+            assert_eq!(frontier.root(), root(&store, i as u64 + 1).expect("root"));
+        }
     }
 
     #[test]

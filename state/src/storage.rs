@@ -39,7 +39,9 @@ use serde::{Deserialize, Serialize};
 use crate::audit::AuditRecord;
 use crate::codec;
 use crate::command::Response;
+use crate::log_tree::LogTree;
 use crate::machine::{Claim, ProofChange, State};
+use crate::merkle::{self, Hash, HashStore};
 use crate::raft_types::{
     Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
 };
@@ -54,12 +56,17 @@ const PROOFS: TableDefinition<&str, u64> = TableDefinition::new("proofs");
 /// The replicated claim set (`State::proofs`, format v5): key → encoded `Claim` (its window,
 /// binding, and the pending attempt or committed outcome).
 const CLAIMS: TableDefinition<&str, &[u8]> = TableDefinition::new("claims");
+/// The audit log's Merkle tree (format v6): `(level, index)` → the hash of that complete
+/// subtree (see `merkle`). About two rows per audit record.
+const MERKLE: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("merkle");
 
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 const APPLIED: &str = "applied";
 const SNAPSHOT: &str = "snapshot";
+/// The replicated `LogTree` (frontier, cut head, checkpoint), in `SM_META`.
+const LOG_TREE: &str = "log_tree";
 
 /// Opens (creating when absent) both stores under `dir`.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
@@ -119,6 +126,33 @@ fn write_claims(
             .map_err(write_err)?;
     }
     Ok(())
+}
+
+/// Rebuilds the Merkle table from the audit records in `txn` (a node whose files predate format
+/// 6, or a snapshot just installed): O(n) hashing, once.
+fn rebuild_tree(txn: &redb::WriteTransaction) -> Result<LogTree, StorageError> {
+    let mut tree = LogTree::default();
+    let mut nodes = txn.open_table(MERKLE).map_err(write_err)?;
+    nodes.retain(|_, _| false).map_err(write_err)?;
+    let audit = txn.open_table(AUDIT).map_err(write_err)?;
+    for item in audit.iter().map_err(read_err)? {
+        let (_, line) = item.map_err(read_err)?;
+        tree.push_record(line.value());
+        for (node, hash) in tree.take_nodes() {
+            nodes.insert(node, hash.as_slice()).map_err(write_err)?;
+        }
+    }
+    Ok(tree)
+}
+
+/// Stored subtree hashes read through an open table.
+struct TableHashes<'a, T: ReadableTable<(u8, u64), &'static [u8]>>(&'a T);
+
+impl<T: ReadableTable<(u8, u64), &'static [u8]>> HashStore for TableHashes<'_, T> {
+    fn get(&self, level: u8, index: u64) -> Option<Hash> {
+        let value = self.0.get((level, index)).ok()??;
+        value.value().try_into().ok()
+    }
 }
 
 fn get_meta<T: codec::Persisted>(
@@ -496,6 +530,18 @@ struct SnapshotPayload {
     /// The claim set (format v5; formats 2–4 carried bare proofs), which the state's own
     /// encoding leaves out.
     claims: Vec<(String, Claim)>,
+    /// The audit log's tree head, cut and checkpoint (format v6; `None` from older snapshots,
+    /// whose tree is rebuilt from `audit`).
+    log: Option<LogTree>,
+}
+
+/// A snapshot written by format v5: no log tree.
+#[derive(Deserialize)]
+struct SnapshotPayloadV5 {
+    applied: Applied,
+    state: State,
+    audit: Vec<String>,
+    claims: Vec<(String, Claim)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -547,6 +593,7 @@ impl codec::Persisted for SnapshotPayload {
             state: v1.state.into(),
             audit: v1.audit,
             claims: Vec::new(),
+            log: None,
         })
     }
     fn decode_v2(bytes: &[u8]) -> Result<Self, postcard::Error> {
@@ -556,6 +603,7 @@ impl codec::Persisted for SnapshotPayload {
             state: v2.state.into(),
             audit: v2.audit,
             claims: used_claims(v2.proofs),
+            log: None,
         })
     }
     fn decode_v4(bytes: &[u8]) -> Result<Self, postcard::Error> {
@@ -565,6 +613,17 @@ impl codec::Persisted for SnapshotPayload {
             state: v4.state,
             audit: v4.audit,
             claims: used_claims(v4.proofs),
+            log: None,
+        })
+    }
+    fn decode_v5(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        let v5: SnapshotPayloadV5 = postcard::from_bytes(bytes)?;
+        Ok(SnapshotPayload {
+            applied: v5.applied,
+            state: v5.state,
+            audit: v5.audit,
+            claims: v5.claims,
+            log: None,
         })
     }
 }
@@ -594,6 +653,64 @@ impl StateView {
         txn.commit().map_err(write_err)
     }
 
+    /// The audit record with sequence number `seq`, if committed here.
+    pub fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>, StorageError> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(AUDIT).map_err(read_err)?;
+        match table.get(seq).map_err(read_err)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(read_err)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The audit log's tree as this node has applied it (head, cut, checkpoint).
+    pub fn log_tree(&self) -> LogTree {
+        self.with_state(|s| s.log.clone())
+    }
+
+    /// The root of the first `size` records (`size` ≤ the applied tree size).
+    pub fn tree_root(&self, size: u64) -> Result<Hash, TreeError> {
+        self.with_tree(
+            |hashes| merkle::root(hashes, size).map_err(TreeError::from),
+            size,
+        )
+    }
+
+    /// The inclusion proof of leaf `index` (record `index + 1`) in the tree of `size` records.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, TreeError> {
+        self.with_tree(
+            |hashes| merkle::inclusion_proof(hashes, index, size).map_err(TreeError::from),
+            size,
+        )
+    }
+
+    /// The consistency proof between the trees of `old` and `new` records.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, TreeError> {
+        self.with_tree(
+            |hashes| merkle::consistency_proof(hashes, old, new).map_err(TreeError::from),
+            new,
+        )
+    }
+
+    fn with_tree<T>(
+        &self,
+        f: impl FnOnce(&dyn HashStore) -> Result<T, TreeError>,
+        size: u64,
+    ) -> Result<T, TreeError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| TreeError::Storage(e.to_string()))?;
+        let table = txn
+            .open_table(MERKLE)
+            .map_err(|e| TreeError::Storage(e.to_string()))?;
+        let applied = self.with_state(|s| s.log.frontier.size());
+        if size > applied {
+            return Err(TreeError::Beyond { size, applied });
+        }
+        f(&TableHashes(&table))
+    }
+
     /// Audit records with `seq > after`, at most `limit`, in order.
     pub fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StorageError> {
         let txn = self.db.begin_read().map_err(read_err)?;
@@ -611,6 +728,17 @@ impl StateView {
     }
 }
 
+/// Why a tree read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeError {
+    #[error("tree size {size} is beyond this node's log ({applied} records)")]
+    Beyond { size: u64, applied: u64 },
+    #[error(transparent)]
+    Merkle(#[from] merkle::MerkleError),
+    #[error("reading the tree: {0}")]
+    Storage(String),
+}
+
 pub struct StateMachineStore {
     db: Arc<Database>,
     applied: Applied,
@@ -625,10 +753,26 @@ impl StateMachineStore {
         txn.open_table(AUDIT).map_err(write_err)?;
         txn.open_table(PROOFS).map_err(write_err)?;
         txn.open_table(CLAIMS).map_err(write_err)?;
+        txn.open_table(MERKLE).map_err(write_err)?;
         txn.commit().map_err(write_err)?;
         let applied: Applied = get_meta(&db, SM_META, APPLIED)?.unwrap_or_default();
         let mut state: State = get_meta(&db, SM_META, "state")?.unwrap_or_default();
         state.proofs = read_proofs(&db)?;
+        state.log = match get_meta::<LogTree>(&db, SM_META, LOG_TREE)? {
+            Some(tree) => tree,
+            None => {
+                // Files from before format 6: build the tree from the records, once.
+                let txn = db.begin_write().map_err(write_err)?;
+                let tree = rebuild_tree(&txn)?;
+                {
+                    let bytes = codec::encode(&tree).map_err(write_err)?;
+                    let mut meta = txn.open_table(SM_META).map_err(write_err)?;
+                    meta.insert(LOG_TREE, bytes.as_slice()).map_err(write_err)?;
+                }
+                txn.commit().map_err(write_err)?;
+                tree
+            }
+        };
         Ok(StateMachineStore {
             db: Arc::new(db),
             applied,
@@ -725,6 +869,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut emitted = Vec::new();
         let state_bytes;
         let proof_changes;
+        let tree_nodes;
+        let tree_bytes;
         {
             let mut state = self
                 .state
@@ -747,6 +893,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             state.term = 0;
             state_bytes = codec::encode(&*state).map_err(write_err)?;
             proof_changes = state.proofs.take_changes();
+            tree_nodes = state.log.take_nodes();
+            tree_bytes = codec::encode(&state.log).map_err(write_err)?;
         }
         let applied_bytes = codec::encode(&self.applied).map_err(write_err)?;
         let claim_rows = proof_changes
@@ -773,6 +921,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 for (seq, line) in &records {
                     audit.insert(*seq, line.as_slice()).map_err(write_err)?;
                 }
+                let mut nodes = txn.open_table(MERKLE).map_err(write_err)?;
+                for (node, hash) in &tree_nodes {
+                    nodes.insert(*node, hash.as_slice()).map_err(write_err)?;
+                }
                 let mut legacy = txn.open_table(PROOFS).map_err(write_err)?;
                 let mut claims = txn.open_table(CLAIMS).map_err(write_err)?;
                 let migrating = legacy.len().map_err(write_err)? > 0;
@@ -793,6 +945,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
                 let mut meta = txn.open_table(SM_META).map_err(write_err)?;
                 meta.insert("state", state_bytes.as_slice())
+                    .map_err(write_err)?;
+                meta.insert(LOG_TREE, tree_bytes.as_slice())
                     .map_err(write_err)?;
                 meta.insert(APPLIED, applied_bytes.as_slice())
                     .map_err(write_err)?;
@@ -815,11 +969,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     .claims()
                     .map(|(k, c)| (k.to_owned(), c.clone()))
                     .collect();
+                let log = Some(state.log.clone());
                 codec::encode(&SnapshotPayload {
                     applied: self.applied.clone(),
                     state,
                     audit,
                     claims,
+                    log,
                 })
                 .map_err(|e| e.to_string())
             });
@@ -857,13 +1013,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let db = self.db.clone();
         let audit = payload.audit;
         let claims = payload.claims;
+        let carried = payload.log;
         let claim_rows = claims
             .iter()
             .map(|(k, c)| codec::encode(c).map(|bytes| (k.clone(), bytes)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(write_err)?;
-        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+        let log = tokio::task::spawn_blocking(move || -> Result<LogTree, StorageError> {
             let txn = db.begin_write().map_err(write_err)?;
+            let log;
             {
                 write_claims(&txn, &claim_rows)?;
                 let mut table = txn.open_table(AUDIT).map_err(write_err)?;
@@ -884,8 +1042,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 meta_table
                     .insert(SNAPSHOT, stored.as_slice())
                     .map_err(write_err)?;
+                drop(table);
+                drop(meta_table);
+                // The tree is derived from the records; a snapshot whose head disagrees with
+                // its own records is refused rather than served.
+                let mut rebuilt = rebuild_tree(&txn)?;
+                if let Some(carried) = carried {
+                    if carried.frontier != rebuilt.frontier {
+                        return Err(write_err(std::io::Error::other(
+                            "the snapshot's tree head does not match its audit records",
+                        )));
+                    }
+                    rebuilt = carried;
+                }
+                let tree_bytes = codec::encode(&rebuilt).map_err(write_err)?;
+                txn.open_table(SM_META)
+                    .map_err(write_err)?
+                    .insert(LOG_TREE, tree_bytes.as_slice())
+                    .map_err(write_err)?;
+                log = rebuilt;
             }
-            txn.commit().map_err(write_err)
+            txn.commit().map_err(write_err)?;
+            Ok(log)
         })
         .await
         .map_err(join_err)??;
@@ -896,6 +1074,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|_| write_err(std::io::Error::other("state lock poisoned")))?;
         *state = payload.state;
         state.proofs = claims.into_iter().collect();
+        state.log = log;
         Ok(())
     }
 

@@ -5,9 +5,11 @@
 //! proof set); `format-v3/` for version 3 (threshold keys: `Command::RegisterThresholdKey` and
 //! `State::threshold_groups`); `format-v4/` for version 4 (`Command::Configure`: a configuration
 //! change and its audit record in one entry); `format-v5/` for version 5 (exactly-once signing:
-//! `Command::AdmitOnce` / `Command::Finish`, and the claim set's rows). A newer node must read an
-//! older log, so every version directory stays. Regenerate (only the CURRENT version's directory
-//! is written): `STELLA_WRITE_FORMAT_FIXTURE=1 cargo test -p stella-state --test format format_v5`.
+//! `Command::AdmitOnce` / `Command::Finish`, and the claim set's rows); `format-v6/` for version 6
+//! (the audit log's Merkle tree: `Command::CutCheckpoint` / `SignCheckpoint` and the stored
+//! `LogTree`). A newer node must read an older log, so every version directory stays. Regenerate
+//! (only the CURRENT version's directory is written):
+//! `STELLA_WRITE_FORMAT_FIXTURE=1 cargo test -p stella-state --test format format_v6`.
 
 use std::path::PathBuf;
 
@@ -82,6 +84,7 @@ fn format_v4_fixtures_decode() {
             .expect("v4 state decodes");
     let mut without_proofs = state.clone();
     without_proofs.proofs = Default::default();
+    without_proofs.log = Default::default();
     assert_eq!(snapshot, without_proofs);
 }
 
@@ -166,16 +169,6 @@ fn format_v5_fixtures_decode() {
             .any(|(_, c)| matches!(c.status, stella_state::machine::ClaimStatus::Done(_))),
         "the finish recorded its outcome"
     );
-    if std::env::var_os("STELLA_WRITE_FORMAT_FIXTURE").is_some() {
-        std::fs::create_dir_all(dir_v5()).expect("dir");
-        for (name, bytes) in [
-            ("commands.bin", codec::encode(&commands)),
-            ("state.bin", codec::encode(&state)),
-            ("claims.bin", codec::encode(&claims)),
-        ] {
-            std::fs::write(dir_v5().join(name), bytes.expect("encode")).expect("write");
-        }
-    }
     let stored = std::fs::read(dir_v5().join("commands.bin")).expect("commands fixture");
     assert_eq!(stored[0], 5, "fixture is format v5");
     let decoded: Vec<Command> = codec::decode(&stored).expect("v5 commands decode");
@@ -185,11 +178,97 @@ fn format_v5_fixtures_decode() {
             .expect("v5 state decodes");
     let mut without_claims = state.clone();
     without_claims.proofs = Default::default();
+    without_claims.log = Default::default();
     assert_eq!(snapshot, without_claims);
     let rows: Vec<(String, stella_state::machine::Claim)> =
         codec::decode(&std::fs::read(dir_v5().join("claims.bin")).expect("claims fixture"))
             .expect("v5 claims decode");
     assert_eq!(rows, claims);
+}
+
+fn dir_v6() -> PathBuf {
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/fixtures/format-v6")
+}
+
+/// Version 6 adds the audit log's Merkle tree: a head cut for a checkpoint and its signed note.
+fn commands_v6() -> Vec<Command> {
+    let mut commands = commands_v5();
+    let head = state_after(&commands).log.head();
+    commands.push(Command::CutCheckpoint { now_ms: 6_000 });
+    let root = base64_root(&head.root);
+    commands.push(Command::SignCheckpoint {
+        head,
+        note: format!(
+            "stella.ops/signer/fixture\n{}\n{root}\n\n— stella.ops/signer/fixture AAAAAA==\n",
+            head.size
+        ),
+    });
+    commands
+}
+
+fn base64_root(root: &[u8; 32]) -> String {
+    // RFC 4648 base64 by hand, so the test does not trust the code under test for it.
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in root.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn format_v6_fixtures_decode() {
+    let commands = commands_v6();
+    let state = state_after(&commands);
+    let checkpoint = state
+        .log
+        .checkpoint
+        .clone()
+        .expect("the note over the cut applied");
+    assert_eq!(
+        checkpoint.head.size, 4,
+        "the fixture log holds four records"
+    );
+    if std::env::var_os("STELLA_WRITE_FORMAT_FIXTURE").is_some() {
+        std::fs::create_dir_all(dir_v6()).expect("dir");
+        for (name, bytes) in [
+            ("commands.bin", codec::encode(&commands)),
+            ("state.bin", codec::encode(&state)),
+            ("log_tree.bin", codec::encode(&state.log)),
+        ] {
+            std::fs::write(dir_v6().join(name), bytes.expect("encode")).expect("write");
+        }
+    }
+    let stored = std::fs::read(dir_v6().join("commands.bin")).expect("commands fixture");
+    assert_eq!(stored[0], 6, "fixture is format v6");
+    let decoded: Vec<Command> = codec::decode(&stored).expect("v6 commands decode");
+    assert_eq!(decoded, commands);
+    let snapshot: State =
+        codec::decode(&std::fs::read(dir_v6().join("state.bin")).expect("state fixture"))
+            .expect("v6 state decodes");
+    let mut without = state.clone();
+    without.proofs = Default::default();
+    without.log = Default::default();
+    assert_eq!(snapshot, without);
+    let log: stella_state::log_tree::LogTree =
+        codec::decode(&std::fs::read(dir_v6().join("log_tree.bin")).expect("log tree fixture"))
+            .expect("v6 log tree decodes");
+    assert_eq!(log, state.log);
 }
 
 /// Version 3 adds threshold keys.
@@ -244,6 +323,7 @@ fn format_v3_fixtures_decode() {
             .expect("v3 state decodes");
     let mut without_proofs = state.clone();
     without_proofs.proofs = Default::default();
+    without_proofs.log = Default::default();
     assert_eq!(snapshot, without_proofs);
 }
 
@@ -293,6 +373,7 @@ fn format_v2_fixtures_decode() {
     // The proof set is stored apart from the state (a table; snapshots carry it separately).
     let mut without_proofs = state.clone();
     without_proofs.proofs = Default::default();
+    without_proofs.log = Default::default();
     assert_eq!(snapshot, without_proofs);
 }
 
@@ -409,7 +490,9 @@ fn format_v1_fixtures_still_decode() {
     let snapshot: State =
         codec::decode(&std::fs::read(dir().join("state.bin")).expect("state fixture"))
             .expect("v1 state decodes");
-    assert_eq!(snapshot, state_after(&commands));
+    let mut applied = state_after(&commands);
+    applied.log = Default::default();
+    assert_eq!(snapshot, applied);
 }
 
 /// Raft log entries as the log store writes them (one `codec::encode(&Entry)` per entry).

@@ -214,3 +214,154 @@ async fn proofs_of_a_v4_node_are_claims_after_the_upgrade() {
     assert!(!view.with_state(|s| s.proofs.contains("old-proof")));
     assert!(view.with_state(|s| s.proofs.contains("new-proof")));
 }
+
+/// The audit log's Merkle tree is kept with the records: proofs from storage verify against the
+/// replicated head, a checkpoint is cut and signed through entries, both survive a reopen and
+/// travel in snapshots, and files from before format 6 get their tree rebuilt on open.
+#[tokio::test]
+async fn the_merkle_tree_and_checkpoints_are_stored_with_the_records() {
+    use stella_state::log_tree::TreeHead;
+    use stella_state::merkle;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let note = |head: &TreeHead| {
+        use base64::Engine as _;
+        let root = base64::engine::general_purpose::STANDARD.encode(head.root);
+        format!("test/log\n{}\n{root}\n\n— test/log AAAA\n", head.size)
+    };
+    let (head, roots) = {
+        let (_, mut sm) = storage::open(dir.path()).expect("open");
+        let mut index = 0;
+        let mut roots = Vec::new();
+        for i in 1..=13 {
+            index += 1;
+            sm.apply(vec![entry(1, index, audit(i))])
+                .await
+                .expect("apply");
+            roots.push(sm.view().log_tree().head().root);
+        }
+        index += 1;
+        let cut = sm
+            .apply(vec![
+                entry(1, index, Command::CutCheckpoint { now_ms: 7 }),
+                entry(1, index + 1, audit(14)),
+            ])
+            .await
+            .expect("cut");
+        let Response::CheckpointCut(head) = cut[0] else {
+            panic!("cut: {cut:?}")
+        };
+        assert_eq!(head.size, 13, "the cut is the head when it applied");
+        let signed = sm
+            .apply(vec![entry(
+                1,
+                index + 2,
+                Command::SignCheckpoint {
+                    head,
+                    note: note(&head),
+                },
+            )])
+            .await
+            .expect("sign");
+        assert_eq!(signed[0], Response::CheckpointSigned);
+        (head, roots)
+    };
+
+    let (_, sm) = storage::open(dir.path()).expect("reopen");
+    let view = sm.view();
+    let tree = view.log_tree();
+    assert_eq!(tree.head().size, 14);
+    assert_eq!(tree.checkpoint.as_ref().map(|c| c.head), Some(head));
+    let records = view.audit_after(0, 100).expect("records");
+    for size in 1..=13u64 {
+        assert_eq!(
+            view.tree_root(size).expect("root"),
+            roots[size as usize - 1]
+        );
+        for index in 0..size {
+            let leaf = merkle::leaf_hash(&records[index as usize].to_canonical_line());
+            let proof = view.inclusion_proof(index, size).expect("inclusion");
+            merkle::verify_inclusion(&leaf, index, size, &proof, &roots[size as usize - 1])
+                .expect("inclusion verifies");
+        }
+        let proof = view.consistency_proof(size, 13).expect("consistency");
+        merkle::verify_consistency(size, 13, &roots[size as usize - 1], &roots[12], &proof)
+            .expect("consistency verifies");
+    }
+    assert!(matches!(
+        view.inclusion_proof(0, 15),
+        Err(storage::TreeError::Beyond { .. })
+    ));
+
+    // A node whose files predate the tree (no head key, no tree table) rebuilds it on open.
+    drop((view, sm));
+    {
+        let db = redb::Database::open(dir.path().join("state-machine.redb")).expect("db");
+        let txn = db.begin_write().expect("txn");
+        {
+            let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("sm_meta");
+            txn.open_table(meta)
+                .expect("meta")
+                .remove("log_tree")
+                .expect("remove");
+            let nodes: redb::TableDefinition<(u8, u64), &[u8]> =
+                redb::TableDefinition::new("merkle");
+            txn.delete_table(nodes).expect("drop tree");
+        }
+        txn.commit().expect("commit");
+    }
+    let (_, mut sm) = storage::open(dir.path()).expect("open the old files");
+    let rebuilt = sm.view().log_tree();
+    assert_eq!(
+        rebuilt.head(),
+        tree.head(),
+        "the same root from the same records"
+    );
+    assert_eq!(rebuilt.checkpoint, None, "a checkpoint is not invented");
+    let proof = sm
+        .view()
+        .inclusion_proof(3, 13)
+        .expect("inclusion after rebuild");
+    let leaf = merkle::leaf_hash(&records[3].to_canonical_line());
+    merkle::verify_inclusion(&leaf, 3, 13, &proof, &roots[12]).expect("verifies");
+
+    // A snapshot carries the head and checkpoint; the receiver rebuilds the nodes and agrees.
+    let cut = sm
+        .apply(vec![entry(2, 20, Command::CutCheckpoint { now_ms: 9 })])
+        .await
+        .expect("cut");
+    let Response::CheckpointCut(head) = cut[0] else {
+        panic!("cut: {cut:?}")
+    };
+    sm.apply(vec![entry(
+        2,
+        21,
+        Command::SignCheckpoint {
+            head,
+            note: note(&head),
+        },
+    )])
+    .await
+    .expect("sign");
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("snapshot");
+    let other = tempfile::tempdir().expect("tmp");
+    let (_, mut fresh) = storage::open(other.path()).expect("open fresh");
+    fresh
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .expect("install");
+    assert_eq!(fresh.view().log_tree(), sm.view().log_tree());
+    assert_eq!(
+        fresh.view().log_tree().checkpoint.map(|c| c.head.size),
+        Some(14)
+    );
+    assert_eq!(
+        fresh.view().consistency_proof(5, 14).expect("proof"),
+        sm.view().consistency_proof(5, 14).expect("proof")
+    );
+}
