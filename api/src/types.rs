@@ -66,6 +66,18 @@ pub struct SignDsseResponse {
     /// The caller's plan quota after this signature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaStatus>,
+    /// Where the audit record sits in the transparency log: its leaf index (the record's
+    /// sequence number − 1) and leaf hash (hex SHA-256 of 0x00 ‖ the record's canonical bytes),
+    /// for a later inclusion proof (`stella audit prove`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_entry: Option<LogEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntry {
+    pub log_index: u64,
+    pub leaf_hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +172,37 @@ pub struct AuditPage {
     /// Pass as `after` for the next page; absent at the end of the log.
     pub next: Option<String>,
     pub consistency: String,
+}
+
+pub const AUDIT_CHECKPOINT_PATH: &str = "/api/v1/signer/audit/checkpoint";
+pub const AUDIT_INCLUSION_PATH: &str = "/api/v1/signer/audit/proof/inclusion";
+pub const AUDIT_CONSISTENCY_PATH: &str = "/api/v1/signer/audit/proof/consistency";
+
+/// `GET /api/v1/signer/audit/proof/inclusion?(index=N|auditId=ID|bundleHash=H)[&treeSize=N]`:
+/// the record (which the caller may read) and the proof that it is leaf `logIndex` of the tree
+/// of `treeSize` records. Without `treeSize`, the tree of the current checkpoint, which comes
+/// along. Hashes are hex.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InclusionProof {
+    pub log_index: u64,
+    pub tree_size: u64,
+    pub leaf_hash: String,
+    pub hashes: Vec<String>,
+    pub record: Value,
+    /// The signed checkpoint of `treeSize` records, when the proof is for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+}
+
+/// `GET /api/v1/signer/audit/proof/consistency?from=N&to=M`: the proof that the tree of `from`
+/// records is a prefix of the tree of `to` records (hex hashes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    pub hashes: Vec<String>,
 }
 
 pub const POE_BYPASS_PATH: &str = "/api/v1/signer/admin/poe-bypass";
@@ -390,4 +433,15 @@ pub struct TrustMaterial {
     /// Authorities that timestamp keyless signatures.
     #[serde(default)]
     pub timestamp_authorities: Vec<Vec<String>>,
+    /// The audit log's checkpoint key: its origin and note verifier key
+    /// (`<origin>+<key id>+<base64 key>`), absent when the cluster signs no checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_log: Option<AuditLogKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditLogKey {
+    pub origin: String,
+    pub verifier_key: String,
 }

@@ -40,12 +40,66 @@ pub struct Config {
     /// This node's threshold-key shares.
     #[serde(default)]
     pub threshold: ThresholdSection,
+    /// The audit log's signed checkpoints.
+    #[serde(default)]
+    pub audit_log: AuditLogSection,
     /// Chaos-drill hooks (all off by default; never on in production).
     #[serde(default)]
     pub drill: DrillSection,
     /// Set by `--dev`, never read from a file.
     #[serde(skip)]
     pub dev: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogSection {
+    /// The Ed25519 PKCS#8 key that signs checkpoints — the same file on every node, so any
+    /// leader signs for the one log (dev mode: `DATA_DIR/log-key.pem`, created). Absent: the
+    /// node signs no checkpoints (it still keeps the tree and serves proofs and the
+    /// checkpoints other leaders signed).
+    pub key_file: Option<PathBuf>,
+    /// The checkpoint origin: the log's name in its notes (default
+    /// `stella-signer/<cluster_id>`, or `stella-signer/dev` for a single node).
+    pub origin: Option<String>,
+    /// A new checkpoint at least every this many records…
+    #[serde(default = "default_checkpoint_records")]
+    pub checkpoint_every_records: u64,
+    /// …or this many milliseconds after the last one, when records were added since.
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for AuditLogSection {
+    fn default() -> AuditLogSection {
+        AuditLogSection {
+            key_file: None,
+            origin: None,
+            checkpoint_every_records: default_checkpoint_records(),
+            checkpoint_interval_ms: default_checkpoint_interval_ms(),
+        }
+    }
+}
+
+fn default_checkpoint_records() -> u64 {
+    256
+}
+
+fn default_checkpoint_interval_ms() -> u64 {
+    1000
+}
+
+impl Config {
+    /// The origin line of this cluster's checkpoints.
+    pub fn log_origin(&self) -> String {
+        self.audit_log.origin.clone().unwrap_or_else(|| {
+            let id = self
+                .cluster
+                .as_ref()
+                .map_or("dev", |c| c.cluster_id.as_str());
+            format!("stella-signer/{id}")
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -486,6 +540,7 @@ impl Config {
             quota: QuotaConfig::default(),
             cluster: None,
             threshold: ThresholdSection::default(),
+            audit_log: AuditLogSection::default(),
             drill: DrillSection::default(),
             dev: true,
         }
@@ -527,6 +582,13 @@ impl Config {
         if self.limits.max_body_bytes < 1024 {
             return Err(Error::Config(
                 "limits.max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.audit_log.checkpoint_every_records == 0
+            || self.audit_log.checkpoint_interval_ms < 10
+        {
+            return Err(Error::Config(
+                "[audit_log] checkpoint_every_records must be positive and checkpoint_interval_ms at least 10".into(),
             ));
         }
         if self.limits.proposal_queue == 0 {

@@ -11,6 +11,7 @@ pub mod digest;
 pub mod dsse;
 mod error;
 pub mod key;
+pub mod note;
 pub mod pkcs11;
 pub mod statement;
 pub mod threshold;

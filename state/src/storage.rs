@@ -32,7 +32,8 @@ use openraft::{
     EntryPayload, LogState, RaftLogReader, RaftSnapshotBuilder, Snapshot, StorageIOError,
 };
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +60,12 @@ const CLAIMS: TableDefinition<&str, &[u8]> = TableDefinition::new("claims");
 /// The audit log's Merkle tree (format v6): `(level, index)` → the hash of that complete
 /// subtree (see `merkle`). About two rows per audit record.
 const MERKLE: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("merkle");
+/// Look-up index: bundle hash (hex) → sequence numbers of the records that name it.
+const BY_BUNDLE: MultimapTableDefinition<&str, u64> = MultimapTableDefinition::new("idx_bundle");
+/// The version of the derived tables (tree and indexes) in `SM_META`; files with another one
+/// get them rebuilt from the records on open.
+const DERIVED_VERSION_KEY: &str = "derived_version";
+const DERIVED_VERSION: u64 = 1;
 
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
@@ -128,12 +135,14 @@ fn write_claims(
     Ok(())
 }
 
-/// Rebuilds the Merkle table from the audit records in `txn` (a node whose files predate format
-/// 6, or a snapshot just installed): O(n) hashing, once.
-fn rebuild_tree(txn: &redb::WriteTransaction) -> Result<LogTree, StorageError> {
+/// Rebuilds the Merkle table and the look-up indexes from the audit records in `txn` (a node
+/// whose files predate them, or a snapshot just installed): O(n), once.
+fn rebuild_derived(txn: &redb::WriteTransaction) -> Result<LogTree, StorageError> {
     let mut tree = LogTree::default();
     let mut nodes = txn.open_table(MERKLE).map_err(write_err)?;
     nodes.retain(|_, _| false).map_err(write_err)?;
+    txn.delete_multimap_table(BY_BUNDLE).map_err(write_err)?;
+    let mut by_bundle = txn.open_multimap_table(BY_BUNDLE).map_err(write_err)?;
     let audit = txn.open_table(AUDIT).map_err(write_err)?;
     for item in audit.iter().map_err(read_err)? {
         let (_, line) = item.map_err(read_err)?;
@@ -141,8 +150,34 @@ fn rebuild_tree(txn: &redb::WriteTransaction) -> Result<LogTree, StorageError> {
         for (node, hash) in tree.take_nodes() {
             nodes.insert(node, hash.as_slice()).map_err(write_err)?;
         }
+        let record: AuditRecord = serde_json::from_slice(line.value()).map_err(read_err)?;
+        for hash in index_keys(&record) {
+            by_bundle.insert(hash, record.seq).map_err(write_err)?;
+        }
     }
+    txn.open_table(SM_META)
+        .map_err(write_err)?
+        .insert(
+            DERIVED_VERSION_KEY,
+            DERIVED_VERSION.to_be_bytes().as_slice(),
+        )
+        .map_err(write_err)?;
     Ok(tree)
+}
+
+/// The bundle hashes a record is found by.
+fn index_keys(record: &AuditRecord) -> impl Iterator<Item = &str> {
+    record.draft.bundle_sha256.as_deref().into_iter()
+}
+
+fn derived_version(db: &Database) -> Result<u64, StorageError> {
+    let txn = db.begin_read().map_err(read_err)?;
+    let meta = txn.open_table(SM_META).map_err(read_err)?;
+    Ok(meta
+        .get(DERIVED_VERSION_KEY)
+        .map_err(read_err)?
+        .and_then(|v| v.value().try_into().ok())
+        .map_or(0, u64::from_be_bytes))
 }
 
 /// Stored subtree hashes read through an open table.
@@ -663,6 +698,17 @@ impl StateView {
         }
     }
 
+    /// Sequence numbers of the records that name bundle hash `hash` (an index look-up).
+    pub fn seqs_by_bundle(&self, hash: &str) -> Result<Vec<u64>, StorageError> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_multimap_table(BY_BUNDLE).map_err(read_err)?;
+        let mut out = Vec::new();
+        for seq in table.get(hash).map_err(read_err)? {
+            out.push(seq.map_err(read_err)?.value());
+        }
+        Ok(out)
+    }
+
     /// The audit log's tree as this node has applied it (head, cut, checkpoint).
     pub fn log_tree(&self) -> LogTree {
         self.with_state(|s| s.log.clone())
@@ -754,16 +800,27 @@ impl StateMachineStore {
         txn.open_table(PROOFS).map_err(write_err)?;
         txn.open_table(CLAIMS).map_err(write_err)?;
         txn.open_table(MERKLE).map_err(write_err)?;
+        txn.open_multimap_table(BY_BUNDLE).map_err(write_err)?;
         txn.commit().map_err(write_err)?;
         let applied: Applied = get_meta(&db, SM_META, APPLIED)?.unwrap_or_default();
         let mut state: State = get_meta(&db, SM_META, "state")?.unwrap_or_default();
         state.proofs = read_proofs(&db)?;
-        state.log = match get_meta::<LogTree>(&db, SM_META, LOG_TREE)? {
-            Some(tree) => tree,
-            None => {
-                // Files from before format 6: build the tree from the records, once.
+        let stored = get_meta::<LogTree>(&db, SM_META, LOG_TREE)?;
+        state.log = match stored {
+            Some(tree) if derived_version(&db)? == DERIVED_VERSION => tree,
+            stored => {
+                // Files from before the tree or these indexes: build them from the records,
+                // once (a checkpoint already signed stays).
                 let txn = db.begin_write().map_err(write_err)?;
-                let tree = rebuild_tree(&txn)?;
+                let mut tree = rebuild_derived(&txn)?;
+                if let Some(stored) = stored {
+                    if stored.frontier != tree.frontier {
+                        return Err(write_err(std::io::Error::other(
+                            "the stored tree head does not match the audit records",
+                        )));
+                    }
+                    tree = stored;
+                }
                 {
                     let bytes = codec::encode(&tree).map_err(write_err)?;
                     let mut meta = txn.open_table(SM_META).map_err(write_err)?;
@@ -925,6 +982,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 for (node, hash) in &tree_nodes {
                     nodes.insert(*node, hash.as_slice()).map_err(write_err)?;
                 }
+                let mut by_bundle = txn.open_multimap_table(BY_BUNDLE).map_err(write_err)?;
+                for record in &emitted {
+                    for hash in index_keys(record) {
+                        by_bundle.insert(hash, record.seq).map_err(write_err)?;
+                    }
+                }
                 let mut legacy = txn.open_table(PROOFS).map_err(write_err)?;
                 let mut claims = txn.open_table(CLAIMS).map_err(write_err)?;
                 let migrating = legacy.len().map_err(write_err)? > 0;
@@ -1046,7 +1109,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 drop(meta_table);
                 // The tree is derived from the records; a snapshot whose head disagrees with
                 // its own records is refused rather than served.
-                let mut rebuilt = rebuild_tree(&txn)?;
+                let mut rebuilt = rebuild_derived(&txn)?;
                 if let Some(carried) = carried {
                     if carried.frontier != rebuilt.frontier {
                         return Err(write_err(std::io::Error::other(

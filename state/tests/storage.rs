@@ -54,7 +54,7 @@ fn audit(i: u64) -> Command {
         certificate_serial: None,
         decision: Decision::Signed,
         reason: "signed".into(),
-        bundle_sha256: None,
+        bundle_sha256: Some(format!("{i:064x}")),
         statement_sha256: None,
     })
 }
@@ -292,6 +292,11 @@ async fn the_merkle_tree_and_checkpoints_are_stored_with_the_records() {
         view.inclusion_proof(0, 15),
         Err(storage::TreeError::Beyond { .. })
     ));
+    assert_eq!(
+        view.seqs_by_bundle(&format!("{:064x}", 9)).expect("index"),
+        vec![9]
+    );
+    assert!(view.seqs_by_bundle("nothing").expect("index").is_empty());
 
     // A node whose files predate the tree (no head key, no tree table) rebuilds it on open.
     drop((view, sm));
@@ -318,6 +323,13 @@ async fn the_merkle_tree_and_checkpoints_are_stored_with_the_records() {
         "the same root from the same records"
     );
     assert_eq!(rebuilt.checkpoint, None, "a checkpoint is not invented");
+    assert_eq!(
+        sm.view()
+            .seqs_by_bundle(&format!("{:064x}", 12))
+            .expect("index"),
+        vec![12],
+        "the indexes are rebuilt with the tree"
+    );
     let proof = sm
         .view()
         .inclusion_proof(3, 13)
