@@ -16,12 +16,13 @@ use crate::credentials::Credentials;
 use crate::dpop::{DpopKey, unix_now};
 use crate::problem::{PROBLEM_CONTENT_TYPE, Problem};
 use crate::types::{
-    AUDIT_PATH, AllowlistChange, ApprovalDecision, ApprovalRequest, AuditPage, CLUSTER_STATUS_PATH,
-    ClusterStatus, Health, KEYS_ADMIN_PATH, KEYS_PATH, KEYS_REVOKE_PATH, KeyChange, KeyInfo,
-    POE_BYPASS_PATH, PoeBypassRequest, REFERRERS_PATH, RELEASE_ALLOWLIST_PATH,
-    RELEASE_APPROVALS_PATH, RELEASE_DECISIONS_PATH, ReferrersReport, RegisterKeyRequest,
-    ReleaseChange, RevokeKeyRequest, SIGN_DSSE_PATH, SignDsseRequest, SignDsseResponse, TRUST_PATH,
-    ToggleStatus, TrustMaterial,
+    AUDIT_CHECKPOINT_PATH, AUDIT_CONSISTENCY_PATH, AUDIT_INCLUSION_PATH, AUDIT_PATH,
+    AllowlistChange, ApprovalDecision, ApprovalRequest, AuditPage, CLUSTER_STATUS_PATH,
+    ClusterStatus, ConsistencyProof, Health, InclusionProof, KEYS_ADMIN_PATH, KEYS_PATH,
+    KEYS_REVOKE_PATH, KeyChange, KeyInfo, POE_BYPASS_PATH, PoeBypassRequest, REFERRERS_PATH,
+    RELEASE_ALLOWLIST_PATH, RELEASE_APPROVALS_PATH, RELEASE_DECISIONS_PATH, ReferrersReport,
+    RegisterKeyRequest, ReleaseChange, RevokeKeyRequest, SIGN_DSSE_PATH, SignDsseRequest,
+    SignDsseResponse, TRUST_PATH, ToggleStatus, TrustMaterial,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +200,35 @@ impl Client {
     /// One page of audit records; `query` holds `after`, `limit`, `tenant`, `subject`, `consistency`.
     pub fn audit(&self, query: &[(&str, String)]) -> Result<AuditPage, ClientError> {
         decode(self.send(Method::GET, AUDIT_PATH, query, None)?)
+    }
+
+    /// The audit log's current signed checkpoint (a C2SP signed note; public).
+    pub fn checkpoint(&self) -> Result<String, ClientError> {
+        let response = self.send(Method::GET, AUDIT_CHECKPOINT_PATH, &[], None)?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return decode::<serde_json::Value>(response).and_then(|_| {
+                Err(ClientError::Unexpected {
+                    status,
+                    body: String::new(),
+                })
+            });
+        }
+        response
+            .text()
+            .map_err(|e| ClientError::Transport(e.to_string()))
+    }
+
+    /// The inclusion proof of one record; `query` holds one of `index`, `auditId`,
+    /// `bundleHash`, and optionally `treeSize`.
+    pub fn inclusion_proof(&self, query: &[(&str, String)]) -> Result<InclusionProof, ClientError> {
+        decode(self.send(Method::GET, AUDIT_INCLUSION_PATH, query, None)?)
+    }
+
+    /// The proof that the tree of `from` records is a prefix of the tree of `to` records.
+    pub fn consistency_proof(&self, from: u64, to: u64) -> Result<ConsistencyProof, ClientError> {
+        let query = [("from", from.to_string()), ("to", to.to_string())];
+        decode(self.send(Method::GET, AUDIT_CONSISTENCY_PATH, &query, None)?)
     }
 
     /// Switches the emergency PoE bypass (scope `signer.admin`).

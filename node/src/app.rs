@@ -38,6 +38,7 @@ pub struct Node {
     ledger: Ledger,
     sessions: Sessions,
     admission: Arc<Admission>,
+    checkpointer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Node {
@@ -54,6 +55,9 @@ impl Node {
                 b.map_err(Error::io("peer server"))?;
             }
             None => self.server.await.map_err(Error::io("HTTP server"))?,
+        }
+        if let Some(task) = &self.checkpointer {
+            task.abort();
         }
         self.sessions.stop();
         self.admission.stop();
@@ -107,7 +111,19 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
     }
 
     let clock_for_provenance = clock.clone();
+    let log_key = crate::transparency::load_log_key(&config)?.map(Arc::new);
     let cluster = start_cluster(&config).await?;
+    let checkpointer = log_key.clone().map(|key| {
+        crate::transparency::spawn_checkpointer(
+            cluster.clone(),
+            key,
+            crate::transparency::Policy {
+                every_records: config.audit_log.checkpoint_every_records,
+                interval_ms: config.audit_log.checkpoint_interval_ms,
+            },
+            clock.clone(),
+        )
+    });
     let ledger = Ledger::start(cluster.clone(), config.limits.proposal_queue).await?;
     let sessions = Sessions::start(config.limits.max_sessions).await?;
     let threshold = threshold_backend(&config, &cluster, &admission, &base_urls).await?;
@@ -157,6 +173,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         keyless_trust: keyless_trust(&config)?,
         base_urls,
         health: health.clone(),
+        audit_log: log_key.as_deref().map(crate::transparency::published),
     });
 
     let client_state = state.clone();
@@ -244,6 +261,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         ledger,
         sessions,
         admission,
+        checkpointer,
     })
 }
 

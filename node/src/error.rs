@@ -92,6 +92,8 @@ pub enum Error {
     ReleaseUntrusted(String),
     #[error("signing is unavailable: {0}")]
     Unavailable(String),
+    #[error("not found: {0}")]
+    NotFound(String),
     #[error("the node is overloaded")]
     Overloaded,
     #[error("this node is not the leader")]
@@ -174,6 +176,7 @@ impl Error {
             Error::Throttled { .. } => ProblemCode::PlanThrottled,
             Error::RateLimited { .. } => ProblemCode::RateLimited,
             Error::PeerForbidden(_) => ProblemCode::PeerForbidden,
+            Error::NotFound(_) => ProblemCode::NotFound,
             Error::IdempotencyConflict(_) => ProblemCode::IdempotencyConflict,
             Error::Remote(p) => p.code,
             Error::Config(_) | Error::Io { .. } | Error::Key(_) => ProblemCode::InternalError,

@@ -82,6 +82,7 @@ pub fn trust(
         keys,
         certificate_authorities: keyless.certificate_authorities.clone(),
         timestamp_authorities: keyless.timestamp_authorities.clone(),
+        audit_log: None,
     }
 }
 

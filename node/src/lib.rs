@@ -33,5 +33,6 @@ pub mod signing;
 pub mod supervise;
 pub mod telemetry;
 pub mod threshold;
+pub mod transparency;
 
 pub use error::Error;

@@ -457,6 +457,7 @@ pub fn response(
         audit_id,
         request_id: request_id.to_owned(),
         quota: None,
+        log_entry: None,
     })
 }
 

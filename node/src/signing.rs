@@ -616,7 +616,11 @@ impl SigningService {
                 "the leader lost contact with its quorum; retry".into(),
             ));
         }
-        self.inner.sessions.run(self.clone(), job).await
+        let mut response = self.inner.sessions.run(self.clone(), job).await?;
+        // The record is applied here (its `Finish` answered), so its leaf is known.
+        response.log_entry =
+            crate::transparency::log_entry(cluster.view(), &response.audit_id).ok();
+        Ok(response)
     }
 
     /// The leader's side of auditing a refusal.

@@ -24,6 +24,8 @@ pub const IDEMPOTENT_REPLIES: &str = "stella_signer_idempotent_replies_total";
 pub const JWKS_REFRESH: &str = "stella_signer_jwks_refresh_total";
 pub const PROVENANCE_LOOKUPS: &str = "stella_signer_release_registry_lookups_total";
 pub const PEER_REFUSALS: &str = "stella_signer_peer_refusals_total";
+/// Tree size of the last checkpoint this node signed as leader.
+pub const CHECKPOINT_SIZE: &str = "stella_signer_audit_checkpoint_size";
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 

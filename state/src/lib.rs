@@ -11,7 +11,8 @@ pub mod codec;
 pub mod command;
 pub mod log_tree;
 pub mod machine;
-pub mod merkle;
+/// The audit log's Merkle tree hashing and proofs (the `stella-tlog` crate).
+pub use stella_tlog as merkle;
 pub mod raft_types;
 pub mod storage;
 

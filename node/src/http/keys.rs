@@ -27,11 +27,9 @@ pub async fn trust(
 ) -> Result<Json<stella_api::TrustMaterial>, ApiProblem> {
     let scopes = [SCOPE_SIGN, SCOPE_AUDIT, SCOPE_AUDIT_ALL, SCOPE_ADMIN];
     let caller = super::authenticate_with(&state, &req, &scopes).await?;
-    Ok(Json(key_admin::trust(
-        &state.signing,
-        &caller,
-        &state.keyless_trust,
-    )))
+    let mut trust = key_admin::trust(&state.signing, &caller, &state.keyless_trust);
+    trust.audit_log = state.audit_log.clone();
+    Ok(Json(trust))
 }
 
 /// An operator's key change (scope `signer.admin`): authenticated, its JSON body read (bad

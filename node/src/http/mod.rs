@@ -8,6 +8,7 @@ mod body;
 mod cluster;
 mod context;
 mod keys;
+mod log;
 mod ops;
 mod peer;
 pub mod peer_access;
@@ -39,6 +40,8 @@ pub struct AppState {
     /// What readiness watches besides the cluster (actors, storage, shutdown), and the drill
     /// hook that kills actors.
     pub health: crate::readiness::NodeHealth,
+    /// The audit log's checkpoint key, as `stella trust export` publishes it.
+    pub audit_log: Option<stella_api::AuditLogKey>,
 }
 
 impl AppState {
@@ -106,6 +109,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/api/v1/signer/audit")
                 .route(web::get().to(audit::list))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
+            web::resource(stella_api::AUDIT_CHECKPOINT_PATH)
+                .route(web::get().to(log::checkpoint))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
+            web::resource(stella_api::AUDIT_INCLUSION_PATH)
+                .route(web::get().to(log::inclusion))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
+            web::resource(stella_api::AUDIT_CONSISTENCY_PATH)
+                .route(web::get().to(log::consistency))
                 .default_service(web::to(problem::method_not_allowed)),
         )
         .service(
