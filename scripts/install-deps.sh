@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the project needs beyond Rust on a Debian machine: openssl (independent envelope
 # check, test PKI), Node.js + npm and the pinned sigstore-js verifier packages, iptables and
-# Debian's OCI registry (docker-registry; the tests start their own instances), SoftHSM2, and a
-# Python venv with coincurve (libsecp256k1) as the independent BIP-340 verifier.
+# Debian's OCI registry (docker-registry; the tests start their own instances), SoftHSM2, Go with
+# golang.org/x/mod (the independent transparency-log verifier), and a Python venv with coincurve
+# (libsecp256k1) as the independent BIP-340 verifier.
 # Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,10 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 # The PKCS#11 key back-end is tested against a SoftHSM2 token that scripts/softhsm-token.sh creates.
 command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
+# The audit log's checkpoints and proofs are checked by Go's checksum-database packages
+# (golang.org/x/mod/sumdb/note and sumdb/tlog) in tests/verifiers/tlog-verify.
+command -v go >/dev/null 2>&1 || need+=(golang-go)
+[ -d /usr/share/gocode/src/golang.org/x/mod/sumdb/tlog ] || need+=(golang-golang-x-mod-dev)
 if ((${#need[@]})); then
   sudo=""
   if [ "$(id -u)" != 0 ]; then

@@ -354,6 +354,48 @@ impl Verifiers {
         report(cmd.output().expect("run node"))
     }
 
+    /// Go's checksum-database packages (`golang.org/x/mod/sumdb/note` and `sumdb/tlog`) on a
+    /// checkpoint and proofs: `tests/verifiers/tlog-verify`, built on first use with Debian's Go
+    /// and `golang-golang-x-mod-dev` (scripts/install-deps.sh installs both).
+    pub fn tlog_verify(request: &Value) -> (bool, String) {
+        static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        let program = BUILT.get_or_init(|| {
+            let out = bin_dir().join("tlog-verify");
+            let cache = std::env::temp_dir().join("stella-go-cache");
+            let built = Command::new("go")
+                .args(["build", "-o"])
+                .arg(&out)
+                .arg(".")
+                .current_dir(Self::dir().join("tlog-verify"))
+                .env("GO111MODULE", "off")
+                .env("GOPATH", "/usr/share/gocode")
+                .env("GOCACHE", &cache)
+                .env("GOFLAGS", "")
+                .output()
+                .expect("run go (scripts/install-deps.sh installs golang-go)");
+            assert!(
+                built.status.success(),
+                "building tlog-verify: {}",
+                String::from_utf8_lossy(&built.stderr)
+            );
+            out
+        });
+        let mut child = Command::new(program)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run tlog-verify");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin
+                .write_all(&serde_json::to_vec(request).expect("request"))
+                .expect("write request");
+        }
+        report(child.wait_with_output().expect("tlog-verify output"))
+    }
+
     /// `openssl dgst -sha256 -verify` over the PAE bytes of the first signature.
     pub fn openssl(envelope: &Path, key: &Path) -> (bool, String) {
         let out = Command::new("bash")
@@ -510,6 +552,10 @@ impl TestCluster {
             key.public_key().to_pem(),
         )
         .expect("pub");
+        write_secret(
+            dir.path().join("log-key.pem"),
+            stella_signer::note::LogKey::generate_pkcs8_pem().expect("log key"),
+        );
         let services = Services::start(dir.path());
         let mut extra_admission = format!(
             "public_urls = [\"{PUBLIC_URL}\"]\n{}\n",
@@ -535,7 +581,8 @@ impl TestCluster {
                 "listen = \"{ip}:{api}\"\ndata_dir = \"{d}/node-{id}\"\n[tls]\ndisabled = true\n[signing]\nkey_file = \"{d}/signing.pem\"\n\
                  [quota]\nreservation_ttl_seconds = {ttl}\n{admission}\
                  [cluster]\nnode_id = {id}\npeer_listen = \"{ip}:{peer}\"\npeer_url = \"https://{ip}:{peer}\"\napi_url = \"http://{ip}:{api}\"\n\
-                 ca_cert = \"{d}/pki/ca.pem\"\ncert = \"{d}/pki/node-{id}.pem\"\nkey = \"{d}/pki/node-{id}.key\"\nsnapshot_every = {snap}\n",
+                 ca_cert = \"{d}/pki/ca.pem\"\ncert = \"{d}/pki/node-{id}.pem\"\nkey = \"{d}/pki/node-{id}.key\"\nsnapshot_every = {snap}\n\
+                 [audit_log]\nkey_file = \"{d}/log-key.pem\"\ncheckpoint_interval_ms = 200\n",
                 ip = ips[i],
                 api = api_ports[i],
                 peer = peer_ports[i],

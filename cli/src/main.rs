@@ -315,7 +315,7 @@ enum Table {
 }
 
 #[derive(Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(args_conflicts_with_subcommands = true)]
 struct AuditArgs {
     #[command(subcommand)]
     action: Option<AuditCommand>,
@@ -427,9 +427,10 @@ struct ConnArgs {
     /// Signer URL (default: from the credentials).
     #[arg(long, env = "STELLA_SERVER")]
     server: Option<String>,
-    /// Credentials directory or file (e.g. DATA_DIR/dev).
+    /// Credentials directory or file (e.g. DATA_DIR/dev). Required (checked when connecting,
+    /// so that `stella audit <subcommand>` parses).
     #[arg(long, env = "STELLA_CREDENTIALS")]
-    credentials: PathBuf,
+    credentials: Option<PathBuf>,
     /// Extra CA certificate (PEM) to trust for the server.
     #[arg(long)]
     ca_cert: Option<PathBuf>,
@@ -437,7 +438,11 @@ struct ConnArgs {
 
 impl ConnArgs {
     fn client(&self) -> anyhow::Result<Client> {
-        let creds = Credentials::load(&self.credentials).map_err(anyhow::Error::msg)?;
+        let path = self
+            .credentials
+            .as_deref()
+            .context("--credentials (or STELLA_CREDENTIALS) is required")?;
+        let creds = Credentials::load(path).map_err(anyhow::Error::msg)?;
         let server = self.server.clone().unwrap_or(creds.server.clone());
         if server.is_empty() {
             bail!("no server URL: pass --server or set STELLA_SERVER");

@@ -14,3 +14,4 @@ mod provenance;
 mod telemetry;
 mod threshold;
 mod tls;
+mod transparency;

@@ -4,8 +4,8 @@
 //
 //	{"verifierKey": "<origin>+<id>+<key>",
 //	 "checkpoint": "<signed note>",
-//	 "inclusion": [{"index": 0, "record": "<base64 record bytes>", "proof": ["<base64>", ...]}],
-//	 "consistency": [{"checkpoint": "<older signed note>", "proof": ["<base64>", ...]}]}
+//	 "inclusion": [{"index": 0, "record": "<base64 record bytes>", "proof": ["<hex>", ...]}],
+//	 "consistency": [{"checkpoint": "<older signed note>", "proof": ["<hex>", ...]}]}
 //
 // and exits 0 only if the note signature verifies, every record is included in the checkpoint's
 // tree and every older checkpoint is a prefix of it. It prints what failed otherwise.
@@ -13,6 +13,7 @@ package main
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -73,9 +74,9 @@ func open(verifier note.Verifier, msg string) tree {
 func hashes(in []string) []tlog.Hash {
 	out := make([]tlog.Hash, len(in))
 	for i, s := range in {
-		raw, err := base64.StdEncoding.DecodeString(s)
+		raw, err := hex.DecodeString(s)
 		if err != nil || len(raw) != tlog.HashSize {
-			fail("proof hash %d is not 32 bytes of base64", i)
+			fail("proof hash %d is not 32 bytes of hex", i)
 		}
 		copy(out[i][:], raw)
 	}
