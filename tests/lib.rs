@@ -945,6 +945,44 @@ impl TestCluster {
             .expect("client")
     }
 
+    /// Creates a file key, installs it on every node and registers it for tenant-a on `PLAN`
+    /// (as the operator, through node 1): tenant-a's signings then carry its signature too.
+    /// Returns the key id and the private key's path.
+    pub fn register_key(&self, name: &str) -> (String, PathBuf) {
+        let dir = self.dir.path();
+        let out = stella_ok(&["keys", "create", "--out", &dir.join(name).to_string_lossy()]);
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut parts = line.split_whitespace();
+        let key_id = parts.next().expect("key id").to_owned();
+        let path = PathBuf::from(parts.next().expect("path"));
+        for id in 1..=self.len() {
+            let keys = self.data_dir(id).join("keys");
+            std::fs::create_dir_all(&keys).expect("keys dir");
+            std::fs::copy(&path, keys.join(path.file_name().expect("name"))).expect("install");
+        }
+        let mut ops = self
+            .services
+            .credentials("operator", PLAN, &self.api_url(1));
+        ops.server = self.api_url(1);
+        let ops_file = dir.join("operator-creds.json");
+        std::fs::write(&ops_file, serde_json::to_vec(&ops).expect("json")).expect("ops");
+        stella_ok(&[
+            "keys",
+            "register",
+            "--tenant",
+            "tenant-a",
+            "--plan",
+            PLAN,
+            "--key",
+            &path.to_string_lossy(),
+            "--reason",
+            "a tenant key",
+            "--credentials",
+            &ops_file.to_string_lossy(),
+        ]);
+        (key_id, path)
+    }
+
     /// Signs once through node `id`; returns (status, body).
     pub fn sign(&self, id: usize) -> Result<(u16, Value), String> {
         let client = self.client(id);

@@ -56,7 +56,8 @@ pub struct SignDsseResponse {
     pub envelope: Box<RawValue>,
     /// One Sigstore bundle v0.3 per cosign-verifiable signature, in envelope order.
     pub bundles: Vec<SignedBundle>,
-    /// `bundles[0].bundleSha256`, the hash Attestor records.
+    /// `bundles[0].bundleSha256`, the hash Attestor records (for a response without bundles,
+    /// the first signature's entry hash: see `SignatureIdentity::bundle_sha256`).
     pub bundle_sha256: String,
     /// SHA-256 of the canonical statement (the DSSE payload).
     pub statement_sha256: String,
@@ -112,6 +113,24 @@ pub struct SignerIdentity {
     pub public_key_pem: String,
     /// PEM certificates, leaf first; empty for keyful signatures.
     pub certificate_chain: Vec<String>,
+    /// Every signature of the envelope, in order (the fields above describe the first).
+    #[serde(default)]
+    pub signatures: Vec<SignatureIdentity>,
+}
+
+/// One signature of a response: who made it and the hash the audit log files it under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureIdentity {
+    pub key_id: String,
+    pub key_source: String,
+    pub algorithm: String,
+    pub public_key_pem: String,
+    /// PEM certificates, leaf first; empty for keyful signatures.
+    pub certificate_chain: Vec<String>,
+    /// The signature's Sigstore bundle hash; for a signature without a bundle (BIP-340
+    /// threshold), the SHA-256 of its RFC 8785 envelope signature entry (`{"keyid","sig"}`).
+    pub bundle_sha256: String,
 }
 
 /// `GET /healthz` and `GET /readyz`

@@ -45,6 +45,7 @@ fn draft(i: u64) -> AuditDraft {
         reason: "signed".into(),
         bundle_sha256: Some("b".repeat(64)),
         statement_sha256: Some("c".repeat(64)),
+        signatures: Vec::new(),
     }
 }
 

@@ -2,11 +2,14 @@
 //! and describe the outcome for the audit log and the response. The `signing` service wires
 //! these steps to keys, the clock and the audit log.
 
-use stella_api::{SignDsseRequest, SignDsseResponse, SignedBundle, SignerIdentity};
+use stella_api::{
+    SignDsseRequest, SignDsseResponse, SignatureIdentity, SignedBundle, SignerIdentity,
+};
 use stella_signer::digest::sha256_hex;
 use stella_signer::{
     Bundle, Envelope, PredicateType, SignatureAlgorithm, SignedOperation, Statement, Subject,
 };
+use stella_state::audit::SignatureRecord;
 use stella_state::{AuditDraft, Decision};
 
 use crate::Error;
@@ -205,6 +208,8 @@ pub fn rebuilt(
 /// A Sigstore bundle for one signature of the envelope.
 #[derive(Debug, Clone)]
 pub struct MadeBundle {
+    /// The signature's position in the envelope.
+    pub index: usize,
     pub key_id: String,
     pub bundle: Bundle,
     /// SHA-256 of the canonical bundle.
@@ -226,10 +231,50 @@ pub fn bundles(
             let bundle = Bundle::for_signature(envelope, i, op)?;
             let sha256 = bundle.sha256()?;
             Ok(MadeBundle {
+                index: i,
                 key_id: op.key_id.clone(),
                 bundle,
                 sha256,
             })
+        })
+        .collect()
+}
+
+/// The hash every signature is filed under: its bundle's, or for a signature without one
+/// (BIP-340 threshold), SHA-256 of its RFC 8785 envelope signature entry.
+pub fn signature_hashes(envelope: &Envelope, bundles: &[MadeBundle]) -> Result<Vec<String>, Error> {
+    envelope
+        .signatures
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| match bundles.iter().find(|b| b.index == i) {
+            Some(b) => Ok(b.sha256.clone()),
+            None => stella_signer::canonical::to_vec(entry)
+                .map(|bytes| sha256_hex(&bytes))
+                .map_err(Error::from),
+        })
+        .collect()
+}
+
+/// Every signature as the audit record keeps it. `sources[i]` is signature `i`'s key source.
+pub fn signature_records(
+    operations: &[SignedOperation],
+    sources: &[String],
+    hashes: &[String],
+) -> Vec<SignatureRecord> {
+    operations
+        .iter()
+        .zip(hashes)
+        .enumerate()
+        .map(|(i, (op, hash))| SignatureRecord {
+            key_id: op.key_id.clone(),
+            key_source: sources.get(i).cloned().unwrap_or_default(),
+            algorithm: op.algorithm.to_string(),
+            certificate_serial: op
+                .certificate_chain_der
+                .first()
+                .and_then(|leaf| crate::keyless::certificate_serial(leaf)),
+            bundle_sha256: hash.clone(),
         })
         .collect()
 }
@@ -249,6 +294,8 @@ pub struct Outcome<'a> {
     pub decision: Decision,
     pub reason: String,
     pub bundle_sha256: Option<String>,
+    /// Every signature, for a signed response of more than one (empty otherwise).
+    pub signatures: Vec<SignatureRecord>,
 }
 
 pub fn audit_draft(outcome: Outcome<'_>) -> AuditDraft {
@@ -271,6 +318,7 @@ pub fn audit_draft(outcome: Outcome<'_>) -> AuditDraft {
         reason: outcome.reason,
         bundle_sha256: outcome.bundle_sha256,
         statement_sha256: Some(outcome.plan.statement_sha256.clone()),
+        signatures: outcome.signatures,
     }
 }
 
@@ -333,6 +381,7 @@ pub fn refusal_draft(refusal: Refusal<'_>) -> AuditDraft {
         ),
         bundle_sha256: None,
         statement_sha256: None,
+        signatures: Vec::new(),
     }
 }
 
@@ -362,6 +411,7 @@ pub fn preauth_draft(
         reason: crate::error::clip_to(&summary.reason(), crate::error::MAX_DETAIL_BYTES),
         bundle_sha256: None,
         statement_sha256: None,
+        signatures: Vec::new(),
     }
 }
 
@@ -408,6 +458,7 @@ pub fn configured_draft(change: Configured<'_>) -> AuditDraft {
         reason: change.reason,
         bundle_sha256: None,
         statement_sha256: None,
+        signatures: Vec::new(),
     }
 }
 
@@ -416,17 +467,35 @@ pub fn response(
     envelope: &Envelope,
     operations: &[SignedOperation],
     bundles: Vec<MadeBundle>,
-    key_source: &str,
+    sources: &[String],
     audit_id: String,
     request_id: &str,
 ) -> Result<SignDsseResponse, Error> {
-    let first = operations
+    let hashes = signature_hashes(envelope, &bundles)?;
+    let signatures: Vec<SignatureIdentity> = operations
+        .iter()
+        .zip(&hashes)
+        .enumerate()
+        .map(|(i, (op, hash))| SignatureIdentity {
+            key_id: op.key_id.clone(),
+            key_source: sources.get(i).cloned().unwrap_or_default(),
+            algorithm: op.algorithm.to_string(),
+            public_key_pem: op.public_key.to_pem(),
+            certificate_chain: op
+                .certificate_chain_der
+                .iter()
+                .map(|der| pem_certificate(der))
+                .collect(),
+            bundle_sha256: hash.clone(),
+        })
+        .collect();
+    let first = signatures
         .first()
+        .cloned()
         .ok_or_else(|| Error::Unavailable("no signature was produced".into()))?;
     let bundle_sha256 = bundles
         .first()
-        .map(|b| b.sha256.clone())
-        .unwrap_or_default();
+        .map_or_else(|| first.bundle_sha256.clone(), |b| b.sha256.clone());
     let bundles = bundles
         .iter()
         .map(|b| {
@@ -444,15 +513,12 @@ pub fn response(
         statement_sha256: plan.statement_sha256.clone(),
         signer_identity: SignerIdentity {
             mode: plan.mode.to_owned(),
-            key_id: first.key_id.clone(),
-            key_source: key_source.to_owned(),
-            algorithm: first.algorithm.to_string(),
-            public_key_pem: first.public_key.to_pem(),
-            certificate_chain: first
-                .certificate_chain_der
-                .iter()
-                .map(|der| pem_certificate(der))
-                .collect(),
+            key_id: first.key_id,
+            key_source: first.key_source,
+            algorithm: first.algorithm,
+            public_key_pem: first.public_key_pem,
+            certificate_chain: first.certificate_chain,
+            signatures,
         },
         audit_id,
         request_id: request_id.to_owned(),
@@ -484,6 +550,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Box<serde_json::value::RawV
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use serde_json::json;
     use stella_api::{SignOptions, SubjectWire};
     use stella_signer::{FileKeySigner, IN_TOTO_PAYLOAD_TYPE, KeySigner};
@@ -535,12 +602,29 @@ mod tests {
             &envelope,
             &ops,
             bundles,
-            "file",
+            &["file".to_owned(), "file".to_owned()],
             "aud-1".into(),
             "req-1",
         )
         .expect("response");
         assert_eq!(resp.bundles.len(), 2);
+        let every: Vec<&str> = resp
+            .signer_identity
+            .signatures
+            .iter()
+            .map(|s| s.key_id.as_str())
+            .collect();
+        assert_eq!(
+            every,
+            [
+                k1.descriptor().key_id.as_str(),
+                k2.descriptor().key_id.as_str()
+            ],
+            "the identity covers every signature"
+        );
+        for (s, b) in resp.signer_identity.signatures.iter().zip(&resp.bundles) {
+            assert_eq!(s.bundle_sha256, b.bundle_sha256);
+        }
         assert_eq!(resp.bundle_sha256, resp.bundles[0].bundle_sha256);
         for (b, key) in resp.bundles.iter().zip([&k1, &k2]) {
             let bundle = Bundle::from_json(b.bundle.get().as_bytes()).expect("bundle");
@@ -550,5 +634,35 @@ mod tests {
             assert_eq!(bundle.sha256().expect("hash"), b.bundle_sha256);
         }
         assert_eq!(resp.signer_identity.key_id, k1.descriptor().key_id);
+    }
+
+    #[test]
+    fn a_signature_without_a_bundle_is_filed_under_its_canonical_entry() {
+        let p = plan(request("stella.ops/sbom@v1")).expect("plan");
+        let key = FileKeySigner::generate().expect("key");
+        let (envelope, ops) =
+            Envelope::sign(IN_TOTO_PAYLOAD_TYPE, p.payload.clone(), &[&key]).expect("sign");
+        // No bundles (as for a BIP-340 threshold signature): the entry's RFC 8785 hash.
+        let hashes = signature_hashes(&envelope, &[]).expect("hashes");
+        let entry = format!(
+            "{{\"keyid\":\"{}\",\"sig\":\"{}\"}}",
+            ops[0].key_id,
+            base64::engine::general_purpose::STANDARD.encode(&ops[0].signature)
+        );
+        assert_eq!(hashes, vec![sha256_hex(entry.as_bytes())]);
+        let resp = response(
+            &p,
+            &envelope,
+            &ops,
+            Vec::new(),
+            &["threshold".into()],
+            "aud-1".into(),
+            "r",
+        )
+        .expect("response");
+        assert_eq!(resp.bundle_sha256, hashes[0], "never an empty bundleSha256");
+        let records = signature_records(&ops, &["threshold".into()], &hashes);
+        assert_eq!(records[0].bundle_sha256, hashes[0]);
+        assert_eq!(records[0].key_source, "threshold");
     }
 }

@@ -787,12 +787,14 @@ impl SigningService {
                     Outcome::Signed(signed) => {
                         let (envelope, ops) = pipeline::rebuilt(&plan, &signed.signatures)?;
                         let bundles = pipeline::bundles(&envelope, &ops)?;
+                        let sources =
+                            self.recorded_sources(&signed.audit_id, &signed.key_source, ops.len());
                         let mut response = pipeline::response(
                             &plan,
                             &envelope,
                             &ops,
                             bundles,
-                            &signed.key_source,
+                            &sources,
                             signed.audit_id.clone(),
                             &signed.request_id,
                         )?;
@@ -867,6 +869,7 @@ impl SigningService {
             key_id: &'a str,
             certificate_serial: Option<String>,
             bundle_sha256: Option<String>,
+            signatures: Vec<stella_state::audit::SignatureRecord>,
         }
         let draft = |decision: Decision, reason: String, made: Made<'_>| {
             pipeline::audit_draft(pipeline::Outcome {
@@ -883,6 +886,7 @@ impl SigningService {
                 decision,
                 reason,
                 bundle_sha256: made.bundle_sha256,
+                signatures: made.signatures,
             })
         };
 
@@ -932,6 +936,7 @@ impl SigningService {
                             key_id: &primary.key_id,
                             certificate_serial: None,
                             bundle_sha256: None,
+                            signatures: Vec::new(),
                         },
                     ),
                     signed: None,
@@ -946,7 +951,17 @@ impl SigningService {
         };
 
         // 3. Audit + commit the reservation in one Raft entry, before anything is returned.
-        let bundle_sha256 = bundles.first().map(|b| b.sha256.clone());
+        //    Every signature is on the record, filed under its bundle hash.
+        let sources: Vec<String> = signers
+            .iter()
+            .map(|s| s.descriptor().source.as_str().to_owned())
+            .collect();
+        let hashes = pipeline::signature_hashes(&envelope, &bundles)?;
+        let signature_records = pipeline::signature_records(&ops, &sources, &hashes);
+        let bundle_sha256 = bundles
+            .first()
+            .map(|b| b.sha256.clone())
+            .or_else(|| hashes.first().cloned());
         // What the back-ends want on the record (threshold holders left out, and why).
         let remarks: Vec<&str> = ops
             .iter()
@@ -970,6 +985,7 @@ impl SigningService {
                         .find_map(|op| op.certificate_chain_der.first())
                         .and_then(|leaf| crate::keyless::certificate_serial(leaf)),
                     bundle_sha256: bundle_sha256.clone(),
+                    signatures: signature_records,
                 },
             ),
             signed: Some(stella_state::command::SignedOutcome {
@@ -1019,10 +1035,27 @@ impl SigningService {
             "signing decision"
         );
         let mut response = pipeline::response(
-            &plan, &envelope, &ops, bundles, key_source, audit_id, request_id,
+            &plan, &envelope, &ops, bundles, &sources, audit_id, request_id,
         )?;
         response.quota = Some(quota_status(remaining, window_resets_at_ms));
         Ok(response)
+    }
+
+    /// The key source of each signature of a concluded request, from its audit record (records
+    /// before per-signature entries name only the first: `fallback` for all).
+    fn recorded_sources(&self, audit_id: &str, fallback: &str, count: usize) -> Vec<String> {
+        let recorded = crate::transparency::parse_audit_id(audit_id)
+            .ok()
+            .and_then(|seq| self.inner.cluster.view().audit_record(seq).ok().flatten())
+            .map(|r| r.draft.signatures)
+            .unwrap_or_default();
+        (0..count)
+            .map(|i| {
+                recorded
+                    .get(i)
+                    .map_or_else(|| fallback.to_owned(), |s| s.key_source.clone())
+            })
+            .collect()
     }
 
     async fn propose(&self, command: Command) -> Result<Response, Error> {

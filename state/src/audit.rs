@@ -54,6 +54,26 @@ pub struct AuditDraft {
     pub bundle_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statement_sha256: Option<String>,
+    /// Every signature of a signed response, in envelope order (the fields above describe the
+    /// first). Absent from records of one signature written before it existed, so their hashes
+    /// are unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<SignatureRecord>,
+}
+
+/// One signature of a signed response, as the audit log keeps it: enough to find every
+/// signature a key made (`docs/runbooks/key-compromise.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignatureRecord {
+    pub key_id: String,
+    pub key_source: String,
+    pub algorithm: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_serial: Option<String>,
+    /// The hash of this signature's Sigstore bundle; for a signature without one (BIP-340
+    /// threshold), the hash of its canonical envelope signature entry (`docs/audit.md`).
+    pub bundle_sha256: String,
 }
 
 /// A sequenced, chained audit record.
@@ -196,6 +216,7 @@ mod tests {
             reason: "ok".into(),
             bundle_sha256: Some("b".repeat(64)),
             statement_sha256: None,
+            signatures: Vec::new(),
         }
     }
 

@@ -165,9 +165,15 @@ fn rebuild_derived(txn: &redb::WriteTransaction) -> Result<LogTree, StorageError
     Ok(tree)
 }
 
-/// The bundle hashes a record is found by.
+/// The bundle hashes a record is found by: its own and each signature's.
 fn index_keys(record: &AuditRecord) -> impl Iterator<Item = &str> {
-    record.draft.bundle_sha256.as_deref().into_iter()
+    record.draft.bundle_sha256.as_deref().into_iter().chain(
+        record
+            .draft
+            .signatures
+            .iter()
+            .map(|s| s.bundle_sha256.as_str()),
+    )
 }
 
 fn derived_version(db: &Database) -> Result<u64, StorageError> {

@@ -409,6 +409,7 @@ fn configured_draft(reason: &str) -> stella_state::AuditDraft {
         reason: reason.into(),
         bundle_sha256: None,
         statement_sha256: None,
+        signatures: Vec::new(),
     }
 }
 

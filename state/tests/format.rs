@@ -397,6 +397,7 @@ fn commands() -> Vec<Command> {
         reason: "signed".into(),
         bundle_sha256: Some("b".repeat(64)),
         statement_sha256: None,
+        signatures: Vec::new(),
     };
     vec![
         Command::Reserve(Reserve {

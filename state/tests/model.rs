@@ -147,6 +147,7 @@ fn draft(i: u64) -> AuditDraft {
         reason: "signed".into(),
         bundle_sha256: i.is_multiple_of(2).then(|| format!("{i:064}")),
         statement_sha256: None,
+        signatures: Vec::new(),
     }
 }
 

@@ -56,6 +56,7 @@ fn audit(i: u64) -> Command {
         reason: "signed".into(),
         bundle_sha256: Some(format!("{i:064x}")),
         statement_sha256: None,
+        signatures: Vec::new(),
     })
 }
 

@@ -89,7 +89,19 @@ fn three_nodes_serve_one_checkpoint_that_go_verifies_across_a_leader_kill() {
     let mut cluster = TestCluster::start(ClusterOptions::default());
     cluster.wait_converged(Duration::from_secs(60));
     let vkey = verifier_key(&cluster);
+    // tenant-a signs with two keys at once: two signatures, two bundles, one record naming both.
+    let (k1, _) = cluster.register_key("k1");
+    let (k2, _) = cluster.register_key("k2");
     let signed: Vec<Value> = (1..=3).map(|id| signed_via(&cluster, id)).collect();
+    for s in &signed {
+        let every: Vec<&str> = s["signerIdentity"]["signatures"]
+            .as_array()
+            .expect("signatures")
+            .iter()
+            .map(|x| x["keyId"].as_str().expect("key id"))
+            .collect();
+        assert_eq!(every, [k1.as_str(), k2.as_str()], "the identity names both");
+    }
     let last = signed
         .iter()
         .map(|s| s["logEntry"]["logIndex"].as_u64().expect("a log entry"))
