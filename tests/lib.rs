@@ -579,10 +579,10 @@ impl TestCluster {
             let d = dir.path().display();
             let config = format!(
                 "listen = \"{ip}:{api}\"\ndata_dir = \"{d}/node-{id}\"\n[tls]\ndisabled = true\n[signing]\nkey_file = \"{d}/signing.pem\"\n\
-                 [quota]\nreservation_ttl_seconds = {ttl}\n{admission}\
+                 [quota]\nreservation_ttl_seconds = {ttl}\n\
+                 [audit_log]\nkey_file = \"{d}/log-key.pem\"\ncheckpoint_interval_ms = 200\n{admission}\
                  [cluster]\nnode_id = {id}\npeer_listen = \"{ip}:{peer}\"\npeer_url = \"https://{ip}:{peer}\"\napi_url = \"http://{ip}:{api}\"\n\
-                 ca_cert = \"{d}/pki/ca.pem\"\ncert = \"{d}/pki/node-{id}.pem\"\nkey = \"{d}/pki/node-{id}.key\"\nsnapshot_every = {snap}\n\
-                 [audit_log]\nkey_file = \"{d}/log-key.pem\"\ncheckpoint_interval_ms = 200\n",
+                 ca_cert = \"{d}/pki/ca.pem\"\ncert = \"{d}/pki/node-{id}.pem\"\nkey = \"{d}/pki/node-{id}.key\"\nsnapshot_every = {snap}\n",
                 ip = ips[i],
                 api = api_ports[i],
                 peer = peer_ports[i],

@@ -16,8 +16,8 @@ use crate::credentials::Credentials;
 use crate::dpop::{DpopKey, unix_now};
 use crate::problem::{PROBLEM_CONTENT_TYPE, Problem};
 use crate::types::{
-    AUDIT_CHECKPOINT_PATH, AUDIT_CONSISTENCY_PATH, AUDIT_INCLUSION_PATH, AUDIT_PATH,
-    AllowlistChange, ApprovalDecision, ApprovalRequest, AuditPage, CLUSTER_STATUS_PATH,
+    AUDIT_CHECKPOINT_PATH, AUDIT_CONSISTENCY_PATH, AUDIT_EXPORT_PATH, AUDIT_INCLUSION_PATH,
+    AUDIT_PATH, AllowlistChange, ApprovalDecision, ApprovalRequest, AuditPage, CLUSTER_STATUS_PATH,
     ClusterStatus, ConsistencyProof, Health, InclusionProof, KEYS_ADMIN_PATH, KEYS_PATH,
     KEYS_REVOKE_PATH, KeyChange, KeyInfo, POE_BYPASS_PATH, PoeBypassRequest, REFERRERS_PATH,
     RELEASE_ALLOWLIST_PATH, RELEASE_APPROVALS_PATH, RELEASE_DECISIONS_PATH, ReferrersReport,
@@ -200,6 +200,22 @@ impl Client {
     /// One page of audit records; `query` holds `after`, `limit`, `tenant`, `subject`, `consistency`.
     pub fn audit(&self, query: &[(&str, String)]) -> Result<AuditPage, ClientError> {
         decode(self.send(Method::GET, AUDIT_PATH, query, None)?)
+    }
+
+    /// The NDJSON export (`query` as for [`Client::audit`]), as a stream to read line by line;
+    /// a problem answer is an error.
+    pub fn audit_export(&self, query: &[(&str, String)]) -> Result<Response, ClientError> {
+        let response = self.send(Method::GET, AUDIT_EXPORT_PATH, query, None)?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        Err(decode::<serde_json::Value>(response)
+            .err()
+            .unwrap_or(ClientError::Unexpected {
+                status,
+                body: String::new(),
+            }))
     }
 
     /// The audit log's current signed checkpoint (a C2SP signed note; public).

@@ -193,6 +193,8 @@ pub struct AuditPage {
     pub consistency: String,
 }
 
+/// `GET /api/v1/signer/audit/export`: NDJSON, the list's filters, ending `{"cursor": …}`.
+pub const AUDIT_EXPORT_PATH: &str = "/api/v1/signer/audit/export";
 pub const AUDIT_CHECKPOINT_PATH: &str = "/api/v1/signer/audit/checkpoint";
 pub const AUDIT_INCLUSION_PATH: &str = "/api/v1/signer/audit/proof/inclusion";
 pub const AUDIT_CONSISTENCY_PATH: &str = "/api/v1/signer/audit/proof/consistency";

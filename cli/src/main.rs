@@ -50,7 +50,7 @@ enum Command {
         what: ClusterCommand,
     },
     /// Read the replicated audit log.
-    Audit(AuditArgs),
+    Audit(Box<AuditArgs>),
     /// Scanner release trust: publish and check release signatures (OCI referrers), manage the
     /// allowlist and approvals.
     Release {
@@ -329,16 +329,64 @@ struct AuditArgs {
     /// Only this tenant's records (auditor tenants only; others always see their own).
     #[arg(long)]
     tenant: Option<String>,
-    /// Only records with this subject digest (sha256:HEX).
-    #[arg(long)]
-    subject: Option<String>,
+    #[command(flatten)]
+    filters: AuditFilters,
     /// `linearizable` (default) or `stale`.
     #[arg(long)]
     consistency: Option<String>,
 }
 
+/// What `stella audit` and `stella audit export` filter by (answered from indexes).
+#[derive(Args)]
+struct AuditFilters {
+    /// Only records with this subject digest (sha256:HEX).
+    #[arg(long)]
+    subject: Option<String>,
+    /// Only the record of this bundle hash (hex).
+    #[arg(long)]
+    bundle_hash: Option<String>,
+    /// Only records of signatures by this key id.
+    #[arg(long)]
+    key_id: Option<String>,
+    /// Only records at or after this time (RFC 3339).
+    #[arg(long)]
+    from: Option<String>,
+    /// Only records at or before this time (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+}
+
+impl AuditFilters {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        [
+            ("subject", &self.subject),
+            ("bundleHash", &self.bundle_hash),
+            ("keyId", &self.key_id),
+            ("since", &self.from),
+            ("until", &self.until),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .collect()
+    }
+}
+
 #[derive(Subcommand)]
 enum AuditCommand {
+    /// Stream every record you may read as NDJSON (bulk ingestion); continue later with the
+    /// cursor it prints on stderr.
+    Export {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Where the last export stopped (its cursor), or an audit id.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this tenant's records (auditors).
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        filters: AuditFilters,
+    },
     /// Fetch the log's current checkpoint and verify its signature with the log key.
     Checkpoint {
         #[command(flatten)]
@@ -1020,10 +1068,10 @@ fn cluster_status(conn: &ConnArgs, output: Table) -> anyhow::Result<()> {
 
 fn audit(args: &AuditArgs) -> anyhow::Result<()> {
     let mut query = vec![("limit", args.limit.to_string())];
+    query.extend(args.filters.query());
     for (name, value) in [
         ("after", &args.after),
         ("tenant", &args.tenant),
-        ("subject", &args.subject),
         ("consistency", &args.consistency),
     ] {
         if let Some(v) = value {
@@ -1097,6 +1145,30 @@ fn audit_log_command(action: AuditCommand) -> anyhow::Result<()> {
                 included.tree_size,
                 checkpoint.origin
             );
+        }
+        AuditCommand::Export {
+            conn,
+            since,
+            tenant,
+            filters,
+        } => {
+            use std::io::BufRead;
+            let mut query = filters.query();
+            query.extend(since.map(|s| ("after", s)));
+            query.extend(tenant.map(|t| ("tenant", t)));
+            let response = conn.client()?.audit_export(&query)?;
+            let mut cursor = None;
+            for line in std::io::BufReader::new(response).lines() {
+                let line = line.context("reading the export")?;
+                match serde_json::from_str::<serde_json::Value>(&line)?.get("cursor") {
+                    Some(c) if line.starts_with("{\"cursor\"") => {
+                        cursor = c.as_str().map(str::to_owned);
+                    }
+                    _ => say!("{line}"),
+                }
+            }
+            let cursor = cursor.context("the export ended without its cursor (cut short?)")?;
+            eprintln!("next: --since {cursor}");
         }
         AuditCommand::Watch { .. } => unreachable!("handled by audit_watch"),
     }

@@ -12,6 +12,7 @@
 pub mod admission;
 pub mod app;
 pub mod attempts;
+pub mod audit_reads;
 pub mod backends;
 pub mod changes;
 pub mod clock;

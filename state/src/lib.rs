@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod codec;
 pub mod command;
+pub mod index;
 pub mod log_tree;
 pub mod machine;
 /// The audit log's Merkle tree hashing and proofs (the `stella-tlog` crate).

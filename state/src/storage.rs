@@ -60,12 +60,14 @@ const CLAIMS: TableDefinition<&str, &[u8]> = TableDefinition::new("claims");
 /// The audit log's Merkle tree (format v6): `(level, index)` → the hash of that complete
 /// subtree (see `merkle`). About two rows per audit record.
 const MERKLE: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("merkle");
-/// Look-up index: bundle hash (hex) → sequence numbers of the records that name it.
+/// Look-up indexes (`crate::index`): `(kind, scope, value, seq)`, one range read per look-up.
+const IDX: TableDefinition<(u8, &str, &str, u64), ()> = TableDefinition::new("idx");
+/// Format-6 look-up table of bundle hashes only (replaced by `IDX`; dropped on rebuild).
 const BY_BUNDLE: MultimapTableDefinition<&str, u64> = MultimapTableDefinition::new("idx_bundle");
 /// The version of the derived tables (tree and indexes) in `SM_META`; files with another one
 /// get them rebuilt from the records on open.
 const DERIVED_VERSION_KEY: &str = "derived_version";
-const DERIVED_VERSION: u64 = 1;
+const DERIVED_VERSION: u64 = 2;
 
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
@@ -142,7 +144,8 @@ fn rebuild_derived(txn: &redb::WriteTransaction) -> Result<LogTree, StorageError
     let mut nodes = txn.open_table(MERKLE).map_err(write_err)?;
     nodes.retain(|_, _| false).map_err(write_err)?;
     txn.delete_multimap_table(BY_BUNDLE).map_err(write_err)?;
-    let mut by_bundle = txn.open_multimap_table(BY_BUNDLE).map_err(write_err)?;
+    txn.delete_table(IDX).map_err(write_err)?;
+    let mut idx = txn.open_table(IDX).map_err(write_err)?;
     let audit = txn.open_table(AUDIT).map_err(write_err)?;
     for item in audit.iter().map_err(read_err)? {
         let (_, line) = item.map_err(read_err)?;
@@ -151,9 +154,7 @@ fn rebuild_derived(txn: &redb::WriteTransaction) -> Result<LogTree, StorageError
             nodes.insert(node, hash.as_slice()).map_err(write_err)?;
         }
         let record: AuditRecord = serde_json::from_slice(line.value()).map_err(read_err)?;
-        for hash in index_keys(&record) {
-            by_bundle.insert(hash, record.seq).map_err(write_err)?;
-        }
+        index_record(&mut idx, &record)?;
     }
     txn.open_table(SM_META)
         .map_err(write_err)?
@@ -165,15 +166,16 @@ fn rebuild_derived(txn: &redb::WriteTransaction) -> Result<LogTree, StorageError
     Ok(tree)
 }
 
-/// The bundle hashes a record is found by: its own and each signature's.
-fn index_keys(record: &AuditRecord) -> impl Iterator<Item = &str> {
-    record.draft.bundle_sha256.as_deref().into_iter().chain(
-        record
-            .draft
-            .signatures
-            .iter()
-            .map(|s| s.bundle_sha256.as_str()),
-    )
+/// Writes the look-up rows of `record`.
+fn index_record(
+    idx: &mut redb::Table<(u8, &str, &str, u64), ()>,
+    record: &AuditRecord,
+) -> Result<(), StorageError> {
+    for (kind, scope, value) in crate::index::rows(record) {
+        idx.insert((kind, scope.as_str(), value.as_str(), record.seq), ())
+            .map_err(write_err)?;
+    }
+    Ok(())
 }
 
 fn derived_version(db: &Database) -> Result<u64, StorageError> {
@@ -706,11 +708,34 @@ impl StateView {
 
     /// Sequence numbers of the records that name bundle hash `hash` (an index look-up).
     pub fn seqs_by_bundle(&self, hash: &str) -> Result<Vec<u64>, StorageError> {
+        let lookup = crate::index::Lookup::exact(crate::index::Kind::Bundle, "", hash);
+        Ok(self
+            .lookup(&lookup, 16)?
+            .into_iter()
+            .map(|(_, seq)| seq)
+            .collect())
+    }
+
+    /// At most `limit` index rows of `lookup`, as `(value, seq)` in order: one range read.
+    pub fn lookup(
+        &self,
+        lookup: &crate::index::Lookup,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StorageError> {
         let txn = self.db.begin_read().map_err(read_err)?;
-        let table = txn.open_multimap_table(BY_BUNDLE).map_err(read_err)?;
+        let table = txn.open_table(IDX).map_err(read_err)?;
+        let kind = lookup.kind as u8;
+        let (start_value, start_seq) = lookup.start();
+        if start_value > lookup.hi {
+            return Ok(Vec::new());
+        }
+        let start = (kind, lookup.scope.as_str(), start_value.as_str(), start_seq);
+        let end = (kind, lookup.scope.as_str(), lookup.hi.as_str(), u64::MAX);
         let mut out = Vec::new();
-        for seq in table.get(hash).map_err(read_err)? {
-            out.push(seq.map_err(read_err)?.value());
+        for item in table.range(start..=end).map_err(read_err)?.take(limit) {
+            let (key, _) = item.map_err(read_err)?;
+            let (_, _, value, seq) = key.value();
+            out.push((value.to_owned(), seq));
         }
         Ok(out)
     }
@@ -806,7 +831,7 @@ impl StateMachineStore {
         txn.open_table(PROOFS).map_err(write_err)?;
         txn.open_table(CLAIMS).map_err(write_err)?;
         txn.open_table(MERKLE).map_err(write_err)?;
-        txn.open_multimap_table(BY_BUNDLE).map_err(write_err)?;
+        txn.open_table(IDX).map_err(write_err)?;
         txn.commit().map_err(write_err)?;
         let applied: Applied = get_meta(&db, SM_META, APPLIED)?.unwrap_or_default();
         let mut state: State = get_meta(&db, SM_META, "state")?.unwrap_or_default();
@@ -988,11 +1013,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 for (node, hash) in &tree_nodes {
                     nodes.insert(*node, hash.as_slice()).map_err(write_err)?;
                 }
-                let mut by_bundle = txn.open_multimap_table(BY_BUNDLE).map_err(write_err)?;
+                let mut idx = txn.open_table(IDX).map_err(write_err)?;
                 for record in &emitted {
-                    for hash in index_keys(record) {
-                        by_bundle.insert(hash, record.seq).map_err(write_err)?;
-                    }
+                    index_record(&mut idx, record)?;
                 }
                 let mut legacy = txn.open_table(PROOFS).map_err(write_err)?;
                 let mut claims = txn.open_table(CLAIMS).map_err(write_err)?;

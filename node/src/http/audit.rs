@@ -1,6 +1,8 @@
-//! Audit API (Attestor and tenants): `GET /api/v1/signer/audit`.
+//! Audit API (Attestor and tenants): `GET /api/v1/signer/audit` and its NDJSON export.
 //!
-//! `?after=ID&limit=N[&tenant=T][&subject=sha256:..][&consistency=linearizable|stale]`. Any node
+//! `?after=ID|CURSOR&limit=N[&tenant=T][&subject=sha256:..][&bundleHash=H][&keyId=K]
+//! [&since=T][&until=T][&consistency=linearizable|stale]`; filters are answered from indexes
+//! (`audit_reads`). Any node
 //! answers. `linearizable` (the default) first obtains a read index from the leader and waits
 //! until this node has applied it, so a record acknowledged anywhere before the call is included;
 //! `stale` reads what this node has applied. Tenants see their own records; auditor tenants
@@ -16,11 +18,10 @@ use stella_api::AuditPage;
 use super::peer::ReadIndex;
 use super::{ApiProblem, AppState};
 use crate::Error;
+use crate::audit_reads::{self, Cursor, Filters, Page, Position};
 
 pub const MAX_LIMIT: usize = 1000;
-/// Records examined per call when filters skip most of them (the page's `next` continues).
-const MAX_SCAN: usize = 20_000;
-/// Audit scans running at once on this node; more callers wait their turn (storage reads run on
+/// Audit reads running at once on this node; more callers wait their turn (storage reads run on
 /// the blocking pool, never on the async workers that serve signing).
 const MAX_CONCURRENT_SCANS: usize = 2;
 
@@ -29,62 +30,56 @@ fn scans() -> &'static tokio::sync::Semaphore {
     SCANS.get_or_init(|| tokio::sync::Semaphore::new(MAX_CONCURRENT_SCANS))
 }
 
-/// What one bounded scan found.
-struct Scan {
-    records: Vec<stella_state::AuditRecord>,
-    cursor: u64,
-    exhausted: bool,
-}
-
-/// Reads records after `after` until `limit` match or `MAX_SCAN` were examined (blocking I/O).
-fn scan(
-    view: &stella_state::storage::StateView,
-    after: u64,
-    limit: usize,
-    tenant: Option<&str>,
-    subject: Option<&str>,
-) -> Result<Scan, Error> {
-    let mut records = Vec::new();
-    let mut cursor = after;
-    let mut scanned = 0;
-    let mut exhausted = false;
-    while records.len() < limit && scanned < MAX_SCAN {
-        let chunk = view
-            .audit_after(cursor, 512)
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
-        if chunk.is_empty() {
-            exhausted = true;
-            break;
-        }
-        for record in chunk {
-            scanned += 1;
-            cursor = record.seq;
-            let tenant_ok = tenant.is_none_or(|t| record.draft.tenant == t);
-            let subject_ok =
-                subject.is_none_or(|s| record.draft.subject_digests.iter().any(|d| d == s));
-            if tenant_ok && subject_ok {
-                records.push(record);
-                if records.len() == limit {
-                    break;
-                }
-            }
-        }
-    }
-    Ok(Scan {
-        records,
-        cursor,
-        exhausted,
-    })
-}
-
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AuditQuery {
+    /// An audit id, or the `next` cursor of the previous page (which carries its filters).
     after: Option<String>,
     limit: Option<usize>,
     tenant: Option<String>,
     subject: Option<String>,
+    bundle_hash: Option<String>,
+    key_id: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
     consistency: Option<String>,
+}
+
+/// What a read is: filters, where it starts, and the caller's scope.
+struct Read {
+    filters: Filters,
+    scope: String,
+    at: Option<Position>,
+    /// Plain reads (an auditor, no filter) page by audit id, as they always did.
+    plain: bool,
+}
+
+fn read_of(caller: &crate::admission::Caller, query: &AuditQuery) -> Result<Read, Error> {
+    let asked = Filters {
+        bundle_hash: query.bundle_hash.clone(),
+        key_id: query.key_id.clone(),
+        subject: query.subject.clone(),
+        tenant: query.tenant.clone(),
+        since: query.since.clone(),
+        until: query.until.clone(),
+    };
+    let (filters, at) = match query.after.as_deref() {
+        None | Some("") => (asked, None),
+        Some(text) => match Cursor::decode(text)? {
+            Some(cursor) => (cursor.filters, Some(cursor.at)),
+            None => (asked, Some(Position::Seq(parse_audit_id(text)?))),
+        },
+    };
+    filters.validate()?;
+    let auditor = caller.has_scope(crate::admission::optok::SCOPE_AUDIT_ALL);
+    let scope = audit_reads::scope(auditor, &caller.tenant, &filters);
+    let plain = audit_reads::plan(&filters, &scope).is_none();
+    Ok(Read {
+        filters,
+        scope,
+        at,
+        plain,
+    })
 }
 
 pub async fn list(
@@ -96,58 +91,53 @@ pub async fn list(
     Ok(Json(page(&state, &caller, query.into_inner()).await?))
 }
 
+/// `linearizable` (the default) waits for a read index; `stale` reads what is applied here.
+async fn consistency(state: &AppState, asked: Option<&str>) -> Result<&'static str, Error> {
+    match asked {
+        None | Some("linearizable") => {
+            linearize(state).await?;
+            Ok("linearizable")
+        }
+        Some("stale") => Ok("stale"),
+        Some(other) => Err(Error::InvalidRequest(format!(
+            "consistency must be linearizable or stale, not `{}`",
+            crate::error::clip_to(other, 40)
+        ))),
+    }
+}
+
 async fn page(
     state: &AppState,
     caller: &crate::admission::Caller,
     query: AuditQuery,
 ) -> Result<AuditPage, Error> {
-    let after = match query.after.as_deref() {
-        None | Some("") => 0,
-        Some(id) => parse_audit_id(id)?,
-    };
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(Error::InvalidRequest(format!(
             "limit must be between 1 and {MAX_LIMIT}"
         )));
     }
-    let tenant = if caller.has_scope(crate::admission::optok::SCOPE_AUDIT_ALL) {
-        query.tenant
-    } else {
-        Some(caller.tenant.clone())
-    };
-    let consistency = match query.consistency.as_deref() {
-        None | Some("linearizable") => {
-            linearize(state).await?;
-            "linearizable"
-        }
-        Some("stale") => "stale",
-        Some(other) => {
-            return Err(Error::InvalidRequest(format!(
-                "consistency must be linearizable or stale, not `{other}`"
-            )));
-        }
-    };
+    let read = read_of(caller, &query)?;
+    let consistency = consistency(state, query.consistency.as_deref()).await?;
     let view = state.cluster().view().clone();
     let _turn = scans()
         .acquire()
         .await
         .map_err(|_| Error::Unavailable("the audit reader is shutting down".into()))?;
-    let subject = query.subject;
-    let Scan {
+    let plain = read.plain;
+    let Page {
         records,
-        cursor,
+        next,
         exhausted,
     } = tokio::task::spawn_blocking(move || {
-        scan(&view, after, limit, tenant.as_deref(), subject.as_deref())
+        audit_reads::read(&view, read.filters, &read.scope, read.at, limit)
     })
     .await
     .map_err(|e| Error::Unavailable(format!("reading the audit log: {e}")))??;
-    let next = if exhausted && records.len() < limit {
-        None
-    } else {
-        Some(stella_state::audit::audit_id(cursor))
-    };
+    let next = (!(exhausted && records.len() < limit)).then(|| match (&next.at, plain) {
+        (Position::Seq(seq), true) => stella_state::audit::audit_id(*seq),
+        _ => next.encode(),
+    });
     let records = records
         .iter()
         .map(serde_json::to_value)
@@ -158,6 +148,56 @@ async fn page(
         next,
         consistency: consistency.to_owned(),
     })
+}
+
+/// `GET /api/v1/signer/audit/export`: every record the caller may read from `after` (same
+/// filters as the list), as NDJSON, streamed in bounded chunks; the last line is
+/// `{"cursor": …}`, where the next export continues.
+pub async fn export(
+    state: Data<AppState>,
+    req: HttpRequest,
+    query: Query<AuditQuery>,
+) -> Result<actix_web::HttpResponse, ApiProblem> {
+    let caller = super::authenticate_reader(&state, &req).await?;
+    let query = query.into_inner();
+    let read = read_of(&caller, &query)?;
+    consistency(&state, query.consistency.as_deref()).await?;
+    let view = state.cluster().view().clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<actix_web::web::Bytes, Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut at = read.at;
+        loop {
+            let page = match audit_reads::read(&view, read.filters.clone(), &read.scope, at, 500) {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            let mut chunk = Vec::new();
+            for record in &page.records {
+                chunk.extend_from_slice(&record.to_canonical_line());
+                chunk.push(b'\n');
+            }
+            if page.exhausted {
+                chunk.extend_from_slice(
+                    format!("{{\"cursor\":\"{}\"}}\n", page.next.encode()).as_bytes(),
+                );
+            }
+            if tx.blocking_send(Ok(chunk.into())).is_err() || page.exhausted {
+                return;
+            }
+            at = Some(page.next.at);
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|item| (item.map_err(|e| std::io::Error::other(e.to_string())), rx))
+    });
+    Ok(actix_web::HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(stream))
 }
 
 /// Read-index through the leader, then wait until this node has applied it.
@@ -199,7 +239,8 @@ fn parse_audit_id(id: &str) -> Result<u64, Error> {
     let digits = id.strip_prefix("aud-").unwrap_or(id);
     digits.parse().map_err(|_| {
         Error::InvalidRequest(format!(
-            "`after` must be an audit id like aud-0000000000000042, not `{id}`"
+            "`after` must be an audit id like aud-0000000000000042 or a `next` cursor, not `{}`",
+            crate::error::clip_to(id, 80)
         ))
     })
 }

@@ -112,6 +112,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(problem::method_not_allowed)),
         )
         .service(
+            web::resource(stella_api::AUDIT_EXPORT_PATH)
+                .route(web::get().to(audit::export))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
             web::resource(stella_api::AUDIT_CHECKPOINT_PATH)
                 .route(web::get().to(log::checkpoint))
                 .default_service(web::to(problem::method_not_allowed)),
