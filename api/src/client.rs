@@ -132,6 +132,19 @@ impl Client {
         decode(self.send_idempotent(SIGN_DSSE_PATH, body, SIGN_RETRY_BUDGET)?)
     }
 
+    /// Signs an export manifest (`/sign/export`), with the same retry rule as [`Client::sign_dsse`].
+    pub fn sign_export(
+        &self,
+        request: &crate::SignExportRequest,
+    ) -> Result<crate::SignExportResponse, ClientError> {
+        let mut request = request.clone();
+        if request.poe.is_none() {
+            request.poe = self.credentials.poe.clone();
+        }
+        let body = serde_json::to_vec(&request).map_err(|e| ClientError::Config(e.to_string()))?;
+        decode(self.send_idempotent(crate::SIGN_EXPORT_PATH, body, SIGN_RETRY_BUDGET)?)
+    }
+
     /// POSTs a signing request so that it takes effect at most once however often it is sent:
     /// every retry carries the same DPoP proof and `Idempotency-Key` (the server answers a
     /// repeat with the first attempt's committed outcome). Retries a transport error (the

@@ -7,6 +7,77 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 pub const SIGN_DSSE_PATH: &str = "/api/v1/signer/sign/dsse";
+pub const SIGN_EXPORT_PATH: &str = "/api/v1/signer/sign/export";
+
+/// `POST /api/v1/signer/sign/export`: an Export Center run's manifest, signed as an in-toto
+/// statement (`stella.ops/export@v1`) whose subjects are the manifest and each file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignExportRequest {
+    pub manifest: ExportManifest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poe: Option<ProofOfEntitlement>,
+    #[serde(default)]
+    pub options: SignOptions,
+}
+
+/// What an export contains (upstream Export Center's `export.json`, in canonical form).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportManifest {
+    pub export_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    pub files: Vec<ExportFile>,
+    /// The export's own metadata (profile, source, filters…), signed as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportFile {
+    pub path: String,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    pub media_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// The manifest + signature tuple.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignExportResponse {
+    /// The manifest's RFC 8785 bytes as a JSON value (write it out byte for byte as
+    /// `export.json`: its SHA-256 is `manifestSha256`, the statement's first subject).
+    pub manifest: Box<RawValue>,
+    pub manifest_sha256: String,
+    pub signature: SignDsseResponse,
+    /// `provenance.json`: who signed the export, with what, under which plan, where it is logged.
+    pub provenance: ExportProvenance,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportProvenance {
+    pub export_id: String,
+    pub manifest_sha256: String,
+    pub statement_sha256: String,
+    pub tenant: String,
+    pub requested_by: String,
+    pub signing_mode: String,
+    pub key_ids: Vec<String>,
+    pub key_source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    pub bundle_sha256: String,
+    pub audit_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_index: Option<u64>,
+    pub request_id: String,
+    pub signed_at: String,
+}
 
 /// `POST /api/v1/signer/sign/dsse`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -28,6 +28,7 @@ mod flood;
 mod key_backends;
 mod raft_writes;
 mod threshold_net;
+mod tlog_cost;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -57,6 +58,11 @@ struct Args {
     /// unauthenticated requests per second from the same address (issue 13, finding 5).
     #[arg(long)]
     flood: Option<u64>,
+    /// Only the transparency log's costs, at these log sizes (e.g. 10000,100000,1000000):
+    /// proof and look-up times, apply cost per record, and the tree's share of end-to-end
+    /// signing on a dev node.
+    #[arg(long, value_delimiter = ',')]
+    tlog: Vec<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +94,9 @@ fn main() -> anyhow::Result<()> {
     };
     if let Some(rate) = args.flood {
         return flood_comparison(&node_bin, &request, rate, duration);
+    }
+    if !args.tlog.is_empty() {
+        return tlog_costs(&node_bin, &request, &args.tlog, duration);
     }
 
     let b_sign = raw_sign_loop(&request, duration)?;
@@ -187,6 +196,76 @@ fn main() -> anyhow::Result<()> {
     if rows.iter().any(|r| r["errors"].as_u64() != Some(0)) {
         bail!("some requests failed");
     }
+    Ok(())
+}
+
+/// Proof, look-up and apply costs at growing log sizes, and the tree's share of end-to-end
+/// signing (its CPU per record times the signings per second a dev node sustains, in one run).
+fn tlog_costs(
+    node_bin: &PathBuf,
+    request: &Value,
+    sizes: &[u64],
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let rows = runtime.block_on(tlog_cost::measure(sizes))?;
+    println!(
+        "{:>9} {:>10} {:>12} {:>12} {:>12} {:>11} {:>11}",
+        "records",
+        "apply µs",
+        "incl p50 µs",
+        "incl p99 µs",
+        "cons p50 µs",
+        "look p50 µs",
+        "look p99 µs"
+    );
+    for r in &rows {
+        println!(
+            "{:>9} {:>10.1} {:>12.1} {:>12.1} {:>12.1} {:>11.1} {:>11.1}",
+            r.records,
+            r.apply_us,
+            r.inclusion_p50_us,
+            r.inclusion_p99_us,
+            r.consistency_p50_us,
+            r.lookup_p50_us,
+            r.lookup_p99_us
+        );
+    }
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        println!(
+            "from {} to {} records (x{:.0}): inclusion p50 x{:.2}, look-up p50 x{:.2}, apply per record x{:.2}",
+            first.records,
+            last.records,
+            last.records as f64 / first.records as f64,
+            last.inclusion_p50_us / first.inclusion_p50_us,
+            last.lookup_p50_us / first.lookup_p50_us,
+            last.apply_us / first.apply_us
+        );
+    }
+    let (tree_cpu_us, tree_us) = tlog_cost::tree_cost_per_record(100_000, Duration::from_secs(1))?;
+    let data = tempfile::tempdir()?;
+    let (mut child, url, creds) = start_node(node_bin, data.path())?;
+    let auth = Arc::new(LoadAuth::new(&url, creds)?);
+    let load = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let row = load.block_on(http_load(&url, auth, request, 16, duration))?;
+    let _ = child.kill();
+    let _ = child.wait();
+    let share = tree_us * row.throughput / 1e6;
+    println!(
+        "tree per record: {tree_cpu_us:.2} µs CPU, {tree_us:.2} µs with its hashes stored; dev node at 16 clients {:.0} signatures/s (p50 {:.2} ms); \
+         the tree costs {:.2}% of one core at that rate (goal: ≤ 5% of signing throughput)",
+        row.throughput,
+        row.p50_ms,
+        share * 100.0
+    );
+    println!(
+        "{}",
+        json!({"tlog": rows.iter().map(|r| json!({"records": r.records, "apply_us": r.apply_us, "inclusion_p50_us": r.inclusion_p50_us, "inclusion_p99_us": r.inclusion_p99_us, "consistency_p50_us": r.consistency_p50_us, "lookup_p50_us": r.lookup_p50_us, "lookup_p99_us": r.lookup_p99_us})).collect::<Vec<_>>(), "tree_cpu_us": tree_cpu_us, "tree_stored_us": tree_us, "signatures_per_s": row.throughput, "tree_share": share})
+    );
     Ok(())
 }
 

@@ -467,6 +467,17 @@ enum SignCommand {
         #[command(flatten)]
         common: SignArgs,
     },
+    /// Sign an Export Center manifest (JSON: exportId, files[{path, digest, mediaType}],
+    /// metadata) and write the offline-verifiable set: export.json (canonical manifest),
+    /// provenance.json, export.dsse.json and export.sigstore.json (one per signature).
+    Export {
+        manifest: PathBuf,
+        /// The directory to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
 }
 
 /// How to reach and authenticate to a signer.
@@ -1246,6 +1257,60 @@ fn audit_watch(
     }
 }
 
+fn sign_export(manifest: &Path, out: &Path, conn: &ConnArgs) -> anyhow::Result<()> {
+    let manifest: stella_api::ExportManifest = serde_json::from_slice(&read(manifest)?)
+        .with_context(|| format!("{} is not an export manifest", manifest.display()))?;
+    let request = stella_api::SignExportRequest {
+        manifest,
+        poe: None,
+        options: SignOptions::default(),
+    };
+    let response = match conn.client()?.sign_export(&request) {
+        Ok(r) => r,
+        Err(ClientError::Problem(p)) => bail!(
+            "the signer refused: {} ({}): {}",
+            p.code.as_str(),
+            p.status,
+            p.detail
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // Byte for byte: its SHA-256 is the statement's `export.json` subject.
+    std::fs::write(out.join("export.json"), response.manifest.get())?;
+    std::fs::write(
+        out.join("provenance.json"),
+        serde_json::to_vec_pretty(&response.provenance)?,
+    )?;
+    write_raw_json(
+        &out.join("export.dsse.json"),
+        response.signature.envelope.get(),
+    )?;
+    for (i, signed) in response.signature.bundles.iter().enumerate() {
+        let name = if i == 0 {
+            "export.sigstore.json".to_owned()
+        } else {
+            format!("export.sigstore.{}.json", i + 1)
+        };
+        write_raw_json(&out.join(name), signed.bundle.get())?;
+    }
+    say!(
+        "signed export {} ({} files)\n  manifest  sha256:{}\n  key       {}\n  audit id  {}{}\n  wrote     {}",
+        response.provenance.export_id,
+        request.manifest.files.len(),
+        response.manifest_sha256,
+        response.provenance.key_ids.join(", "),
+        response.provenance.audit_id,
+        response
+            .provenance
+            .log_index
+            .map(|i| format!(" (log index {i})"))
+            .unwrap_or_default(),
+        out.display()
+    );
+    Ok(())
+}
+
 fn sign(command: SignCommand) -> anyhow::Result<()> {
     let (file, common, predicate_type, predicate) = match command {
         SignCommand::Sbom {
@@ -1268,6 +1333,11 @@ fn sign(command: SignCommand) -> anyhow::Result<()> {
                 evidence::report_predicate(&bytes, policy_digest.as_deref(), &view_set)?;
             (file, common, "stella.ops/report@v1", predicate)
         }
+        SignCommand::Export {
+            manifest,
+            out,
+            conn,
+        } => return sign_export(&manifest, &out, &conn),
     };
     let subject = subjects(&file, &common.subject)?;
     let client = common.conn.client()?;

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod dev;
 mod error;
+pub mod export;
 pub mod fuzzing;
 pub mod http;
 pub mod key_admin;

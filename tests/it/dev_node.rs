@@ -324,3 +324,135 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .decode(text)
         .expect("base64")
 }
+
+#[test]
+fn an_export_manifest_is_signed_deterministically_and_verifies_offline() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let node = NodeProcess::start_dev(&tmp.path().join("data"));
+    let creds = node.dev_dir();
+    let sbom = std::fs::read(repo_root().join("examples/sbom.cdx.json")).expect("sbom");
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&sbom));
+    let manifest = tmp.path().join("manifest.json");
+    std::fs::write(
+        &manifest,
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "metadata": {"profile": "mirror", "source": "scanner-7"},
+            "files": [{"path": "sboms/sbom.cdx.json", "digest": format!("sha256:{digest}"),
+                       "mediaType": "application/vnd.cyclonedx+json", "size": sbom.len()}],
+            "exportId": "run-1",
+            "createdAt": "2026-12-01T10:00:00Z"
+        }))
+        .expect("json"),
+    )
+    .expect("manifest");
+    let sign_into = |out: &std::path::Path| {
+        let signed = stella(&[
+            "sign",
+            "export",
+            s(&manifest),
+            "--out",
+            s(out),
+            "--credentials",
+            s(&creds),
+        ]);
+        assert!(
+            signed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&signed.stderr)
+        );
+    };
+    let (first, second) = (tmp.path().join("out-1"), tmp.path().join("out-2"));
+    sign_into(&first);
+    sign_into(&second);
+
+    // export.json is the canonical manifest, byte for byte the same each time.
+    let export = std::fs::read(first.join("export.json")).expect("export.json");
+    assert_eq!(
+        export,
+        std::fs::read(second.join("export.json")).expect("again")
+    );
+    assert!(
+        export.starts_with(br#"{"createdAt":"2026-12-01T10:00:00Z","exportId":"run-1","files":"#)
+    );
+    let provenance: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(first.join("provenance.json")).expect("prov"))
+            .expect("provenance json");
+    let again: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(second.join("provenance.json")).expect("prov"))
+            .expect("provenance json");
+    assert_eq!(
+        provenance["manifestSha256"],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&export))
+    );
+    assert_eq!(
+        provenance["statementSha256"], again["statementSha256"],
+        "same statement"
+    );
+    assert_eq!(provenance["exportId"], "run-1");
+    assert_eq!(provenance["keySource"], "file");
+    assert!(provenance["logIndex"].is_u64(), "{provenance}");
+    assert!(
+        provenance["auditId"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("aud-"))
+    );
+
+    // Offline: `stella verify` over export.json, and sigstore-js over the bundle.
+    let key = node.public_key_path();
+    let bundle = first.join("export.sigstore.json");
+    let ok = stella(&[
+        "verify",
+        s(&first.join("export.json")),
+        "--bundle",
+        s(&bundle),
+        "--key",
+        s(&key),
+        "--predicate-type",
+        "stella.ops/export@v1",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let (ok, out) = stella_tests::Verifiers::sigstore_js(&bundle, &key, None);
+    assert!(ok, "sigstore-js: {out}");
+    let tampered = tmp.path().join("export-tampered.json");
+    std::fs::write(
+        &tampered,
+        String::from_utf8_lossy(&export).replace("run-1", "run-2"),
+    )
+    .expect("tampered");
+    let refused = stella(&[
+        "verify",
+        s(&tampered),
+        "--bundle",
+        s(&bundle),
+        "--key",
+        s(&key),
+    ]);
+    assert!(
+        !refused.status.success(),
+        "a changed manifest does not verify"
+    );
+
+    // A manifest that escapes its directory is refused before anything is signed.
+    std::fs::write(
+        &manifest,
+        serde_json::json!({"exportId": "run-x", "files": [{"path": "../etc/passwd",
+            "digest": format!("sha256:{digest}"), "mediaType": "text/plain"}]})
+        .to_string(),
+    )
+    .expect("bad manifest");
+    let bad = stella(&[
+        "sign",
+        "export",
+        s(&manifest),
+        "--out",
+        s(&tmp.path().join("out-bad")),
+        "--credentials",
+        s(&creds),
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid_request"));
+}

@@ -1,10 +1,10 @@
-//! Application API (tenants): signing.
+//! Application API (tenants): signing evidence, and signing Export Center manifests.
 
 use std::time::Instant;
 
 use actix_web::HttpRequest;
 use actix_web::web::{Data, Json, Payload};
-use stella_api::{SignDsseRequest, SignDsseResponse};
+use stella_api::{SignDsseRequest, SignDsseResponse, SignExportRequest, SignExportResponse};
 
 use super::context::{current_request_id, request_facts};
 use super::{ApiProblem, AppState, body};
@@ -36,4 +36,46 @@ async fn sign(
         .signing
         .sign(&facts, authn, &request_id, request, bytes)
         .await
+}
+
+/// `POST /api/v1/signer/sign/export`
+pub async fn sign_export(
+    state: Data<AppState>,
+    req: HttpRequest,
+    payload: Payload,
+) -> Result<Json<SignExportResponse>, ApiProblem> {
+    let started = Instant::now();
+    let result = export(&state, &req, payload).await;
+    telemetry::record_sign(result.as_ref().map(|_| ()), started.elapsed());
+    Ok(Json(result?))
+}
+
+async fn export(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: Payload,
+) -> Result<SignExportResponse, Error> {
+    let facts = request_facts(req, &state.base_urls);
+    let request_id = current_request_id().unwrap_or_default();
+    let authn = state.signing.authenticate(&facts, &request_id).await?;
+    let (tenant, subject) = (authn.caller.tenant.clone(), authn.caller.subject.clone());
+    let (request, bytes) =
+        body::read_json::<SignExportRequest>(req, payload, state.max_body_bytes).await?;
+    crate::export::validate(&request.manifest)?;
+    let manifest = crate::export::canonical(&request.manifest)?;
+    let sign = crate::export::sign_request(&request, &manifest);
+    let signature = state
+        .signing
+        .sign(&facts, authn, &request_id, sign, bytes)
+        .await?;
+    crate::export::response(
+        &request.manifest,
+        manifest,
+        signature,
+        crate::export::Signed {
+            tenant: &tenant,
+            requested_by: &subject,
+            signed_at: state.signing.now_rfc3339(),
+        },
+    )
 }

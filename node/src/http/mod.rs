@@ -107,6 +107,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(problem::method_not_allowed)),
         )
         .service(
+            web::resource(stella_api::SIGN_EXPORT_PATH)
+                .route(web::post().to(application::sign_export))
+                .default_service(web::to(problem::method_not_allowed)),
+        )
+        .service(
             web::resource("/api/v1/signer/audit")
                 .route(web::get().to(audit::list))
                 .default_service(web::to(problem::method_not_allowed)),
