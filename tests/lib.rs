@@ -438,7 +438,7 @@ pub fn sbom_request_json() -> Value {
     serde_json::json!({
         "subject": [{"name": "registry.example/app", "digest": {"sha256": "a".repeat(64)}}],
         "predicateType": "stella.ops/sbom@v1",
-        "predicate": {"format": "cyclonedx-json", "digest": format!("sha256:{}", "b".repeat(64)), "componentCount": 3}
+        "predicate": {"format": "cyclonedx-1.6", "digest": format!("sha256:{}", "b".repeat(64)), "componentCount": 3}
     })
 }
 

@@ -12,7 +12,7 @@ fn statement() -> Statement {
     Statement::build(
         vec![Subject::sha256("registry.example/acme/payments", "8d3c9f1e2a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f")],
         PredicateType::Sbom,
-        json!({"format": "cyclonedx-json", "digest": format!("sha256:{}", "ab".repeat(32)), "componentCount": 412}),
+        json!({"format": "cyclonedx-1.6", "digest": format!("sha256:{}", "ab".repeat(32)), "componentCount": 412}),
     )
     .expect("statement")
 }

@@ -332,7 +332,7 @@ fn sample_request() -> Value {
     json!({
         "subject": [{"name": "registry.example/acme/payments", "digest": {"sha256": "8d3c9f1e2a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f"}}],
         "predicateType": "stella.ops/sbom@v1",
-        "predicate": {"format": "cyclonedx-json", "digest": stella_signer::digest::sha256_ref(sbom), "componentCount": 5},
+        "predicate": {"format": "cyclonedx-1.6", "digest": stella_signer::digest::sha256_ref(sbom), "componentCount": 5},
     })
 }
 

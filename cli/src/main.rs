@@ -446,11 +446,12 @@ struct LogKeyArg {
 
 #[derive(Subcommand)]
 enum SignCommand {
-    /// Sign an SBOM (CycloneDX JSON or SPDX JSON) as a stella.ops/sbom@v1 statement.
+    /// Sign an SBOM (CycloneDX 1.6 JSON, SPDX 2.3 JSON or SPDX 3.0.1 JSON-LD) as a
+    /// stella.ops/sbom@v1 statement.
     Sbom {
         file: PathBuf,
         /// Force the SBOM format instead of detecting it.
-        #[arg(long, value_parser = ["cyclonedx-json", "spdx-json"])]
+        #[arg(long, value_parser = ["cyclonedx-1.6", "spdx-3.0.1", "spdx-2.3"])]
         format: Option<String>,
         #[command(flatten)]
         common: SignArgs,

@@ -128,7 +128,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     let request = serde_json::json!({
         "subject": [{"name": "registry.example/app", "digest": {"sha256": "a".repeat(64)}}],
         "predicateType": "stella.ops/sbom@v1",
-        "predicate": {"format": "cyclonedx-json", "digest": format!("sha256:{}", "b".repeat(64)), "componentCount": 3},
+        "predicate": {"format": "cyclonedx-1.6", "digest": format!("sha256:{}", "b".repeat(64)), "componentCount": 3},
         "scannerImageDigest": format!("sha256:{}", "c".repeat(64)),
         "poe": {"format": "jwt", "value": "a.b.c"},
         "options": {"signingMode": "keyful"}
@@ -157,7 +157,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         ],
         "statement" => vec![
             statement,
-            br#"{"format":"cyclonedx-json","digest":"sha256:00","componentCount":-1}"#.to_vec(),
+            br#"{"format":"cyclonedx-1.6","digest":"sha256:00","componentCount":-1}"#.to_vec(),
             b"registry.example/app@sha256:0000".to_vec(),
         ],
         "envelope" => vec![envelope, bundle],

@@ -562,7 +562,7 @@ mod tests {
                 digest: [("sha256".to_owned(), "e".repeat(64))].into(),
             }],
             predicate_type: predicate_type.into(),
-            predicate: json!({"format": "spdx-json", "digest": format!("sha256:{}", "f".repeat(64)), "componentCount": 7}),
+            predicate: json!({"format": "spdx-2.3", "digest": format!("sha256:{}", "f".repeat(64)), "componentCount": 7}),
             scanner_image_digest: None,
             poe: None,
             options: SignOptions::default(),

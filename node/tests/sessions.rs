@@ -65,7 +65,7 @@ fn request() -> SignDsseRequest {
             digest: [("sha256".to_owned(), "a".repeat(64))].into(),
         }],
         predicate_type: "stella.ops/sbom@v1".into(),
-        predicate: json!({"format": "cyclonedx-json", "digest": format!("sha256:{}", "b".repeat(64)), "componentCount": 1}),
+        predicate: json!({"format": "cyclonedx-1.6", "digest": format!("sha256:{}", "b".repeat(64)), "componentCount": 1}),
         scanner_image_digest: None,
         poe: None,
         options: SignOptions::default(),

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -54,19 +55,29 @@ impl Subject {
     }
 }
 
-/// The predicate types this signer will put its name under.
+/// The predicate types this signer will put its name under: upstream StellaOps' list. Each has a
+/// JSON Schema in `signer/schemas/predicates/` (`sbom` is upstream's own; the others are
+/// documented in `docs/predicates.md`), checked with the `jsonschema` crate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PredicateType {
     Sbom,
     Report,
     Export,
+    Promotion,
+    Vex,
+    VexDecision,
+    Graph,
 }
 
 impl PredicateType {
-    pub const ALL: [PredicateType; 3] = [
+    pub const ALL: [PredicateType; 7] = [
         PredicateType::Sbom,
         PredicateType::Report,
         PredicateType::Export,
+        PredicateType::Promotion,
+        PredicateType::Vex,
+        PredicateType::VexDecision,
+        PredicateType::Graph,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -74,79 +85,89 @@ impl PredicateType {
             PredicateType::Sbom => "stella.ops/sbom@v1",
             PredicateType::Report => "stella.ops/report@v1",
             PredicateType::Export => "stella.ops/export@v1",
+            PredicateType::Promotion => "stella.ops/promotion@v1",
+            PredicateType::Vex => "stella.ops/vex@v1",
+            PredicateType::VexDecision => "stella.ops/vexDecision@v1",
+            PredicateType::Graph => "stella.ops/graph@v1",
         }
     }
 
-    /// Checks a predicate against this type's schema and returns it unchanged on success.
-    pub fn validate(&self, predicate: &Value) -> Result<(), Error> {
-        let fail = |reason: String| Error::InvalidPredicate {
-            predicate_type: self.as_str().to_owned(),
-            reason,
-        };
-        let Some(object) = predicate.as_object() else {
-            return Err(fail("the predicate must be a JSON object".into()));
-        };
-        let digest_field = |field: &str| -> Result<(), Error> {
-            match object.get(field).and_then(Value::as_str) {
-                Some(d) => parse_sha256_ref(d)
-                    .map(|_| ())
-                    .map_err(|e| fail(format!("`{field}`: {e}"))),
-                None => Err(fail(format!("`{field}` (sha256:<hex>) is required"))),
-            }
-        };
+    /// The JSON Schema this type's predicates must satisfy (the file in the repository).
+    pub fn schema(&self) -> &'static str {
         match self {
-            PredicateType::Sbom => {
-                match object.get("format").and_then(Value::as_str) {
-                    Some(f) if SBOM_FORMATS.contains(&f) => {}
-                    _ => return Err(fail(format!("`format` must be one of {SBOM_FORMATS:?}"))),
-                }
-                digest_field("digest")?;
-                if object
-                    .get("componentCount")
-                    .and_then(Value::as_u64)
-                    .is_none()
-                {
-                    return Err(fail(
-                        "`componentCount` must be a non-negative integer".into(),
-                    ));
-                }
+            PredicateType::Sbom => include_str!("../schemas/predicates/sbom.v1.schema.json"),
+            PredicateType::Report => include_str!("../schemas/predicates/report.v1.schema.json"),
+            PredicateType::Export => include_str!("../schemas/predicates/export.v1.schema.json"),
+            PredicateType::Promotion => {
+                include_str!("../schemas/predicates/promotion.v1.schema.json")
             }
-            PredicateType::Report => {
-                digest_field("reportDigest")?;
-                let Some(policy) = object.get("policy").and_then(Value::as_object) else {
-                    return Err(fail("`policy` {digest, viewSet} is required".into()));
-                };
-                match policy.get("digest").and_then(Value::as_str) {
-                    Some(d) => {
-                        parse_sha256_ref(d).map_err(|e| fail(format!("`policy.digest`: {e}")))?
-                    }
-                    None => return Err(fail("`policy.digest` (sha256:<hex>) is required".into())),
-                };
-                let view_set_ok =
-                    policy
-                        .get("viewSet")
-                        .and_then(Value::as_array)
-                        .is_some_and(|views| {
-                            views
-                                .iter()
-                                .all(|v| v.as_str().is_some_and(|s| !s.is_empty()))
-                        });
-                if !view_set_ok {
-                    return Err(fail(
-                        "`policy.viewSet` must be an array of non-empty strings".into(),
-                    ));
-                }
+            PredicateType::Vex => include_str!("../schemas/predicates/vex.v1.schema.json"),
+            PredicateType::VexDecision => {
+                include_str!("../schemas/predicates/vexDecision.v1.schema.json")
             }
-            PredicateType::Export => {
-                digest_field("manifestDigest")?;
-            }
+            PredicateType::Graph => include_str!("../schemas/predicates/graph.v1.schema.json"),
         }
-        Ok(())
+    }
+
+    fn validator(&self) -> Result<&'static jsonschema::Validator, Error> {
+        type Compiled = Result<jsonschema::Validator, String>;
+        static VALIDATORS: OnceLock<Vec<(PredicateType, Compiled)>> = OnceLock::new();
+        let all = VALIDATORS.get_or_init(|| {
+            PredicateType::ALL
+                .into_iter()
+                .map(|t| {
+                    let compiled = serde_json::from_str::<Value>(t.schema())
+                        .map_err(|e| e.to_string())
+                        .and_then(|schema| {
+                            jsonschema::options()
+                                .should_validate_formats(true)
+                                .build(&schema)
+                                .map_err(|e| e.to_string())
+                        });
+                    (t, compiled)
+                })
+                .collect()
+        });
+        match all.iter().find(|(t, _)| t == self) {
+            Some((_, Ok(v))) => Ok(v),
+            Some((_, Err(e))) => Err(Error::InvalidInput(format!(
+                "the schema of {} does not compile: {e}",
+                self.as_str()
+            ))),
+            None => Err(Error::UnsupportedPredicateType(self.as_str().to_owned())),
+        }
+    }
+
+    /// Checks a predicate against this type's schema.
+    pub fn validate(&self, predicate: &Value) -> Result<(), Error> {
+        let validator = self.validator()?;
+        let reasons: Vec<String> = validator
+            .iter_errors(predicate)
+            .take(3)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                let text = e.to_string();
+                let text: String = text.chars().take(200).collect();
+                if at.is_empty() {
+                    text
+                } else {
+                    format!("{at}: {text}")
+                }
+            })
+            .collect();
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidPredicate {
+                predicate_type: self.as_str().to_owned(),
+                reason: reasons.join("; "),
+            })
+        }
     }
 }
 
-/// SBOM formats the `sbom@v1` predicate may name.
-pub const SBOM_FORMATS: [&str; 2] = ["cyclonedx-json", "spdx-json"];
+/// SBOM formats the `sbom@v1` predicate may name (upstream's enum).
+pub const SBOM_FORMATS: [&str; 3] = ["cyclonedx-1.6", "spdx-3.0.1", "spdx-2.3"];
 
 impl fmt::Display for PredicateType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -258,7 +279,7 @@ mod tests {
     use serde_json::json;
 
     fn sbom_predicate() -> Value {
-        json!({"format": "cyclonedx-json", "digest": format!("sha256:{}", "a".repeat(64)), "componentCount": 3})
+        json!({"format": "cyclonedx-1.6", "digest": format!("sha256:{}", "a".repeat(64)), "componentCount": 3})
     }
 
     #[test]
@@ -293,7 +314,40 @@ mod tests {
             (PredicateType::Sbom, sbom_predicate(), true),
             (
                 PredicateType::Sbom,
-                json!({"format": "cyclonedx-json", "digest": d, "componentCount": -1}),
+                json!({"format": "cyclonedx-1.6", "digest": d, "componentCount": -1}),
+                false,
+            ),
+            // Upstream's schema: only its formats, no extra fields, typed optional fields.
+            (
+                PredicateType::Sbom,
+                json!({"format": "cyclonedx-json", "digest": d, "componentCount": 1}),
+                false,
+            ),
+            (
+                PredicateType::Sbom,
+                json!({"format": "spdx-2.3", "digest": d, "componentCount": 1, "extra": true}),
+                false,
+            ),
+            (
+                PredicateType::Sbom,
+                json!({"format": "spdx-3.0.1", "digest": d, "componentCount": 0,
+                       "uri": "https://sbom.example/a.json", "tooling": "syft 1.0",
+                       "createdAt": "2026-12-01T10:00:00Z"}),
+                true,
+            ),
+            (
+                PredicateType::Sbom,
+                json!({"format": "spdx-2.3", "digest": d, "componentCount": 1, "createdAt": "yesterday"}),
+                false,
+            ),
+            (
+                PredicateType::Sbom,
+                json!({"format": "spdx-2.3", "digest": d, "componentCount": i64::MAX}),
+                true,
+            ),
+            (
+                PredicateType::Sbom,
+                json!({"format": "spdx-2.3", "digest": d, "componentCount": 1.5}),
                 false,
             ),
             (
@@ -325,10 +379,74 @@ mod tests {
             ),
             (PredicateType::Export, json!({"manifestDigest": d}), true),
             (PredicateType::Export, json!({}), false),
+            (
+                PredicateType::Promotion,
+                json!({"artifactDigest": d, "fromEnvironment": "staging", "toEnvironment": "prod"}),
+                true,
+            ),
+            (
+                PredicateType::Promotion,
+                json!({"artifactDigest": d}),
+                false,
+            ),
+            (
+                PredicateType::Vex,
+                json!({"format": "openvex-0.2.0", "digest": d, "statementCount": 4}),
+                true,
+            ),
+            (
+                PredicateType::Vex,
+                json!({"format": "word", "digest": d, "statementCount": 4}),
+                false,
+            ),
+            (
+                PredicateType::VexDecision,
+                json!({"vulnerabilityId": "CVE-2026-0001", "productDigest": d, "status": "not_affected"}),
+                true,
+            ),
+            (
+                PredicateType::VexDecision,
+                json!({"vulnerabilityId": "CVE-2026-0001", "productDigest": d, "status": "maybe"}),
+                false,
+            ),
+            (
+                PredicateType::Graph,
+                json!({"format": "stella-graph", "digest": d, "nodeCount": 3, "edgeCount": 2}),
+                true,
+            ),
+            (
+                PredicateType::Graph,
+                json!({"format": "g", "digest": d}),
+                false,
+            ),
         ];
         for (ty, predicate, ok) in cases {
             assert_eq!(ty.validate(&predicate).is_ok(), ok, "{ty} {predicate}");
         }
+    }
+
+    #[test]
+    fn every_schema_file_compiles_and_names_its_type() {
+        for ty in PredicateType::ALL {
+            let schema: Value = serde_json::from_str(ty.schema()).expect("schema JSON");
+            let id = schema["$id"].as_str().expect("$id");
+            assert_eq!(
+                id.trim_start_matches("https://stella.ops/predicates/"),
+                ty.as_str().trim_start_matches("stella.ops/"),
+                "{ty}"
+            );
+            assert!(ty.validator().is_ok(), "{ty}");
+        }
+        let err = PredicateType::Sbom
+            .validate(
+                &json!({"format": "cyclonedx-1.5", "digest": "sha256:00", "componentCount": 1}),
+            )
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("/format") && err.contains("/digest"),
+            "names the fields: {err}"
+        );
     }
 
     #[test]

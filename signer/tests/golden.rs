@@ -105,7 +105,7 @@ fn regenerate() {
         "keyPkcs8Pem": key.to_pkcs8_pem(),
         "subject": [{"name": "registry.example/app", "digest": {"sha256": "5b3d0a47f4bd1ec2b6f2e5a9be1b5d4e01e6cf8e3ab3e8f3c9c1c7e2b5a4d3c2"}}],
         "predicateType": "stella.ops/sbom@v1",
-        "predicate": {"format": "cyclonedx-json", "digest": "sha256:1f3870be274f6c49b3e31a0c6728957f1ff26cfd05d8a8d7e1b5c0f2e3d4a5b6", "componentCount": 42},
+        "predicate": {"format": "cyclonedx-1.6", "digest": "sha256:1f3870be274f6c49b3e31a0c6728957f1ff26cfd05d8a8d7e1b5c0f2e3d4a5b6", "componentCount": 42},
     });
     let payload = statement(&vector).to_canonical_bytes().expect("payload");
     let (envelope, ops) =

@@ -96,7 +96,7 @@ fn sign_sbom_and_verify_offline_with_the_cli() {
             .expect("payload"),
     );
     let statement: serde_json::Value = serde_json::from_slice(&payload).expect("statement");
-    assert_eq!(statement["predicate"]["format"], "cyclonedx-json");
+    assert_eq!(statement["predicate"]["format"], "cyclonedx-1.6");
     assert_eq!(statement["predicate"]["componentCount"], 5);
     assert_eq!(statement["subject"][0]["name"], "sbom.cdx.json");
 
