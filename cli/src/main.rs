@@ -1258,6 +1258,19 @@ fn audit_watch(
     }
 }
 
+/// A signing error as the user reads it: the problem's stable code, status and detail.
+fn refusal(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Problem(p) => anyhow::anyhow!(
+            "the signer refused: {} ({}): {}",
+            p.code.as_str(),
+            p.status,
+            p.detail
+        ),
+        other => other.into(),
+    }
+}
+
 fn sign_export(manifest: &Path, out: &Path, conn: &ConnArgs) -> anyhow::Result<()> {
     let manifest: stella_api::ExportManifest = serde_json::from_slice(&read(manifest)?)
         .with_context(|| format!("{} is not an export manifest", manifest.display()))?;
@@ -1266,16 +1279,7 @@ fn sign_export(manifest: &Path, out: &Path, conn: &ConnArgs) -> anyhow::Result<(
         poe: None,
         options: SignOptions::default(),
     };
-    let response = match conn.client()?.sign_export(&request) {
-        Ok(r) => r,
-        Err(ClientError::Problem(p)) => bail!(
-            "the signer refused: {} ({}): {}",
-            p.code.as_str(),
-            p.status,
-            p.detail
-        ),
-        Err(e) => return Err(e.into()),
-    };
+    let response = conn.client()?.sign_export(&request).map_err(refusal)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     // Byte for byte: its SHA-256 is the statement's `export.json` subject.
     std::fs::write(out.join("export.json"), response.manifest.get())?;
@@ -1350,16 +1354,7 @@ fn sign(command: SignCommand) -> anyhow::Result<()> {
         poe: None,
         options: SignOptions::default(),
     };
-    let response = match client.sign_dsse(&request) {
-        Ok(r) => r,
-        Err(ClientError::Problem(p)) => bail!(
-            "the signer refused: {} ({}): {}",
-            p.code.as_str(),
-            p.status,
-            p.detail
-        ),
-        Err(e) => return Err(e.into()),
-    };
+    let response = client.sign_dsse(&request).map_err(refusal)?;
     if let Some(path) = &common.envelope {
         write_raw_json(path, response.envelope.get())?;
     }

@@ -25,6 +25,16 @@ pub const MAX_LIMIT: usize = 1000;
 /// the blocking pool, never on the async workers that serve signing).
 const MAX_CONCURRENT_SCANS: usize = 2;
 
+/// Exports running at once on this node (each streams until its reader has everything).
+const MAX_CONCURRENT_EXPORTS: usize = 2;
+/// How long an export waits for its reader to take the next chunk before it gives up.
+const EXPORT_STALL: Duration = Duration::from_secs(30);
+
+fn exports() -> &'static tokio::sync::Semaphore {
+    static EXPORTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    EXPORTS.get_or_init(|| tokio::sync::Semaphore::new(MAX_CONCURRENT_EXPORTS))
+}
+
 fn scans() -> &'static tokio::sync::Semaphore {
     static SCANS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
     SCANS.get_or_init(|| tokio::sync::Semaphore::new(MAX_CONCURRENT_SCANS))
@@ -163,14 +173,22 @@ pub async fn export(
     let read = read_of(&caller, &query)?;
     consistency(&state, query.consistency.as_deref()).await?;
     let view = state.cluster().view().clone();
+    // An export holds one of the node's few export turns until it ends (exports queue behind
+    // each other instead of multiplying work on the blocking pool), and a reader that stops
+    // reading for EXPORT_STALL loses its export rather than holding the turn.
+    let turn = exports().try_acquire().map_err(|_| {
+        Error::Unavailable("exports are running on this node; retry shortly".into())
+    })?;
+    let runtime = tokio::runtime::Handle::current();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<actix_web::web::Bytes, Error>>(4);
     tokio::task::spawn_blocking(move || {
+        let _turn = turn;
         let mut at = read.at;
         loop {
             let page = match audit_reads::read(&view, read.filters.clone(), &read.scope, at, 500) {
                 Ok(page) => page,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
+                    let _ = tx.try_send(Err(e));
                     return;
                 }
             };
@@ -184,7 +202,11 @@ pub async fn export(
                     format!("{{\"cursor\":\"{}\"}}\n", page.next.encode()).as_bytes(),
                 );
             }
-            if tx.blocking_send(Ok(chunk.into())).is_err() || page.exhausted {
+            let sent = runtime.block_on(tokio::time::timeout(
+                EXPORT_STALL,
+                tx.send(Ok(chunk.into())),
+            ));
+            if !matches!(sent, Ok(Ok(()))) || page.exhausted {
                 return;
             }
             at = Some(page.next.at);
