@@ -59,6 +59,9 @@ pub struct AuditLogSection {
     /// node signs no checkpoints (it still keeps the tree and serves proofs and the
     /// checkpoints other leaders signed).
     pub key_file: Option<PathBuf>,
+    /// The log key on a PKCS#11 token instead (an Ed25519 key, `CKM_EDDSA`; the same key must
+    /// be reachable from every node, e.g. a network HSM). `max_sessions` is not used.
+    pub pkcs11: Option<Pkcs11Section>,
     /// The checkpoint origin: the log's name in its notes (default
     /// `stella-signer/<cluster_id>`, or `stella-signer/dev` for a single node).
     pub origin: Option<String>,
@@ -74,6 +77,7 @@ impl Default for AuditLogSection {
     fn default() -> AuditLogSection {
         AuditLogSection {
             key_file: None,
+            pkcs11: None,
             origin: None,
             checkpoint_every_records: default_checkpoint_records(),
             checkpoint_interval_ms: default_checkpoint_interval_ms(),
@@ -582,6 +586,11 @@ impl Config {
         if self.limits.max_body_bytes < 1024 {
             return Err(Error::Config(
                 "limits.max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.audit_log.key_file.is_some() && self.audit_log.pkcs11.is_some() {
+            return Err(Error::Config(
+                "[audit_log] takes key_file or [audit_log.pkcs11], not both".into(),
             ));
         }
         if self.audit_log.checkpoint_every_records == 0

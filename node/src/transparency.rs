@@ -36,8 +36,25 @@ pub fn due(policy: Policy, tree_size: u64, last: Option<&SignedCheckpoint>, now_
             || now_ms.saturating_sub(last.cut_at_ms) >= policy.interval_ms)
 }
 
-/// The log key: `[audit_log] key_file`, or in dev mode `DATA_DIR/log-key.pem` (created).
+/// The log key: `[audit_log.pkcs11]`, `[audit_log] key_file`, or in dev mode
+/// `DATA_DIR/log-key.pem` (created).
 pub fn load_log_key(config: &Config) -> Result<Option<LogKey>, Error> {
+    if let Some(hsm) = &config.audit_log.pkcs11 {
+        let key = LogKey::from_pkcs11(
+            &config.log_origin(),
+            &stella_signer::pkcs11::Pkcs11Config {
+                module: hsm.module.clone(),
+                token_label: hsm.token_label.clone(),
+                pin: keys::read_pin(&hsm.pin_file)?,
+                key_label: hsm.key_label.clone(),
+                max_sessions: 1,
+            },
+            hsm.create,
+        )
+        .map_err(|e| Error::Key(format!("[audit_log.pkcs11]: {e}")))?;
+        tracing::info!(origin = %key.origin(), verifier_key = %key.verifier_key(), token = %hsm.token_label, "audit-log key ready (PKCS#11)");
+        return Ok(Some(key));
+    }
     let path = match (&config.audit_log.key_file, config.dev) {
         (Some(path), _) => path.clone(),
         (None, true) => config.data_dir.join("log-key.pem"),
@@ -116,6 +133,9 @@ async fn checkpoint(cluster: &ClusterHandle, key: &LogKey, now_ms: u64) -> Resul
     let note = key
         .sign_checkpoint(head.size, &head.root)
         .map_err(|e| Error::Key(e.to_string()))?;
+    // What a token returned is checked before the cluster serves it.
+    stella_signer::note::open_checkpoint(&note, &key.verifier_key())
+        .map_err(|e| Error::Key(format!("the log key made a note that does not verify: {e}")))?;
     match cluster
         .propose(Command::SignCheckpoint { head, note })
         .await

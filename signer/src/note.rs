@@ -16,10 +16,17 @@ use crate::Error;
 /// The signature type byte of Ed25519 note keys.
 const ED25519_TYPE: u8 = 0x01;
 
+/// Where the log's Ed25519 private key lives.
+enum Backend {
+    File(Ed25519KeyPair),
+    Pkcs11(crate::pkcs11::Pkcs11Ed25519),
+}
+
 /// The log's signing key and the name (origin) it signs under.
 pub struct LogKey {
     origin: String,
-    pair: Ed25519KeyPair,
+    backend: Backend,
+    public: Vec<u8>,
     key_id: u32,
 }
 
@@ -35,22 +42,35 @@ impl std::fmt::Debug for LogKey {
 impl LogKey {
     /// A key from PKCS#8 PEM (`openssl genpkey -algorithm ed25519`).
     pub fn from_pkcs8_pem(origin: &str, pem: &str) -> Result<LogKey, Error> {
-        if !signed_note::is_key_name_valid(origin) {
-            return Err(Error::Key(format!(
-                "`{origin}` is not a valid log origin (non-empty, no spaces, no `+`)"
-            )));
-        }
+        check_origin(origin)?;
         let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
             .map_err(|e| Error::Key(format!("log key: {e}")))?;
         let pair = Ed25519KeyPair::from_pkcs8(der.secret_pkcs8_der())
             .or_else(|_| Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der()))
             .map_err(|e| Error::Key(format!("log key is not an Ed25519 PKCS#8 key: {e}")))?;
-        let key_id = signed_note::key_id(origin, &typed_public(pair.public_key().as_ref()));
-        Ok(LogKey {
+        let public = pair.public_key().as_ref().to_vec();
+        Ok(LogKey::with(origin, Backend::File(pair), public))
+    }
+
+    /// A non-extractable key on a PKCS#11 token (`CKM_EDDSA`; generated there with `create`).
+    pub fn from_pkcs11(
+        origin: &str,
+        config: &crate::pkcs11::Pkcs11Config,
+        create: bool,
+    ) -> Result<LogKey, Error> {
+        check_origin(origin)?;
+        let key = crate::pkcs11::Pkcs11Ed25519::open(config, create)?;
+        let public = key.public_key().to_vec();
+        Ok(LogKey::with(origin, Backend::Pkcs11(key), public))
+    }
+
+    fn with(origin: &str, backend: Backend, public: Vec<u8>) -> LogKey {
+        LogKey {
             origin: origin.to_owned(),
-            pair,
-            key_id,
-        })
+            key_id: signed_note::key_id(origin, &typed_public(&public)),
+            backend,
+            public,
+        }
     }
 
     /// A new key as PKCS#8 PEM.
@@ -68,7 +88,7 @@ impl LogKey {
 
     /// The raw 32-byte Ed25519 public key.
     pub fn public_key(&self) -> &[u8] {
-        self.pair.public_key().as_ref()
+        &self.public
     }
 
     /// The public key as a note verifier key: `<origin>+<key id hex>+<base64(0x01 ‖ key)>`,
@@ -104,7 +124,20 @@ impl signed_note::Signer for LogKey {
     }
 
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
-        Ok(self.pair.sign(msg).as_ref().to_vec())
+        match &self.backend {
+            Backend::File(pair) => Ok(pair.sign(msg).as_ref().to_vec()),
+            Backend::Pkcs11(key) => key.sign(msg).map_err(signature::Error::from_source),
+        }
+    }
+}
+
+fn check_origin(origin: &str) -> Result<(), Error> {
+    if signed_note::is_key_name_valid(origin) {
+        Ok(())
+    } else {
+        Err(Error::Key(format!(
+            "`{origin}` is not a valid log origin (non-empty, no spaces, no `+`)"
+        )))
     }
 }
 

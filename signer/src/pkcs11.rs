@@ -94,34 +94,7 @@ impl Pkcs11KeySigner {
     /// Opens the key `key_label` on the token `token_label`; with `create`, generates it there
     /// (non-extractable, sensitive) when it does not exist yet.
     pub fn open(config: &Pkcs11Config, create: bool) -> Result<Pkcs11KeySigner, Error> {
-        let context = context(&config.module)?;
-        let slot = context
-            .get_slots_with_initialized_token()
-            .map_err(err("listing slots"))?
-            .into_iter()
-            .find(|slot| {
-                context
-                    .get_token_info(*slot)
-                    .is_ok_and(|info| info.label() == config.token_label)
-            })
-            .ok_or_else(|| {
-                Error::Key(format!(
-                    "no PKCS#11 token labelled `{}`",
-                    config.token_label
-                ))
-            })?;
-        let session = context
-            .open_rw_session(slot)
-            .map_err(err("opening a session"))?;
-        let pin = AuthPin::new(config.pin.as_str().into());
-        match session.login(UserType::User, Some(&pin)) {
-            Ok(())
-            | Err(cryptoki::error::Error::Pkcs11(
-                cryptoki::error::RvError::UserAlreadyLoggedIn,
-                _,
-            )) => {}
-            Err(e) => return Err(err("login")(e)),
-        }
+        let (context, slot, session) = logged_in(config)?;
         let label = config.key_label.as_bytes().to_vec();
         let find = |class| {
             session
@@ -238,6 +211,142 @@ impl Pkcs11KeySigner {
 }
 
 /// Reads CKA_EC_POINT (a DER OCTET STRING around the uncompressed point) into an SPKI key.
+/// A logged-in read-write session on the token labelled `config.token_label`.
+fn logged_in(config: &Pkcs11Config) -> Result<(Arc<Pkcs11>, Slot, Session), Error> {
+    let context = context(&config.module)?;
+    let slot = context
+        .get_slots_with_initialized_token()
+        .map_err(err("listing slots"))?
+        .into_iter()
+        .find(|slot| {
+            context
+                .get_token_info(*slot)
+                .is_ok_and(|info| info.label() == config.token_label)
+        })
+        .ok_or_else(|| {
+            Error::Key(format!(
+                "no PKCS#11 token labelled `{}`",
+                config.token_label
+            ))
+        })?;
+    let session = context
+        .open_rw_session(slot)
+        .map_err(err("opening a session"))?;
+    let pin = AuthPin::new(config.pin.as_str().into());
+    match session.login(UserType::User, Some(&pin)) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
+        Err(e) => return Err(err("login")(e)),
+    }
+    Ok((context, slot, session))
+}
+
+/// DER of the Ed25519 curve OID 1.3.101.112 (CKA_EC_PARAMS of an Edwards key).
+const ED25519_PARAMS: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
+
+/// A non-extractable Ed25519 key on a token (`CKM_EDDSA`), for the audit log's checkpoint notes:
+/// signing is rare (a checkpoint a second at most), so one session serves it.
+pub struct Pkcs11Ed25519 {
+    // Keeps the module's context alive as long as the session.
+    _context: Arc<Pkcs11>,
+    session: Mutex<Session>,
+    key: ObjectHandle,
+    public: [u8; 32],
+}
+
+impl Pkcs11Ed25519 {
+    /// The key labelled `config.key_label` (generated on the token when absent and `create`).
+    pub fn open(config: &Pkcs11Config, create: bool) -> Result<Pkcs11Ed25519, Error> {
+        let (context, _slot, session) = logged_in(config)?;
+        let label = config.key_label.as_bytes().to_vec();
+        let find = |class| {
+            session
+                .find_objects(&[
+                    Attribute::Class(class),
+                    Attribute::KeyType(KeyType::EC_EDWARDS),
+                    Attribute::Label(label.clone()),
+                ])
+                .map_err(err("finding the key"))
+        };
+        let (public, private) = match (
+            find(ObjectClass::PUBLIC_KEY)?.first(),
+            find(ObjectClass::PRIVATE_KEY)?.first(),
+        ) {
+            (Some(public), Some(private)) => (*public, *private),
+            _ if create => session
+                .generate_key_pair(
+                    &Mechanism::EccEdwardsKeyPairGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::EcParams(ED25519_PARAMS.to_vec()),
+                        Attribute::Label(label.clone()),
+                        Attribute::Verify(true),
+                    ],
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(false),
+                        Attribute::Sign(true),
+                        Attribute::Label(label.clone()),
+                    ],
+                )
+                .map_err(err("generating the key"))?,
+            _ => {
+                return Err(Error::Key(format!(
+                    "no Ed25519 key labelled `{}` on token `{}`",
+                    config.key_label, config.token_label
+                )));
+            }
+        };
+        let point = session
+            .get_attributes(public, &[AttributeType::EcPoint])
+            .map_err(err("reading the public key"))?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::EcPoint(p) => Some(p),
+                _ => None,
+            })
+            .ok_or_else(|| Error::Key("the token returned no EC point".into()))?;
+        // CKA_EC_POINT is the DER OCTET STRING of the 32-byte key (some tokens give it raw).
+        let raw = match point.as_slice() {
+            [0x04, 0x20, rest @ ..] if rest.len() == 32 => rest,
+            raw if raw.len() == 32 => raw,
+            _ => return Err(Error::Key("the token's key is not an Ed25519 key".into())),
+        };
+        let mut public_key = [0u8; 32];
+        public_key.copy_from_slice(raw);
+        Ok(Pkcs11Ed25519 {
+            _context: context,
+            session: Mutex::new(session),
+            key: private,
+            public: public_key,
+        })
+    }
+
+    pub fn public_key(&self) -> &[u8; 32] {
+        &self.public
+    }
+
+    /// A pure Ed25519 signature over `message`.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        let session = self
+            .session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        session
+            .sign(
+                &Mechanism::Eddsa(cryptoki::mechanism::eddsa::EddsaParams::new(
+                    cryptoki::mechanism::eddsa::EddsaSignatureScheme::Pure,
+                )),
+                self.key,
+                message,
+            )
+            .map_err(err("signing"))
+    }
+}
+
 fn public_key_of(session: &Session, public: ObjectHandle) -> Result<PublicKey, Error> {
     let attributes = session
         .get_attributes(public, &[AttributeType::EcPoint])

@@ -179,3 +179,104 @@ fn a_token_that_disappears_makes_signing_unavailable_not_a_hang() {
         "one request, retried: {failed:?}"
     );
 }
+
+/// The audit log's checkpoint key on the token: an Ed25519 key that never leaves it signs the
+/// checkpoints, which Go's `sumdb/note` verifies with the key the node publishes, and the same
+/// key signs after a restart.
+#[test]
+fn checkpoints_are_signed_by_an_ed25519_key_on_the_token() {
+    let Some([module, token, pin]) = softhsm([
+        "STELLA_TEST_PKCS11_MODULE",
+        "STELLA_TEST_PKCS11_TOKEN",
+        "STELLA_TEST_PKCS11_PIN",
+    ]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let services = Services::start(dir);
+    stella_tests::write_secret(dir.join("pin"), &pin);
+    let signing = stella_signer::FileKeySigner::generate().expect("key");
+    stella_tests::write_secret(dir.join("signing.pem"), signing.to_pkcs8_pem());
+    let node = start_configured_node(
+        dir,
+        &services,
+        &format!(
+            "[signing]\nkey_file = \"{d}/signing.pem\"\n[audit_log]\ncheckpoint_interval_ms = 100\n\
+             [audit_log.pkcs11]\nmodule = \"{module}\"\ntoken_label = \"{token}\"\npin_file = \"{d}/pin\"\nkey_label = \"log-{suffix}\"\ncreate = true\n",
+            d = dir.display(),
+            suffix = std::process::id(),
+        ),
+    );
+    let client = client_for(
+        &node.url,
+        services.credentials("tenant-a-ci", PLAN, &node.url),
+    );
+    let request: SignDsseRequest =
+        serde_json::from_value(sbom_request_for(&client)).expect("request");
+    let signed = client.sign_dsse(&request).expect("signed");
+    let index = signed.log_entry.as_ref().expect("log entry").log_index;
+    let vkey = client
+        .trust()
+        .expect("trust")
+        .audit_log
+        .expect("the log key is published")
+        .verifier_key;
+    let checkpoint = |client: &stella_api::Client| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(note) = client.checkpoint()
+                && note
+                    .lines()
+                    .nth(1)
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n > index)
+            {
+                return note;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint covers {index}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let note = checkpoint(&client);
+    let (ok, out) =
+        Verifiers::tlog_verify(&serde_json::json!({"verifierKey": vkey, "checkpoint": note}));
+    assert!(
+        ok,
+        "Go's sumdb/note accepts the token-signed checkpoint: {out}"
+    );
+
+    // Restarted, the node signs with the same key: it lives on the token.
+    assert!(node.stop().success());
+    let node = start_node_config(dir);
+    let client = client_for(
+        &node.url,
+        services.credentials("tenant-a-ci", PLAN, &node.url),
+    );
+    assert_eq!(
+        client
+            .trust()
+            .expect("trust")
+            .audit_log
+            .map(|l| l.verifier_key),
+        Some(vkey.clone())
+    );
+    let signed = client.sign_dsse(&request).expect("signed again");
+    let index = signed.log_entry.expect("log entry").log_index;
+    let note = {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let note = checkpoint(&client);
+            if note.lines().nth(1).and_then(|n| n.parse::<u64>().ok()) > Some(index) {
+                break note;
+            }
+            assert!(std::time::Instant::now() < deadline);
+        }
+    };
+    let (ok, out) =
+        Verifiers::tlog_verify(&serde_json::json!({"verifierKey": vkey, "checkpoint": note}));
+    assert!(ok, "{out}");
+}
