@@ -24,8 +24,11 @@ pub const IDEMPOTENT_REPLIES: &str = "stella_signer_idempotent_replies_total";
 pub const JWKS_REFRESH: &str = "stella_signer_jwks_refresh_total";
 pub const PROVENANCE_LOOKUPS: &str = "stella_signer_release_registry_lookups_total";
 pub const PEER_REFUSALS: &str = "stella_signer_peer_refusals_total";
-/// Tree size of the last checkpoint this node signed as leader.
+/// Records in this node's audit tree, and in the checkpoint it serves.
+pub const TREE_SIZE: &str = "stella_signer_audit_tree_size";
 pub const CHECKPOINT_SIZE: &str = "stella_signer_audit_checkpoint_size";
+/// Seconds since the served checkpoint was cut (by the leader's clock).
+pub const CHECKPOINT_AGE: &str = "stella_signer_audit_checkpoint_age_seconds";
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -127,6 +130,15 @@ fn describe() {
         PEER_REFUSALS,
         "Peer-listener calls refused because the certificate's role may not make them"
     );
+    metrics::describe_gauge!(TREE_SIZE, "Audit records in this node's Merkle tree");
+    metrics::describe_gauge!(
+        CHECKPOINT_SIZE,
+        "Tree size of the signed checkpoint this node serves"
+    );
+    metrics::describe_gauge!(
+        CHECKPOINT_AGE,
+        "Seconds since the served checkpoint was cut (by the leader's clock)"
+    );
 }
 
 /// Counts one signing request under `signed` or its problem code, with its latency.
@@ -137,6 +149,17 @@ pub fn record_sign(result: Result<(), &crate::Error>, elapsed: Duration) {
     };
     metrics::counter!(REQUESTS, "outcome" => outcome).increment(1);
     metrics::histogram!(SIGN_LATENCY, "outcome" => outcome).record(elapsed.as_secs_f64());
+}
+
+/// Transparency-log gauges, refreshed on every scrape: a checkpoint that stops growing while
+/// the tree grows, or ages, is what an alert watches.
+pub fn record_log(tree: &stella_state::log_tree::LogTree, now_ms: u64) {
+    metrics::gauge!(TREE_SIZE).set(tree.head().size as f64);
+    if let Some(checkpoint) = &tree.checkpoint {
+        metrics::gauge!(CHECKPOINT_SIZE).set(checkpoint.head.size as f64);
+        metrics::gauge!(CHECKPOINT_AGE)
+            .set(now_ms.saturating_sub(checkpoint.cut_at_ms) as f64 / 1000.0);
+    }
 }
 
 /// Raft gauges, refreshed on every scrape: who leads, in which term, how far this node got.

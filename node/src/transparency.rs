@@ -142,7 +142,6 @@ async fn checkpoint(cluster: &ClusterHandle, key: &LogKey, now_ms: u64) -> Resul
         .map_err(unavailable)?
     {
         Response::CheckpointSigned => {
-            metrics::gauge!(crate::telemetry::CHECKPOINT_SIZE).set(head.size as f64);
             tracing::debug!(size = head.size, "checkpoint signed");
             Ok(())
         }

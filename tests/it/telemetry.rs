@@ -72,6 +72,36 @@ fn traces_logs_and_metrics_describe_each_signing() {
         "{metrics}"
     );
     assert!(metrics.contains("stella_signer_raft_voters 1"), "{metrics}");
+    // The transparency log: a checkpoint that covers the signing is served and measured.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let metrics = client
+            .get(format!("{}/metrics", node.url))
+            .send()
+            .expect("metrics")
+            .text()
+            .expect("text");
+        let gauge = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        let tree = gauge("stella_signer_audit_tree_size");
+        let checkpoint = gauge("stella_signer_audit_checkpoint_size");
+        if tree.is_some_and(|t| t >= 1.0) && checkpoint == tree {
+            assert!(
+                gauge("stella_signer_audit_checkpoint_age_seconds").is_some(),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint gauges: {metrics}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 
     let ready: Value = client
         .get(format!("{}/readyz", node.url))

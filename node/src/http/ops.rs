@@ -34,6 +34,7 @@ pub async fn readyz(state: Data<AppState>) -> HttpResponse {
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: Data<AppState>) -> HttpResponse {
     telemetry::record_cluster(&state.cluster().status());
+    telemetry::record_log(&state.cluster().view().log_tree(), state.signing.now_ms());
     state.metrics.run_upkeep();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
