@@ -1,0 +1,491 @@
+//! The state machine store: apply, snapshots.
+
+use super::*;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct Applied {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+/// What a snapshot carries: everything the state machine holds, audit records included.
+#[derive(Serialize, Deserialize)]
+pub(super) struct SnapshotPayload {
+    applied: Applied,
+    state: State,
+    /// Canonical JSON lines of every audit record, in sequence order.
+    audit: Vec<String>,
+    /// The claim set (format v5; formats 2–4 carried bare proofs), which the state's own
+    /// encoding leaves out.
+    claims: Vec<(String, Claim)>,
+    /// The audit log's tree head, cut and checkpoint (format v6; `None` from older snapshots,
+    /// whose tree is rebuilt from `audit`).
+    log: Option<LogTree>,
+}
+
+/// A snapshot written by format v5: no log tree.
+#[derive(Deserialize)]
+pub(super) struct SnapshotPayloadV5 {
+    applied: Applied,
+    state: State,
+    audit: Vec<String>,
+    claims: Vec<(String, Claim)>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// A snapshot written by format v1: it predates one-time proofs (and threshold groups).
+#[derive(Deserialize)]
+pub(super) struct SnapshotPayloadV1 {
+    applied: Applied,
+    state: crate::machine::StateV2,
+    audit: Vec<String>,
+}
+
+/// A snapshot written by format v2: its state predates threshold groups.
+#[derive(Deserialize)]
+pub(super) struct SnapshotPayloadV2 {
+    applied: Applied,
+    state: crate::machine::StateV2,
+    audit: Vec<String>,
+    proofs: Vec<(String, u64)>,
+}
+
+/// A snapshot written by formats 3 and 4: bare proofs instead of claims.
+#[derive(Deserialize)]
+pub(super) struct SnapshotPayloadV4 {
+    applied: Applied,
+    state: State,
+    audit: Vec<String>,
+    proofs: Vec<(String, u64)>,
+}
+
+pub(super) fn used_claims(proofs: Vec<(String, u64)>) -> Vec<(String, Claim)> {
+    proofs
+        .into_iter()
+        .map(|(k, e)| (k, Claim::used(e)))
+        .collect()
+}
+
+impl codec::Persisted for Applied {}
+impl codec::Persisted for StoredSnapshot {}
+impl codec::Persisted for SnapshotPayload {
+    fn decode_v1(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        let v1: SnapshotPayloadV1 = postcard::from_bytes(bytes)?;
+        Ok(SnapshotPayload {
+            applied: v1.applied,
+            state: v1.state.into(),
+            audit: v1.audit,
+            claims: Vec::new(),
+            log: None,
+        })
+    }
+    fn decode_v2(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        let v2: SnapshotPayloadV2 = postcard::from_bytes(bytes)?;
+        Ok(SnapshotPayload {
+            applied: v2.applied,
+            state: v2.state.into(),
+            audit: v2.audit,
+            claims: used_claims(v2.proofs),
+            log: None,
+        })
+    }
+    fn decode_v4(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        let v4: SnapshotPayloadV4 = postcard::from_bytes(bytes)?;
+        Ok(SnapshotPayload {
+            applied: v4.applied,
+            state: v4.state,
+            audit: v4.audit,
+            claims: used_claims(v4.proofs),
+            log: None,
+        })
+    }
+    fn decode_v5(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        let v5: SnapshotPayloadV5 = postcard::from_bytes(bytes)?;
+        Ok(SnapshotPayload {
+            applied: v5.applied,
+            state: v5.state,
+            audit: v5.audit,
+            claims: v5.claims,
+            log: None,
+        })
+    }
+}
+
+/// Why a tree read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeError {
+    #[error("tree size {size} is beyond this node's log ({applied} records)")]
+    Beyond { size: u64, applied: u64 },
+    #[error(transparent)]
+    Merkle(#[from] merkle::MerkleError),
+    #[error("reading the tree: {0}")]
+    Storage(String),
+}
+
+pub struct StateMachineStore {
+    db: Arc<Database>,
+    applied: Applied,
+    state: Arc<RwLock<State>>,
+}
+
+impl StateMachineStore {
+    pub fn open(path: &Path) -> Result<StateMachineStore, StorageError> {
+        let db = create(path)?;
+        let txn = db.begin_write().map_err(write_err)?;
+        txn.open_table(SM_META).map_err(write_err)?;
+        txn.open_table(AUDIT).map_err(write_err)?;
+        txn.open_table(PROOFS).map_err(write_err)?;
+        txn.open_table(CLAIMS).map_err(write_err)?;
+        txn.open_table(MERKLE).map_err(write_err)?;
+        txn.open_table(IDX).map_err(write_err)?;
+        txn.commit().map_err(write_err)?;
+        let applied: Applied = get_meta(&db, SM_META, APPLIED)?.unwrap_or_default();
+        let mut state: State = get_meta(&db, SM_META, "state")?.unwrap_or_default();
+        state.proofs = read_proofs(&db)?;
+        let stored = get_meta::<LogTree>(&db, SM_META, LOG_TREE)?;
+        state.log = match stored {
+            Some(tree) if derived_version(&db)? == DERIVED_VERSION => tree,
+            stored => {
+                // Files from before the tree or these indexes: build them from the records,
+                // once (a checkpoint already signed stays).
+                let txn = db.begin_write().map_err(write_err)?;
+                let mut tree = rebuild_derived(&txn)?;
+                if let Some(stored) = stored {
+                    if stored.frontier != tree.frontier {
+                        return Err(write_err(std::io::Error::other(
+                            "the stored tree head does not match the audit records",
+                        )));
+                    }
+                    tree = stored;
+                }
+                {
+                    let bytes = codec::encode(&tree).map_err(write_err)?;
+                    let mut meta = txn.open_table(SM_META).map_err(write_err)?;
+                    meta.insert(LOG_TREE, bytes.as_slice()).map_err(write_err)?;
+                }
+                txn.commit().map_err(write_err)?;
+                tree
+            }
+        };
+        Ok(StateMachineStore {
+            db: Arc::new(db),
+            applied,
+            state: Arc::new(RwLock::new(state)),
+        })
+    }
+
+    pub fn view(&self) -> StateView {
+        StateView {
+            db: self.db.clone(),
+            state: self.state.clone(),
+        }
+    }
+
+    fn state_snapshot(&self) -> State {
+        self.view().with_state(Clone::clone)
+    }
+
+    fn all_audit_lines(&self) -> Result<Vec<String>, StorageError> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(AUDIT).map_err(read_err)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(read_err)? {
+            let (_, v) = item.map_err(read_err)?;
+            out.push(String::from_utf8_lossy(v.value()).into_owned());
+        }
+        Ok(out)
+    }
+}
+
+/// Builds snapshots from a consistent copy of the state machine.
+pub struct SnapshotBuilder {
+    db: Arc<Database>,
+    payload: Result<Vec<u8>, String>,
+    applied: Applied,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let data = self.payload.clone().map_err(|e| {
+            StorageError::from(StorageIOError::read_state_machine(&std::io::Error::other(
+                e,
+            )))
+        })?;
+        let last = self.applied.last_applied;
+        let snapshot_id = match last {
+            Some(id) => format!(
+                "{}-{}-{}",
+                id.leader_id.term, id.leader_id.node_id, id.index
+            ),
+            None => "empty".to_owned(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: self.applied.membership.clone(),
+            snapshot_id,
+        };
+        let stored = codec::encode(&StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        })
+        .map_err(write_err)?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let txn = db.begin_write().map_err(write_err)?;
+            {
+                let mut t = txn.open_table(SM_META).map_err(write_err)?;
+                t.insert(SNAPSHOT, stored.as_slice()).map_err(write_err)?;
+            }
+            txn.commit().map_err(write_err)
+        })
+        .await
+        .map_err(join_err)??;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.applied.last_applied, self.applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut responses = Vec::new();
+        let mut emitted = Vec::new();
+        let state_bytes;
+        let proof_changes;
+        let tree_nodes;
+        let tree_bytes;
+        {
+            let mut state = self
+                .state
+                .write()
+                .map_err(|_| write_err(std::io::Error::other("state lock poisoned")))?;
+            for entry in entries {
+                self.applied.last_applied = Some(entry.log_id);
+                state.term = entry.log_id.leader_id.term;
+                let response = match entry.payload {
+                    EntryPayload::Blank => Response::Applied,
+                    EntryPayload::Normal(command) => state.apply(&command, &mut emitted),
+                    EntryPayload::Membership(m) => {
+                        self.applied.membership = StoredMembership::new(Some(entry.log_id), m);
+                        Response::Applied
+                    }
+                };
+                responses.push(response);
+            }
+            // The term describes the entry being applied, not the state.
+            state.term = 0;
+            state_bytes = codec::encode(&*state).map_err(write_err)?;
+            proof_changes = state.proofs.take_changes();
+            tree_nodes = state.log.take_nodes();
+            tree_bytes = codec::encode(&state.log).map_err(write_err)?;
+        }
+        let applied_bytes = codec::encode(&self.applied).map_err(write_err)?;
+        let claim_rows = proof_changes
+            .into_iter()
+            .map(|change| match change {
+                ProofChange::Claimed { key, claim } => {
+                    codec::encode(&claim).map(|bytes| (key, Some(bytes)))
+                }
+                ProofChange::Forgotten { key } => Ok((key, None)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(write_err)?;
+        let records: Vec<(u64, Vec<u8>)> = emitted
+            .iter()
+            .map(|r| (r.seq, r.to_canonical_line()))
+            .collect();
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let mut txn = db.begin_write().map_err(write_err)?;
+            // Not fsynced: see the module documentation.
+            txn.set_durability(Durability::None).map_err(write_err)?;
+            {
+                let mut audit = txn.open_table(AUDIT).map_err(write_err)?;
+                for (seq, line) in &records {
+                    audit.insert(*seq, line.as_slice()).map_err(write_err)?;
+                }
+                let mut nodes = txn.open_table(MERKLE).map_err(write_err)?;
+                for (node, hash) in &tree_nodes {
+                    nodes.insert(*node, hash.as_slice()).map_err(write_err)?;
+                }
+                let mut idx = txn.open_table(IDX).map_err(write_err)?;
+                for record in &emitted {
+                    index_record(&mut idx, record)?;
+                }
+                let mut legacy = txn.open_table(PROOFS).map_err(write_err)?;
+                let mut claims = txn.open_table(CLAIMS).map_err(write_err)?;
+                let migrating = legacy.len().map_err(write_err)? > 0;
+                for (key, claim) in &claim_rows {
+                    match claim {
+                        Some(bytes) => {
+                            claims
+                                .insert(key.as_str(), bytes.as_slice())
+                                .map_err(write_err)?;
+                        }
+                        None => {
+                            claims.remove(key.as_str()).map_err(write_err)?;
+                        }
+                    }
+                    if migrating {
+                        legacy.remove(key.as_str()).map_err(write_err)?;
+                    }
+                }
+                let mut meta = txn.open_table(SM_META).map_err(write_err)?;
+                meta.insert("state", state_bytes.as_slice())
+                    .map_err(write_err)?;
+                meta.insert(LOG_TREE, tree_bytes.as_slice())
+                    .map_err(write_err)?;
+                meta.insert(APPLIED, applied_bytes.as_slice())
+                    .map_err(write_err)?;
+            }
+            txn.commit().map_err(write_err)
+        })
+        .await
+        .map_err(join_err)??;
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        let payload = self
+            .all_audit_lines()
+            .map_err(|e| e.to_string())
+            .and_then(|audit| {
+                let state = self.state_snapshot();
+                let claims = state
+                    .proofs
+                    .claims()
+                    .map(|(k, c)| (k.to_owned(), c.clone()))
+                    .collect();
+                let log = Some(state.log.clone());
+                codec::encode(&SnapshotPayload {
+                    applied: self.applied.clone(),
+                    state,
+                    audit,
+                    claims,
+                    log,
+                })
+                .map_err(|e| e.to_string())
+            });
+        SnapshotBuilder {
+            db: self.db.clone(),
+            payload,
+            applied: self.applied.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let payload: SnapshotPayload = codec::decode(&data).map_err(|e| {
+            StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
+        })?;
+        let applied = Applied {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        let state_bytes = codec::encode(&payload.state).map_err(write_err)?;
+        let applied_bytes = codec::encode(&applied).map_err(write_err)?;
+        let stored = codec::encode(&StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        })
+        .map_err(write_err)?;
+        let db = self.db.clone();
+        let audit = payload.audit;
+        let claims = payload.claims;
+        let carried = payload.log;
+        let claim_rows = claims
+            .iter()
+            .map(|(k, c)| codec::encode(c).map(|bytes| (k.clone(), bytes)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(write_err)?;
+        let log = tokio::task::spawn_blocking(move || -> Result<LogTree, StorageError> {
+            let txn = db.begin_write().map_err(write_err)?;
+            let log;
+            {
+                write_claims(&txn, &claim_rows)?;
+                let mut table = txn.open_table(AUDIT).map_err(write_err)?;
+                table.retain(|_, _| false).map_err(write_err)?;
+                for line in &audit {
+                    let record: AuditRecord = serde_json::from_str(line).map_err(write_err)?;
+                    table
+                        .insert(record.seq, line.as_bytes())
+                        .map_err(write_err)?;
+                }
+                let mut meta_table = txn.open_table(SM_META).map_err(write_err)?;
+                meta_table
+                    .insert("state", state_bytes.as_slice())
+                    .map_err(write_err)?;
+                meta_table
+                    .insert(APPLIED, applied_bytes.as_slice())
+                    .map_err(write_err)?;
+                meta_table
+                    .insert(SNAPSHOT, stored.as_slice())
+                    .map_err(write_err)?;
+                drop(table);
+                drop(meta_table);
+                // The tree is derived from the records; a snapshot whose head disagrees with
+                // its own records is refused rather than served.
+                let mut rebuilt = rebuild_derived(&txn)?;
+                if let Some(carried) = carried {
+                    if carried.frontier != rebuilt.frontier {
+                        return Err(write_err(std::io::Error::other(
+                            "the snapshot's tree head does not match its audit records",
+                        )));
+                    }
+                    rebuilt = carried;
+                }
+                let tree_bytes = codec::encode(&rebuilt).map_err(write_err)?;
+                txn.open_table(SM_META)
+                    .map_err(write_err)?
+                    .insert(LOG_TREE, tree_bytes.as_slice())
+                    .map_err(write_err)?;
+                log = rebuilt;
+            }
+            txn.commit().map_err(write_err)?;
+            Ok(log)
+        })
+        .await
+        .map_err(join_err)??;
+        self.applied = applied;
+        let mut state = self
+            .state
+            .write()
+            .map_err(|_| write_err(std::io::Error::other("state lock poisoned")))?;
+        *state = payload.state;
+        state.proofs = claims.into_iter().collect();
+        state.log = log;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let stored: Option<StoredSnapshot> = get_meta(&self.db, SM_META, SNAPSHOT)?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
