@@ -95,44 +95,7 @@ impl Pkcs11KeySigner {
     /// (non-extractable, sensitive) when it does not exist yet.
     pub fn open(config: &Pkcs11Config, create: bool) -> Result<Pkcs11KeySigner, Error> {
         let (context, slot, session) = logged_in(config)?;
-        let label = config.key_label.as_bytes().to_vec();
-        let find = |class| {
-            session
-                .find_objects(&[Attribute::Class(class), Attribute::Label(label.clone())])
-                .map_err(err("finding the key"))
-        };
-        let (public, private) = match (
-            find(ObjectClass::PUBLIC_KEY)?.first(),
-            find(ObjectClass::PRIVATE_KEY)?.first(),
-        ) {
-            (Some(public), Some(private)) => (*public, *private),
-            _ if create => session
-                .generate_key_pair(
-                    &Mechanism::EccKeyPairGen,
-                    &[
-                        Attribute::Token(true),
-                        Attribute::EcParams(P256_PARAMS.to_vec()),
-                        Attribute::Label(label.clone()),
-                        Attribute::Verify(true),
-                    ],
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
-                        Attribute::Sign(true),
-                        Attribute::KeyType(KeyType::EC),
-                        Attribute::Label(label.clone()),
-                    ],
-                )
-                .map_err(err("generating the key"))?,
-            _ => {
-                return Err(Error::Key(format!(
-                    "no key labelled `{}` on token `{}`",
-                    config.key_label, config.token_label
-                )));
-            }
-        };
+        let (public, private) = find_or_generate(&session, config, create, &P256)?;
         let public_key = public_key_of(&session, public)?;
         let descriptor = KeyDescriptor {
             key_id: public_key.key_id(),
@@ -242,6 +205,79 @@ fn logged_in(config: &Pkcs11Config) -> Result<(Arc<Pkcs11>, Slot, Session), Erro
     Ok((context, slot, session))
 }
 
+/// What kind of key pair a back-end keeps on the token.
+struct KeyKind {
+    name: &'static str,
+    key_type: KeyType,
+    generate: Mechanism<'static>,
+    /// CKA_EC_PARAMS: the curve's DER OID.
+    params: &'static [u8],
+}
+
+const P256: KeyKind = KeyKind {
+    name: "P-256",
+    key_type: KeyType::EC,
+    generate: Mechanism::EccKeyPairGen,
+    params: &P256_PARAMS,
+};
+
+const ED25519: KeyKind = KeyKind {
+    name: "Ed25519",
+    key_type: KeyType::EC_EDWARDS,
+    generate: Mechanism::EccEdwardsKeyPairGen,
+    params: &ED25519_PARAMS,
+};
+
+/// The (public, private) pair of `kind` labelled `config.key_label`; with `create`, generated on
+/// the token (sensitive, non-extractable) when it does not exist yet.
+fn find_or_generate(
+    session: &Session,
+    config: &Pkcs11Config,
+    create: bool,
+    kind: &KeyKind,
+) -> Result<(ObjectHandle, ObjectHandle), Error> {
+    let label = config.key_label.as_bytes().to_vec();
+    let find = |class| {
+        session
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::KeyType(kind.key_type),
+                Attribute::Label(label.clone()),
+            ])
+            .map_err(err("finding the key"))
+    };
+    match (
+        find(ObjectClass::PUBLIC_KEY)?.first(),
+        find(ObjectClass::PRIVATE_KEY)?.first(),
+    ) {
+        (Some(public), Some(private)) => Ok((*public, *private)),
+        _ if create => session
+            .generate_key_pair(
+                &kind.generate,
+                &[
+                    Attribute::Token(true),
+                    Attribute::EcParams(kind.params.to_vec()),
+                    Attribute::Label(label.clone()),
+                    Attribute::Verify(true),
+                ],
+                &[
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Sign(true),
+                    Attribute::KeyType(kind.key_type),
+                    Attribute::Label(label.clone()),
+                ],
+            )
+            .map_err(err("generating the key")),
+        _ => Err(Error::Key(format!(
+            "no {} key labelled `{}` on token `{}`",
+            kind.name, config.key_label, config.token_label
+        ))),
+    }
+}
+
 /// DER of the Ed25519 curve OID 1.3.101.112 (CKA_EC_PARAMS of an Edwards key).
 const ED25519_PARAMS: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
 
@@ -259,47 +295,7 @@ impl Pkcs11Ed25519 {
     /// The key labelled `config.key_label` (generated on the token when absent and `create`).
     pub fn open(config: &Pkcs11Config, create: bool) -> Result<Pkcs11Ed25519, Error> {
         let (context, _slot, session) = logged_in(config)?;
-        let label = config.key_label.as_bytes().to_vec();
-        let find = |class| {
-            session
-                .find_objects(&[
-                    Attribute::Class(class),
-                    Attribute::KeyType(KeyType::EC_EDWARDS),
-                    Attribute::Label(label.clone()),
-                ])
-                .map_err(err("finding the key"))
-        };
-        let (public, private) = match (
-            find(ObjectClass::PUBLIC_KEY)?.first(),
-            find(ObjectClass::PRIVATE_KEY)?.first(),
-        ) {
-            (Some(public), Some(private)) => (*public, *private),
-            _ if create => session
-                .generate_key_pair(
-                    &Mechanism::EccEdwardsKeyPairGen,
-                    &[
-                        Attribute::Token(true),
-                        Attribute::EcParams(ED25519_PARAMS.to_vec()),
-                        Attribute::Label(label.clone()),
-                        Attribute::Verify(true),
-                    ],
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
-                        Attribute::Sign(true),
-                        Attribute::Label(label.clone()),
-                    ],
-                )
-                .map_err(err("generating the key"))?,
-            _ => {
-                return Err(Error::Key(format!(
-                    "no Ed25519 key labelled `{}` on token `{}`",
-                    config.key_label, config.token_label
-                )));
-            }
-        };
+        let (public, private) = find_or_generate(&session, config, create, &ED25519)?;
         let point = session
             .get_attributes(public, &[AttributeType::EcPoint])
             .map_err(err("reading the public key"))?
