@@ -14,6 +14,9 @@ export STELLA_BIP340_PYTHON="${STELLA_VENV:-$HOME/.cache/stella-signer/venv}/bin
 echo "== verifier self-test (sigstore-js and openssl against independently made material)"
 bash tests/verifiers/selftest.sh
 
+echo "== the published API contract (docs/openapi.json) against the OpenAPI 3.1 schemas"
+node tests/verifiers/openapi-check.mjs docs/openapi.json
+
 echo "== format and lints"
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings

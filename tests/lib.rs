@@ -396,6 +396,18 @@ impl Verifiers {
         report(child.wait_with_output().expect("tlog-verify output"))
     }
 
+    /// `tests/verifiers/openapi-check.mjs`: the document is valid OpenAPI 3.1
+    /// (`@seriousme/openapi-schema-validator`) and, given samples, every response validates
+    /// against it (Ajv, JSON Schema 2020-12).
+    pub fn openapi(spec: &Path, samples: Option<&Path>) -> (bool, String) {
+        let mut cmd = Command::new("node");
+        cmd.arg(Self::dir().join("openapi-check.mjs")).arg(spec);
+        if let Some(samples) = samples {
+            cmd.arg(samples);
+        }
+        report(cmd.output().expect("run node"))
+    }
+
     /// `openssl dgst -sha256 -verify` over the PAE bytes of the first signature.
     pub fn openssl(envelope: &Path, key: &Path) -> (bool, String) {
         let out = Command::new("bash")

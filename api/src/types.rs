@@ -11,7 +11,7 @@ pub const SIGN_EXPORT_PATH: &str = "/api/v1/signer/sign/export";
 
 /// `POST /api/v1/signer/sign/export`: an Export Center run's manifest, signed as an in-toto
 /// statement (`stella.ops/export@v1`) whose subjects are the manifest and each file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignExportRequest {
     pub manifest: ExportManifest,
@@ -22,7 +22,7 @@ pub struct SignExportRequest {
 }
 
 /// What an export contains (upstream Export Center's `export.json`, in canonical form).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExportManifest {
     pub export_id: String,
@@ -34,7 +34,7 @@ pub struct ExportManifest {
     pub metadata: Option<serde_json::Map<String, Value>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExportFile {
     pub path: String,
@@ -46,11 +46,12 @@ pub struct ExportFile {
 }
 
 /// The manifest + signature tuple.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignExportResponse {
     /// The manifest's RFC 8785 bytes as a JSON value (write it out byte for byte as
     /// `export.json`: its SHA-256 is `manifestSha256`, the statement's first subject).
+    #[schema(value_type = Object)]
     pub manifest: Box<RawValue>,
     pub manifest_sha256: String,
     pub signature: SignDsseResponse,
@@ -58,7 +59,7 @@ pub struct SignExportResponse {
     pub provenance: ExportProvenance,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExportProvenance {
     pub export_id: String,
@@ -80,7 +81,7 @@ pub struct ExportProvenance {
 }
 
 /// `POST /api/v1/signer/sign/dsse`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignDsseRequest {
     pub subject: Vec<SubjectWire>,
@@ -96,21 +97,21 @@ pub struct SignDsseRequest {
     pub options: SignOptions,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubjectWire {
     pub name: String,
     pub digest: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProofOfEntitlement {
     pub format: String,
     pub value: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignOptions {
     /// `keyful` (default). Other modes arrive with the key-custody milestone.
@@ -120,10 +121,11 @@ pub struct SignOptions {
 
 /// Envelope and bundles travel as raw JSON: the node serializes them once, byte for byte as the
 /// signing core produced them, and clients parse them with the `signer` crate.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignDsseResponse {
     /// The DSSE envelope with every signature.
+    #[schema(value_type = Object)]
     pub envelope: Box<RawValue>,
     /// One Sigstore bundle v0.3 per cosign-verifiable signature, in envelope order.
     pub bundles: Vec<SignedBundle>,
@@ -145,14 +147,14 @@ pub struct SignDsseResponse {
     pub log_entry: Option<LogEntry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LogEntry {
     pub log_index: u64,
     pub leaf_hash: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaStatus {
     pub plan: String,
@@ -166,15 +168,16 @@ pub struct QuotaStatus {
     pub poe_state: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignedBundle {
     pub key_id: String,
+    #[schema(value_type = Object)]
     pub bundle: Box<RawValue>,
     pub bundle_sha256: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignerIdentity {
     pub mode: String,
@@ -190,7 +193,7 @@ pub struct SignerIdentity {
 }
 
 /// One signature of a response: who made it and the hash the audit log files it under.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignatureIdentity {
     pub key_id: String,
@@ -205,7 +208,7 @@ pub struct SignatureIdentity {
 }
 
 /// `GET /healthz` and `GET /readyz`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
     pub status: String,
@@ -213,7 +216,7 @@ pub struct Health {
     pub checks: Vec<HealthCheck>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
     pub name: String,
@@ -223,7 +226,7 @@ pub struct HealthCheck {
 }
 
 /// `GET /api/v1/signer/cluster/status`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStatus {
     pub leader: Option<u64>,
@@ -234,7 +237,7 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberStatus {
     pub node_id: u64,
@@ -255,7 +258,7 @@ pub const AUDIT_PATH: &str = "/api/v1/signer/audit";
 pub const CLUSTER_STATUS_PATH: &str = "/api/v1/signer/cluster/status";
 
 /// `GET /api/v1/signer/audit`: one page of hash-chained audit records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditPage {
     pub records: Vec<Value>,
@@ -274,7 +277,7 @@ pub const AUDIT_CONSISTENCY_PATH: &str = "/api/v1/signer/audit/proof/consistency
 /// the record (which the caller may read) and the proof that it is leaf `logIndex` of the tree
 /// of `treeSize` records. Without `treeSize`, the tree of the current checkpoint, which comes
 /// along. Hashes are hex.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InclusionProof {
     pub log_index: u64,
@@ -289,7 +292,7 @@ pub struct InclusionProof {
 
 /// `GET /api/v1/signer/audit/proof/consistency?from=N&to=M`: the proof that the tree of `from`
 /// records is a prefix of the tree of `to` records (hex hashes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsistencyProof {
     pub from: u64,
@@ -301,7 +304,7 @@ pub const POE_BYPASS_PATH: &str = "/api/v1/signer/admin/poe-bypass";
 
 /// `PUT /api/v1/signer/admin/poe-bypass` (scope `signer.admin`): switch the emergency PoE
 /// bypass on (it must expire) or off.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PoeBypassRequest {
     pub enabled: bool,
@@ -312,7 +315,7 @@ pub struct PoeBypassRequest {
 }
 
 /// A replicated toggle as the cluster holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ToggleStatus {
     pub name: String,
@@ -332,7 +335,7 @@ pub const RELEASE_DECISIONS_PATH: &str = "/api/v1/signer/admin/releases/approval
 
 /// `GET /api/v1/signer/verify/referrers?imageDigest=sha256:…`: the trust verdict for a scanner
 /// image and the release signatures found for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReferrersReport {
     pub image_digest: String,
@@ -345,7 +348,7 @@ pub struct ReferrersReport {
     pub problems: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseSignature {
     /// `sigstore-bundle` or `cosign-classic`.
@@ -358,7 +361,7 @@ pub struct ReleaseSignature {
 }
 
 /// `POST /api/v1/signer/admin/releases/allowlist` (scope `signer.admin`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AllowlistChange {
     pub image_digest: String,
@@ -368,7 +371,7 @@ pub struct AllowlistChange {
 }
 
 /// `POST /api/v1/signer/admin/releases/approvals`: ask for a manual approval of a digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApprovalRequest {
     pub image_digest: String,
@@ -382,7 +385,7 @@ pub struct ApprovalRequest {
 }
 
 /// `POST /api/v1/signer/admin/releases/approvals/decision` (scope `signer.admin`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApprovalDecision {
     pub approval_id: String,
@@ -392,7 +395,7 @@ pub struct ApprovalDecision {
 }
 
 /// The answer to a release-trust change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseChange {
     pub audit_id: String,
@@ -409,7 +412,7 @@ pub const KEYS_THRESHOLD_PATH: &str = "/api/v1/signer/admin/keys/threshold";
 /// generation across the cluster's nodes makes a `minSigners`-of-n threshold (FROST, BIP-340)
 /// key for a tenant and plan; with `rotate`, the keys active for them are retired in the same
 /// replicated entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateThresholdKeyRequest {
     pub tenant: String,
@@ -428,7 +431,7 @@ pub const KEYS_THRESHOLD_REFRESH_PATH: &str = "/api/v1/signer/admin/keys/thresho
 /// `POST /api/v1/signer/admin/keys/threshold/refresh` (scope `signer.admin`): new shares of a
 /// threshold key among `nodes` (default: every current holder that is a voter); the key stays,
 /// holders left out lose their share.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RefreshThresholdKeyRequest {
     pub key_id: String,
@@ -438,7 +441,7 @@ pub struct RefreshThresholdKeyRequest {
 }
 
 /// Who holds the shares of a threshold key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ThresholdInfo {
     pub min_signers: u16,
@@ -447,7 +450,7 @@ pub struct ThresholdInfo {
 }
 
 /// One entry of the replicated key registry (`GET /api/v1/signer/keys`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyInfo {
     pub key_id: String,
@@ -471,7 +474,7 @@ pub struct KeyInfo {
 
 /// `POST /api/v1/signer/admin/keys` (scope `signer.admin`): register a key for a tenant and plan;
 /// with `rotate`, the keys active for them are retired in the same replicated entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegisterKeyRequest {
     pub tenant: String,
@@ -489,14 +492,14 @@ pub struct RegisterKeyRequest {
 }
 
 /// `POST /api/v1/signer/admin/keys/revoke` (scope `signer.admin`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RevokeKeyRequest {
     pub key_id: String,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyChange {
     pub key_id: String,
@@ -515,7 +518,7 @@ pub const TRUST_PATH: &str = "/api/v1/signer/trust";
 /// `GET /api/v1/signer/trust`: what offline verifiers need — every active and retired key
 /// (the node's default key included, tenant `*`) and the certificate authorities of keyless
 /// signatures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrustMaterial {
     pub keys: Vec<KeyInfo>,
@@ -531,7 +534,7 @@ pub struct TrustMaterial {
     pub audit_log: Option<AuditLogKey>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditLogKey {
     pub origin: String,

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     Signed,
@@ -21,7 +21,7 @@ pub enum Decision {
 }
 
 /// Everything about one decision that the caller knows before it is sequenced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuditDraft {
     /// RFC 3339 UTC, from the node's time source.
@@ -63,7 +63,7 @@ pub struct AuditDraft {
 
 /// One signature of a signed response, as the audit log keeps it: enough to find every
 /// signature a key made (`docs/runbooks/key-compromise.md`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignatureRecord {
     pub key_id: String,
@@ -77,7 +77,7 @@ pub struct SignatureRecord {
 }
 
 /// A sequenced, chained audit record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuditRecord {
     pub seq: u64,

@@ -10,6 +10,7 @@ mod hsm;
 mod independent;
 mod keyless;
 mod keys;
+mod openapi;
 mod provenance;
 mod telemetry;
 mod threshold;

@@ -9,6 +9,8 @@ use super::{ApiProblem, AppState, body};
 use crate::admission::optok::SCOPE_ADMIN;
 
 /// `GET /api/v1/signer/admin/poe-bypass`
+#[utoipa::path(get, operation_id = "getPoeBypass", path = stella_api::POE_BYPASS_PATH, security(("optok" = ["signer.admin"])), tag = "operations",
+    responses((status = 200, description = "The PoE emergency bypass toggle", body = ToggleStatus)))]
 pub async fn poe_bypass(
     state: Data<AppState>,
     req: HttpRequest,
@@ -18,6 +20,9 @@ pub async fn poe_bypass(
 }
 
 /// `PUT /api/v1/signer/admin/poe-bypass`
+#[utoipa::path(put, operation_id = "setPoeBypass", path = stella_api::POE_BYPASS_PATH, security(("optok" = ["signer.admin"])), tag = "operations",
+    request_body(content = PoeBypassRequest, content_type = "application/json"),
+    responses((status = 200, description = "The toggle after the change", body = ToggleStatus)))]
 pub async fn set_poe_bypass(
     state: Data<AppState>,
     req: HttpRequest,

@@ -11,6 +11,10 @@ use super::{ApiProblem, AppState, body};
 use crate::{Error, telemetry};
 
 /// `POST /api/v1/signer/sign/dsse`
+#[utoipa::path(post, operation_id = "signDsse", path = stella_api::SIGN_DSSE_PATH, security(("optok" = ["signer.sign"])), tag = "signing",
+    request_body(content = SignDsseRequest, content_type = "application/json"),
+    params(super::openapi::IdempotencyKey),
+    responses((status = 200, description = "Signed: envelope, bundles and the audit record's place in the log (returned only after the record is committed)", body = SignDsseResponse)))]
 pub async fn sign_dsse(
     state: Data<AppState>,
     req: HttpRequest,
@@ -39,6 +43,10 @@ async fn sign(
 }
 
 /// `POST /api/v1/signer/sign/export`
+#[utoipa::path(post, operation_id = "signExport", path = stella_api::SIGN_EXPORT_PATH, security(("optok" = ["signer.sign"])), tag = "signing",
+    request_body(content = SignExportRequest, content_type = "application/json"),
+    params(super::openapi::IdempotencyKey),
+    responses((status = 200, description = "The manifest + signature tuple (`export.json`, `provenance.json`)", body = SignExportResponse)))]
 pub async fn sign_export(
     state: Data<AppState>,
     req: HttpRequest,

@@ -40,18 +40,28 @@ fn scans() -> &'static tokio::sync::Semaphore {
     SCANS.get_or_init(|| tokio::sync::Semaphore::new(MAX_CONCURRENT_SCANS))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// An audit id, or the `next` cursor of the previous page (which carries its filters).
     after: Option<String>,
+    /// Records per page: 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// Auditors only: one tenant's records (a tenant always reads its own).
     tenant: Option<String>,
+    /// `sha256:<hex>` of a statement subject.
     subject: Option<String>,
+    /// Hex SHA-256 of a Sigstore bundle (or of a bundle-less signature's entry).
     bundle_hash: Option<String>,
+    /// A key id: every record of a signature that key made.
     key_id: Option<String>,
+    /// RFC 3339: records at or after this time.
     since: Option<String>,
+    /// RFC 3339: records at or before this time.
     until: Option<String>,
+    /// `linearizable` (default: includes everything acknowledged before the call) or `stale`.
     consistency: Option<String>,
 }
 
@@ -92,6 +102,8 @@ fn read_of(caller: &crate::admission::Caller, query: &AuditQuery) -> Result<Read
     })
 }
 
+#[utoipa::path(get, operation_id = "listAuditRecords", path = stella_api::AUDIT_PATH, security(("optok" = ["signer.audit"]), ("optok" = ["signer.audit.all"]), ("optok" = ["signer.sign"])), tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "One page of audit records", body = AuditPage)))]
 pub async fn list(
     state: Data<AppState>,
     req: HttpRequest,
@@ -163,6 +175,8 @@ async fn page(
 /// `GET /api/v1/signer/audit/export`: every record the caller may read from `after` (same
 /// filters as the list), as NDJSON, streamed in bounded chunks; the last line is
 /// `{"cursor": …}`, where the next export continues.
+#[utoipa::path(get, operation_id = "exportAuditRecords", path = stella_api::AUDIT_EXPORT_PATH, security(("optok" = ["signer.audit"]), ("optok" = ["signer.audit.all"]), ("optok" = ["signer.sign"])), tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "Every readable record from `after`, one RFC 8785 record per line, then one `{\"cursor\": …}` line where the next export continues", content_type = "application/x-ndjson", body = super::openapi::ExportLines)))]
 pub async fn export(
     state: Data<AppState>,
     req: HttpRequest,

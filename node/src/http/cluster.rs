@@ -9,6 +9,8 @@ use stella_cluster::NodeStatus;
 
 use super::{ApiProblem, AppState};
 
+#[utoipa::path(get, operation_id = "getClusterStatus", path = stella_api::CLUSTER_STATUS_PATH, security(("optok" = ["signer.audit"]), ("optok" = ["signer.audit.all"]), ("optok" = ["signer.sign"])), tag = "operations",
+    responses((status = 200, description = "Leader, term and every member's progress", body = ClusterStatus)))]
 pub async fn status(
     state: Data<AppState>,
     req: HttpRequest,

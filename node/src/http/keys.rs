@@ -11,6 +11,8 @@ use crate::admission::optok::{SCOPE_ADMIN, SCOPE_AUDIT, SCOPE_AUDIT_ALL, SCOPE_S
 use crate::key_admin;
 
 /// `GET /api/v1/signer/keys`
+#[utoipa::path(get, operation_id = "listKeys", path = stella_api::KEYS_PATH, security(("optok" = ["signer.audit"]), ("optok" = ["signer.audit.all"]), ("optok" = ["signer.sign"]), ("optok" = ["signer.admin"])), tag = "keys",
+    responses((status = 200, description = "The keys the caller may see (a tenant: its own)", body = Vec<KeyInfo>)))]
 pub async fn list(
     state: Data<AppState>,
     req: HttpRequest,
@@ -21,6 +23,8 @@ pub async fn list(
 }
 
 /// `GET /api/v1/signer/trust`
+#[utoipa::path(get, operation_id = "getTrustMaterial", path = stella_api::TRUST_PATH, security(("optok" = ["signer.audit"]), ("optok" = ["signer.audit.all"]), ("optok" = ["signer.sign"]), ("optok" = ["signer.admin"])), tag = "keys",
+    responses((status = 200, description = "What offline verifiers need: keys, CA and TSA chains, the audit log's checkpoint key", body = stella_api::TrustMaterial)))]
 pub async fn trust(
     state: Data<AppState>,
     req: HttpRequest,
@@ -47,6 +51,9 @@ async fn key_change<R: serde::de::DeserializeOwned>(
 }
 
 /// `POST /api/v1/signer/admin/keys`
+#[utoipa::path(post, operation_id = "registerKey", path = stella_api::KEYS_ADMIN_PATH, security(("optok" = ["signer.admin"])), tag = "keys", summary = "Register a key (scope `signer.admin`)",
+    request_body(content = stella_api::RegisterKeyRequest, content_type = "application/json"),
+    responses((status = 200, description = "The change, committed", body = KeyChange)))]
 pub async fn register(
     state: Data<AppState>,
     req: HttpRequest,
@@ -60,6 +67,9 @@ pub async fn register(
 }
 
 /// `POST /api/v1/signer/admin/keys/threshold`
+#[utoipa::path(post, operation_id = "createThresholdKey", path = stella_api::KEYS_THRESHOLD_PATH, security(("optok" = ["signer.admin"])), tag = "keys", summary = "Generate a threshold key across the nodes (scope `signer.admin`)",
+    request_body(content = stella_api::CreateThresholdKeyRequest, content_type = "application/json"),
+    responses((status = 200, description = "The change, committed", body = KeyChange)))]
 pub async fn create_threshold(
     state: Data<AppState>,
     req: HttpRequest,
@@ -73,6 +83,9 @@ pub async fn create_threshold(
 }
 
 /// `POST /api/v1/signer/admin/keys/threshold/refresh`
+#[utoipa::path(post, operation_id = "refreshThresholdKey", path = stella_api::KEYS_THRESHOLD_REFRESH_PATH, security(("optok" = ["signer.admin"])), tag = "keys", summary = "New shares of a threshold key (scope `signer.admin`)",
+    request_body(content = stella_api::RefreshThresholdKeyRequest, content_type = "application/json"),
+    responses((status = 200, description = "The change, committed", body = KeyChange)))]
 pub async fn refresh_threshold(
     state: Data<AppState>,
     req: HttpRequest,
@@ -86,6 +99,9 @@ pub async fn refresh_threshold(
 }
 
 /// `POST /api/v1/signer/admin/keys/revoke`
+#[utoipa::path(post, operation_id = "revokeKey", path = stella_api::KEYS_REVOKE_PATH, security(("optok" = ["signer.admin"])), tag = "keys", summary = "Revoke a key (scope `signer.admin`)",
+    request_body(content = stella_api::RevokeKeyRequest, content_type = "application/json"),
+    responses((status = 200, description = "The change, committed", body = KeyChange)))]
 pub async fn revoke(
     state: Data<AppState>,
     req: HttpRequest,

@@ -13,6 +13,8 @@ use crate::admission::optok::SCOPE_AUDIT_ALL;
 use crate::transparency::{self, Target};
 
 /// `GET /api/v1/signer/audit/checkpoint`: the signed note, `text/plain`.
+#[utoipa::path(get, operation_id = "getCheckpoint", path = stella_api::AUDIT_CHECKPOINT_PATH, tag = "transparency log", security(()),
+    responses((status = 200, description = "The current signed checkpoint: a C2SP tlog-checkpoint in a C2SP signed note (Ed25519)", content_type = "text/plain", body = String)))]
 pub async fn checkpoint(state: Data<AppState>) -> Result<HttpResponse, ApiProblem> {
     let note = transparency::current_checkpoint(state.cluster().view())?;
     Ok(HttpResponse::Ok()
@@ -21,16 +23,23 @@ pub async fn checkpoint(state: Data<AppState>) -> Result<HttpResponse, ApiProble
         .body(note))
 }
 
-#[derive(Debug, Deserialize)]
+/// Exactly one of `index`, `auditId` and `bundleHash`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct InclusionQuery {
+    /// The record's leaf index (its sequence number − 1).
     index: Option<u64>,
     audit_id: Option<String>,
+    /// Hex SHA-256 of a Sigstore bundle the record files.
     bundle_hash: Option<String>,
+    /// The tree to prove against (default: the current checkpoint's, which comes along).
     tree_size: Option<u64>,
 }
 
 /// `GET /api/v1/signer/audit/proof/inclusion`
+#[utoipa::path(get, operation_id = "getInclusionProof", path = stella_api::AUDIT_INCLUSION_PATH, security(("optok" = ["signer.audit"]), ("optok" = ["signer.audit.all"]), ("optok" = ["signer.sign"])), tag = "transparency log", params(InclusionQuery),
+    responses((status = 200, description = "The record and its RFC 9162 inclusion proof", body = InclusionProof)))]
 pub async fn inclusion(
     state: Data<AppState>,
     req: HttpRequest,
@@ -59,14 +68,19 @@ pub async fn inclusion(
     Ok(Json(proof))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ConsistencyQuery {
+    /// The older tree size (at least 1).
     from: u64,
+    /// The newer tree size (at most the current one).
     to: u64,
 }
 
 /// `GET /api/v1/signer/audit/proof/consistency?from=N&to=M`
+#[utoipa::path(get, operation_id = "getConsistencyProof", path = stella_api::AUDIT_CONSISTENCY_PATH, security(("optok" = ["signer.audit"]), ("optok" = ["signer.audit.all"]), ("optok" = ["signer.sign"])), tag = "transparency log", params(ConsistencyQuery),
+    responses((status = 200, description = "The RFC 9162 consistency proof between two tree sizes", body = ConsistencyProof)))]
 pub async fn consistency(
     state: Data<AppState>,
     req: HttpRequest,

@@ -9,12 +9,14 @@ mod cluster;
 mod context;
 mod keys;
 mod log;
+mod openapi;
 mod ops;
 mod peer;
 pub mod peer_access;
 mod problem;
 mod releases;
 
+use actix_web::http::Method;
 use actix_web::web;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -100,119 +102,93 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ))
         .into()
     });
-    cfg.app_data(query_errors)
-        .service(
-            web::resource(stella_api::SIGN_DSSE_PATH)
-                .route(web::post().to(application::sign_dsse))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource(stella_api::SIGN_EXPORT_PATH)
-                .route(web::post().to(application::sign_export))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/v1/signer/audit")
-                .route(web::get().to(audit::list))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource(stella_api::AUDIT_EXPORT_PATH)
-                .route(web::get().to(audit::export))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource(stella_api::AUDIT_CHECKPOINT_PATH)
-                .route(web::get().to(log::checkpoint))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource(stella_api::AUDIT_INCLUSION_PATH)
-                .route(web::get().to(log::inclusion))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource(stella_api::AUDIT_CONSISTENCY_PATH)
-                .route(web::get().to(log::consistency))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource(stella_api::TRUST_PATH)
-                .route(web::get().to(keys::trust))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource(stella_api::KEYS_PATH)
-                .route(web::get().to(keys::list))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource(stella_api::KEYS_ADMIN_PATH)
-                .route(web::post().to(keys::register))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource(stella_api::KEYS_THRESHOLD_PATH)
-                .route(web::post().to(keys::create_threshold))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource(stella_api::KEYS_THRESHOLD_REFRESH_PATH)
-                .route(web::post().to(keys::refresh_threshold))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource(stella_api::KEYS_REVOKE_PATH)
-                .route(web::post().to(keys::revoke))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource(stella_api::REFERRERS_PATH)
-                .route(web::get().to(releases::referrers))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource(stella_api::RELEASE_ALLOWLIST_PATH)
-                .route(web::post().to(releases::allow))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource(stella_api::RELEASE_APPROVALS_PATH)
-                .route(web::post().to(releases::request_approval))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource(stella_api::RELEASE_DECISIONS_PATH)
-                .route(web::post().to(releases::decide))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource(stella_api::POE_BYPASS_PATH)
-                .route(web::get().to(admin::poe_bypass))
-                .route(web::put().to(admin::set_poe_bypass))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/v1/signer/cluster/status")
-                .route(web::get().to(cluster::status))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource("/healthz")
-                .route(web::get().to(ops::healthz))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource("/readyz")
-                .route(web::get().to(ops::readyz))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .service(
-            web::resource("/metrics")
-                .route(web::get().to(ops::metrics))
-                .default_service(web::to(problem::method_not_allowed)),
-        )
-        .default_service(web::to(problem::not_found));
+    cfg.app_data(query_errors);
+    for (path, operations) in api_routes() {
+        let mut resource = web::resource(path);
+        for (method, route) in operations {
+            resource = resource.route(route.method(method));
+        }
+        cfg.service(resource.default_service(web::to(problem::method_not_allowed)));
+    }
+    cfg.default_service(web::to(problem::not_found));
+}
+
+/// The client API: every path and its methods. [`routes`] serves exactly these and the OpenAPI
+/// document lists exactly these (`openapi::tests` compares them).
+fn api_routes() -> Vec<(&'static str, Vec<(Method, actix_web::Route)>)> {
+    use stella_api as api;
+    let get = |route: actix_web::Route| vec![(Method::GET, route)];
+    let post = |route: actix_web::Route| vec![(Method::POST, route)];
+    vec![
+        (
+            api::SIGN_DSSE_PATH,
+            post(web::route().to(application::sign_dsse)),
+        ),
+        (
+            api::SIGN_EXPORT_PATH,
+            post(web::route().to(application::sign_export)),
+        ),
+        (api::AUDIT_PATH, get(web::route().to(audit::list))),
+        (api::AUDIT_EXPORT_PATH, get(web::route().to(audit::export))),
+        (
+            api::AUDIT_CHECKPOINT_PATH,
+            get(web::route().to(log::checkpoint)),
+        ),
+        (
+            api::AUDIT_INCLUSION_PATH,
+            get(web::route().to(log::inclusion)),
+        ),
+        (
+            api::AUDIT_CONSISTENCY_PATH,
+            get(web::route().to(log::consistency)),
+        ),
+        (api::TRUST_PATH, get(web::route().to(keys::trust))),
+        (api::KEYS_PATH, get(web::route().to(keys::list))),
+        (api::KEYS_ADMIN_PATH, post(web::route().to(keys::register))),
+        (
+            api::KEYS_THRESHOLD_PATH,
+            post(web::route().to(keys::create_threshold)),
+        ),
+        (
+            api::KEYS_THRESHOLD_REFRESH_PATH,
+            post(web::route().to(keys::refresh_threshold)),
+        ),
+        (api::KEYS_REVOKE_PATH, post(web::route().to(keys::revoke))),
+        (
+            api::REFERRERS_PATH,
+            get(web::route().to(releases::referrers)),
+        ),
+        (
+            api::RELEASE_ALLOWLIST_PATH,
+            post(web::route().to(releases::allow)),
+        ),
+        (
+            api::RELEASE_APPROVALS_PATH,
+            post(web::route().to(releases::request_approval)),
+        ),
+        (
+            api::RELEASE_DECISIONS_PATH,
+            post(web::route().to(releases::decide)),
+        ),
+        (
+            api::POE_BYPASS_PATH,
+            vec![
+                (Method::GET, web::route().to(admin::poe_bypass)),
+                (Method::PUT, web::route().to(admin::set_poe_bypass)),
+            ],
+        ),
+        (
+            api::CLUSTER_STATUS_PATH,
+            get(web::route().to(cluster::status)),
+        ),
+        (
+            openapi::OPENAPI_PATH,
+            get(web::route().to(openapi::document)),
+        ),
+        ("/healthz", get(web::route().to(ops::healthz))),
+        ("/readyz", get(web::route().to(ops::readyz))),
+        ("/metrics", get(web::route().to(ops::metrics))),
+    ]
 }
 
 /// The key-shard routes of the peer listener (app data: the node's [`threshold::Holders`]).

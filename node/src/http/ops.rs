@@ -8,6 +8,8 @@ use super::AppState;
 use crate::telemetry;
 
 /// `GET /healthz`: the process serves HTTP.
+#[utoipa::path(get, operation_id = "healthz", path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "The process serves HTTP", body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
@@ -17,6 +19,10 @@ pub async fn healthz() -> Json<Health> {
 
 /// `GET /readyz`: 200 only when this node can serve a signing now (`readiness.rs`); 503 names
 /// the failing checks.
+#[utoipa::path(get, operation_id = "readyz", path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, description = "This node can serve a signing now", body = Health),
+        (status = 503, description = "Not ready: the failing checks are named", body = Health,
+         headers(("retry-after" = u32, description = "Seconds before asking again")))))]
 pub async fn readyz(state: Data<AppState>) -> HttpResponse {
     let health = state
         .health
@@ -32,6 +38,8 @@ pub async fn readyz(state: Data<AppState>) -> HttpResponse {
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, operation_id = "metrics", path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
 pub async fn metrics(state: Data<AppState>) -> HttpResponse {
     telemetry::record_cluster(&state.cluster().status());
     telemetry::record_log(&state.cluster().view().log_tree(), state.signing.now_ms());
