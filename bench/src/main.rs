@@ -27,6 +27,7 @@ mod admission_cost;
 mod flood;
 mod key_backends;
 mod raft_writes;
+mod snapshot_cost;
 mod threshold_net;
 mod tlog_cost;
 
@@ -63,6 +64,10 @@ struct Args {
     /// signing on a dev node.
     #[arg(long, value_delimiter = ',')]
     tlog: Vec<u64>,
+    /// Only snapshot costs at these log sizes (e.g. 100000,1000000): build and install time,
+    /// file size, and the memory each step adds.
+    #[arg(long, value_delimiter = ',')]
+    snapshot: Vec<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,6 +91,9 @@ fn main() -> anyhow::Result<()> {
             );
         }
         return Ok(());
+    }
+    if !args.snapshot.is_empty() {
+        return snapshot_costs(&args.snapshot);
     }
     let request = sample_request();
     let node_bin = match &args.node_bin {
@@ -196,6 +204,29 @@ fn main() -> anyhow::Result<()> {
     if rows.iter().any(|r| r["errors"].as_u64() != Some(0)) {
         bail!("some requests failed");
     }
+    Ok(())
+}
+
+/// Snapshot build and install at growing log sizes, with the memory each step adds.
+fn snapshot_costs(sizes: &[u64]) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let rows = runtime.block_on(snapshot_cost::measure(sizes))?;
+    println!(
+        "{:>9} {:>10} {:>9} {:>15} {:>11} {:>17}",
+        "records", "file MiB", "build s", "build +RSS MiB", "install s", "install +RSS MiB"
+    );
+    for r in &rows {
+        println!(
+            "{:>9} {:>10.1} {:>9.2} {:>15.1} {:>11.2} {:>17.1}",
+            r.records, r.file_mib, r.build_s, r.build_extra_mib, r.install_s, r.install_extra_mib
+        );
+    }
+    println!(
+        "{}",
+        json!({"snapshot": rows.iter().map(|r| json!({"records": r.records, "file_mib": r.file_mib, "build_s": r.build_s, "build_extra_mib": r.build_extra_mib, "install_s": r.install_s, "install_extra_mib": r.install_extra_mib})).collect::<Vec<_>>()})
+    );
     Ok(())
 }
 

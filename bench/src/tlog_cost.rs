@@ -24,7 +24,7 @@ pub struct Row {
     pub lookup_p99_us: f64,
 }
 
-fn draft(i: u64) -> AuditDraft {
+pub(crate) fn draft(i: u64) -> AuditDraft {
     AuditDraft {
         time: format!(
             "2026-11-{:02}T{:02}:{:02}:{:02}Z",

@@ -28,6 +28,10 @@
 //!   and their responses (new trailing variants: v5 bytes decode unchanged), the tree's head
 //!   and checkpoint kept under a key of their own, and snapshots that carry them — a v1–v5
 //!   snapshot (or state machine) has none, and storage rebuilds the tree from its records.
+//!
+//! Snapshots are no longer one codec value: since format 6 they are files with a container of
+//! their own (`storage/snapshot/`: magic, a codec-encoded header, length-prefixed records);
+//! a format 1–6 snapshot blob still decodes here and is rewritten as such a file.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

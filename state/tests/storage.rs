@@ -378,3 +378,151 @@ async fn the_merkle_tree_and_checkpoints_are_stored_with_the_records() {
         sm.view().consistency_proof(5, 14).expect("proof")
     );
 }
+
+/// The files under a store's `snapshots/` directory.
+fn snapshot_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("snapshots"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Snapshots are files streamed from storage: building one writes a file (the database keeps
+/// only where it is), a fresh node and a node that is behind both install it to the same state,
+/// records, tree and indexes, and a file whose records were altered is refused without
+/// touching the receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_files_installed_in_a_stream() {
+    const N: u64 = 3_000;
+    let leader_dir = tempfile::tempdir().expect("tmp");
+    let (_, mut leader) = storage::open(leader_dir.path()).expect("open");
+    let entries: Vec<Entry> = (1..=N).map(|i| entry(1, i, audit(i))).collect();
+    for chunk in entries.chunks(500) {
+        leader.apply(chunk.to_vec()).await.expect("apply");
+    }
+    let snapshot = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    let files = snapshot_files(leader_dir.path());
+    assert_eq!(files.len(), 1, "one snapshot file: {files:?}");
+    let size = std::fs::metadata(&files[0]).expect("file").len();
+    assert!(size > N * 300, "the file holds the records ({size} bytes)");
+
+    // A node that is behind: it applied the first half itself.
+    let behind_dir = tempfile::tempdir().expect("tmp");
+    let (_, mut behind) = storage::open(behind_dir.path()).expect("open");
+    for chunk in entries[..(N as usize / 2)].chunks(500) {
+        behind.apply(chunk.to_vec()).await.expect("apply");
+    }
+    let fresh_dir = tempfile::tempdir().expect("tmp");
+    let (_, mut fresh) = storage::open(fresh_dir.path()).expect("open");
+    for node in [&mut behind, &mut fresh] {
+        let current = leader
+            .get_current_snapshot()
+            .await
+            .expect("current")
+            .expect("a snapshot");
+        node.install_snapshot(&current.meta, current.snapshot)
+            .await
+            .expect("install");
+        assert_eq!(
+            node.applied_state().await.expect("applied").0,
+            Some(log_id(1, N))
+        );
+        assert_eq!(node.view().log_tree(), leader.view().log_tree());
+        assert_eq!(
+            node.view().audit_after(N - 3, 10).expect("audit"),
+            leader.view().audit_after(N - 3, 10).expect("audit")
+        );
+        assert_eq!(
+            node.view()
+                .seqs_by_bundle(&format!("{:064x}", N - 1))
+                .expect("index"),
+            vec![N - 1]
+        );
+        assert_eq!(
+            node.view().inclusion_proof(7, N).expect("proof"),
+            leader.view().inclusion_proof(7, N).expect("proof")
+        );
+        assert_eq!(
+            node.view().with_state(Clone::clone),
+            leader.view().with_state(Clone::clone)
+        );
+    }
+    assert_eq!(
+        snapshot_files(fresh_dir.path()).len(),
+        1,
+        "the receiver keeps its copy"
+    );
+
+    // A snapshot file whose records were altered (same length, so the frames still parse) is
+    // refused, and the receiver is where it was.
+    let mut bytes = std::fs::read(&files[0]).expect("read");
+    let at = bytes
+        .windows(7)
+        .rposition(|w| w == b"req-123")
+        .expect("a record");
+    bytes[at + 4] = b'9';
+    let forged = leader_dir.path().join("forged.bin");
+    std::fs::write(&forged, &bytes).expect("write");
+    let victim_dir = tempfile::tempdir().expect("tmp");
+    let (_, mut victim) = storage::open(victim_dir.path()).expect("open");
+    victim.apply(entries[..10].to_vec()).await.expect("apply");
+    let err = victim
+        .install_snapshot(
+            &snapshot.meta,
+            Box::new(tokio::fs::File::open(&forged).await.expect("open")),
+        )
+        .await
+        .expect_err("a forged snapshot is refused");
+    assert!(err.to_string().contains("tree head"), "{err}");
+    assert_eq!(
+        victim.applied_state().await.expect("applied").0,
+        Some(log_id(1, 10))
+    );
+    assert_eq!(victim.view().audit_after(0, 100).expect("audit").len(), 10);
+}
+
+/// A snapshot built from an older copy finishes after a newer one was installed: the newer one
+/// stays current, and only its file remains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_build_does_not_replace_a_newer_installed_snapshot() {
+    let leader_dir = tempfile::tempdir().expect("tmp");
+    let (_, mut leader) = storage::open(leader_dir.path()).expect("open");
+    leader
+        .apply((1..=40).map(|i| entry(1, i, audit(i))).collect::<Vec<_>>())
+        .await
+        .expect("apply");
+    let newer = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_, mut node) = storage::open(dir.path()).expect("open");
+    node.apply((1..=10).map(|i| entry(1, i, audit(i))).collect::<Vec<_>>())
+        .await
+        .expect("apply");
+    let mut late = node.get_snapshot_builder().await;
+    node.install_snapshot(&newer.meta, newer.snapshot)
+        .await
+        .expect("install");
+    let built = late
+        .build_snapshot()
+        .await
+        .expect("the late build still answers");
+    assert_eq!(built.meta.last_log_id, Some(log_id(1, 10)));
+    let current = node
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("one");
+    assert_eq!(current.meta.last_log_id, Some(log_id(1, 40)));
+    assert_eq!(snapshot_files(dir.path()).len(), 1);
+}

@@ -1,8 +1,8 @@
 //! Durable Raft storage on redb (openraft 0.9 storage-v2).
 //!
 //! Two files, as DESIGN.md §3 asks: `raft-log.redb` (log entries, vote, committed id, purge
-//! point) and `state-machine.redb` (the applied `State`, the audit records, the current
-//! snapshot). Every value is written with [`crate::codec`] (format byte + postcard).
+//! point) and `state-machine.redb` (the applied `State`, the audit records, where the current
+//! snapshot is), with snapshot files under `snapshots/` (`snapshot/`). Every value is written with [`crate::codec`] (format byte + postcard).
 //!
 //! Durability: the Raft log is the durable record. `append`, `truncate`, `purge` and
 //! `save_vote` commit with `Durability::Immediate` (fsynced before `commit` returns), and
@@ -22,7 +22,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -48,6 +47,7 @@ use crate::raft_types::{
 };
 
 mod log;
+mod snapshot;
 mod state_machine;
 mod tables;
 mod view;
@@ -83,7 +83,10 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 const APPLIED: &str = "applied";
+/// A snapshot stored the old way: one codec blob of meta and payload (rewritten on open).
 const SNAPSHOT: &str = "snapshot";
+/// Where the current snapshot file is (`snapshot::SnapshotFile`).
+const SNAPSHOT_FILE: &str = "snapshot_file";
 /// The replicated `LogTree` (frontier, cut head, checkpoint), in `SM_META`.
 const LOG_TREE: &str = "log_tree";
 

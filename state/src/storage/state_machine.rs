@@ -4,23 +4,24 @@ use super::*;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct Applied {
-    last_applied: Option<LogId>,
-    membership: StoredMembership,
+    pub(super) last_applied: Option<LogId>,
+    pub(super) membership: StoredMembership,
 }
 
-/// What a snapshot carries: everything the state machine holds, audit records included.
+/// What a snapshot carried up to format 6, in one blob (read from older peers and files; new
+/// snapshots are files, `snapshot/`).
 #[derive(Serialize, Deserialize)]
 pub(super) struct SnapshotPayload {
-    applied: Applied,
-    state: State,
+    pub(super) applied: Applied,
+    pub(super) state: State,
     /// Canonical JSON lines of every audit record, in sequence order.
-    audit: Vec<String>,
+    pub(super) audit: Vec<String>,
     /// The claim set (format v5; formats 2–4 carried bare proofs), which the state's own
     /// encoding leaves out.
-    claims: Vec<(String, Claim)>,
+    pub(super) claims: Vec<(String, Claim)>,
     /// The audit log's tree head, cut and checkpoint (format v6; `None` from older snapshots,
     /// whose tree is rebuilt from `audit`).
-    log: Option<LogTree>,
+    pub(super) log: Option<LogTree>,
 }
 
 /// A snapshot written by format v5: no log tree.
@@ -34,8 +35,8 @@ pub(super) struct SnapshotPayloadV5 {
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
+    pub(super) meta: SnapshotMeta,
+    pub(super) data: Vec<u8>,
 }
 
 /// A snapshot written by format v1: it predates one-time proofs (and threshold groups).
@@ -129,6 +130,11 @@ pub enum TreeError {
 
 pub struct StateMachineStore {
     db: Arc<Database>,
+    /// Where snapshot files live (`snapshots/` beside the database).
+    dir: std::path::PathBuf,
+    /// Held while a snapshot file becomes current or is read (a build finishing, an install,
+    /// a sender opening the current file), so none of them removes a file another one needs.
+    files: Arc<Mutex<()>>,
     applied: Applied,
     state: Arc<RwLock<State>>,
 }
@@ -172,8 +178,13 @@ impl StateMachineStore {
                 tree
             }
         };
+        let dir = snapshot::dir_of(path);
+        snapshot::remove_leftovers(&dir);
+        snapshot::migrate_legacy(&db, &dir)?;
         Ok(StateMachineStore {
             db: Arc::new(db),
+            dir,
+            files: Arc::new(Mutex::new(())),
             applied,
             state: Arc::new(RwLock::new(state)),
         })
@@ -189,34 +200,30 @@ impl StateMachineStore {
     fn state_snapshot(&self) -> State {
         self.view().with_state(Clone::clone)
     }
-
-    fn all_audit_lines(&self) -> Result<Vec<String>, StorageError> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let table = txn.open_table(AUDIT).map_err(read_err)?;
-        let mut out = Vec::new();
-        for item in table.iter().map_err(read_err)? {
-            let (_, v) = item.map_err(read_err)?;
-            out.push(String::from_utf8_lossy(v.value()).into_owned());
-        }
-        Ok(out)
-    }
 }
 
-/// Builds snapshots from a consistent copy of the state machine.
+/// Builds a snapshot file from a consistent copy of the state machine: the state as applied
+/// when the builder was made, and a read transaction of the same moment for the records.
 pub struct SnapshotBuilder {
     db: Arc<Database>,
-    payload: Result<Vec<u8>, String>,
-    applied: Applied,
+    dir: std::path::PathBuf,
+    files: Arc<Mutex<()>>,
+    copy: Option<(snapshot::Header, redb::ReadTransaction)>,
+    failed: Option<String>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let data = self.payload.clone().map_err(|e| {
+        let (header, txn) = self.copy.take().ok_or_else(|| {
+            let why = self
+                .failed
+                .clone()
+                .unwrap_or_else(|| "built already".into());
             StorageError::from(StorageIOError::read_state_machine(&std::io::Error::other(
-                e,
+                why,
             )))
         })?;
-        let last = self.applied.last_applied;
+        let last = header.applied.last_applied;
         let snapshot_id = match last {
             Some(id) => format!(
                 "{}-{}-{}",
@@ -226,28 +233,32 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         };
         let meta = SnapshotMeta {
             last_log_id: last,
-            last_membership: self.applied.membership.clone(),
+            last_membership: header.applied.membership.clone(),
             snapshot_id,
         };
-        let stored = codec::encode(&StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        })
-        .map_err(write_err)?;
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-            let txn = db.begin_write().map_err(write_err)?;
-            {
-                let mut t = txn.open_table(SM_META).map_err(write_err)?;
-                t.insert(SNAPSHOT, stored.as_slice()).map_err(write_err)?;
-            }
-            txn.commit().map_err(write_err)
+        let (db, dir, at) = (self.db.clone(), self.dir.clone(), meta.clone());
+        let files = self.files.clone();
+        let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File, StorageError> {
+            let table = txn.open_table(AUDIT).map_err(read_err)?;
+            let lines = table
+                .iter()
+                .map_err(read_err)?
+                .map(|item| item.map(|(_, v)| v.value().to_vec()).map_err(read_err));
+            let tmp = snapshot::write_file(&dir, &header, lines)?;
+            // Opened before it is published: openraft gets the snapshot it asked for even if
+            // a newer one (installed meanwhile) wins and this file is removed.
+            let file = std::fs::File::open(&tmp).map_err(write_err)?;
+            let _files = files
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            snapshot::publish(&db, &dir, &at, &tmp)?;
+            Ok(file)
         })
         .await
         .map_err(join_err)??;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 }
@@ -362,130 +373,92 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        let payload = self
-            .all_audit_lines()
+        let state = self.state_snapshot();
+        let claims = state
+            .proofs
+            .claims()
+            .map(|(k, c)| (k.to_owned(), c.clone()))
+            .collect();
+        let log = state.log.clone();
+        let copy = self
+            .db
+            .begin_read()
             .map_err(|e| e.to_string())
-            .and_then(|audit| {
-                let state = self.state_snapshot();
-                let claims = state
-                    .proofs
-                    .claims()
-                    .map(|(k, c)| (k.to_owned(), c.clone()))
-                    .collect();
-                let log = Some(state.log.clone());
-                codec::encode(&SnapshotPayload {
+            .and_then(|txn| {
+                let records = txn
+                    .open_table(AUDIT)
+                    .and_then(|t| Ok(t.len()?))
+                    .map_err(|e| e.to_string())?;
+                let header = snapshot::Header {
                     applied: self.applied.clone(),
                     state,
-                    audit,
                     claims,
                     log,
-                })
-                .map_err(|e| e.to_string())
+                    records,
+                };
+                Ok((header, txn))
             });
+        let (copy, failed) = match copy {
+            Ok(copy) => (Some(copy), None),
+            Err(e) => (None, Some(e)),
+        };
         SnapshotBuilder {
             db: self.db.clone(),
-            payload,
-            applied: self.applied.clone(),
+            dir: self.dir.clone(),
+            files: self.files.clone(),
+            copy,
+            failed,
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let file = snapshot::incoming(&self.dir)?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let payload: SnapshotPayload = codec::decode(&data).map_err(|e| {
-            StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
-        })?;
-        let applied = Applied {
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-        };
-        let state_bytes = codec::encode(&payload.state).map_err(write_err)?;
-        let applied_bytes = codec::encode(&applied).map_err(write_err)?;
-        let stored = codec::encode(&StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        })
-        .map_err(write_err)?;
-        let db = self.db.clone();
-        let audit = payload.audit;
-        let claims = payload.claims;
-        let carried = payload.log;
-        let claim_rows = claims
-            .iter()
-            .map(|(k, c)| codec::encode(c).map(|bytes| (k.clone(), bytes)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(write_err)?;
-        let log = tokio::task::spawn_blocking(move || -> Result<LogTree, StorageError> {
-            let txn = db.begin_write().map_err(write_err)?;
-            let log;
-            {
-                write_claims(&txn, &claim_rows)?;
-                let mut table = txn.open_table(AUDIT).map_err(write_err)?;
-                table.retain(|_, _| false).map_err(write_err)?;
-                for line in &audit {
-                    let record: AuditRecord = serde_json::from_str(line).map_err(write_err)?;
-                    table
-                        .insert(record.seq, line.as_bytes())
-                        .map_err(write_err)?;
-                }
-                let mut meta_table = txn.open_table(SM_META).map_err(write_err)?;
-                meta_table
-                    .insert("state", state_bytes.as_slice())
-                    .map_err(write_err)?;
-                meta_table
-                    .insert(APPLIED, applied_bytes.as_slice())
-                    .map_err(write_err)?;
-                meta_table
-                    .insert(SNAPSHOT, stored.as_slice())
-                    .map_err(write_err)?;
-                drop(table);
-                drop(meta_table);
-                // The tree is derived from the records; a snapshot whose head disagrees with
-                // its own records is refused rather than served.
-                let mut rebuilt = rebuild_derived(&txn)?;
-                if let Some(carried) = carried {
-                    if carried.frontier != rebuilt.frontier {
-                        return Err(write_err(std::io::Error::other(
-                            "the snapshot's tree head does not match its audit records",
-                        )));
-                    }
-                    rebuilt = carried;
-                }
-                let tree_bytes = codec::encode(&rebuilt).map_err(write_err)?;
-                txn.open_table(SM_META)
-                    .map_err(write_err)?
-                    .insert(LOG_TREE, tree_bytes.as_slice())
-                    .map_err(write_err)?;
-                log = rebuilt;
-            }
-            txn.commit().map_err(write_err)?;
-            Ok(log)
+        let received = snapshot.into_std().await;
+        let (db, dir, at) = (self.db.clone(), self.dir.clone(), meta.clone());
+        let files = self.files.clone();
+        let header = tokio::task::spawn_blocking(move || {
+            let _files = files
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            snapshot::install(&db, &dir, &at, received)
         })
         .await
         .map_err(join_err)??;
-        self.applied = applied;
+        self.applied = Applied {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
         let mut state = self
             .state
             .write()
             .map_err(|_| write_err(std::io::Error::other("state lock poisoned")))?;
-        *state = payload.state;
-        state.proofs = claims.into_iter().collect();
-        state.log = log;
+        *state = header.state;
+        state.proofs = header.claims.into_iter().collect();
+        state.log = header.log;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let stored: Option<StoredSnapshot> = get_meta(&self.db, SM_META, SNAPSHOT)?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+        let (db, dir, files) = (self.db.clone(), self.dir.clone(), self.files.clone());
+        let current = tokio::task::spawn_blocking(move || {
+            let _files = files
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            snapshot::current(&db, &dir)
+        })
+        .await
+        .map_err(join_err)??;
+        Ok(current.map(|(meta, file)| Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
     }
 }

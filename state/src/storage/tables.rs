@@ -80,6 +80,18 @@ pub(super) fn index_record(
     Ok(())
 }
 
+/// Removes the look-up rows of `record` (a record replaced by an installed snapshot's).
+pub(super) fn unindex_record(
+    idx: &mut redb::Table<(u8, &str, &str, u64), ()>,
+    record: &AuditRecord,
+) -> Result<(), StorageError> {
+    for (kind, scope, value) in crate::index::rows(record) {
+        idx.remove((kind, scope.as_str(), value.as_str(), record.seq))
+            .map_err(write_err)?;
+    }
+    Ok(())
+}
+
 pub(super) fn derived_version(db: &Database) -> Result<u64, StorageError> {
     let txn = db.begin_read().map_err(read_err)?;
     let meta = txn.open_table(SM_META).map_err(read_err)?;
