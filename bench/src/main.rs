@@ -68,6 +68,9 @@ struct Args {
     /// file size, and the memory each step adds.
     #[arg(long, value_delimiter = ',')]
     snapshot: Vec<u64>,
+    /// With --snapshot: bound redb's page cache to this many MiB (default: redb's 1 GiB).
+    #[arg(long)]
+    cache_mib: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,7 +96,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if !args.snapshot.is_empty() {
-        return snapshot_costs(&args.snapshot);
+        return snapshot_costs(&args.snapshot, args.cache_mib);
     }
     let request = sample_request();
     let node_bin = match &args.node_bin {
@@ -208,11 +211,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Snapshot build and install at growing log sizes, with the memory each step adds.
-fn snapshot_costs(sizes: &[u64]) -> anyhow::Result<()> {
+fn snapshot_costs(sizes: &[u64], cache_mib: Option<usize>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let rows = runtime.block_on(snapshot_cost::measure(sizes))?;
+    let rows = runtime.block_on(snapshot_cost::measure(sizes, cache_mib))?;
     println!(
         "{:>9} {:>10} {:>9} {:>15} {:>11} {:>17}",
         "records", "file MiB", "build s", "build +RSS MiB", "install s", "install +RSS MiB"

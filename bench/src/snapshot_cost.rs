@@ -3,8 +3,9 @@
 //! process's resident memory above its level before each step, sampled every 5 ms. A snapshot
 //! that held the log in memory would need at least the file's size on top.
 //!
-//! Note: redb keeps a page cache (up to 1 GiB by default) that writing the receiver's database
-//! fills as it goes; that is part of the memory measured here, and bounded however big the log.
+//! Note: redb keeps a page cache (up to 1 GiB by default) that reading the records and writing
+//! the receiver's database fill as they go; that is part of the memory measured here, bounded
+//! however big the log (`--cache-mib` bounds it lower, to see what the snapshot itself costs).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -58,9 +59,10 @@ async fn with_peak<T>(step: impl std::future::Future<Output = T>) -> (T, f64) {
     (out, extra)
 }
 
-pub async fn measure(sizes: &[u64]) -> anyhow::Result<Vec<Row>> {
+pub async fn measure(sizes: &[u64], cache_mib: Option<usize>) -> anyhow::Result<Vec<Row>> {
+    let cache = cache_mib.map(|m| m * 1024 * 1024);
     let dir = tempfile::tempdir()?;
-    let (_log, mut sm) = stella_state::storage::open(dir.path())
+    let (_log, mut sm) = stella_state::storage::open_with_cache(dir.path(), cache)
         .map_err(|e| anyhow::anyhow!("opening storage: {e}"))?;
     let mut built = 0u64;
     let mut rows = Vec::new();
@@ -93,7 +95,7 @@ pub async fn measure(sizes: &[u64]) -> anyhow::Result<Vec<Row>> {
             .unwrap_or(0.0);
 
         let other = tempfile::tempdir()?;
-        let (_l, mut fresh) = stella_state::storage::open(other.path())
+        let (_l, mut fresh) = stella_state::storage::open_with_cache(other.path(), cache)
             .map_err(|e| anyhow::anyhow!("opening storage: {e}"))?;
         let started = Instant::now();
         let (installed, install_extra_mib) =

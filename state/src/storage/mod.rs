@@ -92,9 +92,18 @@ const LOG_TREE: &str = "log_tree";
 
 /// Opens (creating when absent) both stores under `dir`.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
+    open_with_cache(dir, None)
+}
+
+/// As [`open`], with the state machine's page cache bounded to `cache_bytes` (redb's default,
+/// 1 GiB, when `None`).
+pub fn open_with_cache(
+    dir: &Path,
+    cache_bytes: Option<usize>,
+) -> Result<(LogStore, StateMachineStore), StorageError> {
     std::fs::create_dir_all(dir).map_err(|e| StorageIOError::write(&e))?;
     let log = LogStore::open(&dir.join("raft-log.redb"))?;
-    let sm = StateMachineStore::open(&dir.join("state-machine.redb"))?;
+    let sm = StateMachineStore::open_with_cache(&dir.join("state-machine.redb"), cache_bytes)?;
     Ok((log, sm))
 }
 
@@ -112,6 +121,16 @@ fn join_err(e: tokio::task::JoinError) -> StorageError {
 
 fn create(path: &Path) -> Result<Database, StorageError> {
     Database::create(path).map_err(write_err)
+}
+
+fn create_with_cache(path: &Path, cache_bytes: Option<usize>) -> Result<Database, StorageError> {
+    match cache_bytes {
+        None => create(path),
+        Some(bytes) => Database::builder()
+            .set_cache_size(bytes)
+            .create(path)
+            .map_err(write_err),
+    }
 }
 
 pub(super) fn get_meta<T: codec::Persisted>(

@@ -141,7 +141,15 @@ pub struct StateMachineStore {
 
 impl StateMachineStore {
     pub fn open(path: &Path) -> Result<StateMachineStore, StorageError> {
-        let db = create(path)?;
+        Self::open_with_cache(path, None)
+    }
+
+    /// As [`StateMachineStore::open`], with redb's page cache bounded to `cache_bytes`.
+    pub fn open_with_cache(
+        path: &Path,
+        cache_bytes: Option<usize>,
+    ) -> Result<StateMachineStore, StorageError> {
+        let db = create_with_cache(path, cache_bytes)?;
         let txn = db.begin_write().map_err(write_err)?;
         txn.open_table(SM_META).map_err(write_err)?;
         txn.open_table(AUDIT).map_err(write_err)?;

@@ -286,6 +286,12 @@ pub(super) fn install(
     Ok(header)
 }
 
+/// A record's number, read without the rest of it.
+#[derive(Deserialize)]
+struct Numbered {
+    seq: u64,
+}
+
 /// Whether `file` is this node's `incoming.part` (the same inode).
 fn is_incoming(dir: &Path, file: &File) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -303,7 +309,7 @@ fn install_file(db: &Database, path: &Path, meta: &SnapshotMeta) -> Result<Heade
     let mut seq = 0u64;
     while let Some(line) = reader.next_record()? {
         seq += 1;
-        let record: AuditRecord = serde_json::from_slice(&line).map_err(read_err)?;
+        let record: Numbered = serde_json::from_slice(&line).map_err(read_err)?;
         if record.seq != seq {
             return Err(invalid("the snapshot's records are not numbered 1..n"));
         }
