@@ -2,8 +2,9 @@
 # Installs what the project needs beyond Rust on a Debian machine: openssl (independent envelope
 # check, test PKI), Node.js + npm and the pinned sigstore-js verifier packages, iptables and
 # Debian's OCI registry (docker-registry; the tests start their own instances), SoftHSM2, Go with
-# golang.org/x/mod (the independent transparency-log verifier), and a Python venv with coincurve
-# (libsecp256k1) as the independent BIP-340 verifier.
+# golang.org/x/mod (the independent transparency-log verifier), Prometheus's promtool and
+# systemd-analyze (deploy file checks), and a Python venv with coincurve (libsecp256k1) as the
+# independent BIP-340 verifier.
 # Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,10 @@ command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 # (golang.org/x/mod/sumdb/note and sumdb/tlog) in tests/verifiers/tlog-verify.
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 [ -d /usr/share/gocode/src/golang.org/x/mod/sumdb/tlog ] || need+=(golang-golang-x-mod-dev)
+# The alert rules and the dashboard's queries are checked and unit-tested with promtool (from
+# Debian's prometheus), the systemd unit with systemd-analyze (deploy/check.sh).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if ((${#need[@]})); then
   sudo=""
   if [ "$(id -u)" != 0 ]; then

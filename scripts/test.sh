@@ -24,6 +24,9 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== build"
 cargo build --locked --workspace --bins
 
+echo "== deployment files (promtool, systemd-analyze)"
+bash deploy/check.sh "$CARGO_TARGET_DIR/debug/stella-signer"
+
 echo "== load generator smoke run (numbers from a debug build are not benchmarks)"
 "$CARGO_TARGET_DIR/debug/stella-load" --quick
 

@@ -88,6 +88,9 @@ pub struct NodeStatus {
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
     pub nodes: BTreeMap<NodeId, NodeAddr>,
+    /// On the leader: the last log index each member has acknowledged (`None`: nothing yet).
+    #[serde(default)]
+    pub replication: BTreeMap<NodeId, Option<u64>>,
 }
 
 /// The node's handle on the cluster. Cheap to clone.
@@ -533,6 +536,11 @@ impl ClusterHandle {
             voters,
             learners,
             nodes,
+            replication: m
+                .replication
+                .as_ref()
+                .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+                .unwrap_or_default(),
         }
     }
 

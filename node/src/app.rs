@@ -166,11 +166,15 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
             a.preauth_summary_seconds
         });
     spawn_preauth_summaries(signing.clone(), Duration::from_secs(preauth_every.max(1)));
+    let keyless = keyless_trust(&config)?;
+    let metrics = telemetry::init_metrics();
+    telemetry::record_certificates(&certificates(&config, &keyless));
+    telemetry::zero_series(&config.plans);
     let state = web::Data::new(AppState {
         signing,
-        metrics: telemetry::init_metrics(),
+        metrics,
         max_body_bytes: config.limits.max_body_bytes,
-        keyless_trust: keyless_trust(&config)?,
+        keyless_trust: keyless,
         base_urls,
         health: health.clone(),
         audit_log: log_key.as_deref().map(crate::transparency::published),
@@ -383,6 +387,45 @@ async fn threshold_backend(
 
 /// The keyless trust to publish: the Fulcio CA chain (`[signing.keyless] ca_chain`) and the
 /// TSA chain (`[signing.keyless.tsa] chain`), PEM.
+/// The certificates whose expiry an alert watches: the client listener's and the peer
+/// listener's chains, the CAs they trust, and the keyless CA and TSA chains.
+fn certificates(
+    config: &Config,
+    keyless: &crate::http::KeylessTrust,
+) -> Vec<(&'static str, Vec<u8>)> {
+    let read =
+        |path: &Option<std::path::PathBuf>| path.as_ref().and_then(|p| std::fs::read(p).ok());
+    let mut out = Vec::new();
+    let files = [
+        ("api_tls", read(&config.tls.cert)),
+        ("client_ca", read(&config.tls.client_ca)),
+        (
+            "peer_tls",
+            read(&config.cluster.as_ref().map(|c| c.cert.clone())),
+        ),
+        (
+            "cluster_ca",
+            read(&config.cluster.as_ref().map(|c| c.ca_cert.clone())),
+        ),
+    ];
+    for (name, bytes) in files {
+        if let Some(bytes) = bytes {
+            out.push((name, bytes));
+        }
+    }
+    let joined = |chains: &[Vec<String>]| chains.iter().flatten().cloned().collect::<String>();
+    if !keyless.certificate_authorities.is_empty() {
+        out.push((
+            "fulcio_ca",
+            joined(&keyless.certificate_authorities).into_bytes(),
+        ));
+    }
+    if !keyless.timestamp_authorities.is_empty() {
+        out.push(("tsa", joined(&keyless.timestamp_authorities).into_bytes()));
+    }
+    out
+}
+
 fn keyless_trust(config: &Config) -> Result<crate::http::KeylessTrust, Error> {
     let mut trust = crate::http::KeylessTrust::default();
     let Some(keyless) = &config.signing.keyless else {

@@ -108,6 +108,7 @@ impl LedgerState {
             let me = myself.clone();
             tokio::spawn(async move {
                 metrics::histogram!(crate::telemetry::RAFT_BATCH).record(commands.len() as f64);
+                let started = std::time::Instant::now();
                 let expected = commands.len();
                 let term = cluster.term();
                 // A leader cut off from its quorum stops waiting as soon as its lease lapses
@@ -147,6 +148,10 @@ impl LedgerState {
                         )),
                     }
                 };
+                if outcome.is_ok() {
+                    metrics::histogram!(crate::telemetry::COMMIT_LATENCY)
+                        .record(started.elapsed().as_secs_f64());
+                }
                 let result = match outcome {
                     Ok(Response::Batch(responses)) if responses.len() == expected => Ok(responses),
                     Ok(other) => Err(ProposeError::Unavailable(format!(

@@ -30,6 +30,23 @@ pub const CHECKPOINT_SIZE: &str = "stella_signer_audit_checkpoint_size";
 /// Seconds since the served checkpoint was cut (by the leader's clock).
 pub const CHECKPOINT_AGE: &str = "stella_signer_audit_checkpoint_age_seconds";
 
+/// Seconds from proposing a batch of commands (audit records, reservations) to its commit.
+pub const COMMIT_LATENCY: &str = "stella_signer_raft_commit_seconds";
+/// Refusals before the caller was known (bad or missing tokens, spent source budgets), by code.
+pub const PREAUTH_REFUSALS: &str = "stella_signer_preauth_refusals_total";
+/// Per plan: the largest share of its window quota any tenant has used (0–1).
+pub const QUOTA_USAGE: &str = "stella_signer_quota_usage_ratio";
+/// Keys in the replicated registry, by state (`active`, `retired`, `revoked`).
+pub const KEYS: &str = "stella_signer_registry_keys";
+/// 1 while the PoE emergency bypass is on.
+pub const BYPASS_ACTIVE: &str = "stella_signer_poe_bypass_active";
+/// When each certificate this node serves or trusts stops being valid (Unix seconds).
+pub const CERT_EXPIRY: &str = "stella_signer_certificate_expiry_timestamp_seconds";
+/// Entries in this node's log not yet applied.
+pub const APPLY_LAG: &str = "stella_signer_raft_apply_lag_entries";
+/// On the leader: entries each follower has yet to acknowledge, by peer node id.
+pub const REPLICATION_LAG: &str = "stella_signer_raft_replication_lag_entries";
+
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// JSON logs; the level comes from `STELLA_LOG` (default `info`).
@@ -54,6 +71,9 @@ pub fn init_metrics() -> PrometheusHandle {
             ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(SIGN_LATENCY.into()), &buckets)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(COMMIT_LATENCY.into()), &buckets)
+                })
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full(RAFT_BATCH.into()),
@@ -130,6 +150,30 @@ fn describe() {
         PEER_REFUSALS,
         "Peer-listener calls refused because the certificate's role may not make them"
     );
+    metrics::describe_histogram!(
+        COMMIT_LATENCY,
+        metrics::Unit::Seconds,
+        "Time from proposing a batch of commands (audit records included) to its commit"
+    );
+    metrics::describe_counter!(
+        PREAUTH_REFUSALS,
+        "Requests refused before the caller was known, by problem code"
+    );
+    metrics::describe_gauge!(
+        QUOTA_USAGE,
+        "Per plan, the largest share of its window quota any tenant has used (0 to 1)"
+    );
+    metrics::describe_gauge!(KEYS, "Keys in the replicated registry, by state");
+    metrics::describe_gauge!(BYPASS_ACTIVE, "1 while the PoE emergency bypass is on");
+    metrics::describe_gauge!(
+        CERT_EXPIRY,
+        "When each certificate this node serves or trusts expires (Unix seconds)"
+    );
+    metrics::describe_gauge!(APPLY_LAG, "Entries in this node's log not yet applied");
+    metrics::describe_gauge!(
+        REPLICATION_LAG,
+        "On the leader, entries each follower has yet to acknowledge"
+    );
     metrics::describe_gauge!(TREE_SIZE, "Audit records in this node's Merkle tree");
     metrics::describe_gauge!(
         CHECKPOINT_SIZE,
@@ -139,6 +183,24 @@ fn describe() {
         CHECKPOINT_AGE,
         "Seconds since the served checkpoint was cut (by the leader's clock)"
     );
+}
+
+/// Creates, at zero, the series alert rules read as rates, so a rule sees `0` rather than no
+/// data before the first event (a throttle, an outage, a failure).
+pub fn zero_series(plans: &[crate::config::PlanConfig]) {
+    for plan in plans {
+        metrics::counter!(QUOTA_HITS, "plan" => plan.name.clone()).increment(0);
+        metrics::gauge!(QUOTA_USAGE, "plan" => plan.name.clone()).set(0.0);
+    }
+    metrics::counter!(POE_OUTAGES).increment(0);
+    for state in ["valid", "stale", "bypassed"] {
+        metrics::counter!(POE_STATE, "state" => state).increment(0);
+    }
+    for outcome in ["signed", "signing_unavailable", "internal_error"] {
+        metrics::counter!(REQUESTS, "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(PREAUTH_REFUSALS, "code" => "invalid_token").increment(0);
+    metrics::counter!(ACTOR_RESTARTS, "actor" => "quota-ledger").increment(0);
 }
 
 /// Counts one signing request under `signed` or its problem code, with its latency.
@@ -180,4 +242,182 @@ pub fn record_cluster(status: &stella_cluster::NodeStatus) {
     metrics::gauge!("stella_signer_raft_last_log_index")
         .set(status.last_log_index.unwrap_or(0) as f64);
     metrics::gauge!("stella_signer_raft_voters").set(status.voters.len() as f64);
+    let last = status.last_log_index.unwrap_or(0);
+    metrics::gauge!(APPLY_LAG).set(last.saturating_sub(status.applied_index.unwrap_or(0)) as f64);
+    for (peer, matched) in &status.replication {
+        if *peer != status.node_id {
+            let behind = matched.map_or(last, |m| last.saturating_sub(m));
+            metrics::gauge!(REPLICATION_LAG, "peer" => peer.to_string()).set(behind as f64);
+        }
+    }
+}
+
+/// Gauges read from the replicated state on every scrape: quota usage per plan, the key
+/// registry, the PoE bypass.
+pub fn record_state(
+    state: &stella_state::State,
+    plans: &[crate::config::PlanConfig],
+    now_ms: u64,
+    bypass_on: bool,
+) {
+    for (plan, ratio) in quota_usage(state, plans, now_ms) {
+        metrics::gauge!(QUOTA_USAGE, "plan" => plan).set(ratio);
+    }
+    for (key_state, count) in key_counts(state) {
+        metrics::gauge!(KEYS, "state" => key_state).set(count as f64);
+    }
+    metrics::gauge!(BYPASS_ACTIVE).set(if bypass_on { 1.0 } else { 0.0 });
+}
+
+/// Per plan offered, the largest share of the window quota any tenant has used in its current
+/// window (0 for a plan nobody used lately). Pure.
+pub fn quota_usage(
+    state: &stella_state::State,
+    plans: &[crate::config::PlanConfig],
+    now_ms: u64,
+) -> Vec<(String, f64)> {
+    plans
+        .iter()
+        .map(|plan| {
+            let window_ms = plan.window_seconds.saturating_mul(1000);
+            let used = state
+                .ledgers
+                .iter()
+                .filter(|(key, ledger)| {
+                    key.plan == plan.name
+                        && now_ms < ledger.window_start_ms.saturating_add(window_ms)
+                })
+                .map(|(_, ledger)| ledger.used)
+                .max()
+                .unwrap_or(0);
+            let ratio = if plan.signatures_per_window == 0 {
+                0.0
+            } else {
+                (used as f64 / plan.signatures_per_window as f64).min(1.0)
+            };
+            (plan.name.clone(), ratio)
+        })
+        .collect()
+}
+
+/// Keys in the registry by state, every state named (zero included). Pure.
+pub fn key_counts(state: &stella_state::State) -> [(&'static str, u64); 3] {
+    use stella_state::command::KeyState;
+    let count = |wanted: KeyState| state.keys.values().filter(|k| k.state == wanted).count() as u64;
+    [
+        ("active", count(KeyState::Active)),
+        ("retired", count(KeyState::Retired)),
+        ("revoked", count(KeyState::Revoked)),
+    ]
+}
+
+/// Sets the expiry gauge of each certificate in `pems` (name, PEM chain; the chain's earliest
+/// `notAfter` counts). Unreadable files are skipped: configuration loading reports them.
+pub fn record_certificates(pems: &[(&'static str, Vec<u8>)]) {
+    for (name, pem) in pems {
+        if let Some(expiry) = earliest_expiry(pem) {
+            metrics::gauge!(CERT_EXPIRY, "certificate" => *name).set(expiry as f64);
+        }
+    }
+}
+
+/// The earliest `notAfter` (Unix seconds) of the certificates in a PEM chain. Pure.
+pub fn earliest_expiry(pem: &[u8]) -> Option<u64> {
+    let chain = x509_cert::Certificate::load_pem_chain(pem).ok()?;
+    chain
+        .iter()
+        .map(|c| {
+            c.tbs_certificate
+                .validity
+                .not_after
+                .to_unix_duration()
+                .as_secs()
+        })
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use stella_state::State;
+    use stella_state::machine::{Ledger, LedgerKey};
+
+    use super::*;
+
+    fn plan(name: &str, limit: u64) -> crate::config::PlanConfig {
+        crate::config::PlanConfig {
+            name: name.into(),
+            signatures_per_window: limit,
+            window_seconds: 60,
+            max_concurrent: 4,
+            max_artifact_bytes: 1024,
+            shared_default_key: false,
+        }
+    }
+
+    fn ledger(state: &mut State, tenant: &str, plan: &str, start_ms: u64, used: u64) {
+        state.ledgers.insert(
+            LedgerKey {
+                tenant: tenant.into(),
+                plan: plan.into(),
+            },
+            Ledger {
+                window_start_ms: start_ms,
+                used,
+                in_flight: 0,
+            },
+        );
+    }
+
+    #[test]
+    fn quota_usage_is_the_busiest_tenant_of_each_plan_in_its_current_window() {
+        let mut state = State::default();
+        ledger(&mut state, "a", "team", 100_000, 30);
+        ledger(&mut state, "b", "team", 100_000, 90);
+        // b's older window on another plan has ended: it no longer counts.
+        ledger(&mut state, "b", "free", 0, 10);
+        ledger(&mut state, "c", "free", 100_000, u64::MAX);
+        let plans = [
+            plan("team", 100),
+            plan("free", 10),
+            plan("idle", 5),
+            plan("zero", 0),
+        ];
+        let usage = quota_usage(&state, &plans, 120_000);
+        assert_eq!(
+            usage,
+            vec![
+                ("team".to_owned(), 0.9),
+                ("free".to_owned(), 1.0),
+                ("idle".to_owned(), 0.0),
+                ("zero".to_owned(), 0.0),
+            ]
+        );
+        // After every window ended, nothing is in use.
+        assert!(
+            quota_usage(&state, &plans, 10_000_000)
+                .iter()
+                .all(|(_, r)| *r == 0.0)
+        );
+    }
+
+    #[test]
+    fn key_counts_name_every_state() {
+        assert_eq!(
+            key_counts(&State::default()),
+            [("active", 0), ("retired", 0), ("revoked", 0)]
+        );
+    }
+
+    #[test]
+    fn certificate_expiry_is_the_earliest_of_the_chain() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".into()]).expect("params");
+        params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+        let late = params.self_signed(&key).expect("cert").pem();
+        params.not_after = rcgen::date_time_ymd(2027, 6, 1);
+        let early = params.self_signed(&key).expect("cert").pem();
+        let chain = format!("{late}{early}");
+        assert_eq!(earliest_expiry(chain.as_bytes()), Some(1_811_808_000));
+        assert_eq!(earliest_expiry(b"not a certificate"), None);
+    }
 }

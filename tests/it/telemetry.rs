@@ -139,3 +139,73 @@ fn traces_logs_and_metrics_describe_each_signing() {
     assert_eq!(decision["span"]["trace_id"], trace_id);
     assert!(decision["latency_ms"].as_f64().is_some());
 }
+
+/// Every metric the alert rules (`deploy/prometheus/`) and the dashboard (`deploy/grafana/`)
+/// read is one a running three-node cluster exports, so no alert or panel watches a name
+/// that never appears.
+#[test]
+fn every_metric_an_alert_or_a_panel_reads_is_exported_by_a_running_cluster() {
+    use stella_tests::{ClusterOptions, TestCluster, repo_root};
+    let mut used = std::collections::BTreeSet::new();
+    for file in [
+        "deploy/prometheus/stella-signer.rules.yml",
+        "deploy/grafana/stella-signer.json",
+    ] {
+        let text = std::fs::read_to_string(repo_root().join(file)).expect(file);
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("stella_signer_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            used.insert(name);
+        }
+    }
+    assert!(
+        used.len() >= 15,
+        "the rules and panels read metrics: {used:?}"
+    );
+
+    let cluster = TestCluster::start(ClusterOptions::default());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match cluster.sign(1) {
+            Ok((200, _)) => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "no signature: {other:?}"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let http = reqwest::blocking::Client::new();
+    // A refusal before authentication.
+    let refused = http
+        .post(format!(
+            "{}{}",
+            cluster.api_url(1),
+            stella_api::SIGN_DSSE_PATH
+        ))
+        .body("{}")
+        .send()
+        .expect("unauthenticated");
+    assert_eq!(refused.status(), 401);
+    let exported: String = (1..=3)
+        .map(|id| {
+            http.get(format!("{}/metrics", cluster.api_url(id)))
+                .send()
+                .and_then(|r| r.text())
+                .expect("metrics")
+        })
+        .collect();
+    let missing: Vec<_> = used
+        .iter()
+        .filter(|name| {
+            !exported
+                .lines()
+                .any(|l| !l.starts_with('#') && l.starts_with(name.as_str()))
+        })
+        .collect();
+    assert!(missing.is_empty(), "read but not exported: {missing:?}");
+}

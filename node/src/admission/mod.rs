@@ -217,6 +217,8 @@ impl Admission {
             && !self.may_be_honest(facts)
         {
             self.preauth.rate_limited(facts.source, now_ms);
+            metrics::counter!(crate::telemetry::PREAUTH_REFUSALS, "code" => "rate_limited")
+                .increment(1);
             return Err(AuthFailure {
                 error: Error::RateLimited {
                     retry_after_seconds,
@@ -233,6 +235,7 @@ impl Admission {
             } else {
                 let code = failure.error.code().as_str();
                 self.preauth.refused(facts.source, code, now_ms);
+                metrics::counter!(crate::telemetry::PREAUTH_REFUSALS, "code" => code).increment(1);
             }
         }
         result
@@ -475,6 +478,11 @@ impl Admission {
             },
             license_id: introspection.license_id,
         })
+    }
+
+    /// The plans this signer offers (their limits).
+    pub fn plans(&self) -> &[PlanConfig] {
+        &self.parts.plans
     }
 
     pub fn plan(&self, name: &str) -> Result<PlanConfig, Error> {
