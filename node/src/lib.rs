@@ -27,6 +27,7 @@ pub mod keyless;
 pub mod keys;
 pub mod ledger;
 pub mod pipeline;
+pub mod plan;
 pub mod readiness;
 pub mod release_trust;
 pub mod router;

@@ -66,6 +66,38 @@ enum ClusterCommand {
         #[arg(long)]
         san: Vec<String>,
     },
+    /// Write everything a new cluster needs into OUT: PKI, shared keys, one configuration
+    /// per node, HAProxy's and Prometheus's configuration, and client credentials. The
+    /// identity services are a dev node's stand-ins (`serve --dev --data-dir IDENTITY_DIR`
+    /// listening at IDENTITY_URL).
+    Plan {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Node i serves clients on API_PORT + i - 1 …
+        #[arg(long, default_value_t = 8443)]
+        api_port: u16,
+        /// … and peers on PEER_PORT + i - 1.
+        #[arg(long, default_value_t = 9443)]
+        peer_port: u16,
+        /// The load balancer's client port.
+        #[arg(long, default_value_t = 8440)]
+        lb_port: u16,
+        #[arg(long, default_value_t = 9090)]
+        prometheus_port: u16,
+        #[arg(long, default_value = stella_cluster::identity::DEFAULT_CLUSTER_ID)]
+        cluster_id: String,
+        /// The dev node that stands in for the Authority and the licensing service: its data
+        /// directory …
+        #[arg(long)]
+        identity_dir: PathBuf,
+        /// … and the URL it serves at (`serve --dev --listen`).
+        #[arg(long)]
+        identity_url: String,
+    },
     /// Make the (running) node of CONFIG the first member of a new cluster.
     Init {
         #[arg(long)]
@@ -196,6 +228,34 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
         key: None,
     };
     let (config_path, target, body, path, identity) = match &command {
+        ClusterCommand::Plan {
+            out,
+            nodes,
+            host,
+            api_port,
+            peer_port,
+            lb_port,
+            prometheus_port,
+            cluster_id,
+            identity_dir,
+            identity_url,
+        } => {
+            let layout = stella_node::plan::Layout {
+                nodes: *nodes,
+                host: host.clone(),
+                api_port: *api_port,
+                peer_port: *peer_port,
+                lb_port: *lb_port,
+                prometheus_port: *prometheus_port,
+                cluster_id: cluster_id.clone(),
+            };
+            stella_node::plan::write(&layout, out, identity_dir, identity_url)?;
+            println!(
+                "{}",
+                json!({"dir": out, "nodes": nodes, "url": layout.public_url()})
+            );
+            return Ok(());
+        }
         ClusterCommand::Certs {
             out,
             cluster_id,
