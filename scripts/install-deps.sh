@@ -41,6 +41,10 @@ command -v go >/dev/null 2>&1 || need+=(golang-go)
 # The alert rules and the dashboard's queries are checked and unit-tested with promtool (from
 # Debian's prometheus), the systemd unit with systemd-analyze (deploy/check.sh).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# The deploy test runs deploy/local/up.sh: HAProxy in front of the nodes, a real Prometheus
+# scraping them (the prometheus package above), curl for its health waits.
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if ((${#need[@]})); then
   sudo=""

@@ -304,7 +304,10 @@ mod tests {
             let config: crate::config::Config = toml::from_str(text).expect("a valid config");
             assert_eq!(config.listen.port(), 18442 + id);
             let cluster = config.cluster.expect("cluster");
-            assert_eq!(cluster.peer_url, format!("https://127.0.0.1:{}", 19442 + id));
+            assert_eq!(
+                cluster.peer_url,
+                format!("https://127.0.0.1:{}", 19442 + id)
+            );
             assert_eq!(cluster.api_url, format!("https://127.0.0.1:{}", 18442 + id));
             let admission = config.admission.expect("admission");
             assert_eq!(admission.public_urls, vec!["https://127.0.0.1:18440"]);

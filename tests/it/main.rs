@@ -3,6 +3,7 @@
 mod admission;
 mod bad_input;
 mod cluster;
+mod deploy;
 mod dev_node;
 mod durability;
 mod failover;
