@@ -86,7 +86,9 @@ impl NodeProcess {
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("stella-signer ready") {
+                // The listening line names the URL; "ready" comes once the node is a
+                // member that can sign (a cluster node only after `cluster init`/`join`).
+                if line.contains("stella-signer listening") {
                     let _ = tx.send(line.clone());
                 }
                 if let Ok(mut l) = sink.lock() {

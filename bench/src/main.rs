@@ -421,7 +421,7 @@ fn start_node(
             bail!("the node exited before it was ready")
         };
         let line = line?;
-        if line.contains("stella-signer ready") {
+        if line.contains("stella-signer listening") {
             let v: Value = serde_json::from_str(&line)?;
             break v["url"].as_str().context("url")?.to_owned();
         }

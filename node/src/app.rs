@@ -256,7 +256,13 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
             "the single-node cluster elected no leader".into(),
         ));
     }
-    tracing::info!(url = %url, key_id = %descriptor.key_id, dev = config.dev, node_id = cluster.node_id(), "stella-signer ready");
+    tracing::info!(url = %url, key_id = %descriptor.key_id, dev = config.dev, node_id = cluster.node_id(), "stella-signer listening");
+    announce_ready(
+        health.clone(),
+        cluster.clone(),
+        admission.clone(),
+        url.clone(),
+    );
     Ok(Node {
         url,
         server,
@@ -267,6 +273,26 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         admission,
         checkpointer,
     })
+}
+
+/// Logs "stella-signer ready" once, when readiness first says so: a node of a cluster is ready
+/// only after it was made a member (`cluster init`/`join`) and caught up, not when it listens.
+fn announce_ready(
+    health: crate::readiness::NodeHealth,
+    cluster: ClusterHandle,
+    admission: Arc<Admission>,
+    url: String,
+) {
+    tokio::spawn(async move {
+        loop {
+            let report = health.report(&cluster, &admission).await;
+            if report.status == "ready" {
+                tracing::info!(url = %url, node_id = cluster.node_id(), "stella-signer ready");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
 }
 
 /// Every `every`, the refusals before authentication this node counted go into one audit record.

@@ -499,3 +499,77 @@ fn behind_haproxy_a_leader_kill_and_a_rolling_restart_lose_nothing_and_fail_noth
                "node_down_alert_after_ms": alert_after.as_millis()})
     );
 }
+
+/// A node started from `cluster plan`'s configuration says "listening" at once, but "ready"
+/// only once it is a member that can sign — and its `/readyz` agrees.
+#[test]
+fn a_planned_node_says_ready_only_after_it_is_a_member() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let identity = stella_tests::NodeProcess::start_dev(&tmp.path().join("identity"));
+    let base = free_base();
+    let plan = tmp.path().join("plan");
+    let out = Command::new(bin_dir().join("stella-signer"))
+        .args(["cluster", "plan", "--nodes", "1", "--out"])
+        .arg(&plan)
+        .arg("--identity-dir")
+        .arg(tmp.path().join("identity"))
+        .args(["--identity-url", &identity.url])
+        .args(["--lb-port", &base.to_string()])
+        .args(["--api-port", &(base + 10).to_string()])
+        .args(["--peer-port", &(base + 20).to_string()])
+        .output()
+        .expect("plan");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = plan.join("node-1/node.toml");
+    let node = stella_tests::NodeProcess::start(
+        &["serve", "--config", config.to_str().expect("utf8")],
+        &plan.join("node-1/data"),
+    );
+    let ca = std::fs::read(plan.join("pki/ca.pem")).expect("ca");
+    let http = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca"))
+        .build()
+        .expect("http");
+    let readyz = || {
+        http.get(format!("{}/readyz", node.url))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    let said_ready = |node: &stella_tests::NodeProcess| {
+        node.logs()
+            .iter()
+            .any(|l| l.contains("\"stella-signer ready\""))
+    };
+    // Listening, not a member: not ready, and not saying so (checked for a while).
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert_eq!(readyz(), 503);
+        assert!(!said_ready(&node), "ready before it is a member");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let init = Command::new(bin_dir().join("stella-signer"))
+        .args(["cluster", "init", "--config"])
+        .arg(&config)
+        .output()
+        .expect("init");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !said_ready(&node) {
+        assert!(
+            Instant::now() < deadline,
+            "never said ready: {:?}",
+            node.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(readyz(), 200);
+}
