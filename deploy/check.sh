@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Checks the deployment files with the real tools (run by scripts/test.sh):
 #   promtool check/test rules, promtool check config, the dashboard's queries parsed by promtool,
-#   systemd-analyze verify on the unit (against the built binary).
+#   systemd-analyze verify on the unit (against the built binary), and the Kubernetes manifests
+#   against the Kubernetes schemas (kubernetes-validate --strict, from the venv install-deps.sh
+#   made).
 # Usage: deploy/check.sh STELLA_SIGNER_BINARY
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -34,4 +36,8 @@ if [ -n "$out" ]; then
   echo "$out" >&2
   exit 1
 fi
+echo "-- kubernetes-validate --strict (offline, the schemas ship with it)"
+venv=${STELLA_VENV:-$HOME/.cache/stella-signer/venv}
+"$venv/bin/kubernetes-validate" --strict --quiet kubernetes/*.yaml
+
 echo "deploy files: OK"

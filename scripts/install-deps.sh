@@ -66,3 +66,7 @@ if ! "$venv/bin/python" -c 'import coincurve' >/dev/null 2>&1; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check coincurve==21.0.0
 fi
+# The Kubernetes manifests are validated offline against the schemas this package ships.
+if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+fi
