@@ -2,3 +2,4 @@
 
 pub mod audit_log;
 pub mod evidence;
+pub mod offline_kit;

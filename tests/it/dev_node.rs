@@ -456,3 +456,82 @@ fn an_export_manifest_is_signed_deterministically_and_verifies_offline() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid_request"));
 }
+
+/// `stella offline-kit build`: the archive is byte-identical from the same inputs, the signer
+/// signs its manifest, and `stella verify` (and sigstore-js) check the archive offline; a
+/// changed archive fails.
+#[test]
+fn the_offline_kit_is_deterministic_and_verifies_offline() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let node = NodeProcess::start_dev(&tmp.path().join("data"));
+    let creds = node.dev_dir();
+    // Small stand-ins for the binaries keep the test fast; the packing is the same.
+    let bins = tmp.path().join("bin");
+    std::fs::create_dir_all(&bins).expect("bin");
+    for name in ["stella-signer", "stella"] {
+        std::fs::write(bins.join(name), format!("#!/bin/sh\necho {name}\n")).expect("bin");
+    }
+    let deploy = repo_root().join("deploy");
+    let build = |out: &std::path::Path, unsigned: bool| {
+        let mut args = vec![
+            "offline-kit",
+            "build",
+            "--out",
+            s(out),
+            "--bin-dir",
+            s(&bins),
+            "--deploy-dir",
+            s(&deploy),
+            "--credentials",
+            s(&creds),
+        ];
+        if unsigned {
+            args.push("--unsigned");
+        }
+        let built = stella(&args);
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+    };
+    let (first, second) = (tmp.path().join("kit-1"), tmp.path().join("kit-2"));
+    build(&first, false);
+    build(&second, true);
+    let tar = |dir: &std::path::Path| dir.join("stella-signer-offline-kit.tar");
+    assert_eq!(
+        std::fs::read(tar(&first)).expect("kit"),
+        std::fs::read(tar(&second)).expect("kit again"),
+        "byte-identical archives"
+    );
+
+    let key = node.public_key_path();
+    let bundle = first.join("export.sigstore.json");
+    let verify = |artifact: &std::path::Path| {
+        stella(&[
+            "verify",
+            s(artifact),
+            "--bundle",
+            s(&bundle),
+            "--key",
+            s(&key),
+            "--predicate-type",
+            "stella.ops/export@v1",
+        ])
+    };
+    let ok = verify(&tar(&first));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let (ok, out) = stella_tests::Verifiers::sigstore_js(&bundle, &key, Some(&tar(&first)));
+    assert!(ok, "sigstore-js: {out}");
+    // A changed archive is not the signed one.
+    let mut bytes = std::fs::read(tar(&first)).expect("kit");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    let tampered = tmp.path().join("tampered.tar");
+    std::fs::write(&tampered, bytes).expect("write");
+    assert!(!verify(&tampered).status.success());
+}
