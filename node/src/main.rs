@@ -75,9 +75,13 @@ enum ClusterCommand {
         out: PathBuf,
         #[arg(long, default_value_t = 3)]
         nodes: u64,
+        /// The balancer's and Prometheus's host (and every node's, without --hosts).
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
-        /// Node i serves clients on API_PORT + i - 1 …
+        /// One host per node (comma-separated): each node on its own host, same ports.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// Node i serves clients on API_PORT (+ i - 1 when the nodes share a host) …
         #[arg(long, default_value_t = 8443)]
         api_port: u16,
         /// … and peers on PEER_PORT + i - 1.
@@ -232,6 +236,7 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
             out,
             nodes,
             host,
+            hosts,
             api_port,
             peer_port,
             lb_port,
@@ -243,12 +248,16 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
             let layout = stella_node::plan::Layout {
                 nodes: *nodes,
                 host: host.clone(),
+                hosts: hosts.clone(),
                 api_port: *api_port,
                 peer_port: *peer_port,
                 lb_port: *lb_port,
                 prometheus_port: *prometheus_port,
                 cluster_id: cluster_id.clone(),
             };
+            if !hosts.is_empty() && hosts.len() as u64 != *nodes {
+                bail!("--hosts names {} hosts for {nodes} nodes", hosts.len());
+            }
             stella_node::plan::write(&layout, out, identity_dir, identity_url)?;
             println!(
                 "{}",

@@ -18,8 +18,12 @@ use crate::config::{AdmissionConfig, EntitlementConfig, PlanConfig};
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub nodes: u64,
-    /// The address every listener binds and every URL names (loopback for a local cluster).
+    /// The address the balancer and Prometheus use, and every node's when `hosts` is empty
+    /// (loopback for a local cluster).
     pub host: String,
+    /// One host per node (`--hosts a,b,c`): node `i` binds and is named by `hosts[i-1]`, on
+    /// the same ports as the others. Empty: every node on `host`, ports offset by node.
+    pub hosts: Vec<String>,
     /// Node `i` serves clients on `api_port + i - 1` and peers on `peer_port + i - 1`.
     pub api_port: u16,
     pub peer_port: u16,
@@ -37,12 +41,36 @@ pub struct Identity {
 }
 
 impl Layout {
+    fn offset(&self, id: u64) -> u16 {
+        if self.hosts.is_empty() {
+            (id - 1) as u16
+        } else {
+            0
+        }
+    }
+
     fn api(&self, id: u64) -> u16 {
-        self.api_port.saturating_add((id - 1) as u16)
+        self.api_port.saturating_add(self.offset(id))
     }
 
     fn peer(&self, id: u64) -> u16 {
-        self.peer_port.saturating_add((id - 1) as u16)
+        self.peer_port.saturating_add(self.offset(id))
+    }
+
+    /// The host node `id` binds and is named by.
+    pub fn node_host(&self, id: u64) -> &str {
+        self.hosts
+            .get((id - 1) as usize)
+            .map_or(self.host.as_str(), String::as_str)
+    }
+
+    /// Every name the node certificates must carry.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = vec![self.host.clone()];
+        names.extend(self.hosts.iter().cloned());
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The URL clients use: the load balancer's.
@@ -85,7 +113,7 @@ pub fn render(layout: &Layout, identity: &Identity, dir: &Path) -> Vec<(PathBuf,
             .collect(),
     );
     for id in 1..=layout.nodes {
-        let host = &layout.host;
+        let host = layout.node_host(id);
         let node_dir = dir.join(format!("node-{id}"));
         let config = format!(
             "# Node {id} of {n} (written by `stella-signer cluster plan`; docs/configuration.md).\n\
@@ -145,7 +173,7 @@ fn haproxy(layout: &Layout, dir: &Path) -> String {
         .map(|id| {
             format!(
                 "    server node-{id} {host}:{api} check check-ssl verify required ca-file {ca} inter 1s fall 2 rise 2\n",
-                host = layout.host,
+                host = layout.node_host(id),
                 api = layout.api(id),
                 ca = dir.join("pki/ca.pem").display(),
             )
@@ -166,7 +194,7 @@ fn haproxy(layout: &Layout, dir: &Path) -> String {
 
 fn prometheus(layout: &Layout, dir: &Path) -> String {
     let targets: Vec<String> = (1..=layout.nodes)
-        .map(|id| format!("\"{}:{}\"", layout.host, layout.api(id)))
+        .map(|id| format!("\"{}:{}\"", layout.node_host(id), layout.api(id)))
         .collect();
     format!(
         "# Written by `stella-signer cluster plan`; the rules are deploy/prometheus's.\n\
@@ -209,7 +237,7 @@ pub fn write(
         &dir.join("pki"),
         &layout.cluster_id,
         layout.nodes,
-        std::slice::from_ref(&layout.host),
+        &layout.names(),
     )
     .map_err(|e| Error::Config(format!("generating the PKI: {e}")))?;
     let keys = dir.join("keys");
@@ -253,6 +281,7 @@ mod tests {
         Layout {
             nodes: 3,
             host: "127.0.0.1".into(),
+            hosts: Vec::new(),
             api_port: 18443,
             peer_port: 19443,
             lb_port: 18440,
@@ -320,5 +349,40 @@ mod tests {
         assert!(lb.contains("bind 127.0.0.1:18440"));
         assert!(lb.contains("option httpchk GET /readyz"));
         assert_eq!(lb.matches("server node-").count(), 3);
+    }
+
+    #[test]
+    fn the_shipped_example_configuration_parses() {
+        let text = include_str!("../../deploy/config/node.example.toml");
+        let config: crate::config::Config = toml::from_str(text).expect("example config");
+        assert_eq!(config.cluster.expect("cluster").node_id, 1);
+    }
+
+    #[test]
+    fn one_host_per_node_keeps_the_ports_and_names_each_host() {
+        let layout = Layout {
+            hosts: vec!["10.0.0.1".into(), "10.0.0.2".into(), "10.0.0.3".into()],
+            ..layout()
+        };
+        let files = render(&layout, &identity(), Path::new("/plan"));
+        let (_, text) = files
+            .iter()
+            .find(|(p, _)| p == Path::new("node-2/node.toml"))
+            .expect("node 2");
+        let config: crate::config::Config = toml::from_str(text).expect("config");
+        assert_eq!(config.listen.to_string(), "10.0.0.2:18443");
+        assert_eq!(
+            config.cluster.expect("cluster").peer_url,
+            "https://10.0.0.2:19443"
+        );
+        let (_, lb) = files
+            .iter()
+            .find(|(p, _)| p == Path::new("haproxy.cfg"))
+            .expect("haproxy");
+        assert!(lb.contains("server node-3 10.0.0.3:18443"));
+        assert_eq!(
+            layout.names(),
+            ["10.0.0.1", "10.0.0.2", "10.0.0.3", "127.0.0.1"]
+        );
     }
 }
