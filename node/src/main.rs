@@ -255,6 +255,9 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
                 prometheus_port: *prometheus_port,
                 cluster_id: cluster_id.clone(),
             };
+            if !(1..=15).contains(nodes) {
+                bail!("a cluster has 1 to 15 nodes (3 or 5 are the usual sizes)");
+            }
             if !hosts.is_empty() && hosts.len() as u64 != *nodes {
                 bail!("--hosts names {} hosts for {nodes} nodes", hosts.len());
             }

@@ -270,26 +270,29 @@ pub fn record_state(
 }
 
 /// Per plan offered, the largest share of the window quota any tenant has used in its current
-/// window (0 for a plan nobody used lately). Pure.
+/// window (0 for a plan nobody used lately). One pass over the ledgers. Pure.
 pub fn quota_usage(
     state: &stella_state::State,
     plans: &[crate::config::PlanConfig],
     now_ms: u64,
 ) -> Vec<(String, f64)> {
+    let mut busiest: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    let windows: std::collections::BTreeMap<&str, u64> = plans
+        .iter()
+        .map(|p| (p.name.as_str(), p.window_seconds.saturating_mul(1000)))
+        .collect();
+    for (key, ledger) in &state.ledgers {
+        if let Some(window_ms) = windows.get(key.plan.as_str())
+            && now_ms < ledger.window_start_ms.saturating_add(*window_ms)
+        {
+            let used = busiest.entry(key.plan.as_str()).or_default();
+            *used = (*used).max(ledger.used);
+        }
+    }
     plans
         .iter()
         .map(|plan| {
-            let window_ms = plan.window_seconds.saturating_mul(1000);
-            let used = state
-                .ledgers
-                .iter()
-                .filter(|(key, ledger)| {
-                    key.plan == plan.name
-                        && now_ms < ledger.window_start_ms.saturating_add(window_ms)
-                })
-                .map(|(_, ledger)| ledger.used)
-                .max()
-                .unwrap_or(0);
+            let used = busiest.get(plan.name.as_str()).copied().unwrap_or(0);
             let ratio = if plan.signatures_per_window == 0 {
                 0.0
             } else {
