@@ -564,6 +564,11 @@ struct SignArgs {
     /// the signer's release trust (signature, allowlist or approval).
     #[arg(long)]
     scanner_image: Option<String>,
+    /// How to sign: with the tenant's key (`keyful`), with an ephemeral key and a Fulcio
+    /// certificate (`keyless`), or both in one envelope (`keyful+keyless`). Default: the
+    /// signer's (keyful).
+    #[arg(long, value_parser = ["keyful", "keyless", "keyful+keyless"])]
+    mode: Option<String>,
     #[command(flatten)]
     conn: ConnArgs,
     /// Where to write the Sigstore bundle (further bundles get `.2`, `.3`, … before the extension).
@@ -1424,7 +1429,9 @@ fn sign(command: SignCommand) -> anyhow::Result<()> {
         predicate,
         scanner_image_digest: common.scanner_image.clone(),
         poe: None,
-        options: SignOptions::default(),
+        options: SignOptions {
+            signing_mode: common.mode.clone(),
+        },
     };
     let response = client.sign_dsse(&request).map_err(refusal)?;
     if let Some(path) = &common.envelope {

@@ -184,6 +184,45 @@ fn keyless_bundles_carry_a_fulcio_leaf_that_independent_verifiers_accept() {
         (Some(1), Some("certificate")),
         "{report}"
     );
+    // As a user asks for it: `stella sign sbom --mode keyless`, then `stella verify` offline.
+    let mut tenant = services.credentials("tenant-a-ci", PLAN, &node.url);
+    tenant.server = node.url.clone();
+    let tenant_file = dir.join("tenant.json");
+    std::fs::write(&tenant_file, serde_json::to_vec(&tenant).expect("json")).expect("tenant");
+    let sbom = stella_tests::repo_root().join("examples/sbom.cdx.json");
+    let cli_bundle = dir.join("cli-keyless.bundle.json");
+    stella_ok(&[
+        "sign",
+        "sbom",
+        &s(&sbom),
+        "--mode",
+        "keyless",
+        "--credentials",
+        &s(&tenant_file),
+        "--bundle",
+        &s(&cli_bundle),
+    ]);
+    let cli_verified = stella(&[
+        "verify",
+        &s(&sbom),
+        "--bundle",
+        &s(&cli_bundle),
+        "--trusted-root",
+        &s(&root_path),
+        "--certificate-identity",
+        identity,
+        "--certificate-oidc-issuer",
+        &issuer,
+    ]);
+    assert!(
+        cli_verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli_verified.stdout)
+    );
+    let (ok, out) =
+        Verifiers::sigstore_js_keyless(&cli_bundle, &root_path, identity, &issuer, Some(&sbom));
+    assert!(ok, "sigstore-js verifies the CLI's keyless bundle: {out}");
+
     // A trust root whose TSA is someone else's: no trusted time, so no verdict on the chain.
     let stranger_tsa = TsaProcess::start();
     let mut foreign = root.clone();
