@@ -1218,8 +1218,10 @@ fn proofs_are_single_use_cluster_wide_nonces_hold_on_every_node_and_tenants_get_
                 handles.push(scope.spawn(move || {
                     let body =
                         serde_json::to_vec(&stella_tests::sbom_request_for(&client)).expect("json");
+                    // An honest caller: a 503 (a leader change on a busy machine) is retried
+                    // with the same idempotency key, so it never costs a second grant.
                     let response = client
-                        .send(reqwest::Method::POST, SIGN, &[], Some(body))
+                        .send_idempotent(SIGN, body, Duration::from_secs(60))
                         .expect("request");
                     let retry = response
                         .headers()

@@ -191,21 +191,31 @@ fn every_metric_an_alert_or_a_panel_reads_is_exported_by_a_running_cluster() {
         .send()
         .expect("unauthenticated");
     assert_eq!(refused.status(), 401);
-    let exported: String = (1..=3)
-        .map(|id| {
-            http.get(format!("{}/metrics", cluster.api_url(id)))
-                .send()
-                .and_then(|r| r.text())
-                .expect("metrics")
-        })
-        .collect();
-    let missing: Vec<_> = used
-        .iter()
-        .filter(|name| {
-            !exported
-                .lines()
-                .any(|l| !l.starts_with('#') && l.starts_with(name.as_str()))
-        })
-        .collect();
+    // Some series appear with their first event (a checkpoint cut after the signing, a scrape
+    // on the leader): scrape until every one is there, with a generous deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let missing = loop {
+        let exported: String = (1..=3)
+            .map(|id| {
+                http.get(format!("{}/metrics", cluster.api_url(id)))
+                    .send()
+                    .and_then(|r| r.text())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let missing: Vec<_> = used
+            .iter()
+            .filter(|name| {
+                !exported
+                    .lines()
+                    .any(|l| !l.starts_with('#') && l.starts_with(name.as_str()))
+            })
+            .cloned()
+            .collect();
+        if missing.is_empty() || std::time::Instant::now() > deadline {
+            break missing;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
     assert!(missing.is_empty(), "read but not exported: {missing:?}");
 }
