@@ -95,11 +95,15 @@ impl Deployment {
             .and_then(|p| p.trim().parse().ok())
     }
 
-    fn signal(&mut self, id: u64, signal: &str) {
+    /// Signals node `id` through the OS interface (a minimal system has no `kill` program)
+    /// and waits until it has exited.
+    fn signal(&mut self, id: u64, signal: rustix::process::Signal) {
         let pid = self.pid(id).expect("a running node");
-        let _ = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status();
+        let target = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .expect("a process id");
+        rustix::process::kill_process(target, signal).expect("deliver the signal");
         let deadline = Instant::now() + Duration::from_secs(60);
         while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
             assert!(Instant::now() < deadline, "node {id} did not exit");
@@ -432,7 +436,7 @@ fn behind_haproxy_a_leader_kill_and_a_rolling_restart_lose_nothing_and_fail_noth
     let load = Load::start(&deployment, 4);
     wait_for_signatures(&load, 20);
     let leader = deployment.leader();
-    deployment.signal(leader, "-KILL");
+    deployment.signal(leader, rustix::process::Signal::KILL);
     let before = load.signed();
     wait_for_signatures(&load, before + 20);
     let alert_after = deployment.wait_alert("StellaSignerNodeDown", leader);
@@ -445,7 +449,7 @@ fn behind_haproxy_a_leader_kill_and_a_rolling_restart_lose_nothing_and_fail_noth
     let load = Load::start(&deployment, 4);
     wait_for_signatures(&load, 20);
     for id in 1..=3 {
-        deployment.signal(id, "-TERM");
+        deployment.signal(id, rustix::process::Signal::TERM);
         let before = load.signed();
         wait_for_signatures(&load, before + 10);
         deployment.start(id);
