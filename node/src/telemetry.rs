@@ -252,7 +252,29 @@ pub fn record_cluster(status: &stella_cluster::NodeStatus) {
     }
 }
 
-/// Gauges read from the replicated state on every scrape: quota usage per plan, the key
+/// Whether the state-derived gauges are due for a refresh (at most once a second per process).
+pub fn state_refresh_due(now_ms: u64) -> bool {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    due(&LAST, now_ms, 1000)
+}
+
+/// Claims the refresh for `now_ms` if the last one is at least `every_ms` old. Pure but for the
+/// atomic it is given.
+fn due(last: &std::sync::atomic::AtomicU64, now_ms: u64, every_ms: u64) -> bool {
+    use std::sync::atomic::Ordering;
+    let previous = last.load(Ordering::Relaxed);
+    (previous == 0 || now_ms.saturating_sub(previous) >= every_ms)
+        && last
+            .compare_exchange(
+                previous,
+                now_ms.max(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+}
+
+/// Gauges read from the replicated state on a scrape: quota usage per plan, the key
 /// registry, the PoE bypass.
 pub fn record_state(
     state: &stella_state::State,
@@ -400,6 +422,18 @@ mod tests {
             quota_usage(&state, &plans, 10_000_000)
                 .iter()
                 .all(|(_, r)| *r == 0.0)
+        );
+    }
+
+    #[test]
+    fn state_gauges_refresh_at_most_once_a_second() {
+        let last = std::sync::atomic::AtomicU64::new(0);
+        assert!(due(&last, 5_000, 1000), "the first scrape refreshes");
+        assert!(!due(&last, 5_500, 1000), "half a second later: not again");
+        assert!(due(&last, 6_000, 1000));
+        assert!(
+            !due(&last, 0, 1000),
+            "a clock that went back does not refresh"
         );
     }
 

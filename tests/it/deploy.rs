@@ -153,14 +153,13 @@ impl Deployment {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             for id in 1..=3 {
-                let status: Option<Value> = self
+                let leads = self
                     .http
                     .get(format!("{}/metrics", self.api(id)))
                     .send()
                     .and_then(|r| r.text())
-                    .ok()
-                    .map(|text| json!(text.contains("stella_signer_raft_is_leader 1")));
-                if status == Some(json!(true)) {
+                    .is_ok_and(|text| text.contains("stella_signer_raft_is_leader 1"));
+                if leads {
                     return id;
                 }
             }

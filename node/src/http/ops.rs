@@ -43,14 +43,20 @@ pub async fn readyz(state: Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: Data<AppState>) -> HttpResponse {
     telemetry::record_cluster(&state.cluster().status());
     telemetry::record_log(&state.cluster().view().log_tree(), state.signing.now_ms());
-    state.cluster().view().with_state(|applied| {
-        telemetry::record_state(
-            applied,
-            state.signing.admission().plans(),
-            state.signing.now_ms(),
-            state.signing.poe_bypass_on(),
-        )
-    });
+    // `/metrics` is unauthenticated: the gauges read from the state (a pass over every
+    // tenant's ledger, under the state's read lock) are refreshed at most once a second,
+    // however often anyone scrapes.
+    let now_ms = state.signing.now_ms();
+    if telemetry::state_refresh_due(now_ms) {
+        state.cluster().view().with_state(|applied| {
+            telemetry::record_state(
+                applied,
+                state.signing.admission().plans(),
+                now_ms,
+                state.signing.poe_bypass_on(),
+            )
+        });
+    }
     state.metrics.run_upkeep();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
