@@ -409,9 +409,9 @@ pub const KEYS_REVOKE_PATH: &str = "/api/v1/signer/admin/keys/revoke";
 pub const KEYS_THRESHOLD_PATH: &str = "/api/v1/signer/admin/keys/threshold";
 
 /// `POST /api/v1/signer/admin/keys/threshold` (scope `signer.admin`): a distributed key
-/// generation across the cluster's nodes makes a `minSigners`-of-n threshold (FROST, BIP-340)
-/// key for a tenant and plan; with `rotate`, the keys active for them are retired in the same
-/// replicated entry.
+/// generation across the cluster's nodes makes a `minSigners`-of-n threshold (FROST) key of
+/// `suite` for a tenant and plan; with `rotate`, the keys active for them are retired in the
+/// same replicated entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateThresholdKeyRequest {
@@ -424,6 +424,33 @@ pub struct CreateThresholdKeyRequest {
     pub reason: String,
     #[serde(default)]
     pub rotate: bool,
+    /// The FROST ciphersuite (default `ed25519`).
+    #[serde(default)]
+    pub suite: ThresholdSuite,
+}
+
+/// The ciphersuite of a threshold key.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThresholdSuite {
+    /// FROST(Ed25519, SHA-512): plain Ed25519 signatures over the DSSE PAE, which every
+    /// Sigstore verifier accepts; the response carries a Sigstore bundle.
+    #[default]
+    Ed25519,
+    /// FROST(secp256k1, SHA-256) in its BIP-340 variant: BIP-340 signatures over SHA-256(PAE),
+    /// checked by libsecp256k1-compatible verifiers only; the envelope has no bundle.
+    Secp256k1Tr,
+}
+
+impl ThresholdSuite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThresholdSuite::Ed25519 => "ed25519",
+            ThresholdSuite::Secp256k1Tr => "secp256k1-tr",
+        }
+    }
 }
 
 pub const KEYS_THRESHOLD_REFRESH_PATH: &str = "/api/v1/signer/admin/keys/threshold/refresh";

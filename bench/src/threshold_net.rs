@@ -1,8 +1,9 @@
-//! G5 for threshold keys: FROST signing over the network against the FROST protocol run in
-//! memory, measured in the same run (goal: network p50 ≤ 5× in-process p50).
+//! G5 for threshold keys, per suite (Ed25519, secp256k1 BIP-340): FROST signing over the
+//! network against the FROST protocol run in memory, measured in the same run (goal: network
+//! p50 ≤ 5× in-process p50).
 //!
 //! - In process: the three holders' shares in one address space; commit, sign and aggregate
-//!   (with every share verified and the result checked by an independent BIP-340 verifier)
+//!   (with every share verified and the result checked by an independent verifier)
 //!   back to back — [`stella_signer::threshold::in_process_sign`].
 //! - Over the network: the production path. Three key-shard actors, each behind its own peer
 //!   listener (mutual TLS with the cluster PKI, JSON over HTTP/1.1 on loopback, the node's own
@@ -19,13 +20,11 @@ use stella_cluster::{PeerClient, PeerTls};
 use stella_node::threshold::{
     Directory, Holders, Shard, ShardConfig, ThresholdKeySigner, generate,
 };
-use stella_signer::threshold::{
-    ThresholdParams, dkg_in_process, in_process_sign, threshold_message,
-};
+use stella_signer::threshold::{SuiteId, ThresholdParams, dkg_in_process, in_process_sign};
 use stella_state::command::ThresholdGroup;
 
 pub struct Row {
-    pub name: &'static str,
+    pub name: String,
     pub per_second: f64,
     pub p50_us: f64,
     pub p99_us: f64,
@@ -63,26 +62,29 @@ impl Directory for StaticDirectory {
     }
 }
 
-pub async fn measure(pae: &[u8], duration: Duration) -> anyhow::Result<(Row, Row)> {
-    let in_process = in_process_row(pae, duration)?;
-    let network = network_row(pae, duration).await?;
+pub async fn measure(suite: SuiteId, pae: &[u8], duration: Duration) -> anyhow::Result<(Row, Row)> {
+    let in_process = in_process_row(suite, pae, duration)?;
+    let network = network_row(suite, pae, duration).await?;
     Ok((in_process, network))
 }
 
-fn in_process_row(pae: &[u8], duration: Duration) -> anyhow::Result<Row> {
-    let (shares, group) = dkg_in_process(b"bench", ThresholdParams::new(2, 3)?)?;
-    let message = threshold_message(pae);
+fn in_process_row(suite: SuiteId, pae: &[u8], duration: Duration) -> anyhow::Result<Row> {
+    let (shares, group) = dkg_in_process(suite, b"bench", ThresholdParams::new(2, 3)?)?;
     let mut latencies = Vec::new();
     let started = Instant::now();
     while started.elapsed() < duration {
         let t = Instant::now();
-        in_process_sign(&shares[..2], &group, &message)?;
+        in_process_sign(&shares[..2], &group, pae)?;
         latencies.push(t.elapsed());
     }
-    Ok(row("FROST in process", latencies, started.elapsed()))
+    Ok(row(
+        format!("FROST {suite} in process"),
+        latencies,
+        started.elapsed(),
+    ))
 }
 
-async fn network_row(pae: &[u8], duration: Duration) -> anyhow::Result<Row> {
+async fn network_row(suite: SuiteId, pae: &[u8], duration: Duration) -> anyhow::Result<Row> {
     let dir = tempfile::tempdir()?;
     let pki = dir.path().join("pki");
     stella_cluster::pki::generate_dev_pki(
@@ -140,7 +142,7 @@ async fn network_row(pae: &[u8], duration: Duration) -> anyhow::Result<Row> {
         tokio::spawn(server);
         holders.push(node);
     }
-    let (group, assignment) = generate(&holders[0], 2, &[1, 2, 3])
+    let (group, assignment) = generate(&holders[0], suite, 2, &[1, 2, 3])
         .await
         .map_err(anyhow::Error::msg)?;
     let group = ThresholdGroup {
@@ -166,10 +168,14 @@ async fn network_row(pae: &[u8], duration: Duration) -> anyhow::Result<Row> {
         sign_once().await?;
         latencies.push(t.elapsed());
     }
-    Ok(row("FROST over network", latencies, started.elapsed()))
+    Ok(row(
+        format!("FROST {suite} over network"),
+        latencies,
+        started.elapsed(),
+    ))
 }
 
-fn row(name: &'static str, mut latencies: Vec<Duration>, elapsed: Duration) -> Row {
+fn row(name: String, mut latencies: Vec<Duration>, elapsed: Duration) -> Row {
     latencies.sort();
     let at = |q: f64| {
         latencies

@@ -205,9 +205,9 @@ enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Make a t-of-n threshold key (FROST, BIP-340) by a distributed key generation across the
-    /// nodes — each holds one share, none the key — and register it for a tenant and plan
-    /// (scope `signer.admin`).
+    /// Make a t-of-n threshold key (FROST) by a distributed key generation across the nodes —
+    /// each holds one share, none the key — and register it for a tenant and plan (scope
+    /// `signer.admin`).
     CreateThreshold {
         #[arg(long)]
         tenant: String,
@@ -224,6 +224,10 @@ enum KeysCommand {
         /// Retire the tenant/plan's active keys in the same step.
         #[arg(long)]
         rotate: bool,
+        /// `ed25519` (plain Ed25519 signatures every Sigstore verifier accepts, with a bundle)
+        /// or `secp256k1-tr` (BIP-340, envelope only).
+        #[arg(long, default_value = "ed25519", value_parser = parse_suite)]
+        suite: stella_api::ThresholdSuite,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -748,6 +752,7 @@ fn keys(what: KeysCommand) -> anyhow::Result<()> {
             nodes,
             reason,
             rotate,
+            suite,
             conn,
         } => {
             let change =
@@ -759,6 +764,7 @@ fn keys(what: KeysCommand) -> anyhow::Result<()> {
                         nodes,
                         reason,
                         rotate,
+                        suite,
                     })?;
             say!("{}", serde_json::to_string_pretty(&change)?);
             Ok(())
@@ -1082,6 +1088,17 @@ fn poe_bypass(args: &BypassArgs) -> anyhow::Result<()> {
     };
     say!("{}", serde_json::to_string_pretty(&status)?);
     Ok(())
+}
+
+/// `--suite ed25519|secp256k1-tr`.
+fn parse_suite(text: &str) -> Result<stella_api::ThresholdSuite, String> {
+    [
+        stella_api::ThresholdSuite::Ed25519,
+        stella_api::ThresholdSuite::Secp256k1Tr,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == text)
+    .ok_or_else(|| format!("unknown suite `{text}` (ed25519 or secp256k1-tr)"))
 }
 
 /// `90s`, `30m`, `4h`, `2d` → seconds.

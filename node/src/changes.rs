@@ -105,6 +105,7 @@ pub enum ChangeRequest {
     CreateThresholdKey {
         tenant: String,
         plan: String,
+        suite: stella_signer::threshold::SuiteId,
         min_signers: u16,
         nodes: Vec<u64>,
         rotate: bool,
@@ -374,15 +375,13 @@ pub fn plan(
                 &group.public_key_package,
             )
             .map_err(|e| Error::Unavailable(format!("the key generation's group key: {e}")))?;
-            let public_key = group_key
-                .public_key()
-                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            let public_key = group_key.public_key();
             let entry = KeyEntry {
                 key_id: public_key.key_id(),
                 owner_tenant: tenant.clone(),
                 plan: plan.clone(),
                 source: crate::keys::THRESHOLD_SOURCE.into(),
-                algorithm: stella_signer::SignatureAlgorithm::Bip340Secp256k1Sha256.to_string(),
+                algorithm: group_key.suite().algorithm().to_string(),
                 public_key_pem: public_key.to_pem(),
                 state: KeyState::Active,
                 created_ms: now_ms,

@@ -158,6 +158,12 @@ pub async fn create_threshold(
     let change = ChangeRequest::CreateThresholdKey {
         tenant: request.tenant,
         plan: request.plan,
+        suite: match request.suite {
+            stella_api::ThresholdSuite::Ed25519 => stella_signer::threshold::SuiteId::Ed25519,
+            stella_api::ThresholdSuite::Secp256k1Tr => {
+                stella_signer::threshold::SuiteId::Secp256k1Tr
+            }
+        },
         min_signers: request.min_signers,
         nodes: request.nodes,
         rotate: request.rotate,

@@ -216,9 +216,10 @@ pub struct MadeBundle {
     pub sha256: String,
 }
 
-/// One bundle per cosign-verifiable signature (ECDSA P-256: file, HSM, keyless keys), each
-/// with its canonical hash. A threshold key's BIP-340 signature is in the envelope only:
-/// Sigstore verifiers have no secp256k1 Schnorr, so a bundle would verify nowhere.
+/// One bundle per Sigstore-verifiable signature (ECDSA P-256: file, HSM, KMS, keyless keys;
+/// Ed25519: threshold keys of the Ed25519 suite), each with its canonical hash. A secp256k1
+/// threshold key's BIP-340 signature is in the envelope only: Sigstore verifiers have no
+/// secp256k1 Schnorr, so a bundle would verify nowhere.
 pub fn bundles(
     envelope: &Envelope,
     operations: &[SignedOperation],
@@ -226,7 +227,12 @@ pub fn bundles(
     operations
         .iter()
         .enumerate()
-        .filter(|(_, op)| op.algorithm == SignatureAlgorithm::EcdsaP256Sha256)
+        .filter(|(_, op)| {
+            matches!(
+                op.algorithm,
+                SignatureAlgorithm::EcdsaP256Sha256 | SignatureAlgorithm::Ed25519
+            )
+        })
         .map(|(i, op)| {
             let bundle = Bundle::for_signature(envelope, i, op)?;
             let sha256 = bundle.sha256()?;

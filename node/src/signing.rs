@@ -496,7 +496,10 @@ impl SigningService {
                 }
             }
             ChangeRequest::CreateThresholdKey {
-                min_signers, nodes, ..
+                suite,
+                min_signers,
+                nodes,
+                ..
             } => {
                 let nodes = if nodes.is_empty() {
                     voters.clone()
@@ -515,7 +518,7 @@ impl SigningService {
                     )));
                 }
                 let (group, holders) =
-                    crate::threshold::generate(&backend.holders, *min_signers, &nodes)
+                    crate::threshold::generate(&backend.holders, *suite, *min_signers, &nodes)
                         .await
                         .map_err(Error::Unavailable)?;
                 stella_state::command::ThresholdGroup {

@@ -20,7 +20,8 @@ use std::path::Path;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair, ParsedPublicKey,
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, ED25519, EcdsaKeyPair, KeyPair,
+    ParsedPublicKey, UnparsedPublicKey,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -39,6 +40,10 @@ pub enum SignatureAlgorithm {
     /// threshold (FROST) key, valid under its 32-byte x-only key (see [`crate::threshold`]).
     #[serde(rename = "BIP340_SECP256K1_SHA256")]
     Bip340Secp256k1Sha256,
+    /// RFC 8032 Ed25519 over the message itself (no pre-hash): the 64-byte signature of an
+    /// Ed25519 threshold (FROST) key, what Sigstore verifiers and `openssl pkeyutl -rawin` check.
+    #[serde(rename = "ED25519")]
+    Ed25519,
 }
 
 impl fmt::Display for SignatureAlgorithm {
@@ -46,6 +51,7 @@ impl fmt::Display for SignatureAlgorithm {
         f.write_str(match self {
             SignatureAlgorithm::EcdsaP256Sha256 => "ECDSA_P256_SHA256",
             SignatureAlgorithm::Bip340Secp256k1Sha256 => "BIP340_SECP256K1_SHA256",
+            SignatureAlgorithm::Ed25519 => "ED25519",
         })
     }
 }
@@ -106,7 +112,8 @@ pub trait KeySigner: Send + Sync {
 }
 
 /// A public key as a DER SubjectPublicKeyInfo, validated on construction: ECDSA P-256 (file,
-/// HSM, keyless keys) or secp256k1 for BIP-340 (threshold group keys, encoded as the even-Y
+/// HSM, KMS, keyless keys), Ed25519 (threshold group keys of the Ed25519 suite, RFC 8410) or
+/// secp256k1 for BIP-340 (threshold group keys of the secp256k1 suite, encoded as the even-Y
 /// point of the x-only key, uncompressed — what openssl and other SPKI readers accept).
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublicKey {
@@ -120,6 +127,12 @@ const SECP256K1_SPKI_PREFIX: [u8; 23] = [
     0x81, 0x04, 0x00, 0x0a, 0x03, 0x42, 0x00,
 ];
 
+/// The fixed DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410: id-Ed25519, BIT STRING
+/// of 32 bytes).
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PublicKey({})", self.key_id())
@@ -128,6 +141,12 @@ impl fmt::Debug for PublicKey {
 
 impl PublicKey {
     pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, Error> {
+        if let Some(raw) = der.strip_prefix(&ED25519_SPKI_PREFIX) {
+            let raw: &[u8; 32] = raw
+                .try_into()
+                .map_err(|_| Error::Key("an Ed25519 key is 32 bytes".into()))?;
+            return PublicKey::from_ed25519(raw);
+        }
         if der.starts_with(&SECP256K1_SPKI_PREFIX) {
             let point = &der[SECP256K1_SPKI_PREFIX.len()..];
             let x: [u8; 32] = point
@@ -169,6 +188,25 @@ impl PublicKey {
         Ok(PublicKey { spki_der: der })
     }
 
+    /// The SPKI of a raw 32-byte Ed25519 public key. Refuses bytes that do not decode to a
+    /// point of the curve (curve25519-dalek's decompression, through frost-ed25519), so the
+    /// check happens here and not first at verification.
+    pub fn from_ed25519(raw: &[u8; 32]) -> Result<PublicKey, Error> {
+        frost_ed25519::VerifyingKey::deserialize(raw)
+            .map_err(|e| Error::Key(format!("not an Ed25519 public key: {e}")))?;
+        let mut der = ED25519_SPKI_PREFIX.to_vec();
+        der.extend_from_slice(raw);
+        Ok(PublicKey { spki_der: der })
+    }
+
+    /// The raw 32-byte key of an Ed25519 public key; `None` for other keys.
+    pub fn ed25519_raw(&self) -> Option<[u8; 32]> {
+        self.spki_der
+            .strip_prefix(&ED25519_SPKI_PREFIX)?
+            .try_into()
+            .ok()
+    }
+
     /// The x-only key of a BIP-340 (secp256k1) public key; `None` for P-256 keys.
     pub fn bip340_x_only(&self) -> Option<[u8; 32]> {
         let point = self.spki_der.strip_prefix(&SECP256K1_SPKI_PREFIX)?;
@@ -178,6 +216,8 @@ impl PublicKey {
     pub fn algorithm(&self) -> SignatureAlgorithm {
         if self.bip340_x_only().is_some() {
             SignatureAlgorithm::Bip340Secp256k1Sha256
+        } else if self.ed25519_raw().is_some() {
+            SignatureAlgorithm::Ed25519
         } else {
             SignatureAlgorithm::EcdsaP256Sha256
         }
@@ -214,8 +254,14 @@ impl PublicKey {
 
     /// Checks a signature over `message`: ASN.1 DER ECDSA over SHA-256(message) for a P-256
     /// key; for a secp256k1 key, a 64-byte BIP-340 signature of SHA-256(message) (the threshold
-    /// keys' byte contract, see [`crate::threshold`]).
+    /// keys' byte contract, see [`crate::threshold`]); for an Ed25519 key, RFC 8032 Ed25519 over
+    /// `message` itself.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        if let Some(raw) = self.ed25519_raw() {
+            return UnparsedPublicKey::new(&ED25519, raw)
+                .verify(message, signature)
+                .is_ok();
+        }
         if let Some(x_only) = self.bip340_x_only() {
             let Ok(signature) = <[u8; 64]>::try_from(signature) else {
                 return false;

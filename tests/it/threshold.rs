@@ -1,13 +1,17 @@
-//! Threshold keys across processes: a distributed key generation makes a t-of-n FROST (BIP-340)
-//! key whose shares sit on different nodes; signatures need t of them. Each signature is
-//! checked by `stella verify` (the group key's secp256k1 SPKI) and by libsecp256k1 through
-//! Python's coincurve (`tests/verifiers/bip340_verify.py`, a venv made by `scripts/test.sh`).
+//! Threshold keys across processes: a distributed key generation makes a t-of-n FROST key whose
+//! shares sit on different nodes; signatures need t of them. Each signature is checked by
+//! `stella verify` and independently: an Ed25519 key's bundle by sigstore-js and its envelope by
+//! `openssl pkeyutl -verify -rawin`; a secp256k1 (BIP-340) key's signature by libsecp256k1
+//! through Python's coincurve (`tests/verifiers/bip340_verify.py`, a venv made by
+//! `scripts/test.sh`).
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use stella_api::{SignDsseRequest, SignDsseResponse};
-use stella_tests::{ClusterOptions, PLAN, TestCluster, client_for, repo_root, stella, stella_ok};
+use stella_tests::{
+    ClusterOptions, PLAN, TestCluster, Verifiers, client_for, repo_root, stella, stella_ok,
+};
 
 fn s(p: &Path) -> String {
     p.to_str().expect("utf8").to_owned()
@@ -24,8 +28,8 @@ fn operator(cluster: &TestCluster) -> String {
     s(&path)
 }
 
-/// `stella keys create-threshold`; returns the key change.
-fn create(ops: &str, tenant: &str, t: u16, nodes: &str) -> Value {
+/// `stella keys create-threshold`; returns the key change. `suite` empty: the default (Ed25519).
+fn create(ops: &str, tenant: &str, t: u16, nodes: &str, suite: &str) -> Value {
     let t = t.to_string();
     let mut args = vec![
         "keys",
@@ -43,6 +47,9 @@ fn create(ops: &str, tenant: &str, t: u16, nodes: &str) -> Value {
     ];
     if !nodes.is_empty() {
         args.extend(["--nodes", nodes]);
+    }
+    if !suite.is_empty() {
+        args.extend(["--suite", suite]);
     }
     let out = stella_ok(&args);
     serde_json::from_slice(&out.stdout).expect("key change")
@@ -64,18 +71,11 @@ fn sign(
     client.sign_dsse(&request)
 }
 
-/// The signature verifies with `stella verify` and with libsecp256k1 (coincurve).
+/// The signature verifies with `stella verify` and independently: Ed25519 with sigstore-js (the
+/// bundle) and openssl (the envelope), BIP-340 with libsecp256k1 (coincurve).
 fn check_independently(response: &SignDsseResponse, key_id: &str, dir: &Path, name: &str) {
     assert_eq!(response.signer_identity.key_source, "threshold");
     assert_eq!(response.signer_identity.key_id, key_id);
-    assert_eq!(
-        response.signer_identity.algorithm,
-        "BIP340_SECP256K1_SHA256"
-    );
-    assert!(
-        response.bundles.is_empty(),
-        "no Sigstore bundle for a BIP-340 signature"
-    );
     let envelope_path = dir.join(format!("{name}.dsse.json"));
     std::fs::write(&envelope_path, response.envelope.get()).expect("envelope");
     let key_path = dir.join(format!("{name}.pub.pem"));
@@ -102,7 +102,77 @@ fn check_independently(response: &SignDsseResponse, key_id: &str, dir: &Path, na
         "stella verify: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    match response.signer_identity.algorithm.as_str() {
+        "ED25519" => check_ed25519(response, &envelope_path, &key_path, dir, name),
+        "BIP340_SECP256K1_SHA256" => {
+            assert!(
+                response.bundles.is_empty(),
+                "no Sigstore bundle for a BIP-340 signature"
+            );
+            check_bip340(response, &envelope);
+        }
+        other => panic!("unexpected threshold algorithm {other}"),
+    }
+}
 
+/// An Ed25519 threshold signature is an ordinary keyful Sigstore signature: sigstore-js accepts
+/// its bundle with the group's public key, `openssl pkeyutl -verify -rawin` its envelope, and
+/// both refuse a tampered payload.
+fn check_ed25519(
+    response: &SignDsseResponse,
+    envelope_path: &Path,
+    key_path: &Path,
+    dir: &Path,
+    name: &str,
+) {
+    let [bundle] = response.bundles.as_slice() else {
+        panic!(
+            "one bundle for one Ed25519 signature: {:?}",
+            response.bundles
+        );
+    };
+    assert_eq!(bundle.key_id, response.signer_identity.key_id);
+    let bundle_path = dir.join(format!("{name}.sigstore.json"));
+    std::fs::write(&bundle_path, bundle.bundle.get()).expect("bundle");
+    let (ok, detail) = Verifiers::sigstore_js(&bundle_path, key_path, None);
+    assert!(
+        ok,
+        "sigstore-js accepts the Ed25519 threshold bundle: {detail}"
+    );
+    let (ok, detail) = Verifiers::openssl(envelope_path, key_path);
+    assert!(
+        ok,
+        "openssl accepts the Ed25519 threshold envelope: {detail}"
+    );
+
+    let tamper = |text: &str| {
+        let mut value: Value = serde_json::from_str(text).expect("json");
+        let field = if value.get("dsseEnvelope").is_some() {
+            &mut value["dsseEnvelope"]["payload"]
+        } else {
+            &mut value["payload"]
+        };
+        let payload = field.as_str().expect("payload").to_owned();
+        let mut bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, payload)
+            .expect("b64");
+        bytes[10] ^= 1;
+        *field = Value::String(base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            bytes,
+        ));
+        serde_json::to_vec(&value).expect("json")
+    };
+    let bad_bundle = dir.join(format!("{name}.tampered.sigstore.json"));
+    std::fs::write(&bad_bundle, tamper(bundle.bundle.get())).expect("write");
+    let (ok, detail) = Verifiers::sigstore_js(&bad_bundle, key_path, None);
+    assert!(!ok, "sigstore-js refuses a tampered payload: {detail}");
+    let bad_envelope = dir.join(format!("{name}.tampered.dsse.json"));
+    std::fs::write(&bad_envelope, tamper(response.envelope.get())).expect("write");
+    let (ok, detail) = Verifiers::openssl(&bad_envelope, key_path);
+    assert!(!ok, "openssl refuses a tampered payload: {detail}");
+}
+
+fn check_bip340(response: &SignDsseResponse, envelope: &stella_signer::Envelope) {
     let public = stella_signer::PublicKey::from_pem(&response.signer_identity.public_key_pem)
         .expect("group key");
     let x_only = public.bip340_x_only().expect("a BIP-340 key");
@@ -227,7 +297,7 @@ fn a_2_of_3_key_signs_with_one_node_down_and_no_node_holds_the_key() {
         "a tenant cannot make keys: {status}"
     );
 
-    let change = create(&ops, "tenant-a", 2, "");
+    let change = create(&ops, "tenant-a", 2, "", "");
     let key_id = change["keyId"].as_str().expect("key id").to_owned();
 
     // Each node holds one sealed share of it, and nothing else: no share in Raft, no key file.
@@ -270,7 +340,9 @@ fn a_2_of_3_key_signs_with_one_node_down_and_no_node_holds_the_key() {
 
     // A tenant policy of two keys: a second threshold key (on the two live nodes) signs
     // alongside the first, one envelope, each signature under its own key id.
-    let second = create(&ops, "tenant-a", 2, "1,2");
+    // The second key is of the other suite: one envelope carries an Ed25519 and a BIP-340
+    // signature, and only the Ed25519 one gets a Sigstore bundle.
+    let second = create(&ops, "tenant-a", 2, "1,2", "secp256k1-tr");
     let second_id = second["keyId"].as_str().expect("key id").to_owned();
     let both = sign(&cluster, 2, "tenant-a-ci").expect("two threshold signatures");
     let envelope: stella_signer::Envelope =
@@ -281,6 +353,13 @@ fn a_2_of_3_key_signs_with_one_node_down_and_no_node_holds_the_key() {
         .map(|s| s.keyid.clone().unwrap_or_default())
         .collect();
     assert_eq!(ids, vec![key_id.clone(), second_id.clone()]);
+    assert_eq!(
+        both.bundles
+            .iter()
+            .map(|b| b.key_id.clone())
+            .collect::<Vec<_>>(),
+        vec![key_id.clone()]
+    );
     let listed = stella_ok(&["keys", "list", "--credentials", &ops, "--output", "json"]);
     let listed: Vec<Value> = serde_json::from_slice(&listed.stdout).expect("keys");
     for (i, id) in ids.iter().enumerate() {
@@ -371,10 +450,10 @@ fn a_3_of_5_key_survives_two_nodes_down_and_fewer_than_t_fails_fast() {
     });
     let dir = cluster.dir.path().to_path_buf();
     let ops = operator(&cluster);
-    let three = create(&ops, "tenant-a", 3, "");
+    let three = create(&ops, "tenant-a", 3, "", "secp256k1-tr");
     let three_id = three["keyId"].as_str().expect("key id").to_owned();
     // tenant-b's key needs four of its five holders.
-    let four = create(&ops, "tenant-b", 4, "1,2,3,4,5");
+    let four = create(&ops, "tenant-b", 4, "1,2,3,4,5", "");
     let four_id = four["keyId"].as_str().expect("key id").to_owned();
     check_independently(
         &sign(&cluster, 2, "tenant-a-ci").expect("3-of-5"),
@@ -433,7 +512,7 @@ fn a_node_sending_bad_signature_shares_is_named_and_routed_around() {
     });
     let dir = cluster.dir.path().to_path_buf();
     let ops = operator(&cluster);
-    let key = create(&ops, "tenant-a", 2, "");
+    let key = create(&ops, "tenant-a", 2, "", "");
     let key_id = key["keyId"].as_str().expect("key id").to_owned();
     for round in 0..3 {
         let response = sign(&cluster, 1, "tenant-a-ci").expect("signs around the faulty node");
@@ -455,7 +534,7 @@ fn a_node_sending_bad_signature_shares_is_named_and_routed_around() {
     );
 
     // A 2-of-2 key on nodes 1 and 2 cannot route around node 2: refused, naming it.
-    let pair = create(&ops, "tenant-b", 2, "1,2");
+    let pair = create(&ops, "tenant-b", 2, "1,2", "");
     let pair_id = pair["keyId"].as_str().expect("key id").to_owned();
     let refused =
         stella_tests::refused_with(sign(&cluster, 1, "tenant-b-ci"), "signing_unavailable");
@@ -479,7 +558,7 @@ fn a_refresh_takes_a_leaving_node_out_and_the_same_key_signs_on() {
     let cluster = TestCluster::start(ClusterOptions::default());
     let dir = cluster.dir.path().to_path_buf();
     let ops = operator(&cluster);
-    let key = create(&ops, "tenant-a", 2, "");
+    let key = create(&ops, "tenant-a", 2, "", "");
     let key_id = key["keyId"].as_str().expect("key id").to_owned();
     check_independently(
         &sign(&cluster, 1, "tenant-a-ci").expect("before"),
@@ -563,7 +642,7 @@ fn holders_refuse_a_coordinator_that_asks_for_a_statement_nobody_admitted() {
         ..ClusterOptions::default()
     });
     let ops = operator(&cluster);
-    let key = create(&ops, "tenant-a", 2, "");
+    let key = create(&ops, "tenant-a", 2, "", "");
     let key_id = key["keyId"].as_str().expect("key id").to_owned();
     let refused =
         stella_tests::refused_with(sign(&cluster, 1, "tenant-a-ci"), "signing_unavailable");

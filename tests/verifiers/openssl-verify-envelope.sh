@@ -9,6 +9,8 @@
 # (decimal byte lengths, raw decoded payload) is rebuilt with python3 and the
 # signature at INDEX (default 0, the first) is checked with
 #   openssl dgst -sha256 -verify PUB.pem -signature SIG.der PAE.bin
+# or, for an Ed25519 key (a raw 64-byte signature over the PAE itself),
+#   openssl pkeyutl -verify -pubin -inkey PUB.pem -rawin -in PAE.bin -sigfile SIG
 # Prints "OK ..." and exits 0 on success, "FAIL <reason>" and exits 1 otherwise.
 set -uo pipefail
 
@@ -60,7 +62,14 @@ open(f"{out}/PAE.bin", "wb").write(pae)
 open(f"{out}/SIG.der", "wb").write(sig)
 EOF
 
-if result=$(openssl dgst -sha256 -verify "$pub" -signature "$tmp/SIG.der" "$tmp/PAE.bin" 2>&1); then
+# An Ed25519 key (RFC 8032, no pre-hash: what an Ed25519 threshold key signs) is checked over the
+# raw PAE; any other key as ECDSA over SHA-256(PAE).
+if openssl pkey -pubin -in "$pub" -noout -text_pub 2>/dev/null | grep -q '^ED25519 Public-Key'; then
+  check=(openssl pkeyutl -verify -pubin -inkey "$pub" -rawin -in "$tmp/PAE.bin" -sigfile "$tmp/SIG.der")
+else
+  check=(openssl dgst -sha256 -verify "$pub" -signature "$tmp/SIG.der" "$tmp/PAE.bin")
+fi
+if result=$("${check[@]}" 2>&1); then
   echo "OK signatures[$index] verified over $(wc -c <"$tmp/PAE.bin") PAE bytes"
 else
   fail "openssl: signatures[$index]: $(echo "$result" | head -n 3 | tr '\n' ' ' | sed 's/ *$//')"

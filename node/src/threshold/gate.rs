@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stella_cluster::ClusterHandle;
+use stella_signer::threshold::SuiteId;
 use stella_signer::{IN_TOTO_PAYLOAD_TYPE, parse_pae};
 use stella_state::command::AdmissionEvidence;
 
@@ -45,13 +46,14 @@ pub trait ShareGate: Send + Sync {
     fn share<'a>(&'a self, request: &'a SignShareRequest) -> GateFuture<'a>;
 }
 
-/// The pure decision: may this holder sign `package_message` with `key_id` for `evidence`,
-/// given the coordinator's `pae` and the threshold keys its own registry selects for the
-/// admitted tenant and plan?
+/// The pure decision: may this holder sign `package_message` (of a `suite` signing package)
+/// with `key_id` for `evidence`, given the coordinator's `pae` and the threshold keys its own
+/// registry selects for the admitted tenant and plan?
 pub fn decide(
     evidence: &AdmissionEvidence,
     key_id: &str,
     pae: &[u8],
+    suite: SuiteId,
     package_message: &[u8],
     registry_keys: &[String],
 ) -> Result<(), String> {
@@ -76,7 +78,7 @@ pub fn decide(
     if hex::encode(stella_signer::digest::sha256(payload)) != evidence.statement_sha256 {
         return Err("the PAE is not of the admitted statement".into());
     }
-    if package_message != stella_signer::threshold::threshold_message(pae).as_slice() {
+    if package_message != suite.message(pae) {
         return Err("the signing package is not for the PAE of the admitted statement".into());
     }
     Ok(())
@@ -178,8 +180,9 @@ impl AdmissionGate {
 
     async fn check_share(&self, request: &SignShareRequest) -> Result<(), String> {
         let evidence = self.evidence(&request.admission).await?;
-        let message = stella_signer::threshold::signing_package_message(&request.signing_package)
-            .map_err(|e| e.to_string())?;
+        let (suite, message) =
+            stella_signer::threshold::signing_package_message(&request.signing_package)
+                .map_err(|e| e.to_string())?;
         let registry_keys = self.cluster.view().with_state(|s| {
             match crate::keys::select(s, &evidence.tenant, &evidence.plan) {
                 crate::keys::Selection::Registered(keys) => keys
@@ -194,6 +197,7 @@ impl AdmissionGate {
             &evidence,
             &request.key_id,
             &request.pae,
+            suite,
             &message,
             &registry_keys,
         )?;
@@ -245,30 +249,52 @@ mod tests {
 
     #[test]
     fn a_holder_signs_only_the_pae_of_the_admitted_statement_with_a_key_it_selects() {
+        for suite in SuiteId::ALL {
+            holder_decision(suite);
+        }
+    }
+
+    fn holder_decision(suite: SuiteId) {
         let statement = br#"{"_type":"https://in-toto.io/Statement/v1"}"#;
         let forged = br#"{"_type":"https://in-toto.io/Statement/v1","x":1}"#;
         let pae = stella_signer::pae(IN_TOTO_PAYLOAD_TYPE, statement);
-        let message = stella_signer::threshold::threshold_message(&pae);
+        let message = suite.message(&pae);
         let keys = vec!["sha256:k".to_owned()];
         let ok = evidence(statement);
-        assert_eq!(decide(&ok, "sha256:k", &pae, &message, &keys), Ok(()));
+        assert_eq!(
+            decide(&ok, "sha256:k", &pae, suite, &message, &keys),
+            Ok(())
+        );
 
+        // A coordinator that asks for the other suite's message of the real PAE.
+        let other_suite = SuiteId::ALL.into_iter().find(|s| *s != suite).expect("two");
+        assert!(
+            decide(
+                &ok,
+                "sha256:k",
+                &pae,
+                suite,
+                &other_suite.message(&pae),
+                &keys
+            )
+            .is_err()
+        );
         // A coordinator that presents the real PAE but asks for another message.
         let forged_pae = stella_signer::pae(IN_TOTO_PAYLOAD_TYPE, forged);
-        let forged_message = stella_signer::threshold::threshold_message(&forged_pae);
-        assert!(decide(&ok, "sha256:k", &pae, &forged_message, &keys).is_err());
+        let forged_message = suite.message(&forged_pae);
+        assert!(decide(&ok, "sha256:k", &pae, suite, &forged_message, &keys).is_err());
         // ...or presents (and asks for) another statement's PAE.
-        assert!(decide(&ok, "sha256:k", &forged_pae, &forged_message, &keys).is_err());
+        assert!(decide(&ok, "sha256:k", &forged_pae, suite, &forged_message, &keys).is_err());
         // ...or the same statement under another payload type.
         let other_type = stella_signer::pae("text/plain", statement);
-        let other_message = stella_signer::threshold::threshold_message(&other_type);
-        assert!(decide(&ok, "sha256:k", &other_type, &other_message, &keys).is_err());
+        let other_message = suite.message(&other_type);
+        assert!(decide(&ok, "sha256:k", &other_type, suite, &other_message, &keys).is_err());
         // ...or a key the admission does not name, or this registry does not select.
-        assert!(decide(&ok, "sha256:other", &pae, &message, &keys).is_err());
-        assert!(decide(&ok, "sha256:k", &pae, &message, &[]).is_err());
+        assert!(decide(&ok, "sha256:other", &pae, suite, &message, &keys).is_err());
+        assert!(decide(&ok, "sha256:k", &pae, suite, &message, &[]).is_err());
         // ...or an admission whose entitlement decision admitted nothing.
         let mut denied = ok.clone();
         denied.poe_state = "not_checked".into();
-        assert!(decide(&denied, "sha256:k", &pae, &message, &keys).is_err());
+        assert!(decide(&denied, "sha256:k", &pae, suite, &message, &keys).is_err());
     }
 }

@@ -27,12 +27,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use stella_cluster::{ClusterHandle, PeerClient};
 use stella_signer::threshold::{
-    ExclusionReason, GroupKey, ParticipantId, ShareTransport, ThresholdError, ThresholdParams,
-    threshold_message, threshold_sign,
+    ExclusionReason, GroupKey, ParticipantId, ShareTransport, SuiteId, ThresholdError,
+    ThresholdParams, threshold_sign,
 };
-use stella_signer::{
-    Error as SignerError, KeyDescriptor, KeySigner, KeySource, SignatureAlgorithm, SignedOperation,
-};
+use stella_signer::{Error as SignerError, KeyDescriptor, KeySigner, KeySource, SignedOperation};
 use stella_state::command::ThresholdGroup;
 
 pub use shard::{Shard, ShardConfig, share_key};
@@ -52,6 +50,10 @@ const DKG_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DkgStart {
     pub session: Vec<u8>,
+    /// The suite of a new key (a refresh keeps its key's). Absent from a peer that predates
+    /// the suites: that peer only makes secp256k1 keys.
+    #[serde(default = "legacy_suite")]
+    pub suite: SuiteId,
     pub me: u16,
     pub min_signers: u16,
     pub max_signers: u16,
@@ -61,6 +63,10 @@ pub struct DkgStart {
     pub refresh: Option<String>,
     #[serde(default)]
     pub participants: Vec<u16>,
+}
+
+fn legacy_suite() -> SuiteId {
+    SuiteId::Secp256k1Tr
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -238,7 +244,7 @@ impl Holders {
         let params = ThresholdParams::new(request.min_signers, request.max_signers)
             .map_err(|e| e.to_string())?;
         self.shard
-            .dkg_start(request.session, request.me, params)
+            .dkg_start(request.session, request.suite, request.me, params)
             .await
     }
 
@@ -336,6 +342,7 @@ impl Holders {
 /// ever holds more than its own share.
 pub async fn generate(
     holders: &Holders,
+    suite: SuiteId,
     min_signers: u16,
     nodes: &[u64],
 ) -> Result<(GroupKey, Vec<(u16, u64)>), String> {
@@ -348,6 +355,7 @@ pub async fn generate(
         .collect();
     let group = rounds(holders, &assignment, |session, participant| DkgStart {
         session,
+        suite,
         me: participant,
         min_signers,
         max_signers,
@@ -382,6 +390,8 @@ pub async fn refresh(
     let max_signers = u16::try_from(participants.len()).map_err(|_| "too many holders")?;
     let new_group = rounds(holders, &assignment, |session, participant| DkgStart {
         session,
+        suite: SuiteId::from_tag(group.public_key_package.first().copied().unwrap_or(0))
+            .unwrap_or_else(legacy_suite),
         me: participant,
         min_signers: group.min_signers,
         max_signers,
@@ -580,7 +590,7 @@ impl ThresholdKeySigner {
         tamper: bool,
     ) -> Result<ThresholdKeySigner, String> {
         let key = holders.groups.parse(&group.public_key_package)?;
-        let public_key = key.public_key().map_err(|e| e.to_string())?;
+        let public_key = key.public_key().clone();
         Ok(ThresholdKeySigner {
             holders,
             nodes: group
@@ -591,7 +601,7 @@ impl ThresholdKeySigner {
             runtime: tokio::runtime::Handle::current(),
             descriptor: KeyDescriptor {
                 key_id: key.key_id(),
-                algorithm: SignatureAlgorithm::Bip340Secp256k1Sha256,
+                algorithm: key.suite().algorithm(),
                 source: KeySource::Threshold,
                 public_key,
             },
@@ -628,20 +638,15 @@ impl ThresholdKeySigner {
                 self.nodes.get(p).copied().unwrap_or_default()
             )
         };
-        let signed = threshold_sign(
-            &transport,
-            &self.group,
-            &available,
-            &threshold_message(message),
-        )
-        .await
-        .map_err(|e| match e {
-            ThresholdError::BadShare { culprits } => SignerError::Signing(format!(
-                "invalid signature shares from {}",
-                culprits.iter().map(name).collect::<Vec<_>>().join(", ")
-            )),
-            other => SignerError::Threshold(other),
-        })?;
+        let signed = threshold_sign(&transport, &self.group, &available, message)
+            .await
+            .map_err(|e| match e {
+                ThresholdError::BadShare { culprits } => SignerError::Signing(format!(
+                    "invalid signature shares from {}",
+                    culprits.iter().map(name).collect::<Vec<_>>().join(", ")
+                )),
+                other => SignerError::Threshold(other),
+            })?;
         let remarks = signed
             .excluded
             .iter()
@@ -658,7 +663,7 @@ impl ThresholdKeySigner {
         }
         Ok(SignedOperation {
             key_id: self.descriptor.key_id.clone(),
-            algorithm: SignatureAlgorithm::Bip340Secp256k1Sha256,
+            algorithm: self.descriptor.algorithm,
             signature: signed.signature.to_vec(),
             public_key: self.descriptor.public_key.clone(),
             certificate_chain_der: Vec::new(),

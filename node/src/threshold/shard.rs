@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use stella_signer::threshold::{
-    DkgParticipant, GroupKey, KeyShare, ParticipantId, SigningNonces, ThresholdParams, commit,
-    sign_share,
+    DkgParticipant, GroupKey, KeyShare, ParticipantId, SigningNonces, SuiteId, ThresholdParams,
+    commit, sign_share,
 };
 
 use crate::Error;
@@ -31,6 +31,7 @@ type Reply<T> = RpcReplyPort<Result<T, String>>;
 pub enum ShardMsg {
     DkgStart {
         session: Vec<u8>,
+        suite: SuiteId,
         me: u16,
         params: ThresholdParams,
         reply: Reply<Vec<u8>>,
@@ -133,11 +134,13 @@ impl Shard {
     pub async fn dkg_start(
         &self,
         session: Vec<u8>,
+        suite: SuiteId,
         me: u16,
         params: ThresholdParams,
     ) -> Result<Vec<u8>, String> {
         self.ask(|reply| ShardMsg::DkgStart {
             session,
+            suite,
             me,
             params,
             reply,
@@ -292,11 +295,12 @@ impl Actor for ShardActor {
         match message {
             ShardMsg::DkgStart {
                 session,
+                suite,
                 me,
                 params,
                 reply,
             } => {
-                let _ = reply.send(state.dkg_start(session, me, params));
+                let _ = reply.send(state.dkg_start(session, suite, me, params));
             }
             ShardMsg::RefreshStart {
                 session,
@@ -362,14 +366,16 @@ impl ShardState {
     fn dkg_start(
         &mut self,
         session: Vec<u8>,
+        suite: SuiteId,
         me: u16,
         params: ThresholdParams,
     ) -> Result<Vec<u8>, String> {
         if self.dkg.contains_key(&session) {
             return Err("this key generation session is already running".into());
         }
-        let (participant, round1) = DkgParticipant::start(&session, ParticipantId(me), params)
-            .map_err(|e| e.to_string())?;
+        let (participant, round1) =
+            DkgParticipant::start(suite, &session, ParticipantId(me), params)
+                .map_err(|e| e.to_string())?;
         self.begin(session, participant, round1, None)
     }
 

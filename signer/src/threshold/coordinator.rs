@@ -4,12 +4,14 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 
-use frost_secp256k1_tr::round1::SigningCommitments;
+use frost_core::round1::SigningCommitments;
 use futures_util::future::join_all;
 use rand::RngCore;
 use rand::rngs::OsRng;
 
-use super::{GroupKey, ParticipantId, ThresholdError, aggregate, signing_package};
+use super::sign::{aggregate, signing_package};
+use super::suite::Suite;
+use super::{GroupKeyOf, ParticipantId, ThresholdError};
 
 /// How many signing attempts [`threshold_sign`] makes: the first, and one retry with the
 /// holders that failed or cheated left out.
@@ -59,7 +61,8 @@ pub enum ExclusionReason {
 /// A verified threshold signature and who made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThresholdSignature {
-    /// BIP-340 signature over the message, valid under the group's x-only key.
+    /// The 64-byte signature over the message, valid under the group key (Ed25519, or BIP-340
+    /// under the x-only key).
     pub signature: [u8; 64],
     /// The `t` holders whose shares make up `signature`.
     pub signers: Vec<ParticipantId>,
@@ -73,12 +76,12 @@ pub struct ThresholdSignature {
 /// next available one. Fewer than `t` reachable → [`ThresholdError::Unavailable`]. A sign
 /// round with invalid shares is retried once, with fresh nonces and a fresh session id,
 /// without the culprits; if too few holders remain, [`ThresholdError::BadShare`] names them.
-/// Every returned signature has been checked with [`super::verify_bip340`].
-pub async fn threshold_sign<T: ShareTransport>(
+/// Every returned signature has been checked with the suite's independent verifier.
+pub async fn threshold_sign<C: Suite, T: ShareTransport>(
     transport: &T,
-    group: &GroupKey,
+    group: &GroupKeyOf<C>,
     available: &[ParticipantId],
-    message: &[u8; 32],
+    message: &[u8],
 ) -> Result<ThresholdSignature, ThresholdError> {
     let need = usize::from(group.min_signers());
     let key_id = group.key_id();
@@ -128,7 +131,7 @@ pub async fn threshold_sign<T: ShareTransport>(
             )
             .await;
             for (holder, result) in batch.into_iter().zip(results) {
-                match result.map(|c| (SigningCommitments::deserialize(&c), c)) {
+                match result.map(|c| (SigningCommitments::<C>::deserialize(&c), c)) {
                     Ok((Ok(_), c)) => {
                         commitments.insert(holder, c);
                     }
@@ -143,7 +146,7 @@ pub async fn threshold_sign<T: ShareTransport>(
         }
 
         // Round 2: signature shares from the same holders, then aggregation.
-        let package = signing_package(&commitments, message)?;
+        let package = signing_package::<C>(&commitments, message)?;
         let holders: Vec<ParticipantId> = commitments.keys().copied().collect();
         let results = join_all(
             holders

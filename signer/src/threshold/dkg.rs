@@ -31,13 +31,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use aws_lc_rs::agreement::{self, UnparsedPublicKey, X25519};
-use frost_secp256k1_tr::Identifier;
-use frost_secp256k1_tr::keys::dkg;
+use frost_core::Identifier;
+use frost_core::keys::{dkg, refresh};
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 
 use super::seal;
-use super::{GroupKey, KeyShare, ParticipantId, ThresholdError, ThresholdParams};
+use super::suite::Suite;
+use super::{GroupKeyOf, KeyShareOf, ParticipantId, ThresholdError, ThresholdParams};
 
 const ROUND1_VERSION: u8 = 1;
 const ROUND2_VERSION: u8 = 1;
@@ -93,13 +94,13 @@ impl Round1Message {
     }
 }
 
-enum DkgState {
+enum DkgState<C: Suite> {
     AwaitingRound1 {
-        secret: Box<dkg::round1::SecretPackage>,
+        secret: Box<dkg::round1::SecretPackage<C>>,
     },
     AwaitingRound2 {
-        secret: Box<dkg::round2::SecretPackage>,
-        others: BTreeMap<Identifier, dkg::round1::Package>,
+        secret: Box<dkg::round2::SecretPackage<C>>,
+        others: BTreeMap<Identifier<C>, dkg::round1::Package<C>>,
         x25519_public: BTreeMap<ParticipantId, [u8; 32]>,
         transcript: [u8; 32],
     },
@@ -108,30 +109,30 @@ enum DkgState {
 
 /// What a run produces: a new key, or new shares of an existing key (proactive refresh, which
 /// can also leave holders out: their old shares stop combining with the new ones).
-enum DkgMode {
+enum DkgMode<C: Suite> {
     Fresh,
     Refresh {
-        old_share: Box<KeyShare>,
-        old_group: Box<GroupKey>,
+        old_share: Box<KeyShareOf<C>>,
+        old_group: Box<GroupKeyOf<C>>,
     },
 }
 
 /// One participant's side of a DKG run. Its secret packages and X25519 key live in memory
 /// only and are dropped with it.
-pub struct DkgParticipant {
+pub struct DkgParticipantOf<C: Suite> {
     me: ParticipantId,
     params: ThresholdParams,
     /// Everyone taking part, by identifier (`1..=n` for a new key; for a refresh, the holders
     /// that keep their identifiers).
     participants: Vec<ParticipantId>,
-    mode: DkgMode,
+    mode: DkgMode<C>,
     session_hash: [u8; 32],
     x25519: agreement::PrivateKey,
     my_round1: Vec<u8>,
-    state: DkgState,
+    state: DkgState<C>,
 }
 
-impl fmt::Debug for DkgParticipant {
+impl<C: Suite> fmt::Debug for DkgParticipantOf<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             DkgState::AwaitingRound1 { .. } => "awaiting round 1",
@@ -139,6 +140,7 @@ impl fmt::Debug for DkgParticipant {
             DkgState::Spent => "spent",
         };
         f.debug_struct("DkgParticipant")
+            .field("suite", &C::SUITE)
             .field("me", &self.me)
             .field("params", &self.params)
             .field("state", &state)
@@ -146,18 +148,18 @@ impl fmt::Debug for DkgParticipant {
     }
 }
 
-impl DkgParticipant {
+impl<C: Suite> DkgParticipantOf<C> {
     /// Round 1. `session` is the DKG session id chosen by the leader (unique per run); `me`
     /// must be in `1..=n`. Returns the participant and its round-1 message bytes.
     pub fn start(
         session: &[u8],
         me: ParticipantId,
         params: ThresholdParams,
-    ) -> Result<(DkgParticipant, Vec<u8>), ThresholdError> {
+    ) -> Result<(DkgParticipantOf<C>, Vec<u8>), ThresholdError> {
         params.check_participant(me)?;
         let participants = params.participants().collect();
-        let (secret, package) = dkg::part1(
-            me.identifier()?,
+        let (secret, package) = dkg::part1::<C, _>(
+            me.identifier::<C>()?,
             params.max_signers(),
             params.min_signers(),
             OsRng,
@@ -178,12 +180,12 @@ impl DkgParticipant {
     /// changes, and holders left out keep shares that no longer combine with the new ones.
     pub fn start_refresh(
         session: &[u8],
-        old_share: &KeyShare,
-        old_group: &GroupKey,
+        old_share: &KeyShareOf<C>,
+        old_group: &GroupKeyOf<C>,
         participants: Vec<ParticipantId>,
-    ) -> Result<(DkgParticipant, Vec<u8>), ThresholdError> {
+    ) -> Result<(DkgParticipantOf<C>, Vec<u8>), ThresholdError> {
         let me = old_share.participant();
-        let old_share = KeyShare::new(me, old_share.package().clone())?;
+        let old_share = KeyShareOf::new(me, old_share.package().clone())?;
         let old_group = old_group.clone();
         let mut participants = participants;
         participants.sort();
@@ -200,13 +202,13 @@ impl DkgParticipant {
         {
             return Err(ThresholdError::UnknownParticipant(*stranger));
         }
-        if old_share.x_only() != old_group.x_only() {
+        if old_share.public_key() != old_group.public_key() {
             return Err(ThresholdError::Protocol(
                 "the share to refresh belongs to another group".into(),
             ));
         }
-        let (secret, package) = frost_secp256k1_tr::keys::refresh::refresh_dkg_part1(
-            me.identifier()?,
+        let (secret, package) = refresh::refresh_dkg_part1::<C, _>(
+            me.identifier::<C>()?,
             params.max_signers(),
             params.min_signers(),
             OsRng,
@@ -223,10 +225,10 @@ impl DkgParticipant {
         me: ParticipantId,
         params: ThresholdParams,
         participants: Vec<ParticipantId>,
-        mode: DkgMode,
-        secret: dkg::round1::SecretPackage,
-        package: dkg::round1::Package,
-    ) -> Result<(DkgParticipant, Vec<u8>), ThresholdError> {
+        mode: DkgMode<C>,
+        secret: dkg::round1::SecretPackage<C>,
+        package: dkg::round1::Package<C>,
+    ) -> Result<(DkgParticipantOf<C>, Vec<u8>), ThresholdError> {
         let x25519 = agreement::PrivateKey::generate(&X25519)
             .map_err(|_| ThresholdError::Frost("X25519 key generation failed".into()))?;
         let public = x25519
@@ -248,7 +250,7 @@ impl DkgParticipant {
             package: package.serialize()?,
         }
         .to_bytes();
-        let participant = DkgParticipant {
+        let participant = DkgParticipantOf {
             me,
             params,
             participants,
@@ -314,21 +316,20 @@ impl DkgParticipant {
             if sender == self.me {
                 continue;
             }
-            let package = dkg::round1::Package::deserialize(&message.package).map_err(|e| {
-                ThresholdError::Dkg {
-                    culprits: vec![sender],
-                    reason: format!("round-1 package: {e}"),
-                }
-            })?;
-            others.insert(sender.identifier()?, package);
+            let package =
+                dkg::round1::Package::<C>::deserialize(&message.package).map_err(|e| {
+                    ThresholdError::Dkg {
+                        culprits: vec![sender],
+                        reason: format!("round-1 package: {e}"),
+                    }
+                })?;
+            others.insert(sender.identifier::<C>()?, package);
         }
         let transcript = transcript_hash(&self.session_hash, round1);
 
         let (secret2, packages) = match self.mode {
             DkgMode::Fresh => dkg::part2(*secret, &others),
-            DkgMode::Refresh { .. } => {
-                frost_secp256k1_tr::keys::refresh::refresh_dkg_part2(*secret, &others)
-            }
+            DkgMode::Refresh { .. } => refresh::refresh_dkg_part2(*secret, &others),
         }
         .map_err(|e| self.dkg_error(e))?;
         let mut sealed = BTreeMap::new();
@@ -339,7 +340,7 @@ impl DkgParticipant {
             .filter(|p| *p != self.me)
             .collect();
         for recipient in recipients {
-            let package = packages.get(&recipient.identifier()?).ok_or_else(|| {
+            let package = packages.get(&recipient.identifier::<C>()?).ok_or_else(|| {
                 ThresholdError::Frost(format!("no round-2 package for {recipient}"))
             })?;
             let plaintext = zeroize::Zeroizing::new(package.serialize()?);
@@ -374,7 +375,7 @@ impl DkgParticipant {
     pub fn finish(
         mut self,
         round2_for_me: &BTreeMap<ParticipantId, Vec<u8>>,
-    ) -> Result<(KeyShare, GroupKey), ThresholdError> {
+    ) -> Result<(KeyShareOf<C>, GroupKeyOf<C>), ThresholdError> {
         let DkgState::AwaitingRound2 {
             secret,
             others,
@@ -418,9 +419,9 @@ impl DkgParticipant {
             .map_err(|_| {
                 fail("decryption failed (tampered, not for us, or a different round-1 view)".into())
             })?;
-            let package = dkg::round2::Package::deserialize(&plaintext)
+            let package = dkg::round2::Package::<C>::deserialize(&plaintext)
                 .map_err(|e| fail(format!("round-2 package: {e}")))?;
-            packages.insert(sender.identifier()?, package);
+            packages.insert(sender.identifier::<C>()?, package);
         }
 
         let (key_package, public_package) = match &self.mode {
@@ -428,7 +429,7 @@ impl DkgParticipant {
             DkgMode::Refresh {
                 old_share,
                 old_group,
-            } => frost_secp256k1_tr::keys::refresh::refresh_dkg_shares(
+            } => refresh::refresh_dkg_shares(
                 &secret,
                 &others,
                 &packages,
@@ -437,16 +438,16 @@ impl DkgParticipant {
             ),
         }
         .map_err(|e| self.dkg_error(e))?;
-        let group = GroupKey::new(public_package, self.params)?;
+        let group = GroupKeyOf::new(public_package, self.params)?;
         if let DkgMode::Refresh { old_group, .. } = &self.mode
-            && old_group.x_only() != group.x_only()
+            && old_group.public_key() != group.public_key()
         {
             return Err(ThresholdError::Protocol(
                 "the refresh changed the group key".into(),
             ));
         }
-        let share = KeyShare::new(self.me, key_package)?;
-        if share.x_only() != group.x_only() {
+        let share = KeyShareOf::new(self.me, key_package)?;
+        if share.public_key() != group.public_key() {
             return Err(ThresholdError::Protocol(
                 "share and group disagree on the group key".into(),
             ));
@@ -493,7 +494,7 @@ impl DkgParticipant {
         })
     }
 
-    fn dkg_error(&self, e: frost_secp256k1_tr::Error) -> ThresholdError {
+    fn dkg_error(&self, e: frost_core::Error<C>) -> ThresholdError {
         let culprits = e
             .culprits()
             .iter()
@@ -563,15 +564,15 @@ fn transcript_hash(session_hash: &[u8; 32], round1: &BTreeMap<ParticipantId, Vec
 }
 
 /// Runs a whole DKG in one process (every participant, the relay being a map). For tests,
-/// benchmarks and dev clusters; a real deployment runs one [`DkgParticipant`] per node.
-pub fn dkg_in_process(
+/// benchmarks and dev clusters; a real deployment runs one [`DkgParticipantOf`] per node.
+pub fn dkg_in_process<C: Suite>(
     session: &[u8],
     params: ThresholdParams,
-) -> Result<(Vec<KeyShare>, GroupKey), ThresholdError> {
+) -> Result<(Vec<KeyShareOf<C>>, GroupKeyOf<C>), ThresholdError> {
     let mut participants = BTreeMap::new();
     let mut round1 = BTreeMap::new();
     for p in params.participants() {
-        let (participant, message) = DkgParticipant::start(session, p, params)?;
+        let (participant, message) = DkgParticipantOf::<C>::start(session, p, params)?;
         participants.insert(p, participant);
         round1.insert(p, message);
     }
@@ -582,7 +583,7 @@ pub fn dkg_in_process(
         }
     }
     let mut shares = Vec::new();
-    let mut group: Option<GroupKey> = None;
+    let mut group: Option<GroupKeyOf<C>> = None;
     for (p, participant) in participants {
         let (share, g) = participant.finish(&inbox.remove(&p).unwrap_or_default())?;
         if group.as_ref().is_some_and(|known| *known != g) {

@@ -1,29 +1,36 @@
-//! Threshold signing core: FROST(secp256k1, SHA-256) in its BIP-340 variant
-//! (`frost-secp256k1-tr`), as pure share math and protocol state machines.
+//! Threshold signing core: FROST (RFC 9591) over two ciphersuites, as pure share math and
+//! protocol state machines. There is no network, no runtime and no file here. The node drives
+//! these types over its peer transport and keeps sealed shares on disk; this module only turns
+//! bytes into bytes. See `docs/adr/0011-threshold-keys.md` and `docs/adr/0020-threshold-suites.md`.
 //!
-//! There is no network, no runtime and no file here. The node drives these types over its peer
-//! transport and keeps sealed shares on disk; this module only turns bytes into bytes. See
-//! `docs/adr/0011-threshold-keys.md` for the decisions behind it.
+//! # One implementation, two suites
+//! The protocol code (DKG with sealed round-2 packages, refresh, commit, sign, aggregate, the
+//! coordinator) is written once, generic over [`Suite`]: [`DkgParticipantOf`],
+//! [`KeyShareOf`], [`GroupKeyOf`], [`SigningNoncesOf`] and the functions in [`generic`]. What
+//! differs per suite is only in [`suite`]. The node works with the suite-tagged types of this
+//! module ([`GroupKey`], [`KeyShare`], [`DkgParticipant`], [`SigningNonces`], [`commit`], …),
+//! which carry the suite in their bytes and dispatch to the generic code.
 //!
 //! # Byte contract
-//! - The message every threshold signature covers is [`threshold_message`]`(pae)` =
-//!   SHA-256(DSSE PAE bytes): 32 bytes, so that every BIP-340 verifier (libsecp256k1,
-//!   coincurve, k256, …) can check it. Holders refuse to sign anything that is not 32 bytes.
-//! - The signature is the 64-byte BIP-340 signature `R.x ‖ s` over those 32 bytes, valid under
-//!   the group's 32-byte x-only key [`GroupKey::x_only`]; [`verify_bip340`] checks it with
-//!   k256's independent BIP-340 implementation, not with FROST's own verifier.
-//! - The group key is published as an ordinary [`crate::PublicKey`]: the secp256k1
-//!   SubjectPublicKeyInfo of the even-Y point of the x-only key; its key id is `sha256:` + hex
-//!   SHA-256 of that SPKI ([`GroupKey::key_id`]), like every other key's.
-//! - The published x-only key is the *taproot output key* that `frost-secp256k1-tr` produces:
+//! - **Ed25519** ([`SuiteId::Ed25519`], the default): the message a signature covers is the
+//!   DSSE PAE itself, the signature is a plain 64-byte RFC 8032 Ed25519 signature, the group key
+//!   is published as an Ed25519 SubjectPublicKeyInfo (RFC 8410). Any Sigstore verifier checks it
+//!   like a keyful signature; aggregated signatures are checked with aws-lc-rs's Ed25519.
+//! - **secp256k1-tr** ([`SuiteId::Secp256k1Tr`]): the message is [`threshold_message`]`(pae)`
+//!   = SHA-256(DSSE PAE): 32 bytes, so that every BIP-340 verifier (libsecp256k1, coincurve,
+//!   k256, …) can check it; holders refuse anything that is not 32 bytes. The signature is the
+//!   64-byte BIP-340 signature `R.x ‖ s`, valid under the group's 32-byte x-only key; the group
+//!   key is published as the secp256k1 SubjectPublicKeyInfo of the even-Y point of the x-only
+//!   key. Aggregated signatures are checked with [`verify_bip340`] (k256), not FROST's verifier.
+//!   The published x-only key is the *taproot output key* that `frost-secp256k1-tr` produces:
 //!   its DKG post-processing adds the BIP-341 "unspendable script path" tweak,
 //!   `Q = P + H_TapTweak(P)·G`, to the group key and to every share. Plain (un-tweaked) FROST
 //!   signing with those shares yields signatures valid under `x(Q)`, which is what we publish.
-//!   The `*_with_tweak` entry points of the crate are never used here (they would tweak twice).
+//! - Either way the key id is `sha256:` + hex SHA-256 of the published SPKI, like every key's.
 //! - All other messages (round-1 messages, sealed round-2 packages, commitments, signing
-//!   packages, signature shares, group keys, sealed shares) are opaque bytes with a leading
-//!   format-version byte where this module defines the framing, and FROST's own serialization
-//!   (which carries a ciphersuite header) where FROST does.
+//!   packages, signature shares) are opaque bytes with a leading format-version byte where this
+//!   module defines the framing, and FROST's own serialization (which carries a ciphersuite
+//!   header) where FROST does. Group keys and sealed shares lead with the suite's tag.
 //!
 //! # Invariants
 //! - No node ever sees the whole key: the DKG leader only relays round-1 messages (public) and
@@ -32,26 +39,40 @@
 //! - Signing nonces never leave the holder, are never serialized or persisted, and are used
 //!   once: [`SigningNonces`] is neither `Clone` nor serializable and [`sign_share`] consumes it.
 //!   A retry always starts from fresh commitments.
-//! - Every signature leaving [`aggregate`] (and so [`threshold_sign`]) has been checked with
-//!   [`verify_bip340`] against the group's x-only key.
+//! - Every signature leaving [`generic::aggregate`] (and so [`threshold_sign`]) has been checked
+//!   against the group key with a verifier other than FROST's ([`Suite::verify_independently`]).
 
+mod any;
 mod coordinator;
 mod dkg;
 mod seal;
 mod share;
 mod sign;
+pub mod suite;
 
 use std::fmt;
 
-use frost_secp256k1_tr::Identifier;
+use frost_core::{Ciphersuite, Identifier};
 
-pub use coordinator::{ExclusionReason, ShareTransport, ThresholdSignature, threshold_sign};
-pub use dkg::{DkgParticipant, Round1Message, dkg_in_process};
-pub use share::{GroupKey, KeyShare};
-pub use sign::{
-    SigningNonces, aggregate, commit, in_process_sign, sign_share, signing_package,
-    signing_package_message,
+pub use any::{
+    DkgParticipant, GroupKey, KeyShare, SigningNonces, commit, dkg_in_process, in_process_sign,
+    sign_share, signing_package_message, threshold_sign,
 };
+pub use coordinator::{ExclusionReason, ShareTransport, ThresholdSignature};
+pub use dkg::{DkgParticipantOf, Round1Message};
+pub use share::{GroupKeyOf, KeyShareOf};
+pub use sign::SigningNoncesOf;
+pub use suite::{Suite, SuiteId};
+
+/// The protocol functions for one statically known suite (the node uses the suite-tagged
+/// wrappers at this module's top level instead).
+pub mod generic {
+    pub use super::coordinator::threshold_sign;
+    pub use super::dkg::dkg_in_process;
+    pub use super::sign::{
+        aggregate, commit, in_process_sign, sign_share, signing_package, signing_package_message,
+    };
+}
 
 /// Largest group this module accepts. FROST allows up to 65535 participants; a cluster has a
 /// handful of nodes, and a DKG moves `n·(n−1)` sealed packages, so the bound is kept well below
@@ -85,15 +106,18 @@ impl ParticipantId {
         self.0
     }
 
-    pub(crate) fn identifier(self) -> Result<Identifier, ThresholdError> {
+    pub(crate) fn identifier<C: Ciphersuite>(self) -> Result<Identifier<C>, ThresholdError> {
         Identifier::try_from(self.0).map_err(|_| ThresholdError::InvalidParticipant(self.0))
     }
 
     /// The id whose FROST identifier is `identifier`, searched among `1..=max`.
-    pub(crate) fn from_identifier(identifier: &Identifier, max: u16) -> Option<ParticipantId> {
+    pub(crate) fn from_identifier<C: Ciphersuite>(
+        identifier: &Identifier<C>,
+        max: u16,
+    ) -> Option<ParticipantId> {
         (1..=max)
             .map(ParticipantId)
-            .find(|p| p.identifier().is_ok_and(|id| id == *identifier))
+            .find(|p| p.identifier::<C>().is_ok_and(|id| id == *identifier))
     }
 }
 
@@ -202,8 +226,10 @@ pub enum ThresholdError {
         holder: ParticipantId,
         reason: String,
     },
-    #[error("the aggregated signature does not verify under BIP-340")]
+    #[error("the aggregated signature does not verify under the group key")]
     InvalidSignature,
+    #[error("{0} material used with {1} material")]
+    SuiteMismatch(SuiteId, SuiteId),
     #[error("FROST: {0}")]
     Frost(String),
 }
@@ -218,8 +244,8 @@ fn ids(list: &[ParticipantId]) -> String {
         .join(", ")
 }
 
-impl From<frost_secp256k1_tr::Error> for ThresholdError {
-    fn from(e: frost_secp256k1_tr::Error) -> Self {
+impl<C: Ciphersuite> From<frost_core::Error<C>> for ThresholdError {
+    fn from(e: frost_core::Error<C>) -> Self {
         ThresholdError::Frost(e.to_string())
     }
 }
@@ -240,13 +266,19 @@ mod tests {
     #[test]
     fn participant_identifiers_round_trip() {
         for p in 1..=20u16 {
-            let id = ParticipantId(p).identifier().expect("non-zero");
+            let id = ParticipantId(p)
+                .identifier::<frost_ed25519::Ed25519Sha512>()
+                .expect("non-zero");
             assert_eq!(
                 ParticipantId::from_identifier(&id, 20),
                 Some(ParticipantId(p))
             );
         }
-        assert!(ParticipantId(0).identifier().is_err());
+        assert!(
+            ParticipantId(0)
+                .identifier::<frost_ed25519::Ed25519Sha512>()
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,34 +1,34 @@
 //! One threshold signature: the holder side ([`commit`], [`sign_share`]) and the coordinator
 //! side ([`signing_package`], [`aggregate`]), all as bytes.
 //!
-//! Wire formats are FROST's own serializations: commitments = `SigningCommitments`, signing
-//! package = `SigningPackage` (commitments of exactly the chosen holders + the 32-byte
-//! message), signature share = `SignatureShare`.
+//! Wire formats are FROST's own serializations (which carry the ciphersuite): commitments =
+//! `SigningCommitments`, signing package = `SigningPackage` (commitments of exactly the chosen
+//! holders + the message of [`Suite::message`]), signature share = `SignatureShare`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use frost_core::CheaterDetection;
-use frost_secp256k1_tr::round1::SigningCommitments;
-use frost_secp256k1_tr::round2::SignatureShare;
-use frost_secp256k1_tr::{Secp256K1Sha256TR, SigningPackage, round1, round2};
+use frost_core::round1::SigningCommitments;
+use frost_core::round2::SignatureShare;
+use frost_core::{CheaterDetection, SigningPackage, round1, round2};
 use rand::rngs::OsRng;
 
-use super::{GroupKey, KeyShare, ParticipantId, ThresholdError, verify_bip340};
+use super::suite::Suite;
+use super::{GroupKeyOf, KeyShareOf, ParticipantId, ThresholdError};
 
 /// A holder's secret nonces for exactly one signature.
 ///
 /// Not `Clone`, not serializable, never persisted: it lives in the holder's memory between
 /// [`commit`] and [`sign_share`], which consumes it. FROST zeroizes the nonces on drop. A
 /// holder that restarts between the two rounds simply cannot sign that session.
-pub struct SigningNonces {
+pub struct SigningNoncesOf<C: Suite> {
     participant: ParticipantId,
-    x_only: [u8; 32],
-    nonces: round1::SigningNonces,
-    commitments: SigningCommitments,
+    key_id: String,
+    nonces: round1::SigningNonces<C>,
+    commitments: SigningCommitments<C>,
 }
 
-impl fmt::Debug for SigningNonces {
+impl<C: Suite> fmt::Debug for SigningNoncesOf<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningNonces")
             .field("participant", &self.participant)
@@ -36,19 +36,21 @@ impl fmt::Debug for SigningNonces {
     }
 }
 
-impl SigningNonces {
+impl<C: Suite> SigningNoncesOf<C> {
     pub fn participant(&self) -> ParticipantId {
         self.participant
     }
 }
 
 /// Holder, round 1: fresh nonces and the commitments to send to the coordinator.
-pub fn commit(share: &KeyShare) -> Result<(SigningNonces, Vec<u8>), ThresholdError> {
+pub fn commit<C: Suite>(
+    share: &KeyShareOf<C>,
+) -> Result<(SigningNoncesOf<C>, Vec<u8>), ThresholdError> {
     let (nonces, commitments) = round1::commit(share.package().signing_share(), &mut OsRng);
     let bytes = commitments.serialize()?;
-    let nonces = SigningNonces {
+    let nonces = SigningNoncesOf {
         participant: share.participant(),
-        x_only: share.x_only(),
+        key_id: share.key_id(),
         nonces,
         commitments,
     };
@@ -58,56 +60,32 @@ pub fn commit(share: &KeyShare) -> Result<(SigningNonces, Vec<u8>), ThresholdErr
 /// Holder, round 2: the signature share for `signing_package`, consuming the nonces.
 ///
 /// Refuses a package that does not carry this holder's own commitment exactly as issued, a
-/// message that is not 32 bytes, and nonces that were made for another share.
+/// message of a shape the suite does not sign, and nonces that were made for another share.
 ///
-/// Single use is enforced by the compiler. This compiles:
-/// ```no_run
-/// # use stella_signer::threshold::*;
-/// # fn f(share: &KeyShare, package: &[u8]) -> Result<(), ThresholdError> {
-/// let (nonces, _commitments) = commit(share)?;
-/// sign_share(share, nonces, package)?;
-/// # Ok(()) }
-/// ```
-/// and signing twice with the same nonces does not:
-/// ```compile_fail,E0382
-/// # use stella_signer::threshold::*;
-/// # fn f(share: &KeyShare, package: &[u8]) -> Result<(), ThresholdError> {
-/// let (nonces, _commitments) = commit(share)?;
-/// sign_share(share, nonces, package)?;
-/// sign_share(share, nonces, package)?;
-/// # Ok(()) }
-/// ```
-/// nor does keeping a copy of them:
-/// ```compile_fail,E0599
-/// # use stella_signer::threshold::*;
-/// # fn f(share: &KeyShare) -> Result<(), ThresholdError> {
-/// let (nonces, _commitments) = commit(share)?;
-/// let _copy = nonces.clone();
-/// # Ok(()) }
-/// ```
-pub fn sign_share(
-    share: &KeyShare,
-    nonces: SigningNonces,
+/// Single use is enforced by the compiler; see [`super::sign_share`].
+pub fn sign_share<C: Suite>(
+    share: &KeyShareOf<C>,
+    nonces: SigningNoncesOf<C>,
     signing_package: &[u8],
 ) -> Result<Vec<u8>, ThresholdError> {
     let me = share.participant();
-    if nonces.participant != me || nonces.x_only != share.x_only() {
+    if nonces.participant != me || nonces.key_id != share.key_id() {
         return Err(ThresholdError::Protocol(
             "nonces were committed for another share".into(),
         ));
     }
-    let package =
-        SigningPackage::deserialize(signing_package).map_err(|e| ThresholdError::Malformed {
-            what: "signing package",
-            reason: e.to_string(),
-        })?;
-    if package.message().len() != 32 {
+    let package = parse_package::<C>(signing_package)?;
+    if !C::message_ok(package.message()) {
         return Err(ThresholdError::Malformed {
             what: "signing package",
-            reason: format!("message is {} bytes, expected 32", package.message().len()),
+            reason: format!(
+                "a {}-byte message is not what a {} key signs",
+                package.message().len(),
+                C::SUITE
+            ),
         });
     }
-    match package.signing_commitment(&me.identifier()?) {
+    match package.signing_commitment(&me.identifier::<C>()?) {
         None => {
             return Err(ThresholdError::CommitmentMismatch {
                 participant: me,
@@ -127,61 +105,54 @@ pub fn sign_share(
     Ok(signature_share.serialize())
 }
 
-/// Holder: the 32-byte message a coordinator's signing package asks to sign (checked against
-/// the admitted statement before a share is released).
-pub fn signing_package_message(signing_package: &[u8]) -> Result<Vec<u8>, ThresholdError> {
-    let package =
-        SigningPackage::deserialize(signing_package).map_err(|e| ThresholdError::Malformed {
-            what: "signing package",
-            reason: e.to_string(),
-        })?;
-    Ok(package.message().to_vec())
+/// Holder: the message a coordinator's signing package asks to sign (checked against the
+/// admitted statement before a share is released).
+pub fn signing_package_message<C: Suite>(
+    signing_package: &[u8],
+) -> Result<Vec<u8>, ThresholdError> {
+    Ok(parse_package::<C>(signing_package)?.message().to_vec())
+}
+
+fn parse_package<C: Suite>(bytes: &[u8]) -> Result<SigningPackage<C>, ThresholdError> {
+    SigningPackage::<C>::deserialize(bytes).map_err(|e| ThresholdError::Malformed {
+        what: "signing package",
+        reason: e.to_string(),
+    })
 }
 
 /// Coordinator: the signing package for the chosen holders' commitments and the message.
-pub fn signing_package(
+pub fn signing_package<C: Suite>(
     commitments: &BTreeMap<ParticipantId, Vec<u8>>,
-    message: &[u8; 32],
+    message: &[u8],
 ) -> Result<Vec<u8>, ThresholdError> {
     let mut map = BTreeMap::new();
     for (&holder, bytes) in commitments {
-        let c = SigningCommitments::deserialize(bytes).map_err(|e| ThresholdError::Transport {
-            holder,
-            reason: format!("malformed commitments: {e}"),
-        })?;
-        map.insert(holder.identifier()?, c);
+        let c =
+            SigningCommitments::<C>::deserialize(bytes).map_err(|e| ThresholdError::Transport {
+                holder,
+                reason: format!("malformed commitments: {e}"),
+            })?;
+        map.insert(holder.identifier::<C>()?, c);
     }
     Ok(SigningPackage::new(map, message).serialize()?)
 }
 
 /// Coordinator: checks every share (naming all cheaters), aggregates, and verifies the result
-/// with [`verify_bip340`] before returning the 64-byte BIP-340 signature.
-pub fn aggregate(
-    group: &GroupKey,
+/// with the suite's independent verifier ([`Suite::verify_independently`]) before returning
+/// the 64-byte signature.
+pub fn aggregate<C: Suite>(
+    group: &GroupKeyOf<C>,
     signing_package: &[u8],
     shares: &BTreeMap<ParticipantId, Vec<u8>>,
 ) -> Result<[u8; 64], ThresholdError> {
-    let package =
-        SigningPackage::deserialize(signing_package).map_err(|e| ThresholdError::Malformed {
-            what: "signing package",
-            reason: e.to_string(),
-        })?;
-    let message: [u8; 32] =
-        package
-            .message()
-            .as_slice()
-            .try_into()
-            .map_err(|_| ThresholdError::Malformed {
-                what: "signing package",
-                reason: "message is not 32 bytes".into(),
-            })?;
+    let package = parse_package::<C>(signing_package)?;
     let mut map = BTreeMap::new();
     let mut malformed = Vec::new();
     for (&holder, bytes) in shares {
         group.check_holder(holder)?;
-        match SignatureShare::deserialize(bytes) {
+        match SignatureShare::<C>::deserialize(bytes) {
             Ok(s) => {
-                map.insert(holder.identifier()?, s);
+                map.insert(holder.identifier::<C>()?, s);
             }
             Err(_) => malformed.push(holder),
         }
@@ -191,7 +162,7 @@ pub fn aggregate(
             culprits: malformed,
         });
     }
-    let signature = frost_core::aggregate_custom::<Secp256K1Sha256TR>(
+    let signature = frost_core::aggregate_custom::<C>(
         &package,
         &map,
         group.package(),
@@ -211,7 +182,7 @@ pub fn aggregate(
         .as_slice()
         .try_into()
         .map_err(|_| ThresholdError::InvalidSignature)?;
-    if !verify_bip340(&group.x_only(), &message, &signature) {
+    if !C::verify_independently(group.public_key(), package.message(), &signature) {
         return Err(ThresholdError::InvalidSignature);
     }
     Ok(signature)
@@ -221,10 +192,10 @@ pub fn aggregate(
 ///
 /// This is the in-process baseline for goal G5: the same math as a cluster signature with no
 /// transport, so a benchmark can report the distributed cost as a ratio against it.
-pub fn in_process_sign(
-    shares: &[KeyShare],
-    group: &GroupKey,
-    message: &[u8; 32],
+pub fn in_process_sign<C: Suite>(
+    shares: &[&KeyShareOf<C>],
+    group: &GroupKeyOf<C>,
+    message: &[u8],
 ) -> Result<[u8; 64], ThresholdError> {
     let need = usize::from(group.min_signers());
     let signers = shares.get(..need).ok_or(ThresholdError::Unavailable {
@@ -238,7 +209,7 @@ pub fn in_process_sign(
         nonces.push(n);
         commitments.insert(share.participant(), c);
     }
-    let package = signing_package(&commitments, message)?;
+    let package = signing_package::<C>(&commitments, message)?;
     let mut signature_shares = BTreeMap::new();
     for (share, n) in signers.iter().zip(nonces) {
         signature_shares.insert(share.participant(), sign_share(share, n, &package)?);
