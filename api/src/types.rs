@@ -516,6 +516,11 @@ pub struct RegisterKeyRequest {
     pub reason: String,
     #[serde(default)]
     pub rotate: bool,
+    /// Register as the tenant/plan's standby key: it verifies like an active key but signs only
+    /// while an active key's back-end is unavailable (audited as `fallback`); a later `rotate`
+    /// to the same key promotes it. At most one per tenant/plan (a new one retires the old).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standby: bool,
 }
 
 /// `POST /api/v1/signer/admin/keys/revoke` (scope `signer.admin`).

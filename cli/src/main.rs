@@ -277,6 +277,10 @@ struct RegisterArgs {
     /// For a key on the nodes' PKCS#11 token: its label there.
     #[arg(long)]
     pkcs11_label: Option<String>,
+    /// Register as the tenant/plan's standby key: it signs only while an active key's back-end
+    /// (HSM, KMS) is unavailable; `stella keys rotate` with the same key promotes it.
+    #[arg(long)]
+    standby: bool,
     #[arg(long)]
     reason: String,
     #[command(flatten)]
@@ -900,6 +904,7 @@ fn register(args: RegisterArgs, rotate: bool) -> anyhow::Result<()> {
             label: args.pkcs11_label,
             reason: args.reason,
             rotate,
+            standby: args.standby,
         })?;
     say!("{}", serde_json::to_string_pretty(&change)?);
     Ok(())

@@ -101,6 +101,8 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
     } else {
         None
     };
+    // A plan that demands hardware-backed keys must not fall back to a file default key.
+    crate::key_policy::check_config(&config.plans, descriptor.source.as_str())?;
     let admission = Arc::new(build_admission(&config, clock.clone()).await?);
     let mut base_urls = vec![url.clone()];
     if let Some(section) = &config.cluster {

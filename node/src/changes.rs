@@ -94,6 +94,9 @@ pub enum ChangeRequest {
         source: String,
         public_key_pem: String,
         rotate: bool,
+        /// Register as the tenant/plan's standby (fallback) key instead of an active one.
+        #[serde(default)]
+        standby: bool,
         reason: String,
     },
     RevokeKey {
@@ -311,6 +314,7 @@ pub fn plan(
             source,
             public_key_pem,
             rotate,
+            standby,
             reason,
         } => {
             let reason = pipeline::operator_reason(reason)?;
@@ -326,6 +330,14 @@ pub fn plan(
             // The key id is the leader's own reading of the key, never a peer's claim.
             let public_key = PublicKey::from_pem(public_key_pem)
                 .map_err(|e| Error::InvalidRequest(format!("publicKeyPem: {e}")))?;
+            if *standby && *rotate {
+                return Err(Error::InvalidRequest(
+                    "a standby key is registered next to the active keys; rotate to it later to promote it".into(),
+                ));
+            }
+            if *rotate && let Some(promoted) = standby_of(state, tenant, plan, &public_key) {
+                return Ok(promotion(state, &actor, &draft, promoted, &reason, now_ms));
+            }
             let entry = KeyEntry {
                 key_id: public_key.key_id(),
                 owner_tenant: tenant.clone(),
@@ -333,11 +345,18 @@ pub fn plan(
                 source: source.clone(),
                 algorithm: "ECDSA_P256_SHA256".into(),
                 public_key_pem: public_key.to_pem(),
-                state: KeyState::Active,
+                state: if *standby {
+                    KeyState::Standby
+                } else {
+                    KeyState::Active
+                },
                 created_ms: now_ms,
                 updated_ms: now_ms,
                 reason: reason.clone(),
             };
+            if *standby {
+                return Ok(standby_registered(state, &actor, &draft, entry, now_ms));
+            }
             Ok(registered(
                 state,
                 &actor,
@@ -507,6 +526,110 @@ fn registered(
     }
 }
 
+/// The tenant/plan's standby entry whose key is `public_key`, if there is one.
+fn standby_of<'a>(
+    state: &'a State,
+    tenant: &str,
+    plan: &str,
+    public_key: &PublicKey,
+) -> Option<&'a KeyEntry> {
+    state
+        .keys
+        .get(&public_key.key_id())
+        .filter(|k| k.state == KeyState::Standby && k.owner_tenant == tenant && k.plan == plan)
+}
+
+/// A rotation to the tenant/plan's standby key: it becomes active and the active keys retire,
+/// in one entry (ADR 0021).
+fn promotion(
+    state: &State,
+    actor: &str,
+    draft: &impl Fn(Vec<String>, &str, String) -> AuditDraft,
+    standby: &KeyEntry,
+    reason: &str,
+    now_ms: u64,
+) -> Planned {
+    let promote = Command::SetKeyState {
+        key_id: standby.key_id.clone(),
+        state: KeyState::Active,
+        reason: format!("standby promoted: {reason}"),
+        actor: actor.to_owned(),
+        now_ms,
+    };
+    registered(
+        state,
+        actor,
+        standby.clone(),
+        promote,
+        true,
+        now_ms,
+        |retired| {
+            draft(
+                Vec::new(),
+                "key_rotated",
+                format!(
+                    "standby key {} promoted to active for {}/{}, retired {}: {reason}",
+                    standby.key_id,
+                    standby.owner_tenant,
+                    standby.plan,
+                    if retired.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        retired.join(", ")
+                    }
+                ),
+            )
+        },
+    )
+}
+
+/// A new standby key; the tenant/plan's previous standby (at most one) retires in the same
+/// entry.
+fn standby_registered(
+    state: &State,
+    actor: &str,
+    draft: &impl Fn(Vec<String>, &str, String) -> AuditDraft,
+    entry: KeyEntry,
+    now_ms: u64,
+) -> Planned {
+    let retired: Vec<String> = state
+        .keys
+        .values()
+        .filter(|k| {
+            k.owner_tenant == entry.owner_tenant
+                && k.plan == entry.plan
+                && k.state == KeyState::Standby
+        })
+        .map(|k| k.key_id.clone())
+        .collect();
+    let mut commands = vec![Command::RegisterKey(entry.clone())];
+    commands.extend(retired.iter().map(|key_id| Command::SetKeyState {
+        key_id: key_id.clone(),
+        state: KeyState::Retired,
+        reason: format!("standby replaced by {}: {}", entry.key_id, entry.reason),
+        actor: actor.to_owned(),
+        now_ms,
+    }));
+    let also = if retired.is_empty() {
+        String::new()
+    } else {
+        format!(", retired standby {}", retired.join(", "))
+    };
+    Planned {
+        audit: draft(
+            Vec::new(),
+            "key_registered",
+            format!(
+                "key {} standby for {}/{}{also}: {}",
+                entry.key_id, entry.owner_tenant, entry.plan, entry.reason
+            ),
+        ),
+        commands,
+        subject: Some(entry.key_id),
+        retired,
+    }
+}
+
 fn key_audit(
     draft: &impl Fn(Vec<String>, &str, String) -> AuditDraft,
     what: &str,
@@ -620,6 +743,7 @@ mod tests {
                 source: "file".into(),
                 public_key_pem: "not a key".into(),
                 rotate: false,
+                standby: false,
                 reason: "x".into(),
             })
             .is_err()

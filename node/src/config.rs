@@ -353,6 +353,18 @@ pub struct PlanConfig {
     /// tenant's signature cannot be told from another's by the key alone.
     #[serde(default)]
     pub shared_default_key: bool,
+    /// Only hardware-backed keys (PKCS#11, KMS, threshold) may sign for this plan: a file key
+    /// is refused at registration, keyless signing is refused, and the node does not start if
+    /// the plan would fall back to a file default key (ADR 0021).
+    #[serde(default)]
+    pub require_hardware_backed: bool,
+    /// Rotation cadence: a key older than this is due for rotation (metric and alert).
+    #[serde(default)]
+    pub max_key_age_seconds: Option<u64>,
+    /// How long past `max_key_age_seconds` a key still signs; then it is refused (503,
+    /// audited, naming the key) until rotated.
+    #[serde(default)]
+    pub key_age_grace_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -92,6 +92,10 @@ pub enum Error {
     ReleaseUntrusted(String),
     #[error("signing is unavailable: {0}")]
     Unavailable(String),
+    /// The plan's key policy refuses the key that would sign (too old, not hardware-backed):
+    /// unavailable until an operator rotates it.
+    #[error("signing is unavailable: {0}")]
+    KeyPolicy(String),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("the node is overloaded")]
@@ -151,6 +155,8 @@ impl Error {
                 retry_after_seconds,
             } => Some(*retry_after_seconds),
             Error::Remote(p) => p.retry_after_seconds,
+            // Nothing changes until an operator rotates the key: no tight retry loop.
+            Error::KeyPolicy(_) => Some(300),
             Error::Unavailable(_) | Error::Overloaded | Error::NotLeader => Some(1),
             _ => None,
         }
@@ -170,7 +176,7 @@ impl Error {
             Error::Unauthenticated(_) | Error::DpopNonce(_) => ProblemCode::InvalidToken,
             Error::EntitlementDenied(_) => ProblemCode::EntitlementDenied,
             Error::ReleaseUntrusted(_) => ProblemCode::ReleaseUntrusted,
-            Error::Unavailable(_) | Error::Overloaded | Error::NotLeader => {
+            Error::Unavailable(_) | Error::KeyPolicy(_) | Error::Overloaded | Error::NotLeader => {
                 ProblemCode::SigningUnavailable
             }
             Error::Throttled { .. } => ProblemCode::PlanThrottled,

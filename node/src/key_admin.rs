@@ -20,6 +20,7 @@ fn state_name(state: KeyState) -> &'static str {
         KeyState::Active => "active",
         KeyState::Retired => "retired",
         KeyState::Revoked => "revoked",
+        KeyState::Standby => "standby",
     }
 }
 
@@ -109,6 +110,13 @@ pub async fn register(
             )));
         }
     };
+    let plan = service.admission().plan(&request.plan).map_err(|_| {
+        Error::InvalidRequest(format!(
+            "plan `{}` is not offered by this signer",
+            crate::error::clip(&request.plan)
+        ))
+    })?;
+    crate::key_policy::check_registration(&plan, &source)?;
     // The private key must be in place (this node checks its own copy) before the key can be
     // made active: a registered key nobody can use would stop the tenant's signing.
     let probe = KeyEntry {
@@ -134,6 +142,7 @@ pub async fn register(
         source,
         public_key_pem: public_key.to_pem(),
         rotate: request.rotate,
+        standby: request.standby,
         reason,
     };
     let applied = service

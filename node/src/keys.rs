@@ -120,9 +120,12 @@ impl Keyring {
     /// The signers for the registry's `selection` for `tenant` on `plan`, in envelope order.
     /// May block (first use of a key reads its file or opens it on the token).
     /// A threshold key's signer signs only for `admission` (the request's reservation id).
+    /// With a `standby` key, an active key that cannot be loaded is replaced by it, and every
+    /// active key falls back to it when its back-end fails to sign ([`FallbackSigner`]).
     pub fn signers_for(
         &self,
         selection: Selection,
+        standby: Option<&KeyEntry>,
         tenant: &str,
         plan: &str,
         admission: &str,
@@ -131,7 +134,26 @@ impl Keyring {
             Selection::Default => Ok(vec![self.default.clone()]),
             Selection::Registered(entries) => entries
                 .iter()
-                .map(|(e, group)| self.load_with_group(e, group.as_ref(), admission))
+                .map(|(e, group)| {
+                    let active = self.load_with_group(e, group.as_ref(), admission);
+                    let Some(standby) = standby else {
+                        return active;
+                    };
+                    Ok(match (active, self.load(standby)) {
+                        (Ok(active), Ok(standby)) => {
+                            Arc::new(FallbackSigner { active, standby }) as Arc<dyn KeySigner>
+                        }
+                        // A standby that cannot be used never stops the active key.
+                        (Ok(active), Err(why)) => {
+                            tracing::warn!(standby = %standby.key_id, "the standby key cannot be loaded: {why}");
+                            active
+                        }
+                        (Err(Error::Unavailable(why)), Ok(standby)) => {
+                            Arc::new(FallbackSigner::already_failed(&e.key_id, &why, standby))
+                        }
+                        (Err(e), _) => return Err(e),
+                    })
+                })
                 .collect(),
             Selection::NoActiveKey => Err(Error::Unavailable(format!(
                 "tenant `{tenant}` has no active key for plan `{plan}` (rotated out or revoked)"
@@ -200,6 +222,77 @@ impl Keyring {
         }
         loaded.insert(entry.key_id.clone(), signer.clone());
         Ok(signer)
+    }
+}
+
+/// An active key with the tenant/plan's standby behind it: when the active key's back-end
+/// fails to sign (an HSM or KMS that is down), the standby signs instead and the operation
+/// says so in a remark starting with [`FALLBACK_REMARK`], which the audit record files as key
+/// source `fallback`. It never signs with the standby otherwise.
+pub struct FallbackSigner {
+    active: Arc<dyn KeySigner>,
+    standby: Arc<dyn KeySigner>,
+}
+
+/// How a fallback signature's remark starts.
+pub const FALLBACK_REMARK: &str = "fallback:";
+
+/// The active key could not even be loaded: it signs with the standby every time.
+struct Unloadable {
+    descriptor: stella_signer::KeyDescriptor,
+    why: String,
+}
+
+impl KeySigner for Unloadable {
+    fn descriptor(&self) -> &stella_signer::KeyDescriptor {
+        &self.descriptor
+    }
+
+    fn sign(
+        &self,
+        _message: &[u8],
+    ) -> Result<stella_signer::SignedOperation, stella_signer::Error> {
+        Err(stella_signer::Error::Key(self.why.clone()))
+    }
+}
+
+impl FallbackSigner {
+    fn already_failed(key_id: &str, why: &str, standby: Arc<dyn KeySigner>) -> FallbackSigner {
+        let mut descriptor = standby.descriptor().clone();
+        descriptor.key_id = key_id.to_owned();
+        FallbackSigner {
+            active: Arc::new(Unloadable {
+                descriptor,
+                why: why.to_owned(),
+            }),
+            standby,
+        }
+    }
+}
+
+impl KeySigner for FallbackSigner {
+    fn descriptor(&self) -> &stella_signer::KeyDescriptor {
+        self.active.descriptor()
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<stella_signer::SignedOperation, stella_signer::Error> {
+        let failure = match self.active.sign(message) {
+            Ok(op) => return Ok(op),
+            Err(e) => e,
+        };
+        let active = &self.active.descriptor().key_id;
+        let mut op = self.standby.sign(message).map_err(|e| {
+            stella_signer::Error::Signing(format!(
+                "active key {active} failed ({failure}) and so did the standby ({e})"
+            ))
+        })?;
+        let remark = format!(
+            "{FALLBACK_REMARK} standby key {} signed because active key {active} is unavailable: {failure}",
+            op.key_id
+        );
+        tracing::warn!("{remark}");
+        op.remarks.push(remark);
+        Ok(op)
     }
 }
 

@@ -23,6 +23,7 @@ pub mod export;
 pub mod fuzzing;
 pub mod http;
 pub mod key_admin;
+pub mod key_policy;
 pub mod keyless;
 pub mod keys;
 pub mod ledger;

@@ -318,6 +318,9 @@ mod tests {
                 max_concurrent: 10,
                 max_artifact_bytes: 1 << 20,
                 shared_default_key: true,
+                require_hardware_backed: false,
+                max_key_age_seconds: None,
+                key_age_grace_seconds: 0,
             }],
         }
     }

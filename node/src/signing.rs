@@ -666,13 +666,41 @@ impl SigningService {
         // whose applied state is the newest). The choice is made under the state lock; loading
         // a key the first time (a file read, opening an HSM key) happens outside it, on the
         // blocking pool.
+        let now_ms = self.now_ms();
         let chosen = if plan.mode == pipeline::MODE_KEYLESS {
-            inner.keyring.keyless().map(|k| vec![k])
+            crate::key_policy::check_keyless(&limits)
+                .and_then(|()| inner.keyring.keyless().map(|k| vec![k]))
         } else {
-            let selection = inner
-                .cluster
-                .view()
-                .with_state(|state| crate::keys::select(state, &caller.tenant, &job.plan));
+            let (selection, standby) = inner.cluster.view().with_state(|state| {
+                (
+                    crate::keys::select(state, &caller.tenant, &job.plan),
+                    crate::key_policy::standby(state.keys.values(), &caller.tenant, &job.plan)
+                        .cloned(),
+                )
+            });
+            // The plan's key policy, decided on the registry alone: hardware-backed keys only,
+            // no key past its age and grace (ADR 0021).
+            let policy = match &selection {
+                crate::keys::Selection::Registered(entries) => {
+                    let keys: Vec<_> = entries.iter().map(|(k, _)| k).collect();
+                    crate::key_policy::check_signing(&limits, &keys, now_ms)
+                }
+                crate::keys::Selection::Default => crate::key_policy::check_default_key(
+                    &limits,
+                    inner.keyring.default_key().descriptor().source.as_str(),
+                ),
+                crate::keys::Selection::NoActiveKey => Ok(()),
+            }
+            .and_then(|()| {
+                if plan.mode == pipeline::MODE_KEYFUL_KEYLESS {
+                    crate::key_policy::check_keyless(&limits)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = policy {
+                return Err(refused(e, &job.request).await);
+            }
             if selection == crate::keys::Selection::Default && !limits.shared_default_key {
                 let e = Error::EntitlementDenied(format!(
                     "tenant `{}` has no key of its own on plan `{}`, and the plan does not use the shared default key",
@@ -688,10 +716,13 @@ impl SigningService {
                 reservation_id.clone(),
             );
             let keyful = tokio::task::spawn_blocking(move || {
-                service
-                    .inner
-                    .keyring
-                    .signers_for(selection, &tenant, &plan_name, &admission)
+                service.inner.keyring.signers_for(
+                    selection,
+                    standby.as_ref(),
+                    &tenant,
+                    &plan_name,
+                    &admission,
+                )
             })
             .await
             .unwrap_or_else(|e| Err(Error::Unavailable(format!("loading the key: {e}"))));
@@ -870,6 +901,7 @@ impl SigningService {
         // the ephemeral key) and the certificate serial of a keyless signature.
         struct Made<'a> {
             key_id: &'a str,
+            key_source: &'a str,
             certificate_serial: Option<String>,
             bundle_sha256: Option<String>,
             signatures: Vec<stella_state::audit::SignatureRecord>,
@@ -881,7 +913,7 @@ impl SigningService {
                 caller: &caller,
                 plan: &plan,
                 key_id: made.key_id,
-                key_source,
+                key_source: made.key_source,
                 poe_state: &job.poe_state,
                 plan_name: &job.plan,
                 provenance: job.provenance.as_deref(),
@@ -937,6 +969,7 @@ impl SigningService {
                         e.to_string(),
                         Made {
                             key_id: &primary.key_id,
+                            key_source,
                             certificate_serial: None,
                             bundle_sha256: None,
                             signatures: Vec::new(),
@@ -955,10 +988,24 @@ impl SigningService {
 
         // 3. Audit + commit the reservation in one Raft entry, before anything is returned.
         //    Every signature is on the record, filed under its bundle hash.
+        // A standby's signature made because the active key's back-end failed is on the
+        // record with key source `fallback` (and the remark naming both keys in the reason).
         let sources: Vec<String> = signers
             .iter()
-            .map(|s| s.descriptor().source.as_str().to_owned())
+            .zip(&ops)
+            .map(|(s, op)| {
+                if op
+                    .remarks
+                    .iter()
+                    .any(|r| r.starts_with(crate::keys::FALLBACK_REMARK))
+                {
+                    "fallback".to_owned()
+                } else {
+                    s.descriptor().source.as_str().to_owned()
+                }
+            })
             .collect();
+        let key_source = sources.first().map_or(key_source, String::as_str);
         let hashes = pipeline::signature_hashes(&envelope, &bundles)?;
         let signature_records = pipeline::signature_records(&ops, &sources, &hashes);
         let bundle_sha256 = bundles
@@ -983,6 +1030,7 @@ impl SigningService {
                 reason,
                 Made {
                     key_id: ops.first().map_or(&primary.key_id, |op| &op.key_id),
+                    key_source,
                     certificate_serial: ops
                         .iter()
                         .find_map(|op| op.certificate_chain_der.first())

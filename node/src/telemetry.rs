@@ -42,6 +42,11 @@ pub const KEYS: &str = "stella_signer_registry_keys";
 pub const BYPASS_ACTIVE: &str = "stella_signer_poe_bypass_active";
 /// When each certificate this node serves or trusts stops being valid (Unix seconds).
 pub const CERT_EXPIRY: &str = "stella_signer_certificate_expiry_timestamp_seconds";
+/// Per plan with a rotation cadence (`max_key_age_seconds`): when its oldest active key is due
+/// for rotation (Unix seconds; +Inf while the plan has no active key).
+pub const KEY_ROTATION_DUE: &str = "stella_signer_key_rotation_due_timestamp_seconds";
+/// Per plan with a rotation cadence: when that key stops signing (due + grace).
+pub const KEY_SIGNING_ENDS: &str = "stella_signer_key_signing_ends_timestamp_seconds";
 /// Entries in this node's log not yet applied.
 pub const APPLY_LAG: &str = "stella_signer_raft_apply_lag_entries";
 /// On the leader: entries each follower has yet to acknowledge, by peer node id.
@@ -288,6 +293,10 @@ pub fn record_state(
     for (key_state, count) in key_counts(state) {
         metrics::gauge!(KEYS, "state" => key_state).set(count as f64);
     }
+    for (plan, due, ends) in key_rotation(state, plans) {
+        metrics::gauge!(KEY_ROTATION_DUE, "plan" => plan.clone()).set(due);
+        metrics::gauge!(KEY_SIGNING_ENDS, "plan" => plan).set(ends);
+    }
     metrics::gauge!(BYPASS_ACTIVE).set(if bypass_on { 1.0 } else { 0.0 });
 }
 
@@ -325,14 +334,41 @@ pub fn quota_usage(
         .collect()
 }
 
+/// Per plan with a rotation cadence: (plan, rotation due, signing ends) in Unix seconds for its
+/// oldest active key, +Inf when it has none. Pure.
+pub fn key_rotation(
+    state: &stella_state::State,
+    plans: &[crate::config::PlanConfig],
+) -> Vec<(String, f64, f64)> {
+    plans
+        .iter()
+        .filter(|p| p.max_key_age_seconds.is_some())
+        .map(
+            |plan| match crate::key_policy::earliest_rotation_due(plan, state.keys.values()) {
+                Some(due_ms) => {
+                    let ends_ms =
+                        due_ms.saturating_add(plan.key_age_grace_seconds.saturating_mul(1000));
+                    (
+                        plan.name.clone(),
+                        due_ms as f64 / 1000.0,
+                        ends_ms as f64 / 1000.0,
+                    )
+                }
+                None => (plan.name.clone(), f64::INFINITY, f64::INFINITY),
+            },
+        )
+        .collect()
+}
+
 /// Keys in the registry by state, every state named (zero included). Pure.
-pub fn key_counts(state: &stella_state::State) -> [(&'static str, u64); 3] {
+pub fn key_counts(state: &stella_state::State) -> [(&'static str, u64); 4] {
     use stella_state::command::KeyState;
     let count = |wanted: KeyState| state.keys.values().filter(|k| k.state == wanted).count() as u64;
     [
         ("active", count(KeyState::Active)),
         ("retired", count(KeyState::Retired)),
         ("revoked", count(KeyState::Revoked)),
+        ("standby", count(KeyState::Standby)),
     ]
 }
 
@@ -376,6 +412,9 @@ mod tests {
             max_concurrent: 4,
             max_artifact_bytes: 1024,
             shared_default_key: false,
+            require_hardware_backed: false,
+            max_key_age_seconds: None,
+            key_age_grace_seconds: 0,
         }
     }
 
@@ -441,7 +480,12 @@ mod tests {
     fn key_counts_name_every_state() {
         assert_eq!(
             key_counts(&State::default()),
-            [("active", 0), ("retired", 0), ("revoked", 0)]
+            [
+                ("active", 0),
+                ("retired", 0),
+                ("revoked", 0),
+                ("standby", 0)
+            ]
         );
     }
 

@@ -247,6 +247,9 @@ pub enum KeyState {
     Retired,
     /// Compromised or withdrawn: terminal.
     Revoked,
+    /// The tenant/plan's fallback key: verifies like an active key, signs only while an active
+    /// key's back-end is unavailable (ADR 0021); promoted to active by a rotation.
+    Standby,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -709,6 +709,9 @@ fn key_transition_allowed(from: KeyState, to: KeyState) -> bool {
         (KeyState::Active, KeyState::Retired)
             | (KeyState::Active, KeyState::Revoked)
             | (KeyState::Retired, KeyState::Revoked)
+            | (KeyState::Standby, KeyState::Active)
+            | (KeyState::Standby, KeyState::Retired)
+            | (KeyState::Standby, KeyState::Revoked)
     )
 }
 

@@ -178,6 +178,9 @@ pub fn prepare(
             max_artifact_bytes: max_body_bytes,
             // The dev tenant signs with the dev key.
             shared_default_key: true,
+            require_hardware_backed: false,
+            max_key_age_seconds: None,
+            key_age_grace_seconds: 0,
         }],
     })
 }
