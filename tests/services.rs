@@ -120,6 +120,7 @@ impl Services {
             authority: a,
             licensing: l,
             fulcio: Some(f),
+            tsa: None,
             token_url: format!("{url}/authority/token"),
         })
         .expect("stand-in server");

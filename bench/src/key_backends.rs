@@ -111,6 +111,7 @@ fn keyless(
         authority: a,
         licensing,
         fulcio: Some(fulcio),
+        tsa: None,
         token_url: format!("{base}/authority/token"),
     })?;
     let now = stella_api::dpop::unix_now();

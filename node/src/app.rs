@@ -97,6 +97,13 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         config.admission = Some(setup.admission);
         config.entitlement = Some(setup.entitlement);
         config.plans = setup.plans;
+        tracing::warn!(
+            fulcio = %setup.keyless.fulcio_url,
+            identity = dev::DEV_KEYLESS_IDENTITY,
+            oidc_issuer = %setup.services.authority.issuer(),
+            "dev mode: keyless signing goes to the embedded dev Fulcio and dev TSA, stand-ins with test CAs of their own (never Sigstore's services); their signatures verify only with this node's trust root (stella trust export)"
+        );
+        config.signing.keyless = Some(setup.keyless);
         Some(setup.services)
     } else {
         None
@@ -413,8 +420,6 @@ async fn threshold_backend(
     })
 }
 
-/// The keyless trust to publish: the Fulcio CA chain (`[signing.keyless] ca_chain`) and the
-/// TSA chain (`[signing.keyless.tsa] chain`), PEM.
 /// The certificates whose expiry an alert watches: the client listener's and the peer
 /// listener's chains, the CAs they trust, and the keyless CA and TSA chains.
 fn certificates(
@@ -454,6 +459,8 @@ fn certificates(
     out
 }
 
+/// The keyless trust to publish: the Fulcio CA chain (`[signing.keyless] ca_chain`) and the
+/// TSA chain (`[signing.keyless.tsa] chain`), PEM.
 fn keyless_trust(config: &Config) -> Result<crate::http::KeylessTrust, Error> {
     let mut trust = crate::http::KeylessTrust::default();
     let Some(keyless) = &config.signing.keyless else {

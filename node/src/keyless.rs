@@ -4,7 +4,9 @@
 //! the response and the leaf into the Sigstore bundle. Retries on 5xx and transport errors only.
 //! With a Time-Stamping Authority configured, every signature also gets an RFC 3161 token
 //! (checked against the TSA's chain before it is used) so offline verifiers can judge the
-//! ten-minute certificate at a time a third party vouches for.
+//! ten-minute certificate at a time a third party vouches for. A reply that is not DER is
+//! re-encoded to canonical DER where no signed byte changes, and refused where one would
+//! (`timestamp::canonical_response`); what is embedded is what was verified.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -214,9 +216,16 @@ impl KeylessSigner {
                 response,
                 timestamp::MAX_RESPONSE_BYTES,
             ))?;
-            let token = timestamp::check_response(&reply, signature, &nonce)?;
+            let token = timestamp::check_response(&reply, signature, &nonce)
+                .map_err(|e| format!("the TSA's reply: {e}"))?;
             timestamp::verify_timestamp(&token, signature, &tsa.authorities)
                 .map_err(|e| format!("the TSA's token does not verify: {e}"))?;
+            if token != reply {
+                tracing::warn!(
+                    tsa = %tsa.source.url,
+                    "the TSA's reply was not DER (a SET OF out of order); it is embedded re-encoded"
+                );
+            }
             return Ok(token);
         }
         Err(last)
@@ -241,7 +250,6 @@ impl KeySigner for KeylessSigner {
     }
 }
 
-/// The serial number of a DER certificate, as lowercase hex (for the audit log).
 /// The certificate chain (DER, leaf first) in a Fulcio `/api/v2/signingCert` answer.
 pub fn chain_of_fulcio_answer(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     let answer: Value =
@@ -266,6 +274,7 @@ pub fn chain_of_fulcio_answer(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     Ok(chain)
 }
 
+/// The serial number of a DER certificate, as lowercase hex (for the audit log).
 pub fn certificate_serial(der: &[u8]) -> Option<String> {
     use x509_cert::der::Decode;
     // A real DER parser: the certificate comes from Fulcio, and a hand-rolled length reader

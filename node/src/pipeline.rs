@@ -196,10 +196,7 @@ pub fn rebuilt(
         payload: plan.payload.clone(),
         signatures: operations
             .iter()
-            .map(|op| stella_signer::EnvelopeSignature {
-                keyid: Some(op.key_id.clone()),
-                sig: op.signature.clone(),
-            })
+            .map(stella_signer::EnvelopeSignature::of)
             .collect(),
     };
     Ok((envelope, operations))

@@ -64,6 +64,21 @@ pub struct EnvelopeSignature {
     pub sig: Vec<u8>,
 }
 
+impl EnvelopeSignature {
+    /// The envelope's entry for `op`. A keyful signature names its key; a keyless one carries
+    /// no `keyid`, like its bundle: its key was ephemeral, used once, and the certificate that
+    /// identifies it travels in the bundle, so an id would name nothing a verifier can look up.
+    pub fn of(op: &SignedOperation) -> EnvelopeSignature {
+        EnvelopeSignature {
+            keyid: op
+                .certificate_chain_der
+                .is_empty()
+                .then(|| op.key_id.clone()),
+            sig: op.signature.clone(),
+        }
+    }
+}
+
 /// A DSSE envelope. JSON form: `payload` and `sig` are standard base64 with padding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -90,10 +105,7 @@ impl Envelope {
         let mut operations = Vec::with_capacity(signers.len());
         for signer in signers {
             let op = signer.sign(&message)?;
-            signatures.push(EnvelopeSignature {
-                keyid: Some(op.key_id.clone()),
-                sig: op.signature.clone(),
-            });
+            signatures.push(EnvelopeSignature::of(&op));
             operations.push(op);
         }
         let envelope = Envelope {
@@ -192,5 +204,18 @@ mod tests {
         .expect("valid envelope");
         assert_eq!(env.payload, b"hi");
         assert_eq!(env.signatures[0].keyid, None);
+    }
+
+    #[test]
+    fn a_keyless_signature_carries_no_keyid_in_the_envelope() {
+        let key = crate::FileKeySigner::generate().expect("key");
+        let keyful = key.sign(b"m").expect("sign");
+        let entry = serde_json::to_value(EnvelopeSignature::of(&keyful)).expect("json");
+        assert_eq!(entry["keyid"], keyful.key_id.as_str());
+        let mut keyless = keyful;
+        keyless.certificate_chain_der = vec![b"leaf".to_vec()];
+        let entry = serde_json::to_value(EnvelopeSignature::of(&keyless)).expect("json");
+        assert!(entry.get("keyid").is_none(), "{entry}");
+        assert_eq!(entry["sig"], STANDARD.encode(&keyless.signature));
     }
 }

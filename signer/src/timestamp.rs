@@ -62,20 +62,89 @@ pub fn request_der(signature: &[u8], nonce: &[u8; 8]) -> Result<Vec<u8>, String>
 }
 
 /// Checks a TSA's DER `TimeStampResp`: granted, covering `signature`, echoing the request's
-/// nonce. Returns the response bytes unchanged (what a Sigstore bundle carries).
+/// nonce. Returns the response in canonical DER ([`canonical_response`]): what a Sigstore
+/// bundle carries, and what the caller must verify before embedding it.
 pub fn check_response(
     response: &[u8],
     signature: &[u8],
     nonce: &[u8; 8],
 ) -> Result<Vec<u8>, String> {
-    let parsed = ParsedToken::parse(&token_of(response)?)?;
+    let canonical = canonical_response(response)?;
+    let parsed = ParsedToken::parse(&token_of(&canonical)?)?;
     if parsed.imprint != Sha256::digest(signature).as_slice() {
         return Err("the token covers other bytes than the signature".into());
     }
     if parsed.nonce.as_deref() != Some(positive_int(nonce)?.as_bytes()) {
         return Err("the token does not echo the request's nonce".into());
     }
-    Ok(response.to_vec())
+    Ok(canonical)
+}
+
+/// A `TimeStampResp` in canonical DER, or why it cannot be had without breaking a signature.
+///
+/// DER sorts every `SET OF` (X.690 §11.6); some TSAs (OpenSSL's `ts -reply` among them) embed
+/// their certificates in the order they were added, which lenient parsers — sigstore-js, ours —
+/// accept and strict ones refuse. Nothing signs the order of the certificate set, and the
+/// signed attributes are signed in their DER (sorted) form (RFC 5652 §5.4), so re-encoding the
+/// structure is safe where the signed bytes stay as they were: the `TSTInfo` (its digest is
+/// signed) must already be DER, and every embedded certificate must come out of the
+/// re-encoding byte for byte (its issuer's signature covers it). Anything else is refused.
+/// The caller still verifies the result: a token whose signature only held over a non-DER
+/// encoding of its attributes does not verify after this, and is refused there.
+pub fn canonical_response(response: &[u8]) -> Result<Vec<u8>, String> {
+    let mut parsed =
+        TimeStampResp::from_der(response).map_err(|e| format!("undecodable response: {e}"))?;
+    if let Some(token) = parsed.time_stamp_token.as_mut() {
+        if token.content_type != SIGNED_DATA {
+            return Err("the token is not CMS SignedData".into());
+        }
+        let signed: SignedData = token
+            .content
+            .decode_as()
+            .map_err(|e| format!("token SignedData: {e}"))?;
+        let tst_info = tst_info_bytes(&signed)?;
+        let strict = TstInfo::from_der(&tst_info)
+            .and_then(|t| t.to_der())
+            .map_err(|e| format!("TSTInfo: {e}"))?;
+        if strict != tst_info {
+            return Err("the token's TSTInfo is not DER, and its digest is signed: refused".into());
+        }
+        for choice in signed.certificates.iter().flat_map(|set| set.0.iter()) {
+            let der = choice.to_der().map_err(|e| e.to_string())?;
+            if !response.windows(der.len()).any(|w| w == der.as_slice()) {
+                return Err(
+                    "an embedded certificate is not DER, and its issuer signed it as it is: refused"
+                        .into(),
+                );
+            }
+        }
+        token.content = Any::encode_from(&signed).map_err(|e| format!("re-encoding: {e}"))?;
+    }
+    parsed
+        .to_der()
+        .map_err(|e| format!("re-encoding the response: {e}"))
+}
+
+/// Whether `response` is already canonical DER (what [`canonical_response`] would return).
+pub fn is_canonical(response: &[u8]) -> bool {
+    canonical_response(response).is_ok_and(|c| c == response)
+}
+
+/// The DER `TSTInfo` a token's `SignedData` encapsulates (the OCTET STRING's contents).
+fn tst_info_bytes(signed: &SignedData) -> Result<Vec<u8>, String> {
+    if signed.encap_content_info.econtent_type != TST_INFO {
+        return Err("the token does not carry a TSTInfo".into());
+    }
+    let content = signed
+        .encap_content_info
+        .econtent
+        .as_ref()
+        .ok_or("the token has no content")?;
+    Ok(
+        OctetString::from_der(&content.to_der().map_err(|e| e.to_string())?)
+            .map_err(|e| format!("TSTInfo wrapper: {e}"))?
+            .into_bytes(),
+    )
 }
 
 /// The token (DER `ContentInfo`) of a granted `TimeStampResp`.
@@ -123,17 +192,7 @@ impl ParsedToken {
             .content
             .decode_as()
             .map_err(|e| format!("token SignedData: {e}"))?;
-        if signed.encap_content_info.econtent_type != TST_INFO {
-            return Err("the token does not carry a TSTInfo".into());
-        }
-        let content = signed
-            .encap_content_info
-            .econtent
-            .as_ref()
-            .ok_or("the token has no content")?;
-        let tst_info_der = OctetString::from_der(&content.to_der().map_err(|e| e.to_string())?)
-            .map_err(|e| format!("TSTInfo wrapper: {e}"))?
-            .into_bytes();
+        let tst_info_der = tst_info_bytes(&signed)?;
         let tst = TstInfo::from_der(&tst_info_der).map_err(|e| format!("TSTInfo: {e}"))?;
         if tst.message_imprint.hash_algorithm.oid != SHA256 {
             return Err("the token's imprint is not SHA-256".into());
@@ -410,4 +469,78 @@ fn positive_int(bytes: &[u8]) -> Result<Int, String> {
         None => &value[..1],
     };
     Int::new(trimmed).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply of OpenSSL's `ts -reply` (the fuzz seed): its two certificates in the order
+    /// they were added, a `SET OF` strict DER forbids. It timestamps `signature-bytes`.
+    const OPENSSL_REPLY: &[u8] = include_bytes!("../../fuzz/seeds/tsa/openssl-granted.tsr");
+    const OPENSSL_CHAIN: &str = include_str!("../../fuzz/seeds/tsa/chain.pem");
+
+    fn openssl_authority() -> Vec<TimestampAuthority> {
+        use rustls_pki_types::pem::PemObject;
+        let chain_der = CertificateDer::pem_slice_iter(OPENSSL_CHAIN.as_bytes())
+            .map(|c| c.expect("certificate").to_vec())
+            .collect();
+        vec![TimestampAuthority { chain_der }]
+    }
+
+    #[test]
+    fn an_unsorted_certificate_set_is_re_encoded_to_canonical_der_that_still_verifies() {
+        assert!(!is_canonical(OPENSSL_REPLY), "the seed is not DER");
+        let canonical = canonical_response(OPENSSL_REPLY).expect("re-encodable");
+        assert_ne!(canonical, OPENSSL_REPLY);
+        assert_eq!(canonical.len(), OPENSSL_REPLY.len(), "only the order moved");
+        assert!(is_canonical(&canonical));
+        assert_eq!(canonical_response(&canonical).expect("again"), canonical);
+        // The same certificates, now sorted by their encodings.
+        let signed: SignedData = TimeStampResp::from_der(&canonical)
+            .expect("response")
+            .time_stamp_token
+            .expect("token")
+            .content
+            .decode_as()
+            .expect("signed data");
+        let certs: Vec<Vec<u8>> = signed
+            .certificates
+            .iter()
+            .flat_map(|s| s.0.iter())
+            .map(|c| c.to_der().expect("der"))
+            .collect();
+        assert_eq!(certs.len(), 2);
+        assert!(certs[0] < certs[1], "DER order");
+        let at = verify_timestamp(&canonical, b"signature-bytes", &openssl_authority());
+        assert!(at.is_ok(), "{at:?}");
+        assert!(
+            verify_timestamp(&canonical, b"other bytes", &openssl_authority()).is_err(),
+            "still bound to the signature"
+        );
+    }
+
+    #[test]
+    fn a_tst_info_that_is_not_der_is_refused_not_re_encoded() {
+        let mut response = TimeStampResp::from_der(OPENSSL_REPLY).expect("response");
+        let token = response.time_stamp_token.as_mut().expect("token");
+        let mut signed: SignedData = token.content.decode_as().expect("signed data");
+        let tst = tst_info_bytes(&signed).expect("tst info");
+        // The same TSTInfo with its length in one more byte than DER allows.
+        let longer = match tst[1] {
+            n if n < 0x80 => [&[0x30, 0x81, n][..], &tst[2..]].concat(),
+            0x81 => [&[0x30, 0x82, 0x00, tst[2]][..], &tst[3..]].concat(),
+            other => panic!("unexpected length byte {other:#x}"),
+        };
+        signed.encap_content_info.econtent =
+            Some(Any::new(der::Tag::OctetString, longer).expect("octets"));
+        token.content = Any::encode_from(&signed).expect("signed data");
+        let crafted = response.to_der().expect("der");
+        let refused = canonical_response(&crafted).expect_err("refused");
+        assert!(refused.contains("TSTInfo"), "{refused}");
+        assert!(
+            check_response(&crafted, b"signature-bytes", &[7; 8]).is_err(),
+            "and so never embedded"
+        );
+    }
 }

@@ -9,7 +9,7 @@
 use serde_json::Value;
 use stella_api::SignDsseRequest;
 use stella_tests::{
-    PLAN, Services, TsaProcess, Verifiers, audit_api, client_for, sbom_request_for,
+    NodeProcess, PLAN, Services, TsaProcess, Verifiers, audit_api, client_for, sbom_request_for,
     start_configured_node, stella, stella_ok,
 };
 
@@ -38,6 +38,18 @@ fn keyless_bundles_carry_a_fulcio_leaf_that_independent_verifiers_accept() {
             chain = tsa.chain_path.display(),
         ),
     );
+    let http = reqwest::blocking::Client::new();
+    for path in [
+        "/dev/fulcio/api/v2/signingCert",
+        "/dev/tsa/api/v1/timestamp",
+    ] {
+        let answer = http.post(format!("{}{path}", node.url)).body("x").send();
+        assert_eq!(
+            answer.expect("post").status().as_u16(),
+            404,
+            "no dev stand-in outside dev mode: {path}"
+        );
+    }
     let client = client_for(
         &node.url,
         services.credentials("tenant-a-ci", PLAN, &node.url),
@@ -131,11 +143,13 @@ fn keyless_bundles_carry_a_fulcio_leaf_that_independent_verifiers_accept() {
     );
     let bundle_path = dir.join("keyless.bundle.json");
     std::fs::write(&bundle_path, first.bundles[0].bundle.get()).expect("bundle");
+    let token = bundle["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]
+        ["signedTimestamp"]
+        .as_str()
+        .map(|t| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, t));
     assert!(
-        bundle["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]
-            ["signedTimestamp"]
-            .is_string(),
-        "{bundle}"
+        matches!(&token, Some(Ok(t)) if stella_signer::timestamp::is_canonical(t)),
+        "OpenSSL's token is embedded, in strict DER: {bundle}"
     );
     let issuer = services.authority.issuer().to_owned();
     let (ok, out) =
@@ -317,6 +331,245 @@ fn keyless_bundles_carry_a_fulcio_leaf_that_independent_verifiers_accept() {
             .is_some_and(|s| s.len() >= 16),
         "{record}"
     );
+}
+
+/// As a new user meets keyless: a fresh `serve --dev` signs keyless through the CLI with no
+/// set-up (its dev Fulcio and dev TSA answer on its own listener), its trust export holds both
+/// stand-ins, and `stella verify --trusted-root` and sigstore-js accept the bundle. What the
+/// stand-ins issue is checked from outside as a strict verifier would: the leaf and the token
+/// re-encode byte for byte, the leaf has Fulcio's extensions, openssl verifies the token.
+#[test]
+fn a_fresh_dev_node_signs_keyless_and_independent_verifiers_accept_it() {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use stella_node::dev::DEV_KEYLESS_IDENTITY;
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let s = |p: &std::path::Path| p.to_str().expect("utf8").to_owned();
+    let data = dir.join("data");
+    let node = NodeProcess::start_dev(&data);
+    let issuer = format!("{}/dev/authority", node.url);
+    let creds = s(&node.dev_dir());
+    let sbom = stella_tests::repo_root().join("examples/sbom.cdx.json");
+    let (bundle_path, envelope_path) = (
+        dir.join("keyless.bundle.json"),
+        dir.join("keyless.dsse.json"),
+    );
+    let out = stella_ok(&[
+        "sign",
+        "sbom",
+        &s(&sbom),
+        "--mode",
+        "keyless",
+        "--credentials",
+        &creds,
+        "--bundle",
+        &s(&bundle_path),
+        "--envelope",
+        &s(&envelope_path),
+        "--output",
+        "json",
+    ]);
+    let response: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(response["signerIdentity"]["mode"], "keyless", "{response}");
+    let envelope: Value =
+        serde_json::from_slice(&std::fs::read(&envelope_path).expect("envelope")).expect("json");
+    assert_eq!(envelope["signatures"].as_array().map(Vec::len), Some(1));
+    assert!(
+        envelope["signatures"][0].get("keyid").is_none(),
+        "a keyless signature names no key, in the envelope as in the bundle: {envelope}"
+    );
+    let bundle: Value =
+        serde_json::from_slice(&std::fs::read(&bundle_path).expect("bundle")).expect("json");
+    assert!(
+        bundle["dsseEnvelope"]["signatures"][0]
+            .get("keyid")
+            .is_none()
+    );
+    assert!(
+        node.logs()
+            .iter()
+            .any(|l| l.contains("dev mode: keyless signing") && l.contains("WARN")),
+        "the node says the stand-ins are dev-only"
+    );
+
+    // Offline, with the node's own trust export.
+    let kit = dir.join("kit");
+    stella_ok(&["trust", "export", "-o", &s(&kit), "--credentials", &creds]);
+    let root_path = kit.join("trusted_root.json");
+    let root: Value =
+        serde_json::from_slice(&std::fs::read(&root_path).expect("root")).expect("json");
+    assert_eq!(
+        root["certificateAuthorities"].as_array().map(Vec::len),
+        Some(1),
+        "{root}"
+    );
+    assert_eq!(
+        root["timestampAuthorities"].as_array().map(Vec::len),
+        Some(1),
+        "{root}"
+    );
+    let verified = stella(&[
+        "verify",
+        &s(&sbom),
+        "--bundle",
+        &s(&bundle_path),
+        "--trusted-root",
+        &s(&root_path),
+        "--certificate-identity",
+        DEV_KEYLESS_IDENTITY,
+        "--certificate-oidc-issuer",
+        &issuer,
+        "--predicate-type",
+        "stella.ops/sbom@v1",
+    ]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+    let (ok, out) = Verifiers::sigstore_js_keyless(
+        &bundle_path,
+        &root_path,
+        DEV_KEYLESS_IDENTITY,
+        &issuer,
+        Some(&sbom),
+    );
+    assert!(
+        ok,
+        "sigstore-js verifies the dev node's keyless bundle: {out}"
+    );
+    let (ok, out) = Verifiers::sigstore_js_keyless(
+        &bundle_path,
+        &root_path,
+        "mallory@dev.invalid",
+        &issuer,
+        Some(&sbom),
+    );
+    assert!(!ok, "and refuses another identity: {out}");
+
+    // The leaf, strictly: DER that re-encodes byte for byte, Fulcio's extensions.
+    let b64 = |v: &Value| {
+        STANDARD
+            .decode(v.as_str().expect("base64"))
+            .expect("base64")
+    };
+    let leaf = b64(&bundle["verificationMaterial"]["certificate"]["rawBytes"]);
+    let parsed = <x509_cert::Certificate as der::Decode>::from_der(&leaf).expect("leaf");
+    assert_eq!(
+        der::Encode::to_der(&parsed).expect("der"),
+        leaf,
+        "the leaf is strict DER"
+    );
+    let oids: Vec<String> = parsed
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .map(|e| e.extn_id.to_string())
+        .collect();
+    for (oid, what) in [
+        ("2.5.29.14", "subject key identifier"),
+        ("2.5.29.35", "authority key identifier"),
+        ("2.5.29.15", "key usage"),
+        ("2.5.29.37", "extended key usage"),
+        ("2.5.29.17", "subject alternative name"),
+        ("1.3.6.1.4.1.57264.1.8", "OIDC issuer"),
+    ] {
+        assert!(
+            oids.iter().any(|o| o == oid),
+            "the leaf has a {what}: {oids:?}"
+        );
+    }
+    assert!(
+        !oids.iter().any(|o| o == "2.5.29.19"),
+        "no basic constraints, as Sigstore's Fulcio leaves: {oids:?}"
+    );
+    let pem = |der: &[u8]| {
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            STANDARD.encode(der)
+        )
+    };
+    std::fs::write(dir.join("leaf.pem"), pem(&leaf)).expect("leaf");
+    let certs = |entry: &Value| -> String {
+        entry["certChain"]["certificates"]
+            .as_array()
+            .expect("chain")
+            .iter()
+            .map(|c| pem(&b64(&c["rawBytes"])))
+            .collect()
+    };
+    std::fs::write(
+        dir.join("fulcio-ca.pem"),
+        certs(&root["certificateAuthorities"][0]),
+    )
+    .expect("ca");
+    let tsa_chain = certs(&root["timestampAuthorities"][0]);
+    let tsa_root = tsa_chain
+        .rsplit_once("-----BEGIN")
+        .map(|(_, r)| format!("-----BEGIN{r}"))
+        .expect("root");
+    std::fs::write(dir.join("tsa-root.pem"), tsa_root).expect("tsa root");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = openssl(&["verify", "-CAfile", "fulcio-ca.pem", "leaf.pem"]);
+    assert!(
+        ok,
+        "openssl chains the leaf to the exported dev Fulcio CA: {out}"
+    );
+
+    // The timestamp token, strictly: canonical DER, and a valid RFC 3161 token for openssl.
+    let reply = b64(
+        &bundle["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]["signedTimestamp"],
+    );
+    assert!(
+        stella_signer::timestamp::is_canonical(&reply),
+        "the token decodes and re-encodes byte for byte (every SET OF sorted)"
+    );
+    std::fs::write(dir.join("token.tsr"), &reply).expect("token");
+    let signature = b64(&envelope["signatures"][0]["sig"]);
+    let imprint = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&signature));
+    let (ok, out) = openssl(&[
+        "ts",
+        "-verify",
+        "-in",
+        "token.tsr",
+        "-digest",
+        &imprint,
+        "-CAfile",
+        "tsa-root.pem",
+    ]);
+    assert!(ok, "openssl ts -verify accepts the dev TSA's token: {out}");
+
+    // A restart keeps both stand-ins' keys: the old bundle verifies with a new export.
+    node.stop();
+    let node = NodeProcess::start_dev(&data);
+    let again = dir.join("kit-again");
+    stella_ok(&[
+        "trust",
+        "export",
+        "-o",
+        &s(&again),
+        "--credentials",
+        &s(&node.dev_dir()),
+    ]);
+    let root_again: Value =
+        serde_json::from_slice(&std::fs::read(again.join("trusted_root.json")).expect("root"))
+            .expect("json");
+    assert_eq!(root_again, root, "the same trust root after a restart");
 }
 
 /// The certificates of a PEM file as trusted-root `rawBytes` entries.

@@ -7,7 +7,13 @@ Creates (once) a root CA and an EC P-256 TSA certificate with the critical timeS
 DIR, writes DIR/tsa-chain.pem (TSA certificate first, root last), then serves
 `POST /` (any path) with `Content-Type: application/timestamp-query` on 127.0.0.1 and an
 ephemeral port, answering `application/timestamp-reply`. The port is written to DIR/port once
-the server listens. The token is made by OpenSSL's TSA, not by the code under test.
+the server listens. The token is made by OpenSSL's TSA, not by the code under test: the
+independent TSA beside the node's own dev TSA (node/src/dev/tsa.rs).
+
+The token embeds the TSA certificate only (the root comes from the trust root). OpenSSL keeps
+embedded certificates in the order they were added, and DER wants a SET OF sorted: with two or
+more the reply is not DER (strict parsers refuse it; the node re-encodes it). One certificate
+is a sorted set whatever the order, so what this TSA sends is strict DER, like Sigstore's.
 """
 
 import http.server
@@ -49,7 +55,7 @@ def prepare(d):
     with open(os.path.join(d, "tsa.cnf"), "w") as f:
         f.write(
             "[tsa]\ndefault_tsa = stella\n[stella]\n"
-            f"serial = {d}/serial\nsigner_cert = {d}/tsa.crt\ncerts = {d}/root.crt\n"
+            f"serial = {d}/serial\nsigner_cert = {d}/tsa.crt\n"
             f"signer_key = {d}/tsa.key\nsigner_digest = sha256\ndefault_policy = 1.3.6.1.4.1.57264.99.1\n"
             "digests = sha256, sha384, sha512\naccuracy = secs:1\nordering = no\ntsa_name = yes\n"
             "ess_cert_id_chain = no\ness_cert_id_alg = sha256\n"
@@ -89,7 +95,7 @@ def serve(d):
                     f.write(query)
                 done = subprocess.run(
                     ["openssl", "ts", "-reply", "-config", os.path.join(d, "tsa.cnf"),
-                     "-queryfile", q, "-out", r, "-chain", os.path.join(d, "root.crt")],
+                     "-queryfile", q, "-out", r],
                     capture_output=True)
                 if done.returncode != 0:
                     return self.answer(400, "text/plain", done.stderr[-500:])

@@ -5,12 +5,19 @@
 //! - `dev/authority-key.pem`, `dev/licensing-key.pem` — keys of the embedded dev Authority and
 //!   dev licensing service (mounted under `/dev/` on the node's own listener),
 //! - `dev/credentials.json` — server URL, the Authority client, a DPoP key and a license (PoE)
-//!   for the `stella` CLI, which obtains tokens and makes proofs from it transparently.
+//!   for the `stella` CLI, which obtains tokens and makes proofs from it transparently;
+//! - keyless signing against stand-ins of Sigstore's services, mounted under `/dev/` too: a
+//!   Fulcio-protocol CA (`dev/fulcio-ca-key.pem`, `dev/fulcio-ca.pem`) and an RFC 3161 TSA
+//!   (`dev/tsa-key.pem`, `dev/tsa-chain.pem`), with the node's own OIDC identity token for
+//!   [`DEV_KEYLESS_IDENTITY`] (`dev/identity.jwt`, from the dev Authority, re-issued at every
+//!   start). Their chains are the node's published keyless trust (`stella trust export`).
+//!   Dev-only: nothing outside dev mode mounts them or trusts them.
 
 pub mod authority;
 pub mod fulcio;
 pub mod licensing;
 mod routes;
+pub mod tsa;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,22 +31,33 @@ pub use self::authority::{DevAuthority, DevClient};
 pub use self::fulcio::DevFulcio;
 pub use self::licensing::DevLicensing;
 pub use self::routes::{DevServices, StandIn, services};
+pub use self::tsa::DevTsa;
 use crate::Error;
 use crate::clock::Clock;
-use crate::config::{AdmissionConfig, EntitlementConfig, PlanConfig};
+use crate::config::{AdmissionConfig, EntitlementConfig, KeylessSection, PlanConfig, TsaSection};
 use crate::keys::{write_atomically, write_secret_atomically};
 
 pub const DEV_TENANT: &str = "dev";
 pub const DEV_PLAN: &str = "dev";
 const DEV_CLI_CLIENT: &str = "stella-cli";
 const DEV_SIGNER_CLIENT: &str = "stella-signer";
+/// Who a dev node's keyless certificates name (an e-mail SAN; `.invalid` is reserved, RFC 2606).
+/// Its OIDC issuer is the dev Authority, `{url}/dev/authority`.
+pub const DEV_KEYLESS_IDENTITY: &str = "stella-signer@dev.invalid";
+pub const FULCIO_CA_FILE: &str = "fulcio-ca.pem";
+pub const TSA_CHAIN_FILE: &str = "tsa-chain.pem";
+/// Where a dev node's stand-ins answer, under its own URL.
+pub const FULCIO_PATH: &str = "/dev/fulcio";
+pub const TSA_PATH: &str = "/dev/tsa/api/v1/timestamp";
 
-/// Dev-mode admission, wired to the services the dev node embeds.
+/// Dev-mode admission and keyless signing, wired to the services the dev node embeds.
 pub struct DevSetup {
     pub services: DevServices,
     pub admission: AdmissionConfig,
     pub entitlement: EntitlementConfig,
     pub plans: Vec<PlanConfig>,
+    /// `[signing.keyless]` against the dev Fulcio and TSA.
+    pub keyless: KeylessSection,
 }
 
 /// Creates (or reuses) the dev Authority, licensing service and CLI credentials for a node
@@ -80,7 +98,7 @@ pub fn prepare(
     };
 
     let issuer = format!("{url}/dev/authority");
-    let authority = DevAuthority::new(
+    let authority = Arc::new(DevAuthority::new(
         &issuer,
         &authority_key,
         vec![DevClient {
@@ -95,7 +113,7 @@ pub fn prepare(
             plan: None,
         }],
         clock.clone(),
-    )?;
+    )?);
     let licensing = DevLicensing::new(
         &licensing_key,
         DEV_SIGNER_CLIENT,
@@ -133,13 +151,18 @@ pub fn prepare(
             ca_cert_pem: None,
         },
     )?;
+    let fulcio = DevFulcio::load_or_create(&dir, authority.clone(), clock.clone())?;
+    let tsa = DevTsa::load_or_create(&dir, clock.clone())?;
+    let keyless = keyless_setup(&dir, url, &authority, clock.as_ref())?;
     Ok(DevSetup {
         services: DevServices {
-            authority: Arc::new(authority),
+            authority,
             licensing: Arc::new(licensing),
-            fulcio: None,
+            fulcio: Some(Arc::new(fulcio)),
+            tsa: Some(Arc::new(tsa)),
             token_url,
         },
+        keyless,
         admission: AdmissionConfig {
             issuer,
             audience: "signer".into(),
@@ -183,6 +206,58 @@ pub fn prepare(
             key_age_grace_seconds: 0,
         }],
     })
+}
+
+/// `[signing.keyless]` for the dev Fulcio and TSA at `url`, with a year-long identity token
+/// from the dev Authority (re-issued at every start, like the dev license; only the dev Fulcio
+/// accepts it: its audience is `sigstore`, not the signer's).
+fn keyless_setup(
+    dir: &Path,
+    url: &str,
+    authority: &DevAuthority,
+    clock: &dyn Clock,
+) -> Result<KeylessSection, Error> {
+    let now = clock.now().unix_timestamp();
+    let token = authority.mint(&serde_json::json!({
+        "iss": authority.issuer(),
+        "sub": DEV_KEYLESS_IDENTITY,
+        "email": DEV_KEYLESS_IDENTITY,
+        "aud": fulcio::IDENTITY_AUDIENCE,
+        "iat": now,
+        "exp": now + 365 * 24 * 3600,
+    }))?;
+    let identity_token_file = dir.join("identity.jwt");
+    write_secret_atomically(&identity_token_file, token.as_bytes())?;
+    Ok(KeylessSection {
+        fulcio_url: format!("{url}{FULCIO_PATH}"),
+        identity_token_file,
+        ca_cert: None,
+        ca_chain: Some(dir.join(FULCIO_CA_FILE)),
+        tsa: Some(TsaSection {
+            url: format!("{url}{TSA_PATH}"),
+            ca_cert: None,
+            chain: dir.join(TSA_CHAIN_FILE),
+        }),
+    })
+}
+
+/// A key and a certificate (chain) kept as PEM files, made by `make` when either is missing:
+/// the key a secret (mode 0600), the certificates public.
+fn kept_pair(
+    key_path: &Path,
+    cert_path: &Path,
+    make: impl FnOnce() -> Result<(String, String), Error>,
+) -> Result<(String, String), Error> {
+    if key_path.exists() && cert_path.exists() {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(Error::io(format!("reading {}", p.display())))
+        };
+        return Ok((read(key_path)?, read(cert_path)?));
+    }
+    let (key, cert) = make()?;
+    write_secret_atomically(key_path, key.as_bytes())?;
+    write_atomically(cert_path, cert.as_bytes(), 0o644)?;
+    Ok((key, cert))
 }
 
 /// Writes the verification key next to the credentials once the node is up.

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::web::{self, Data, Form};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use base64::Engine;
 use serde_json::json;
 
@@ -19,12 +19,15 @@ pub struct DevServices {
     pub licensing: Arc<DevLicensing>,
     /// A Fulcio-protocol test CA, when keyless signing is exercised.
     pub fulcio: Option<Arc<super::DevFulcio>>,
+    /// An RFC 3161 test TSA, when keyless signing is exercised.
+    pub tsa: Option<Arc<super::DevTsa>>,
     /// The token endpoint's own URL, which DPoP proofs sent to it must name.
     pub token_url: String,
 }
 
-/// Mounts `{prefix}/authority/jwks.json`, `{prefix}/authority/token` and
-/// `{prefix}/licensing/introspect`.
+/// Mounts `{prefix}/authority/jwks.json`, `{prefix}/authority/token`,
+/// `{prefix}/licensing/introspect`, `{prefix}/fulcio/api/v2/signingCert` and
+/// `{prefix}/tsa/api/v1/timestamp` (the last two answer 404 without their stand-in).
 pub fn services(prefix: &str, services: DevServices) -> actix_web::Scope {
     // Malformed bodies get the protocols' own error shapes (OAuth 2.0 `invalid_request`, a
     // Fulcio-style `{code, message}`), not the framework's plain text.
@@ -53,6 +56,29 @@ pub fn services(prefix: &str, services: DevServices) -> actix_web::Scope {
         .route("/authority/token", web::post().to(token))
         .route("/licensing/introspect", web::post().to(introspect))
         .route("/fulcio/api/v2/signingCert", web::post().to(signing_cert))
+        .service(
+            web::resource("/tsa/api/v1/timestamp")
+                .app_data(web::PayloadConfig::new(MAX_TIMESTAMP_QUERY))
+                .route(web::post().to(timestamp)),
+        )
+}
+
+/// A `TimeStampReq` holds a hash and a nonce: a few hundred bytes.
+const MAX_TIMESTAMP_QUERY: usize = 16 * 1024;
+
+async fn timestamp(s: Data<DevServices>, req: HttpRequest, query: web::Bytes) -> HttpResponse {
+    let Some(tsa) = &s.tsa else {
+        return HttpResponse::NotFound().finish();
+    };
+    if req.content_type() != "application/timestamp-query" {
+        return HttpResponse::UnsupportedMediaType().body("want application/timestamp-query");
+    }
+    match tsa.respond(&query) {
+        Ok(reply) => HttpResponse::Ok()
+            .content_type("application/timestamp-reply")
+            .body(reply),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
 }
 
 async fn signing_cert(s: Data<DevServices>, body: web::Json<serde_json::Value>) -> HttpResponse {
