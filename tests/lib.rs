@@ -15,7 +15,10 @@ use rustix::process::Signal;
 use serde_json::Value;
 
 mod services;
-pub use services::{OWN_KEYS_PLAN, PLAN, QUOTA_TENANTS, Services, TENANT_A, clients};
+pub use services::{
+    HARDWARE_PLAN, OWN_KEYS_PLAN, PLAN, QUOTA_TENANTS, ROTATING_AGE_SECONDS,
+    ROTATING_GRACE_SECONDS, ROTATING_PLAN, Services, TENANT_A, clients,
+};
 pub use stella_api::{Client, ClientConfig, Credentials};
 
 pub fn bin_dir() -> PathBuf {

@@ -41,6 +41,13 @@ pub const QUOTA_TENANTS: usize = 6;
 
 /// The test plan that does not use the node's shared default key.
 pub const OWN_KEYS_PLAN: &str = "own-keys";
+/// A plan whose keys must be hardware-backed (PKCS#11, KMS, threshold).
+pub const HARDWARE_PLAN: &str = "hardware-only";
+/// A plan with a rotation cadence: keys are due after 2 s and stop signing 20 s later.
+pub const ROTATING_PLAN: &str = "rotating";
+/// `ROTATING_PLAN`'s `max_key_age_seconds` and `key_age_grace_seconds`.
+pub const ROTATING_AGE_SECONDS: u64 = 2;
+pub const ROTATING_GRACE_SECONDS: u64 = 20;
 
 /// Every client the stand-in Authority knows.
 pub fn clients() -> Vec<TestClient> {
@@ -184,10 +191,17 @@ impl Services {
             bypass = plans.first().map(|p| p.0).unwrap_or(PLAN),
         );
         for (name, per_window, concurrent, max_bytes) in plans {
-            // Test plans share the node's key, but `own-keys`: its tenants need keys of their own.
-            let shared = *name != OWN_KEYS_PLAN;
+            // Test plans share the node's key, but these: their tenants need keys of their own.
+            let shared = ![OWN_KEYS_PLAN, HARDWARE_PLAN, ROTATING_PLAN].contains(name);
+            let policy = match *name {
+                HARDWARE_PLAN => "require_hardware_backed = true\n".to_owned(),
+                ROTATING_PLAN => format!(
+                    "max_key_age_seconds = {ROTATING_AGE_SECONDS}\nkey_age_grace_seconds = {ROTATING_GRACE_SECONDS}\n"
+                ),
+                _ => String::new(),
+            };
             toml.push_str(&format!(
-                "[[plans]]\nname = \"{name}\"\nsignatures_per_window = {per_window}\nwindow_seconds = 3600\nmax_concurrent = {concurrent}\nmax_artifact_bytes = {max_bytes}\nshared_default_key = {shared}\n"
+                "[[plans]]\nname = \"{name}\"\nsignatures_per_window = {per_window}\nwindow_seconds = 3600\nmax_concurrent = {concurrent}\nmax_artifact_bytes = {max_bytes}\nshared_default_key = {shared}\n{policy}"
             ));
         }
         toml

@@ -78,6 +78,8 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         .map_err(Error::io(format!("creating {}", config.data_dir.display())))?;
     let key = keys::load_signing_key(&config.signing, config.dev)?;
     let descriptor = key.descriptor().clone();
+    // A plan that demands hardware-backed keys must not fall back to a file default key.
+    crate::key_policy::check_config(&config.plans, descriptor.source.as_str())?;
 
     // Bind first: the URL is part of the admission set-up (DPoP `htu`, the dev services).
     let listener = std::net::TcpListener::bind(config.listen)
@@ -108,8 +110,6 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
     } else {
         None
     };
-    // A plan that demands hardware-backed keys must not fall back to a file default key.
-    crate::key_policy::check_config(&config.plans, descriptor.source.as_str())?;
     let admission = Arc::new(build_admission(&config, clock.clone()).await?);
     let mut base_urls = vec![url.clone()];
     if let Some(section) = &config.cluster {

@@ -9,6 +9,7 @@ mod durability;
 mod failover;
 mod hsm;
 mod independent;
+mod key_policy;
 mod keyless;
 mod keys;
 mod openapi;
