@@ -540,7 +540,7 @@ fn standby_of<'a>(
 }
 
 /// A rotation to the tenant/plan's standby key: it becomes active and the active keys retire,
-/// in one entry (ADR 0021).
+/// in one entry (ADR 0022).
 fn promotion(
     state: &State,
     actor: &str,

@@ -355,7 +355,7 @@ pub struct PlanConfig {
     pub shared_default_key: bool,
     /// Only hardware-backed keys (PKCS#11, KMS, threshold) may sign for this plan: a file key
     /// is refused at registration, keyless signing is refused, and the node does not start if
-    /// the plan would fall back to a file default key (ADR 0021).
+    /// the plan would fall back to a file default key (ADR 0022).
     #[serde(default)]
     pub require_hardware_backed: bool,
     /// Rotation cadence: a key older than this is due for rotation (metric and alert).

@@ -1,4 +1,4 @@
-//! Key policy per plan (ADR 0021), as decisions without I/O:
+//! Key policy per plan (ADR 0022), as decisions without I/O:
 //! - `require_hardware_backed`: only keys whose private half never sits in a file on a node
 //!   (PKCS#11, cloud KMS, threshold shares) may sign for the plan;
 //! - `max_key_age_seconds` + `key_age_grace_seconds`: a key older than its plan allows is due

@@ -679,7 +679,7 @@ impl SigningService {
                 )
             });
             // The plan's key policy, decided on the registry alone: hardware-backed keys only,
-            // no key past its age and grace (ADR 0021).
+            // no key past its age and grace (ADR 0022).
             let policy = match &selection {
                 crate::keys::Selection::Registered(entries) => {
                     let keys: Vec<_> = entries.iter().map(|(k, _)| k).collect();

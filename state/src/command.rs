@@ -248,7 +248,7 @@ pub enum KeyState {
     /// Compromised or withdrawn: terminal.
     Revoked,
     /// The tenant/plan's fallback key: verifies like an active key, signs only while an active
-    /// key's back-end is unavailable (ADR 0021); promoted to active by a rotation.
+    /// key's back-end is unavailable (ADR 0022); promoted to active by a rotation.
     Standby,
 }
 

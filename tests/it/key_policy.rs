@@ -1,4 +1,4 @@
-//! Key policy per plan (ADR 0021) on a three-node cluster: a hardware-only plan refuses a file
+//! Key policy per plan (ADR 0022) on a three-node cluster: a hardware-only plan refuses a file
 //! key at registration and takes a threshold key; a node whose configuration contradicts the
 //! rule does not start; a key past its plan's age signs through the grace (with the rotation
 //! gauge showing it due), then is refused with a 503 naming it, audited, until rotated.
