@@ -25,6 +25,7 @@ pub mod http;
 pub mod key_admin;
 pub mod keyless;
 pub mod keys;
+pub mod kms;
 pub mod ledger;
 pub mod pipeline;
 pub mod plan;
