@@ -1,6 +1,7 @@
 //! The AWS KMS key back-end: a non-extractable `ECC_NIST_P256` `SIGN_VERIFY` key in AWS KMS
 //! signs the DSSE PAE through the official SDK (`aws-sdk-kms`) — `Sign` with `ECDSA_SHA_256`,
-//! the PAE itself (`RAW`) up to 4,096 bytes, its SHA-256 (`DIGEST`) above — and `GetPublicKey`
+//! the PAE itself (`RAW`) up to 4,096 bytes, its SHA-256 (`DIGEST`) above (and for an empty
+//! message, which `RAW` does not take) — and `GetPublicKey`
 //! gives the SPKI, hence the key id. Credentials come from the SDK's standard chain (environment,
 //! profile, web identity, ECS, instance metadata), never from the node's configuration.
 //!

@@ -35,10 +35,12 @@ pub struct Message {
     pub bytes: Vec<u8>,
 }
 
-/// `RAW` with the PAE up to [`RAW_MESSAGE_LIMIT`] bytes, `DIGEST` with SHA-256(PAE) above it.
-/// Both give an ECDSA signature over SHA-256(PAE): the same bytes verify either way.
+/// `RAW` with the PAE up to [`RAW_MESSAGE_LIMIT`] bytes, `DIGEST` with SHA-256(PAE) above it —
+/// and for an empty message, which KMS does not take as `RAW` (a `Message` has 1 to 4,096
+/// bytes; a PAE is never empty, but the byte contract allows it). Both give an ECDSA signature
+/// over SHA-256(PAE): the same bytes verify either way.
 pub fn message_for(pae: &[u8]) -> Message {
-    if pae.len() <= RAW_MESSAGE_LIMIT {
+    if (1..=RAW_MESSAGE_LIMIT).contains(&pae.len()) {
         return Message {
             kind: MessageKind::Raw,
             bytes: pae.to_vec(),
@@ -114,8 +116,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn up_to_4096_bytes_go_raw_above_as_their_sha256() {
-        for len in [0, 1, 4095, 4096] {
+    fn one_to_4096_bytes_go_raw_others_as_their_sha256() {
+        for len in [1, 4095, 4096] {
             let pae = vec![b'p'; len];
             assert_eq!(
                 message_for(&pae),
@@ -126,7 +128,7 @@ mod tests {
                 "{len}"
             );
         }
-        for len in [4097, 1 << 20] {
+        for len in [0, 4097, 1 << 20] {
             let pae = vec![b'p'; len];
             let m = message_for(&pae);
             assert_eq!(m.kind, MessageKind::Digest, "{len}");

@@ -193,7 +193,7 @@ fn answer(b: &Behaviour, target: &str, body: &Value) -> (u16, Value) {
 }
 
 #[test]
-fn raw_up_to_4096_bytes_and_the_digest_above_is_what_the_sdk_sends() {
+fn raw_for_1_to_4096_bytes_and_the_digest_otherwise_is_what_the_sdk_sends() {
     let kms = FakeKms::start();
     let signer = KmsKeySigner::open(kms.client(Duration::from_secs(5)), KEY_ARN).expect("open");
     let expected_key = kms.behaviour.lock().expect("lock").key.public_key().clone();
@@ -215,7 +215,7 @@ fn raw_up_to_4096_bytes_and_the_digest_above_is_what_the_sdk_sends() {
             .expect("a Sign request");
         assert_eq!(sent["KeyId"], KEY_ARN);
         assert_eq!(sent["SigningAlgorithm"], "ECDSA_SHA_256");
-        if len <= 4096 {
+        if (1..=4096).contains(&len) {
             assert_eq!(sent["MessageType"], "RAW", "{len}");
             assert_eq!(sent["Message"], STANDARD.encode(&pae), "{len}");
         } else {
