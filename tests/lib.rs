@@ -4,6 +4,7 @@
 //! `STELLA_BIN_DIR`; `scripts/test.sh` builds them before the tests run.
 
 pub mod drill;
+pub mod moto;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -74,8 +75,14 @@ impl NodeProcess {
     }
 
     pub fn start(args: &[&str], data_dir: &Path) -> NodeProcess {
+        NodeProcess::start_with_env(args, data_dir, &[])
+    }
+
+    /// As [`NodeProcess::start`], with more environment variables (e.g. cloud credentials).
+    pub fn start_with_env(args: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> NodeProcess {
         let mut child = Command::new(bin("stella-signer"))
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -11,6 +11,7 @@ mod hsm;
 mod independent;
 mod keyless;
 mod keys;
+mod kms;
 mod openapi;
 mod provenance;
 mod telemetry;
