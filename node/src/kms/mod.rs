@@ -10,7 +10,7 @@
 //! thread waits on a channel, bounded in time — no `block_on` in anyone's async context. Every
 //! call is bounded by the configured operation timeout (all attempts and back-offs included) and
 //! by what the request's deadline leaves (`keyless::deadline_left`). Lives in `node`, not in
-//! `signer`, because it is network code (ADR 0020). The decisions are in [`request`], pure.
+//! `signer`, because it is network code (ADR 0021). The decisions are in [`request`], pure.
 
 pub mod config;
 pub mod request;
