@@ -4,7 +4,7 @@
 # Debian's OCI registry (docker-registry; the tests start their own instances), SoftHSM2, Go with
 # golang.org/x/mod (the independent transparency-log verifier), Prometheus's promtool and
 # systemd-analyze (deploy file checks), and a Python venv with coincurve (libsecp256k1) as the
-# independent BIP-340 verifier.
+# independent BIP-340 verifier and moto (the AWS KMS stand-in).
 # Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,4 +69,11 @@ fi
 # The Kubernetes manifests are validated offline against the schemas this package ships.
 if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+# The AWS KMS key back-end is tested against moto in server mode, a KMS-protocol stand-in the
+# tests and the benchmark start themselves on loopback (its boto3 makes their keys). Pinned: the
+# tests rely on 5.2.5's behaviour (it ignores MessageType and always hashes the message).
+if ! "$venv/bin/python" -c 'import moto, sys; sys.exit(moto.__version__ != "5.2.5")' >/dev/null 2>&1 \
+   || [ ! -x "$venv/bin/moto_server" ]; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
 fi

@@ -4,6 +4,7 @@
 //! `STELLA_BIN_DIR`; `scripts/test.sh` builds them before the tests run.
 
 pub mod drill;
+pub mod moto;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -77,8 +78,14 @@ impl NodeProcess {
     }
 
     pub fn start(args: &[&str], data_dir: &Path) -> NodeProcess {
+        NodeProcess::start_with_env(args, data_dir, &[])
+    }
+
+    /// As [`NodeProcess::start`], with more environment variables (e.g. cloud credentials).
+    pub fn start_with_env(args: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> NodeProcess {
         let mut child = Command::new(bin("stella-signer"))
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -1239,7 +1246,7 @@ pub fn refused_with<T: std::fmt::Debug>(
 
 /// `kill(2)` on a child process, through the OS interface (no external `kill` program, which a
 /// minimal system lacks); failing to deliver the signal fails the test.
-fn send_signal(child: &Child, signal: Signal) {
+pub(crate) fn send_signal(child: &Child, signal: Signal) {
     let pid = rustix::process::Pid::from_child(child);
     if let Err(e) = rustix::process::kill_process(pid, signal) {
         panic!("sending {signal:?} to process {pid:?}: {e}");

@@ -506,11 +506,16 @@ pub struct KeyInfo {
 pub struct RegisterKeyRequest {
     pub tenant: String,
     pub plan: String,
+    /// The key's public key (PEM). May be left out for `kms`: the node reads it from KMS, and
+    /// a key given anyway must be that one.
+    #[serde(default)]
     pub public_key_pem: String,
-    /// `file` (default; the private key is `<keys_dir>/<hex of key id>.pem` on every node) or
-    /// `pkcs11` (found on each node's token by `label`).
+    /// `file` (default; the private key is `<keys_dir>/<hex of key id>.pem` on every node),
+    /// `pkcs11` (found on each node's token by `label`) or `kms` (an AWS KMS key; `label` is
+    /// its key ARN, and every node needs `[signing.kms]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The PKCS#11 key label, or the KMS key ARN (key id and alias also accepted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     pub reason: String,

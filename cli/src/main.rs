@@ -271,16 +271,21 @@ struct RegisterArgs {
     tenant: String,
     #[arg(long)]
     plan: String,
-    /// The key file (private or public PEM) of a file key, or the public key of an HSM key.
-    #[arg(long)]
-    key: PathBuf,
+    /// The key file (private or public PEM) of a file key, or the public key of an HSM key;
+    /// with `--kms` optional (the node reads the public key from KMS; given, it must match).
+    #[arg(long, required_unless_present = "kms")]
+    key: Option<PathBuf>,
     /// For a key on the nodes' PKCS#11 token: its label there.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kms")]
     pkcs11_label: Option<String>,
     /// Register as the tenant/plan's standby key: it signs only while an active key's back-end
     /// (HSM, KMS) is unavailable; `stella keys rotate` with the same key promotes it.
     #[arg(long)]
     standby: bool,
+    /// For an AWS KMS key (ECC_NIST_P256, SIGN_VERIFY): its key ARN. The nodes need a
+    /// `[signing.kms]` section and AWS credentials in their environment.
+    #[arg(long, value_name = "KEY_ARN")]
+    kms: Option<String>,
     #[arg(long)]
     reason: String,
     #[command(flatten)]
@@ -887,11 +892,21 @@ fn trust_export(out: &Path, conn: &ConnArgs) -> anyhow::Result<()> {
 }
 
 fn register(args: RegisterArgs, rotate: bool) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.key)
-        .with_context(|| format!("reading {}", args.key.display()))?;
-    let public_key_pem = match stella_signer::FileKeySigner::from_pkcs8_pem(&text) {
-        Ok(key) => key.public_key().to_pem(),
-        Err(_) => PublicKey::from_pem(&text)?.to_pem(),
+    let public_key_pem = match &args.key {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            match stella_signer::FileKeySigner::from_pkcs8_pem(&text) {
+                Ok(key) => key.public_key().to_pem(),
+                Err(_) => PublicKey::from_pem(&text)?.to_pem(),
+            }
+        }
+        None => String::new(),
+    };
+    let (source, label) = match (args.pkcs11_label, args.kms) {
+        (_, Some(arn)) => (Some("kms".to_owned()), Some(arn)),
+        (Some(label), None) => (Some("pkcs11".to_owned()), Some(label)),
+        (None, None) => (None, None),
     };
     let change = args
         .conn
@@ -900,8 +915,8 @@ fn register(args: RegisterArgs, rotate: bool) -> anyhow::Result<()> {
             tenant: args.tenant,
             plan: args.plan,
             public_key_pem,
-            source: args.pkcs11_label.as_ref().map(|_| "pkcs11".to_owned()),
-            label: args.pkcs11_label,
+            source,
+            label,
             reason: args.reason,
             rotate,
             standby: args.standby,

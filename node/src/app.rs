@@ -158,12 +158,21 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         admission: admission.clone(),
         provenance: build_provenance(&config, clock_for_provenance)?.map(Arc::new),
         backends: crate::signing::Backends::new(
-            &config
-                .signing
-                .pkcs11
-                .as_ref()
-                .map(|hsm| vec![("pkcs11", hsm.max_sessions)])
-                .unwrap_or_default(),
+            &[
+                config
+                    .signing
+                    .pkcs11
+                    .as_ref()
+                    .map(|hsm| ("pkcs11", hsm.max_sessions)),
+                config
+                    .signing
+                    .kms
+                    .as_ref()
+                    .map(|kms| ("kms", kms.max_concurrent)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
         ),
         request_deadline: Duration::from_secs(config.limits.request_deadline_seconds.max(1)),
         live: Default::default(),

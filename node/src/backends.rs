@@ -12,7 +12,7 @@ pub const MAX_SIGNINGS_PER_BACKEND: usize = 16;
 /// The longest a signing waits for a busy back-end before it gets a retryable 503.
 const BACKEND_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
-/// Per-back-end bounds on concurrent signing work (file, pkcs11, keyless, threshold).
+/// Per-back-end bounds on concurrent signing work (file, pkcs11, kms, keyless, threshold).
 pub struct Backends {
     bounds: std::collections::HashMap<&'static str, Arc<tokio::sync::Semaphore>>,
 }
@@ -21,7 +21,7 @@ impl Backends {
     /// `limits`: signings at once per back-end kind; kinds not named get
     /// [`MAX_SIGNINGS_PER_BACKEND`].
     pub fn new(limits: &[(&'static str, usize)]) -> Backends {
-        let kinds = ["file", "pkcs11", "keyless", "threshold"];
+        let kinds = ["file", "pkcs11", "kms", "keyless", "threshold"];
         Backends {
             bounds: kinds
                 .into_iter()

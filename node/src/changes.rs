@@ -318,13 +318,10 @@ pub fn plan(
             reason,
         } => {
             let reason = pipeline::operator_reason(reason)?;
-            let source_ok = source == "file"
-                || source
-                    .strip_prefix("pkcs11:")
-                    .is_some_and(|label| !label.is_empty());
-            if tenant.is_empty() || plan.is_empty() || !source_ok {
+            if tenant.is_empty() || plan.is_empty() || !crate::keys::valid_source(source) {
                 return Err(Error::InvalidRequest(
-                    "tenant, plan and a file or pkcs11:<label> source are required".into(),
+                    "tenant, plan and a file, pkcs11:<label> or kms:<key ARN> source are required"
+                        .into(),
                 ));
             }
             // The key id is the leader's own reading of the key, never a peer's claim.

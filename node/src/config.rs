@@ -204,6 +204,8 @@ pub struct SigningConfig {
     pub keys_dir: Option<PathBuf>,
     /// Keyless signing (requests with `options.signingMode = "keyless"`).
     pub keyless: Option<KeylessSection>,
+    /// AWS KMS, for registered `kms:<key ARN>` keys (`crate::kms`).
+    pub kms: Option<crate::kms::config::KmsSection>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -540,6 +542,7 @@ impl Config {
                 pkcs11: None,
                 keys_dir: None,
                 keyless: None,
+                kms: None,
             },
             data_dir,
             tls: TlsConfig {
@@ -621,6 +624,9 @@ impl Config {
             return Err(Error::Config(
                 "[signing] needs exactly one of key_file and [signing.pkcs11]".into(),
             ));
+        }
+        if let Some(kms) = &self.signing.kms {
+            kms.settings().map_err(Error::Config)?;
         }
         let (Some(admission), Some(entitlement)) = (&self.admission, &self.entitlement) else {
             return Err(Error::Config(

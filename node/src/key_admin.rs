@@ -98,17 +98,17 @@ pub async fn register(
     if request.tenant.is_empty() || request.plan.is_empty() {
         return Err(Error::InvalidRequest("tenant and plan are required".into()));
     }
-    let public_key = PublicKey::from_pem(&request.public_key_pem)
-        .map_err(|e| Error::InvalidRequest(format!("publicKeyPem: {e}")))?;
-    let source = match (request.source.as_deref().unwrap_or("file"), &request.label) {
-        ("file", None) => "file".to_owned(),
-        ("pkcs11", Some(label)) if !label.is_empty() => format!("pkcs11:{label}"),
-        (other, _) => {
-            return Err(Error::InvalidRequest(format!(
-                "source `{}`: use file, or pkcs11 with a label",
-                crate::error::clip(other)
-            )));
-        }
+    let kind = request.source.as_deref().unwrap_or("file");
+    let source = crate::keys::registry_source(kind, request.label.as_deref()).ok_or_else(|| {
+        Error::InvalidRequest(format!(
+            "source `{}`: use file, pkcs11 with a label, or kms with the key ARN as label",
+            crate::error::clip(kind)
+        ))
+    })?;
+    let public_key = match source.strip_prefix("kms:") {
+        Some(key) => kms_public_key(service, key, &request.public_key_pem).await?,
+        None => PublicKey::from_pem(&request.public_key_pem)
+            .map_err(|e| Error::InvalidRequest(format!("publicKeyPem: {e}")))?,
     };
     let plan = service.admission().plan(&request.plan).map_err(|_| {
         Error::InvalidRequest(format!(
@@ -149,6 +149,36 @@ pub async fn register(
         .configure(ConfigChange::new(caller, request_id, change))
         .await?;
     confirmed(service, applied).await
+}
+
+/// The public key of the KMS key `key`, read from KMS by this node (the key id follows from
+/// it); a `publicKeyPem` the operator gave must be the same key. KMS out of reach is a 503
+/// (retry), a key KMS refuses or that cannot sign here is the operator's 400.
+async fn kms_public_key(
+    service: &SigningService,
+    key: &str,
+    expected_pem: &str,
+) -> Result<PublicKey, Error> {
+    let (loader, key) = (service.clone(), key.to_owned());
+    let signer = tokio::task::spawn_blocking(move || loader.keyring().open_kms(&key))
+        .await
+        .map_err(|e| Error::Unavailable(format!("opening the KMS key: {e}")))?
+        .map_err(|e| match e.is_transient() {
+            true => Error::Unavailable(e.to_string()),
+            false => Error::InvalidRequest(e.to_string()),
+        })?;
+    let public_key = signer.descriptor().public_key.clone();
+    if !expected_pem.trim().is_empty() {
+        let expected = PublicKey::from_pem(expected_pem)
+            .map_err(|e| Error::InvalidRequest(format!("publicKeyPem: {e}")))?;
+        if expected != public_key {
+            return Err(Error::InvalidRequest(format!(
+                "publicKeyPem is not the KMS key's public key (KMS names {})",
+                public_key.key_id()
+            )));
+        }
+    }
+    Ok(public_key)
 }
 
 /// Makes a threshold key by a distributed key generation across the nodes, then registers it

@@ -43,6 +43,14 @@ pub fn within_deadline<R>(deadline: std::time::Instant, f: impl FnOnce() -> R) -
     result
 }
 
+/// What is left of the deadline of the signing on this thread; `None` outside
+/// [`within_deadline`] (another back-end, e.g. KMS, bounds its own calls with it).
+pub(crate) fn deadline_left() -> Option<Duration> {
+    DEADLINE
+        .get()
+        .map(|deadline| deadline.saturating_duration_since(std::time::Instant::now()))
+}
+
 /// Time left for one more call: `None` once the deadline has passed.
 fn time_left() -> Option<Duration> {
     match DEADLINE.get() {

@@ -2,7 +2,8 @@
 //! (active → retired → revoked); a tenant/plan without registered keys is signed for with the
 //! node's default key. Private material stays outside Raft: a file key is
 //! `<keys_dir>/<hex of key id>.pem` on every node, a PKCS#11 key is found on the node's token
-//! by the label its registry entry names (`source = "pkcs11:<label>"`).
+//! by the label its registry entry names (`source = "pkcs11:<label>"`), a KMS key stays in AWS
+//! KMS and is found by the key ARN its entry names (`source = "kms:<key ARN>"`).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -58,12 +59,34 @@ pub fn source_kind(source: &str) -> &str {
     source.split(':').next().unwrap_or(source)
 }
 
+/// The registry `source` of a key of back-end `kind` found by `locator`: `file`,
+/// `pkcs11:<label>` or `kms:<key ARN, key id or alias>`; `None` for anything else.
+pub fn registry_source(kind: &str, locator: Option<&str>) -> Option<String> {
+    match (kind, locator) {
+        ("file", None) => Some("file".to_owned()),
+        ("pkcs11", Some(label)) if !label.is_empty() => Some(format!("pkcs11:{label}")),
+        ("kms", Some(key)) if crate::kms::request::valid_key_ref(key) => Some(format!("kms:{key}")),
+        _ => None,
+    }
+}
+
+/// Whether a registry `source` names a key back-end and locator this node knows (pure: the
+/// leader's plan of a registration checks it).
+pub fn valid_source(source: &str) -> bool {
+    match source.split_once(':') {
+        None => source == "file",
+        Some((kind, locator)) => kind != "file" && registry_source(kind, Some(locator)).is_some(),
+    }
+}
+
 /// Where registered keys' private material is found on this node.
 #[derive(Debug, Clone, Default)]
 pub struct KeyStores {
     pub keys_dir: PathBuf,
     /// Module, token, PIN and session count for `pkcs11:<label>` keys.
     pub pkcs11: Option<stella_signer::pkcs11::Pkcs11Config>,
+    /// The AWS KMS client for `kms:<key ARN>` keys (`[signing.kms]`).
+    pub kms: Option<Arc<crate::kms::KmsClient>>,
 }
 
 pub struct Keyring {
@@ -208,6 +231,19 @@ impl Keyring {
                         .map_err(|e| Error::Unavailable(e.to_string()))?,
                 )
             }
+            Some(("kms", key)) => {
+                // A network call (up to the KMS bound): made without the lock, so an
+                // unreachable KMS never holds up the other keys' signings.
+                drop(loaded);
+                let signer = self
+                    .open_kms_key(key)
+                    .map_err(|e| Error::Unavailable(e.to_string()))?;
+                loaded = self
+                    .loaded
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                signer
+            }
             _ => Arc::new(
                 load_file_key(&key_path(&self.stores.keys_dir, &entry.key_id))
                     .map_err(|e| Error::Unavailable(format!("key {}: {e}", entry.key_id)))?,
@@ -296,6 +332,28 @@ impl KeySigner for FallbackSigner {
     }
 }
 
+impl Keyring {
+    /// Opens a KMS key by its reference (one `GetPublicKey` call; blocks): what a registration
+    /// does before it knows the key id. The signer is kept for the signings that follow.
+    pub fn open_kms(&self, key: &str) -> Result<Arc<dyn KeySigner>, crate::kms::KmsError> {
+        let signer = self.open_kms_key(key)?;
+        self.loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(signer.descriptor().key_id.clone(), signer.clone());
+        Ok(signer)
+    }
+
+    fn open_kms_key(&self, key: &str) -> Result<Arc<dyn KeySigner>, crate::kms::KmsError> {
+        let client = self.stores.kms.clone().ok_or_else(|| {
+            crate::kms::KmsError::Refused(
+                "this node has no [signing.kms] section for KMS keys".into(),
+            )
+        })?;
+        Ok(Arc::new(crate::kms::KmsKeySigner::open(client, key)?))
+    }
+}
+
 /// `<keys_dir>/<hex of the key id>.pem`
 pub fn key_path(keys_dir: &Path, key_id: &str) -> PathBuf {
     keys_dir.join(format!(
@@ -304,8 +362,8 @@ pub fn key_path(keys_dir: &Path, key_id: &str) -> PathBuf {
     ))
 }
 
-/// Where this node finds registered keys: `[signing] keys_dir` (default `DATA_DIR/keys`) and
-/// the `[signing.pkcs11]` token, if any.
+/// Where this node finds registered keys: `[signing] keys_dir` (default `DATA_DIR/keys`), the
+/// `[signing.pkcs11]` token and the `[signing.kms]` client, if any.
 pub fn key_stores(config: &crate::config::Config) -> Result<KeyStores, Error> {
     let pkcs11 = match &config.signing.pkcs11 {
         Some(hsm) => Some(stella_signer::pkcs11::Pkcs11Config {
@@ -317,7 +375,18 @@ pub fn key_stores(config: &crate::config::Config) -> Result<KeyStores, Error> {
         }),
         None => None,
     };
+    let kms = match &config.signing.kms {
+        Some(section) => {
+            let settings = section.settings().map_err(Error::Config)?;
+            Some(
+                crate::kms::KmsClient::connect(settings)
+                    .map_err(|e| Error::Config(format!("[signing.kms]: {e}")))?,
+            )
+        }
+        None => None,
+    };
     Ok(KeyStores {
+        kms,
         keys_dir: config
             .signing
             .keys_dir
@@ -481,6 +550,45 @@ mod tests {
             updated_ms: created_ms,
             reason: String::new(),
         }
+    }
+
+    #[test]
+    fn registry_sources_name_a_back_end_and_a_locator() {
+        let arn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        assert_eq!(registry_source("file", None).as_deref(), Some("file"));
+        assert_eq!(
+            registry_source("pkcs11", Some("hsm-key")).as_deref(),
+            Some("pkcs11:hsm-key")
+        );
+        assert_eq!(
+            registry_source("kms", Some(arn)),
+            Some(format!("kms:{arn}"))
+        );
+        for (kind, locator) in [
+            ("file", Some("x")),
+            ("pkcs11", None),
+            ("pkcs11", Some("")),
+            ("kms", None),
+            ("kms", Some("two words")),
+            ("gcp", Some("k")),
+        ] {
+            assert_eq!(registry_source(kind, locator), None, "{kind} {locator:?}");
+        }
+        for ok in ["file", "pkcs11:a:b", &format!("kms:{arn}")] {
+            assert!(valid_source(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "file:x",
+            "pkcs11:",
+            "kms:",
+            "kms:a b",
+            "threshold:x",
+            "other",
+        ] {
+            assert!(!valid_source(bad), "{bad}");
+        }
+        assert_eq!(source_kind(&format!("kms:{arn}")), "kms");
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod key_admin;
 pub mod key_policy;
 pub mod keyless;
 pub mod keys;
+pub mod kms;
 pub mod ledger;
 pub mod pipeline;
 pub mod plan;

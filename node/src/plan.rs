@@ -359,6 +359,8 @@ mod tests {
         let text = include_str!("../../deploy/config/node.example.toml");
         let config: crate::config::Config = toml::from_str(text).expect("example config");
         assert_eq!(config.cluster.expect("cluster").node_id, 1);
+        let kms = config.signing.kms.expect("[signing.kms]");
+        assert_eq!(kms.settings().expect("valid").region, "eu-west-1");
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub enum KeySource {
     Keyless,
     /// A FROST group key whose shares are spread over `t`-of-`n` nodes.
     Threshold,
+    /// A non-extractable key in a cloud KMS (AWS KMS `ECC_NIST_P256`, `SIGN_VERIFY`).
+    Kms,
 }
 
 impl KeySource {
@@ -75,6 +77,7 @@ impl KeySource {
             KeySource::Pkcs11 => "pkcs11",
             KeySource::Keyless => "keyless",
             KeySource::Threshold => "threshold",
+            KeySource::Kms => "kms",
         }
     }
 }

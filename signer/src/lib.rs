@@ -7,6 +7,8 @@
 
 pub mod bundle;
 pub mod canonical;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod digest;
 pub mod dsse;
 mod error;

@@ -1,67 +1,13 @@
-//! One conformance suite for every `KeySigner` back-end: the file key always, the PKCS#11 key
-//! against the SoftHSM2 token that `scripts/softhsm-token.sh` creates (`scripts/test.sh` does;
-//! under CI a missing token is a failure, elsewhere the PKCS#11 half is skipped with a note).
+//! The one conformance suite (`stella_signer::conformance`) on this crate's back-ends: the file
+//! key always, the PKCS#11 key against the SoftHSM2 token that `scripts/softhsm-token.sh`
+//! creates (`scripts/test.sh` does; under CI a missing token is a failure, elsewhere the
+//! PKCS#11 half is skipped with a note). The node's AWS KMS key runs it in `tests/it/kms.rs`.
 
 use std::sync::Arc;
 
+use stella_signer::conformance::conformance;
 use stella_signer::pkcs11::{Pkcs11Config, Pkcs11KeySigner};
-use stella_signer::verify::verify_bundle;
-use stella_signer::{Bundle, Envelope, FileKeySigner, IN_TOTO_PAYLOAD_TYPE, KeySigner, PublicKey};
-
-fn conformance(name: &str, signer: Arc<dyn KeySigner>) {
-    let descriptor = signer.descriptor().clone();
-    assert_eq!(
-        descriptor.key_id,
-        descriptor.public_key.key_id(),
-        "{name}: key id"
-    );
-    assert_eq!(
-        PublicKey::from_pem(&descriptor.public_key.to_pem()).expect("pem"),
-        descriptor.public_key,
-        "{name}: the public key exports and re-imports"
-    );
-    let big = vec![7u8; 1 << 20];
-    for message in [&b""[..], b"abc", &big] {
-        let op = signer.sign(message).expect("sign");
-        assert_eq!(op.key_id, descriptor.key_id, "{name}");
-        assert_eq!(op.public_key, descriptor.public_key, "{name}");
-        assert_eq!(op.signature[0], 0x30, "{name}: DER signature");
-        assert!(
-            op.public_key.verify(message, &op.signature),
-            "{name}: verifies"
-        );
-        assert!(
-            !op.public_key.verify(b"other", &op.signature),
-            "{name}: binds the message"
-        );
-        assert!(op.certificate_chain_der.is_empty(), "{name}: keyful");
-    }
-    // ECDSA is randomized: two signatures of one message differ and both verify.
-    let (a, b) = (signer.sign(b"x").expect("a"), signer.sign(b"x").expect("b"));
-    assert_ne!(a.signature, b.signature, "{name}");
-    // Concurrent signing (the HSM back-end pools sessions).
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let signer = signer.clone();
-            std::thread::spawn(move || {
-                for i in 0..25 {
-                    let message = format!("{t}-{i}");
-                    let op = signer.sign(message.as_bytes()).expect("sign");
-                    assert!(op.public_key.verify(message.as_bytes(), &op.signature));
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().expect("thread");
-    }
-    // A DSSE envelope and Sigstore bundle made with the back-end verify offline.
-    let payload = br#"{"_type":"https://in-toto.io/Statement/v1","predicate":{},"predicateType":"x","subject":[{"digest":{"sha256":"aa"},"name":"n"}]}"#;
-    let (envelope, ops) =
-        Envelope::sign(IN_TOTO_PAYLOAD_TYPE, payload.to_vec(), &[signer.as_ref()]).expect("dsse");
-    let bundle = Bundle::for_signature(&envelope, 0, &ops[0]).expect("bundle");
-    verify_bundle(&bundle, &descriptor.public_key).expect("the bundle verifies");
-}
+use stella_signer::{FileKeySigner, KeySigner};
 
 #[test]
 fn the_file_key_conforms() {

@@ -12,6 +12,7 @@ mod independent;
 mod key_policy;
 mod keyless;
 mod keys;
+mod kms;
 mod openapi;
 mod provenance;
 mod telemetry;
