@@ -90,15 +90,17 @@ fn tamper_payload(doc: &mut Value) {
     doc["payload"] = Value::String(STANDARD.encode(serde_json::to_vec(&statement).expect("json")));
 }
 
-#[test]
-fn a_node_signs_with_a_registered_kms_key_and_sigstore_js_and_openssl_accept_it() {
-    let Some(mut moto) = MotoServer::start() else {
-        return;
-    };
-    let key = moto.create_key("ECC_NIST_P256", "SIGN_VERIFY");
-    let rsa = moto.create_key("RSA_2048", "SIGN_VERIFY");
-    let expected = PublicKey::from_spki_der(&key.spki_der).expect("SPKI");
+/// A one-node signer (TLS off, loopback) with `[signing.kms]` pointing at `moto`, the AWS
+/// credentials in its environment only, and operator credentials in `ops.json`.
+struct KmsNode {
+    tmp: tempfile::TempDir,
+    services: Services,
+    node: NodeProcess,
+    ops: stella_api::Credentials,
+    ops_file: std::path::PathBuf,
+}
 
+fn kms_node(moto: &MotoServer) -> KmsNode {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
     let services = Services::start(dir);
@@ -122,6 +124,32 @@ fn a_node_signs_with_a_registered_kms_key_and_sigstore_js_and_openssl_accept_it(
     ops.server = node.url.clone();
     let ops_file = dir.join("ops.json");
     std::fs::write(&ops_file, serde_json::to_vec(&ops).expect("json")).expect("ops");
+    KmsNode {
+        tmp,
+        services,
+        node,
+        ops,
+        ops_file,
+    }
+}
+
+#[test]
+fn a_node_signs_with_a_registered_kms_key_and_sigstore_js_and_openssl_accept_it() {
+    let Some(mut moto) = MotoServer::start() else {
+        return;
+    };
+    let key = moto.create_key("ECC_NIST_P256", "SIGN_VERIFY");
+    let rsa = moto.create_key("RSA_2048", "SIGN_VERIFY");
+    let expected = PublicKey::from_spki_der(&key.spki_der).expect("SPKI");
+
+    let KmsNode {
+        tmp,
+        services,
+        node,
+        ops,
+        ops_file,
+    } = kms_node(&moto);
+    let dir = tmp.path();
     let register = |arn: &str| {
         stella(&[
             "keys",
@@ -240,28 +268,14 @@ fn the_standby_key_signs_while_kms_is_down_and_not_after_it_returns() {
     let kms_key_id = PublicKey::from_spki_der(&key.spki_der)
         .expect("SPKI")
         .key_id();
-    let tmp = tempfile::tempdir().expect("tmp");
+    let KmsNode {
+        tmp,
+        services,
+        node,
+        ops,
+        ops_file,
+    } = kms_node(&moto);
     let dir = tmp.path();
-    let services = Services::start(dir);
-    let default_key = stella_signer::FileKeySigner::generate().expect("key");
-    stella_tests::write_secret(dir.join("signing.pem"), default_key.to_pkcs8_pem());
-    let config = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{d}/data\"\n[tls]\ndisabled = true\n\
-         [signing]\nkey_file = \"{d}/signing.pem\"\n{kms}\n{admission}",
-        d = dir.display(),
-        kms = moto.node_toml(),
-        admission = services.node_toml(&[(PLAN, 1000, 100, 1024 * 1024)], ""),
-    );
-    std::fs::write(dir.join("node.toml"), config).expect("config");
-    let node = NodeProcess::start_with_env(
-        &["serve", "--config", s(&dir.join("node.toml"))],
-        &dir.join("data"),
-        &MotoServer::env(),
-    );
-    let mut ops = services.credentials("operator", PLAN, &node.url);
-    ops.server = node.url.clone();
-    let ops_file = dir.join("ops.json");
-    std::fs::write(&ops_file, serde_json::to_vec(&ops).expect("json")).expect("ops");
     stella_ok(&[
         "keys",
         "register",
