@@ -121,7 +121,7 @@ pub fn check_config(plans: &[PlanConfig], default_source: &str) -> Result<(), Er
             && !hardware_backed(default_source)
         {
             return Err(Error::Config(format!(
-                "plan `{}`: require_hardware_backed = true with shared_default_key = true needs a hardware-backed default key ([signing.pkcs11] or [signing.kms]), not a key file",
+                "plan `{}`: require_hardware_backed = true with shared_default_key = true needs a hardware-backed default key ([signing.pkcs11]), not a key file",
                 plan.name
             )));
         }

@@ -14,6 +14,8 @@ use stella_signer::{FileKeySigner, KeySigner};
 use stella_state::State;
 use stella_state::command::{KeyEntry, KeyState, ThresholdGroup};
 
+pub use crate::fallback::{FALLBACK_REMARK, FallbackSigner};
+
 /// The registry source of threshold keys (their shares are on the holders, not in a store).
 pub const THRESHOLD_SOURCE: &str = "threshold";
 
@@ -258,77 +260,6 @@ impl Keyring {
         }
         loaded.insert(entry.key_id.clone(), signer.clone());
         Ok(signer)
-    }
-}
-
-/// An active key with the tenant/plan's standby behind it: when the active key's back-end
-/// fails to sign (an HSM or KMS that is down), the standby signs instead and the operation
-/// says so in a remark starting with [`FALLBACK_REMARK`], which the audit record files as key
-/// source `fallback`. It never signs with the standby otherwise.
-pub struct FallbackSigner {
-    active: Arc<dyn KeySigner>,
-    standby: Arc<dyn KeySigner>,
-}
-
-/// How a fallback signature's remark starts.
-pub const FALLBACK_REMARK: &str = "fallback:";
-
-/// The active key could not even be loaded: it signs with the standby every time.
-struct Unloadable {
-    descriptor: stella_signer::KeyDescriptor,
-    why: String,
-}
-
-impl KeySigner for Unloadable {
-    fn descriptor(&self) -> &stella_signer::KeyDescriptor {
-        &self.descriptor
-    }
-
-    fn sign(
-        &self,
-        _message: &[u8],
-    ) -> Result<stella_signer::SignedOperation, stella_signer::Error> {
-        Err(stella_signer::Error::Key(self.why.clone()))
-    }
-}
-
-impl FallbackSigner {
-    fn already_failed(key_id: &str, why: &str, standby: Arc<dyn KeySigner>) -> FallbackSigner {
-        let mut descriptor = standby.descriptor().clone();
-        descriptor.key_id = key_id.to_owned();
-        FallbackSigner {
-            active: Arc::new(Unloadable {
-                descriptor,
-                why: why.to_owned(),
-            }),
-            standby,
-        }
-    }
-}
-
-impl KeySigner for FallbackSigner {
-    fn descriptor(&self) -> &stella_signer::KeyDescriptor {
-        self.active.descriptor()
-    }
-
-    fn sign(&self, message: &[u8]) -> Result<stella_signer::SignedOperation, stella_signer::Error> {
-        let failure = match self.active.sign(message) {
-            Ok(op) => return Ok(op),
-            Err(e) => e,
-        };
-        let active = &self.active.descriptor().key_id;
-        let mut op = self.standby.sign(message).map_err(|e| {
-            stella_signer::Error::Signing(format!(
-                "active key {active} failed ({failure}) and so did the standby ({e})"
-            ))
-        })?;
-        let remark = format!(
-            "{FALLBACK_REMARK} standby key {} signed because active key {active} is unavailable: {failure}",
-            op.key_id
-        );
-        tracing::warn!("{remark}");
-        op.remarks.push(remark);
-        Ok(op)
     }
 }
 

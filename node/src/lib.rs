@@ -20,6 +20,7 @@ pub mod config;
 pub mod dev;
 mod error;
 pub mod export;
+pub mod fallback;
 pub mod fuzzing;
 pub mod http;
 pub mod key_admin;
