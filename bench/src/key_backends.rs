@@ -1,8 +1,10 @@
 //! Key back-ends compared in one run (goal G5): the file key, the PKCS#11 key on a SoftHSM2
-//! token and keyless signing (ephemeral key + a certificate from a Fulcio-protocol CA over
-//! HTTPS on loopback), each signing the same PAE bytes from 2 threads, with throughput and p99
-//! latency per operation. The token comes from `scripts/softhsm-token.sh` (its exported
-//! `STELLA_TEST_PKCS11_*` variables); without it the HSM row is skipped.
+//! token, an AWS KMS key through moto (the KMS-protocol stand-in, a Python server on loopback:
+//! the figure is the SDK client path plus moto, not AWS) and keyless signing (ephemeral key + a
+//! certificate from a Fulcio-protocol CA over HTTPS on loopback), each signing the same PAE
+//! bytes from 2 threads, with throughput and p99 latency per operation. The token comes from
+//! `scripts/softhsm-token.sh` (its exported `STELLA_TEST_PKCS11_*` variables); without it the
+//! HSM row is skipped, and without moto in the project venv the KMS row.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -136,6 +138,30 @@ fn keyless(
     Ok((Arc::new(signer), standin, runtime))
 }
 
+/// A KMS key made in a fresh moto server, and the server (stopped when dropped); `None` with a
+/// note when moto is not installed.
+fn kms() -> anyhow::Result<Option<(Arc<dyn KeySigner>, stella_tests::moto::MotoServer)>> {
+    use stella_node::kms::{Credentials, KmsClient, KmsKeySigner, KmsSettings};
+    use stella_tests::moto::{ACCESS_KEY_ID, MotoServer, REGION, SECRET_ACCESS_KEY};
+    if !MotoServer::installed() {
+        eprintln!(
+            "G5: kms (moto) skipped: moto is not installed in the project venv (scripts/install-deps.sh)"
+        );
+        return Ok(None);
+    }
+    let moto = MotoServer::start().ok_or_else(|| anyhow::anyhow!("moto did not start"))?;
+    let key = moto.create_key("ECC_NIST_P256", "SIGN_VERIFY");
+    let client = KmsClient::connect_with_credentials(
+        KmsSettings {
+            endpoint_url: Some(moto.url.clone()),
+            ..KmsSettings::new(REGION)
+        },
+        Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "bench"),
+    )?;
+    let signer = KmsKeySigner::open(client, &key.arn)?;
+    Ok(Some((Arc::new(signer), moto)))
+}
+
 pub fn compare(message: &[u8], duration: Duration) -> anyhow::Result<Vec<BackendFigures>> {
     let mut figures = vec![measure(
         "file",
@@ -164,6 +190,9 @@ pub fn compare(message: &[u8], duration: Duration) -> anyhow::Result<Vec<Backend
             message,
             duration,
         ));
+    }
+    if let Some((signer, _moto)) = kms()? {
+        figures.push(measure("kms (moto)", signer, message, duration));
     }
     let dir = tempfile::tempdir()?;
     let (signer, _standin, _runtime) = keyless(dir.path())?;

@@ -287,7 +287,7 @@ fn a_silent_or_absent_kms_fails_within_its_bound_and_the_request_deadline() {
     let e = signer.sign_pae(b"pae").expect_err("silent");
     assert!(e.is_transient(), "{e}");
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(4),
         "{:?}",
         started.elapsed()
     );
@@ -301,7 +301,7 @@ fn a_silent_or_absent_kms_fails_within_its_bound_and_the_request_deadline() {
         .expect_err("past the deadline");
     assert!(e.is_transient(), "{e}");
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
@@ -323,7 +323,7 @@ fn a_silent_or_absent_kms_fails_within_its_bound_and_the_request_deadline() {
     let e = KmsKeySigner::open(client, KEY_ARN).expect_err("nobody there");
     assert!(e.is_transient(), "{e}");
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        started.elapsed() < Duration::from_secs(6),
         "{:?}",
         started.elapsed()
     );
