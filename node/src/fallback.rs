@@ -39,7 +39,11 @@ impl KeySigner for Unloadable {
 impl FallbackSigner {
     /// For an active key that could not be loaded (its back-end is unreachable): every
     /// signature comes from the standby.
-    pub(crate) fn already_failed(key_id: &str, why: &str, standby: Arc<dyn KeySigner>) -> FallbackSigner {
+    pub(crate) fn already_failed(
+        key_id: &str,
+        why: &str,
+        standby: Arc<dyn KeySigner>,
+    ) -> FallbackSigner {
         let mut descriptor = standby.descriptor().clone();
         descriptor.key_id = key_id.to_owned();
         FallbackSigner {
@@ -84,10 +88,7 @@ mod tests {
     use stella_signer::FileKeySigner;
 
     fn broken(id: &str) -> Arc<dyn KeySigner> {
-        let mut descriptor = FileKeySigner::generate()
-            .expect("key")
-            .descriptor()
-            .clone();
+        let mut descriptor = FileKeySigner::generate().expect("key").descriptor().clone();
         descriptor.key_id = id.to_owned();
         Arc::new(Unloadable {
             descriptor,
@@ -105,7 +106,10 @@ mod tests {
         };
         let op = healthy.sign(b"pae").expect("signs");
         assert_eq!(op.key_id, active.descriptor().key_id);
-        assert!(op.remarks.is_empty(), "no fallback while the active key signs");
+        assert!(
+            op.remarks.is_empty(),
+            "no fallback while the active key signs"
+        );
 
         let failing = FallbackSigner {
             active: broken("sha256:active"),
@@ -114,7 +118,12 @@ mod tests {
         assert_eq!(failing.descriptor().key_id, "sha256:active");
         let op = failing.sign(b"pae").expect("the standby signs");
         assert_eq!(op.key_id, standby.descriptor().key_id);
-        assert!(standby.descriptor().public_key.verify(b"pae", &op.signature));
+        assert!(
+            standby
+                .descriptor()
+                .public_key
+                .verify(b"pae", &op.signature)
+        );
         let [remark] = op.remarks.as_slice() else {
             panic!("one remark: {:?}", op.remarks);
         };

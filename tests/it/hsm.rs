@@ -8,6 +8,17 @@ use stella_tests::{
     start_node_config,
 };
 
+/// The run's SoftHSM2 token store is shared: one test removes a token of its own from it, and
+/// SoftHSM2 fails `C_GetTokenInfo` in a process that lists slots while a token directory goes
+/// away. The HSM tests therefore take turns.
+static TOKEN_STORE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn token_store() -> std::sync::MutexGuard<'static, ()> {
+    TOKEN_STORE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The SoftHSM2 environment `scripts/test.sh` exports, by variable name; `None` (the test is
 /// skipped) outside CI when it is missing — CI must have it.
 fn softhsm<const N: usize>(names: [&str; N]) -> Option<[String; N]> {
@@ -28,6 +39,7 @@ fn softhsm<const N: usize>(names: [&str; N]) -> Option<[String; N]> {
 
 #[test]
 fn a_node_signs_with_a_non_extractable_key_on_a_pkcs11_token() {
+    let _store = token_store();
     let Some([module, token, pin]) = softhsm([
         "STELLA_TEST_PKCS11_MODULE",
         "STELLA_TEST_PKCS11_TOKEN",
@@ -89,6 +101,7 @@ fn a_node_signs_with_a_non_extractable_key_on_a_pkcs11_token() {
 /// `signing_unavailable` — audited, never a hang, never a fall-back to another key.
 #[test]
 fn a_token_that_disappears_makes_signing_unavailable_not_a_hang() {
+    let _store = token_store();
     let Some([module, conf]) = softhsm(["STELLA_TEST_PKCS11_MODULE", "SOFTHSM2_CONF"]) else {
         return;
     };
@@ -185,6 +198,7 @@ fn a_token_that_disappears_makes_signing_unavailable_not_a_hang() {
 /// key signs after a restart.
 #[test]
 fn checkpoints_are_signed_by_an_ed25519_key_on_the_token() {
+    let _store = token_store();
     let Some([module, token, pin]) = softhsm([
         "STELLA_TEST_PKCS11_MODULE",
         "STELLA_TEST_PKCS11_TOKEN",
