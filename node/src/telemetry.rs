@@ -42,10 +42,10 @@ pub const KEYS: &str = "stella_signer_registry_keys";
 pub const BYPASS_ACTIVE: &str = "stella_signer_poe_bypass_active";
 /// When each certificate this node serves or trusts stops being valid (Unix seconds).
 pub const CERT_EXPIRY: &str = "stella_signer_certificate_expiry_timestamp_seconds";
-/// Per plan with a rotation cadence (`max_key_age_seconds`): when its oldest active key is due
-/// for rotation (Unix seconds; +Inf while the plan has no active key).
+/// Per plan: when its oldest active key is due for rotation under `max_key_age_seconds` (Unix
+/// seconds; +Inf for a plan without a cadence or without an active key).
 pub const KEY_ROTATION_DUE: &str = "stella_signer_key_rotation_due_timestamp_seconds";
-/// Per plan with a rotation cadence: when that key stops signing (due + grace).
+/// Per plan: when that key stops signing (due + grace; +Inf likewise).
 pub const KEY_SIGNING_ENDS: &str = "stella_signer_key_signing_ends_timestamp_seconds";
 /// Entries in this node's log not yet applied.
 pub const APPLY_LAG: &str = "stella_signer_raft_apply_lag_entries";
@@ -334,15 +334,15 @@ pub fn quota_usage(
         .collect()
 }
 
-/// Per plan with a rotation cadence: (plan, rotation due, signing ends) in Unix seconds for its
-/// oldest active key, +Inf when it has none. Pure.
+/// Per plan: (plan, rotation due, signing ends) in Unix seconds for its oldest active key;
+/// +Inf when the plan has no rotation cadence or no active key, so every plan's series exists
+/// and an alert on it never fires by accident. Pure.
 pub fn key_rotation(
     state: &stella_state::State,
     plans: &[crate::config::PlanConfig],
 ) -> Vec<(String, f64, f64)> {
     plans
         .iter()
-        .filter(|p| p.max_key_age_seconds.is_some())
         .map(
             |plan| match crate::key_policy::earliest_rotation_due(plan, state.keys.values()) {
                 Some(due_ms) => {
