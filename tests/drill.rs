@@ -45,6 +45,8 @@ pub struct Attempt {
     /// `None`: no HTTP answer (transport error or client timeout).
     pub status: Option<u16>,
     pub code: Option<String>,
+    /// The problem's detail (what a 503 says about why).
+    pub detail: Option<String>,
     pub audit_id: Option<String>,
     pub bundle_sha256: Option<String>,
     pub sent: Instant,
@@ -137,6 +139,7 @@ impl Callers {
                                 node,
                                 status,
                                 code: text("code"),
+                                detail: text("detail"),
                                 audit_id: text("auditId"),
                                 bundle_sha256: text("bundleSha256"),
                                 sent,
@@ -164,12 +167,47 @@ impl Callers {
         *self.targets.lock().expect("targets") = nodes.to_vec();
     }
 
+    /// How many attempts ended how: (status, problem code) → count.
+    pub fn tally(&self) -> std::collections::BTreeMap<(Option<u16>, Option<String>), usize> {
+        let mut tally = std::collections::BTreeMap::new();
+        for a in &self.log.lock().expect("log").attempts {
+            let why = match a.status {
+                Some(503) => a.detail.clone(),
+                _ => a.code.clone(),
+            };
+            *tally.entry((a.status, why)).or_insert(0) += 1;
+        }
+        tally
+    }
+
     /// Waits until `n` more signings were acknowledged (a condition, not a timer).
     pub fn wait_acked(&self, n: usize, what: &str) {
         let goal = self.log.lock().expect("log").acked() + n;
+        self.wait_acked_total(goal, what);
+    }
+
+    /// Waits until `total` signings were acknowledged since the callers started.
+    pub fn wait_acked_total(&self, goal: usize, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(120);
         while self.log.lock().expect("log").acked() < goal {
-            assert!(Instant::now() < deadline, "no signing got through: {what}");
+            assert!(
+                Instant::now() < deadline,
+                "no signing got through: {what}; attempts so far: {:?}",
+                self.tally()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits until `n` more attempts (of any outcome) were answered or gave up.
+    pub fn wait_attempts(&self, n: usize, what: &str) {
+        let goal = self.log.lock().expect("log").attempts.len() + n;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.log.lock().expect("log").attempts.len() < goal {
+            assert!(
+                Instant::now() < deadline,
+                "callers stopped answering: {what}"
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
     }

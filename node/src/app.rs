@@ -15,7 +15,6 @@ use stella_state::raft_types::NodeAddr;
 
 use crate::admission::dpop::{NonceIssuer, ProofPolicy};
 use crate::admission::entitlement::{CacheConfig, EntitlementCache};
-use crate::admission::http_client::HttpsSource;
 use crate::admission::jwks::{JwksCache, JwksSource};
 use crate::admission::licensing::LicensingClient;
 use crate::admission::optok::TokenPolicy;
@@ -23,6 +22,7 @@ use crate::admission::{Admission, AdmissionParts};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::http::{self, AppState, ClientCert};
+use crate::http_client::HttpsSource;
 use crate::keys::{self, Keyring};
 use crate::ledger::Ledger;
 use crate::session::Sessions;
@@ -176,6 +176,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         ),
         request_deadline: Duration::from_secs(config.limits.request_deadline_seconds.max(1)),
         live: Default::default(),
+        in_flight: Default::default(),
     });
     let preauth_every = config
         .admission
@@ -370,7 +371,7 @@ fn keyring(key: Arc<dyn stella_signer::KeySigner>, config: &Config) -> Result<Ke
                 })
                 .collect::<Result<_, _>>()?;
             Ok(crate::keyless::Tsa {
-                source: crate::admission::http_client::HttpsSource::new(
+                source: crate::http_client::HttpsSource::new(
                     &tsa.url,
                     ca.as_deref(),
                     std::time::Duration::from_secs(10),
@@ -618,7 +619,7 @@ async fn build_admission(config: &Config, clock: Arc<dyn Clock>) -> Result<Admis
         bypass_plan: e.bypass_plan.clone(),
         auditor_tenants: a.auditor_tenants.clone(),
         clock,
-        preauth: a.preauth_policy(),
+        preauth: crate::admission::preauth::PreAuthPolicy::of(a),
     }))
 }
 

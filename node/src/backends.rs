@@ -66,3 +66,26 @@ impl Backends {
         Ok(permits)
     }
 }
+
+thread_local! {
+    /// The request deadline of the signing running on this (blocking) thread.
+    static DEADLINE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` — a signing on the blocking pool — with `deadline` bounding every Fulcio and TSA
+/// attempt it makes: no retry starts, and no call waits, past the request's own deadline.
+pub fn within_deadline<R>(deadline: std::time::Instant, f: impl FnOnce() -> R) -> R {
+    DEADLINE.set(Some(deadline));
+    let result = f();
+    DEADLINE.set(None);
+    result
+}
+
+/// What is left of the deadline of the signing on this thread; `None` outside
+/// [`within_deadline`]. The keyless signer (Fulcio, TSA) and the KMS back-end bound their calls
+/// with it.
+pub fn deadline_left() -> Option<Duration> {
+    DEADLINE
+        .get()
+        .map(|deadline| deadline.saturating_duration_since(std::time::Instant::now()))
+}

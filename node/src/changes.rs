@@ -18,8 +18,8 @@ use stella_state::{AuditDraft, Command, State};
 use crate::Error;
 use crate::admission::provenance::allow_toggle;
 use crate::admission::{BYPASS_TOGGLE, Caller};
+use crate::clock::rfc3339_ms;
 use crate::pipeline::{self, Configured};
-use crate::signing::rfc3339_ms;
 
 /// The longest an emergency bypass may be switched on for in one go.
 pub const MAX_BYPASS_SECONDS: u64 = 7 * 24 * 3600;

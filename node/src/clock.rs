@@ -19,6 +19,17 @@ pub trait Clock: Send + Sync {
     }
 }
 
+/// Unix milliseconds as RFC 3339 UTC (empty if out of range).
+pub fn rfc3339_ms(ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Default)]
 pub struct SystemClock;
 

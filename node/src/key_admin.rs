@@ -12,8 +12,12 @@ use crate::Error;
 use crate::admission::Caller;
 use crate::admission::optok::{SCOPE_ADMIN, SCOPE_AUDIT_ALL};
 use crate::changes::{ChangeRequest, ConfigChange};
+use crate::clock::rfc3339_ms;
 use crate::pipeline;
-use crate::signing::{ConfigApplied, SigningService, rfc3339_ms};
+use crate::signing::{ConfigApplied, SigningService};
+
+/// The leader's key-generation endpoint on the peer plane.
+pub const PEER_KEYGEN: &str = "/peer/v1/threshold/keygen";
 
 fn state_name(state: KeyState) -> &'static str {
     match state {
@@ -59,7 +63,7 @@ pub fn list(service: &SigningService, caller: &Caller) -> Vec<KeyInfo> {
 pub fn trust(
     service: &SigningService,
     caller: &Caller,
-    keyless: &crate::http::KeylessTrust,
+    keyless: &crate::keyless::KeylessTrust,
 ) -> stella_api::TrustMaterial {
     let mut keys: Vec<KeyInfo> = list(service, caller)
         .into_iter()
@@ -208,9 +212,8 @@ pub async fn create_threshold(
         rotate: request.rotate,
         reason,
     };
-    let applied = service
-        .generate_threshold_key(ConfigChange::new(caller, request_id, change))
-        .await?;
+    let applied =
+        generate_threshold_key(service, ConfigChange::new(caller, request_id, change)).await?;
     confirmed(service, applied).await
 }
 
@@ -228,9 +231,8 @@ pub async fn refresh_threshold(
         nodes: request.nodes,
         reason: pipeline::operator_reason(&request.reason)?,
     };
-    let applied = service
-        .generate_threshold_key(ConfigChange::new(caller, request_id, change))
-        .await?;
+    let applied =
+        generate_threshold_key(service, ConfigChange::new(caller, request_id, change)).await?;
     confirmed(service, applied).await
 }
 
@@ -309,4 +311,129 @@ async fn confirm_applied(service: &SigningService) -> Vec<u64> {
         }
     }
     confirmed
+}
+
+/// A threshold key made or refreshed by a distributed key generation, registered with its
+/// audit record: the leader drives both (forwarded there).
+pub async fn generate_threshold_key(
+    service: &SigningService,
+    change: ConfigChange,
+) -> Result<ConfigApplied, Error> {
+    let leader_side = || generate_as_leader(service, change.clone());
+    crate::router::at_leader(
+        service.cluster(),
+        PEER_KEYGEN,
+        &change,
+        crate::router::admin_deadline(),
+        leader_side,
+    )
+    .await
+}
+
+/// The leader's side of a key generation: the holders are voters (all of them by default);
+/// the group it produced is registered in one entry with the audit record.
+pub async fn generate_as_leader(
+    service: &SigningService,
+    change: ConfigChange,
+) -> Result<ConfigApplied, Error> {
+    let cluster = service.cluster();
+    if !cluster.is_leader() || cluster.handing_over() {
+        return Err(Error::NotLeader);
+    }
+    let backend = service
+        .keyring()
+        .threshold()
+        .ok_or_else(|| Error::Unavailable("this node has no threshold back-end".into()))?;
+    let voters = cluster.voter_ids();
+    let group = match &change.request {
+        ChangeRequest::RefreshThresholdKey { key_id, nodes, .. } => {
+            let group = cluster
+                .view()
+                .with_state(|s| {
+                    let active = s
+                        .keys
+                        .get(key_id)
+                        .is_some_and(|k| k.state == stella_state::command::KeyState::Active);
+                    s.threshold_groups.get(key_id).filter(|_| active).cloned()
+                })
+                .ok_or_else(|| {
+                    Error::InvalidRequest(format!("`{key_id}` is not an active threshold key"))
+                })?;
+            let nodes: Vec<u64> = if nodes.is_empty() {
+                group
+                    .holders
+                    .iter()
+                    .map(|(_, node)| *node)
+                    .filter(|node| voters.contains(node))
+                    .collect()
+            } else {
+                nodes.clone()
+            };
+            if nodes.len() < usize::from(group.min_signers) {
+                return Err(Error::InvalidRequest(format!(
+                    "a refresh needs at least {} holders",
+                    group.min_signers
+                )));
+            }
+            if let Some(outsider) = nodes
+                .iter()
+                .find(|n| !voters.contains(n) || !group.holders.iter().any(|(_, node)| node == *n))
+            {
+                return Err(Error::InvalidRequest(format!(
+                    "node {outsider} is not a voting holder of {key_id}"
+                )));
+            }
+            let (new_group, holders) =
+                crate::threshold::refresh(&backend.holders, key_id, &group, &nodes)
+                    .await
+                    .map_err(Error::Unavailable)?;
+            stella_state::command::ThresholdGroup {
+                min_signers: group.min_signers,
+                holders,
+                public_key_package: new_group
+                    .to_bytes()
+                    .map_err(|e| Error::Unavailable(e.to_string()))?,
+            }
+        }
+        ChangeRequest::CreateThresholdKey {
+            suite,
+            min_signers,
+            nodes,
+            ..
+        } => {
+            let nodes = if nodes.is_empty() {
+                voters.clone()
+            } else {
+                nodes.clone()
+            };
+            if let Some(stranger) = nodes.iter().find(|n| !voters.contains(n)) {
+                return Err(Error::InvalidRequest(format!(
+                    "node {stranger} is not a voting member"
+                )));
+            }
+            let n = nodes.len() as u64;
+            if *min_signers < 2 || u64::from(*min_signers) > n {
+                return Err(Error::InvalidRequest(format!(
+                    "minSigners must be between 2 and the number of holders ({n})"
+                )));
+            }
+            let (group, holders) =
+                crate::threshold::generate(&backend.holders, *suite, *min_signers, &nodes)
+                    .await
+                    .map_err(Error::Unavailable)?;
+            stella_state::command::ThresholdGroup {
+                min_signers: *min_signers,
+                holders,
+                public_key_package: group
+                    .to_bytes()
+                    .map_err(|e| Error::Unavailable(e.to_string()))?,
+            }
+        }
+        _ => {
+            return Err(Error::InvalidRequest(
+                "not a threshold key generation".into(),
+            ));
+        }
+    };
+    service.configured(&change, Some(&group)).await
 }

@@ -23,42 +23,17 @@ use stella_signer::{
 };
 
 use crate::Error;
-use crate::admission::http_client::{self, HttpsSource};
+use crate::http_client::{self, HttpsSource};
 
 const ATTEMPTS: usize = 3;
 /// Longest single Fulcio or TSA call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-thread_local! {
-    /// The request deadline of the signing running on this (blocking) thread.
-    static DEADLINE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
-}
-
-/// Runs `f` — a signing on the blocking pool — with `deadline` bounding every Fulcio and TSA
-/// attempt it makes: no retry starts, and no call waits, past the request's own deadline.
-pub fn within_deadline<R>(deadline: std::time::Instant, f: impl FnOnce() -> R) -> R {
-    DEADLINE.set(Some(deadline));
-    let result = f();
-    DEADLINE.set(None);
-    result
-}
-
-/// What is left of the deadline of the signing on this thread; `None` outside
-/// [`within_deadline`] (another back-end, e.g. KMS, bounds its own calls with it).
-pub(crate) fn deadline_left() -> Option<Duration> {
-    DEADLINE
-        .get()
-        .map(|deadline| deadline.saturating_duration_since(std::time::Instant::now()))
-}
-
 /// Time left for one more call: `None` once the deadline has passed.
 fn time_left() -> Option<Duration> {
-    match DEADLINE.get() {
+    match crate::backends::deadline_left() {
         None => Some(CALL_TIMEOUT),
-        Some(deadline) => {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            (left > Duration::from_millis(50)).then(|| left.min(CALL_TIMEOUT))
-        }
+        Some(left) => (left > Duration::from_millis(50)).then(|| left.min(CALL_TIMEOUT)),
     }
 }
 
@@ -289,4 +264,13 @@ pub fn certificate_serial(der: &[u8]) -> Option<String> {
     // overflowed on a crafted one (found by the `fulcio` fuzz target).
     let cert = x509_cert::Certificate::from_der(der).ok()?;
     Some(hex::encode(cert.tbs_certificate.serial_number.as_bytes()))
+}
+
+/// PEM chains verifiers need for keyless signatures, published by `GET /api/v1/signer/trust`.
+#[derive(Debug, Clone, Default)]
+pub struct KeylessTrust {
+    /// Fulcio CA chains, root last.
+    pub certificate_authorities: Vec<Vec<String>>,
+    /// Time-Stamping Authority chains, signing certificate first, root last.
+    pub timestamp_authorities: Vec<Vec<String>>,
 }

@@ -23,6 +23,7 @@ pub mod export;
 pub mod fallback;
 pub mod fuzzing;
 pub mod http;
+pub mod http_client;
 pub mod key_admin;
 pub mod key_policy;
 pub mod keyless;

@@ -1,9 +1,11 @@
 //! Signing sessions: one supervised ractor actor per request on the leader.
 //!
-//! A session runs reserve → sign → audit → respond for one request and stops. Sessions are
-//! linked to a supervisor that outlives them; a session that panics is reported to it (counted
-//! and logged) while its `ReservationGuard` releases the quota it held as the stack unwinds. The
-//! number of live sessions is bounded: past `capacity` a request gets 503 with `Retry-After`.
+//! A session runs one request's leader work — a future it is handed, knowing nothing of the
+//! signing service — and stops. Sessions are linked to a supervisor that outlives them; a
+//! session that panics is reported to it (counted and logged) while the guards its future held
+//! (a two-round attempt's `ReservationGuard`, the leader's in-flight slot) give back what they
+//! held as the stack unwinds. The number of live sessions is bounded: past `capacity` a request
+//! gets 503 with `Retry-After`.
 
 use std::sync::Arc;
 
@@ -13,7 +15,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::Instrument;
 
 use crate::Error;
-use crate::signing::{SignJob, SigningService};
+
+/// The work a session runs.
+type Work = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<SignDsseResponse, Error>> + Send + 'static>,
+>;
 
 #[derive(Clone)]
 pub struct Sessions {
@@ -32,11 +38,10 @@ impl Sessions {
         })
     }
 
-    /// Runs one request in its own supervised session and waits for its answer.
+    /// Runs `work` in its own supervised session and waits for its answer.
     pub async fn run(
         &self,
-        service: SigningService,
-        sign: SignJob,
+        work: impl std::future::Future<Output = Result<SignDsseResponse, Error>> + Send + 'static,
     ) -> Result<SignDsseResponse, Error> {
         let permit = self
             .permits
@@ -45,8 +50,7 @@ impl Sessions {
             .map_err(|_| Error::Overloaded)?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            service,
-            sign,
+            work: Box::pin(work),
             reply,
             span: tracing::Span::current(),
             _permit: permit,
@@ -65,8 +69,7 @@ impl Sessions {
 }
 
 struct Job {
-    service: SigningService,
-    sign: SignJob,
+    work: Work,
     reply: oneshot::Sender<Result<SignDsseResponse, Error>>,
     /// The request's span, so the session's logs carry its request and trace ids.
     span: tracing::Span,
@@ -94,11 +97,7 @@ impl Actor for Session {
         state: &mut Option<Job>,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(job) = state.take() {
-            let result = job
-                .service
-                .leader_pipeline(job.sign)
-                .instrument(job.span.clone())
-                .await;
+            let result = job.work.instrument(job.span.clone()).await;
             let _ = job.reply.send(result);
         }
         myself.stop(None);

@@ -21,6 +21,8 @@ pub const ACTOR_RESTARTS: &str = "stella_signer_actor_restarts_total";
 pub const REROUTES: &str = "stella_signer_forward_reroutes_total";
 /// Signing requests answered with an earlier attempt's committed outcome (retries).
 pub const IDEMPOTENT_REPLIES: &str = "stella_signer_idempotent_replies_total";
+/// Speculative signatures discarded because `apply` found the plan's window spent (ADR 0028).
+pub const SPECULATIVE_DISCARDS: &str = "stella_signer_speculative_discards_total";
 pub const JWKS_REFRESH: &str = "stella_signer_jwks_refresh_total";
 pub const PROVENANCE_LOOKUPS: &str = "stella_signer_release_registry_lookups_total";
 pub const PEER_REFUSALS: &str = "stella_signer_peer_refusals_total";
@@ -145,6 +147,10 @@ fn describe() {
     metrics::describe_counter!(
         IDEMPOTENT_REPLIES,
         "Signing requests answered with the committed outcome of an earlier attempt"
+    );
+    metrics::describe_counter!(
+        SPECULATIVE_DISCARDS,
+        "Signatures made before the commit and discarded: the plan's last unit went to another signing"
     );
     metrics::describe_counter!(JWKS_REFRESH, "Authority JWKS refreshes by result");
     metrics::describe_counter!(

@@ -115,6 +115,7 @@ async fn service_with(
         backends: stella_node::signing::Backends::new(&[("file", 2)]),
         request_deadline: std::time::Duration::from_secs(10),
         live: Default::default(),
+        in_flight: Default::default(),
     });
     (service, cluster)
 }
@@ -126,7 +127,7 @@ async fn admission() -> stella_node::admission::Admission {
         time::macros::datetime!(2026-11-28 12:00:00 UTC),
     ));
     let licensing = licensing::LicensingClient {
-        endpoint: http_client::HttpsSource::new(
+        endpoint: stella_node::http_client::HttpsSource::new(
             "https://127.0.0.1:1/introspect",
             None,
             Duration::from_secs(1),

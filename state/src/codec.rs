@@ -29,6 +29,9 @@
 //!   and checkpoint kept under a key of their own, and snapshots that carry them — a v1–v5
 //!   snapshot (or state machine) has none, and storage rebuilds the tree from its records.
 //!
+//! - 7: `Command::Sign` / `Response::Granted` (a signing in one entry, ADR 0028): new trailing
+//!   variants, so v6 bytes decode unchanged.
+//!
 //! Snapshots are no longer one codec value: since format 6 they are files with a container of
 //! their own (`storage/snapshot/`: magic, a codec-encoded header, length-prefixed records);
 //! a format 1–6 snapshot blob still decodes here and is rewritten as such a file.
@@ -36,7 +39,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub const FORMAT_VERSION: u8 = 6;
+pub const FORMAT_VERSION: u8 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -79,7 +82,7 @@ pub fn decode<T: Persisted>(bytes: &[u8]) -> Result<T, CodecError> {
         Some((2, rest)) => Ok(T::decode_v2(rest)?),
         Some((3 | 4, rest)) => Ok(T::decode_v4(rest)?),
         Some((5, rest)) => Ok(T::decode_v5(rest)?),
-        Some((6, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((6 | 7, rest)) => Ok(postcard::from_bytes(rest)?),
         Some((version, _)) => Err(CodecError::UnsupportedVersion(*version)),
     }
 }

@@ -95,6 +95,39 @@ pub enum Command {
         head: crate::log_tree::TreeHead,
         note: String,
     },
+    /// A signing in one entry (format v7): the leader signed first, after checking the quota
+    /// against its own applied state; `apply` decides again, deterministically — the proof or
+    /// identity must be unused and the plan's window must have a unit left — and only then
+    /// claims the proof, spends the unit, appends the audit record and keeps the identity's
+    /// outcome, all together. A signing that loses the race is answered `Throttled` (or
+    /// `Replayed` / `Concluded`) and its signature is never handed out (ADR 0028).
+    Sign(Box<SignOnce>),
+}
+
+/// What `Sign` carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignOnce {
+    /// The DPoP proof to claim, when no identity carries it.
+    pub proof: Option<ProofClaim>,
+    pub identity: Option<Identity>,
+    pub quota: QuotaUse,
+    #[serde(with = "json_draft")]
+    pub audit: AuditDraft,
+    /// The identity's outcome if granted (`audit_id`, `remaining` and `window_resets_at_ms`
+    /// are filled in by `apply`).
+    pub signed: SignedOutcome,
+}
+
+/// One unit of a plan's quota, asked for by `Sign`: the plan's limits as the leader's
+/// configuration says, and the leader's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaUse {
+    pub tenant: String,
+    pub plan: String,
+    /// Signatures per window.
+    pub limit: u64,
+    pub window_ms: u64,
+    pub now_ms: u64,
 }
 
 /// What `AdmitOnce` carries.
@@ -368,6 +401,12 @@ pub enum Response {
     CheckpointSigned,
     /// `SignCheckpoint` refused: nothing changed (format v6).
     CheckpointRefused(crate::log_tree::CheckpointRefusal),
+    /// `Sign` granted: the unit is spent and the record appended (format v7).
+    Granted {
+        audit_id: String,
+        remaining: u64,
+        window_resets_at_ms: u64,
+    },
 }
 
 impl Response {

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditDraft, AuditRecord};
 use crate::command::{
     AdmissionEvidence, Admit, AdmitOnce, Approval, ApprovalDecision, Command, Finish, KeyEntry,
-    KeyState, Outcome, ProofClaim, Reserve, Response, ThresholdGroup, ThrottleReason, Toggle,
-    Verdict,
+    KeyState, Outcome, ProofClaim, Reserve, Response, SignOnce, ThresholdGroup, ThrottleReason,
+    Toggle, Verdict,
 };
 
 /// Hint given to a caller throttled by concurrency (the slot frees when a signing ends).
@@ -394,6 +394,7 @@ impl State {
             }
             Command::AdmitOnce(once) => self.admit_once(once),
             Command::Finish(finish) => self.finish(finish, emitted),
+            Command::Sign(sign) => self.sign_once(sign, emitted),
             Command::CutCheckpoint { now_ms } => Response::CheckpointCut(self.log.cut(*now_ms)),
             Command::SignCheckpoint { head, note } => match self.log.sign(*head, note) {
                 Ok(()) => Response::CheckpointSigned,
@@ -512,6 +513,117 @@ impl State {
         audited
     }
 
+    /// See [`Command::Sign`]. Every check comes before the first change, so a refused signing
+    /// changes nothing but what its refusal must pin (a throttled identity's outcome, the
+    /// claimed proof — exactly what `AdmitOnce` pins for a refusal).
+    fn sign_once(&mut self, sign: &SignOnce, emitted: &mut Vec<AuditRecord>) -> Response {
+        let quota = &sign.quota;
+        let now_ms = quota.now_ms;
+        self.proofs.prune(now_ms);
+        if let Some(proof) = &sign.proof
+            && self.proofs.contains(&proof.key)
+        {
+            return Response::Replayed;
+        }
+        if let Some(identity) = &sign.identity
+            && let Some(claim) = self.proofs.get(&identity.key)
+        {
+            if claim.binding.as_deref() != Some(identity.binding.as_str()) {
+                return Response::Replayed;
+            }
+            match claim.status.clone() {
+                ClaimStatus::Used => return Response::Replayed,
+                ClaimStatus::Done(outcome) => return Response::Concluded(Box::new(outcome)),
+                ClaimStatus::Pending {
+                    term,
+                    reservation_id,
+                } => {
+                    // A two-round attempt (a threshold key) of this term still holds it.
+                    if term == self.term && self.reservations.contains_key(&reservation_id) {
+                        return Response::InProgress { reservation_id };
+                    }
+                    self.admissions.remove(&reservation_id);
+                    if let Some(res) = self.reservations.remove(&reservation_id) {
+                        self.refund(&res);
+                    }
+                }
+                ClaimStatus::Open => {}
+            }
+        }
+        let key = LedgerKey {
+            tenant: quota.tenant.clone(),
+            plan: quota.plan.clone(),
+        };
+        self.expire_reservations(&key, now_ms);
+        let (ledger, window_resets_at_ms) = self.ledger_window(key, now_ms, quota.window_ms);
+        let granted = ledger.used < quota.limit;
+        if granted {
+            ledger.used += 1;
+        }
+        let remaining = quota.limit.saturating_sub(ledger.used);
+        if let Some(proof) = &sign.proof {
+            self.proofs.claim(proof, now_ms);
+        }
+        if !granted {
+            let retry_after_ms = window_resets_at_ms.saturating_sub(now_ms);
+            if let Some(identity) = &sign.identity {
+                self.proofs.put(
+                    identity.key.clone(),
+                    Claim {
+                        expires_at_ms: identity.expires_at_ms,
+                        binding: Some(identity.binding.clone()),
+                        status: ClaimStatus::Done(Outcome::Throttled {
+                            reason: ThrottleReason::Quota,
+                            until_ms: window_resets_at_ms,
+                        }),
+                    },
+                );
+            }
+            return Response::Throttled {
+                reason: ThrottleReason::Quota,
+                retry_after_ms,
+            };
+        }
+        let audited = self.apply(&Command::Audit(sign.audit.clone()), emitted);
+        let Response::Audited { audit_id, .. } = &audited else {
+            return audited;
+        };
+        let audit_id = audit_id.clone();
+        if let Some(identity) = &sign.identity {
+            let mut signed = sign.signed.clone();
+            signed.audit_id = audit_id.clone();
+            signed.remaining = remaining;
+            signed.window_resets_at_ms = window_resets_at_ms;
+            self.proofs.put(
+                identity.key.clone(),
+                Claim {
+                    expires_at_ms: identity.expires_at_ms,
+                    binding: Some(identity.binding.clone()),
+                    status: ClaimStatus::Done(Outcome::Signed(signed)),
+                },
+            );
+        }
+        Response::Granted {
+            audit_id,
+            remaining,
+            window_resets_at_ms,
+        }
+    }
+
+    /// The ledger of `key` in the window `now_ms` falls in, and when that window ends. Windows
+    /// only move forward: a leader whose clock is behind the previous one must not reopen an
+    /// older window and grant its quota twice.
+    fn ledger_window(&mut self, key: LedgerKey, now_ms: u64, window_ms: u64) -> (&mut Ledger, u64) {
+        let window_ms = window_ms.max(1);
+        let ledger = self.ledgers.entry(key).or_default();
+        let window_start_ms = (now_ms - now_ms % window_ms).max(ledger.window_start_ms);
+        if window_start_ms > ledger.window_start_ms {
+            ledger.window_start_ms = window_start_ms;
+            ledger.used = 0;
+        }
+        (ledger, window_start_ms.saturating_add(window_ms))
+    }
+
     /// All or nothing: a refused command rolls the whole change back. Configuration changes are
     /// rare and never touch the one-time proofs, so the rollback copy leaves those out.
     fn configure(
@@ -537,6 +649,7 @@ impl State {
                 | Command::Configure { .. }
                 | Command::AdmitOnce(_)
                 | Command::Finish(_)
+                | Command::Sign(_)
                 | Command::CutCheckpoint { .. }
                 | Command::SignCheckpoint { .. } => Response::InvalidConfigCommand,
                 _ => self.apply(c, &mut scratch),
@@ -576,16 +689,8 @@ impl State {
             plan: r.plan.clone(),
         };
         self.expire_reservations(&key, r.now_ms);
-        let window_ms = r.window_ms.max(1);
-        let ledger = self.ledgers.entry(key.clone()).or_default();
-        // Windows only move forward: a leader whose clock is behind the previous one must not
-        // reopen an older window and grant its quota twice.
-        let window_start_ms = (r.now_ms - r.now_ms % window_ms).max(ledger.window_start_ms);
-        let window_resets_at_ms = window_start_ms + window_ms;
-        if window_start_ms > ledger.window_start_ms {
-            ledger.window_start_ms = window_start_ms;
-            ledger.used = 0;
-        }
+        let (ledger, window_resets_at_ms) = self.ledger_window(key.clone(), r.now_ms, r.window_ms);
+        let window_start_ms = ledger.window_start_ms;
         if ledger.used >= r.limit {
             return Response::Throttled {
                 reason: ThrottleReason::Quota,

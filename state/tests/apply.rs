@@ -495,8 +495,8 @@ fn a_configuration_change_and_its_audit_record_apply_together_or_not_at_all() {
 
 mod exactly_once {
     use stella_state::command::{
-        Admit, AdmitOnce, Finish, Identity, Outcome, Reserve, Response, SignedOutcome,
-        ThrottleReason,
+        Admit, AdmitOnce, Finish, Identity, Outcome, ProofClaim, QuotaUse, Reserve, Response,
+        SignOnce, SignedOutcome, ThrottleReason,
     };
     use stella_state::{Command, State};
 
@@ -642,6 +642,164 @@ mod exactly_once {
             apply(&mut state, 1, &admit("r3", "b", 170, 5)),
             Response::Reserved { .. }
         ));
+    }
+
+    fn sign(binding: &str, now_ms: u64, limit: u64) -> Command {
+        Command::Sign(Box::new(SignOnce {
+            proof: None,
+            identity: Some(Identity {
+                key: "id-1".into(),
+                binding: binding.into(),
+                expires_at_ms: now_ms.saturating_add(10_000),
+            }),
+            quota: QuotaUse {
+                tenant: "t".into(),
+                plan: "team".into(),
+                limit,
+                window_ms: 60_000,
+                now_ms,
+            },
+            audit: draft("req-1"),
+            signed: SignedOutcome {
+                audit_id: String::new(),
+                request_id: "req-1".into(),
+                remaining: 0,
+                window_resets_at_ms: 0,
+                key_source: "file".into(),
+                signatures: Vec::new(),
+            },
+        }))
+    }
+
+    fn sign_with_proof(proof: &str, now_ms: u64, limit: u64) -> Command {
+        let Command::Sign(mut once) = sign("b", now_ms, limit) else {
+            unreachable!()
+        };
+        once.identity = None;
+        once.proof = Some(ProofClaim {
+            key: proof.into(),
+            expires_at_ms: now_ms.saturating_add(10_000),
+        });
+        Command::Sign(once)
+    }
+
+    #[test]
+    fn one_entry_signs_spends_and_audits_together_and_a_retry_gets_that_outcome() {
+        let mut state = State::default();
+        let Response::Granted {
+            audit_id,
+            remaining,
+            window_resets_at_ms,
+        } = apply(&mut state, 1, &sign("b", 100, 5))
+        else {
+            panic!("granted")
+        };
+        assert_eq!((remaining, window_resets_at_ms), (4, 60_000));
+        assert_eq!(used(&state), 1);
+        assert_eq!(state.audit_tail.as_ref().map(|t| t.seq), Some(1));
+        assert!(state.reservations.is_empty(), "no reservation is made");
+        // A second attempt of the same request (a retry that raced the first, or came after
+        // a failover) gets the committed outcome, with apply's own quota figures: no second
+        // unit, no second record.
+        match apply(&mut state, 2, &sign("b", 150, 5)) {
+            Response::Concluded(outcome) => match *outcome {
+                Outcome::Signed(signed) => {
+                    assert_eq!(signed.audit_id, audit_id);
+                    assert_eq!(signed.remaining, 4);
+                    assert_eq!(signed.window_resets_at_ms, 60_000);
+                }
+                other => panic!("unexpected outcome {other:?}"),
+            },
+            other => panic!("expected the committed outcome, got {other:?}"),
+        }
+        assert_eq!(used(&state), 1);
+        assert_eq!(state.audit_tail.as_ref().map(|t| t.seq), Some(1));
+        assert_eq!(
+            apply(&mut state, 2, &sign("other", 150, 5)),
+            Response::Replayed
+        );
+    }
+
+    #[test]
+    fn the_last_unit_goes_to_one_signing_and_the_loser_changes_nothing_but_its_refusal() {
+        let mut state = State::default();
+        // Two leaders' speculative signings for the last unit of a plan of 1.
+        assert!(matches!(
+            apply(&mut state, 1, &sign_with_proof("p1", 100, 1)),
+            Response::Granted { remaining: 0, .. }
+        ));
+        let tail = state.audit_tail.clone();
+        assert_eq!(
+            apply(&mut state, 2, &sign_with_proof("p2", 110, 1)),
+            Response::Throttled {
+                reason: ThrottleReason::Quota,
+                retry_after_ms: 60_000 - 110
+            }
+        );
+        assert_eq!(used(&state), 1, "the plan is never overshot");
+        assert_eq!(state.audit_tail, tail, "the loser's record is not appended");
+        // Its proof is spent like any refused admission's; a replay of the winner's too.
+        assert_eq!(
+            apply(&mut state, 2, &sign_with_proof("p2", 120, 1)),
+            Response::Replayed
+        );
+        assert_eq!(
+            apply(&mut state, 2, &sign_with_proof("p1", 120, 1)),
+            Response::Replayed
+        );
+        // The next window grants again; a clock behind the newest window does not reopen an
+        // older one.
+        assert!(matches!(
+            apply(&mut state, 2, &sign_with_proof("p3", 60_100, 1)),
+            Response::Granted { .. }
+        ));
+        assert!(matches!(
+            apply(&mut state, 3, &sign_with_proof("p4", 59_000, 1)),
+            Response::Throttled { .. }
+        ));
+    }
+
+    #[test]
+    fn a_one_entry_signing_takes_over_an_identity_a_gone_leader_held() {
+        let mut state = State::default();
+        apply(&mut state, 1, &admit("r1", "b", 100, 5));
+        // Same term and still reserved: in progress (a threshold attempt runs).
+        assert_eq!(
+            apply(&mut state, 1, &sign("b", 120, 5)),
+            Response::InProgress {
+                reservation_id: "r1".into()
+            }
+        );
+        // A new term: the old attempt's grant is refunded and this signing takes it.
+        assert!(matches!(
+            apply(&mut state, 2, &sign("b", 150, 5)),
+            Response::Granted { remaining: 4, .. }
+        ));
+        assert_eq!(used(&state), 1);
+        assert_eq!(
+            apply(&mut state, 2, &finish("r1", true)),
+            Response::Superseded
+        );
+    }
+
+    #[test]
+    fn quota_arithmetic_holds_at_the_extremes() {
+        let mut state = State::default();
+        let mut at = |now: u64, window: u64, limit: u64| {
+            let Command::Sign(mut once) = sign_with_proof(&format!("x{now}{window}"), now, limit)
+            else {
+                unreachable!()
+            };
+            once.quota.window_ms = window;
+            once.quota.tenant = format!("t{now}{window}");
+            apply(&mut state, 1, &Command::Sign(once))
+        };
+        assert!(matches!(
+            at(u64::MAX, u64::MAX, u64::MAX),
+            Response::Granted { .. }
+        ));
+        assert!(matches!(at(u64::MAX, 0, 1), Response::Granted { .. }));
+        assert!(matches!(at(0, 1, 0), Response::Throttled { .. }));
     }
 
     #[test]

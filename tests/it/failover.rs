@@ -38,6 +38,99 @@ fn a_leader_killed_under_load_costs_honest_callers_nothing_but_a_retry() {
     assert_log_matches(&mut cluster, &outcomes);
 }
 
+/// One Raft entry per signing (ADR 0028): leaders sign before the entry commits, so clients
+/// racing for a plan's last units while the leader dies must still get exactly those units —
+/// the new leader may pre-check against a state that has not applied the old leader's entries
+/// yet, and `apply` must refuse what it over-promised.
+#[test]
+fn clients_racing_for_the_last_units_of_a_quota_through_a_leader_kill_get_exactly_them() {
+    const QUOTA: u64 = 30;
+    const LAST: u64 = 8;
+    let mut cluster = TestCluster::start(ClusterOptions {
+        signatures_per_window: QUOTA,
+        ..options(false, "")
+    });
+    // Spend all but the last units.
+    let mut spent = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while spent < QUOTA - LAST {
+        assert!(Instant::now() < deadline, "could not spend the quota");
+        match cluster.sign(1 + spent as usize % 3) {
+            Ok((200, _)) => spent += 1,
+            Ok((503, _)) | Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            Ok((status, body)) => panic!("spending the quota: {status} {body}"),
+        }
+    }
+    let callers = Callers::start(&cluster, 12);
+    callers.wait_acked(1, "the race began");
+    let leader = cluster.leader().expect("a leader");
+    cluster.kill(leader);
+    callers.wait_acked_total(LAST as usize, "every last unit is granted to someone");
+    // Keep racing well past the end of the quota: nothing more may be granted.
+    callers.wait_attempts(60, "after the quota ran out");
+    let attempts = callers.finish();
+    let odd: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| !matches!(a.status, None | Some(200 | 429 | 503)))
+        .collect();
+    assert!(odd.is_empty(), "only grants, 429 and 503: {odd:#?}");
+    let mut acked: std::collections::HashMap<&str, (&str, &str)> = Default::default();
+    for a in attempts.iter().filter(|a| a.status == Some(200)) {
+        let answer = (
+            a.audit_id.as_deref().unwrap_or(""),
+            a.bundle_sha256.as_deref().unwrap_or(""),
+        );
+        assert_eq!(
+            *acked.entry(&a.request).or_insert(answer),
+            answer,
+            "{}: one outcome per request",
+            a.request
+        );
+    }
+    println!(
+        "{} attempts; {} requests got the last {LAST} units; leader {leader} killed",
+        attempts.len(),
+        acked.len()
+    );
+    assert_eq!(
+        acked.len() as u64,
+        LAST,
+        "the last units, no more, no fewer"
+    );
+    cluster.restart(leader);
+    cluster.wait_converged(Duration::from_secs(60));
+    for id in 1..=cluster.len() {
+        cluster.stop(id);
+    }
+    let records = stella_tests::audit_records(&cluster.data_dir(1));
+    stella_tests::audit_verify(&cluster.data_dir(1)).expect("the chain verifies");
+    let signed: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["decision"] == "signed")
+        .collect();
+    assert_eq!(
+        signed.len() as u64,
+        QUOTA,
+        "the plan granted exactly its quota"
+    );
+    for (request, (audit_id, bundle)) in &acked {
+        let mine: Vec<_> = signed
+            .iter()
+            .filter(|r| r["requestId"] == *request)
+            .collect();
+        assert_eq!(mine.len(), 1, "{request} is signed exactly once");
+        assert_eq!(mine[0]["auditId"], *audit_id);
+        assert_eq!(mine[0]["bundleSha256"], *bundle);
+    }
+    for id in 2..=cluster.len() {
+        assert_eq!(
+            stella_tests::audit_records(&cluster.data_dir(id)),
+            records,
+            "node {id} holds the same audit chain"
+        );
+    }
+}
+
 #[test]
 fn a_partitioned_or_paused_leader_bounds_every_wait_and_says_it_is_not_ready() {
     let mut cluster = TestCluster::start(options(true, ""));

@@ -8,7 +8,7 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
-use super::http_client::{self, HttpsSource};
+use crate::http_client::{self, HttpsSource};
 
 /// What the licensing service says about a PoE.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,6 @@
 pub mod dpop;
 pub mod entitlement;
 pub mod fuzzing;
-pub mod http_client;
 pub mod jose;
 pub mod jwks;
 pub mod licensing;

@@ -15,8 +15,7 @@
 //! No I/O and no clock: times come in as Unix milliseconds, so the rules are tested directly.
 
 /// Default budget of a source: failed authentications per second, and in a burst.
-pub const DEFAULT_FAILURES_PER_SECOND: u32 = 20;
-pub const DEFAULT_BURST: u32 = 100;
+pub use crate::config::{DEFAULT_BURST, DEFAULT_FAILURES_PER_SECOND};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -42,6 +41,16 @@ impl Default for PreAuthPolicy {
         PreAuthPolicy {
             failures_per_second: f64::from(DEFAULT_FAILURES_PER_SECOND),
             burst: f64::from(DEFAULT_BURST),
+        }
+    }
+}
+
+impl PreAuthPolicy {
+    /// The policy an `[admission]` section sets.
+    pub fn of(config: &crate::config::AdmissionConfig) -> PreAuthPolicy {
+        PreAuthPolicy {
+            failures_per_second: f64::from(config.failed_auth_per_second.max(1)),
+            burst: f64::from(config.failed_auth_burst.max(1)),
         }
     }
 }

@@ -23,9 +23,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use stella_cluster::ClusterHandle;
 use stella_cluster::network::{RAFT_APPEND, RAFT_SNAPSHOT, RAFT_VOTE};
 
-use crate::signing::{PEER_AUDIT, PEER_CONFIGURE, PEER_KEYGEN, PEER_SIGN, SigningService};
+use crate::key_admin::PEER_KEYGEN;
+use crate::signing::{PEER_AUDIT, PEER_CONFIGURE, PEER_SIGN, SigningService};
 use crate::threshold;
 
+pub use crate::keyless::KeylessTrust;
 pub use context::{ClientCert, request_context, request_facts};
 pub use problem::ApiProblem;
 
@@ -226,13 +228,4 @@ pub fn peer_routes(cfg: &mut web::ServiceConfig) {
         .route(PEER_ELECT, web::post().to(peer::elect))
         .route(ADMIN_DRILL_KILL, web::post().to(peer::drill_kill_actor))
         .default_service(web::to(problem::not_found));
-}
-
-/// PEM chains verifiers need for keyless signatures, published by `GET /api/v1/signer/trust`.
-#[derive(Debug, Clone, Default)]
-pub struct KeylessTrust {
-    /// Fulcio CA chains, root last.
-    pub certificate_authorities: Vec<Vec<String>>,
-    /// Time-Stamping Authority chains, signing certificate first, root last.
-    pub timestamp_authorities: Vec<Vec<String>>,
 }

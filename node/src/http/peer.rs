@@ -83,7 +83,7 @@ pub async fn audit(
 pub async fn configure(
     state: Data<AppState>,
     change: Json<crate::changes::ConfigChange>,
-) -> Json<ForwardAnswer<crate::signing::ConfigApplied>> {
+) -> Json<ForwardAnswer<crate::signing::configure::ConfigApplied>> {
     Json(answer(
         state.signing.configure_as_leader(change.into_inner()).await,
     ))
@@ -93,9 +93,9 @@ pub async fn configure(
 pub async fn keygen(
     state: Data<AppState>,
     job: Json<crate::changes::ConfigChange>,
-) -> Json<ForwardAnswer<crate::signing::ConfigApplied>> {
+) -> Json<ForwardAnswer<crate::signing::configure::ConfigApplied>> {
     Json(answer(
-        state.signing.generate_as_leader(job.into_inner()).await,
+        crate::key_admin::generate_as_leader(&state.signing, job.into_inner()).await,
     ))
 }
 

@@ -23,7 +23,8 @@ use stella_state::raft_types::NodeId;
 
 use super::ApiProblem;
 use crate::Error;
-use crate::signing::{PEER_AUDIT, PEER_CONFIGURE, PEER_KEYGEN, PEER_SIGN};
+use crate::key_admin::PEER_KEYGEN;
+use crate::signing::{PEER_AUDIT, PEER_CONFIGURE, PEER_SIGN};
 use crate::threshold;
 
 pub const PEER_STATUS: &str = "/peer/v1/status";

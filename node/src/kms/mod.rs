@@ -9,10 +9,9 @@
 //! client owns a small tokio runtime of its own: every call is spawned onto it and the calling
 //! thread waits on a channel, bounded in time — no `block_on` in anyone's async context. Every
 //! call is bounded by the configured operation timeout (all attempts and back-offs included) and
-//! by what the request's deadline leaves (`keyless::deadline_left`). Lives in `node`, not in
+//! by what the request's deadline leaves (`backends::deadline_left`). Lives in `node`, not in
 //! `signer`, because it is network code (ADR 0021). The decisions are in [`request`], pure.
 
-pub mod config;
 pub mod request;
 #[cfg(test)]
 mod tests;
@@ -33,17 +32,12 @@ use stella_signer::{
     SignedOperation,
 };
 
+pub use crate::config::kms::{
+    DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_OPERATION_TIMEOUT, KmsSettings,
+};
 use request::MessageKind;
 
-/// Connect timeout to the KMS endpoint (TCP + TLS).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// One attempt of one KMS call.
-pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-/// One KMS call with all its attempts and back-offs: half the node's 10 s signing bound, so a
-/// KMS outage answers `signing_unavailable` well before the request's own deadline.
-pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
-/// Attempts per call (the first and two retries), standard retry mode.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Back-off before the first retry (doubling, jittered, at most [`MAX_BACKOFF`]).
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -52,33 +46,7 @@ const HANDOFF_GRACE: Duration = Duration::from_millis(250);
 /// Longest error text kept from the SDK (problem details are capped at 512 bytes).
 const MAX_ERROR_TEXT: usize = 300;
 
-/// Where and how patiently the node talks to KMS (`[signing.kms]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KmsSettings {
-    /// The AWS region of the keys (required: no region look-up over instance metadata).
-    pub region: String,
-    /// Another endpoint than the region's public one: a VPC endpoint, or a KMS-protocol
-    /// stand-in on loopback in tests.
-    pub endpoint_url: Option<String>,
-    pub connect_timeout: Duration,
-    pub attempt_timeout: Duration,
-    pub operation_timeout: Duration,
-    pub max_attempts: u32,
-}
-
 impl KmsSettings {
-    /// The region's endpoint with the default bounds.
-    pub fn new(region: &str) -> KmsSettings {
-        KmsSettings {
-            region: region.to_owned(),
-            endpoint_url: None,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
-            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-        }
-    }
-
     /// The SDK's timeouts for one call that may take `budget` in all.
     fn timeouts(&self, budget: Duration) -> TimeoutConfig {
         TimeoutConfig::builder()
@@ -211,7 +179,7 @@ impl KmsClient {
     fn budget(&self) -> Result<Duration, KmsError> {
         request::budget(
             self.settings.operation_timeout,
-            crate::keyless::deadline_left(),
+            crate::backends::deadline_left(),
         )
         .ok_or_else(|| {
             KmsError::Unavailable("the request's deadline leaves no time for a KMS call".into())

@@ -297,7 +297,7 @@ fn a_silent_or_absent_kms_fails_within_its_bound_and_the_request_deadline() {
     kms.set(|b| b.silent = true);
     let started = Instant::now();
     let deadline = started + Duration::from_millis(400);
-    let e = crate::keyless::within_deadline(deadline, || signer.sign_pae(b"pae"))
+    let e = crate::backends::within_deadline(deadline, || signer.sign_pae(b"pae"))
         .expect_err("past the deadline");
     assert!(e.is_transient(), "{e}");
     assert!(
@@ -305,7 +305,7 @@ fn a_silent_or_absent_kms_fails_within_its_bound_and_the_request_deadline() {
         "{:?}",
         started.elapsed()
     );
-    let e = crate::keyless::within_deadline(Instant::now(), || signer.sign_pae(b"pae"))
+    let e = crate::backends::within_deadline(Instant::now(), || signer.sign_pae(b"pae"))
         .expect_err("no time left");
     assert!(e.to_string().contains("deadline"), "{e}");
     // Nobody listening: refused connections are an outage, not a hang.

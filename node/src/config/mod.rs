@@ -7,6 +7,8 @@ use serde::Deserialize;
 
 use crate::Error;
 
+pub mod kms;
+
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_PROPOSAL_QUEUE: usize = 8192;
 
@@ -205,7 +207,7 @@ pub struct SigningConfig {
     /// Keyless signing (requests with `options.signingMode = "keyless"`).
     pub keyless: Option<KeylessSection>,
     /// AWS KMS, for registered `kms:<key ARN>` keys (`crate::kms`).
-    pub kms: Option<crate::kms::config::KmsSection>,
+    pub kms: Option<kms::KmsSection>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -310,15 +312,6 @@ pub struct AdmissionConfig {
     /// period with refusals, by code and source).
     #[serde(default = "default_preauth_summary_seconds")]
     pub preauth_summary_seconds: u64,
-}
-
-impl AdmissionConfig {
-    pub fn preauth_policy(&self) -> crate::admission::preauth::PreAuthPolicy {
-        crate::admission::preauth::PreAuthPolicy {
-            failures_per_second: f64::from(self.failed_auth_per_second.max(1)),
-            burst: f64::from(self.failed_auth_burst.max(1)),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -443,11 +436,16 @@ fn default_jwks_max_age() -> u64 {
 fn default_dpop_max_age() -> i64 {
     300
 }
+/// Failed authentications per second one source may sustain before it is refused at the door.
+pub const DEFAULT_FAILURES_PER_SECOND: u32 = 20;
+/// How many failed authentications one source may have in a burst.
+pub const DEFAULT_BURST: u32 = 100;
+
 pub fn default_failed_auth_per_second() -> u32 {
-    crate::admission::preauth::DEFAULT_FAILURES_PER_SECOND
+    DEFAULT_FAILURES_PER_SECOND
 }
 pub fn default_failed_auth_burst() -> u32 {
-    crate::admission::preauth::DEFAULT_BURST
+    DEFAULT_BURST
 }
 pub fn default_preauth_summary_seconds() -> u64 {
     60

@@ -6,10 +6,45 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::KmsSettings;
-
 /// The node's signing bound (`signing::SIGN_TIMEOUT`): no KMS call may be allowed longer.
 const SIGNING_BOUND_MS: u64 = 10_000;
+
+/// Connect timeout to the KMS endpoint (TCP + TLS).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// One attempt of one KMS call.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// One KMS call with all its attempts and back-offs: half the node's 10 s signing bound, so a
+/// KMS outage answers `signing_unavailable` well before the request's own deadline.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts per call (the first and two retries), standard retry mode.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Where and how patiently the node talks to KMS (`[signing.kms]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsSettings {
+    /// The AWS region of the keys (required: no region look-up over instance metadata).
+    pub region: String,
+    /// Another endpoint than the region's public one: a VPC endpoint, or a KMS-protocol
+    /// stand-in on loopback in tests.
+    pub endpoint_url: Option<String>,
+    pub connect_timeout: Duration,
+    pub attempt_timeout: Duration,
+    pub operation_timeout: Duration,
+    pub max_attempts: u32,
+}
+
+impl KmsSettings {
+    /// The region's endpoint with the default bounds.
+    pub fn new(region: &str) -> KmsSettings {
+        KmsSettings {
+            region: region.to_owned(),
+            endpoint_url: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,19 +70,19 @@ pub struct KmsSection {
 }
 
 fn default_connect_timeout_ms() -> u64 {
-    super::DEFAULT_CONNECT_TIMEOUT.as_millis() as u64
+    DEFAULT_CONNECT_TIMEOUT.as_millis() as u64
 }
 
 fn default_attempt_timeout_ms() -> u64 {
-    super::DEFAULT_ATTEMPT_TIMEOUT.as_millis() as u64
+    DEFAULT_ATTEMPT_TIMEOUT.as_millis() as u64
 }
 
 fn default_operation_timeout_ms() -> u64 {
-    super::DEFAULT_OPERATION_TIMEOUT.as_millis() as u64
+    DEFAULT_OPERATION_TIMEOUT.as_millis() as u64
 }
 
 fn default_max_attempts() -> u32 {
-    super::DEFAULT_MAX_ATTEMPTS
+    DEFAULT_MAX_ATTEMPTS
 }
 
 fn default_max_concurrent() -> usize {
