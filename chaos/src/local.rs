@@ -1,0 +1,181 @@
+//! `--local N`: a loopback cluster of the real binaries, started by the integration tests'
+//! launcher (`stella_tests::TestCluster`: the Authority and licensing stand-ins, PKI, configs),
+//! each node on its own loopback address so that iptables can cut its peer links.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use stella_api::Credentials;
+use stella_tests::{ClusterOptions, PLAN, PUBLIC_URL, Partition, TestCluster};
+
+use crate::target::{Target, Tenant};
+
+/// The plan of the tenant on a tight quota.
+pub const TIGHT_PLAN: &str = "tight";
+/// The client (and tenant `quota-1`) on [`TIGHT_PLAN`].
+const TIGHT_CLIENT: &str = "quota-1-ci";
+
+/// Options of a local cluster.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub nodes: usize,
+    /// Signatures per window of the tight plan (window: one hour).
+    pub tight_quota: u64,
+    /// The nodes' `request_deadline_seconds`.
+    pub deadline_seconds: u64,
+    /// A deliberately broken build: every node grants this many signatures per window beyond
+    /// each plan's quota (`[drill] extra_grants_per_window`; the checker must catch it).
+    pub drill_extra_grants: u64,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            nodes: 3,
+            tight_quota: 20,
+            deadline_seconds: 5,
+            drill_extra_grants: 0,
+        }
+    }
+}
+
+pub struct LocalTarget {
+    cluster: TestCluster,
+    options: LocalOptions,
+    cuts: BTreeMap<(usize, usize), Partition>,
+}
+
+/// Runs `f`, turning a panic of the test launcher into an error.
+fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        let text = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        anyhow!("{what}: {text}")
+    })
+}
+
+impl LocalTarget {
+    pub fn start(options: LocalOptions) -> Result<LocalTarget> {
+        let mut extra = format!(
+            "[limits]\nrequest_deadline_seconds = {}\n",
+            options.deadline_seconds
+        );
+        if options.drill_extra_grants > 0 {
+            extra.push_str(&format!(
+                "[drill]\nextra_grants_per_window = {}\n",
+                options.drill_extra_grants
+            ));
+        }
+        let cluster_options = ClusterOptions {
+            nodes: options.nodes,
+            distinct_addresses: true,
+            // Snapshots every few hundred entries: a node that was down catches up by snapshot.
+            snapshot_every: 500,
+            plans: vec![(TIGHT_PLAN, options.tight_quota, 100, 1024 * 1024)],
+            node_extra: (1..=options.nodes).map(|id| (id, extra.clone())).collect(),
+            ..ClusterOptions::default()
+        };
+        let cluster = guarded("starting the cluster", || {
+            TestCluster::start(cluster_options)
+        })?;
+        Ok(LocalTarget {
+            cluster,
+            options,
+            cuts: BTreeMap::new(),
+        })
+    }
+
+    /// Where the cluster's files are (configs, data directories, PKI).
+    pub fn dir(&self) -> &std::path::Path {
+        self.cluster.dir.path()
+    }
+}
+
+impl Target for LocalTarget {
+    fn node_ids(&self) -> Vec<usize> {
+        (1..=self.cluster.len()).collect()
+    }
+
+    fn api_url(&self, id: usize) -> String {
+        self.cluster.api_url(id)
+    }
+
+    fn public_url(&self) -> String {
+        PUBLIC_URL.to_owned()
+    }
+
+    fn kill(&mut self, id: usize) -> Result<()> {
+        guarded("kill -9", || self.cluster.kill(id))
+    }
+
+    fn restart(&mut self, id: usize) -> Result<()> {
+        if self.cluster.is_running(id) {
+            return Ok(());
+        }
+        guarded("restart", || self.cluster.restart(id))
+    }
+
+    fn pause(&mut self, id: usize) -> Result<()> {
+        guarded("SIGSTOP", || self.cluster.pause(id))
+    }
+
+    fn resume(&mut self, id: usize) -> Result<()> {
+        guarded("SIGCONT", || self.cluster.resume(id))
+    }
+
+    fn cut(&mut self, a: usize, b: usize) -> Result<()> {
+        let key = (a.min(b), a.max(b));
+        if self.cuts.contains_key(&key) {
+            return Ok(());
+        }
+        let rules = guarded("iptables", || self.cluster.partition(&[a], &[b]))?;
+        self.cuts.insert(key, rules);
+        Ok(())
+    }
+
+    fn heal(&mut self) -> Result<()> {
+        let cuts = std::mem::take(&mut self.cuts);
+        guarded("removing iptables rules", move || drop(cuts))
+    }
+
+    fn tenants(&self) -> Vec<Tenant> {
+        let services = &self.cluster.services;
+        vec![
+            Tenant {
+                name: "tenant-a".into(),
+                credentials: services.credentials("tenant-a-ci", PLAN, ""),
+                quota: None,
+                workers: 3,
+            },
+            Tenant {
+                name: "tenant-b".into(),
+                credentials: services.credentials("tenant-b-ci", PLAN, ""),
+                quota: None,
+                workers: 2,
+            },
+            Tenant {
+                name: "quota-1".into(),
+                credentials: services.credentials(TIGHT_CLIENT, TIGHT_PLAN, ""),
+                quota: Some((self.options.tight_quota, 3600)),
+                workers: 1,
+            },
+        ]
+    }
+
+    fn auditor(&self) -> Credentials {
+        self.cluster.services.credentials("operator", PLAN, "")
+    }
+
+    fn verify_key_pem(&self) -> Result<String> {
+        Ok(std::fs::read_to_string(self.cluster.public_key_path())?)
+    }
+
+    fn deadline(&self) -> Duration {
+        Duration::from_secs(self.options.deadline_seconds)
+    }
+}
