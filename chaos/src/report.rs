@@ -337,8 +337,17 @@ pub fn recovery_svg(h: &History, per_fault: &[Option<u64>]) -> Result<String> {
             .y_label_area_size(60)
             .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..y_max)
             .map_err(plot_err)?;
+        let whole = |x: &f64| {
+            if x.fract().abs() < 1e-9 && *x >= 0.0 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        };
         chart
             .configure_mesh()
+            .x_labels(h.faults.len() + 1)
+            .x_label_formatter(&whole)
             .x_desc("fault number")
             .y_desc("recovery (s)")
             .draw()
