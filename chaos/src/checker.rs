@@ -100,15 +100,18 @@ fn signs<'a>(e: &Evidence<'a>) -> impl Iterator<Item = &'a Attempt> {
     e.history.attempts.iter().filter(|a| a.kind == Kind::Sign)
 }
 
+/// A node's records by audit id (`None`: unreadable) and its signed records per request id.
+type NodeIndex<'a> = (
+    usize,
+    Option<HashMap<&'a str, &'a AuditRecord>>,
+    HashMap<&'a str, usize>,
+);
+
 /// Every acknowledged signing has exactly one committed `signed` record, with its audit id,
 /// request id and bundle hash, on every node.
 fn acknowledged_committed(e: &Evidence<'_>) -> Verdict {
     let mut t = Tally::new();
-    let per_node: Vec<(
-        usize,
-        Option<HashMap<&str, &AuditRecord>>,
-        HashMap<&str, usize>,
-    )> = e
+    let per_node: Vec<NodeIndex<'_>> = e
         .logs
         .iter()
         .map(|l| match &l.records {

@@ -152,7 +152,7 @@ fn round_tenth(x: f64) -> f64 {
 /// The stream that picks nodes for selectors (`follower`, `random`, the bridge), seeded from the
 /// drill's seed so that the same cluster history picks the same nodes.
 pub fn picker(seed: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_c4a0_5u64)
+    ChaCha8Rng::seed_from_u64(seed ^ 0x05ee_d0fc_4a05_u64)
 }
 
 #[cfg(test)]
