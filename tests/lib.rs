@@ -672,8 +672,12 @@ impl TestCluster {
     }
 
     fn spawn(&self, id: usize) -> NodeProcess {
+        self.spawn_with_env(id, &[])
+    }
+
+    fn spawn_with_env(&self, id: usize, env: &[(&str, &str)]) -> NodeProcess {
         let config = self.config_path(id);
-        NodeProcess::start(&["serve", "--config", &config], &self.data_dir(id))
+        NodeProcess::start_with_env(&["serve", "--config", &config], &self.data_dir(id), env)
     }
 
     pub fn config_path(&self, id: usize) -> String {
@@ -862,8 +866,14 @@ impl TestCluster {
     }
 
     pub fn restart(&mut self, id: usize) {
+        self.restart_with_env(id, &[]);
+    }
+
+    /// As [`TestCluster::restart`], with more environment variables (e.g. `LD_PRELOAD` of
+    /// libfaketime for a node whose clock is off).
+    pub fn restart_with_env(&mut self, id: usize, env: &[(&str, &str)]) {
         assert!(self.nodes[id - 1].is_none(), "node {id} is running");
-        let node = self.spawn(id);
+        let node = self.spawn_with_env(id, env);
         self.nodes[id - 1] = Some(node);
     }
 

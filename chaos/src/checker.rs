@@ -390,6 +390,7 @@ fn node_faulted(faults: &[FaultEvent], node: usize, start: u64, end: u64) -> boo
                 | FaultKind::KillFollower
                 | FaultKind::KillRandom
                 | FaultKind::RestartLoop
+                | FaultKind::ClockSkew
         );
         let until = f.settled_ms.unwrap_or(f.heal_ms);
         stops_node && f.nodes.contains(&node) && start <= until && end >= f.start_ms

@@ -71,6 +71,9 @@ pub struct NodeEntry {
     /// Cuts this node's peer link to another node (`{peer_id}`, `{peer_url}`, `{peer_host}`,
     /// `{peer_port}` name the other one); run for both ends of a link.
     pub cut: String,
+    /// Restarts the node with its clock `{seconds}` off (e.g. under `faketime`); `{seconds}` is
+    /// 0 to restore the true clock. Without it the clock-skew fault fails on this node.
+    pub skew_clock: Option<String>,
 }
 
 pub struct FileTarget {
@@ -232,6 +235,16 @@ impl Target for FileTarget {
 
     fn heal(&mut self) -> Result<()> {
         run_command(&self.file.heal, &[])
+    }
+
+    fn skew_clock(&mut self, id: usize, seconds: i64) -> Result<()> {
+        let Some(command) = &self.node(id)?.skew_clock else {
+            bail!("node {id} has no skew_clock command");
+        };
+        run_command(
+            command,
+            &[("id", id.to_string()), ("seconds", seconds.to_string())],
+        )
     }
 
     fn tenants(&self) -> Vec<Tenant> {

@@ -129,6 +129,12 @@ pub struct FaultEvent {
     /// Links cut (both directions), for partitions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cuts: Vec<(usize, usize)>,
+    /// The clock-skew fault: how far the node's clock was off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skew_seconds: Option<i64>,
+    /// …and how far off its `Date` header was once it ran skewed (proof the fault took).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_skew_seconds: Option<i64>,
     /// The leader when the fault was injected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader: Option<usize>,

@@ -47,6 +47,23 @@ pub struct LocalTarget {
     cuts: BTreeMap<(usize, usize), Partition>,
 }
 
+/// Debian's libfaketime (package `faketime`, installed by scripts/install-deps.sh).
+fn faketime_library() -> Result<String> {
+    for dir in [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ] {
+        let lib = format!("{dir}/faketime/libfaketime.so.1");
+        if std::path::Path::new(&lib).exists() {
+            return Ok(lib);
+        }
+    }
+    Err(anyhow!(
+        "libfaketime is missing (Debian package `faketime`; scripts/install-deps.sh installs it)"
+    ))
+}
+
 /// Runs `f`, turning a panic of the test launcher into an error.
 fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
@@ -141,6 +158,26 @@ impl Target for LocalTarget {
     fn heal(&mut self) -> Result<()> {
         let cuts = std::mem::take(&mut self.cuts);
         guarded("removing iptables rules", move || drop(cuts))
+    }
+
+    fn skew_clock(&mut self, id: usize, seconds: i64) -> Result<()> {
+        self.kill(id)?;
+        if seconds == 0 {
+            return self.restart(id);
+        }
+        let lib = faketime_library()?;
+        let offset = format!("{seconds:+}s");
+        guarded("restart under libfaketime", || {
+            self.cluster.restart_with_env(
+                id,
+                &[
+                    ("LD_PRELOAD", lib.as_str()),
+                    ("FAKETIME", offset.as_str()),
+                    // Only the wall clock is off; timers and timeouts run as they should.
+                    ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+                ],
+            )
+        })
     }
 
     fn tenants(&self) -> Vec<Tenant> {

@@ -21,6 +21,7 @@ pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub struct Damage {
     killed: BTreeSet<usize>,
     paused: BTreeSet<usize>,
+    skewed: BTreeSet<usize>,
     cut: bool,
 }
 
@@ -55,6 +56,8 @@ impl Nemesis<'_> {
         let mut errors = Vec::new();
         let mut nodes = Vec::new();
         let mut cuts = Vec::new();
+        let mut skew = None;
+        let mut observed = None;
         match fault.kind {
             FaultKind::KillLeader | FaultKind::PauseLeader | FaultKind::IsolateLeader => {
                 nodes.extend(leader_or_any)
@@ -62,7 +65,7 @@ impl Nemesis<'_> {
             FaultKind::KillFollower | FaultKind::PauseFollower | FaultKind::RestartLoop => {
                 nodes.extend(self.pick(&followers))
             }
-            FaultKind::KillRandom => nodes.extend(self.pick(&ids)),
+            FaultKind::KillRandom | FaultKind::ClockSkew => nodes.extend(self.pick(&ids)),
             FaultKind::SplitMinority => {
                 let mut pool = ids.clone();
                 for _ in 0..(ids.len().saturating_sub(1) / 2) {
@@ -116,6 +119,21 @@ impl Nemesis<'_> {
                 self.cut(&cuts, &mut errors);
                 self.hold(started, hold, tick, &label);
             }
+            FaultKind::ClockSkew => {
+                let magnitude = self.picker.gen_range(10..=40i64);
+                let seconds = if self.picker.gen_bool(0.5) {
+                    magnitude
+                } else {
+                    -magnitude
+                };
+                skew = Some(seconds);
+                for n in &nodes {
+                    note(&mut errors, self.target.skew_clock(*n, seconds));
+                    self.damage.skewed.insert(*n);
+                    observed = self.probe.clock_offset(*n);
+                }
+                self.hold(started, hold, tick, &label);
+            }
             FaultKind::RestartLoop => {
                 // Kill and restart, over and over, for the hold: the node never settles.
                 while started.elapsed() < hold {
@@ -145,6 +163,8 @@ impl Nemesis<'_> {
             hold_s: fault.hold_s,
             nodes,
             cuts,
+            skew_seconds: skew,
+            observed_skew_seconds: observed,
             leader,
             start_ms,
             heal_ms,
@@ -179,6 +199,9 @@ impl Nemesis<'_> {
         }
         for n in std::mem::take(&mut self.damage.killed) {
             note(&mut errors, self.target.restart(n));
+        }
+        for n in std::mem::take(&mut self.damage.skewed) {
+            note(&mut errors, self.target.skew_clock(n, 0));
         }
         errors
     }

@@ -472,11 +472,11 @@ fn render_html(r: &Report<'_>) -> Result<String> {
             rec.availability * 100.0
         );
     }
-    h.push_str("</table><h2>Schedule (as planned from the seed, and as it ran)</h2><table><tr><th>#</th><th>fault</th><th>planned at</th><th>hold</th><th>injected</th><th>healed</th><th>ready again</th><th>leader then</th><th>nodes</th><th>links cut</th><th>recovery</th><th>nemesis errors</th></tr>");
+    h.push_str("</table><h2>Schedule (as planned from the seed, and as it ran)</h2><table><tr><th>#</th><th>fault</th><th>planned at</th><th>hold</th><th>injected</th><th>healed</th><th>ready again</th><th>leader then</th><th>nodes</th><th>links cut / clock</th><th>recovery</th><th>nemesis errors</th></tr>");
     for (f, rec) in r.history.faults.iter().zip(r.recovery_per_fault) {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{} s</td><td>{} s</td><td>{:.1} s</td><td>{:.1} s</td><td>{}</td><td>{}</td><td>{:?}</td><td>{:?}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{} s</td><td>{} s</td><td>{:.1} s</td><td>{:.1} s</td><td>{}</td><td>{}</td><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             f.index,
             f.kind.name(),
             f.planned_at_s,
@@ -490,7 +490,15 @@ fn render_html(r: &Report<'_>) -> Result<String> {
                 .map(|l| l.to_string())
                 .unwrap_or_else(|| "none".into()),
             f.nodes,
-            f.cuts,
+            match f.skew_seconds {
+                Some(s) => format!(
+                    "clock {s:+} s (its Date header: {})",
+                    f.observed_skew_seconds
+                        .map(|o| format!("{o:+} s"))
+                        .unwrap_or_else(|| "no answer".into())
+                ),
+                None => format!("{:?}", f.cuts),
+            },
             ms(*rec),
             esc(&f.errors.join("; "))
         );

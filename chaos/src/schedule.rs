@@ -25,9 +25,13 @@ pub enum FaultKind {
     Bridge,
     /// Kill and restart one follower several times in a row, without waiting for it to catch up.
     RestartLoop,
+    /// Restart a random node with its clock off by up to ±40 s (libfaketime), back to the true
+    /// clock when the fault ends — within the nodes' default 60 s tolerance, so honest clients
+    /// must not notice beyond the restart.
+    ClockSkew,
 }
 
-pub const ALL_KINDS: [FaultKind; 9] = [
+pub const ALL_KINDS: [FaultKind; 10] = [
     FaultKind::KillLeader,
     FaultKind::KillFollower,
     FaultKind::KillRandom,
@@ -37,6 +41,7 @@ pub const ALL_KINDS: [FaultKind; 9] = [
     FaultKind::SplitMinority,
     FaultKind::Bridge,
     FaultKind::RestartLoop,
+    FaultKind::ClockSkew,
 ];
 
 impl FaultKind {
@@ -51,6 +56,7 @@ impl FaultKind {
             FaultKind::SplitMinority => "split-minority",
             FaultKind::Bridge => "bridge",
             FaultKind::RestartLoop => "restart-loop",
+            FaultKind::ClockSkew => "clock-skew",
         }
     }
 

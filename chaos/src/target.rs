@@ -33,6 +33,8 @@ pub trait Target {
     fn cut(&mut self, a: usize, b: usize) -> Result<()>;
     /// Removes every cut.
     fn heal(&mut self) -> Result<()>;
+    /// Restarts node `id` with its clock `seconds` off (0: the true clock again).
+    fn skew_clock(&mut self, id: usize, seconds: i64) -> Result<()>;
     fn tenants(&self) -> Vec<Tenant>;
     /// Credentials of an auditor (scope `signer.audit.all`, an auditor tenant).
     fn auditor(&self) -> Credentials;
@@ -109,6 +111,16 @@ impl Probe {
             .is_ok_and(|r| r.status().as_u16() == 200)
     }
 
+    /// How far node `id`'s wall clock is off, from the `Date` header of its `/readyz` answer
+    /// (whole seconds; `None` without an answer).
+    pub fn clock_offset(&self, id: usize) -> Option<i64> {
+        let (_, url) = self.urls.iter().find(|(n, _)| *n == id)?;
+        let response = self.http.get(format!("{url}/readyz")).send().ok()?;
+        let date = response.headers().get("date")?.to_str().ok()?;
+        let theirs = http_date(date)?;
+        Some(theirs - time::OffsetDateTime::now_utc().unix_timestamp())
+    }
+
     /// Every node answers, names the same leader, and every member applied the same index.
     pub fn converged(&self) -> bool {
         let statuses: Vec<stella_api::ClusterStatus> = self
@@ -134,6 +146,15 @@ impl Probe {
     }
 }
 
+/// Seconds since the epoch of an HTTP date (`Wed, 02 Dec 2026 05:20:00 GMT`).
+pub fn http_date(text: &str) -> Option<i64> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let t = time::PrimitiveDateTime::parse(text.trim(), format).ok()?;
+    Some(t.assume_utc().unix_timestamp())
+}
+
 /// Pure: `statuses` (one per answering node, `nodes` nodes in all) agree on a leader and every
 /// member reports the same applied index.
 pub fn converged(statuses: &[stella_api::ClusterStatus], nodes: usize) -> bool {
@@ -152,4 +173,16 @@ pub fn converged(statuses: &[stella_api::ClusterStatus], nodes: usize) -> bool {
     applied.len() == nodes
         && applied.iter().all(Option::is_some)
         && applied.windows(2).all(|w| w[0] == w[1])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_dates_parse() {
+        assert_eq!(
+            super::http_date("Wed, 02 Dec 2026 05:20:00 GMT"),
+            Some(1_796_188_800)
+        );
+        assert_eq!(super::http_date("yesterday"), None);
+    }
 }

@@ -270,6 +270,8 @@ fn a_hung_request_is_excused_only_on_a_frozen_node() {
         hold_s: 5.0,
         nodes: vec![1],
         cuts: Vec::new(),
+        skew_seconds: None,
+        observed_skew_seconds: None,
         leader: Some(1),
         start_ms: 500,
         heal_ms: 5500,
