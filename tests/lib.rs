@@ -501,6 +501,9 @@ pub struct ClusterOptions {
     pub dpop_nonces: bool,
     /// Configuration sections added to one node's file: (node id, TOML).
     pub node_extra: Vec<(usize, String)>,
+    /// Called with each node's data directory before the node first starts (the chaos drills
+    /// put each one on a small filesystem of its own, to fill it).
+    pub prepare_data_dir: Option<fn(&Path)>,
 }
 
 impl Default for ClusterOptions {
@@ -515,6 +518,7 @@ impl Default for ClusterOptions {
             plans: Vec::new(),
             dpop_nonces: false,
             node_extra: Vec::new(),
+            prepare_data_dir: None,
         }
     }
 }
@@ -637,6 +641,9 @@ impl TestCluster {
             peer_ports,
         };
         for id in 1..=options.nodes {
+            if let Some(prepare) = options.prepare_data_dir {
+                prepare(&cluster.data_dir(id));
+            }
             let node = cluster.spawn(id);
             cluster.nodes.push(Some(node));
         }

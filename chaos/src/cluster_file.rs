@@ -74,6 +74,10 @@ pub struct NodeEntry {
     /// Restarts the node with its clock `{seconds}` off (e.g. under `faketime`); `{seconds}` is
     /// 0 to restore the true clock. Without it the clock-skew fault fails on this node.
     pub skew_clock: Option<String>,
+    /// Fills the filesystem under the node's data directory (e.g. `fallocate` a ballast file
+    /// on a small volume); `free_disk` removes it. Without them the disk-full fault fails here.
+    pub fill_disk: Option<String>,
+    pub free_disk: Option<String>,
 }
 
 pub struct FileTarget {
@@ -235,6 +239,20 @@ impl Target for FileTarget {
 
     fn heal(&mut self) -> Result<()> {
         run_command(&self.file.heal, &[])
+    }
+
+    fn fill_disk(&mut self, id: usize) -> Result<()> {
+        let Some(command) = &self.node(id)?.fill_disk else {
+            bail!("node {id} has no fill_disk command");
+        };
+        run_command(command, &[("id", id.to_string())])
+    }
+
+    fn free_disk(&mut self, id: usize) -> Result<()> {
+        let Some(command) = &self.node(id)?.free_disk else {
+            bail!("node {id} has no free_disk command");
+        };
+        run_command(command, &[("id", id.to_string())])
     }
 
     fn skew_clock(&mut self, id: usize, seconds: i64) -> Result<()> {

@@ -28,6 +28,48 @@ pub struct LocalOptions {
     /// A deliberately broken build: every node grants this many signatures per window beyond
     /// each plan's quota (`[drill] extra_grants_per_window`; the checker must catch it).
     pub drill_extra_grants: u64,
+    /// Put each node's data directory on a tmpfs of its own ([`DISK_BYTES`]), so that the
+    /// disk-full fault can fill it (needs root).
+    pub own_filesystems: bool,
+}
+
+/// Size of each node's own filesystem.
+pub const DISK_BYTES: u64 = 256 * 1024 * 1024;
+/// The file that fills a node's filesystem.
+const BALLAST: &str = "chaos-ballast";
+
+/// The tmpfs mounts made by this process, unmounted when the target goes (or its start failed).
+static MOUNTS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn unmount_all() {
+    let mounts = MOUNTS
+        .lock()
+        .map(|mut m| std::mem::take(&mut *m))
+        .unwrap_or_default();
+    for dir in mounts {
+        let _ = std::process::Command::new("umount").arg(&dir).output();
+    }
+}
+
+/// Mounts a tmpfs of [`DISK_BYTES`] at `dir` (the launcher calls it before the node starts).
+fn mount_tmpfs(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).expect("data dir");
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o"])
+        .arg(format!("size={DISK_BYTES},mode=0700"))
+        .arg("stella-chaos")
+        .arg(dir)
+        .output()
+        .expect("mount (util-linux)");
+    assert!(
+        out.status.success(),
+        "mounting a tmpfs at {} (root needed): {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Ok(mut mounts) = MOUNTS.lock() {
+        mounts.push(dir.to_path_buf());
+    }
 }
 
 impl Default for LocalOptions {
@@ -37,6 +79,7 @@ impl Default for LocalOptions {
             tight_quota: 20,
             deadline_seconds: 5,
             drill_extra_grants: 0,
+            own_filesystems: false,
         }
     }
 }
@@ -88,18 +131,37 @@ impl LocalTarget {
                 options.drill_extra_grants
             ));
         }
-        let cluster_options = ClusterOptions {
+        let cluster_options = || ClusterOptions {
             nodes: options.nodes,
             distinct_addresses: true,
             // Snapshots every few hundred entries: a node that was down catches up by snapshot.
             snapshot_every: 500,
             plans: vec![(TIGHT_PLAN, options.tight_quota, 100, 1024 * 1024)],
             node_extra: (1..=options.nodes).map(|id| (id, extra.clone())).collect(),
+            prepare_data_dir: options
+                .own_filesystems
+                .then_some(mount_tmpfs as fn(&std::path::Path)),
             ..ClusterOptions::default()
         };
-        let cluster = guarded("starting the cluster", || {
-            TestCluster::start(cluster_options)
-        })?;
+        // A cluster that does not form on a loaded machine (a peer listener not answering in
+        // time) is started afresh, twice at most.
+        let mut attempt = 0;
+        let cluster = loop {
+            attempt += 1;
+            let started = guarded("starting the cluster", || {
+                TestCluster::start(cluster_options())
+            });
+            match started {
+                Ok(cluster) => break cluster,
+                Err(e) => {
+                    unmount_all();
+                    if attempt == 3 {
+                        return Err(e);
+                    }
+                    eprintln!("{e:#}; starting a new cluster");
+                }
+            }
+        };
         Ok(LocalTarget {
             cluster,
             options,
@@ -110,6 +172,20 @@ impl LocalTarget {
     /// Where the cluster's files are (configs, data directories, PKI).
     pub fn dir(&self) -> &std::path::Path {
         self.cluster.dir.path()
+    }
+}
+
+impl Drop for LocalTarget {
+    /// Stops the nodes and unmounts their filesystems (the temporary directory is removed
+    /// after this).
+    fn drop(&mut self) {
+        if !self.options.own_filesystems {
+            return;
+        }
+        for id in 1..=self.cluster.len() {
+            let _ = guarded("stopping a node", || self.cluster.kill(id));
+        }
+        unmount_all();
     }
 }
 
@@ -158,6 +234,34 @@ impl Target for LocalTarget {
     fn heal(&mut self) -> Result<()> {
         let cuts = std::mem::take(&mut self.cuts);
         guarded("removing iptables rules", move || drop(cuts))
+    }
+
+    fn fill_disk(&mut self, id: usize) -> Result<()> {
+        if !self.options.own_filesystems {
+            return Err(anyhow!(
+                "the nodes' data directories are not on filesystems of their own"
+            ));
+        }
+        use std::io::Write;
+        let path = self.cluster.data_dir(id).join(BALLAST);
+        let mut file = std::fs::File::create(&path)?;
+        let chunk = vec![0u8; 1024 * 1024];
+        // Until the filesystem says no (ENOSPC); at most its size.
+        for _ in 0..(DISK_BYTES / 1024 / 1024) {
+            if file.write_all(&chunk).is_err() {
+                return Ok(());
+            }
+        }
+        let _ = file.sync_all();
+        Ok(())
+    }
+
+    fn free_disk(&mut self, id: usize) -> Result<()> {
+        let path = self.cluster.data_dir(id).join(BALLAST);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     fn skew_clock(&mut self, id: usize, seconds: i64) -> Result<()> {

@@ -109,6 +109,7 @@ fn drill_main(args: DrillArgs) -> Result<bool> {
                 nodes: n,
                 tight_quota: args.tight_quota,
                 drill_extra_grants,
+                own_filesystems: kinds.contains(&FaultKind::DiskFull),
                 ..LocalOptions::default()
             })?;
             eprintln!("cluster files under {}", local.dir().display());

@@ -22,6 +22,7 @@ pub struct Damage {
     killed: BTreeSet<usize>,
     paused: BTreeSet<usize>,
     skewed: BTreeSet<usize>,
+    full: BTreeSet<usize>,
     cut: bool,
 }
 
@@ -65,7 +66,9 @@ impl Nemesis<'_> {
             FaultKind::KillFollower | FaultKind::PauseFollower | FaultKind::RestartLoop => {
                 nodes.extend(self.pick(&followers))
             }
-            FaultKind::KillRandom | FaultKind::ClockSkew => nodes.extend(self.pick(&ids)),
+            FaultKind::KillRandom | FaultKind::ClockSkew | FaultKind::DiskFull => {
+                nodes.extend(self.pick(&ids))
+            }
             FaultKind::SplitMinority => {
                 let mut pool = ids.clone();
                 for _ in 0..(ids.len().saturating_sub(1) / 2) {
@@ -134,6 +137,13 @@ impl Nemesis<'_> {
                 }
                 self.hold(started, hold, tick, &label);
             }
+            FaultKind::DiskFull => {
+                for n in &nodes {
+                    note(&mut errors, self.target.fill_disk(*n));
+                    self.damage.full.insert(*n);
+                }
+                self.hold(started, hold, tick, &label);
+            }
             FaultKind::RestartLoop => {
                 // Kill and restart, over and over, for the hold: the node never settles.
                 while started.elapsed() < hold {
@@ -191,6 +201,9 @@ impl Nemesis<'_> {
     /// every cut. Returns what failed.
     pub fn heal_all(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
+        for n in std::mem::take(&mut self.damage.full) {
+            note(&mut errors, self.target.free_disk(n));
+        }
         for n in std::mem::take(&mut self.damage.paused) {
             note(&mut errors, self.target.resume(n));
         }

@@ -29,9 +29,12 @@ pub enum FaultKind {
     /// clock when the fault ends — within the nodes' default 60 s tolerance, so honest clients
     /// must not notice beyond the restart.
     ClockSkew,
+    /// Fill the filesystem under a random node's data directory (it must fail closed), and
+    /// free it when the fault ends (it must recover without a restart).
+    DiskFull,
 }
 
-pub const ALL_KINDS: [FaultKind; 10] = [
+pub const ALL_KINDS: [FaultKind; 11] = [
     FaultKind::KillLeader,
     FaultKind::KillFollower,
     FaultKind::KillRandom,
@@ -42,6 +45,7 @@ pub const ALL_KINDS: [FaultKind; 10] = [
     FaultKind::Bridge,
     FaultKind::RestartLoop,
     FaultKind::ClockSkew,
+    FaultKind::DiskFull,
 ];
 
 impl FaultKind {
@@ -57,6 +61,7 @@ impl FaultKind {
             FaultKind::Bridge => "bridge",
             FaultKind::RestartLoop => "restart-loop",
             FaultKind::ClockSkew => "clock-skew",
+            FaultKind::DiskFull => "disk-full",
         }
     }
 

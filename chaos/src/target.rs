@@ -35,6 +35,10 @@ pub trait Target {
     fn heal(&mut self) -> Result<()>;
     /// Restarts node `id` with its clock `seconds` off (0: the true clock again).
     fn skew_clock(&mut self, id: usize, seconds: i64) -> Result<()>;
+    /// Fills the filesystem under node `id`'s data directory.
+    fn fill_disk(&mut self, id: usize) -> Result<()>;
+    /// Gives the space back.
+    fn free_disk(&mut self, id: usize) -> Result<()>;
     fn tenants(&self) -> Vec<Tenant>;
     /// Credentials of an auditor (scope `signer.audit.all`, an auditor tenant).
     fn auditor(&self) -> Credentials;
