@@ -88,10 +88,13 @@ pub fn check(e: &Evidence<'_>) -> Vec<Verdict> {
     ]
 }
 
-fn first_log<'a>(e: &'a Evidence<'_>) -> &'a [AuditRecord] {
+/// The reference log: the longest readable one (a node that fell behind holds a prefix of it;
+/// which nodes differ from it is `audit-chains-identical`'s business).
+fn reference_log<'a>(e: &'a Evidence<'_>) -> &'a [AuditRecord] {
     e.logs
         .iter()
-        .find_map(|l| l.records.as_ref().ok())
+        .filter_map(|l| l.records.as_ref().ok())
+        .max_by_key(|r| r.len())
         .map(Vec::as_slice)
         .unwrap_or(&[])
 }
@@ -167,7 +170,7 @@ fn no_phantom_signings(e: &Evidence<'_>) -> Verdict {
     for a in signs(e) {
         by_request.entry(a.request_id.as_str()).or_default().push(a);
     }
-    for r in first_log(e).iter().filter(|r| {
+    for r in reference_log(e).iter().filter(|r| {
         r.draft.decision == Decision::Signed && r.draft.request_id.starts_with("chaos-")
     }) {
         let tries = by_request.get(r.draft.request_id.as_str());
@@ -204,7 +207,7 @@ fn no_phantom_signings(e: &Evidence<'_>) -> Verdict {
 /// The audit chain verifies on every node and is the same everywhere.
 fn chains_identical(e: &Evidence<'_>) -> Verdict {
     let mut t = Tally::new();
-    let reference = first_log(e);
+    let reference = reference_log(e);
     for log in e.logs {
         match &log.records {
             Err(why) => t.check(false, || format!("node {}: {why}", log.node)),
@@ -227,7 +230,7 @@ fn chains_identical(e: &Evidence<'_>) -> Verdict {
                         .map(|(a, _)| format!("first difference at seq {}", a.seq))
                         .unwrap_or_default();
                     format!(
-                        "node {}: {} records, the first readable node {} {diverged}",
+                        "node {}: {} records, the longest log {} {diverged}",
                         log.node,
                         records.len(),
                         reference.len()
@@ -248,7 +251,7 @@ fn quota(e: &Evidence<'_>) -> Verdict {
     for (tenant, limit, window_s) in e.quotas {
         let window_ms = window_s.saturating_mul(1000).max(1);
         let mut per_window: BTreeMap<u64, (u64, Vec<&str>)> = BTreeMap::new();
-        for r in first_log(e)
+        for r in reference_log(e)
             .iter()
             .filter(|r| r.draft.decision == Decision::Signed && &r.draft.tenant == tenant)
         {
@@ -314,7 +317,7 @@ fn dpop_single_use(e: &Evidence<'_>) -> Verdict {
     for (jti, ids) in &by_proof {
         t.check(ids.len() <= 1, || format!("proof {jti} answered {ids:?}"));
     }
-    for r in first_log(e)
+    for r in reference_log(e)
         .iter()
         .filter(|r| r.draft.request_id.starts_with("replay-"))
     {
@@ -448,7 +451,7 @@ fn linearizable_reads(e: &Evidence<'_>) -> Verdict {
 
 fn stale_reads_committed(e: &Evidence<'_>) -> Verdict {
     let mut t = Tally::new();
-    let committed: HashMap<&str, &str> = first_log(e)
+    let committed: HashMap<&str, &str> = reference_log(e)
         .iter()
         .map(|r| (r.audit_id.as_str(), r.hash.as_str()))
         .collect();

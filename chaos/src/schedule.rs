@@ -172,10 +172,10 @@ mod tests {
 
     #[test]
     fn same_seed_same_schedule_and_every_kind_first() {
-        let plan = Plan::new(7, 120.0, ALL_KINDS.to_vec());
+        let plan = Plan::new(7, 300.0, ALL_KINDS.to_vec());
         let a = generate(&plan);
         assert_eq!(a, generate(&plan));
-        assert_ne!(a, generate(&Plan::new(8, 120.0, ALL_KINDS.to_vec())));
+        assert_ne!(a, generate(&Plan::new(8, 300.0, ALL_KINDS.to_vec())));
         let mut kinds: Vec<FaultKind> = a.iter().take(ALL_KINDS.len()).map(|f| f.kind).collect();
         kinds.sort();
         let mut all = ALL_KINDS.to_vec();
