@@ -143,6 +143,10 @@ pub fn run(target: &mut dyn Target, options: &DrillOptions) -> Result<DrillOutco
     let recovery = checker::recoveries(&history);
     let per_fault = checker::recovery_per_fault(&history);
     let passed = verdicts.iter().all(|v| v.holds);
+    std::fs::create_dir_all(&options.out_dir)?;
+    if let Err(e) = target.save_logs(&options.out_dir) {
+        eprintln!("could not save the nodes' logs: {e:#}");
+    }
     let (json, html) = report::write(
         &options.out_dir,
         &Report {

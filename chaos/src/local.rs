@@ -316,6 +316,17 @@ impl Target for LocalTarget {
         Ok(std::fs::read_to_string(self.cluster.public_key_path())?)
     }
 
+    fn save_logs(&self, dir: &std::path::Path) -> Result<()> {
+        for id in 1..=self.cluster.len() {
+            if let Some(node) = self.cluster.node(id) {
+                let mut text = node.logs().join("\n");
+                text.push('\n');
+                std::fs::write(dir.join(format!("node-{id}.log")), text)?;
+            }
+        }
+        Ok(())
+    }
+
     fn deadline(&self) -> Duration {
         Duration::from_secs(self.options.deadline_seconds)
     }

@@ -46,6 +46,10 @@ pub trait Target {
     fn verify_key_pem(&self) -> Result<String>;
     /// The nodes' request deadline.
     fn deadline(&self) -> Duration;
+    /// Writes what the nodes logged into `dir` (targets that hold the logs; others do nothing).
+    fn save_logs(&self, _dir: &std::path::Path) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Cluster status as each node answers it (short timeouts: a paused node is not waited for).
