@@ -30,6 +30,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # The partition test cuts peer traffic between loopback addresses with iptables.
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+# libfaketime: the chaos drills' clock-skew fault (one node started with its clock off).
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
 # Release-provenance tests push and discover signatures in a real OCI registry.
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 # The PKCS#11 key back-end is tested against a SoftHSM2 token that scripts/softhsm-token.sh creates.

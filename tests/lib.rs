@@ -501,6 +501,9 @@ pub struct ClusterOptions {
     pub dpop_nonces: bool,
     /// Configuration sections added to one node's file: (node id, TOML).
     pub node_extra: Vec<(usize, String)>,
+    /// Called with each node's data directory before the node first starts (the chaos drills
+    /// put each one on a small filesystem of its own, to fill it).
+    pub prepare_data_dir: Option<fn(&Path)>,
 }
 
 impl Default for ClusterOptions {
@@ -515,6 +518,7 @@ impl Default for ClusterOptions {
             plans: Vec::new(),
             dpop_nonces: false,
             node_extra: Vec::new(),
+            prepare_data_dir: None,
         }
     }
 }
@@ -637,6 +641,9 @@ impl TestCluster {
             peer_ports,
         };
         for id in 1..=options.nodes {
+            if let Some(prepare) = options.prepare_data_dir {
+                prepare(&cluster.data_dir(id));
+            }
             let node = cluster.spawn(id);
             cluster.nodes.push(Some(node));
         }
@@ -672,8 +679,12 @@ impl TestCluster {
     }
 
     fn spawn(&self, id: usize) -> NodeProcess {
+        self.spawn_with_env(id, &[])
+    }
+
+    fn spawn_with_env(&self, id: usize, env: &[(&str, &str)]) -> NodeProcess {
         let config = self.config_path(id);
-        NodeProcess::start(&["serve", "--config", &config], &self.data_dir(id))
+        NodeProcess::start_with_env(&["serve", "--config", &config], &self.data_dir(id), env)
     }
 
     pub fn config_path(&self, id: usize) -> String {
@@ -862,8 +873,14 @@ impl TestCluster {
     }
 
     pub fn restart(&mut self, id: usize) {
+        self.restart_with_env(id, &[]);
+    }
+
+    /// As [`TestCluster::restart`], with more environment variables (e.g. `LD_PRELOAD` of
+    /// libfaketime for a node whose clock is off).
+    pub fn restart_with_env(&mut self, id: usize, env: &[(&str, &str)]) {
         assert!(self.nodes[id - 1].is_none(), "node {id} is running");
-        let node = self.spawn(id);
+        let node = self.spawn_with_env(id, env);
         self.nodes[id - 1] = Some(node);
     }
 

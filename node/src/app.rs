@@ -110,6 +110,13 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
     } else {
         None
     };
+    if config.drill.extra_grants_per_window > 0 {
+        tracing::warn!(
+            extra = config.drill.extra_grants_per_window,
+            "[drill] extra_grants_per_window is on: this node grants signatures beyond every plan's quota (a deliberately broken build for chaos drills)"
+        );
+        config.drill.break_quotas(&mut config.plans);
+    }
     let admission = Arc::new(build_admission(&config, clock.clone()).await?);
     let mut base_urls = vec![url.clone()];
     if let Some(section) = &config.cluster {

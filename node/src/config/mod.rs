@@ -115,6 +115,22 @@ pub struct DrillSection {
     /// (`POST /admin/v1/drill/kill-actor`) to watch supervision and readiness recover.
     #[serde(default)]
     pub kill_actors: bool,
+    /// A deliberately broken build for chaos drills: every plan grants this many signatures per
+    /// window beyond its quota (`stella-chaos --drill-fault grant-over-quota` proves that its
+    /// checker catches it). 0, the default, is the only value for a real cluster.
+    #[serde(default)]
+    pub extra_grants_per_window: u64,
+}
+
+impl DrillSection {
+    /// Raises every plan's quota by `extra_grants_per_window` (nothing when it is 0).
+    pub fn break_quotas(&self, plans: &mut [PlanConfig]) {
+        for plan in plans {
+            plan.signatures_per_window = plan
+                .signatures_per_window
+                .saturating_add(self.extra_grants_per_window);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
