@@ -860,6 +860,18 @@ impl TestCluster {
         }
     }
 
+    /// Whether node `id`'s process exited by itself (a node failing closed); if so it is reaped
+    /// and can be restarted.
+    pub fn exited(&mut self, id: usize) -> bool {
+        let gone = self.nodes[id - 1]
+            .as_mut()
+            .is_some_and(|n| matches!(n.child.try_wait(), Ok(Some(_))));
+        if gone {
+            self.nodes[id - 1] = None;
+        }
+        gone
+    }
+
     pub fn kill(&mut self, id: usize) {
         if let Some(node) = self.nodes[id - 1].take() {
             node.kill();

@@ -259,9 +259,15 @@ impl Target for LocalTarget {
     fn free_disk(&mut self, id: usize) -> Result<()> {
         let path = self.cluster.data_dir(id).join(BALLAST);
         match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
         }
+        // A node whose Raft hit the full disk failed closed (exited); as its supervisor
+        // (systemd `Restart=on-failure` in a deployment) would, start it again.
+        if self.cluster.exited(id) {
+            self.restart(id)?;
+        }
+        Ok(())
     }
 
     fn skew_clock(&mut self, id: usize, seconds: i64) -> Result<()> {

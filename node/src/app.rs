@@ -192,6 +192,7 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
             a.preauth_summary_seconds
         });
     spawn_preauth_summaries(signing.clone(), Duration::from_secs(preauth_every.max(1)));
+    spawn_fail_closed(signing.cluster().clone());
     let keyless = keyless_trust(&config)?;
     let metrics = telemetry::init_metrics();
     telemetry::record_certificates(&certificates(&config, &keyless));
@@ -317,6 +318,30 @@ fn announce_ready(
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+/// Exit code of a node whose Raft stopped on a storage error (EX_TEMPFAIL: try again later).
+pub const EXIT_STORAGE_FAILED: i32 = 75;
+
+/// Fails closed when Raft stops for good (openraft's core quits on a storage error, e.g. a full
+/// disk): a node that can neither append nor apply must not linger answering 408s and slow
+/// 503s. It exits at once — everything it acknowledged is already durable — and its supervisor
+/// (systemd `Restart=on-failure`, `deploy/systemd/`) starts it again; it serves once its disk
+/// has room, catching up from the log and its peers like any restarted node.
+fn spawn_fail_closed(cluster: stella_cluster::ClusterHandle) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            if !cluster.raft_running() {
+                tracing::error!(
+                    exit_code = EXIT_STORAGE_FAILED,
+                    "Raft stopped on a storage error (is the disk full?): failing closed; the supervisor restarts this node"
+                );
+                std::process::exit(EXIT_STORAGE_FAILED);
+            }
         }
     });
 }
