@@ -28,6 +28,7 @@ mod flood;
 mod key_backends;
 mod raft_writes;
 mod snapshot_cost;
+mod steady;
 mod threshold_net;
 mod tlog_cost;
 
@@ -71,6 +72,10 @@ struct Args {
     /// With --snapshot: bound redb's page cache to this many MiB (default: redb's 1 GiB).
     #[arg(long)]
     cache_mib: Option<usize>,
+    /// Only throughput per second over this many seconds on one dev node, at the first
+    /// --concurrency level (flat over time, issue 18).
+    #[arg(long)]
+    steady: Option<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -108,6 +113,20 @@ fn main() -> anyhow::Result<()> {
     }
     if !args.tlog.is_empty() {
         return tlog_costs(&node_bin, &request, &args.tlog, duration);
+    }
+    if let Some(seconds) = args.steady {
+        let clients = args.concurrency.first().copied().unwrap_or(8);
+        let data = tempfile::tempdir()?;
+        let (mut child, url, creds) = start_node(&node_bin, data.path())?;
+        let auth = Arc::new(LoadAuth::new(&url, creds)?);
+        let (series, errors) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(steady::per_second(&url, auth, &request, clients, seconds))?;
+        let _ = child.kill();
+        let _ = child.wait();
+        steady::report(&series, errors, clients);
+        return Ok(());
     }
 
     let b_sign = raw_sign_loop(&request, duration)?;

@@ -137,6 +137,7 @@ pub struct StateMachineStore {
     files: Arc<Mutex<()>>,
     applied: Applied,
     state: Arc<RwLock<State>>,
+    writes: Arc<entities::WriteCounter>,
 }
 
 impl StateMachineStore {
@@ -157,9 +158,11 @@ impl StateMachineStore {
         txn.open_table(CLAIMS).map_err(write_err)?;
         txn.open_table(MERKLE).map_err(write_err)?;
         txn.open_table(IDX).map_err(write_err)?;
+        entities::create_tables(&txn)?;
         txn.commit().map_err(write_err)?;
         let applied: Applied = get_meta(&db, SM_META, APPLIED)?.unwrap_or_default();
-        let mut state: State = get_meta(&db, SM_META, "state")?.unwrap_or_default();
+        entities::migrate(&db)?;
+        let mut state = entities::read_state(&db)?;
         state.proofs = read_proofs(&db)?;
         let stored = get_meta::<LogTree>(&db, SM_META, LOG_TREE)?;
         state.log = match stored {
@@ -195,7 +198,14 @@ impl StateMachineStore {
             files: Arc::new(Mutex::new(())),
             applied,
             state: Arc::new(RwLock::new(state)),
+            writes: Arc::new(entities::WriteCounter::default()),
         })
+    }
+
+    /// Entity rows written by this store's applies so far (cumulative): an apply writes the
+    /// rows it changed, so the difference across one apply is what it touched.
+    pub fn entity_writes(&self) -> entities::EntityWrites {
+        self.writes.get()
     }
 
     pub fn view(&self) -> StateView {
@@ -285,7 +295,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut responses = Vec::new();
         let mut emitted = Vec::new();
-        let state_bytes;
+        let changes;
         let proof_changes;
         let tree_nodes;
         let tree_bytes;
@@ -309,7 +319,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             // The term describes the entry being applied, not the state.
             state.term = 0;
-            state_bytes = codec::encode(&*state).map_err(write_err)?;
+            let changed = state.take_changes();
+            changes = entities::EncodedChanges::encode(changed, state.audit_tail.as_ref())?;
             proof_changes = state.proofs.take_changes();
             tree_nodes = state.log.take_nodes();
             tree_bytes = codec::encode(&state.log).map_err(write_err)?;
@@ -329,7 +340,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .iter()
             .map(|r| (r.seq, r.to_canonical_line()))
             .collect();
-        let db = self.db.clone();
+        let (db, writes) = (self.db.clone(), self.writes.clone());
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             let mut txn = db.begin_write().map_err(write_err)?;
             // Not fsynced: see the module documentation.
@@ -365,9 +376,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         legacy.remove(key.as_str()).map_err(write_err)?;
                     }
                 }
+                let (rows, bytes) = changes.write(&txn)?;
+                writes.add(rows, bytes);
                 let mut meta = txn.open_table(SM_META).map_err(write_err)?;
-                meta.insert("state", state_bytes.as_slice())
-                    .map_err(write_err)?;
                 meta.insert(LOG_TREE, tree_bytes.as_slice())
                     .map_err(write_err)?;
                 meta.insert(APPLIED, applied_bytes.as_slice())

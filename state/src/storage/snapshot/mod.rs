@@ -403,9 +403,10 @@ fn finish(db: &Database, meta: &SnapshotMeta, header: &Header) -> Result<(), Sto
         }
         drop(audit);
         write_claims(&txn, &claims)?;
+        entities::write_all(&txn, &header.state)?;
         let mut meta_table = txn.open_table(SM_META).map_err(write_err)?;
         meta_table
-            .insert("state", encode(&header.state)?.as_slice())
+            .remove(entities::LEGACY_STATE)
             .map_err(write_err)?;
         meta_table
             .insert(APPLIED, encode(&header_applied(meta))?.as_slice())
