@@ -272,3 +272,130 @@ pub(super) fn migrate(db: &Database) -> Result<(), StorageError> {
         .map_err(write_err)?;
     txn.commit().map_err(write_err)
 }
+
+/// Which table a snapshot row belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) enum RowKind {
+    Ledger,
+    Reservation,
+    Key,
+    Toggle,
+    Approval,
+    Group,
+    Claim,
+}
+
+const BY_NAME: [(RowKind, TableDefinition<&str, &[u8]>); 6] = [
+    (RowKind::Reservation, RESERVATIONS),
+    (RowKind::Key, KEYS),
+    (RowKind::Toggle, TOGGLES),
+    (RowKind::Approval, APPROVALS),
+    (RowKind::Group, GROUPS),
+    (RowKind::Claim, CLAIMS),
+];
+
+/// How many rows [`dump`] writes from `txn`.
+pub(super) fn count_rows(txn: &redb::ReadTransaction) -> Result<u64, StorageError> {
+    let mut n = txn
+        .open_table(LEDGERS)
+        .and_then(|t| Ok(t.len()?))
+        .map_err(read_err)?;
+    for (_, def) in BY_NAME {
+        n += txn
+            .open_table(def)
+            .and_then(|t| Ok(t.len()?))
+            .map_err(read_err)?;
+    }
+    n += txn
+        .open_table(PROOFS)
+        .and_then(|t| Ok(t.len()?))
+        .map_err(read_err)?;
+    Ok(n)
+}
+
+/// Every entity and claim row of `txn`, one at a time, into `sink` (a snapshot being built).
+pub(super) fn dump(
+    txn: &redb::ReadTransaction,
+    sink: &mut snapshot::RowSink<'_>,
+) -> Result<(), StorageError> {
+    let table = txn.open_table(LEDGERS).map_err(read_err)?;
+    for item in table.iter().map_err(read_err)? {
+        let (k, v) = item.map_err(read_err)?;
+        let (tenant, plan) = k.value();
+        sink.push(&snapshot::SnapRow {
+            kind: RowKind::Ledger,
+            key: tenant.to_owned(),
+            plan: plan.to_owned(),
+            value: v.value().to_vec(),
+        })?;
+    }
+    for (kind, def) in BY_NAME {
+        let table = txn.open_table(def).map_err(read_err)?;
+        for item in table.iter().map_err(read_err)? {
+            let (k, v) = item.map_err(read_err)?;
+            sink.push(&snapshot::SnapRow {
+                kind,
+                key: k.value().to_owned(),
+                plan: String::new(),
+                value: v.value().to_vec(),
+            })?;
+        }
+    }
+    // Proofs a format 2–4 node stored and not yet rewritten: sent as the claims they are.
+    let table = txn.open_table(PROOFS).map_err(read_err)?;
+    for item in table.iter().map_err(read_err)? {
+        let (k, v) = item.map_err(read_err)?;
+        sink.push(&snapshot::SnapRow {
+            kind: RowKind::Claim,
+            key: k.value().to_owned(),
+            plan: String::new(),
+            value: codec::encode(&Claim::used(v.value())).map_err(write_err)?,
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether `row`'s value decodes as its kind (checked before an install writes anything).
+pub(super) fn check_row(row: &snapshot::SnapRow) -> Result<(), StorageError> {
+    fn ok<T: codec::Persisted>(bytes: &[u8]) -> Result<(), StorageError> {
+        codec::decode::<T>(bytes).map(drop).map_err(read_err)
+    }
+    match row.kind {
+        RowKind::Ledger => ok::<Ledger>(&row.value),
+        RowKind::Reservation => ok::<Reservation>(&row.value),
+        RowKind::Key => ok::<KeyEntry>(&row.value),
+        RowKind::Toggle => ok::<Toggle>(&row.value),
+        RowKind::Approval => ok::<Approval>(&row.value),
+        RowKind::Group => ok::<ThresholdGroup>(&row.value),
+        RowKind::Claim => ok::<Claim>(&row.value),
+    }
+}
+
+/// Replaces every entity and claim row with the rows `next` yields (a snapshot's), in `txn`.
+pub(super) fn load_rows(
+    txn: &redb::WriteTransaction,
+    mut next: impl FnMut() -> Result<Option<snapshot::SnapRow>, StorageError>,
+) -> Result<(), StorageError> {
+    clear(txn)?;
+    write_claims(txn, &[])?;
+    let mut ledgers = txn.open_table(LEDGERS).map_err(write_err)?;
+    let mut tables = BY_NAME
+        .iter()
+        .map(|(kind, def)| Ok((*kind, txn.open_table(*def).map_err(write_err)?)))
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    while let Some(row) = next()? {
+        if row.kind == RowKind::Ledger {
+            ledgers
+                .insert((row.key.as_str(), row.plan.as_str()), row.value.as_slice())
+                .map_err(write_err)?;
+            continue;
+        }
+        let Some((_, table)) = tables.iter_mut().find(|(kind, _)| *kind == row.kind) else {
+            return Err(write_err(std::io::Error::other("a row of no known table")));
+        };
+        table
+            .insert(row.key.as_str(), row.value.as_slice())
+            .map_err(write_err)?;
+    }
+    Ok(())
+}

@@ -214,10 +214,6 @@ impl StateMachineStore {
             state: self.state.clone(),
         }
     }
-
-    fn state_snapshot(&self) -> State {
-        self.view().with_state(Clone::clone)
-    }
 }
 
 /// Builds a snapshot file from a consistent copy of the state machine: the state as applied
@@ -226,7 +222,7 @@ pub struct SnapshotBuilder {
     db: Arc<Database>,
     dir: std::path::PathBuf,
     files: Arc<Mutex<()>>,
-    copy: Option<(snapshot::Header, redb::ReadTransaction)>,
+    copy: Option<(snapshot::HeadV2, redb::ReadTransaction)>,
     failed: Option<String>,
 }
 
@@ -262,7 +258,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .iter()
                 .map_err(read_err)?
                 .map(|item| item.map(|(_, v)| v.value().to_vec()).map_err(read_err));
-            let tmp = snapshot::write_file(&dir, &header, lines)?;
+            let rows = |sink: &mut snapshot::RowSink<'_>| entities::dump(&txn, sink);
+            let tmp = snapshot::write_v2(&dir, &header, rows, lines)?;
             // Opened before it is published: openraft gets the snapshot it asked for even if
             // a newer one (installed meanwhile) wins and this file is removed.
             let file = std::fs::File::open(&tmp).map_err(write_err)?;
@@ -392,13 +389,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        let state = self.state_snapshot();
-        let claims = state
-            .proofs
-            .claims()
-            .map(|(k, c)| (k.to_owned(), c.clone()))
-            .collect();
-        let log = state.log.clone();
+        // The rows and records come from a read transaction taken now (every apply so far has
+        // committed); only the tail and the tree head are copied from memory.
+        let (audit_tail, log) = self
+            .view()
+            .with_state(|s| (s.audit_tail.clone(), s.log.clone()));
         let copy = self
             .db
             .begin_read()
@@ -408,11 +403,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     .open_table(AUDIT)
                     .and_then(|t| Ok(t.len()?))
                     .map_err(|e| e.to_string())?;
-                let header = snapshot::Header {
+                let rows = entities::count_rows(&txn).map_err(|e| e.to_string())?;
+                let header = snapshot::HeadV2 {
                     applied: self.applied.clone(),
-                    state,
-                    claims,
+                    audit_tail,
                     log,
+                    rows,
                     records,
                 };
                 Ok((header, txn))
@@ -443,11 +439,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let received = snapshot.into_std().await;
         let (db, dir, at) = (self.db.clone(), self.dir.clone(), meta.clone());
         let files = self.files.clone();
-        let header = tokio::task::spawn_blocking(move || {
+        let installed = tokio::task::spawn_blocking(move || {
             let _files = files
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            snapshot::install(&db, &dir, &at, received)
+            let contents = snapshot::install(&db, &dir, &at, received)?;
+            // The installed rows are the state now: read back one table at a time.
+            let mut installed = entities::read_state(&db)?;
+            installed.proofs = read_proofs(&db)?;
+            installed.log = contents.log;
+            Ok::<_, StorageError>(installed)
         })
         .await
         .map_err(join_err)??;
@@ -459,9 +460,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .state
             .write()
             .map_err(|_| write_err(std::io::Error::other("state lock poisoned")))?;
-        *state = header.state;
-        state.proofs = header.claims.into_iter().collect();
-        state.log = header.log;
+        *state = installed;
         Ok(())
     }
 
