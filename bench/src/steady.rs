@@ -101,3 +101,23 @@ pub fn report(series: &[u64], errors: u64, clients: usize) {
         json!({"steady": {"clients": clients, "per_second": series, "first5": first, "last5": last, "min": min, "max": max, "errors": errors}})
     );
 }
+
+/// The sizes of the node's Raft files after the run (what grew while it ran).
+pub fn files(raft_dir: &std::path::Path) {
+    let mut out = Vec::new();
+    for name in ["raft-log.redb", "state-machine.redb"] {
+        let size = std::fs::metadata(raft_dir.join(name)).map_or(0, |m| m.len());
+        out.push(format!("{name} {:.1} MiB", size as f64 / 1048576.0));
+    }
+    if let Ok(entries) = std::fs::read_dir(raft_dir.join("snapshots")) {
+        for e in entries.flatten() {
+            let size = e.metadata().map_or(0, |m| m.len());
+            out.push(format!(
+                "{} {:.1} MiB",
+                e.file_name().to_string_lossy(),
+                size as f64 / 1048576.0
+            ));
+        }
+    }
+    println!("files after the run: {}", out.join(", "));
+}
