@@ -58,6 +58,14 @@ impl<K: Ord, V> Deref for Tracked<K, V> {
     }
 }
 
+impl<'a, K: Ord, V> IntoIterator for &'a Tracked<K, V> {
+    type Item = (&'a K, &'a V);
+    type IntoIter = std::collections::btree_map::Iter<'a, K, V>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.map.iter()
+    }
+}
+
 /// A map whose rows storage already holds (read from storage, or a snapshot's): nothing dirty.
 impl<K: Ord, V> From<BTreeMap<K, V>> for Tracked<K, V> {
     fn from(map: BTreeMap<K, V>) -> Self {
