@@ -24,10 +24,12 @@ use stella_signer::{
 };
 
 mod admission_cost;
+mod apply_cost;
 mod flood;
 mod key_backends;
 mod raft_writes;
 mod snapshot_cost;
+mod steady;
 mod threshold_net;
 mod tlog_cost;
 
@@ -71,6 +73,14 @@ struct Args {
     /// With --snapshot: bound redb's page cache to this many MiB (default: redb's 1 GiB).
     #[arg(long)]
     cache_mib: Option<usize>,
+    /// Only throughput per second over this many seconds on one dev node, at the first
+    /// --concurrency level (flat over time, issue 18).
+    #[arg(long)]
+    steady: Option<u64>,
+    /// Only the state machine's apply cost per entry with this many ledgers (e.g.
+    /// 1,1000,100000), over 2,000 entries each.
+    #[arg(long, value_delimiter = ',')]
+    apply_cost: Vec<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -98,6 +108,27 @@ fn main() -> anyhow::Result<()> {
     if !args.snapshot.is_empty() {
         return snapshot_costs(&args.snapshot, args.cache_mib);
     }
+    if !args.apply_cost.is_empty() {
+        let rows = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(apply_cost::measure(&args.apply_cost, 2_000))?;
+        println!(
+            "{:>9} {:>14} {:>17} {:>9} {:>10}",
+            "ledgers", "apply µs/entry", "file bytes/entry", "file MiB", "state MiB"
+        );
+        for r in &rows {
+            println!(
+                "{:>9} {:>14.1} {:>17.0} {:>9.1} {:>10.1}",
+                r.ledgers, r.apply_us, r.file_growth_bytes_per_entry, r.file_mib, r.state_mib
+            );
+        }
+        println!(
+            "{}",
+            json!({"apply_cost": rows.iter().map(|r| json!({"ledgers": r.ledgers, "apply_us": r.apply_us, "file_bytes_per_entry": r.file_growth_bytes_per_entry, "file_mib": r.file_mib, "state_mib": r.state_mib})).collect::<Vec<_>>()})
+        );
+        return Ok(());
+    }
     let request = sample_request();
     let node_bin = match &args.node_bin {
         Some(p) => p.clone(),
@@ -108,6 +139,21 @@ fn main() -> anyhow::Result<()> {
     }
     if !args.tlog.is_empty() {
         return tlog_costs(&node_bin, &request, &args.tlog, duration);
+    }
+    if let Some(seconds) = args.steady {
+        let clients = args.concurrency.first().copied().unwrap_or(8);
+        let data = tempfile::tempdir()?;
+        let (mut child, url, creds) = start_node(&node_bin, data.path())?;
+        let auth = Arc::new(LoadAuth::new(&url, creds)?);
+        let (series, errors) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(steady::per_second(&url, auth, &request, clients, seconds))?;
+        steady::report(&series, errors, clients);
+        steady::files(&data.path().join("raft"));
+        let _ = child.kill();
+        let _ = child.wait();
+        return Ok(());
     }
 
     let b_sign = raw_sign_loop(&request, duration)?;

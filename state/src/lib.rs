@@ -16,6 +16,7 @@ pub mod machine;
 pub use stella_tlog as merkle;
 pub mod raft_types;
 pub mod storage;
+pub mod tracked;
 
 pub use audit::{AuditChainError, AuditDraft, AuditRecord, Decision, GENESIS_HASH, verify_chain};
 pub use command::{Command, Response};

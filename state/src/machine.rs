@@ -13,6 +13,7 @@ use crate::command::{
     KeyState, Outcome, ProofClaim, Reserve, Response, SignOnce, ThresholdGroup, ThrottleReason,
     Toggle, Verdict,
 };
+pub use crate::tracked::Tracked;
 
 /// Hint given to a caller throttled by concurrency (the slot frees when a signing ends).
 pub const CONCURRENCY_RETRY_MS: u64 = 1000;
@@ -51,15 +52,18 @@ pub struct AuditTail {
 /// Everything replicated except the audit records themselves (those are appended to storage as
 /// `apply` emits them; the tail here is what chains the next one).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Each map is [`Tracked`]: it records the keys `apply` changes, and storage writes only those
+/// rows (one table per kind, ADR 0027) — see [`State::take_changes`].
 pub struct State {
-    pub ledgers: BTreeMap<LedgerKey, Ledger>,
-    pub reservations: BTreeMap<String, Reservation>,
+    pub ledgers: Tracked<LedgerKey, Ledger>,
+    pub reservations: Tracked<String, Reservation>,
     pub audit_tail: Option<AuditTail>,
-    pub keys: BTreeMap<String, KeyEntry>,
-    pub toggles: BTreeMap<String, Toggle>,
-    pub approvals: BTreeMap<String, Approval>,
+    pub keys: Tracked<String, KeyEntry>,
+    pub toggles: Tracked<String, Toggle>,
+    pub approvals: Tracked<String, Approval>,
     /// Share holders of threshold keys, by key id (format v3).
-    pub threshold_groups: BTreeMap<String, ThresholdGroup>,
+    pub threshold_groups: Tracked<String, ThresholdGroup>,
     /// One-time proofs seen within their validity window. Not part of the state's encoding:
     /// the set can be large, so storage keeps it in a table of its own, updated per apply
     /// from [`ProofSet::take_changes`], and snapshots carry it separately.
@@ -834,13 +838,13 @@ pub(crate) struct StateV2 {
 impl From<StateV2> for State {
     fn from(old: StateV2) -> State {
         State {
-            ledgers: old.ledgers,
-            reservations: old.reservations,
+            ledgers: old.ledgers.into(),
+            reservations: old.reservations.into(),
             audit_tail: old.audit_tail,
-            keys: old.keys,
-            toggles: old.toggles,
-            approvals: old.approvals,
-            threshold_groups: BTreeMap::new(),
+            keys: old.keys.into(),
+            toggles: old.toggles.into(),
+            approvals: old.approvals.into(),
+            threshold_groups: Tracked::default(),
             proofs: ProofSet::default(),
             admissions: BTreeMap::new(),
             term: 0,

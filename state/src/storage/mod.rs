@@ -46,12 +46,14 @@ use crate::raft_types::{
     Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
 };
 
+mod entities;
 mod log;
 mod snapshot;
 mod state_machine;
 mod tables;
 mod view;
 
+pub use entities::EntityWrites;
 pub use log::{LogReader, LogStore};
 pub use state_machine::{SnapshotBuilder, StateMachineStore, TreeError};
 use tables::*;

@@ -137,6 +137,7 @@ pub struct StateMachineStore {
     files: Arc<Mutex<()>>,
     applied: Applied,
     state: Arc<RwLock<State>>,
+    writes: Arc<entities::WriteCounter>,
 }
 
 impl StateMachineStore {
@@ -157,9 +158,11 @@ impl StateMachineStore {
         txn.open_table(CLAIMS).map_err(write_err)?;
         txn.open_table(MERKLE).map_err(write_err)?;
         txn.open_table(IDX).map_err(write_err)?;
+        entities::create_tables(&txn)?;
         txn.commit().map_err(write_err)?;
         let applied: Applied = get_meta(&db, SM_META, APPLIED)?.unwrap_or_default();
-        let mut state: State = get_meta(&db, SM_META, "state")?.unwrap_or_default();
+        entities::migrate(&db)?;
+        let mut state = entities::read_state(&db)?;
         state.proofs = read_proofs(&db)?;
         let stored = get_meta::<LogTree>(&db, SM_META, LOG_TREE)?;
         state.log = match stored {
@@ -195,7 +198,14 @@ impl StateMachineStore {
             files: Arc::new(Mutex::new(())),
             applied,
             state: Arc::new(RwLock::new(state)),
+            writes: Arc::new(entities::WriteCounter::default()),
         })
+    }
+
+    /// Entity rows written by this store's applies so far (cumulative): an apply writes the
+    /// rows it changed, so the difference across one apply is what it touched.
+    pub fn entity_writes(&self) -> entities::EntityWrites {
+        self.writes.get()
     }
 
     pub fn view(&self) -> StateView {
@@ -203,10 +213,6 @@ impl StateMachineStore {
             db: self.db.clone(),
             state: self.state.clone(),
         }
-    }
-
-    fn state_snapshot(&self) -> State {
-        self.view().with_state(Clone::clone)
     }
 }
 
@@ -216,7 +222,7 @@ pub struct SnapshotBuilder {
     db: Arc<Database>,
     dir: std::path::PathBuf,
     files: Arc<Mutex<()>>,
-    copy: Option<(snapshot::Header, redb::ReadTransaction)>,
+    copy: Option<(snapshot::HeadV2, redb::ReadTransaction)>,
     failed: Option<String>,
 }
 
@@ -252,7 +258,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .iter()
                 .map_err(read_err)?
                 .map(|item| item.map(|(_, v)| v.value().to_vec()).map_err(read_err));
-            let tmp = snapshot::write_file(&dir, &header, lines)?;
+            let rows = |sink: &mut snapshot::RowSink<'_>| entities::dump(&txn, sink);
+            let tmp = snapshot::write_v2(&dir, &header, rows, lines)?;
             // Opened before it is published: openraft gets the snapshot it asked for even if
             // a newer one (installed meanwhile) wins and this file is removed.
             let file = std::fs::File::open(&tmp).map_err(write_err)?;
@@ -285,7 +292,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut responses = Vec::new();
         let mut emitted = Vec::new();
-        let state_bytes;
+        let changes;
         let proof_changes;
         let tree_nodes;
         let tree_bytes;
@@ -309,7 +316,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             // The term describes the entry being applied, not the state.
             state.term = 0;
-            state_bytes = codec::encode(&*state).map_err(write_err)?;
+            let changed = state.take_changes();
+            changes = entities::EncodedChanges::encode(changed, state.audit_tail.as_ref())?;
             proof_changes = state.proofs.take_changes();
             tree_nodes = state.log.take_nodes();
             tree_bytes = codec::encode(&state.log).map_err(write_err)?;
@@ -329,7 +337,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .iter()
             .map(|r| (r.seq, r.to_canonical_line()))
             .collect();
-        let db = self.db.clone();
+        let (db, writes) = (self.db.clone(), self.writes.clone());
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             let mut txn = db.begin_write().map_err(write_err)?;
             // Not fsynced: see the module documentation.
@@ -365,9 +373,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         legacy.remove(key.as_str()).map_err(write_err)?;
                     }
                 }
+                let (rows, bytes) = changes.write(&txn)?;
+                writes.add(rows, bytes);
                 let mut meta = txn.open_table(SM_META).map_err(write_err)?;
-                meta.insert("state", state_bytes.as_slice())
-                    .map_err(write_err)?;
                 meta.insert(LOG_TREE, tree_bytes.as_slice())
                     .map_err(write_err)?;
                 meta.insert(APPLIED, applied_bytes.as_slice())
@@ -381,13 +389,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        let state = self.state_snapshot();
-        let claims = state
-            .proofs
-            .claims()
-            .map(|(k, c)| (k.to_owned(), c.clone()))
-            .collect();
-        let log = state.log.clone();
+        // The rows and records come from a read transaction taken now (every apply so far has
+        // committed); only the tail and the tree head are copied from memory.
+        let (audit_tail, log) = self
+            .view()
+            .with_state(|s| (s.audit_tail.clone(), s.log.clone()));
         let copy = self
             .db
             .begin_read()
@@ -397,11 +403,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     .open_table(AUDIT)
                     .and_then(|t| Ok(t.len()?))
                     .map_err(|e| e.to_string())?;
-                let header = snapshot::Header {
+                let rows = entities::count_rows(&txn).map_err(|e| e.to_string())?;
+                let header = snapshot::HeadV2 {
                     applied: self.applied.clone(),
-                    state,
-                    claims,
+                    audit_tail,
                     log,
+                    rows,
                     records,
                 };
                 Ok((header, txn))
@@ -432,11 +439,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let received = snapshot.into_std().await;
         let (db, dir, at) = (self.db.clone(), self.dir.clone(), meta.clone());
         let files = self.files.clone();
-        let header = tokio::task::spawn_blocking(move || {
+        let installed = tokio::task::spawn_blocking(move || {
             let _files = files
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            snapshot::install(&db, &dir, &at, received)
+            let contents = snapshot::install(&db, &dir, &at, received)?;
+            // The installed rows are the state now: read back one table at a time.
+            let mut installed = entities::read_state(&db)?;
+            installed.proofs = read_proofs(&db)?;
+            installed.log = contents.log;
+            Ok::<_, StorageError>(installed)
         })
         .await
         .map_err(join_err)??;
@@ -448,9 +460,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .state
             .write()
             .map_err(|_| write_err(std::io::Error::other("state lock poisoned")))?;
-        *state = header.state;
-        state.proofs = header.claims.into_iter().collect();
-        state.log = header.log;
+        *state = installed;
         Ok(())
     }
 

@@ -1,51 +1,38 @@
-//! Snapshots as files, streamed: a snapshot never holds the audit log in memory.
+//! Snapshots as files, streamed: a snapshot never holds the audit log, the state or the claim
+//! set in memory as one value.
 //!
-//! A snapshot is a file under `snapshots/` next to `state-machine.redb`:
+//! A snapshot is a file under `snapshots/` next to `state-machine.redb` (`file`: magic, a
+//! codec-encoded head, one frame per entity or claim row, one frame per audit record).
 //!
-//! ```text
-//! "STELLA-SNAPSHOT\x01\n"                      magic (17 bytes)
-//! u32 LE length, codec(Header)                 applied id, state, claims, tree head, count
-//! count × (u32 LE length, canonical record)    every audit record, in sequence order
-//! ```
-//!
-//! Building one writes the records straight from a redb read transaction (a consistent copy
-//! taken when the builder was made) into the file; openraft sends it in chunks read from the
-//! file, and the receiver writes the chunks into a file of its own. Installing reads that file
-//! twice: once to check that its records hash to the tree head it carries, then to write them
-//! in batches. Every batch only writes rows the node's committed log also has (a node that
+//! Building one writes the rows and records straight from a redb read transaction (a
+//! consistent copy taken when the builder was made) into the file; openraft sends it in chunks
+//! read from the file, and the receiver writes the chunks into a file of its own. Installing
+//! reads that file three times: once to check that its rows decode and its records hash to the
+//! tree head it carries, then to write the records in batches, then the rows. Every record
+//! batch only writes rows the node's committed log also has (a node that
 //! installs a snapshot is behind it, and committed records are the same everywhere), so a
 //! crash between batches leaves the node where it was, with some records already in place; the
-//! applied id, state, claims and tree head move in the last, fsynced transaction. Snapshots
+//! applied id, entity and claim rows and tree head move in the last, fsynced transaction, which
+//! redb writes through its page cache (bounded) rather than holding the rows. Snapshots
 //! written before this format (one postcard blob in `sm_meta`) are read once and rewritten.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::entities;
 use super::state_machine::{Applied, SnapshotPayload, StoredSnapshot};
 use super::*;
 
-const MAGIC: &[u8; 17] = b"STELLA-SNAPSHOT\x01\n";
-/// Bounds on what a file may declare, so a damaged (or hostile) one cannot ask for an
-/// unbounded allocation.
-const MAX_HEADER: u32 = 512 * 1024 * 1024;
-const MAX_RECORD: u32 = 16 * 1024 * 1024;
+mod file;
+
+pub(super) use file::{Contents, HeadV2, Header, Reader, RowSink, SnapRow, write_v2};
+use file::{invalid, io_err, is_streamed, temporary};
+
 /// Records per write transaction while installing.
 const BATCH: usize = 1024;
 /// The file the receiving side of a transfer writes into.
 const INCOMING: &str = "incoming.part";
-
-/// Everything a snapshot carries besides the records.
-#[derive(Serialize, Deserialize)]
-pub(super) struct Header {
-    pub(super) applied: Applied,
-    pub(super) state: State,
-    pub(super) claims: Vec<(String, Claim)>,
-    pub(super) log: LogTree,
-    pub(super) records: u64,
-}
-
-impl codec::Persisted for Header {}
 
 /// Where the current snapshot is (`sm_meta`, key [`SNAPSHOT_FILE`]): its meta and file name.
 #[derive(Serialize, Deserialize)]
@@ -55,17 +42,6 @@ pub(super) struct SnapshotFile {
 }
 
 impl codec::Persisted for SnapshotFile {}
-
-fn io_err(e: std::io::Error) -> StorageError {
-    StorageIOError::write(&e).into()
-}
-
-fn invalid(what: &str) -> StorageError {
-    io_err(std::io::Error::new(
-        std::io::ErrorKind::InvalidData,
-        what.to_owned(),
-    ))
-}
 
 pub(super) fn dir_of(db_path: &Path) -> PathBuf {
     db_path
@@ -77,60 +53,6 @@ pub(super) fn dir_of(db_path: &Path) -> PathBuf {
 fn file_name(meta: &SnapshotMeta) -> String {
     // Snapshot ids are `term-node-index` or `empty`: safe file names.
     format!("{}.snap", meta.snapshot_id)
-}
-
-fn write_frame(out: &mut impl Write, bytes: &[u8]) -> Result<(), StorageError> {
-    let len = u32::try_from(bytes.len()).map_err(|_| invalid("a frame longer than 4 GiB"))?;
-    out.write_all(&len.to_le_bytes()).map_err(io_err)?;
-    out.write_all(bytes).map_err(io_err)
-}
-
-fn read_frame(input: &mut impl Read, max: u32) -> Result<Vec<u8>, StorageError> {
-    let mut len = [0u8; 4];
-    input.read_exact(&mut len).map_err(io_err)?;
-    let len = u32::from_le_bytes(len);
-    if len > max {
-        return Err(invalid("a snapshot frame is larger than allowed"));
-    }
-    let mut bytes = vec![0u8; len as usize];
-    input.read_exact(&mut bytes).map_err(io_err)?;
-    Ok(bytes)
-}
-
-/// A temporary file name in `dir` no other writer uses (`*.tmp`: never a current snapshot;
-/// leftovers of a crash are removed on open).
-fn temporary(dir: &Path) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!("{}-{n}.tmp", std::process::id()))
-}
-
-/// Writes `header` and every record of `lines` to a new temporary file in `dir`, fsynced;
-/// [`publish`] makes it the current snapshot.
-pub(super) fn write_file(
-    dir: &Path,
-    header: &Header,
-    lines: impl Iterator<Item = Result<Vec<u8>, StorageError>>,
-) -> Result<PathBuf, StorageError> {
-    std::fs::create_dir_all(dir).map_err(io_err)?;
-    let tmp = temporary(dir);
-    let mut out = BufWriter::new(File::create(&tmp).map_err(io_err)?);
-    out.write_all(MAGIC).map_err(io_err)?;
-    write_frame(&mut out, &codec::encode(header).map_err(write_err)?)?;
-    let mut written = 0u64;
-    for line in lines {
-        write_frame(&mut out, &line?)?;
-        written += 1;
-    }
-    if written != header.records {
-        return Err(invalid(
-            "the record count changed while the snapshot was written",
-        ));
-    }
-    let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
-    file.sync_all().map_err(io_err)?;
-    Ok(tmp)
 }
 
 /// Makes the snapshot file `tmp` (of `meta`) the current one — renamed to `<id>.snap`, the
@@ -156,54 +78,6 @@ pub(super) fn publish(
     Ok(())
 }
 
-/// A snapshot file, read front to back.
-pub(super) struct Reader {
-    input: BufReader<File>,
-    pub(super) header: Header,
-    left: u64,
-}
-
-impl Reader {
-    pub(super) fn open(mut file: File) -> Result<Reader, StorageError> {
-        file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-        let mut input = BufReader::new(file);
-        let mut magic = [0u8; 17];
-        input.read_exact(&mut magic).map_err(io_err)?;
-        if &magic != MAGIC {
-            return Err(invalid("not a snapshot file"));
-        }
-        let header: Header =
-            codec::decode(&read_frame(&mut input, MAX_HEADER)?).map_err(read_err)?;
-        let left = header.records;
-        Ok(Reader {
-            input,
-            header,
-            left,
-        })
-    }
-
-    pub(super) fn next_record(&mut self) -> Result<Option<Vec<u8>>, StorageError> {
-        if self.left == 0 {
-            return Ok(None);
-        }
-        self.left -= 1;
-        read_frame(&mut self.input, MAX_RECORD).map(Some)
-    }
-}
-
-/// Whether `file` starts like a snapshot file of this format (else it is a legacy blob).
-pub(super) fn is_streamed(file: &mut File) -> Result<bool, StorageError> {
-    let mut magic = [0u8; 17];
-    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    let is = match file.read_exact(&mut magic) {
-        Ok(()) => &magic == MAGIC,
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
-        Err(e) => return Err(io_err(e)),
-    };
-    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    Ok(is)
-}
-
 /// Rewrites a legacy snapshot (one codec blob, formats 1–6) as a (temporary) snapshot file.
 pub(super) fn rewrite_legacy(dir: &Path, bytes: &[u8]) -> Result<PathBuf, StorageError> {
     let payload: SnapshotPayload = codec::decode(bytes).map_err(read_err)?;
@@ -226,7 +100,7 @@ pub(super) fn rewrite_legacy(dir: &Path, bytes: &[u8]) -> Result<PathBuf, Storag
         records: payload.audit.len() as u64,
     };
     let lines = payload.audit.into_iter().map(|l| Ok(l.into_bytes()));
-    write_file(dir, &header, lines)
+    file::write_v1(dir, &header, lines)
 }
 
 /// Makes the file that a transfer's chunks are written into (an earlier, abandoned transfer's
@@ -244,14 +118,14 @@ pub(super) fn incoming(dir: &Path) -> Result<File, StorageError> {
 
 /// Installs the snapshot in `received` (a file this node received, or any snapshot file):
 /// checks it, keeps a copy as `dir/<id>.snap`, writes its records, then — in one fsynced
-/// transaction — its state, claims, tree head and applied id. Returns the header (the records
-/// are on disk only).
+/// transaction — its state, claims, tree head and applied id. Returns what the head carried
+/// (records, rows and, from a version-1 file, the state are on disk only).
 pub(super) fn install(
     db: &Database,
     dir: &Path,
     meta: &SnapshotMeta,
     mut received: File,
-) -> Result<Header, StorageError> {
+) -> Result<Contents, StorageError> {
     // Our own copy, in this format (a legacy blob from an older peer is rewritten).
     let tmp = if is_streamed(&mut received)? {
         std::fs::create_dir_all(dir).map_err(io_err)?;
@@ -302,9 +176,13 @@ fn is_incoming(dir: &Path, file: &File) -> bool {
 }
 
 /// Checks the snapshot file at `path` and writes what it holds into the database.
-fn install_file(db: &Database, path: &Path, meta: &SnapshotMeta) -> Result<Header, StorageError> {
-    // Pass 1: the records hash to the head the snapshot carries, and are numbered 1..=n.
+fn install_file(db: &Database, path: &Path, meta: &SnapshotMeta) -> Result<Contents, StorageError> {
+    // Pass 1: every row decodes as its kind; the records hash to the head the snapshot
+    // carries, and are numbered 1..=n.
     let mut reader = Reader::open(File::open(path).map_err(io_err)?)?;
+    while let Some(row) = reader.next_row()? {
+        entities::check_row(&row)?;
+    }
     let mut tree = LogTree::default();
     let mut seq = 0u64;
     while let Some(line) = reader.next_record()? {
@@ -316,7 +194,7 @@ fn install_file(db: &Database, path: &Path, meta: &SnapshotMeta) -> Result<Heade
         tree.push_record(&line);
         tree.take_nodes();
     }
-    if tree.frontier != reader.header.log.frontier {
+    if tree.frontier != reader.contents.log.frontier {
         return Err(invalid(
             "the snapshot's tree head does not match its audit records",
         ));
@@ -362,21 +240,21 @@ fn install_file(db: &Database, path: &Path, meta: &SnapshotMeta) -> Result<Heade
             break;
         }
     }
-    let header = reader.header;
-    finish(db, meta, &header)?;
-    Ok(header)
+    finish(db, meta, path, &reader.contents)?;
+    let Reader { contents, .. } = reader;
+    Ok(contents)
 }
 
 /// The last transaction of an install: rows beyond the snapshot (none, unless the node was
-/// ahead of it) go, and state, claims, tree head and applied id are written, fsynced (the
-/// snapshot's place follows, once its file has its final name).
-fn finish(db: &Database, meta: &SnapshotMeta, header: &Header) -> Result<(), StorageError> {
-    let claims = header
-        .claims
-        .iter()
-        .map(|(k, c)| codec::encode(c).map(|bytes| (k.clone(), bytes)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(write_err)?;
+/// ahead of it) go, and the entity and claim rows (read from the file at `path` once more, one
+/// at a time), tree head and applied id are written, fsynced (the snapshot's place follows,
+/// once its file has its final name).
+fn finish(
+    db: &Database,
+    meta: &SnapshotMeta,
+    path: &Path,
+    header: &Contents,
+) -> Result<(), StorageError> {
     let txn = db.begin_write().map_err(write_err)?;
     {
         let n = header.records;
@@ -402,10 +280,31 @@ fn finish(db: &Database, meta: &SnapshotMeta, header: &Header) -> Result<(), Sto
                 .map_err(write_err)?;
         }
         drop(audit);
-        write_claims(&txn, &claims)?;
+        match &header.inline {
+            Some((state, claims)) => {
+                let claims = claims
+                    .iter()
+                    .map(|(k, c)| codec::encode(c).map(|bytes| (k.clone(), bytes)))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(write_err)?;
+                write_claims(&txn, &claims)?;
+                entities::write_all(&txn, state)?;
+            }
+            None => {
+                let mut rows = Reader::open(File::open(path).map_err(io_err)?)?;
+                entities::load_rows(&txn, || rows.next_row())?;
+                let tail = header.audit_tail.as_ref().map(encode).transpose()?;
+                let mut meta_table = txn.open_table(SM_META).map_err(write_err)?;
+                match tail {
+                    Some(tail) => meta_table.insert(entities::AUDIT_TAIL, tail.as_slice()),
+                    None => meta_table.remove(entities::AUDIT_TAIL),
+                }
+                .map_err(write_err)?;
+            }
+        }
         let mut meta_table = txn.open_table(SM_META).map_err(write_err)?;
         meta_table
-            .insert("state", encode(&header.state)?.as_slice())
+            .remove(entities::LEGACY_STATE)
             .map_err(write_err)?;
         meta_table
             .insert(APPLIED, encode(&header_applied(meta))?.as_slice())
