@@ -3,7 +3,7 @@
 # check, test PKI), Node.js + npm and the pinned sigstore-js verifier packages, iptables and
 # Debian's OCI registry (docker-registry; the tests start their own instances), SoftHSM2, Go with
 # golang.org/x/mod (the independent transparency-log verifier), Prometheus's promtool and
-# systemd-analyze (deploy file checks), and a Python venv with coincurve (libsecp256k1) as the
+# systemd-analyze (deploy file checks), etcd (the G3 benchmark's baseline), and a Python venv with coincurve (libsecp256k1) as the
 # independent BIP-340 verifier and moto (the AWS KMS stand-in).
 # Idempotent.
 set -euo pipefail
@@ -48,6 +48,10 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# `stella-load --etcd` (G3) compares the cluster's committed writes with a 3-node etcd on
+# loopback, the closest widely trusted Raft store; etcdctl checks its health by hand.
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 if ((${#need[@]})); then
   sudo=""
   if [ "$(id -u)" != 0 ]; then

@@ -37,7 +37,17 @@ impl Licensing for InProcess {
     }
 }
 
-pub async fn measure(request: &Value, duration: Duration) -> anyhow::Result<AdmissionCost> {
+/// What both measurements share: an admission with the dev Authority and licensing, one
+/// request's facts (OpTok + DPoP proof), the request with its PoE, and a file key.
+struct Setup {
+    _dir: tempfile::TempDir,
+    admission: Admission,
+    facts: RequestFacts,
+    request: SignDsseRequest,
+    signer: FileKeySigner,
+}
+
+async fn setup(request: &Value) -> anyhow::Result<Setup> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let dir = tempfile::tempdir()?;
     let issuer = "https://authority.bench";
@@ -125,7 +135,66 @@ pub async fn measure(request: &Value, duration: Duration) -> anyhow::Result<Admi
         value: license,
     });
     let signer = FileKeySigner::generate()?;
+    Ok(Setup {
+        _dir: dir,
+        admission,
+        facts,
+        request,
+        signer,
+    })
+}
 
+/// Admission (OpTok, DPoP, PoE from the cache), plan, DSSE and bundles for one request.
+async fn admitted_sign(s: &Setup) -> anyhow::Result<()> {
+    let authn = s.admission.authenticate(&s.facts, &[SCOPE_SIGN]).await?;
+    s.admission
+        .entitle(&authn, s.request.poe.as_ref(), None, false)
+        .await?;
+    let plan = stella_node::pipeline::plan(s.request.clone())?;
+    let refs: [&dyn KeySigner; 1] = [&s.signer];
+    let (envelope, ops) = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, plan.payload, &refs)?;
+    stella_node::pipeline::bundles(&envelope, &ops)?;
+    Ok(())
+}
+
+/// The same admitted pipeline as a node runs it minus HTTP and Raft, on two threads (two tasks
+/// on a two-worker runtime, one per core of this machine): requests per second. G1's
+/// denominator.
+pub async fn two_threads(request: &Value, duration: Duration) -> anyhow::Result<f64> {
+    let s = Arc::new(setup(request).await?);
+    admitted_sign(&s).await?;
+    let started = Instant::now();
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while started.elapsed() < duration {
+                    if admitted_sign(&s).await.is_ok() {
+                        n += 1;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for w in workers {
+        total += w.await?;
+    }
+    s.admission.stop();
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+pub async fn measure(request: &Value, duration: Duration) -> anyhow::Result<AdmissionCost> {
+    let Setup {
+        _dir,
+        admission,
+        facts,
+        request,
+        signer,
+    } = setup(request).await?;
     let sign = |request: &SignDsseRequest| -> anyhow::Result<()> {
         let plan = stella_node::pipeline::plan(request.clone())?;
         let refs: [&dyn KeySigner; 1] = [&signer];

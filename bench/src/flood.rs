@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{LoadAuth, Row, http_load};
+use crate::load::{LoadAuth, Row, http_load};
 
 pub struct Phase {
     pub honest: Row,

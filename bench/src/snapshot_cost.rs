@@ -23,6 +23,9 @@ pub struct Row {
     pub build_extra_mib: f64,
     pub install_s: f64,
     pub install_extra_mib: f64,
+    /// The process's resident memory with the log built to `records` (the state machine open,
+    /// as on a node that has applied them).
+    pub rss_mib: f64,
 }
 
 fn rss_kib() -> u64 {
@@ -82,6 +85,7 @@ pub async fn measure(sizes: &[u64], cache_mib: Option<usize>) -> anyhow::Result<
                 .map_err(|e| anyhow::anyhow!("apply: {e}"))?;
             built += batch;
         }
+        let rss_mib = rss_kib() as f64 / 1024.0;
         let started = Instant::now();
         let mut builder = sm.get_snapshot_builder().await;
         let (snapshot, build_extra_mib) = with_peak(builder.build_snapshot()).await;
@@ -113,6 +117,7 @@ pub async fn measure(sizes: &[u64], cache_mib: Option<usize>) -> anyhow::Result<
             build_extra_mib,
             install_s,
             install_extra_mib,
+            rss_mib,
         });
     }
     Ok(rows)
