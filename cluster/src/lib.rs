@@ -287,6 +287,15 @@ impl ClusterHandle {
         self.inner.raft.metrics().borrow().running_state.is_ok()
     }
 
+    /// Why Raft stopped for good on its own (a storage error, a panic in its core); `None`
+    /// while it runs and after an orderly shutdown.
+    pub fn raft_failure(&self) -> Option<String> {
+        match &self.inner.raft.metrics().borrow().running_state {
+            Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        }
+    }
+
     pub fn timing(&self) -> lease::Timing {
         self.inner.timing
     }

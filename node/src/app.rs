@@ -335,9 +335,11 @@ fn spawn_fail_closed(cluster: stella_cluster::ClusterHandle) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;
-            if !cluster.raft_running() {
+            // An orderly shutdown stops Raft too: that is not a failure.
+            if let Some(failure) = cluster.raft_failure() {
                 tracing::error!(
                     exit_code = EXIT_STORAGE_FAILED,
+                    failure = %failure,
                     "Raft stopped on a storage error (is the disk full?): failing closed; the supervisor restarts this node"
                 );
                 std::process::exit(EXIT_STORAGE_FAILED);
