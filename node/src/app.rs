@@ -221,6 +221,11 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
     };
     let server = HttpServer::new(factory)
         .shutdown_timeout(10)
+        // A request's head must arrive within this bound (slow-header senders are cut off).
+        // actix-web's 5 s default answered a bare 408 — no problem+json — to callers whose
+        // request reached a node frozen for a few seconds (SIGSTOP in the chaos drill, a VM
+        // pause, a long GC-like stall): the timer ran while the process could not read.
+        .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
         .disable_signals()
         .on_connect(remember_client_certificate);
     let server = if config.tls.disabled {
@@ -321,6 +326,9 @@ fn announce_ready(
         }
     });
 }
+
+/// How long a client may take to send a request's head.
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Exit code of a node whose Raft stopped on a storage error (EX_TEMPFAIL: try again later).
 pub const EXIT_STORAGE_FAILED: i32 = 75;
