@@ -823,28 +823,30 @@ async fn transfer_leadership(cluster: &ClusterHandle) {
     let Some((target, addr)) = cluster.most_caught_up_voter() else {
         return;
     };
-    // The target's log must be as long as this node's, or this node refuses it (sessions that
-    // were running may still append: compare with the newest last index each time).
-    let caught_up = cluster
-        .raft()
-        .wait(Some(Duration::from_secs(2)))
-        .metrics(
-            |m| {
-                m.replication
-                    .as_ref()
-                    .and_then(|r| r.get(&target).cloned().flatten())
-                    .map(|l| l.index)
-                    >= m.last_log_index
-            },
-            "target caught up",
-        )
-        .await;
-    // A candidacy can fail (a vote request that timed out on a busy machine): ask up to three
-    // times, each followed by a moment to win.
+    // A candidacy can fail (a vote request that timed out on a busy machine, or a target that
+    // fell behind again): ask up to three times. Before each ask the target's log must be as
+    // long as this node's, or this node refuses its vote — signings that were running still
+    // append their entries, so compare with the newest last index each time.
     let mut asks = 0;
     let mut moved = false;
+    let mut caught_up = false;
     while asks < 3 && !moved {
         asks += 1;
+        caught_up = cluster
+            .raft()
+            .wait(Some(Duration::from_secs(2)))
+            .metrics(
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&target).cloned().flatten())
+                        .map(|l| l.index)
+                        >= m.last_log_index
+                },
+                "target caught up",
+            )
+            .await
+            .is_ok();
         let _: Result<serde_json::Value, _> = cluster
             .peers()
             .post(
@@ -864,11 +866,5 @@ async fn transfer_leadership(cluster: &ClusterHandle) {
             .await
             .is_ok();
     }
-    tracing::info!(
-        target,
-        caught_up = caught_up.is_ok(),
-        asks,
-        moved,
-        "leadership transfer"
-    );
+    tracing::info!(target, caught_up, asks, moved, "leadership transfer");
 }
