@@ -417,29 +417,8 @@ impl State {
         }
         if let Some(identity) = &once.identity {
             self.proofs.prune(reserve.now_ms);
-            if let Some(claim) = self.proofs.get(&identity.key) {
-                if claim.binding.as_deref() != Some(identity.binding.as_str()) {
-                    return Response::Replayed;
-                }
-                match claim.status.clone() {
-                    ClaimStatus::Used => return Response::Replayed,
-                    ClaimStatus::Done(outcome) => return Response::Concluded(Box::new(outcome)),
-                    ClaimStatus::Pending {
-                        term,
-                        reservation_id,
-                    } => {
-                        if term == self.term && self.reservations.contains_key(&reservation_id) {
-                            return Response::InProgress { reservation_id };
-                        }
-                        // Its leader is gone (or its reservation expired): this attempt takes
-                        // the identity over, and the old reservation's grant goes back.
-                        self.admissions.remove(&reservation_id);
-                        if let Some(res) = self.reservations.remove(&reservation_id) {
-                            self.refund(&res);
-                        }
-                    }
-                    ClaimStatus::Open => {}
-                }
+            if let Some(answer) = self.identity_gate(identity) {
+                return answer;
             }
         }
         let response = self.reserve(reserve);
@@ -474,6 +453,35 @@ impl State {
                 .insert(reserve.reservation_id.clone(), evidence.clone());
         }
         response
+    }
+
+    /// What a held identity answers a new attempt: `Some` ends the attempt (a replay, the
+    /// committed outcome, or an attempt of this term still in progress); `None` lets it go on —
+    /// the identity is new or open, or its attempt's leader is gone (or its reservation
+    /// expired), in which case this attempt takes it over and the old grant goes back.
+    fn identity_gate(&mut self, identity: &crate::command::Identity) -> Option<Response> {
+        let claim = self.proofs.get(&identity.key)?;
+        if claim.binding.as_deref() != Some(identity.binding.as_str()) {
+            return Some(Response::Replayed);
+        }
+        match claim.status.clone() {
+            ClaimStatus::Used => Some(Response::Replayed),
+            ClaimStatus::Done(outcome) => Some(Response::Concluded(Box::new(outcome))),
+            ClaimStatus::Pending {
+                term,
+                reservation_id,
+            } => {
+                if term == self.term && self.reservations.contains_key(&reservation_id) {
+                    return Some(Response::InProgress { reservation_id });
+                }
+                self.admissions.remove(&reservation_id);
+                if let Some(res) = self.reservations.remove(&reservation_id) {
+                    self.refund(&res);
+                }
+                None
+            }
+            ClaimStatus::Open => None,
+        }
     }
 
     /// See [`Command::Finish`].
@@ -530,29 +538,9 @@ impl State {
             return Response::Replayed;
         }
         if let Some(identity) = &sign.identity
-            && let Some(claim) = self.proofs.get(&identity.key)
+            && let Some(answer) = self.identity_gate(identity)
         {
-            if claim.binding.as_deref() != Some(identity.binding.as_str()) {
-                return Response::Replayed;
-            }
-            match claim.status.clone() {
-                ClaimStatus::Used => return Response::Replayed,
-                ClaimStatus::Done(outcome) => return Response::Concluded(Box::new(outcome)),
-                ClaimStatus::Pending {
-                    term,
-                    reservation_id,
-                } => {
-                    // A two-round attempt (a threshold key) of this term still holds it.
-                    if term == self.term && self.reservations.contains_key(&reservation_id) {
-                        return Response::InProgress { reservation_id };
-                    }
-                    self.admissions.remove(&reservation_id);
-                    if let Some(res) = self.reservations.remove(&reservation_id) {
-                        self.refund(&res);
-                    }
-                }
-                ClaimStatus::Open => {}
-            }
+            return answer;
         }
         let key = LedgerKey {
             tenant: quota.tenant.clone(),
