@@ -200,11 +200,15 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
     let state = web::Data::new(AppState {
         signing,
         metrics,
-        max_body_bytes: config.limits.max_body_bytes,
+        body: http::body::BodyLimits {
+            max_bytes: config.limits.max_body_bytes,
+            deadline: Duration::from_secs(config.limits.request_deadline_seconds.max(1)),
+        },
         keyless_trust: keyless,
         base_urls,
         health: health.clone(),
         audit_log: log_key.as_deref().map(crate::transparency::published),
+        front_door: crate::shedding::FrontDoor::new(config.limits.max_inflight_signings),
     });
 
     let client_state = state.clone();

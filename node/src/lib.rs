@@ -36,6 +36,7 @@ pub mod readiness;
 pub mod release_trust;
 pub mod router;
 pub mod session;
+pub mod shedding;
 pub mod signing;
 pub mod supervise;
 pub mod telemetry;

@@ -23,6 +23,10 @@ pub const REROUTES: &str = "stella_signer_forward_reroutes_total";
 pub const IDEMPOTENT_REPLIES: &str = "stella_signer_idempotent_replies_total";
 /// Speculative signatures discarded because `apply` found the plan's window spent (ADR 0028).
 pub const SPECULATIVE_DISCARDS: &str = "stella_signer_speculative_discards_total";
+/// Signing requests refused at the front door because the node had its bound in progress.
+pub const SHED: &str = "stella_signer_shed_total";
+/// Signing requests in progress on this node (the front door's count), at scrape time.
+pub const IN_FLIGHT: &str = "stella_signer_inflight_signings";
 pub const JWKS_REFRESH: &str = "stella_signer_jwks_refresh_total";
 pub const PROVENANCE_LOOKUPS: &str = "stella_signer_release_registry_lookups_total";
 pub const PEER_REFUSALS: &str = "stella_signer_peer_refusals_total";
@@ -152,6 +156,14 @@ fn describe() {
         SPECULATIVE_DISCARDS,
         "Signatures made before the commit and discarded: the plan's last unit went to another signing"
     );
+    metrics::describe_counter!(
+        SHED,
+        "Signing requests refused with 503 before any work: the node had max_inflight_signings in progress"
+    );
+    metrics::describe_gauge!(
+        IN_FLIGHT,
+        "Signing requests in progress on this node, out of max_inflight_signings"
+    );
     metrics::describe_counter!(JWKS_REFRESH, "Authority JWKS refreshes by result");
     metrics::describe_counter!(
         PROVENANCE_LOOKUPS,
@@ -222,6 +234,16 @@ pub fn record_sign(result: Result<(), &crate::Error>, elapsed: Duration) {
     };
     metrics::counter!(REQUESTS, "outcome" => outcome).increment(1);
     metrics::histogram!(SIGN_LATENCY, "outcome" => outcome).record(elapsed.as_secs_f64());
+}
+
+/// One signing request shed at the front door (`shedding`).
+pub fn record_shed() {
+    metrics::counter!(SHED).increment(1);
+}
+
+/// The front door's count of signing requests in progress.
+pub fn record_front_door(in_flight: usize) {
+    metrics::gauge!(IN_FLIGHT).set(in_flight as f64);
 }
 
 /// Transparency-log gauges, refreshed on every scrape: a checkpoint that stops growing while

@@ -14,6 +14,7 @@ mod keyless;
 mod keys;
 mod kms;
 mod openapi;
+mod overload;
 mod provenance;
 mod telemetry;
 mod threshold;

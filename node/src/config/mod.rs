@@ -181,6 +181,14 @@ pub struct Limits {
     /// proof or `Idempotency-Key`).
     #[serde(default = "default_request_deadline")]
     pub request_deadline_seconds: u64,
+    /// Signing requests this node works on at once; past it a request is answered 503 with
+    /// `Retry-After` before any work is done for it (load shedding, ADR 0030).
+    #[serde(default = "default_max_inflight_signings")]
+    pub max_inflight_signings: usize,
+}
+
+fn default_max_inflight_signings() -> usize {
+    crate::shedding::DEFAULT_MAX_INFLIGHT_SIGNINGS
 }
 
 fn default_request_deadline() -> u64 {
@@ -194,6 +202,7 @@ impl Default for Limits {
             proposal_queue: DEFAULT_PROPOSAL_QUEUE,
             max_sessions: default_max_sessions(),
             request_deadline_seconds: default_request_deadline(),
+            max_inflight_signings: default_max_inflight_signings(),
         }
     }
 }
@@ -611,6 +620,11 @@ impl Config {
                 "[provenance] insecure_registry is only allowed for a registry on loopback, not `{}`",
                 p.repository
             )));
+        }
+        if self.limits.max_inflight_signings == 0 {
+            return Err(Error::Config(
+                "limits.max_inflight_signings must be at least 1".into(),
+            ));
         }
         if self.limits.max_body_bytes < 1024 {
             return Err(Error::Config(

@@ -30,7 +30,7 @@ pub async fn set_poe_bypass(
 ) -> Result<Json<ToggleStatus>, ApiProblem> {
     let caller = super::authenticate_with(&state, &req, &[SCOPE_ADMIN]).await?;
     let (change, _): (PoeBypassRequest, usize) =
-        body::read_json(&req, payload, state.max_body_bytes).await?;
+        body::read_json(&req, payload, &state.body).await?;
     let request_id = current_request_id().unwrap_or_default();
     Ok(Json(
         state

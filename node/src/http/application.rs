@@ -31,10 +31,11 @@ async fn sign(
     req: &HttpRequest,
     payload: Payload,
 ) -> Result<SignDsseResponse, Error> {
+    let _permit = state.front_door.enter()?;
     let facts = request_facts(req, &state.base_urls);
     let request_id = current_request_id().unwrap_or_default();
     let authn = state.signing.authenticate(&facts, &request_id).await?;
-    let (request, bytes) = body::read_json(req, payload, state.max_body_bytes).await?;
+    let (request, bytes) = body::read_json(req, payload, &state.body).await?;
     let request: SignDsseRequest = request;
     state
         .signing
@@ -63,12 +64,13 @@ async fn export(
     req: &HttpRequest,
     payload: Payload,
 ) -> Result<SignExportResponse, Error> {
+    let _permit = state.front_door.enter()?;
     let facts = request_facts(req, &state.base_urls);
     let request_id = current_request_id().unwrap_or_default();
     let authn = state.signing.authenticate(&facts, &request_id).await?;
     let (tenant, subject) = (authn.caller.tenant.clone(), authn.caller.subject.clone());
     let (request, bytes) =
-        body::read_json::<SignExportRequest>(req, payload, state.max_body_bytes).await?;
+        body::read_json::<SignExportRequest>(req, payload, &state.body).await?;
     crate::export::validate(&request.manifest)?;
     let manifest = crate::export::canonical(&request.manifest)?;
     let sign = crate::export::sign_request(&request, &manifest);

@@ -8,12 +8,22 @@ use serde::de::DeserializeOwned;
 
 use crate::Error;
 
+/// What a request body may cost: its size, and how long it may take to arrive. A body that
+/// trickles in would otherwise hold its connection, and a signing request its place at the
+/// front door (`shedding`), for as long as the caller likes.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub deadline: std::time::Duration,
+}
+
 /// Reads and parses a JSON body; returns the value and the body's size in bytes.
 pub async fn read_json<T: DeserializeOwned>(
     req: &HttpRequest,
-    mut payload: Payload,
-    limit: usize,
+    payload: Payload,
+    limits: &BodyLimits,
 ) -> Result<(T, usize), Error> {
+    let limit = limits.max_bytes;
     let content_type = req
         .headers()
         .get("content-type")
@@ -43,6 +53,20 @@ pub async fn read_json<T: DeserializeOwned>(
     if declared.is_some_and(|n| n > limit) {
         return Err(Error::TooLarge { limit });
     }
+    let body = tokio::time::timeout(limits.deadline, collect(payload, limit))
+        .await
+        .map_err(|_| {
+            Error::InvalidRequest(format!(
+                "the request body did not arrive within {} s",
+                limits.deadline.as_secs()
+            ))
+        })??;
+    let value = serde_json::from_slice(&body)
+        .map_err(|e| Error::InvalidRequest(format!("invalid JSON body: {e}")))?;
+    Ok((value, body.len()))
+}
+
+async fn collect(mut payload: Payload, limit: usize) -> Result<BytesMut, Error> {
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| Error::InvalidRequest(format!("reading the body: {e}")))?;
@@ -51,7 +75,5 @@ pub async fn read_json<T: DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
-    let value = serde_json::from_slice(&body)
-        .map_err(|e| Error::InvalidRequest(format!("invalid JSON body: {e}")))?;
-    Ok((value, body.len()))
+    Ok(body)
 }

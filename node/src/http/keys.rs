@@ -45,7 +45,7 @@ async fn key_change<R: serde::de::DeserializeOwned>(
     change: impl AsyncFnOnce(&Caller, &str, R) -> Result<KeyChange, crate::Error>,
 ) -> Result<Json<KeyChange>, ApiProblem> {
     let caller = super::authenticate_with(state, req, &[SCOPE_ADMIN]).await?;
-    let (request, _) = body::read_json(req, payload, state.max_body_bytes).await?;
+    let (request, _) = body::read_json(req, payload, &state.body).await?;
     let id = current_request_id().unwrap_or_default();
     Ok(Json(change(&caller, &id, request).await?))
 }

@@ -4,7 +4,7 @@
 mod admin;
 mod application;
 mod audit;
-mod body;
+pub mod body;
 mod cluster;
 mod context;
 mod keys;
@@ -35,7 +35,8 @@ pub use problem::ApiProblem;
 pub struct AppState {
     pub signing: SigningService,
     pub metrics: PrometheusHandle,
-    pub max_body_bytes: usize,
+    /// Size and arrival deadline of request bodies.
+    pub body: body::BodyLimits,
     /// PEM chains of the Fulcio CAs keyless signatures chain to (published for verifiers).
     pub keyless_trust: KeylessTrust,
     /// Base URLs clients may address this node by (its own and the load balancer's): DPoP
@@ -46,6 +47,8 @@ pub struct AppState {
     pub health: crate::readiness::NodeHealth,
     /// The audit log's checkpoint key, as `stella trust export` publishes it.
     pub audit_log: Option<stella_api::AuditLogKey>,
+    /// The bound on signing requests in progress on this node (load shedding).
+    pub front_door: crate::shedding::FrontDoor,
 }
 
 impl AppState {

@@ -43,6 +43,7 @@ pub async fn readyz(state: Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: Data<AppState>) -> HttpResponse {
     telemetry::record_cluster(&state.cluster().status());
     telemetry::record_log(&state.cluster().view().log_tree(), state.signing.now_ms());
+    telemetry::record_front_door(state.front_door.in_flight());
     // `/metrics` is unauthenticated: the gauges read from the state (a pass over every
     // tenant's ledger, under the state's read lock) are refreshed at most once a second,
     // however often anyone scrapes.

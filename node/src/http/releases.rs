@@ -43,7 +43,7 @@ pub async fn allow(
     payload: Payload,
 ) -> Result<Json<ReleaseChange>, ApiProblem> {
     let caller = super::authenticate_with(&state, &req, &[SCOPE_ADMIN]).await?;
-    let (change, _) = body::read_json(&req, payload, state.max_body_bytes).await?;
+    let (change, _) = body::read_json(&req, payload, &state.body).await?;
     let id = current_request_id().unwrap_or_default();
     Ok(Json(
         release_trust::allow(&state.signing, &caller, &id, change).await?,
@@ -60,7 +60,7 @@ pub async fn request_approval(
     payload: Payload,
 ) -> Result<Json<ReleaseChange>, ApiProblem> {
     let (authn, facts) = super::authenticated(&state, &req, &[SCOPE_SIGN, SCOPE_ADMIN]).await?;
-    let (request, _) = body::read_json(&req, payload, state.max_body_bytes).await?;
+    let (request, _) = body::read_json(&req, payload, &state.body).await?;
     let id = current_request_id().unwrap_or_default();
     let client_cert = facts.client_cert_sha256.as_deref();
     Ok(Json(
@@ -78,7 +78,7 @@ pub async fn decide(
     payload: Payload,
 ) -> Result<Json<ReleaseChange>, ApiProblem> {
     let caller = super::authenticate_with(&state, &req, &[SCOPE_ADMIN]).await?;
-    let (decision, _) = body::read_json(&req, payload, state.max_body_bytes).await?;
+    let (decision, _) = body::read_json(&req, payload, &state.body).await?;
     let id = current_request_id().unwrap_or_default();
     Ok(Json(
         release_trust::decide(&state.signing, &caller, &id, decision).await?,
