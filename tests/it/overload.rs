@@ -108,10 +108,15 @@ fn a_node_at_its_bound_sheds_at_once_and_the_same_request_signs_when_there_is_ro
     let request = serde_json::from_value(sbom_request_for(&client)).expect("request");
     client.sign_dsse(&request).expect("first signing");
 
-    let stalled: Vec<TcpStream> = (0..2).map(|_| stalled_request(&client, &node.url)).collect();
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| stalled_request(&client, &node.url))
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     while metric(&node.url, "stella_signer_inflight_signings") < 2.0 {
-        assert!(Instant::now() < deadline, "the stalled requests never got in");
+        assert!(
+            Instant::now() < deadline,
+            "the stalled requests never got in"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 

@@ -69,8 +69,7 @@ async fn export(
     let request_id = current_request_id().unwrap_or_default();
     let authn = state.signing.authenticate(&facts, &request_id).await?;
     let (tenant, subject) = (authn.caller.tenant.clone(), authn.caller.subject.clone());
-    let (request, bytes) =
-        body::read_json::<SignExportRequest>(req, payload, &state.body).await?;
+    let (request, bytes) = body::read_json::<SignExportRequest>(req, payload, &state.body).await?;
     crate::export::validate(&request.manifest)?;
     let manifest = crate::export::canonical(&request.manifest)?;
     let sign = crate::export::sign_request(&request, &manifest);
