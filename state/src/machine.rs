@@ -15,6 +15,9 @@ use crate::command::{
 };
 pub use crate::tracked::Tracked;
 
+mod changes;
+pub use changes::StateChanges;
+
 /// Hint given to a caller throttled by concurrency (the slot frees when a signing ends).
 pub const CONCURRENCY_RETRY_MS: u64 = 1000;
 

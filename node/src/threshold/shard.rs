@@ -461,7 +461,7 @@ impl ShardState {
             Some(_) => self.pending_path(&key_id),
             None => self.share_path(&key_id),
         };
-        crate::keys::write_secret_atomically(&path, &sealed_share)
+        crate::secret_files::write_secret_atomically(&path, &sealed_share)
             .map_err(|e| format!("storing the share: {e}"))?;
         if run.refreshing.is_none() {
             self.shares.insert(key_id, Arc::new(share));
@@ -592,10 +592,10 @@ pub fn share_key(path: &std::path::Path) -> Result<[u8; 32], Error> {
         let mut key = [0u8; 32];
         aws_lc_rs::rand::fill(&mut key)
             .map_err(|_| Error::Config("no randomness for the share key".into()))?;
-        crate::keys::write_secret_atomically(path, &key)?;
+        crate::secret_files::write_secret_atomically(path, &key)?;
         tracing::info!(path = %path.display(), "created the threshold share key");
     }
-    let bytes = crate::keys::read_secret(path)?;
+    let bytes = crate::secret_files::read_secret(path)?;
     bytes
         .try_into()
         .map_err(|_| Error::Config(format!("{}: a share key is 32 bytes", path.display())))
