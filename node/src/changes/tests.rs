@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn change(request: ChangeRequest) -> ConfigChange {
