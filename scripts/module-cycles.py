@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Report import cycles between the top-level modules of a Rust crate.
 
-Usage: scripts/module-cycles.py [CRATE_SRC_DIR ...]   (default: every workspace crate's src/)
+Usage: scripts/module-cycles.py [--layers] [CRATE_SRC_DIR ...]
+       (default: every workspace crate's src/)
 
 For every production source file under SRC (test code excluded: `tests.rs` files and
 `#[cfg(test)] mod ... { ... }` blocks), the script collects the paths it names through
@@ -12,6 +13,8 @@ Comments are ignored, so doc links do not create edges.
 
 It prints each strongly connected component of more than one module, one shortest cycle
 through it, and the file:line of every edge inside the component — the places to cut.
+With `--layers` (and no cycle) it also prints the modules by layer: a module's layer is the
+longest dependency path below it, so every edge points to a lower layer.
 Exit status: 0 without cycles, 1 with cycles.  Standard library only.
 """
 
@@ -228,7 +231,22 @@ def shortest_cycle(comp, adj):
     return best
 
 
-def report(src):
+def layers(mods, adj):
+    memo = {}
+
+    def height(m):
+        if m not in memo:
+            memo[m] = 0 if not adj[m] else 1 + max(height(x) for x in adj[m])
+        return memo[m]
+
+    by = {}
+    for m in mods:
+        by.setdefault(height(m), []).append(m)
+    for h in sorted(by, reverse=True):
+        print(f"  layer {h:2}: " + ", ".join(sorted(by[h])))
+
+
+def report(src, show_layers=False):
     res = scan(src)
     if res is None:
         return 0
@@ -245,17 +263,20 @@ def report(src):
             if a in comp and b in comp:
                 more = f" (+{len(sites) - 3} more)" if len(sites) > 3 else ""
                 print(f"    {a} -> {b}: {', '.join(sites[:3])}{more}")
+    if show_layers and not cyclic:
+        layers(mods, adj)
     return len(cyclic)
 
 
 def main(argv):
-    dirs = argv[1:]
+    show_layers = "--layers" in argv[1:]
+    dirs = [a for a in argv[1:] if a != "--layers"]
     if not dirs:
         here = os.path.dirname(os.path.abspath(__file__))
         ws = os.path.dirname(here)
         dirs = sorted(os.path.join(ws, d, "src") for d in os.listdir(ws)
                       if os.path.isfile(os.path.join(ws, d, "src", "lib.rs")))
-    total = sum(report(d) for d in dirs)
+    total = sum(report(d, show_layers) for d in dirs)
     return 1 if total else 0
 
 
