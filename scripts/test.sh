@@ -21,6 +21,10 @@ echo "== format and lints"
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
+echo "== structure: no module import cycles, doc links resolve inside the repository"
+python3 scripts/module-cycles.py
+python3 scripts/doc-links.py
+
 echo "== build"
 cargo build --locked --workspace --bins
 

@@ -14,8 +14,8 @@ use crate::config::PlanConfig;
 /// Key sources whose private key is not a file on the node.
 pub fn hardware_backed(source: &str) -> bool {
     matches!(
-        crate::keys::source_kind(source),
-        "pkcs11" | "kms" | crate::keys::THRESHOLD_SOURCE
+        crate::key_registry::source_kind(source),
+        "pkcs11" | "kms" | crate::key_registry::THRESHOLD_SOURCE
     )
 }
 
@@ -25,7 +25,7 @@ pub fn check_registration(plan: &PlanConfig, source: &str) -> Result<(), Error> 
         return Err(Error::InvalidRequest(format!(
             "plan `{}` requires hardware-backed keys (PKCS#11, KMS or threshold); a {} key cannot be registered for it",
             crate::error::clip(&plan.name),
-            crate::keys::source_kind(source)
+            crate::key_registry::source_kind(source)
         )));
     }
     Ok(())
@@ -72,7 +72,7 @@ pub fn check_signing(plan: &PlanConfig, keys: &[&KeyEntry], now_ms: u64) -> Resu
             return Err(Error::KeyPolicy(format!(
                 "key {} is a {} key and plan `{}` requires hardware-backed keys; an operator must rotate it",
                 key.key_id,
-                crate::keys::source_kind(&key.source),
+                crate::key_registry::source_kind(&key.source),
                 crate::error::clip(&plan.name)
             )));
         }

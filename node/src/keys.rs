@@ -6,80 +6,22 @@
 //! KMS and is found by the key ARN its entry names (`source = "kms:<key ARN>"`).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use stella_signer::{FileKeySigner, KeySigner};
-use stella_state::State;
-use stella_state::command::{KeyEntry, KeyState, ThresholdGroup};
+
+use stella_state::command::{KeyEntry, ThresholdGroup};
 
 pub use crate::fallback::{FALLBACK_REMARK, FallbackSigner};
-
-/// The registry source of threshold keys (their shares are on the holders, not in a store).
-pub const THRESHOLD_SOURCE: &str = "threshold";
+pub use crate::key_registry::{
+    Selection, THRESHOLD_SOURCE, registry_source, select, source_kind, valid_source,
+};
+pub use crate::secret_files::{
+    owner_only, read_pin, read_secret, write_atomically, write_secret_atomically,
+};
 
 use crate::Error;
-
-/// Which keys sign for a tenant and plan, decided from the registry alone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
-    /// Nothing registered for this tenant and plan: the node's default key.
-    Default,
-    /// Every active registered key, oldest first: a tenant policy of several keys (say a file
-    /// key and an HSM key) gets one signature from each, in this order, in one envelope. A
-    /// threshold key comes with its group (share holders).
-    Registered(Vec<(KeyEntry, Option<ThresholdGroup>)>),
-    /// Keys were registered, none is active (all retired or revoked): refuse, never fall back.
-    NoActiveKey,
-}
-
-/// The registry's choice for `tenant` on `plan`. A tenant's keys are never used for another.
-pub fn select(state: &State, tenant: &str, plan: &str) -> Selection {
-    let mut mine: Vec<&KeyEntry> = state
-        .keys
-        .values()
-        .filter(|k| k.owner_tenant == tenant && k.plan == plan)
-        .collect();
-    if mine.is_empty() {
-        return Selection::Default;
-    }
-    mine.retain(|k| k.state == KeyState::Active);
-    if mine.is_empty() {
-        return Selection::NoActiveKey;
-    }
-    mine.sort_by_key(|k| (k.created_ms, k.key_id.clone()));
-    Selection::Registered(
-        mine.into_iter()
-            .map(|k| (k.clone(), state.threshold_groups.get(&k.key_id).cloned()))
-            .collect(),
-    )
-}
-
-/// The key source recorded in audit records: `file`, `pkcs11`, … (without a locator).
-pub fn source_kind(source: &str) -> &str {
-    source.split(':').next().unwrap_or(source)
-}
-
-/// The registry `source` of a key of back-end `kind` found by `locator`: `file`,
-/// `pkcs11:<label>` or `kms:<key ARN, key id or alias>`; `None` for anything else.
-pub fn registry_source(kind: &str, locator: Option<&str>) -> Option<String> {
-    match (kind, locator) {
-        ("file", None) => Some("file".to_owned()),
-        ("pkcs11", Some(label)) if !label.is_empty() => Some(format!("pkcs11:{label}")),
-        ("kms", Some(key)) if crate::kms::request::valid_key_ref(key) => Some(format!("kms:{key}")),
-        _ => None,
-    }
-}
-
-/// Whether a registry `source` names a key back-end and locator this node knows (pure: the
-/// leader's plan of a registration checks it).
-pub fn valid_source(source: &str) -> bool {
-    match source.split_once(':') {
-        None => source == "file",
-        Some((kind, locator)) => kind != "file" && registry_source(kind, Some(locator)).is_some(),
-    }
-}
 
 /// Where registered keys' private material is found on this node.
 #[derive(Debug, Clone, Default)]
@@ -367,36 +309,6 @@ pub fn load_file_key(path: &Path) -> Result<FileKeySigner, Error> {
     FileKeySigner::from_pem_file(path).map_err(|e| Error::Key(e.to_string()))
 }
 
-/// Refuses a secret file (private key, PIN, share key, shared secret) that anyone but its owner
-/// may read or write, as ssh does with private keys: a node never uses a secret that other
-/// accounts on the host could have copied or replaced.
-pub fn owner_only(path: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(Error::io(format!("reading {}", path.display())))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(Error::Config(format!(
-            "{} may be read or written by group or others (mode {mode:03o}): `chmod 600` it",
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
-/// The PKCS#11 PIN from an owner-only file (trimmed; wiped from memory when dropped).
-pub fn read_pin(path: &Path) -> Result<zeroize::Zeroizing<String>, Error> {
-    let bytes = zeroize::Zeroizing::new(read_secret(path)?);
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| Error::Config(format!("{}: the PIN is not UTF-8", path.display())))?;
-    Ok(zeroize::Zeroizing::new(text.trim().to_owned()))
-}
-
-/// A secret file's contents, once [`owner_only`] says only its owner can read it.
-pub fn read_secret(path: &Path) -> Result<Vec<u8>, Error> {
-    owner_only(path)?;
-    std::fs::read(path).map_err(Error::io(format!("reading {}", path.display())))
-}
-
 /// Loads the key at `path`, creating it (mode 0600, written atomically and fsynced) when absent.
 pub fn load_or_create_file_key(path: &Path) -> Result<(FileKeySigner, bool), Error> {
     if path.exists() {
@@ -405,39 +317,6 @@ pub fn load_or_create_file_key(path: &Path) -> Result<(FileKeySigner, bool), Err
     let key = FileKeySigner::generate().map_err(|e| Error::Key(e.to_string()))?;
     write_secret_atomically(path, key.to_pkcs8_pem().as_bytes())?;
     Ok((key, true))
-}
-
-/// Writes `bytes` to `path` via a temp file + rename, with owner-only permissions, and fsyncs
-/// the file and its directory so a crash never leaves a half-written secret.
-pub fn write_secret_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    write_atomically(path, bytes, 0o600)
-}
-
-pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::Config(format!("{} has no parent", path.display())))?;
-    std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(Error::io(format!("creating {}", tmp.display())))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(Error::io(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(Error::io(format!("renaming to {}", path.display())))?;
-    fsync_dir(dir)
-}
-
-pub(crate) fn fsync_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(format!("fsync of directory {}", dir.display())))
 }
 
 #[cfg(test)]
@@ -467,6 +346,8 @@ mod tests {
         );
     }
     use super::*;
+    use stella_state::State;
+    use stella_state::command::KeyState;
 
     fn entry(id: &str, tenant: &str, plan: &str, state: KeyState, created_ms: u64) -> KeyEntry {
         KeyEntry {

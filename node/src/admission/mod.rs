@@ -13,6 +13,7 @@ pub mod jose;
 pub mod jwks;
 pub mod licensing;
 pub mod optok;
+mod poe;
 pub mod preauth;
 pub mod provenance;
 
@@ -24,12 +25,14 @@ use stella_api::ProofOfEntitlement;
 use self::dpop::{NonceIssuer, Proof, ProofPolicy, ProofTarget};
 use self::entitlement::{EntitlementCache, Freshness, Lookup};
 use self::jwks::{JwksCache, JwksError};
-use self::licensing::{Introspection, Poe};
+use self::licensing::Poe;
 use self::optok::{Binding, OpTok, TokenPolicy};
 use self::preauth::{PreAuth, PreAuthPolicy, PreAuthSummary};
 use crate::Error;
 use crate::clock::Clock;
 use crate::config::PlanConfig;
+pub(crate) use poe::check_poe_shape;
+pub use poe::decide;
 
 /// The replicated toggle that switches PoE checks off in an emergency.
 pub const BYPASS_TOGGLE: &str = "poe.bypass";
@@ -496,67 +499,6 @@ impl Admission {
     }
 }
 
-/// Checks an introspection answer against the token: the PoE must be active, unrevoked,
-/// unexpired, and agree with the OpTok on tenant (and plan, if the token states one).
-pub fn decide(answer: &Introspection, token: &OpTok, now: i64) -> Result<String, Error> {
-    let deny = |m: &str| Err(Error::EntitlementDenied(m.to_owned()));
-    if answer.revoked {
-        return deny("the proof of entitlement is revoked");
-    }
-    if !answer.active {
-        return deny("the proof of entitlement is not active (unknown, tampered or expired)");
-    }
-    if answer.exp.is_some_and(|exp| exp <= now) {
-        return deny("the proof of entitlement expired");
-    }
-    if answer.tenant.as_deref() != Some(token.tenant.as_str()) {
-        return deny("the proof of entitlement belongs to another tenant");
-    }
-    let Some(plan) = answer.plan.clone() else {
-        return deny("the proof of entitlement names no plan");
-    };
-    if token.plan.as_ref().is_some_and(|p| *p != plan) {
-        return deny("the proof of entitlement's plan disagrees with the token's");
-    }
-    // The Authority binds the token to an installation: the license must be that installation's
-    // (a PoE lifted from one installation does not entitle another).
-    if let Some(installation) = &token.installation
-        && answer.inst.as_deref() != Some(installation.as_str())
-    {
-        return deny("the proof of entitlement is not bound to the token's installation");
-    }
-    Ok(plan)
-}
-
-/// Syntax of a PoE before anything is asked about it.
-pub(crate) fn check_poe_shape(poe: &Poe, client_cert_sha256: Option<&str>) -> Result<(), Error> {
-    if poe.value.is_empty() || poe.value.len() > jose::MAX_JWT_BYTES {
-        return Err(Error::EntitlementDenied(
-            "the proof of entitlement is empty or too long".into(),
-        ));
-    }
-    match poe.format.as_str() {
-        "jwt" => {
-            if poe.value.split('.').count() != 3 {
-                return Err(Error::EntitlementDenied(
-                    "the proof of entitlement is not a JWT".into(),
-                ));
-            }
-            Ok(())
-        }
-        // An mTLS PoE names the certificate the license was issued to: it must be this one.
-        "mtls" => match client_cert_sha256 {
-            Some(presented) if presented == poe.value => Ok(()),
-            _ => Err(Error::EntitlementDenied(
-                "an mtls proof of entitlement must name the presented client certificate".into(),
-            )),
-        },
-        other => Err(Error::EntitlementDenied(format!(
-            "proof of entitlement format `{other}` is not supported (jwt or mtls)"
-        ))),
-    }
-}
-
 enum Scheme {
     Bearer,
     Dpop,
@@ -602,127 +544,4 @@ fn token_error(e: optok::TokenError) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn token(plan: Option<&str>) -> OpTok {
-        OpTok {
-            issuer: "https://authority.test".into(),
-            subject: "ci".into(),
-            tenant: "tenant-a".into(),
-            scopes: vec!["signer.sign".into()],
-            plan: plan.map(str::to_owned),
-            jti: "j".into(),
-            expires_at: 2_000,
-            binding: Binding::Dpop { jkt: "k".into() },
-            installation: None,
-        }
-    }
-
-    fn answer() -> Introspection {
-        Introspection {
-            active: true,
-            license_id: Some("lic".into()),
-            plan: Some("team".into()),
-            tenant: Some("tenant-a".into()),
-            exp: Some(2_000),
-            revoked: false,
-            inst: None,
-        }
-    }
-
-    #[test]
-    fn a_poe_entitles_only_its_tenant_on_its_plan_while_active() {
-        assert_eq!(decide(&answer(), &token(None), 1_000).expect("ok"), "team");
-        assert!(decide(&answer(), &token(Some("team")), 1_000).is_ok());
-        let denied = |a: Introspection, t: OpTok, now| {
-            matches!(decide(&a, &t, now), Err(Error::EntitlementDenied(_)))
-        };
-        assert!(
-            denied(answer(), token(Some("gold")), 1_000),
-            "plan disagrees with the token"
-        );
-        assert!(denied(answer(), token(None), 2_000), "expired");
-        assert!(denied(
-            Introspection {
-                revoked: true,
-                ..answer()
-            },
-            token(None),
-            1_000
-        ));
-        assert!(denied(
-            Introspection {
-                active: false,
-                ..answer()
-            },
-            token(None),
-            1_000
-        ));
-        assert!(denied(
-            Introspection {
-                tenant: Some("tenant-b".into()),
-                ..answer()
-            },
-            token(None),
-            1_000
-        ));
-        assert!(denied(
-            Introspection {
-                tenant: None,
-                ..answer()
-            },
-            token(None),
-            1_000
-        ));
-        assert!(denied(
-            Introspection {
-                plan: None,
-                ..answer()
-            },
-            token(None),
-            1_000
-        ));
-        // A token bound to an installation needs a PoE of that installation.
-        let installed = OpTok {
-            installation: Some("inst-1".into()),
-            ..token(None)
-        };
-        assert!(
-            denied(answer(), installed.clone(), 1_000),
-            "PoE of no installation"
-        );
-        assert!(denied(
-            Introspection {
-                inst: Some("inst-2".into()),
-                ..answer()
-            },
-            installed.clone(),
-            1_000
-        ));
-        let mine = Introspection {
-            inst: Some("inst-1".into()),
-            ..answer()
-        };
-        assert!(decide(&mine, &installed, 1_000).is_ok());
-        assert!(
-            decide(&mine, &token(None), 1_000).is_ok(),
-            "the token does not say"
-        );
-    }
-
-    #[test]
-    fn poe_formats_are_checked_before_anything_is_asked() {
-        let poe = |format: &str, value: &str| Poe {
-            format: format.into(),
-            value: value.into(),
-        };
-        assert!(check_poe_shape(&poe("jwt", "a.b.c"), None).is_ok());
-        assert!(check_poe_shape(&poe("jwt", "opaque"), None).is_err());
-        assert!(check_poe_shape(&poe("mtls", "thumb"), Some("thumb")).is_ok());
-        assert!(check_poe_shape(&poe("mtls", "thumb"), Some("other")).is_err());
-        assert!(check_poe_shape(&poe("mtls", "thumb"), None).is_err());
-        assert!(check_poe_shape(&poe("saml", "x"), None).is_err());
-        assert!(check_poe_shape(&poe("jwt", &"a.".repeat(5000)), None).is_err());
-    }
-}
+mod tests;

@@ -184,8 +184,8 @@ impl AdmissionGate {
             stella_signer::threshold::signing_package_message(&request.signing_package)
                 .map_err(|e| e.to_string())?;
         let registry_keys = self.cluster.view().with_state(|s| {
-            match crate::keys::select(s, &evidence.tenant, &evidence.plan) {
-                crate::keys::Selection::Registered(keys) => keys
+            match crate::key_registry::select(s, &evidence.tenant, &evidence.plan) {
+                crate::key_registry::Selection::Registered(keys) => keys
                     .into_iter()
                     .filter(|(_, group)| group.is_some())
                     .map(|(k, _)| k.key_id)

@@ -5,8 +5,8 @@
 
 use super::*;
 use crate::command::{Approval, KeyEntry, ThresholdGroup, Toggle};
+use crate::machine::StateChanges;
 use crate::machine::{AuditTail, Ledger, LedgerKey, Reservation};
-use crate::tracked::StateChanges;
 
 /// `(tenant, plan)` → `Ledger`.
 pub(super) const LEDGERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("st_ledgers");
