@@ -10,7 +10,9 @@
 //! acknowledged before it is on disk. The state machine commits once per `apply` batch —
 //! applied index, new audit records and state move together atomically — but without an fsync
 //! (`Durability::None`), as does `save_committed`: after a crash redb reverts to its last durable
-//! commit and openraft re-applies the committed log entries after it. Snapshot build and install
+//! commit and openraft re-applies the committed log entries after it. One apply commit a second
+//! (or every 256) is fsynced all the same, because redb reuses the pages that unsynced commits
+//! freed only after a synced one (`state_machine::DurablePacer`). Snapshot build and install
 //! commit with `Durability::Immediate`, which also makes every earlier state-machine commit
 //! durable, so the log is never purged past what the state machine has durably applied.
 //! Blocking redb work runs on `spawn_blocking`, off the async workers.
