@@ -484,6 +484,7 @@ pub struct TestCluster {
     ips: Vec<String>,
     api_ports: Vec<u16>,
     peer_ports: Vec<u16>,
+    prepare_data_dir: Option<fn(&Path)>,
 }
 
 pub struct ClusterOptions {
@@ -504,7 +505,19 @@ pub struct ClusterOptions {
     /// Called with each node's data directory before the node first starts (the chaos drills
     /// put each one on a small filesystem of its own, to fill it).
     pub prepare_data_dir: Option<fn(&Path)>,
+    /// The peer address node `id` advertises to the cluster (its `peer_url`), given the
+    /// address its peer listener binds: the chaos drills put a fault proxy of their own in
+    /// front of each node this way. The address must be on the node's own IP (its
+    /// certificate's SAN), e.g. another port. Default: the listener itself.
+    pub peer_front: Option<PeerFront>,
+    /// Nodes prepared (address, certificate, configuration) but not started: ids
+    /// `nodes + 1 ..= nodes + spare_nodes`, for [`TestCluster::join_node`] (a fresh node
+    /// joining under load).
+    pub spare_nodes: usize,
 }
+
+/// See [`ClusterOptions::peer_front`].
+pub type PeerFront = Arc<dyn Fn(usize, std::net::SocketAddr) -> std::net::SocketAddr + Send + Sync>;
 
 impl Default for ClusterOptions {
     fn default() -> Self {
@@ -519,6 +532,8 @@ impl Default for ClusterOptions {
             dpop_nonces: false,
             node_extra: Vec::new(),
             prepare_data_dir: None,
+            peer_front: None,
+            spare_nodes: 0,
         }
     }
 }
@@ -545,7 +560,8 @@ impl TestCluster {
     pub fn start(options: ClusterOptions) -> TestCluster {
         let dir = tempfile::tempdir().expect("tmp");
         let pki = dir.path().join("pki");
-        let ips: Vec<String> = (1..=options.nodes)
+        let total = options.nodes + options.spare_nodes;
+        let ips: Vec<String> = (1..=total)
             .map(|i| {
                 if options.distinct_addresses {
                     format!("127.0.0.{}", 10 + i)
@@ -560,7 +576,7 @@ impl TestCluster {
             "--out".into(),
             pki.to_str().expect("utf8").into(),
         ];
-        certs.extend(["--nodes".to_owned(), options.nodes.to_string()]);
+        certs.extend(["--nodes".to_owned(), total.to_string()]);
         for ip in &ips {
             certs.extend(["--san".to_owned(), ip.clone()]);
         }
@@ -602,18 +618,26 @@ impl TestCluster {
         let admission = services.node_toml(&plans, &extra_admission);
         let api_ports: Vec<u16> = ips.iter().map(|ip| free_port(ip)).collect();
         let peer_ports: Vec<u16> = ips.iter().map(|ip| free_port(ip)).collect();
-        for i in 0..options.nodes {
+        for i in 0..total {
             let id = i + 1;
             let d = dir.path().display();
+            let listen: std::net::SocketAddr = format!("{}:{}", ips[i], peer_ports[i])
+                .parse()
+                .expect("a peer address");
+            let front = options
+                .peer_front
+                .as_ref()
+                .map_or(listen, |front| front(id, listen));
             let config = format!(
                 "listen = \"{ip}:{api}\"\ndata_dir = \"{d}/node-{id}\"\n[tls]\ndisabled = true\n[signing]\nkey_file = \"{d}/signing.pem\"\n\
                  [quota]\nreservation_ttl_seconds = {ttl}\n\
                  [audit_log]\nkey_file = \"{d}/log-key.pem\"\ncheckpoint_interval_ms = 200\n{admission}\
-                 [cluster]\nnode_id = {id}\npeer_listen = \"{ip}:{peer}\"\npeer_url = \"https://{ip}:{peer}\"\napi_url = \"http://{ip}:{api}\"\n\
+                 [cluster]\nnode_id = {id}\npeer_listen = \"{ip}:{peer}\"\npeer_url = \"https://{front}\"\napi_url = \"http://{ip}:{api}\"\n\
                  ca_cert = \"{d}/pki/ca.pem\"\ncert = \"{d}/pki/node-{id}.pem\"\nkey = \"{d}/pki/node-{id}.key\"\nsnapshot_every = {snap}\n",
                 ip = ips[i],
                 api = api_ports[i],
                 peer = peer_ports[i],
+                front = front,
                 ttl = options.reservation_ttl_seconds,
                 snap = options.snapshot_every,
             );
@@ -639,8 +663,13 @@ impl TestCluster {
             ips,
             api_ports,
             peer_ports,
+            prepare_data_dir: options.prepare_data_dir,
         };
-        for id in 1..=options.nodes {
+        for id in 1..=total {
+            if id > options.nodes {
+                cluster.nodes.push(None);
+                continue;
+            }
             if let Some(prepare) = options.prepare_data_dir {
                 prepare(&cluster.data_dir(id));
             }
@@ -659,7 +688,7 @@ impl TestCluster {
                 &leader,
             ]);
         }
-        cluster.clients = (1..=options.nodes)
+        cluster.clients = (1..=total)
             .map(|id| {
                 Client::new(ClientConfig {
                     server: cluster.api_url(id),
@@ -756,6 +785,58 @@ impl TestCluster {
 
     pub fn len(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// Starts spare node `id` (see [`ClusterOptions::spare_nodes`]) on a fresh data directory
+    /// and joins it to the cluster through node `via` (a member's peer listener; the leader
+    /// forwards nothing, so name the leader), as `stella-signer cluster join` does for an
+    /// operator. Returns once the join call returned (the node is a member).
+    /// Calling it again (after a failed join) joins the running node again.
+    pub fn join_node(&mut self, id: usize, via: usize) {
+        if self.nodes[id - 1].is_none() {
+            let data = self.data_dir(id);
+            if !data.exists()
+                && let Some(prepare) = self.prepare_data_dir
+            {
+                prepare(&data);
+            }
+            let node = self.spawn(id);
+            self.nodes[id - 1] = Some(node);
+        }
+        let leader = self.peer_url(via);
+        self.admin(&[
+            "cluster",
+            "join",
+            "--config",
+            &self.config_path(id),
+            "--leader",
+            &leader,
+        ]);
+    }
+
+    /// Removes node `id` from the cluster through the leader `via`, with the operator's
+    /// certificate (`stella-signer cluster remove`), as the membership test does. The node's
+    /// process keeps running; stop it with [`TestCluster::kill`].
+    pub fn remove_node(&self, id: usize, via: usize) {
+        let pki = self.dir.path().join("pki");
+        let config = self.config_path(via);
+        let leader = self.peer_url(via);
+        let cert = pki.join("admin.pem").display().to_string();
+        let key = pki.join("admin.key").display().to_string();
+        self.admin(&[
+            "cluster",
+            "remove",
+            "--config",
+            &config,
+            "--leader",
+            &leader,
+            "--node-id",
+            &id.to_string(),
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+        ]);
     }
 
     pub fn is_empty(&self) -> bool {

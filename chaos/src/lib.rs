@@ -9,6 +9,7 @@ pub mod drill;
 pub mod history;
 pub mod local;
 pub mod nemesis;
+pub mod proxy;
 pub mod report;
 pub mod schedule;
 pub mod target;
