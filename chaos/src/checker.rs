@@ -394,6 +394,8 @@ fn node_faulted(faults: &[FaultEvent], node: usize, start: u64, end: u64) -> boo
                 | FaultKind::KillRandom
                 | FaultKind::RestartLoop
                 | FaultKind::ClockSkew
+                | FaultKind::Membership
+                | FaultKind::SnapshotCatchup
         );
         let until = f.settled_ms.unwrap_or(f.heal_ms);
         stops_node && f.nodes.contains(&node) && start <= until && end >= f.start_ms

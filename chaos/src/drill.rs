@@ -84,6 +84,7 @@ pub fn run(target: &mut dyn Target, options: &DrillOptions) -> Result<DrillOutco
         recorder: &recorder,
         picker: schedule::picker(options.seed),
         damage: Damage::default(),
+        joined: Vec::new(),
     };
     let latest_start = end_ms.saturating_sub((plan.cooldown_s * 1000.0) as u64);
     for (index, fault) in planned.iter().enumerate() {
@@ -112,6 +113,9 @@ pub fn run(target: &mut dyn Target, options: &DrillOptions) -> Result<DrillOutco
     if !converged {
         heal_errors.push("the cluster did not converge within 120 s of the final heal".into());
     }
+    // The members now: a node removed by the membership fault is not compared after its
+    // removal; the fresh node that joined must hold every acknowledged record.
+    let ids = target.node_ids();
     let logs: Vec<NodeLog> = ids
         .iter()
         .map(|id| NodeLog {

@@ -135,6 +135,19 @@ pub struct FaultEvent {
     /// …and how far off its `Date` header was once it ran skewed (proof the fault took).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_skew_seconds: Option<i64>,
+    /// Link faults: the latency added each way (ms), through the peer-link proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_delay_ms: Option<u64>,
+    /// The membership fault: the fresh node that joined in the removed node's place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<usize>,
+    /// The snapshot catch-up fault: the leader purged its log past the stopped follower's last
+    /// entry before the follower came back (so it could only catch up by a snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged_past_follower: Option<bool>,
+    /// What the nemesis observed, in words (e.g. the log positions of a snapshot catch-up).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// The leader when the fault was injected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader: Option<usize>,

@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use stella_api::Credentials;
 use stella_tests::{ClusterOptions, PLAN, PUBLIC_URL, Partition, TestCluster};
 
+use crate::proxy::{LinkFault, ProxySet};
 use crate::target::{Target, Tenant};
 
 /// The plan of the tenant on a tight quota.
@@ -31,6 +33,13 @@ pub struct LocalOptions {
     /// Put each node's data directory on a tmpfs of its own ([`DISK_BYTES`]), so that the
     /// disk-full fault can fill it (needs root).
     pub own_filesystems: bool,
+    /// Put the TCP fault proxy in front of every node's peer listener (the link faults).
+    pub link_proxy: bool,
+    /// Nodes prepared but not started, for the membership fault (one per planned fault).
+    pub spare_nodes: usize,
+    /// The nodes' `snapshot_every` (a small value makes a stopped follower fall behind the
+    /// others' compacted logs within seconds: the snapshot catch-up fault).
+    pub snapshot_every: u64,
 }
 
 /// Size of each node's own filesystem.
@@ -80,6 +89,10 @@ impl Default for LocalOptions {
             deadline_seconds: 5,
             drill_extra_grants: 0,
             own_filesystems: false,
+            link_proxy: false,
+            spare_nodes: 0,
+            // Snapshots every few hundred entries: a node that was down catches up by snapshot.
+            snapshot_every: 500,
         }
     }
 }
@@ -88,6 +101,16 @@ pub struct LocalTarget {
     cluster: TestCluster,
     options: LocalOptions,
     cuts: BTreeMap<(usize, usize), Partition>,
+    /// The fault proxies in front of the peer listeners (with `link_proxy`).
+    proxies: Option<Arc<ProxySet>>,
+    /// The members now (the membership fault removes and adds nodes).
+    members: Vec<usize>,
+    /// A spare started and being joined (a join that failed is retried with it).
+    joining: Option<usize>,
+    /// Spares not started yet.
+    spares: Vec<usize>,
+    /// What removed nodes logged before they were stopped.
+    removed_logs: Vec<(usize, String)>,
 }
 
 /// Debian's libfaketime (package `faketime`, installed by scripts/install-deps.sh).
@@ -131,11 +154,23 @@ impl LocalTarget {
                 options.drill_extra_grants
             ));
         }
+        let proxies = if options.link_proxy {
+            Some(Arc::new(ProxySet::new()?))
+        } else {
+            None
+        };
+        let front: Option<stella_tests::PeerFront> = proxies.clone().map(|p| {
+            Arc::new(move |id: usize, listener: std::net::SocketAddr| {
+                p.front(id, listener)
+                    .unwrap_or_else(|e| panic!("the fault proxy of node {id}: {e:#}"))
+            }) as stella_tests::PeerFront
+        });
         let cluster_options = || ClusterOptions {
             nodes: options.nodes,
             distinct_addresses: true,
-            // Snapshots every few hundred entries: a node that was down catches up by snapshot.
-            snapshot_every: 500,
+            snapshot_every: options.snapshot_every,
+            peer_front: front.clone(),
+            spare_nodes: options.spare_nodes,
             plans: vec![(TIGHT_PLAN, options.tight_quota, 100, 1024 * 1024)],
             node_extra: (1..=options.nodes).map(|id| (id, extra.clone())).collect(),
             prepare_data_dir: options
@@ -162,10 +197,17 @@ impl LocalTarget {
                 }
             }
         };
+        let members = (1..=options.nodes).collect();
+        let spares = (options.nodes + 1..=options.nodes + options.spare_nodes).collect();
         Ok(LocalTarget {
             cluster,
             options,
             cuts: BTreeMap::new(),
+            proxies,
+            members,
+            joining: None,
+            spares,
+            removed_logs: Vec::new(),
         })
     }
 
@@ -191,7 +233,55 @@ impl Drop for LocalTarget {
 
 impl Target for LocalTarget {
     fn node_ids(&self) -> Vec<usize> {
+        self.members.clone()
+    }
+
+    fn known_node_ids(&self) -> Vec<usize> {
         (1..=self.cluster.len()).collect()
+    }
+
+    fn link_fault(&mut self, id: usize, fault: Option<LinkFault>) -> Result<()> {
+        let proxies = self
+            .proxies
+            .as_ref()
+            .ok_or_else(|| anyhow!("the cluster was started without the peer-link proxy"))?;
+        proxies.set(id, fault);
+        Ok(())
+    }
+
+    fn heal_links(&mut self) -> Result<()> {
+        if let Some(p) = &self.proxies {
+            p.clear();
+        }
+        Ok(())
+    }
+
+    fn remove_node(&mut self, id: usize, via: usize) -> Result<()> {
+        guarded("stella-signer cluster remove", || {
+            self.cluster.remove_node(id, via)
+        })?;
+        self.members.retain(|m| *m != id);
+        if let Some(node) = self.cluster.node(id) {
+            self.removed_logs.push((id, node.logs().join("\n")));
+        }
+        self.kill(id)
+    }
+
+    fn add_node(&mut self, via: usize) -> Result<usize> {
+        let id = match self.joining {
+            Some(id) => id,
+            None if self.spares.is_empty() => {
+                return Err(anyhow!("no spare node left to join"));
+            }
+            None => self.spares.remove(0),
+        };
+        self.joining = Some(id);
+        guarded("stella-signer cluster join", || {
+            self.cluster.join_node(id, via)
+        })?;
+        self.joining = None;
+        self.members.push(id);
+        Ok(id)
     }
 
     fn api_url(&self, id: usize) -> String {
@@ -329,6 +419,9 @@ impl Target for LocalTarget {
                 text.push('\n');
                 std::fs::write(dir.join(format!("node-{id}.log")), text)?;
             }
+        }
+        for (id, text) in &self.removed_logs {
+            std::fs::write(dir.join(format!("node-{id}-removed.log")), format!("{text}\n"))?;
         }
         Ok(())
     }

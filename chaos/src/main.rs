@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use stella_chaos::drill::{self, DrillOptions};
 use stella_chaos::local::{LocalOptions, LocalTarget};
 use stella_chaos::report;
-use stella_chaos::schedule::{ALL_KINDS, FaultKind};
+use stella_chaos::schedule::{self, ALL_KINDS, FaultKind};
 use stella_chaos::target::Target;
 
 #[derive(Parser)]
@@ -110,6 +110,22 @@ fn drill_main(args: DrillArgs) -> Result<bool> {
                 tight_quota: args.tight_quota,
                 drill_extra_grants,
                 own_filesystems: kinds.contains(&FaultKind::DiskFull),
+                link_proxy: kinds.iter().any(|k| k.is_link()),
+                // One spare per planned membership fault (each joins a fresh node).
+                spare_nodes: schedule::generate(&schedule::Plan::new(
+                    args.seed,
+                    args.duration,
+                    kinds.clone(),
+                ))
+                .iter()
+                .filter(|f| f.kind == FaultKind::Membership)
+                .count(),
+                // Small, so that a stopped follower falls behind the compacted logs quickly.
+                snapshot_every: if kinds.contains(&FaultKind::SnapshotCatchup) {
+                    100
+                } else {
+                    LocalOptions::default().snapshot_every
+                },
                 ..LocalOptions::default()
             })?;
             eprintln!("cluster files under {}", local.dir().display());

@@ -9,6 +9,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::history::FaultEvent;
+use crate::proxy::LinkFault;
 use crate::schedule::{FaultKind, PlannedFault};
 use crate::target::{Probe, Target};
 use crate::workload::Recorder;
@@ -24,6 +25,10 @@ pub struct Damage {
     skewed: BTreeSet<usize>,
     full: BTreeSet<usize>,
     cut: bool,
+    /// Link faults are set on the proxy.
+    links: bool,
+    /// Nodes removed and not yet replaced by a fresh one.
+    removed: usize,
 }
 
 pub struct Nemesis<'a> {
@@ -32,7 +37,13 @@ pub struct Nemesis<'a> {
     pub recorder: &'a Recorder,
     pub picker: ChaCha8Rng,
     pub damage: Damage,
+    /// Fresh nodes that joined (the membership fault's heal), in order.
+    pub joined: Vec<usize>,
 }
+
+/// How long the snapshot catch-up fault waits, beyond its hold, for the leader to compact its
+/// log past the stopped follower.
+const COMPACTION_WAIT: Duration = Duration::from_secs(60);
 
 impl Nemesis<'_> {
     fn pick(&mut self, from: &[usize]) -> Option<usize> {
@@ -59,6 +70,10 @@ impl Nemesis<'_> {
         let mut cuts = Vec::new();
         let mut skew = None;
         let mut observed = None;
+        let mut link_delay_ms = None;
+        let mut purged_past_follower = None;
+        let mut notes = Vec::new();
+        let joined_before = self.joined.len();
         match fault.kind {
             FaultKind::KillLeader | FaultKind::PauseLeader | FaultKind::IsolateLeader => {
                 nodes.extend(leader_or_any)
@@ -66,8 +81,14 @@ impl Nemesis<'_> {
             FaultKind::KillFollower | FaultKind::PauseFollower | FaultKind::RestartLoop => {
                 nodes.extend(self.pick(&followers))
             }
-            FaultKind::KillRandom | FaultKind::ClockSkew | FaultKind::DiskFull => {
-                nodes.extend(self.pick(&ids))
+            FaultKind::KillRandom
+            | FaultKind::ClockSkew
+            | FaultKind::DiskFull
+            | FaultKind::LinkDelay
+            | FaultKind::LinkDrop => nodes.extend(self.pick(&ids)),
+            FaultKind::LinkReset => nodes.extend(leader_or_any),
+            FaultKind::Membership | FaultKind::SnapshotCatchup => {
+                nodes.extend(self.pick(&followers))
             }
             FaultKind::SplitMinority => {
                 let mut pool = ids.clone();
@@ -144,6 +165,54 @@ impl Nemesis<'_> {
                 }
                 self.hold(started, hold, tick, &label);
             }
+            FaultKind::LinkDelay | FaultKind::LinkDrop | FaultKind::LinkReset => {
+                let link = match fault.kind {
+                    FaultKind::LinkDelay => {
+                        let ms = self.picker.gen_range(100..=400u64);
+                        link_delay_ms = Some(ms);
+                        LinkFault::Delay(Duration::from_millis(ms))
+                    }
+                    FaultKind::LinkDrop => LinkFault::Drop,
+                    _ => LinkFault::Reset,
+                };
+                self.damage.links = true;
+                for n in &nodes {
+                    note(&mut errors, self.target.link_fault(*n, Some(link)));
+                }
+                self.hold(started, hold, tick, &label);
+            }
+            FaultKind::Membership => {
+                for n in &nodes {
+                    match self.remove(*n) {
+                        Ok(()) => self.damage.removed += 1,
+                        Err(e) => errors.push(format!("{e:#}")),
+                    }
+                }
+                self.hold(started, hold, tick, &label);
+            }
+            FaultKind::SnapshotCatchup => {
+                for n in &nodes {
+                    let last = self.last_log_index(*n);
+                    note(&mut errors, self.target.kill(*n));
+                    self.damage.killed.insert(*n);
+                    self.hold(started, hold, tick, &label);
+                    // Down until the others compacted past what it has: only a snapshot can
+                    // bring it back.
+                    let until = Instant::now() + COMPACTION_WAIT;
+                    let mut purged = self.purged_index();
+                    while Instant::now() < until && !past(purged, last) {
+                        std::thread::sleep(Duration::from_millis(500));
+                        tick(&format!("{label} (waiting for compaction)"));
+                        purged = self.purged_index();
+                    }
+                    purged_past_follower = Some(past(purged, last));
+                    notes.push(format!(
+                        "node {n} stopped at log index {}; the others purged up to {} before it restarted",
+                        show(last),
+                        show(purged)
+                    ));
+                }
+            }
             FaultKind::RestartLoop => {
                 // Kill and restart, over and over, for the hold: the node never settles.
                 while started.elapsed() < hold {
@@ -157,9 +226,21 @@ impl Nemesis<'_> {
         }
         let heal_ms = self.recorder.now_ms();
         errors.extend(self.heal_all());
+        let ids = self.target.node_ids();
         let settled = self
             .probe
             .wait(SETTLE_TIMEOUT, |p| ids.iter().all(|id| p.ready(*id)));
+        let joined = self.joined.get(joined_before).copied();
+        nodes.extend(joined);
+        if fault.kind == FaultKind::SnapshotCatchup {
+            for n in nodes.clone() {
+                notes.push(format!(
+                    "after the restart node {n} reports snapshot index {} and applied index {}",
+                    show(self.member(n).and_then(|m| m.snapshot_index)),
+                    show(self.member(n).and_then(|m| m.applied_index)),
+                ));
+            }
+        }
         if !settled {
             errors.push(format!(
                 "not every node was ready {} s after the heal",
@@ -175,6 +256,10 @@ impl Nemesis<'_> {
             cuts,
             skew_seconds: skew,
             observed_skew_seconds: observed,
+            link_delay_ms,
+            joined,
+            purged_past_follower,
+            notes,
             leader,
             start_ms,
             heal_ms,
@@ -216,8 +301,101 @@ impl Nemesis<'_> {
         for n in std::mem::take(&mut self.damage.skewed) {
             note(&mut errors, self.target.skew_clock(n, 0));
         }
+        if std::mem::take(&mut self.damage.links) {
+            note(&mut errors, self.target.heal_links());
+        }
+        // Last: a fresh node joins a cluster whose other faults are healed.
+        for _ in 0..std::mem::take(&mut self.damage.removed) {
+            match self.join_fresh() {
+                Ok(id) => self.joined.push(id),
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+        }
         errors
     }
+
+    /// The leader, waiting for one (up to 30 s).
+    fn wait_leader(&self) -> Option<usize> {
+        self.probe
+            .wait(Duration::from_secs(30), |p| p.leader().is_some());
+        self.probe.leader()
+    }
+
+    /// Removes node `n` through the leader (a few tries: leadership may move meanwhile).
+    fn remove(&mut self, n: usize) -> anyhow::Result<()> {
+        let mut outcome = Err(anyhow::anyhow!("no leader to remove node {n} through"));
+        for _ in 0..3 {
+            let Some(leader) = self.wait_leader() else {
+                continue;
+            };
+            outcome = self.target.remove_node(n, leader);
+            if outcome.is_ok() {
+                break;
+            }
+        }
+        self.sync_members();
+        outcome
+    }
+
+    /// Joins a fresh node through the leader (a few tries).
+    fn join_fresh(&mut self) -> anyhow::Result<usize> {
+        let mut outcome = Err(anyhow::anyhow!("no leader to join a fresh node through"));
+        for _ in 0..3 {
+            let Some(leader) = self.wait_leader() else {
+                continue;
+            };
+            outcome = self.target.add_node(leader);
+            if outcome.is_ok() {
+                break;
+            }
+        }
+        self.sync_members();
+        outcome
+    }
+
+    /// Tells the probe and the callers' pool who the members are now.
+    fn sync_members(&self) {
+        let ids = self.target.node_ids();
+        self.recorder.set_nodes(
+            ids.iter()
+                .map(|id| (*id, self.target.api_url(*id)))
+                .collect(),
+        );
+        self.probe.set_members(ids);
+    }
+
+    /// Member `n` as the leader reports it.
+    fn member(&self, n: usize) -> Option<stella_api::MemberStatus> {
+        let leader = self.probe.leader()?;
+        self.probe
+            .status(leader)?
+            .members
+            .into_iter()
+            .find(|m| m.node_id == n as u64)
+    }
+
+    fn last_log_index(&self, n: usize) -> Option<u64> {
+        self.member(n).and_then(|m| m.last_log_index)
+    }
+
+    /// The lowest index any running member purged its log to (the leader's is what counts,
+    /// but a follower the leader would send a snapshot from is the leader).
+    fn purged_index(&self) -> Option<u64> {
+        let leader = self.probe.leader()?;
+        self.member(leader).and_then(|m| m.purged_index)
+    }
+}
+
+/// The log was purged past `last` (a follower whose log ends at `last` needs a snapshot).
+fn past(purged: Option<u64>, last: Option<u64>) -> bool {
+    match (purged, last) {
+        (Some(p), Some(l)) => p > l,
+        _ => false,
+    }
+}
+
+fn show(index: Option<u64>) -> String {
+    index.map_or_else(|| "-".to_owned(), |i| i.to_string())
 }
 
 fn note(errors: &mut Vec<String>, result: anyhow::Result<()>) {

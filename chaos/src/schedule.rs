@@ -32,9 +32,23 @@ pub enum FaultKind {
     /// Fill the filesystem under a random node's data directory (it must fail closed), and
     /// free it when the fault ends (it must recover without a restart).
     DiskFull,
+    /// Add latency (100–400 ms each way, seeded) to every peer link of a random node, through
+    /// the TCP fault proxy.
+    LinkDelay,
+    /// Black-hole every peer link of a random node (accepted, nothing passes) through the
+    /// proxy; what waited flows again when the fault ends.
+    LinkDrop,
+    /// Reset every peer connection of the leader and refuse new ones (the proxy resets them).
+    LinkReset,
+    /// Remove a follower from the cluster (operator CLI) and stop it; when the fault ends a
+    /// fresh node (empty data directory) joins in its place, under load.
+    Membership,
+    /// Stop a follower until the others have compacted their logs past its position, then
+    /// start it again: it must catch up by installing a snapshot, under load.
+    SnapshotCatchup,
 }
 
-pub const ALL_KINDS: [FaultKind; 11] = [
+pub const ALL_KINDS: [FaultKind; 16] = [
     FaultKind::KillLeader,
     FaultKind::KillFollower,
     FaultKind::KillRandom,
@@ -46,6 +60,11 @@ pub const ALL_KINDS: [FaultKind; 11] = [
     FaultKind::RestartLoop,
     FaultKind::ClockSkew,
     FaultKind::DiskFull,
+    FaultKind::LinkDelay,
+    FaultKind::LinkDrop,
+    FaultKind::LinkReset,
+    FaultKind::Membership,
+    FaultKind::SnapshotCatchup,
 ];
 
 impl FaultKind {
@@ -62,7 +81,20 @@ impl FaultKind {
             FaultKind::RestartLoop => "restart-loop",
             FaultKind::ClockSkew => "clock-skew",
             FaultKind::DiskFull => "disk-full",
+            FaultKind::LinkDelay => "link-delay",
+            FaultKind::LinkDrop => "link-drop",
+            FaultKind::LinkReset => "link-reset",
+            FaultKind::Membership => "membership",
+            FaultKind::SnapshotCatchup => "snapshot-catchup",
         }
+    }
+
+    /// Needs the TCP fault proxy in front of the peer listeners (`--local`).
+    pub fn is_link(self) -> bool {
+        matches!(
+            self,
+            FaultKind::LinkDelay | FaultKind::LinkDrop | FaultKind::LinkReset
+        )
     }
 
     pub fn parse(name: &str) -> Option<FaultKind> {

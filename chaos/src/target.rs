@@ -5,8 +5,10 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use stella_api::{Client, ClientConfig, Credentials};
+
+use crate::proxy::LinkFault;
 
 /// A tenant the workload signs for.
 #[derive(Clone)]
@@ -46,6 +48,30 @@ pub trait Target {
     fn verify_key_pem(&self) -> Result<String>;
     /// The nodes' request deadline.
     fn deadline(&self) -> Duration;
+    /// Every node id the drill may meet: the members and the spares that may join.
+    fn known_node_ids(&self) -> Vec<usize> {
+        self.node_ids()
+    }
+    /// Puts `fault` on every peer link of node `id` (`None`: heals them).
+    fn link_fault(&mut self, _id: usize, _fault: Option<LinkFault>) -> Result<()> {
+        Err(anyhow!(
+            "this target has no fault proxy on its peer links (--local has one)"
+        ))
+    }
+    /// Heals every link fault.
+    fn heal_links(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Removes node `id` from the cluster through the leader `via` and stops it; it is no
+    /// longer one of [`Target::node_ids`].
+    fn remove_node(&mut self, _id: usize, _via: usize) -> Result<()> {
+        Err(anyhow!("this target cannot change its membership"))
+    }
+    /// Starts a fresh node (empty data directory) and joins it through the leader `via`;
+    /// returns its id.
+    fn add_node(&mut self, _via: usize) -> Result<usize> {
+        Err(anyhow!("this target cannot change its membership"))
+    }
     /// Writes what the nodes logged into `dir` (targets that hold the logs; others do nothing).
     fn save_logs(&self, _dir: &std::path::Path) -> Result<()> {
         Ok(())
@@ -54,16 +80,19 @@ pub trait Target {
 
 /// Cluster status as each node answers it (short timeouts: a paused node is not waited for).
 pub struct Probe {
+    /// Clients of every node the drill may meet (members and spares).
     clients: Vec<(usize, Client)>,
     http: reqwest::blocking::Client,
     urls: Vec<(usize, String)>,
+    /// The members now (the nemesis changes them).
+    members: std::sync::Mutex<Vec<usize>>,
 }
 
 impl Probe {
     pub fn new(target: &dyn Target) -> Result<Probe> {
         let mut clients = Vec::new();
         let mut urls = Vec::new();
-        for id in target.node_ids() {
+        for id in target.known_node_ids() {
             let mut credentials = target.auditor();
             credentials.server = target.api_url(id);
             clients.push((
@@ -85,7 +114,19 @@ impl Probe {
             clients,
             http,
             urls,
+            members: std::sync::Mutex::new(target.node_ids()),
         })
+    }
+
+    /// The members now.
+    pub fn members(&self) -> Vec<usize> {
+        self.members.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn set_members(&self, members: Vec<usize>) {
+        if let Ok(mut m) = self.members.lock() {
+            *m = members;
+        }
     }
 
     pub fn status(&self, id: usize) -> Option<stella_api::ClusterStatus> {
@@ -95,7 +136,7 @@ impl Probe {
 
     /// The node that every answering node... at least the node itself, calls the leader.
     pub fn leader(&self) -> Option<usize> {
-        for (id, _) in &self.clients {
+        for id in &self.members() {
             if let Some(s) = self.status(*id)
                 && let Some(l) = s.leader
             {
@@ -131,12 +172,10 @@ impl Probe {
 
     /// Every node answers, names the same leader, and every member applied the same index.
     pub fn converged(&self) -> bool {
-        let statuses: Vec<stella_api::ClusterStatus> = self
-            .clients
-            .iter()
-            .filter_map(|(id, _)| self.status(*id))
-            .collect();
-        converged(&statuses, self.clients.len())
+        let members = self.members();
+        let statuses: Vec<stella_api::ClusterStatus> =
+            members.iter().filter_map(|id| self.status(*id)).collect();
+        converged(&statuses, members.len())
     }
 
     /// Waits for `check` (polling), up to `timeout`.

@@ -38,6 +38,9 @@ pub struct Recorder {
     attempts: Mutex<Vec<Attempt>>,
     /// Acknowledged signings (audit id, bundle hash, acknowledged at ms, proof headers, body).
     acked: Mutex<Vec<Acked>>,
+    /// The members' (id, client URL) the callers spread over, as a load balancer's pool; the
+    /// nemesis changes it when it changes the membership.
+    nodes: Mutex<Vec<(usize, String)>>,
 }
 
 #[derive(Clone)]
@@ -55,7 +58,33 @@ impl Recorder {
             t0: Instant::now(),
             attempts: Mutex::new(Vec::new()),
             acked: Mutex::new(Vec::new()),
+            nodes: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The nodes callers send to now (never empty once the workload started).
+    pub fn nodes(&self) -> Vec<(usize, String)> {
+        self.nodes.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the pool (an empty one is ignored).
+    pub fn set_nodes(&self, nodes: Vec<(usize, String)>) {
+        if nodes.is_empty() {
+            return;
+        }
+        if let Ok(mut n) = self.nodes.lock() {
+            *n = nodes;
+        }
+    }
+
+    /// One of the nodes: (id, URL).
+    fn pick(&self, rng: &mut ChaCha8Rng, turn: Option<usize>) -> (usize, String) {
+        let nodes = self.nodes();
+        if nodes.is_empty() {
+            return (0, String::new());
+        }
+        let i = turn.unwrap_or_else(|| rng.gen_range(0..nodes.len())) % nodes.len();
+        nodes[i].clone()
     }
 
     pub fn ms(&self, at: Instant) -> u64 {
@@ -118,7 +147,6 @@ pub struct Workload {
 /// What every caller thread needs.
 #[derive(Clone)]
 struct Env {
-    urls: Vec<(usize, String)>,
     public_url: String,
     key: Arc<PublicKey>,
     stop: Arc<AtomicBool>,
@@ -131,12 +159,14 @@ impl Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let recorder = Arc::new(Recorder::new());
         let key = PublicKey::from_pem(&target.verify_key_pem()?).context("verification key")?;
-        let env = Env {
-            urls: target
+        recorder.set_nodes(
+            target
                 .node_ids()
                 .into_iter()
                 .map(|id| (id, target.api_url(id)))
                 .collect(),
+        );
+        let env = Env {
             public_url: target.public_url(),
             key: Arc::new(key),
             stop: stop.clone(),
@@ -338,7 +368,7 @@ fn check_bundle(json: &Value, key: &PublicKey) -> Result<(), String> {
 
 fn signer(env: Env, tenant: Tenant, worker: usize, interval: Duration, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let Some(client) = client(tenant.credentials.clone(), &env.urls[0].1) else {
+    let Some(client) = client(tenant.credentials.clone(), &env.recorder.pick(&mut rng, Some(0)).1) else {
         return;
     };
     let sign_url = format!("{}{}", env.public_url, stella_api::SIGN_DSSE_PATH);
@@ -356,9 +386,9 @@ fn signer(env: Env, tenant: Tenant, worker: usize, interval: Duration, seed: u64
         };
         let body = sign_body(&request_id, tenant.credentials.poe.as_ref());
         let started = Instant::now();
-        let mut turn = rng.gen_range(0..env.urls.len());
+        let mut turn = rng.gen_range(0..env.recorder.nodes().len().max(1));
         loop {
-            let (node, url) = &env.urls[turn % env.urls.len()];
+            let (node, url) = &env.recorder.pick(&mut rng, Some(turn));
             turn += 1;
             let request = env
                 .http
@@ -430,7 +460,7 @@ fn replay(env: Env, credentials: Credentials, seed: u64) {
         let Some(victim) = victim else { continue };
         n += 1;
         let request_id = format!("replay-{n}");
-        let (node, url) = &env.urls[rng.gen_range(0..env.urls.len())];
+        let (node, url) = &env.recorder.pick(&mut rng, None);
         let request = env
             .http
             .post(format!("{url}{}", stella_api::SIGN_DSSE_PATH))
@@ -457,7 +487,7 @@ fn replay(env: Env, credentials: Credentials, seed: u64) {
 /// must be there), or a stale read of the newest records (they must be committed ones).
 fn reader(env: Env, auditor: Credentials, kind: Kind, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let Some(client) = client(auditor.clone(), &env.urls[0].1) else {
+    let Some(client) = client(auditor.clone(), &env.recorder.pick(&mut rng, Some(0)).1) else {
         return;
     };
     let audit_url = format!("{}{}", env.public_url, stella_api::AUDIT_PATH);
@@ -508,7 +538,7 @@ fn reader(env: Env, auditor: Credentials, kind: Kind, seed: u64) {
                 ("bundleHash", wanted.bundle.clone()),
             ]
         };
-        let (node, url) = &env.urls[rng.gen_range(0..env.urls.len())];
+        let (node, url) = &env.recorder.pick(&mut rng, None);
         let request = env
             .http
             .get(format!("{url}{}", stella_api::AUDIT_PATH))

@@ -273,6 +273,10 @@ fn a_hung_request_is_excused_only_on_a_frozen_node() {
         cuts: Vec::new(),
         skew_seconds: None,
         observed_skew_seconds: None,
+        link_delay_ms: None,
+        joined: None,
+        purged_past_follower: None,
+        notes: Vec::new(),
         leader: Some(1),
         start_ms: 500,
         heal_ms: 5500,
@@ -281,6 +285,59 @@ fn a_hung_request_is_excused_only_on_a_frozen_node() {
     });
     let v = run(&h, vec![log.clone(), log.clone(), log], 1);
     assert_eq!(failing(&v), Vec::<&str>::new());
+}
+
+/// A fault event on node 1 from 500 to 5500 ms.
+fn fault_on_node_1(kind: FaultKind) -> FaultEvent {
+    FaultEvent {
+        index: 0,
+        kind,
+        planned_at_s: 1.0,
+        hold_s: 5.0,
+        nodes: vec![1],
+        cuts: Vec::new(),
+        skew_seconds: None,
+        observed_skew_seconds: None,
+        link_delay_ms: Some(300),
+        joined: None,
+        purged_past_follower: None,
+        notes: Vec::new(),
+        leader: Some(1),
+        start_ms: 500,
+        heal_ms: 5500,
+        settled_ms: Some(6000),
+        errors: Vec::new(),
+    }
+}
+
+#[test]
+fn a_node_whose_peer_links_are_faulted_must_still_answer_in_time() {
+    for kind in [
+        FaultKind::LinkDelay,
+        FaultKind::LinkDrop,
+        FaultKind::LinkReset,
+    ] {
+        let (mut h, log) = healthy();
+        let mut slow = answer(503, Some("1"), true);
+        slow.end_ms = slow.start_ms + 20_000;
+        h.attempts.push(slow);
+        h.faults.push(fault_on_node_1(kind));
+        let v = run(&h, vec![log.clone(), log.clone(), log], 1);
+        assert_eq!(failing(&v), vec!["no-hung-requests"], "{kind:?}");
+    }
+}
+
+#[test]
+fn a_removed_or_stopped_node_excuses_a_hung_request() {
+    for kind in [FaultKind::Membership, FaultKind::SnapshotCatchup] {
+        let (mut h, log) = healthy();
+        let mut slow = answer(503, Some("1"), true);
+        slow.end_ms = slow.start_ms + 20_000;
+        h.attempts.push(slow);
+        h.faults.push(fault_on_node_1(kind));
+        let v = run(&h, vec![log.clone(), log.clone(), log], 1);
+        assert_eq!(failing(&v), Vec::<&str>::new(), "{kind:?}");
+    }
 }
 
 #[test]
