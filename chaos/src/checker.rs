@@ -9,6 +9,8 @@ use stella_state::{AuditRecord, Decision};
 use crate::history::{Attempt, FaultEvent, History, Kind, Outcome};
 use crate::schedule::FaultKind;
 
+pub mod checkpoints;
+
 /// One node's audit log, or why it could not be read.
 pub struct NodeLog {
     pub node: usize,

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use stella_api::{Client, ClientConfig};
 use stella_state::AuditRecord;
 
+use crate::checker::checkpoints::NodeCheckpoint;
 use crate::checker::{self, Evidence, NodeLog, Recovery, Verdict};
 use crate::history::History;
 use crate::nemesis::{Damage, Nemesis};
@@ -141,6 +142,20 @@ pub fn run(target: &mut dyn Target, options: &DrillOptions) -> Result<DrillOutco
         answer_within_ms: u64::try_from(answer_within.as_millis()).unwrap_or(u64::MAX),
         converged: converged && heal_errors.is_empty(),
     });
+    let records = logs
+        .iter()
+        .filter_map(|l| l.records.as_ref().ok().map(Vec::len))
+        .max()
+        .unwrap_or(0);
+    let (checkpoints, key) = checkpoints(target, &ids, records as u64);
+    let at = verdicts
+        .iter()
+        .position(|v| v.name == "audit-chains-identical")
+        .map_or(verdicts.len(), |i| i + 1);
+    verdicts.insert(
+        at,
+        checker::checkpoints::verdict(&checkpoints, key.as_deref(), &logs),
+    );
     if let Some(v) = verdicts.iter_mut().find(|v| v.name == "cluster-recovers") {
         v.examples.extend(heal_errors);
     }
@@ -198,4 +213,64 @@ pub fn audit_log(target: &dyn Target, id: usize) -> Result<Vec<AuditRecord>> {
         records.push(serde_json::from_value(value).context("an audit record")?);
     }
     Ok(records)
+}
+
+/// Every node's current checkpoint once they all name the same tree size — `records`, the
+/// records the nodes hold, if they get there within a minute (checkpoints are cut every few
+/// hundred ms) — and the published checkpoint key (the trust material, from the first node).
+fn checkpoints(
+    target: &dyn Target,
+    ids: &[usize],
+    records: u64,
+) -> (Vec<NodeCheckpoint>, Option<String>) {
+    let clients: Vec<(usize, Option<Client>)> = ids
+        .iter()
+        .map(|id| {
+            let mut credentials = target.auditor();
+            credentials.server = target.api_url(*id);
+            let client = Client::new(ClientConfig {
+                server: target.api_url(*id),
+                credentials,
+                timeout: Duration::from_secs(10),
+            })
+            .ok();
+            (*id, client)
+        })
+        .collect();
+    let read = || -> Vec<NodeCheckpoint> {
+        clients
+            .iter()
+            .map(|(node, client)| NodeCheckpoint {
+                node: *node,
+                note: match client {
+                    Some(c) => c.checkpoint().map_err(|e| format!("{e}")),
+                    None => Err("no client".to_owned()),
+                },
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last = read();
+    while std::time::Instant::now() < deadline {
+        let sizes: Vec<Option<u64>> = last
+            .iter()
+            .map(|c| {
+                c.note
+                    .as_deref()
+                    .ok()
+                    .and_then(checker::checkpoints::note_size)
+            })
+            .collect();
+        if sizes.iter().all(|s| *s == Some(records)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        last = read();
+    }
+    let key = clients
+        .iter()
+        .find_map(|(_, c)| c.as_ref()?.trust().ok())
+        .and_then(|t| t.audit_log)
+        .map(|k| k.verifier_key);
+    (last, key)
 }

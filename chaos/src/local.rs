@@ -249,6 +249,17 @@ impl Target for LocalTarget {
         Ok(())
     }
 
+    fn link_stats(&self) -> Option<String> {
+        let c = self.proxies.as_ref()?.counters();
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        Some(format!(
+            "peer-link proxy so far: {} connections, {} reset, {} bytes passed",
+            n(&c.connections),
+            n(&c.resets),
+            n(&c.bytes)
+        ))
+    }
+
     fn heal_links(&mut self) -> Result<()> {
         if let Some(p) = &self.proxies {
             p.clear();
@@ -421,7 +432,10 @@ impl Target for LocalTarget {
             }
         }
         for (id, text) in &self.removed_logs {
-            std::fs::write(dir.join(format!("node-{id}-removed.log")), format!("{text}\n"))?;
+            std::fs::write(
+                dir.join(format!("node-{id}-removed.log")),
+                format!("{text}\n"),
+            )?;
         }
         Ok(())
     }

@@ -180,6 +180,7 @@ impl Nemesis<'_> {
                     note(&mut errors, self.target.link_fault(*n, Some(link)));
                 }
                 self.hold(started, hold, tick, &label);
+                notes.extend(self.target.link_stats());
             }
             FaultKind::Membership => {
                 for n in &nodes {

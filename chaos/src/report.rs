@@ -472,7 +472,7 @@ fn render_html(r: &Report<'_>) -> Result<String> {
             rec.availability * 100.0
         );
     }
-    h.push_str("</table><h2>Schedule (as planned from the seed, and as it ran)</h2><table><tr><th>#</th><th>fault</th><th>planned at</th><th>hold</th><th>injected</th><th>healed</th><th>ready again</th><th>leader then</th><th>nodes</th><th>links cut / clock</th><th>recovery</th><th>nemesis errors</th></tr>");
+    h.push_str("</table><h2>Schedule (as planned from the seed, and as it ran)</h2><table><tr><th>#</th><th>fault</th><th>planned at</th><th>hold</th><th>injected</th><th>healed</th><th>ready again</th><th>leader then</th><th>nodes</th><th>links / clock / membership</th><th>recovery</th><th>nemesis errors</th></tr>");
     for (f, rec) in r.history.faults.iter().zip(r.recovery_per_fault) {
         let _ = write!(
             h,
@@ -497,7 +497,7 @@ fn render_html(r: &Report<'_>) -> Result<String> {
                         .map(|o| format!("{o:+} s"))
                         .unwrap_or_else(|| "no answer".into())
                 ),
-                None => format!("{:?}", f.cuts),
+                None => detail(f),
             },
             ms(*rec),
             esc(&f.errors.join("; "))
@@ -513,4 +513,23 @@ fn render_html(r: &Report<'_>) -> Result<String> {
     }
     h.push_str("<p>The full history (every attempt: start, end, node, status, problem code, Retry-After, audit id, bundle hash, DPoP proof id) is in <code>report.json</code> beside this file.</p></body></html>");
     Ok(h)
+}
+
+/// The fault's particulars for the schedule table: links cut, delay added, node joined, notes.
+fn detail(f: &crate::history::FaultEvent) -> String {
+    let mut parts = Vec::new();
+    if !f.cuts.is_empty() {
+        parts.push(format!("cut {:?}", f.cuts));
+    }
+    if let Some(d) = f.link_delay_ms {
+        parts.push(format!("+{d} ms each way"));
+    }
+    if let Some(j) = f.joined {
+        parts.push(format!("fresh node {j} joined"));
+    }
+    if let Some(p) = f.purged_past_follower {
+        parts.push(format!("log compacted past the follower: {p}"));
+    }
+    parts.extend(f.notes.iter().cloned());
+    esc(&parts.join("; "))
 }

@@ -58,6 +58,10 @@ pub trait Target {
             "this target has no fault proxy on its peer links (--local has one)"
         ))
     }
+    /// What the peer-link proxy has seen so far (connections, resets, bytes), if there is one.
+    fn link_stats(&self) -> Option<String> {
+        None
+    }
     /// Heals every link fault.
     fn heal_links(&mut self) -> Result<()> {
         Ok(())

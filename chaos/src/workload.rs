@@ -368,7 +368,10 @@ fn check_bundle(json: &Value, key: &PublicKey) -> Result<(), String> {
 
 fn signer(env: Env, tenant: Tenant, worker: usize, interval: Duration, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let Some(client) = client(tenant.credentials.clone(), &env.recorder.pick(&mut rng, Some(0)).1) else {
+    let Some(client) = client(
+        tenant.credentials.clone(),
+        &env.recorder.pick(&mut rng, Some(0)).1,
+    ) else {
         return;
     };
     let sign_url = format!("{}{}", env.public_url, stella_api::SIGN_DSSE_PATH);
