@@ -37,6 +37,18 @@ pub const DEFAULT_ELECTION_TIMEOUT_MS: (u64, u64) = (200, 300);
 /// Entries per AppendEntries call (openraft's default is 300).
 pub const MAX_PAYLOAD_ENTRIES: u64 = 32;
 
+/// How long one InstallSnapshot call may take: sending a chunk, and for the last one also
+/// installing the whole snapshot on the follower (which grows with the audit log). openraft's
+/// default is 200 ms, for every chunk: a snapshot of more than one chunk never arrived on a
+/// loaded machine — the leader dropped the call after the first chunk and started over, for
+/// ever, and the follower (or a freshly joined node) never caught up (found by the chaos drill,
+/// ADR 0029).
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
+
+/// Bytes per InstallSnapshot chunk (openraft's default is 3 MiB, sent as a JSON array of
+/// numbers: ~11 MB per call). Smaller chunks keep each call short on a slow link.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 512 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub node_id: NodeId,
@@ -132,6 +144,8 @@ impl ClusterHandle {
             // campaigning instead of catching up).
             max_payload_entries: MAX_PAYLOAD_ENTRIES,
             max_in_snapshot_log_to_keep: config.snapshot_every / 2,
+            install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
             ..Default::default()
         };
         let raft_config = Arc::new(

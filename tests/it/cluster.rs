@@ -252,6 +252,85 @@ fn a_node_that_missed_compacted_log_catches_up_by_snapshot() {
     assert!(exports[leader - 1].len() >= 150);
 }
 
+/// The leader's newest snapshot file, in bytes.
+fn snapshot_bytes(cluster: &TestCluster, id: usize) -> u64 {
+    std::fs::read_dir(cluster.data_dir(id).join("raft/snapshots"))
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+                .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// Found by the chaos drill (ADR 0029): with openraft's defaults every InstallSnapshot call —
+/// each chunk, and the last one including the follower's install — had 200 ms, so a snapshot of
+/// more than one chunk never arrived on a loaded machine (the leader dropped the call after the
+/// first chunk and started over, for ever) and the follower never caught up; a single chunk
+/// arrived only because the follower went on installing after the leader had given up (which
+/// the leader logged as a timed-out call).
+#[test]
+fn a_follower_catches_up_by_a_snapshot_of_several_chunks_without_a_timed_out_call() {
+    let mut cluster = TestCluster::start(ClusterOptions {
+        snapshot_every: 40,
+        ..ClusterOptions::default()
+    });
+    let leader = cluster.leader().expect("leader");
+    let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.kill(lagging);
+    // Until the leader's snapshot spans more than two chunks (with this many signings).
+    let wanted = 2 * stella_cluster::SNAPSHOT_CHUNK_BYTES + 1;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let signer = |cluster: &TestCluster| loop {
+        match cluster.sign(leader) {
+            Ok((200, _)) => return,
+            Ok((503, _)) | Err(_) => {
+                assert!(Instant::now() < deadline, "the leader stopped signing");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok((status, body)) => panic!("{status}: {body}"),
+        }
+    };
+    while snapshot_bytes(&cluster, leader) < wanted {
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot did not grow past {wanted} bytes"
+        );
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10 {
+                        signer(&cluster);
+                    }
+                });
+            }
+        });
+    }
+    let purged = cluster.status(leader).expect("status")["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["nodeId"] == leader as u64)
+        .and_then(|m| m["purgedIndex"].as_u64())
+        .unwrap_or(0);
+    assert!(purged > 0, "the leader compacted its log");
+    cluster.restart(lagging);
+    cluster.wait_converged(Duration::from_secs(120));
+    let leader_logs = cluster.node(leader).expect("leader").logs();
+    let timed_out: Vec<&String> = leader_logs
+        .iter()
+        .filter(|l| l.contains("InstallSnapshot RPC timed out"))
+        .collect();
+    assert!(
+        timed_out.is_empty(),
+        "the leader gave up on a snapshot call: {timed_out:?}"
+    );
+    let exports = export_all(&mut cluster);
+    assert_eq!(exports[lagging - 1], exports[leader - 1]);
+}
+
 #[test]
 fn a_cluster_quota_grants_exactly_n_across_nodes_and_a_leader_change() {
     const N: u64 = 60;
