@@ -18,10 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::Error;
 
-/// Signing requests a node works on at once by default: throughput still grows with
-/// concurrency up to about this many on a 2-core node (batched Raft entries), and beyond it
-/// only latency grows (docs/benchmarks.md).
-pub const DEFAULT_MAX_INFLIGHT_SIGNINGS: usize = 256;
+pub use crate::config::DEFAULT_MAX_INFLIGHT_SIGNINGS;
 
 /// The front door's counter. Cheap to clone; all clones share the bound.
 #[derive(Clone, Debug)]

@@ -196,8 +196,13 @@ pub struct Limits {
     pub max_inflight_signings: usize,
 }
 
+/// Signing requests a node works on at once by default: throughput still grows with
+/// concurrency up to about this many on a 2-core node (batched Raft entries), and beyond it
+/// only latency grows (docs/benchmarks.md).
+pub const DEFAULT_MAX_INFLIGHT_SIGNINGS: usize = 256;
+
 fn default_max_inflight_signings() -> usize {
-    crate::shedding::DEFAULT_MAX_INFLIGHT_SIGNINGS
+    DEFAULT_MAX_INFLIGHT_SIGNINGS
 }
 
 fn default_request_deadline() -> u64 {
