@@ -4,6 +4,7 @@
 //! network → Raft. Single-node mode (dev) runs the same Raft with a membership of one, so there
 //! is one code path for every deployment size.
 
+pub mod compaction;
 mod error;
 pub mod identity;
 pub mod lease;
@@ -59,7 +60,8 @@ pub struct ClusterConfig {
     pub tls: Option<PeerTls>,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: (u64, u64),
-    /// Build a snapshot (and allow purging the log) after this many applied entries.
+    /// Build a snapshot (and allow purging the log) after this many applied entries, or after
+    /// a quarter of the audit log's records, whichever is more (`compaction`).
     pub snapshot_every: u64,
     /// Source address for outgoing peer connections.
     pub local_address: Option<std::net::IpAddr>,
@@ -137,7 +139,8 @@ impl ClusterHandle {
             heartbeat_interval: config.heartbeat_ms,
             election_timeout_min: config.election_timeout_ms.0,
             election_timeout_max: config.election_timeout_ms.1,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            // Snapshots are triggered by `compaction`, spaced in proportion to the log.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             // openraft gives each AppendEntries one heartbeat interval to complete: a follower
             // catching up after a restart gets small batches, so each one fits the budget even
             // on a busy machine (300 entries per call never did there, and the follower kept
@@ -163,6 +166,7 @@ impl ClusterHandle {
         )
         .await
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        compaction::spawn(raft.clone(), view.clone(), config.snapshot_every);
         Ok(ClusterHandle {
             inner: Arc::new(Inner {
                 node_id: config.node_id,
