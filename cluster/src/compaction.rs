@@ -52,10 +52,7 @@ pub(crate) fn spawn(raft: Raft, view: StateView, every: u64) {
                 if m.running_state.is_err() {
                     return;
                 }
-                (
-                    m.last_applied.map(|l| l.index),
-                    m.snapshot.map(|l| l.index),
-                )
+                (m.last_applied.map(|l| l.index), m.snapshot.map(|l| l.index))
             };
             let Some(applied) = applied else { continue };
             let records = view.with_state(|s| s.log.head().size);

@@ -33,22 +33,43 @@ fn stalled_request(client: &Client, url: &str) -> TcpStream {
     stream
 }
 
-/// A configured node signing with a key file, with these `[limits]`.
-fn node_with_limits(
-    dir: &std::path::Path,
-    services: &Services,
-    limits: &str,
-) -> stella_tests::NodeProcess {
+/// A configured node (signing with a key file, with these `[limits]`) and a client that has
+/// signed once already, so it holds the node's DPoP nonce and a token.
+struct Signing {
+    node: stella_tests::NodeProcess,
+    client: Client,
+    request: stella_api::SignDsseRequest,
+    _services: Services,
+    _dir: tempfile::TempDir,
+}
+
+fn signing_node(limits: &str) -> Signing {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let services = Services::start(dir);
     let key = stella_signer::FileKeySigner::generate().expect("key");
     stella_tests::write_secret(dir.join("signing.pem"), key.to_pkcs8_pem());
-    start_configured_node(
+    let node = start_configured_node(
         dir,
-        services,
+        &services,
         &format!(
             "[signing]\nkey_file = \"{}/signing.pem\"\n[limits]\n{limits}",
             dir.display()
         ),
-    )
+    );
+    let client = client_for(
+        &node.url,
+        services.credentials("tenant-a-ci", PLAN, &node.url),
+    );
+    let request = serde_json::from_value(sbom_request_for(&client)).expect("request");
+    client.sign_dsse(&request).expect("first signing");
+    Signing {
+        node,
+        client,
+        request,
+        _services: services,
+        _dir: tmp,
+    }
 }
 
 /// One HTTP/1.1 response with a `content-length` body, read from a raw stream.
@@ -91,22 +112,9 @@ fn metric(url: &str, name: &str) -> f64 {
 
 #[test]
 fn a_node_at_its_bound_sheds_at_once_and_the_same_request_signs_when_there_is_room() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tmp.path();
-    let services = Services::start(dir);
-    let node = node_with_limits(
-        dir,
-        &services,
-        "max_inflight_signings = 2\nrequest_deadline_seconds = 300\n",
-    );
-    let client = client_for(
-        &node.url,
-        services.credentials("tenant-a-ci", PLAN, &node.url),
-    );
+    let Signing { node, client, .. } =
+        signing_node("max_inflight_signings = 2\nrequest_deadline_seconds = 300\n");
     let body = serde_json::to_vec(&sbom_request_for(&client)).expect("body");
-    // One signing first, so the client holds the node's DPoP nonce and a token.
-    let request = serde_json::from_value(sbom_request_for(&client)).expect("request");
-    client.sign_dsse(&request).expect("first signing");
 
     let stalled: Vec<TcpStream> = (0..2)
         .map(|_| stalled_request(&client, &node.url))
@@ -166,20 +174,12 @@ fn a_node_at_its_bound_sheds_at_once_and_the_same_request_signs_when_there_is_ro
 
 #[test]
 fn a_body_that_trickles_in_is_cut_off_at_the_request_deadline() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tmp.path();
-    let services = Services::start(dir);
-    let node = node_with_limits(
-        dir,
-        &services,
-        "max_inflight_signings = 1\nrequest_deadline_seconds = 1\n",
-    );
-    let client = client_for(
-        &node.url,
-        services.credentials("tenant-a-ci", PLAN, &node.url),
-    );
-    let request = serde_json::from_value(sbom_request_for(&client)).expect("request");
-    client.sign_dsse(&request).expect("first signing");
+    let Signing {
+        node,
+        client,
+        request,
+        ..
+    } = signing_node("max_inflight_signings = 1\nrequest_deadline_seconds = 1\n");
 
     let mut stalled = stalled_request(&client, &node.url);
     let text = read_response(&mut stalled);
