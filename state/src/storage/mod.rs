@@ -11,8 +11,8 @@
 //! applied index, new audit records and state move together atomically — but without an fsync
 //! (`Durability::None`), as does `save_committed`: after a crash redb reverts to its last durable
 //! commit and openraft re-applies the committed log entries after it. One apply commit a second
-//! (or every 256) is fsynced all the same, because redb reuses the pages that unsynced commits
-//! freed only after a synced one (`state_machine::DurablePacer`). Snapshot build and install
+//! (or every 256) is fsynced all the same, because redb keeps the pages that unsynced commits
+//! free on in-memory lists until a synced one (`state_machine::DurablePacer`). Snapshot build and install
 //! commit with `Durability::Immediate`, which also makes every earlier state-machine commit
 //! durable, so the log is never purged past what the state machine has durably applied.
 //! Blocking redb work runs on `spawn_blocking`, off the async workers.

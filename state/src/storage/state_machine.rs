@@ -143,13 +143,12 @@ pub struct StateMachineStore {
 
 /// When an apply's commit is made durable (fsynced) instead of `Durability::None`.
 ///
-/// redb cannot reuse a page freed by a non-durable commit, and keeps every page such commits
-/// allocated in an in-memory set, until the next durable commit. With durable commits only at
-/// snapshots (every `snapshot_every` entries), both grew for the whole interval: under steady
-/// load the state-machine file grew by hundreds of MiB and every commit got slower (a dev node
-/// fell from ~1,180 to ~610 signatures/s within 20 s, `stella-load --steady 60`). One fsynced
-/// commit per second, or per `DURABLE_EVERY` commits, bounds both; it also bounds what a
-/// restart re-applies from the log.
+/// redb cannot reuse a page of the last durable state that a non-durable commit freed: it keeps
+/// such pages in in-memory lists, which every later commit works through
+/// (`process_unpersisted_data_freed`), until the next durable commit. With durable commits only
+/// at snapshots those lists grew for the whole interval between two snapshots. One fsynced
+/// commit per second, or per `DURABLE_EVERY` commits, bounds them; it also bounds what a
+/// restart re-applies from the log. Measured: docs/benchmarks.md, ADR 0031.
 #[derive(Debug)]
 struct DurablePacer {
     since: u32,
