@@ -211,7 +211,10 @@ pub async fn build_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Resu
         base_urls,
         health: health.clone(),
         audit_log: log_key.as_deref().map(crate::transparency::published),
-        front_door: crate::shedding::FrontDoor::new(config.limits.max_inflight_signings),
+        front_door: crate::shedding::FrontDoor::new(
+            config.limits.max_inflight_signings,
+            config.limits.per_tenant(),
+        ),
     });
 
     let client_state = state.clone();

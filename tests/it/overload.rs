@@ -39,7 +39,8 @@ struct Signing {
     node: stella_tests::NodeProcess,
     client: Client,
     request: stella_api::SignDsseRequest,
-    _services: Services,
+    services: Services,
+    /// Kept until the test ends: the node's files live in it.
     _dir: tempfile::TempDir,
 }
 
@@ -67,7 +68,7 @@ fn signing_node(limits: &str) -> Signing {
         node,
         client,
         request,
-        _services: services,
+        services,
         _dir: tmp,
     }
 }
@@ -112,8 +113,10 @@ fn metric(url: &str, name: &str) -> f64 {
 
 #[test]
 fn a_node_at_its_bound_sheds_at_once_and_the_same_request_signs_when_there_is_room() {
-    let Signing { node, client, .. } =
-        signing_node("max_inflight_signings = 2\nrequest_deadline_seconds = 300\n");
+    let s = signing_node(
+        "max_inflight_signings = 2\nmax_inflight_per_tenant = 2\nrequest_deadline_seconds = 300\n",
+    );
+    let (node, client) = (&s.node, &s.client);
     let body = serde_json::to_vec(&sbom_request_for(&client)).expect("body");
 
     let stalled: Vec<TcpStream> = (0..2)
@@ -174,12 +177,8 @@ fn a_node_at_its_bound_sheds_at_once_and_the_same_request_signs_when_there_is_ro
 
 #[test]
 fn a_body_that_trickles_in_is_cut_off_at_the_request_deadline() {
-    let Signing {
-        node,
-        client,
-        request,
-        ..
-    } = signing_node("max_inflight_signings = 1\nrequest_deadline_seconds = 1\n");
+    let s = signing_node("max_inflight_signings = 1\nrequest_deadline_seconds = 1\n");
+    let (node, client, request) = (&s.node, &s.client, &s.request);
 
     let mut stalled = stalled_request(&client, &node.url);
     let text = read_response(&mut stalled);
@@ -187,4 +186,44 @@ fn a_body_that_trickles_in_is_cut_off_at_the_request_deadline() {
     assert!(text.contains("did not arrive within 1 s"), "{text}");
     // Its place at the front door was given back: the one place signs again.
     client.sign_dsse(&request).expect("signs after the cut-off");
+}
+
+#[test]
+fn one_tenant_cannot_take_every_place_at_the_door() {
+    let s = signing_node(
+        "max_inflight_signings = 4\nmax_inflight_per_tenant = 1\nrequest_deadline_seconds = 300\n",
+    );
+    let (node, client, services) = (&s.node, &s.client, &s.services);
+    let _stalled = stalled_request(&client, &node.url);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metric(&node.url, "stella_signer_inflight_signings") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled request never got in"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Tenant A holds its one place: its next request is throttled at once, with Retry-After.
+    let url = format!("{}{SIGN}", node.url);
+    let mut post = reqwest::blocking::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&sbom_request_for(&client)).expect("body"));
+    for (name, value) in client.auth_headers("POST", &url).expect("auth") {
+        post = post.header(name, value);
+    }
+    let refused = post.send().expect("send");
+    assert_eq!(refused.status().as_u16(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let problem: Value = refused.json().expect("problem");
+    assert_eq!(problem["code"], "plan_throttled", "{problem}");
+    // Tenant B is not A: it signs meanwhile.
+    let other = client_for(
+        &node.url,
+        services.credentials("tenant-b-ci", PLAN, &node.url),
+    );
+    let request = serde_json::from_value(sbom_request_for(&other)).expect("request");
+    other
+        .sign_dsse(&request)
+        .expect("tenant B signs while A holds its share");
 }

@@ -194,6 +194,19 @@ pub struct Limits {
     /// `Retry-After` before any work is done for it (load shedding, ADR 0030).
     #[serde(default = "default_max_inflight_signings")]
     pub max_inflight_signings: usize,
+    /// Of those, the most one tenant may hold; past it the tenant gets 429 with
+    /// `Retry-After`. Default: half of `max_inflight_signings`.
+    #[serde(default)]
+    pub max_inflight_per_tenant: Option<usize>,
+}
+
+impl Limits {
+    /// The tenant's share of the front door.
+    pub fn per_tenant(&self) -> usize {
+        self.max_inflight_per_tenant
+            .unwrap_or(self.max_inflight_signings / 2)
+            .clamp(1, self.max_inflight_signings.max(1))
+    }
 }
 
 /// Signing requests a node works on at once by default: throughput still grows with
@@ -217,6 +230,7 @@ impl Default for Limits {
             max_sessions: default_max_sessions(),
             request_deadline_seconds: default_request_deadline(),
             max_inflight_signings: default_max_inflight_signings(),
+            max_inflight_per_tenant: None,
         }
     }
 }

@@ -35,6 +35,7 @@ async fn sign(
     let facts = request_facts(req, &state.base_urls);
     let request_id = current_request_id().unwrap_or_default();
     let authn = state.signing.authenticate(&facts, &request_id).await?;
+    let _share = state.front_door.enter_tenant(&authn.caller.tenant)?;
     let (request, bytes) = body::read_json(req, payload, &state.body).await?;
     let request: SignDsseRequest = request;
     state
@@ -68,6 +69,7 @@ async fn export(
     let facts = request_facts(req, &state.base_urls);
     let request_id = current_request_id().unwrap_or_default();
     let authn = state.signing.authenticate(&facts, &request_id).await?;
+    let _share = state.front_door.enter_tenant(&authn.caller.tenant)?;
     let (tenant, subject) = (authn.caller.tenant.clone(), authn.caller.subject.clone());
     let (request, bytes) = body::read_json::<SignExportRequest>(req, payload, &state.body).await?;
     crate::export::validate(&request.manifest)?;
