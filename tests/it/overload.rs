@@ -117,11 +117,9 @@ fn a_node_at_its_bound_sheds_at_once_and_the_same_request_signs_when_there_is_ro
         "max_inflight_signings = 2\nmax_inflight_per_tenant = 2\nrequest_deadline_seconds = 300\n",
     );
     let (node, client) = (&s.node, &s.client);
-    let body = serde_json::to_vec(&sbom_request_for(&client)).expect("body");
+    let body = serde_json::to_vec(&sbom_request_for(client)).expect("body");
 
-    let stalled: Vec<TcpStream> = (0..2)
-        .map(|_| stalled_request(&client, &node.url))
-        .collect();
+    let stalled: Vec<TcpStream> = (0..2).map(|_| stalled_request(client, &node.url)).collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     while metric(&node.url, "stella_signer_inflight_signings") < 2.0 {
         assert!(
@@ -180,12 +178,12 @@ fn a_body_that_trickles_in_is_cut_off_at_the_request_deadline() {
     let s = signing_node("max_inflight_signings = 1\nrequest_deadline_seconds = 1\n");
     let (node, client, request) = (&s.node, &s.client, &s.request);
 
-    let mut stalled = stalled_request(&client, &node.url);
+    let mut stalled = stalled_request(client, &node.url);
     let text = read_response(&mut stalled);
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(text.contains("did not arrive within 1 s"), "{text}");
     // Its place at the front door was given back: the one place signs again.
-    client.sign_dsse(&request).expect("signs after the cut-off");
+    client.sign_dsse(request).expect("signs after the cut-off");
 }
 
 #[test]
@@ -194,7 +192,7 @@ fn one_tenant_cannot_take_every_place_at_the_door() {
         "max_inflight_signings = 4\nmax_inflight_per_tenant = 1\nrequest_deadline_seconds = 300\n",
     );
     let (node, client, services) = (&s.node, &s.client, &s.services);
-    let _stalled = stalled_request(&client, &node.url);
+    let _stalled = stalled_request(client, &node.url);
     let deadline = Instant::now() + Duration::from_secs(120);
     while metric(&node.url, "stella_signer_inflight_signings") < 1.0 {
         assert!(
@@ -208,7 +206,7 @@ fn one_tenant_cannot_take_every_place_at_the_door() {
     let mut post = reqwest::blocking::Client::new()
         .post(&url)
         .header("content-type", "application/json")
-        .body(serde_json::to_vec(&sbom_request_for(&client)).expect("body"));
+        .body(serde_json::to_vec(&sbom_request_for(client)).expect("body"));
     for (name, value) in client.auth_headers("POST", &url).expect("auth") {
         post = post.header(name, value);
     }
