@@ -224,6 +224,9 @@ pub fn zero_series(plans: &[crate::config::PlanConfig]) {
     }
     metrics::counter!(PREAUTH_REFUSALS, "code" => "invalid_token").increment(0);
     metrics::counter!(ACTOR_RESTARTS, "actor" => "quota-ledger").increment(0);
+    // An alert's `rate()` needs the series before the first refusal.
+    metrics::counter!(SHED).increment(0);
+    metrics::gauge!(IN_FLIGHT).set(0.0);
 }
 
 /// Counts one signing request under `signed` or its problem code, with its latency.
